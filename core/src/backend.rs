@@ -1,0 +1,136 @@
+//! Storage backends: where objects live.
+//!
+//! A backend stores immutable objects under keys (see [`ObjectKey::path`]).
+//! It is split in a read half and a write half: a writer needs only
+//! [`WriteBackend::put_new`], and must never need to read, list, overwrite
+//! or delete. All methods are async; the local backend does its file I/O on
+//! tokio's blocking pool.
+
+use crate::error::{Error, Result};
+use async_trait::async_trait;
+use std::sync::Arc;
+
+pub mod local;
+
+/// The kinds of stored object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ObjectKind {
+    /// `config`
+    Config,
+    /// `snapshots/<id>`
+    Snapshot,
+    /// `index/<id>`
+    Index,
+    /// `data/<2 hex>/<pack id>`
+    Pack,
+}
+
+impl ObjectKind {
+    /// The prefix objects of this kind are listed under.
+    pub fn prefix(self) -> &'static str {
+        match self {
+            ObjectKind::Config => "",
+            ObjectKind::Snapshot => "snapshots/",
+            ObjectKind::Index => "index/",
+            ObjectKind::Pack => "data/",
+        }
+    }
+}
+
+/// The key of one stored object.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ObjectKey {
+    /// What the object is.
+    pub kind: ObjectKind,
+    /// Its name: 64 hex digits (empty for `config`).
+    pub name: String,
+}
+
+impl ObjectKey {
+    /// The `config` object.
+    pub fn config() -> Self {
+        Self {
+            kind: ObjectKind::Config,
+            name: String::new(),
+        }
+    }
+
+    /// An object of `kind` named `name`.
+    pub fn new(kind: ObjectKind, name: impl Into<String>) -> Self {
+        Self {
+            kind,
+            name: name.into(),
+        }
+    }
+
+    /// The object's path relative to the repository root.
+    pub fn path(&self) -> String {
+        match self.kind {
+            ObjectKind::Config => "config".into(),
+            ObjectKind::Pack => {
+                let fan = self.name.get(..2).unwrap_or("00");
+                format!("data/{fan}/{}", self.name)
+            }
+            kind => format!("{}{}", kind.prefix(), self.name),
+        }
+    }
+}
+
+impl std::fmt::Display for ObjectKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.path())
+    }
+}
+
+/// One listed object.
+#[derive(Debug, Clone)]
+pub struct ObjectInfo {
+    /// The object's name (as in [`ObjectKey::name`]).
+    pub name: String,
+    /// Its size in bytes.
+    pub size: u64,
+}
+
+/// Reading objects: what readers (restore, mount, check) need.
+#[async_trait]
+pub trait ReadBackend: Send + Sync {
+    /// The whole object. [`Error::NotFound`] if it does not exist.
+    async fn get(&self, key: &ObjectKey) -> Result<Vec<u8>>;
+
+    /// `length` bytes from `offset`. Fails with [`Error::Damaged`] if the
+    /// object is shorter: a short read is never returned as data.
+    async fn get_range(&self, key: &ObjectKey, offset: u64, length: u64) -> Result<Vec<u8>>;
+
+    /// Every object of `kind`, in no particular order.
+    async fn list(&self, kind: ObjectKind) -> Result<Vec<ObjectInfo>>;
+}
+
+/// Writing objects: all a writer may do.
+#[async_trait]
+pub trait WriteBackend: Send + Sync {
+    /// Stores a new object, durably, all or nothing. Never replaces an
+    /// existing object: if `key` exists, returns [`Error::AlreadyExists`]
+    /// and leaves it untouched.
+    async fn put_new(&self, key: &ObjectKey, data: Vec<u8>) -> Result<()>;
+}
+
+/// A backend that reads and writes.
+pub trait Backend: ReadBackend + WriteBackend {
+    /// Where this backend stores, for messages (never holds credentials).
+    fn describe(&self) -> String;
+}
+
+/// Opens the backend a `--repo` argument names.
+pub fn open(repo: &str) -> Result<Arc<dyn Backend>> {
+    if repo.starts_with("s3://") {
+        return Err(Error::Config(format!(
+            "{repo}: S3 repositories are not supported by this build yet; use a local directory"
+        )));
+    }
+    if repo.is_empty() {
+        return Err(Error::Config(
+            "no repository given: pass --repo DIR or set COFFER_REPO".into(),
+        ));
+    }
+    Ok(Arc::new(local::LocalBackend::new(repo)))
+}

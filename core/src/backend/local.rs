@@ -1,0 +1,204 @@
+//! A repository in a local directory.
+//!
+//! Writes go to `tmp/` first, are fsynced, then hard-linked to their final
+//! name (`link(2)` fails if the name exists, so nothing is ever replaced) and
+//! the directory is fsynced. A crash leaves at most a stray file in `tmp/`.
+
+use super::{Backend, ObjectInfo, ObjectKey, ObjectKind, ReadBackend, WriteBackend};
+use crate::error::{Error, Result};
+use async_trait::async_trait;
+use std::fs::{self, File};
+use std::io::{ErrorKind, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+/// A repository rooted at a local directory.
+pub struct LocalBackend {
+    root: PathBuf,
+}
+
+impl LocalBackend {
+    /// A backend over `root` (created on first write).
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    fn path_of(&self, key: &ObjectKey) -> PathBuf {
+        self.root.join(key.path())
+    }
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Storage {
+            op: "run",
+            key: "local I/O task".into(),
+            source: std::io::Error::other(e.to_string()),
+        })?
+}
+
+fn storage_err(op: &'static str, key: &ObjectKey, e: std::io::Error) -> Error {
+    if e.kind() == ErrorKind::NotFound {
+        Error::NotFound(key.path())
+    } else {
+        Error::Storage {
+            op,
+            key: key.path(),
+            source: e,
+        }
+    }
+}
+
+#[async_trait]
+impl ReadBackend for LocalBackend {
+    async fn get(&self, key: &ObjectKey) -> Result<Vec<u8>> {
+        let path = self.path_of(key);
+        let key = key.clone();
+        blocking(move || fs::read(&path).map_err(|e| storage_err("get", &key, e))).await
+    }
+
+    async fn get_range(&self, key: &ObjectKey, offset: u64, length: u64) -> Result<Vec<u8>> {
+        let path = self.path_of(key);
+        let key = key.clone();
+        blocking(move || {
+            let mut f = File::open(&path).map_err(|e| storage_err("get", &key, e))?;
+            f.seek(SeekFrom::Start(offset))
+                .map_err(|e| storage_err("get", &key, e))?;
+            let len = usize::try_from(length)
+                .map_err(|_| Error::damaged(key.path(), "range too large"))?;
+            let mut buf = Vec::with_capacity(len);
+            f.take(length)
+                .read_to_end(&mut buf)
+                .map_err(|e| storage_err("get", &key, e))?;
+            if buf.len() != len {
+                return Err(Error::damaged(
+                    key.path(),
+                    format!(
+                        "truncated: wanted {length} bytes at offset {offset}, got {}",
+                        buf.len()
+                    ),
+                ));
+            }
+            Ok(buf)
+        })
+        .await
+    }
+
+    async fn list(&self, kind: ObjectKind) -> Result<Vec<ObjectInfo>> {
+        let root = self.root.clone();
+        blocking(move || list_kind(&root, kind)).await
+    }
+}
+
+fn list_kind(root: &Path, kind: ObjectKind) -> Result<Vec<ObjectInfo>> {
+    let mut out = Vec::new();
+    let dir = root.join(kind.prefix());
+    let mut dirs = vec![dir];
+    while let Some(dir) = dirs.pop() {
+        let entries = match fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == ErrorKind::NotFound => continue,
+            Err(e) => return Err(Error::io(&dir, "listing the repository", e)),
+        };
+        for entry in entries {
+            let entry = entry.map_err(|e| Error::io(&dir, "listing the repository", e))?;
+            let meta = entry
+                .metadata()
+                .map_err(|e| Error::io(entry.path(), "listing the repository", e))?;
+            if meta.is_dir() {
+                if kind == ObjectKind::Pack {
+                    dirs.push(entry.path());
+                }
+                continue;
+            }
+            if let Some(name) = entry.file_name().to_str() {
+                if kind != ObjectKind::Config || name == "config" {
+                    out.push(ObjectInfo {
+                        name: name.to_string(),
+                        size: meta.len(),
+                    });
+                }
+            }
+        }
+        if kind == ObjectKind::Config {
+            break;
+        }
+    }
+    Ok(out)
+}
+
+#[async_trait]
+impl WriteBackend for LocalBackend {
+    async fn put_new(&self, key: &ObjectKey, data: Vec<u8>) -> Result<()> {
+        let root = self.root.clone();
+        let key = key.clone();
+        blocking(move || put_new_sync(&root, &key, &data)).await
+    }
+}
+
+fn put_new_sync(root: &Path, key: &ObjectKey, data: &[u8]) -> Result<()> {
+    let final_path = root.join(key.path());
+    let parent = final_path.parent().unwrap_or(root).to_path_buf();
+    let tmp_dir = root.join("tmp");
+    for dir in [&parent, &tmp_dir] {
+        fs::create_dir_all(dir).map_err(|e| storage_err("put", key, e))?;
+    }
+    let tmp_path = tmp_dir.join(format!(
+        "{}.{}",
+        hex::encode(rand::random::<[u8; 8]>()),
+        std::process::id()
+    ));
+    let result = (|| {
+        let mut f = File::options()
+            .write(true)
+            .create_new(true)
+            .open(&tmp_path)?;
+        f.write_all(data)?;
+        f.sync_all()?;
+        fs::hard_link(&tmp_path, &final_path)?;
+        File::open(&parent)?.sync_all()
+    })();
+    let _ = fs::remove_file(&tmp_path);
+    match result {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => Err(Error::AlreadyExists(key.path())),
+        Err(e) => Err(storage_err("put", key, e)),
+    }
+}
+
+impl Backend for LocalBackend {
+    fn describe(&self) -> String {
+        self.root.display().to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn put_is_write_once_and_ranges_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = LocalBackend::new(dir.path());
+        let key = ObjectKey::new(ObjectKind::Pack, "ab".repeat(32));
+        b.put_new(&key, b"hello world".to_vec()).await.unwrap();
+        assert!(dir.path().join("data/ab").join("ab".repeat(32)).exists());
+        let again = b.put_new(&key, b"other".to_vec()).await.unwrap_err();
+        assert!(matches!(again, Error::AlreadyExists(_)));
+        assert_eq!(b.get(&key).await.unwrap(), b"hello world");
+        assert_eq!(b.get_range(&key, 6, 5).await.unwrap(), b"world");
+        assert!(matches!(
+            b.get_range(&key, 6, 6).await.unwrap_err(),
+            Error::Damaged { .. }
+        ));
+        let listed = b.list(ObjectKind::Pack).await.unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].size, 11);
+        assert!(b.list(ObjectKind::Snapshot).await.unwrap().is_empty());
+        let missing = ObjectKey::new(ObjectKind::Snapshot, "00".repeat(32));
+        assert!(matches!(
+            b.get(&missing).await.unwrap_err(),
+            Error::NotFound(_)
+        ));
+    }
+}

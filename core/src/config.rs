@@ -1,0 +1,233 @@
+//! The repository's `config` object and the writer's `writer.key` file.
+//!
+//! `config` is unencrypted JSON: anyone may read the parameters and the
+//! recipients' certificates. The chunk-id key inside it is sealed to the
+//! recipients. `writer.key` (mode 0600, on backup hosts) holds a copy of
+//! `config` and the chunk-id key in the clear: enough to write, never to read.
+
+use crate::chunk_key::ChunkIdKey;
+use crate::error::{Error, Result};
+use crate::openpgp::{self, Opener, Recipients};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// The format version this build writes and reads.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Content-defined chunking parameters (FastCDC 2020).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkerParams {
+    /// Always "fastcdc-2020".
+    pub algorithm: String,
+    /// Smallest chunk, bytes; a file below it is one chunk.
+    pub min_size: u32,
+    /// Target average chunk, bytes.
+    pub avg_size: u32,
+    /// Largest chunk, bytes.
+    pub max_size: u32,
+    /// FastCDC normalization level.
+    pub normalization: u8,
+}
+
+impl Default for ChunkerParams {
+    fn default() -> Self {
+        Self {
+            algorithm: "fastcdc-2020".into(),
+            min_size: 512 * 1024,
+            avg_size: 1024 * 1024,
+            max_size: 8 * 1024 * 1024,
+            normalization: 1,
+        }
+    }
+}
+
+/// The repository's `config` object.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RepoConfig {
+    /// Always "coffer-repository".
+    pub format: String,
+    /// Format version, [`FORMAT_VERSION`].
+    pub version: u32,
+    /// Random repository id (32 hex digits).
+    pub id: String,
+    /// When `init` ran (RFC 3339 UTC).
+    pub created: String,
+    /// Chunking parameters, fixed for the repository's life.
+    pub chunker: ChunkerParams,
+    /// zstd level writers compress with.
+    pub zstd_level: i32,
+    /// Target pack size in bytes.
+    pub pack_size: u64,
+    /// Writers reuse a stored blob only if its pack is younger than this.
+    pub dedup_horizon_days: u32,
+    /// Recipients' certificates, armored.
+    pub recipients: Vec<String>,
+    /// The chunk-id key, as an armored-free binary OpenPGP message in base64,
+    /// sealed to the recipients.
+    pub chunk_id_key_sealed: String,
+}
+
+impl RepoConfig {
+    /// A new configuration for `recipients` (armored certificates), with a
+    /// fresh repository id; returns it with its new chunk-id key.
+    pub fn create(recipients: Vec<String>, dedup_horizon_days: u32) -> Result<(Self, ChunkIdKey)> {
+        let key = ChunkIdKey::generate();
+        let sealed = openpgp::seal_message(&Recipients::from_armored(&recipients)?, key.expose())?;
+        let config = Self {
+            format: "coffer-repository".into(),
+            version: FORMAT_VERSION,
+            id: hex::encode(rand::random::<[u8; 16]>()),
+            created: crate::snapshot::now_rfc3339(),
+            chunker: ChunkerParams::default(),
+            zstd_level: 3,
+            pack_size: 16 * 1024 * 1024,
+            dedup_horizon_days,
+            recipients,
+            chunk_id_key_sealed: base64_encode(&sealed),
+        };
+        Ok((config, key))
+    }
+
+    /// Parses and checks `config` bytes; `source` names them in errors.
+    pub fn from_json(bytes: &[u8], source: &str) -> Result<Self> {
+        let config: Self = serde_json::from_slice(bytes)
+            .map_err(|e| Error::damaged(source, format!("not a coffer config: {e}")))?;
+        config.check(source)?;
+        Ok(config)
+    }
+
+    fn check(&self, source: &str) -> Result<()> {
+        if self.format != "coffer-repository" {
+            return Err(Error::damaged(source, "not a coffer repository config"));
+        }
+        if self.version != FORMAT_VERSION {
+            return Err(Error::Config(format!(
+                "{source}: repository format version {} is not supported by this coffer (it reads {FORMAT_VERSION}); upgrade coffer",
+                self.version
+            )));
+        }
+        let c = &self.chunker;
+        let sane = c.algorithm == "fastcdc-2020"
+            && (64..=1 << 20).contains(&c.min_size)
+            && c.min_size <= c.avg_size
+            && c.avg_size <= c.max_size
+            && c.max_size <= 16 << 20
+            && c.min_size % 2 == 0
+            && c.avg_size % 2 == 0
+            && c.max_size % 2 == 0
+            && c.normalization <= 3;
+        if !sane {
+            return Err(Error::damaged(source, "chunker parameters out of range"));
+        }
+        if !(1 << 20..=1 << 30).contains(&self.pack_size) {
+            return Err(Error::damaged(source, "pack size out of range"));
+        }
+        Ok(())
+    }
+
+    /// Serializes for storage.
+    pub fn to_json(&self) -> Vec<u8> {
+        // A struct of strings and numbers always serializes.
+        serde_json::to_vec_pretty(self).unwrap_or_default()
+    }
+
+    /// Unseals the chunk-id key with the admin's secret key.
+    pub fn unseal_chunk_key(&self, opener: &Opener) -> Result<ChunkIdKey> {
+        let sealed = base64_decode(&self.chunk_id_key_sealed)
+            .ok_or_else(|| Error::damaged("config", "chunk_id_key_sealed is not base64"))?;
+        let raw = opener.open("config (chunk_id_key_sealed)", &sealed)?;
+        ChunkIdKey::from_slice(&raw)
+            .ok_or_else(|| Error::damaged("config", "sealed chunk-id key is not 32 bytes"))
+    }
+}
+
+/// What a backup host holds: the repository's config and the chunk-id key.
+pub struct WriterKey {
+    /// The repository's configuration (a copy of `config`).
+    pub config: RepoConfig,
+    chunk_key: ChunkIdKey,
+}
+
+#[derive(Serialize, Deserialize)]
+struct WriterKeyFile {
+    format: String,
+    version: u32,
+    repo_id: String,
+    chunk_id_key: String,
+    config: RepoConfig,
+}
+
+impl WriterKey {
+    /// Pairs a config with its chunk-id key.
+    pub fn new(config: RepoConfig, chunk_key: ChunkIdKey) -> Self {
+        Self { config, chunk_key }
+    }
+
+    /// The chunk-id key.
+    pub fn chunk_key(&self) -> &ChunkIdKey {
+        &self.chunk_key
+    }
+
+    /// Writes the file with mode 0600; refuses to replace an existing file.
+    pub fn write_new(&self, path: &Path) -> Result<()> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let file = WriterKeyFile {
+            format: "coffer-writer-key".into(),
+            version: FORMAT_VERSION,
+            repo_id: self.config.id.clone(),
+            chunk_id_key: hex::encode(self.chunk_key.expose()),
+            config: self.config.clone(),
+        };
+        let json = serde_json::to_vec_pretty(&file).unwrap_or_default();
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(|e| Error::io(path, "creating the writer key (it must not exist yet)", e))?;
+        f.write_all(&json)
+            .and_then(|_| f.sync_all())
+            .map_err(|e| Error::io(path, "writing the writer key", e))
+    }
+
+    /// Reads a writer key file.
+    pub fn read(path: &Path) -> Result<Self> {
+        let bytes =
+            std::fs::read(path).map_err(|e| Error::io(path, "reading the writer key", e))?;
+        let bad = |what: String| {
+            Error::Config(format!(
+                "{}: not a usable coffer writer key: {what}",
+                path.display()
+            ))
+        };
+        let file: WriterKeyFile =
+            serde_json::from_slice(&bytes).map_err(|e| bad(format!("{e}")))?;
+        if file.format != "coffer-writer-key" || file.version != FORMAT_VERSION {
+            return Err(bad("unknown format or version".into()));
+        }
+        file.config.check(&path.display().to_string())?;
+        let mut raw = [0u8; 32];
+        hex::decode_to_slice(&file.chunk_id_key, &mut raw)
+            .map_err(|_| bad("chunk_id_key is not 64 hex digits".into()))?;
+        if file.repo_id != file.config.id {
+            return Err(bad("repo_id does not match its config".into()));
+        }
+        Ok(Self {
+            config: file.config,
+            chunk_key: ChunkIdKey::from_bytes(raw),
+        })
+    }
+}
+
+/// Standard base64 with padding.
+pub fn base64_encode(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// Decodes standard base64; `None` if it is not.
+pub fn base64_decode(text: &str) -> Option<Vec<u8>> {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.decode(text).ok()
+}

@@ -1,0 +1,114 @@
+//! Errors of coffer-core.
+//!
+//! Rules every variant follows:
+//! - it names what failed: the object key, the path or the snapshot, never a
+//!   secret (no key material, passphrase or credential is ever formatted);
+//! - it keeps its cause as `source` so the CLI prints the whole chain;
+//! - damage to one object is an error about that object, never wrong bytes.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong in coffer-core.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A storage operation on one object failed.
+    #[error("storage: {op} {key}")]
+    Storage {
+        /// What was attempted: "get", "put", "list"...
+        op: &'static str,
+        /// The object key (or prefix) it was attempted on.
+        key: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The object asked for does not exist.
+    #[error("object {0} does not exist")]
+    NotFound(String),
+    /// A write-once object already exists.
+    #[error("object {0} already exists and is never overwritten")]
+    AlreadyExists(String),
+    /// A local file could not be read or written.
+    #[error("{path}: {what}")]
+    Io {
+        /// The path involved.
+        path: PathBuf,
+        /// What was being done.
+        what: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// An object was read but is not what it should be (corrupt, truncated,
+    /// tampered with, or swapped for another).
+    #[error("damaged object {key}: {what}")]
+    Damaged {
+        /// The object key.
+        key: String,
+        /// What is wrong with it.
+        what: String,
+    },
+    /// OpenPGP processing failed (message, key or certificate).
+    #[error("OpenPGP: {what}")]
+    OpenPgp {
+        /// What was being done, and on what.
+        what: String,
+        /// The cause, as sequoia reports it.
+        #[source]
+        source: anyhow_like::BoxError,
+    },
+    /// A configuration or key file is unusable.
+    #[error("{0}")]
+    Config(String),
+    /// A snapshot argument matched nothing, or more than one snapshot.
+    #[error("{0}")]
+    Snapshot(String),
+    /// An operation on one path failed; the path says where.
+    #[error("{path}: {source}")]
+    At {
+        /// The path (local, or inside a snapshot).
+        path: String,
+        /// The cause.
+        #[source]
+        source: Box<Error>,
+    },
+    /// A path inside a snapshot does not exist or has the wrong kind.
+    #[error("{0}")]
+    Path(String),
+}
+
+/// Result with [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A boxed cause, for libraries (sequoia) whose errors are `anyhow::Error`.
+pub mod anyhow_like {
+    /// A boxed error that is `Send + Sync`.
+    pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+}
+
+impl Error {
+    /// Wraps a sequoia error with a description of what was being done.
+    pub fn pgp(what: impl Into<String>, source: impl Into<anyhow_like::BoxError>) -> Self {
+        Error::OpenPgp {
+            what: what.into(),
+            source: source.into(),
+        }
+    }
+
+    /// Wraps a local I/O error with the path and what was being done.
+    pub fn io(path: impl Into<PathBuf>, what: impl Into<String>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            what: what.into(),
+            source,
+        }
+    }
+
+    /// Says that the object `key` is damaged.
+    pub fn damaged(key: impl Into<String>, what: impl Into<String>) -> Self {
+        Error::Damaged {
+            key: key.into(),
+            what: what.into(),
+        }
+    }
+}

@@ -1,0 +1,438 @@
+//! OpenPGP envelopes: how coffer seals blobs, and how readers open them.
+//!
+//! Every stored blob is a complete OpenPGP message ([RFC 9580]) that
+//! `gpg --decrypt` (GnuPG 2.2) reads:
+//!
+//! ```text
+//! PKESK v3 (one per recipient key)          [RFC 9580 §5.1]
+//! SEIPD v1 (AES-256, with MDC)              [RFC 9580 §5.13.1]
+//! └── Literal Data, format 'b'              [RFC 9580 §5.9]
+//!     └── a zstd frame of the chunk or tree
+//! ```
+//!
+//! All blobs of one pack share one session key: a [`PackSealer`] makes the
+//! PKESK packets once and repeats their bytes in front of every blob it seals,
+//! so a pack costs one public-key operation per recipient. On the read side an
+//! [`Opener`] caches session keys by the bytes of the PKESK packets, so it too
+//! does one secret-key operation per pack.
+//!
+//! SEIPD v1 is forced (never v2/AEAD) because GnuPG 2.2, the version in
+//! Debian 12, reads nothing newer; see docs/DESIGN.md.
+//!
+//! [RFC 9580]: https://www.rfc-editor.org/rfc/rfc9580.html
+
+use crate::error::{Error, Result};
+use sequoia_openpgp as openpgp;
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::path::Path;
+use std::sync::Mutex;
+
+use openpgp::cert::prelude::*;
+use openpgp::crypto::{Password, SessionKey};
+use openpgp::packet::key::{PublicParts, SecretParts, UnspecifiedRole};
+use openpgp::packet::prelude::*;
+use openpgp::packet::{PKESK, SKESK};
+use openpgp::parse::stream::{
+    DecryptionHelper, DecryptorBuilder, MessageLayer, MessageStructure, VerificationHelper,
+};
+use openpgp::parse::Parse;
+use openpgp::policy::StandardPolicy;
+use openpgp::serialize::stream::{Encryptor, LiteralWriter, Message};
+use openpgp::serialize::{Serialize, SerializeInto};
+use openpgp::types::{DataFormat, Features, KeyFlags, SymmetricAlgorithm};
+use openpgp::{Cert, KeyHandle};
+
+static POLICY: StandardPolicy<'static> = StandardPolicy::new();
+const SYM: SymmetricAlgorithm = SymmetricAlgorithm::AES256;
+
+/// A new admin key, as armored secret key and armored certificate.
+pub struct GeneratedKey {
+    /// The armored transferable secret key (keep it secret).
+    pub secret_armored: Vec<u8>,
+    /// The armored public certificate (give it to `coffer init --recipient`).
+    pub cert_armored: Vec<u8>,
+    /// The certificate's fingerprint, for display.
+    pub fingerprint: String,
+}
+
+/// Generates a Curve25519 OpenPGP key (v4, SEIPD v1 feature only, so GnuPG 2.2
+/// can use it) with one encryption subkey.
+pub fn generate_key(user_id: &str) -> Result<GeneratedKey> {
+    let (cert, _revocation) = CertBuilder::new()
+        .set_cipher_suite(CipherSuite::Cv25519)
+        .set_profile(openpgp::Profile::RFC4880)
+        .map_err(|e| Error::pgp("selecting the v4 key profile", e))?
+        .set_features(Features::empty().set_seipdv1())
+        .map_err(|e| Error::pgp("setting key features", e))?
+        .add_userid(user_id)
+        .add_subkey(
+            KeyFlags::empty()
+                .set_storage_encryption()
+                .set_transport_encryption(),
+            None,
+            None,
+        )
+        .generate()
+        .map_err(|e| Error::pgp("generating a key", e))?;
+    let secret_armored = cert
+        .as_tsk()
+        .armored()
+        .to_vec()
+        .map_err(|e| Error::pgp("armoring the secret key", e))?;
+    let cert_armored = cert
+        .armored()
+        .to_vec()
+        .map_err(|e| Error::pgp("armoring the certificate", e))?;
+    Ok(GeneratedKey {
+        secret_armored,
+        cert_armored,
+        fingerprint: cert.fingerprint().to_hex(),
+    })
+}
+
+/// Reads one or more certificates (armored or binary) and returns each as
+/// armored text, public parts only. Fails on a certificate without a usable
+/// encryption key.
+pub fn normalize_certs(bytes: &[u8], source: &str) -> Result<Vec<String>> {
+    let certs = parse_certs(bytes, source)?;
+    let mut out = Vec::new();
+    for cert in certs {
+        encryption_keys(&cert, source)?;
+        let armored = cert
+            .armored()
+            .to_vec()
+            .map_err(|e| Error::pgp(format!("armoring the certificate from {source}"), e))?;
+        out.push(String::from_utf8_lossy(&armored).into_owned());
+    }
+    Ok(out)
+}
+
+fn parse_certs(bytes: &[u8], source: &str) -> Result<Vec<Cert>> {
+    let parser = openpgp::cert::CertParser::from_bytes(bytes)
+        .map_err(|e| Error::pgp(format!("reading certificates from {source}"), e))?;
+    let certs = parser
+        .collect::<openpgp::Result<Vec<Cert>>>()
+        .map_err(|e| Error::pgp(format!("reading certificates from {source}"), e))?;
+    if certs.is_empty() {
+        return Err(Error::Config(format!(
+            "{source} holds no OpenPGP certificate"
+        )));
+    }
+    Ok(certs)
+}
+
+fn encryption_keys(cert: &Cert, source: &str) -> Result<Vec<Key<PublicParts, UnspecifiedRole>>> {
+    let valid = cert.with_policy(&POLICY, None).map_err(|e| {
+        Error::pgp(
+            format!("certificate {} from {source}", cert.fingerprint()),
+            e,
+        )
+    })?;
+    let keys: Vec<_> = valid
+        .keys()
+        .supported()
+        .alive()
+        .revoked(false)
+        .for_storage_encryption()
+        .for_transport_encryption()
+        .map(|ka| ka.key().clone().parts_into_public().role_into_unspecified())
+        .collect();
+    if keys.is_empty() {
+        return Err(Error::Config(format!(
+            "certificate {} from {source} has no valid encryption key (expired, revoked, or signing-only?)",
+            cert.fingerprint()
+        )));
+    }
+    Ok(keys)
+}
+
+/// The public keys every blob is encrypted to.
+pub struct Recipients {
+    keys: Vec<Key<PublicParts, UnspecifiedRole>>,
+}
+
+impl Recipients {
+    /// Builds the recipient list from armored certificates (as in `config`).
+    pub fn from_armored(certs: &[String]) -> Result<Self> {
+        let mut keys = Vec::new();
+        for (i, armored) in certs.iter().enumerate() {
+            for cert in parse_certs(armored.as_bytes(), &format!("recipient #{}", i + 1))? {
+                keys.extend(encryption_keys(&cert, &format!("recipient #{}", i + 1))?);
+            }
+        }
+        if keys.is_empty() {
+            return Err(Error::Config("the repository lists no recipient".into()));
+        }
+        Ok(Self { keys })
+    }
+}
+
+/// Seals blobs for one pack: one session key, PKESK packets made once.
+pub struct PackSealer {
+    session_key: SessionKey,
+    pkesk_bytes: Vec<u8>,
+}
+
+impl PackSealer {
+    /// A fresh session key encrypted to every recipient key.
+    pub fn new(recipients: &Recipients) -> Result<Self> {
+        let session_key = SessionKey::new(SYM.key_size().map_err(|e| Error::pgp("AES-256", e))?)
+            .map_err(|e| Error::pgp("making a session key", e))?;
+        let mut pkesk_bytes = Vec::new();
+        for key in &recipients.keys {
+            let pkesk = PKESK3::for_recipient(SYM, &session_key, key)
+                .map_err(|e| Error::pgp(format!("encrypting to key {}", key.keyid()), e))?;
+            Packet::from(PKESK::from(pkesk))
+                .serialize(&mut pkesk_bytes)
+                .map_err(|e| Error::pgp("serializing a PKESK packet", e))?;
+        }
+        Ok(Self {
+            session_key,
+            pkesk_bytes,
+        })
+    }
+
+    /// One complete OpenPGP message whose literal data is `payload`.
+    pub fn seal(&self, payload: &[u8]) -> Result<Vec<u8>> {
+        let mut out = Vec::with_capacity(self.pkesk_bytes.len() + payload.len() + 64);
+        out.extend_from_slice(&self.pkesk_bytes);
+        let wrap = |e| Error::pgp("encrypting a blob", e);
+        let message = Message::new(&mut out);
+        let message = Encryptor::with_session_key(message, SYM, self.session_key.clone())
+            .map_err(wrap)?
+            .build()
+            .map_err(wrap)?;
+        let mut literal = LiteralWriter::new(message)
+            .format(DataFormat::Binary)
+            .build()
+            .map_err(wrap)?;
+        literal
+            .write_all(payload)
+            .map_err(|e| Error::pgp("encrypting a blob", e))?;
+        literal.finalize().map_err(wrap)?;
+        Ok(out)
+    }
+}
+
+/// Seals `payload` as a standalone message with its own session key.
+pub fn seal_message(recipients: &Recipients, payload: &[u8]) -> Result<Vec<u8>> {
+    PackSealer::new(recipients)?.seal(payload)
+}
+
+/// Secret keys that can open blobs. No `Debug`; key material is zeroed by
+/// sequoia when dropped.
+pub struct SecretKeys {
+    keys: Vec<(KeyHandle, Key<SecretParts, UnspecifiedRole>)>,
+}
+
+impl SecretKeys {
+    /// Loads every secret key in the file (armored or binary, one or many
+    /// certificates, as `coffer key generate` or `gpg --export-secret-keys`
+    /// write them). Encrypted keys are unlocked with `passphrase`.
+    pub fn from_file(path: &Path, passphrase: Option<&str>) -> Result<Self> {
+        let bytes =
+            std::fs::read(path).map_err(|e| Error::io(path, "reading the secret key", e))?;
+        Self::from_bytes(&bytes, &path.display().to_string(), passphrase)
+    }
+
+    /// Like [`SecretKeys::from_file`], from bytes; `source` names them in errors.
+    pub fn from_bytes(bytes: &[u8], source: &str, passphrase: Option<&str>) -> Result<Self> {
+        let password = passphrase.map(Password::from);
+        let mut keys = Vec::new();
+        let mut locked = 0;
+        for cert in parse_certs(bytes, source)? {
+            for ka in cert.keys().secret() {
+                let key = ka.key().clone().role_into_unspecified();
+                let key = if key.secret().is_encrypted() {
+                    match &password {
+                        Some(p) => {
+                            let id = key.keyid();
+                            key.decrypt_secret(p).map_err(|e| {
+                                Error::pgp(
+                                    format!("unlocking key {id} from {source} (wrong passphrase?)"),
+                                    e,
+                                )
+                            })?
+                        }
+                        None => {
+                            locked += 1;
+                            continue;
+                        }
+                    }
+                } else {
+                    key
+                };
+                keys.push((key.key_handle(), key));
+            }
+        }
+        if keys.is_empty() {
+            let why = if locked > 0 {
+                "its secret keys are protected by a passphrase: set COFFER_KEY_PASSPHRASE or use --passphrase-file"
+            } else {
+                "it holds no secret key (is it a certificate? use the file from `coffer key generate --secret-out` or `gpg --export-secret-keys`)"
+            };
+            return Err(Error::Config(format!("cannot use {source}: {why}")));
+        }
+        Ok(Self { keys })
+    }
+}
+
+/// Opens sealed messages, caching one session key per set of PKESK packets.
+pub struct Opener {
+    keys: SecretKeys,
+    session_keys: Mutex<HashMap<Vec<u8>, SessionKey>>,
+}
+
+impl Opener {
+    /// An opener over these secret keys.
+    pub fn new(keys: SecretKeys) -> Self {
+        Self {
+            keys,
+            session_keys: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Decrypts one message and returns its literal data. `object` names the
+    /// stored object in errors. Fails on anything not encrypted, on a failed
+    /// integrity check (MDC), and when no key fits.
+    pub fn open(&self, object: &str, message: &[u8]) -> Result<Vec<u8>> {
+        let helper = Helper {
+            opener: self,
+            encrypted: false,
+        };
+        let damaged =
+            |e: openpgp::anyhow::Error| Error::damaged(object, format!("cannot decrypt: {e:#}"));
+        let mut decryptor = DecryptorBuilder::from_bytes(message)
+            .map_err(damaged)?
+            .with_policy(&POLICY, None, helper)
+            .map_err(damaged)?;
+        let mut out = Vec::new();
+        decryptor
+            .read_to_end(&mut out)
+            .map_err(|e| Error::damaged(object, format!("cannot decrypt: {e}")))?;
+        if !decryptor.helper_ref().encrypted {
+            return Err(Error::damaged(object, "not an encrypted message"));
+        }
+        Ok(out)
+    }
+
+    fn cached(&self, pkesks: &[u8]) -> Option<SessionKey> {
+        self.session_keys
+            .lock()
+            .ok()
+            .and_then(|m| m.get(pkesks).cloned())
+    }
+
+    fn remember(&self, pkesks: Vec<u8>, key: SessionKey) {
+        if let Ok(mut map) = self.session_keys.lock() {
+            // Bounded: one entry per pack; forget all when it grows large.
+            if map.len() >= 65_536 {
+                map.clear();
+            }
+            map.insert(pkesks, key);
+        }
+    }
+}
+
+struct Helper<'a> {
+    opener: &'a Opener,
+    encrypted: bool,
+}
+
+impl VerificationHelper for Helper<'_> {
+    fn get_certs(&mut self, _ids: &[KeyHandle]) -> openpgp::Result<Vec<Cert>> {
+        Ok(Vec::new())
+    }
+
+    fn check(&mut self, structure: MessageStructure) -> openpgp::Result<()> {
+        self.encrypted = structure
+            .iter()
+            .any(|layer| matches!(layer, MessageLayer::Encryption { .. }));
+        Ok(())
+    }
+}
+
+impl DecryptionHelper for Helper<'_> {
+    fn decrypt(
+        &mut self,
+        pkesks: &[PKESK],
+        _skesks: &[SKESK],
+        sym_algo: Option<SymmetricAlgorithm>,
+        decrypt: &mut dyn FnMut(Option<SymmetricAlgorithm>, &SessionKey) -> bool,
+    ) -> openpgp::Result<Option<Cert>> {
+        let mut cache_key = Vec::new();
+        for p in pkesks {
+            Packet::from(p.clone()).serialize(&mut cache_key)?;
+        }
+        if let Some(sk) = self.opener.cached(&cache_key) {
+            if decrypt(Some(SYM), &sk) {
+                return Ok(None);
+            }
+        }
+        for pkesk in pkesks {
+            for (handle, key) in &self.opener.keys.keys {
+                let matches = match pkesk.recipient() {
+                    Some(r) => r.aliases(handle),
+                    None => true,
+                };
+                if !matches {
+                    continue;
+                }
+                let mut pair = key.clone().into_keypair()?;
+                if let Some((algo, sk)) = pkesk.decrypt(&mut pair, sym_algo) {
+                    if decrypt(algo, &sk) {
+                        self.opener.remember(cache_key, sk);
+                        return Ok(None);
+                    }
+                }
+            }
+        }
+        Err(openpgp::anyhow::anyhow!(
+            "no secret key given fits this message (is it the admin key of this repository?)"
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seal_and_open_round_trip_with_cached_session_key() {
+        let generated = generate_key("test").unwrap();
+        let certs = normalize_certs(&generated.cert_armored, "test cert").unwrap();
+        let recipients = Recipients::from_armored(&certs).unwrap();
+        let sealer = PackSealer::new(&recipients).unwrap();
+        let a = sealer.seal(b"first blob").unwrap();
+        let b = sealer.seal(b"second blob").unwrap();
+        let keys = SecretKeys::from_bytes(&generated.secret_armored, "test key", None).unwrap();
+        let opener = Opener::new(keys);
+        assert_eq!(opener.open("a", &a).unwrap(), b"first blob");
+        assert_eq!(opener.session_keys.lock().unwrap().len(), 1);
+        assert_eq!(opener.open("b", &b).unwrap(), b"second blob");
+        assert_eq!(opener.session_keys.lock().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn tampered_message_is_damage_not_data() {
+        let generated = generate_key("test").unwrap();
+        let certs = normalize_certs(&generated.cert_armored, "c").unwrap();
+        let recipients = Recipients::from_armored(&certs).unwrap();
+        let mut sealed = seal_message(&recipients, &[7u8; 4096]).unwrap();
+        let n = sealed.len();
+        sealed[n - 100] ^= 1;
+        let keys = SecretKeys::from_bytes(&generated.secret_armored, "k", None).unwrap();
+        let err = Opener::new(keys).open("data/xx/yy", &sealed).unwrap_err();
+        assert!(err.to_string().contains("data/xx/yy"), "{err}");
+    }
+
+    #[test]
+    fn certificate_is_not_a_secret_key() {
+        let generated = generate_key("test").unwrap();
+        let err = SecretKeys::from_bytes(&generated.cert_armored, "admin.cert", None)
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("holds no secret key"), "{err}");
+    }
+}

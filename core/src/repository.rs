@@ -1,0 +1,189 @@
+//! The read path: a repository opened with the admin's secret key.
+//!
+//! Opening reads `config` only. Snapshots are listed on demand; trees and
+//! chunks are fetched by location, one ranged read each, and verified.
+//! `restore`, `cat` (and later the mount and `diff`) all read through here.
+
+use crate::backend::{Backend, ObjectKey, ObjectKind};
+use crate::blob;
+use crate::chunk_key::ChunkIdKey;
+use crate::config::RepoConfig;
+use crate::error::{Error, Result};
+use crate::id::ObjectId;
+use crate::openpgp::{Opener, SecretKeys};
+use crate::snapshot::{Snapshot, SnapshotInfo};
+use crate::tree::{Entry, Kind, Location, Tree};
+use std::sync::Arc;
+
+/// A repository opened for reading.
+pub struct Repository {
+    backend: Arc<dyn Backend>,
+    config: RepoConfig,
+    chunk_key: ChunkIdKey,
+    opener: Opener,
+}
+
+impl Repository {
+    /// Reads `config` and unseals the chunk-id key with `keys`.
+    pub async fn open(backend: Arc<dyn Backend>, keys: SecretKeys) -> Result<Self> {
+        let config = read_config(backend.as_ref()).await?;
+        let opener = Opener::new(keys);
+        let chunk_key = config.unseal_chunk_key(&opener)?;
+        Ok(Self {
+            backend,
+            config,
+            chunk_key,
+            opener,
+        })
+    }
+
+    /// The repository's configuration.
+    pub fn config(&self) -> &RepoConfig {
+        &self.config
+    }
+
+    /// Every snapshot, oldest first. Each object's name is checked against
+    /// the SHA-256 of its bytes.
+    pub async fn snapshots(&self) -> Result<Vec<SnapshotInfo>> {
+        let mut names: Vec<String> = self
+            .backend
+            .list(ObjectKind::Snapshot)
+            .await?
+            .into_iter()
+            .map(|o| o.name)
+            .collect();
+        names.sort();
+        let mut out = Vec::with_capacity(names.len());
+        for name in names {
+            out.push(self.load_snapshot(&name).await?);
+        }
+        out.sort_by_key(|s| (s.snapshot.time(), s.id));
+        Ok(out)
+    }
+
+    async fn load_snapshot(&self, name: &str) -> Result<SnapshotInfo> {
+        let key = ObjectKey::new(ObjectKind::Snapshot, name);
+        let object = key.path();
+        let id = ObjectId::from_hex(name)
+            .ok_or_else(|| Error::damaged(&object, "name is not a 64-hex-digit id"))?;
+        let bytes = self.backend.get(&key).await?;
+        if ObjectId::of_bytes(&bytes) != id {
+            return Err(Error::damaged(&object, "content does not match its name"));
+        }
+        let json = self.opener.open(&object, &bytes)?;
+        Ok(SnapshotInfo {
+            id,
+            snapshot: Snapshot::from_json(&json, &object)?,
+        })
+    }
+
+    /// The snapshot `spec` names: `latest`, or a unique prefix of an id.
+    pub async fn find_snapshot(&self, spec: &str) -> Result<SnapshotInfo> {
+        let all = self.snapshots().await?;
+        select_snapshot(all, spec)
+    }
+
+    /// Fetches, decrypts and verifies one blob.
+    pub async fn read_blob(&self, loc: &Location) -> Result<Vec<u8>> {
+        let key = ObjectKey::new(ObjectKind::Pack, loc.pack.to_hex());
+        let stored = self.backend.get_range(&key, loc.offset, loc.length).await?;
+        blob::decode(&self.opener, &self.chunk_key, loc, &key.path(), &stored)
+    }
+
+    /// Fetches and parses one tree.
+    pub async fn read_tree(&self, loc: &Location) -> Result<Tree> {
+        let json = self.read_blob(loc).await?;
+        Tree::from_json(&json, &format!("tree {}", loc.id))
+    }
+
+    /// The entry at `path` (slash-separated, relative to the snapshot root;
+    /// empty or "/" is the root itself, returned as a directory entry).
+    pub async fn resolve(&self, snapshot: &Snapshot, path: &str) -> Result<Entry> {
+        let mut current = root_entry(snapshot);
+        let mut walked = String::new();
+        for part in path.split('/').filter(|p| !p.is_empty() && *p != ".") {
+            let subtree = match (current.kind, current.subtree) {
+                (Kind::Dir, Some(loc)) => loc,
+                _ => {
+                    return Err(Error::Path(format!(
+                        "{walked} is not a directory in snapshot {}",
+                        snapshot.time
+                    )))
+                }
+            };
+            let tree = self.read_tree(&subtree).await?;
+            walked.push('/');
+            walked.push_str(part);
+            current = tree.find(part.as_bytes()).cloned().ok_or_else(|| {
+                Error::Path(format!(
+                    "{walked} does not exist in snapshot {}",
+                    snapshot.time
+                ))
+            })?;
+        }
+        Ok(current)
+    }
+}
+
+/// The root of a snapshot as a directory entry.
+pub fn root_entry(snapshot: &Snapshot) -> Entry {
+    Entry {
+        name: b"/".to_vec(),
+        kind: Kind::Dir,
+        mode: 0o755,
+        uid: 0,
+        gid: 0,
+        user: None,
+        group: None,
+        mtime_ns: snapshot
+            .time()
+            .map(|t| t.unix_timestamp_nanos() as i64)
+            .unwrap_or(0),
+        size: 0,
+        target: None,
+        rdev: None,
+        chunks: Vec::new(),
+        subtree: Some(snapshot.tree),
+    }
+}
+
+/// Reads and parses `config`.
+pub async fn read_config(backend: &dyn Backend) -> Result<RepoConfig> {
+    let bytes = backend
+        .get(&ObjectKey::config())
+        .await
+        .map_err(|e| match e {
+            Error::NotFound(_) => Error::Config(format!(
+                "{} is not a coffer repository (no config); run `coffer init` first",
+                backend.describe()
+            )),
+            e => e,
+        })?;
+    RepoConfig::from_json(&bytes, "config")
+}
+
+fn select_snapshot(all: Vec<SnapshotInfo>, spec: &str) -> Result<SnapshotInfo> {
+    if all.is_empty() {
+        return Err(Error::Snapshot("the repository has no snapshot yet".into()));
+    }
+    if spec == "latest" {
+        return all
+            .into_iter()
+            .last()
+            .ok_or_else(|| Error::Snapshot("no snapshot".into()));
+    }
+    let spec_lc = spec.to_ascii_lowercase();
+    let mut matches: Vec<SnapshotInfo> = all
+        .into_iter()
+        .filter(|s| s.id.to_hex().starts_with(&spec_lc))
+        .collect();
+    match matches.len() {
+        1 => Ok(matches.remove(0)),
+        0 => Err(Error::Snapshot(format!(
+            "no snapshot matches {spec:?}; `coffer snapshots` lists them"
+        ))),
+        n => Err(Error::Snapshot(format!(
+            "{n} snapshots match {spec:?}; give more digits of the id"
+        ))),
+    }
+}

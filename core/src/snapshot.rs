@@ -1,0 +1,117 @@
+//! Snapshots: the last object a backup writes, pointing at its root tree.
+
+use crate::error::{Error, Result};
+use crate::id::ObjectId;
+use crate::tree::Location;
+use serde::{Deserialize, Serialize};
+
+/// Counts a backup run reports, stored in its snapshot.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotStats {
+    /// Regular files in the snapshot.
+    pub files: u64,
+    /// Directories in the snapshot.
+    pub dirs: u64,
+    /// Other entries (symlinks, devices, fifos, sockets).
+    pub others: u64,
+    /// Total size of the files' contents.
+    pub bytes: u64,
+    /// Files whose contents were read (the rest were unchanged).
+    pub files_read: u64,
+    /// Bytes read from files.
+    pub bytes_read: u64,
+    /// Blobs this run stored (chunks and trees).
+    pub new_blobs: u64,
+    /// Plaintext bytes of those blobs.
+    pub new_bytes: u64,
+    /// Bytes of packs this run stored.
+    pub stored_bytes: u64,
+    /// Packs this run stored.
+    pub new_packs: u64,
+    /// Source entries that could not be read (and are missing or partial).
+    pub errors: u64,
+    /// Wall time of the run, milliseconds.
+    pub duration_ms: u64,
+}
+
+/// One backup version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// When the backup started, RFC 3339 UTC with nanoseconds.
+    pub time: String,
+    /// The host that made it.
+    pub host: String,
+    /// The user that ran the writer.
+    pub user: String,
+    /// The source paths (absolute), or the stdin name.
+    pub paths: Vec<String>,
+    /// Tags given with `--tag`.
+    pub tags: Vec<String>,
+    /// The root tree.
+    pub tree: Location,
+    /// The program that wrote it, e.g. "coffer 0.1.0".
+    pub program: String,
+    /// What the run did.
+    pub stats: SnapshotStats,
+}
+
+/// A snapshot with the id of the object it was read from.
+#[derive(Debug, Clone)]
+pub struct SnapshotInfo {
+    /// SHA-256 of the stored object.
+    pub id: ObjectId,
+    /// Its contents.
+    pub snapshot: Snapshot,
+}
+
+impl Snapshot {
+    /// Parses a snapshot's JSON; `object` names it in errors.
+    pub fn from_json(bytes: &[u8], object: &str) -> Result<Self> {
+        let snap: Snapshot = serde_json::from_slice(bytes)
+            .map_err(|e| Error::damaged(object, format!("not a snapshot: {e}")))?;
+        parse_rfc3339(&snap.time)
+            .ok_or_else(|| Error::damaged(object, format!("bad time {:?}", snap.time)))?;
+        Ok(snap)
+    }
+
+    /// Serializes for storage.
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// The time, parsed.
+    pub fn time(&self) -> Option<time::OffsetDateTime> {
+        parse_rfc3339(&self.time)
+    }
+}
+
+/// Now, as RFC 3339 UTC.
+pub fn now_rfc3339() -> String {
+    format_rfc3339(time::OffsetDateTime::now_utc())
+}
+
+/// Formats a time as RFC 3339 UTC.
+pub fn format_rfc3339(t: time::OffsetDateTime) -> String {
+    t.to_offset(time::UtcOffset::UTC)
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+/// Parses RFC 3339.
+pub fn parse_rfc3339(s: &str) -> Option<time::OffsetDateTime> {
+    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()
+}
+
+/// A time shown to the second, e.g. `2026-11-23T03:00:00Z`.
+pub fn display_time(t: time::OffsetDateTime) -> String {
+    let t = t.to_offset(time::UtcOffset::UTC);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    )
+}

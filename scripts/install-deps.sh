@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Installs, idempotently, the Debian 12 packages coffer builds and tests with.
+# Needs root (or sudo) only when something is missing.
+set -euo pipefail
+
+packages=(
+  pkg-config libssl-dev libclang-dev   # sequoia-openpgp's OpenSSL backend (bindgen needs libclang)
+  gnupg zstd                           # tests decrypt stored blobs with the real gpg and zstd
+  fuse3                                # the mount (fusermount3)
+  util-linux                           # setpriv: tests run the writer as an unprivileged user
+  python3
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+
+if ((${#missing[@]})); then
+  echo "installing: ${missing[*]}" >&2
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get update -qq
+  $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+  for d in "$HOME/.cargo/bin" /root/.cargo/bin /usr/local/cargo/bin; do
+    [ -x "$d/cargo" ] && export PATH="$d:$PATH" && break
+  done
+fi
+command -v cargo >/dev/null 2>&1 || {
+  echo "cargo not found: install a Rust toolchain (1.85 or newer) first" >&2
+  exit 1
+}

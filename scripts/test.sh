@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it: installs what is missing, checks
+# formatting and lints, then runs every unit and end-to-end test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/install-deps.sh
+
+# Keep tests off real repositories and keys.
+unset COFFER_REPO COFFER_KEY COFFER_WRITER_KEY COFFER_STATE_DIR COFFER_KEY_PASSPHRASE
+
+cargo fmt --all -- --check
+cargo clippy --all-targets --locked -- -D warnings
+cargo test --workspace --locked -- --test-threads=2

@@ -1,0 +1,197 @@
+//! Command-line arguments (clap). Converted into library option structs in
+//! `commands.rs`; no clap type leaves `src/`.
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+/// Encrypted, deduplicated, versioned backups to object storage.
+#[derive(Debug, Parser)]
+#[command(name = "coffer", version, about, max_term_width = 100)]
+pub struct Cli {
+    /// Print more: a summary after each command, and progress messages.
+    #[arg(short, long, global = true)]
+    pub verbose: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Manage admin keys.
+    #[command(subcommand)]
+    Key(KeyCommand),
+    /// Create a repository and the writer key for backup hosts.
+    Init(InitArgs),
+    /// Back up paths, or standard input, into the repository.
+    Backup(BackupArgs),
+    /// List snapshots (needs the admin key).
+    Snapshots(SnapshotsArgs),
+    /// Restore a snapshot, or a path in it, into a directory.
+    Restore(RestoreArgs),
+    /// Write one file of a snapshot to standard output.
+    Cat(CatArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Generate a Curve25519 OpenPGP key for reading backups.
+    Generate(KeyGenerateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct KeyGenerateArgs {
+    /// Where to write the secret key (created with mode 0600; must not exist).
+    #[arg(long, value_name = "FILE")]
+    pub secret_out: PathBuf,
+    /// Where to write the public certificate (give it to `init --recipient`).
+    #[arg(long, value_name = "FILE")]
+    pub cert_out: PathBuf,
+    /// The key's user id.
+    #[arg(long, default_value = "coffer backups")]
+    pub name: String,
+}
+
+#[derive(Debug, Args)]
+pub struct RepoArg {
+    /// The repository: a local directory (s3:// comes later).
+    #[arg(long, env = "COFFER_REPO", value_name = "REPO")]
+    pub repo: String,
+}
+
+#[derive(Debug, Args)]
+pub struct SecretKeyArgs {
+    /// The admin's OpenPGP secret key (armored or binary; `gpg
+    /// --export-secret-keys` output works). A passphrase-protected key is
+    /// unlocked with COFFER_KEY_PASSPHRASE or --passphrase-file.
+    #[arg(long, env = "COFFER_KEY", value_name = "FILE")]
+    pub key: PathBuf,
+    /// A file whose first line is the secret key's passphrase.
+    #[arg(long, value_name = "FILE")]
+    pub passphrase_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    #[command(flatten)]
+    pub repo: RepoArg,
+    /// A recipient's OpenPGP certificate; repeat for several. Any one of
+    /// their secret keys reads the repository.
+    #[arg(long = "recipient", value_name = "CERT", required = true)]
+    pub recipients: Vec<PathBuf>,
+    /// Where to write the writer key for backup hosts (mode 0600).
+    #[arg(long, value_name = "FILE")]
+    pub writer_key_out: PathBuf,
+    /// Writers reuse stored data only from packs younger than this.
+    #[arg(long, default_value_t = 30, value_name = "DAYS")]
+    pub dedup_horizon_days: u32,
+}
+
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    #[command(flatten)]
+    pub repo: RepoArg,
+    /// The writer key that `coffer init` wrote.
+    #[arg(long, env = "COFFER_WRITER_KEY", value_name = "FILE")]
+    pub writer_key: PathBuf,
+    /// Where this host keeps its state [default: $XDG_CACHE_HOME/coffer/<repo id>].
+    #[arg(long, env = "COFFER_STATE_DIR", value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Host name to record [default: this machine's].
+    #[arg(long, value_name = "H")]
+    pub host: Option<String>,
+    /// Tag the snapshot; repeat for several.
+    #[arg(long = "tag", value_name = "T")]
+    pub tags: Vec<String>,
+    /// Leave out entries matching GLOB: without `/` it matches names, with
+    /// `/` absolute paths. Repeat for several.
+    #[arg(long = "exclude", value_name = "GLOB")]
+    pub excludes: Vec<String>,
+    /// Back up standard input as one file (see --stdin-name).
+    #[arg(long, requires = "stdin_name")]
+    pub stdin: bool,
+    /// The file name standard input is stored under.
+    #[arg(long, value_name = "NAME", requires = "stdin")]
+    pub stdin_name: Option<String>,
+    /// Print the new snapshot as JSON on standard output.
+    #[arg(long)]
+    pub json: bool,
+    /// Paths to back up.
+    #[arg(value_name = "PATH", required_unless_present = "stdin")]
+    pub paths: Vec<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct SnapshotsArgs {
+    #[command(flatten)]
+    pub repo: RepoArg,
+    #[command(flatten)]
+    pub key: SecretKeyArgs,
+    /// Print a JSON array instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    #[command(flatten)]
+    pub repo: RepoArg,
+    #[command(flatten)]
+    pub key: SecretKeyArgs,
+    /// `latest` or an id prefix, optionally with `:PATH` inside the snapshot.
+    #[arg(value_name = "SNAPSHOT[:PATH]")]
+    pub snapshot: String,
+    /// The directory to restore into.
+    #[arg(long, value_name = "DIR")]
+    pub target: PathBuf,
+    /// Restore into a non-empty target, replacing what is in the way.
+    #[arg(long)]
+    pub overwrite: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CatArgs {
+    #[command(flatten)]
+    pub repo: RepoArg,
+    #[command(flatten)]
+    pub key: SecretKeyArgs,
+    /// `latest` or an id prefix, then `:PATH` of a file.
+    #[arg(value_name = "SNAPSHOT:PATH")]
+    pub spec: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn stdin_requires_a_name() {
+        let r = Cli::try_parse_from([
+            "coffer",
+            "backup",
+            "--repo",
+            "r",
+            "--writer-key",
+            "w",
+            "--stdin",
+        ]);
+        assert!(r.is_err());
+        let ok = Cli::try_parse_from([
+            "coffer",
+            "backup",
+            "--repo",
+            "r",
+            "--writer-key",
+            "w",
+            "--stdin",
+            "--stdin-name",
+            "db.sql",
+        ]);
+        assert!(ok.is_ok());
+    }
+}

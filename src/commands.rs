@@ -1,0 +1,285 @@
+//! One function per subcommand: validate arguments, call the library, print.
+
+use crate::args::*;
+use anyhow::{bail, Context, Result};
+use coffer_core::backend::{self, ObjectKey};
+use coffer_core::config::{RepoConfig, WriterKey};
+use coffer_core::openpgp::{self, SecretKeys};
+use coffer_core::repository::Repository;
+use coffer_core::restore::{self, RestoreOptions};
+use coffer_core::snapshot::{display_time, SnapshotInfo};
+use coffer_core::tree::Kind;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use tokio::runtime::Runtime;
+
+/// What a command wants the process to exit with, when it did not fail.
+pub enum Outcome {
+    /// Everything worked.
+    Success,
+    /// The snapshot was written, but some sources could not be read.
+    Partial,
+}
+
+pub fn key_generate(a: &KeyGenerateArgs) -> Result<Outcome> {
+    let key = openpgp::generate_key(&a.name)?;
+    write_new_file(&a.secret_out, &key.secret_armored, 0o600).context("writing the secret key")?;
+    write_new_file(&a.cert_out, &key.cert_armored, 0o644).context("writing the certificate")?;
+    eprintln!(
+        "key {} written: secret {} (keep it off backup hosts), certificate {}",
+        key.fingerprint,
+        a.secret_out.display(),
+        a.cert_out.display()
+    );
+    Ok(Outcome::Success)
+}
+
+fn write_new_file(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)
+        .with_context(|| format!("{}: cannot create (it must not exist yet)", path.display()))?;
+    f.write_all(bytes)
+        .and_then(|_| f.sync_all())
+        .with_context(|| format!("{}: cannot write", path.display()))
+}
+
+pub fn init(rt: &Runtime, a: &InitArgs) -> Result<Outcome> {
+    let mut certs = Vec::new();
+    for path in &a.recipients {
+        let bytes = std::fs::read(path)
+            .with_context(|| format!("{}: cannot read the certificate", path.display()))?;
+        certs.extend(openpgp::normalize_certs(
+            &bytes,
+            &path.display().to_string(),
+        )?);
+    }
+    let backend = backend::open(&a.repo.repo)?;
+    let (config, chunk_key) = RepoConfig::create(certs, a.dedup_horizon_days)?;
+    let writer_key = WriterKey::new(config.clone(), chunk_key);
+    writer_key.write_new(&a.writer_key_out)?;
+    let stored = rt.block_on(backend.put_new(&ObjectKey::config(), config.to_json()));
+    if let Err(e) = stored {
+        let _ = std::fs::remove_file(&a.writer_key_out);
+        return Err(match e {
+            coffer_core::Error::AlreadyExists(_) => anyhow::anyhow!(
+                "{} already holds a repository; choose another location",
+                a.repo.repo
+            ),
+            e => anyhow::Error::new(e).context("storing the repository config"),
+        });
+    }
+    eprintln!(
+        "repository {} created at {}; give {} to backup hosts (it can write, never read)",
+        config.id,
+        a.repo.repo,
+        a.writer_key_out.display()
+    );
+    Ok(Outcome::Success)
+}
+
+pub fn backup(rt: &Runtime, a: &BackupArgs, verbose: bool) -> Result<Outcome> {
+    let key = WriterKey::read(&a.writer_key)?;
+    let backend = backend::open(&a.repo.repo)?;
+    let state_dir = match &a.state_dir {
+        Some(d) => d.clone(),
+        None => default_state_dir()?.join(&key.config.id),
+    };
+    let opts = coffer_writer::BackupOptions {
+        paths: a.paths.clone(),
+        stdin_name: if a.stdin { a.stdin_name.clone() } else { None },
+        host: a.host.clone(),
+        tags: a.tags.clone(),
+        excludes: a.excludes.clone(),
+        state_dir,
+        workers: None,
+    };
+    let summary = coffer_writer::backup(backend, &key, &opts, rt.handle(), std::io::stdin().lock())
+        .context("backup failed; no snapshot was written")?;
+    for w in &summary.warnings {
+        eprintln!("coffer: warning: {w}");
+    }
+    let s = &summary.snapshot.stats;
+    if a.json {
+        let line = serde_json::json!({
+            "id": summary.id.to_hex(),
+            "time": summary.snapshot.time,
+            "host": summary.snapshot.host,
+            "paths": summary.snapshot.paths,
+            "tags": summary.snapshot.tags,
+            "stats": s,
+            "warnings": summary.warnings,
+        });
+        println!("{line}");
+    }
+    if verbose {
+        eprintln!(
+            "snapshot {} saved: {} files, {} dirs, {:.1} MiB ({} files read, {:.1} MiB new, {:.1} MiB stored in {} packs) in {:.1} s",
+            &summary.id.to_hex()[..8],
+            s.files,
+            s.dirs,
+            mib(s.bytes),
+            s.files_read,
+            mib(s.new_bytes),
+            mib(s.stored_bytes),
+            s.new_packs,
+            s.duration_ms as f64 / 1000.0
+        );
+    }
+    if summary.warnings.is_empty() {
+        Ok(Outcome::Success)
+    } else {
+        eprintln!(
+            "coffer: snapshot {} saved, but {} source entries could not be read (listed above)",
+            &summary.id.to_hex()[..8],
+            summary.warnings.len()
+        );
+        Ok(Outcome::Partial)
+    }
+}
+
+fn mib(b: u64) -> f64 {
+    b as f64 / (1024.0 * 1024.0)
+}
+
+fn default_state_dir() -> Result<PathBuf> {
+    if let Some(d) = std::env::var_os("XDG_CACHE_HOME").filter(|d| !d.is_empty()) {
+        return Ok(PathBuf::from(d).join("coffer"));
+    }
+    match std::env::var_os("HOME").filter(|d| !d.is_empty()) {
+        Some(h) => Ok(PathBuf::from(h).join(".cache/coffer")),
+        None => bail!("cannot choose a state directory: set --state-dir, COFFER_STATE_DIR or HOME"),
+    }
+}
+
+fn open_repo(rt: &Runtime, repo: &RepoArg, key: &SecretKeyArgs) -> Result<Repository> {
+    let passphrase = read_passphrase(key)?;
+    let keys = SecretKeys::from_file(&key.key, passphrase.as_deref())?;
+    let backend = backend::open(&repo.repo)?;
+    Ok(rt.block_on(Repository::open(backend, keys))?)
+}
+
+fn read_passphrase(key: &SecretKeyArgs) -> Result<Option<String>> {
+    if let Some(path) = &key.passphrase_file {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("{}: cannot read the passphrase file", path.display()))?;
+        return Ok(Some(text.lines().next().unwrap_or("").to_string()));
+    }
+    Ok(std::env::var("COFFER_KEY_PASSPHRASE").ok())
+}
+
+pub fn snapshots(rt: &Runtime, a: &SnapshotsArgs) -> Result<Outcome> {
+    let repo = open_repo(rt, &a.repo, &a.key)?;
+    let all = rt.block_on(repo.snapshots())?;
+    let mut out = std::io::stdout().lock();
+    if a.json {
+        let list: Vec<_> = all.iter().map(snapshot_json).collect();
+        writeln!(out, "{}", serde_json::to_string_pretty(&list)?)?;
+        return Ok(Outcome::Success);
+    }
+    writeln!(
+        out,
+        "{:<8}  {:<20}  {:<16}  {:<12}  paths",
+        "id", "time", "host", "tags"
+    )?;
+    for s in &all {
+        let snap = &s.snapshot;
+        let time = snap
+            .time()
+            .map(display_time)
+            .unwrap_or_else(|| snap.time.clone());
+        writeln!(
+            out,
+            "{:<8}  {:<20}  {:<16}  {:<12}  {}",
+            &s.id.to_hex()[..8],
+            time,
+            snap.host,
+            snap.tags.join(","),
+            snap.paths.join(" ")
+        )?;
+    }
+    writeln!(out, "{} snapshots", all.len())?;
+    Ok(Outcome::Success)
+}
+
+fn snapshot_json(s: &SnapshotInfo) -> serde_json::Value {
+    let snap = &s.snapshot;
+    serde_json::json!({
+        "id": s.id.to_hex(),
+        "short_id": &s.id.to_hex()[..8],
+        "time": snap.time,
+        "host": snap.host,
+        "user": snap.user,
+        "paths": snap.paths,
+        "tags": snap.tags,
+        "tree": snap.tree.id.to_hex(),
+        "program": snap.program,
+        "stats": snap.stats,
+    })
+}
+
+/// Splits `SNAPSHOT[:PATH]`.
+fn split_spec(spec: &str) -> (&str, &str) {
+    match spec.split_once(':') {
+        Some((snap, path)) => (snap, path),
+        None => (spec, ""),
+    }
+}
+
+pub fn restore(rt: &Runtime, a: &RestoreArgs, verbose: bool) -> Result<Outcome> {
+    let repo = open_repo(rt, &a.repo, &a.key)?;
+    let (snap, path) = split_spec(&a.snapshot);
+    let info = rt.block_on(repo.find_snapshot(snap))?;
+    let opts = RestoreOptions {
+        target: a.target.clone(),
+        overwrite: a.overwrite,
+    };
+    let stats = rt.block_on(restore::restore(&repo, &info.snapshot, path, &opts))?;
+    for w in &stats.warnings {
+        eprintln!("coffer: warning: {w}");
+    }
+    if verbose {
+        eprintln!(
+            "restored snapshot {} to {}: {} files, {} dirs, {} others, {:.1} MiB",
+            &info.id.to_hex()[..8],
+            a.target.display(),
+            stats.files,
+            stats.dirs,
+            stats.others,
+            mib(stats.bytes)
+        );
+    }
+    Ok(if stats.warnings.is_empty() {
+        Outcome::Success
+    } else {
+        Outcome::Partial
+    })
+}
+
+pub fn cat(rt: &Runtime, a: &CatArgs) -> Result<Outcome> {
+    let repo = open_repo(rt, &a.repo, &a.key)?;
+    let (snap, path) = split_spec(&a.spec);
+    if path.trim_matches('/').is_empty() {
+        bail!("give a file: SNAPSHOT:PATH, e.g. latest:/etc/hosts");
+    }
+    let info = rt.block_on(repo.find_snapshot(snap))?;
+    let entry = rt.block_on(repo.resolve(&info.snapshot, path))?;
+    if entry.kind != Kind::File {
+        bail!(
+            "{path} is not a regular file in snapshot {}",
+            &info.id.to_hex()[..8]
+        );
+    }
+    let mut out = std::io::stdout().lock();
+    for chunk in &entry.chunks {
+        let data = rt
+            .block_on(repo.read_blob(chunk))
+            .with_context(|| format!("reading {path}"))?;
+        out.write_all(&data)?;
+    }
+    out.flush()?;
+    Ok(Outcome::Success)
+}

@@ -1,0 +1,84 @@
+//! The `coffer` command: argument parsing, one call into the libraries, and
+//! the exit code. Exit codes: 0 success; 1 failure (for `backup`: no snapshot
+//! was written); 2 bad usage or configuration; 3 snapshot written but some
+//! source files could not be read (they are listed).
+
+mod args;
+mod commands;
+
+use args::{Cli, Command, KeyCommand};
+use clap::Parser;
+use commands::Outcome;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    match run(&cli) {
+        Ok(Outcome::Success) => ExitCode::SUCCESS,
+        Ok(Outcome::Partial) => ExitCode::from(3),
+        Err(e) => {
+            if is_broken_pipe(&e) {
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("coffer: error: {e:#}");
+            ExitCode::from(exit_code_of(&e))
+        }
+    }
+}
+
+fn run(cli: &Cli) -> anyhow::Result<Outcome> {
+    if let Command::Key(KeyCommand::Generate(a)) = &cli.command {
+        return commands::key_generate(a);
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("coffer-io")
+        .build()?;
+    match &cli.command {
+        Command::Key(KeyCommand::Generate(a)) => commands::key_generate(a),
+        Command::Init(a) => commands::init(&rt, a),
+        Command::Backup(a) => commands::backup(&rt, a, cli.verbose),
+        Command::Snapshots(a) => commands::snapshots(&rt, a),
+        Command::Restore(a) => commands::restore(&rt, a, cli.verbose),
+        Command::Cat(a) => commands::cat(&rt, a),
+    }
+}
+
+fn init_logging(verbose: bool) {
+    let default = if verbose { "info" } else { "warn" };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("COFFER_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .without_time()
+        .init();
+}
+
+/// 2 for bad usage or configuration, else 1.
+fn exit_code_of(e: &anyhow::Error) -> u8 {
+    for cause in e.chain() {
+        if let Some(core) = cause.downcast_ref::<coffer_core::Error>() {
+            if matches!(
+                core,
+                coffer_core::Error::Config(_)
+                    | coffer_core::Error::Snapshot(_)
+                    | coffer_core::Error::Path(_)
+            ) {
+                return 2;
+            }
+        }
+        if let Some(coffer_writer::BackupError::Usage(_)) = cause.downcast_ref() {
+            return 2;
+        }
+    }
+    1
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}

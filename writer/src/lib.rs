@@ -1,0 +1,246 @@
+//! coffer-writer: makes backups on hosts that can write but never read.
+//!
+//! [`backup`] walks the sources (or reads a stream), chunks with FastCDC,
+//! names chunks by keyed BLAKE3, skips what this host stored before (its
+//! [`state`] remembers), compresses with zstd, encrypts to the repository's
+//! recipients, packs and stores. It only ever calls
+//! [`WriteBackend::put_new`](coffer_core::backend::WriteBackend::put_new): no
+//! read, no list, no overwrite, no delete. The snapshot is stored last, after
+//! every pack and index it needs, so a crash leaves earlier snapshots intact.
+#![deny(missing_docs)]
+
+mod chunker;
+mod owner;
+mod pack;
+mod pipeline;
+pub mod state;
+mod walk;
+
+use coffer_core::backend::{ObjectKey, ObjectKind, WriteBackend};
+use coffer_core::config::WriterKey;
+use coffer_core::id::ObjectId;
+use coffer_core::openpgp::{self, Recipients};
+use coffer_core::snapshot::{self, Snapshot};
+use pipeline::{Pipeline, Shared};
+use std::io::Read;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Why a backup failed (no snapshot was written).
+#[derive(Debug, thiserror::Error)]
+pub enum BackupError {
+    /// Bad options.
+    #[error("{0}")]
+    Usage(String),
+    /// A source could not be read at all.
+    #[error("{}: {source}", path.display())]
+    Source {
+        /// The source path.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Storing an object failed.
+    #[error("storing to the repository failed")]
+    Store(#[source] coffer_core::Error),
+    /// Encryption or another core operation failed.
+    #[error(transparent)]
+    Core(#[from] coffer_core::Error),
+    /// The local state failed.
+    #[error(transparent)]
+    State(#[from] state::StateError),
+    /// The pipeline broke down.
+    #[error("backup pipeline: {0}")]
+    Pipeline(String),
+}
+
+/// What to back up and how.
+#[derive(Debug, Clone)]
+pub struct BackupOptions {
+    /// Source paths (made absolute here).
+    pub paths: Vec<PathBuf>,
+    /// Back up standard input as one file with this name instead of paths.
+    pub stdin_name: Option<String>,
+    /// Host name recorded in the snapshot (default: this machine's).
+    pub host: Option<String>,
+    /// Tags recorded in the snapshot.
+    pub tags: Vec<String>,
+    /// `--exclude` glob patterns.
+    pub excludes: Vec<String>,
+    /// Where the state database lives.
+    pub state_dir: PathBuf,
+    /// Compress/encrypt threads (default: one per core).
+    pub workers: Option<usize>,
+}
+
+/// A stored snapshot and what the run could not read.
+#[derive(Debug)]
+pub struct BackupSummary {
+    /// The new snapshot's id.
+    pub id: ObjectId,
+    /// The snapshot.
+    pub snapshot: Snapshot,
+    /// Sources that could not be read, each with path and reason.
+    pub warnings: Vec<String>,
+}
+
+/// Makes one backup. Call from outside the tokio runtime `rt` belongs to.
+pub fn backup(
+    backend: Arc<dyn WriteBackend>,
+    key: &WriterKey,
+    opts: &BackupOptions,
+    rt: &tokio::runtime::Handle,
+    stdin: impl Read,
+) -> Result<BackupSummary, BackupError> {
+    let started = Instant::now();
+    let start_time = time::OffsetDateTime::now_utc();
+    let paths = absolute_sources(opts)?;
+    let excludes = walk::Excludes::new(&opts.excludes)?;
+    let config = &key.config;
+    let recipients = Recipients::from_armored(&config.recipients)?;
+
+    std::fs::create_dir_all(&opts.state_dir).map_err(|source| BackupError::Source {
+        path: opts.state_dir.clone(),
+        source,
+    })?;
+    let state = state::State::open(&opts.state_dir.join("state.sqlite"), &config.id)?;
+    state.begin()?;
+    let shared = Arc::new(Shared::new(
+        key.chunk_key().clone(),
+        recipients,
+        config,
+        backend.clone(),
+        rt.clone(),
+        state,
+        start_time.unix_timestamp(),
+    ));
+    let result = run(
+        &shared, key, opts, &paths, excludes, stdin, start_time, started,
+    );
+    let state = shared.state.lock().unwrap_or_else(|p| p.into_inner());
+    match result {
+        Ok(summary) => {
+            state.commit()?;
+            Ok(summary)
+        }
+        Err(e) => {
+            state.rollback();
+            Err(e)
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run(
+    shared: &Arc<Shared>,
+    key: &WriterKey,
+    opts: &BackupOptions,
+    paths: &[PathBuf],
+    excludes: walk::Excludes,
+    stdin: impl Read,
+    start_time: time::OffsetDateTime,
+    started: Instant,
+) -> Result<BackupSummary, BackupError> {
+    let workers = opts
+        .workers
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+    let pipe = Pipeline::start(shared.clone(), workers);
+    let chunker = chunker::Chunker::new(key.config.chunker.clone(), key.chunk_key().chunker_seed());
+    let mut walker = walk::Walker::new(&pipe, chunker, excludes);
+    let root = match &opts.stdin_name {
+        Some(name) => walker.backup_stream(name, stdin)?,
+        None => walker.backup_paths(paths)?,
+    };
+    let (mut stats, warnings) = (
+        std::mem::take(&mut walker.stats),
+        std::mem::take(&mut walker.warnings),
+    );
+    drop(walker);
+    let tree = pipe.finish(root)?;
+    shared.write_index(shared.take_index_rest())?;
+
+    let c = &shared.counters;
+    stats.new_blobs = c.new_blobs.load(Ordering::Relaxed);
+    stats.new_bytes = c.new_bytes.load(Ordering::Relaxed);
+    stats.stored_bytes = c.stored_bytes.load(Ordering::Relaxed);
+    stats.new_packs = c.new_packs.load(Ordering::Relaxed);
+    stats.duration_ms = started.elapsed().as_millis() as u64;
+    let snapshot = Snapshot {
+        time: snapshot::format_rfc3339(start_time),
+        host: opts.host.clone().unwrap_or_else(owner::host_name),
+        user: owner::current_user(),
+        paths: match &opts.stdin_name {
+            Some(name) => vec![name.clone()],
+            None => paths.iter().map(|p| p.display().to_string()).collect(),
+        },
+        tags: opts.tags.clone(),
+        tree,
+        program: format!("coffer {}", env!("CARGO_PKG_VERSION")),
+        stats,
+    };
+    let id = store_snapshot(shared, &snapshot)?;
+    Ok(BackupSummary {
+        id,
+        snapshot,
+        warnings,
+    })
+}
+
+fn store_snapshot(shared: &Shared, snapshot: &Snapshot) -> Result<ObjectId, BackupError> {
+    let sealed = openpgp::seal_message(&shared.recipients, &snapshot.to_json())?;
+    let id = ObjectId::of_bytes(&sealed);
+    let key = ObjectKey::new(ObjectKind::Snapshot, id.to_hex());
+    shared
+        .rt
+        .block_on(shared.backend.put_new(&key, sealed))
+        .map_err(BackupError::Store)?;
+    Ok(id)
+}
+
+/// Source paths made absolute and lexically clean; each must exist.
+fn absolute_sources(opts: &BackupOptions) -> Result<Vec<PathBuf>, BackupError> {
+    if opts.stdin_name.is_some() {
+        if !opts.paths.is_empty() {
+            return Err(BackupError::Usage("--stdin takes no paths".into()));
+        }
+        return Ok(Vec::new());
+    }
+    if opts.paths.is_empty() {
+        return Err(BackupError::Usage(
+            "nothing to back up: give paths or --stdin".into(),
+        ));
+    }
+    let mut out = Vec::new();
+    for p in &opts.paths {
+        let abs = std::path::absolute(p).map_err(|source| BackupError::Source {
+            path: p.clone(),
+            source,
+        })?;
+        let clean = lexical_clean(&abs);
+        std::fs::symlink_metadata(&clean).map_err(|source| BackupError::Source {
+            path: clean.clone(),
+            source,
+        })?;
+        out.push(clean);
+    }
+    Ok(out)
+}
+
+/// Removes `.` and resolves `..` without following symlinks.
+fn lexical_clean(path: &std::path::Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::from("/");
+    for c in path.components() {
+        match c {
+            Component::Normal(n) => out.push(n),
+            Component::ParentDir => {
+                out.pop();
+            }
+            _ => {}
+        }
+    }
+    out
+}

@@ -1,0 +1,525 @@
+//! The upload pipeline: threads joined by bounded channels.
+//!
+//! ```text
+//! walker ──DataJob──▶ workers (one per core): zstd + OpenPGP into own pack ─┐
+//!    │                                                                      ├─SealedPack─▶ uploaders ─▶ backend
+//!    └──PendingDir──▶ tree builder: waits for locations, writes tree packs ─┘                 │
+//!                                                                         state + index ◀─────┘
+//! ```
+//!
+//! The walker reads, chunks and hashes; a chunk it has not seen goes to the
+//! workers with a [`Slot`] that receives its location. Every channel is
+//! bounded, so memory is bounded whatever the input (see docs/DESIGN.md for
+//! the figure). A blob's location is recorded in the state only after its
+//! pack is stored.
+
+use crate::pack::{Packer, SealedPack};
+use crate::state::{FileRecord, State};
+use crate::BackupError;
+use coffer_core::backend::{ObjectKey, ObjectKind, WriteBackend};
+use coffer_core::chunk_key::ChunkIdKey;
+use coffer_core::id::{BlobId, ObjectId};
+use coffer_core::index::{IndexFile, IndexPack, PackKind};
+use coffer_core::openpgp::{self, Recipients};
+use coffer_core::tree::{Entry, Location, Tree};
+use crossbeam_channel::{bounded, Receiver, Sender};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+
+/// Packs listed per index object.
+const INDEX_BATCH: usize = 64;
+/// Concurrent uploads.
+const UPLOADERS: usize = 2;
+
+/// A location that a worker fills in later. `None` means the blob could not
+/// be stored (the run is failing).
+pub(crate) struct Slot {
+    value: Mutex<Option<Option<Location>>>,
+    ready: Condvar,
+}
+
+impl Slot {
+    fn new() -> Arc<Self> {
+        Arc::new(Self {
+            value: Mutex::new(None),
+            ready: Condvar::new(),
+        })
+    }
+
+    fn filled(loc: Location) -> Arc<Self> {
+        let slot = Self::new();
+        slot.set(Some(loc));
+        slot
+    }
+
+    fn set(&self, loc: Option<Location>) {
+        let mut v = lock(&self.value);
+        *v = Some(loc);
+        self.ready.notify_all();
+    }
+
+    fn wait(&self) -> Option<Location> {
+        let mut v = lock(&self.value);
+        loop {
+            if let Some(loc) = *v {
+                return loc;
+            }
+            v = self.ready.wait(v).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+}
+
+/// Locks a mutex, ignoring poisoning (a panicked thread fails the run anyway).
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A reference to a blob: known from the state, or on its way.
+#[derive(Clone)]
+pub(crate) enum Ref {
+    Known(Location),
+    Pending(Arc<Slot>),
+}
+
+impl Ref {
+    fn resolve(&self) -> Option<Location> {
+        match self {
+            Ref::Known(loc) => Some(*loc),
+            Ref::Pending(slot) => slot.wait(),
+        }
+    }
+}
+
+/// A directory entry whose blob references may still be pending.
+pub(crate) struct PendingEntry {
+    /// The entry without chunks or subtree.
+    pub entry: Entry,
+    pub chunks: Vec<Ref>,
+    pub subtree: Option<Ref>,
+    /// For a file that was read: its state key and identity, to record once
+    /// its chunks are placed.
+    pub record: Option<(Vec<u8>, FileRecord)>,
+}
+
+/// A walked directory, sent to the tree builder in post-order.
+pub(crate) struct PendingDir {
+    pub entries: Vec<PendingEntry>,
+    pub slot: Arc<Slot>,
+}
+
+struct DataJob {
+    id: BlobId,
+    data: Vec<u8>,
+    slot: Arc<Slot>,
+}
+
+/// Counts shared by the pipeline's threads.
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub new_blobs: AtomicU64,
+    pub new_bytes: AtomicU64,
+    pub stored_bytes: AtomicU64,
+    pub new_packs: AtomicU64,
+}
+
+/// What every pipeline thread shares.
+pub(crate) struct Shared {
+    pub key: ChunkIdKey,
+    pub recipients: Recipients,
+    pub level: i32,
+    pub pack_size: u64,
+    pub max_chunk: u64,
+    pub backend: Arc<dyn WriteBackend>,
+    pub rt: tokio::runtime::Handle,
+    pub state: Mutex<State>,
+    pending: Mutex<HashMap<BlobId, Arc<Slot>>>,
+    /// Blobs stored before this (Unix seconds) are beyond the dedup horizon.
+    pub horizon_start: i64,
+    /// The run's start (Unix seconds): recorded as every new pack's time.
+    pub now: i64,
+    pub counters: Counters,
+    failed: AtomicBool,
+    failure: Mutex<Option<BackupError>>,
+    index: Mutex<Vec<IndexPack>>,
+}
+
+impl Shared {
+    pub fn new(
+        key: ChunkIdKey,
+        recipients: Recipients,
+        config: &coffer_core::config::RepoConfig,
+        backend: Arc<dyn WriteBackend>,
+        rt: tokio::runtime::Handle,
+        state: State,
+        now: i64,
+    ) -> Self {
+        Self {
+            key,
+            recipients,
+            level: config.zstd_level,
+            pack_size: config.pack_size,
+            max_chunk: u64::from(config.chunker.max_size),
+            backend,
+            rt,
+            state: Mutex::new(state),
+            pending: Mutex::new(HashMap::new()),
+            horizon_start: now - i64::from(config.dedup_horizon_days) * 86_400,
+            now,
+            counters: Counters::default(),
+            failed: AtomicBool::new(false),
+            failure: Mutex::new(None),
+            index: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Marks the run failed; the first error is the one reported.
+    pub fn fail(&self, e: BackupError) {
+        let mut f = lock(&self.failure);
+        if f.is_none() {
+            *f = Some(e);
+        }
+        self.failed.store(true, Ordering::SeqCst);
+    }
+
+    pub fn failed(&self) -> bool {
+        self.failed.load(Ordering::SeqCst)
+    }
+
+    pub fn take_failure(&self) -> Option<BackupError> {
+        lock(&self.failure).take()
+    }
+
+    /// Where blob `id` is, if this run or an earlier one (within the dedup
+    /// horizon) stored it; with the upload time of its pack.
+    fn lookup(
+        &self,
+        pending: &HashMap<BlobId, Arc<Slot>>,
+        id: &BlobId,
+    ) -> Result<Option<(Ref, i64)>, BackupError> {
+        if let Some(slot) = pending.get(id) {
+            return Ok(Some((Ref::Pending(slot.clone()), self.now)));
+        }
+        let found = lock(&self.state).blob(id, self.horizon_start)?;
+        Ok(found.map(|(loc, at)| (Ref::Known(loc), at)))
+    }
+
+    /// Sealed packs are written here; in one place so every writer of packs
+    /// counts and records them the same way.
+    fn store_pack(&self, pack: SealedPack) -> Result<(), BackupError> {
+        let key = ObjectKey::new(ObjectKind::Pack, pack.id.to_hex());
+        let size = pack.bytes.len() as u64;
+        self.rt
+            .block_on(self.backend.put_new(&key, pack.bytes))
+            .map_err(BackupError::Store)?;
+        {
+            let state = lock(&self.state);
+            for b in &pack.blobs {
+                let loc = Location {
+                    id: b.id,
+                    pack: pack.id,
+                    offset: b.offset,
+                    length: b.length,
+                    raw_length: b.raw_length,
+                };
+                state.add_blob(&loc, self.now)?;
+            }
+        }
+        {
+            let mut pending = lock(&self.pending);
+            for b in &pack.blobs {
+                pending.remove(&b.id);
+            }
+        }
+        let c = &self.counters;
+        c.new_packs.fetch_add(1, Ordering::Relaxed);
+        c.stored_bytes.fetch_add(size, Ordering::Relaxed);
+        c.new_blobs
+            .fetch_add(pack.blobs.len() as u64, Ordering::Relaxed);
+        c.new_bytes.fetch_add(pack.raw_bytes, Ordering::Relaxed);
+        let batch = {
+            let mut index = lock(&self.index);
+            index.push(IndexPack {
+                id: pack.id,
+                kind: pack.kind,
+                size,
+                time: coffer_core::snapshot::now_rfc3339(),
+                blobs: pack.blobs,
+            });
+            if index.len() >= INDEX_BATCH {
+                std::mem::take(&mut *index)
+            } else {
+                Vec::new()
+            }
+        };
+        self.write_index(batch)
+    }
+
+    /// Writes an index object listing `packs` (nothing if empty).
+    pub fn write_index(&self, packs: Vec<IndexPack>) -> Result<(), BackupError> {
+        if packs.is_empty() {
+            return Ok(());
+        }
+        let json = IndexFile { packs }.to_json();
+        let sealed = openpgp::seal_message(&self.recipients, &json)?;
+        let key = ObjectKey::new(ObjectKind::Index, ObjectId::of_bytes(&sealed).to_hex());
+        match self.rt.block_on(self.backend.put_new(&key, sealed)) {
+            Ok(()) | Err(coffer_core::Error::AlreadyExists(_)) => Ok(()),
+            Err(e) => Err(BackupError::Store(e)),
+        }
+    }
+
+    /// Packs stored since the last index object.
+    pub fn take_index_rest(&self) -> Vec<IndexPack> {
+        std::mem::take(&mut *lock(&self.index))
+    }
+}
+
+/// The running pipeline.
+pub(crate) struct Pipeline {
+    pub shared: Arc<Shared>,
+    data_tx: Option<Sender<DataJob>>,
+    dir_tx: Option<Sender<PendingDir>>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Pipeline {
+    /// Starts `workers` compress/encrypt threads, the tree builder and the
+    /// uploaders.
+    pub fn start(shared: Arc<Shared>, workers: usize) -> Self {
+        let workers = workers.max(1);
+        let (data_tx, data_rx) = bounded::<DataJob>(2 * workers);
+        let (dir_tx, dir_rx) = bounded::<PendingDir>(256);
+        let (pack_tx, pack_rx) = bounded::<SealedPack>(1);
+        let mut threads = Vec::new();
+        for i in 0..workers {
+            let (s, rx, tx) = (shared.clone(), data_rx.clone(), pack_tx.clone());
+            threads.push(spawn(format!("coffer-pack-{i}"), move || {
+                worker(&s, rx, tx)
+            }));
+        }
+        let (s, tx) = (shared.clone(), pack_tx.clone());
+        threads.push(spawn("coffer-trees".into(), move || {
+            tree_builder(&s, dir_rx, tx)
+        }));
+        drop(pack_tx);
+        for i in 0..UPLOADERS {
+            let (s, rx) = (shared.clone(), pack_rx.clone());
+            threads.push(spawn(format!("coffer-upload-{i}"), move || {
+                uploader(&s, rx)
+            }));
+        }
+        Self {
+            shared,
+            data_tx: Some(data_tx),
+            dir_tx: Some(dir_tx),
+            threads,
+        }
+    }
+
+    /// Returns a reference to the chunk `data` (id `id`), sending it to the
+    /// workers unless it is already stored or on its way; with the upload
+    /// time of its pack.
+    pub fn store_chunk(&self, id: BlobId, data: Vec<u8>) -> Result<(Ref, i64), BackupError> {
+        let slot = {
+            let mut pending = lock(&self.shared.pending);
+            if let Some(found) = self.shared.lookup(&pending, &id)? {
+                return Ok(found);
+            }
+            let slot = Slot::new();
+            pending.insert(id, slot.clone());
+            slot
+        };
+        let job = DataJob {
+            id,
+            data,
+            slot: slot.clone(),
+        };
+        self.data_tx
+            .as_ref()
+            .and_then(|tx| tx.send(job).ok())
+            .ok_or_else(|| BackupError::Pipeline("the packing threads stopped".into()))?;
+        Ok((Ref::Pending(slot), self.shared.now))
+    }
+
+    /// Queues a walked directory; returns the reference its parent uses.
+    pub fn store_dir(&self, entries: Vec<PendingEntry>) -> Result<Ref, BackupError> {
+        let slot = Slot::new();
+        let dir = PendingDir {
+            entries,
+            slot: slot.clone(),
+        };
+        self.dir_tx
+            .as_ref()
+            .and_then(|tx| tx.send(dir).ok())
+            .ok_or_else(|| BackupError::Pipeline("the tree thread stopped".into()))?;
+        Ok(Ref::Pending(slot))
+    }
+
+    /// Flushes every pack, waits for all uploads, and returns the location
+    /// of `root` (the last directory queued).
+    pub fn finish(mut self, root: Ref) -> Result<Location, BackupError> {
+        self.data_tx = None;
+        self.dir_tx = None;
+        for t in self.threads.drain(..) {
+            if t.join().is_err() {
+                self.shared
+                    .fail(BackupError::Pipeline("a pipeline thread panicked".into()));
+            }
+        }
+        if let Some(e) = self.shared.take_failure() {
+            return Err(e);
+        }
+        root.resolve()
+            .ok_or_else(|| BackupError::Pipeline("the root tree was not stored".into()))
+    }
+}
+
+impl Drop for Pipeline {
+    fn drop(&mut self) {
+        if self.threads.is_empty() {
+            return;
+        }
+        // An early error: close the channels and let the threads drain.
+        self.shared
+            .fail(BackupError::Pipeline("backup aborted".into()));
+        self.data_tx = None;
+        self.dir_tx = None;
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+fn spawn(name: String, f: impl FnOnce() + Send + 'static) -> JoinHandle<()> {
+    std::thread::Builder::new()
+        .name(name)
+        .spawn(f)
+        .unwrap_or_else(|e| panic!("cannot start a pipeline thread: {e}"))
+}
+
+fn new_packer(s: &Shared, kind: PackKind) -> Result<Packer, BackupError> {
+    let capacity = (s.pack_size + s.max_chunk + (s.max_chunk >> 6) + 4096) as usize;
+    Ok(Packer::new(&s.recipients, kind, s.level, capacity)?)
+}
+
+fn worker(s: &Shared, jobs: Receiver<DataJob>, packs: Sender<SealedPack>) {
+    let mut packer: Option<Packer> = None;
+    for job in jobs {
+        if s.failed() {
+            job.slot.set(None);
+            continue;
+        }
+        let added = (|| {
+            let p = match packer.as_mut() {
+                Some(p) => p,
+                None => packer.insert(new_packer(s, PackKind::Data)?),
+            };
+            let loc = p.add(job.id, &job.data)?;
+            job.slot.set(Some(loc));
+            if p.len() >= s.pack_size {
+                if let Some(full) = packer.take() {
+                    send_pack(&packs, full)?;
+                }
+            }
+            Ok::<_, BackupError>(())
+        })();
+        if let Err(e) = added {
+            job.slot.set(None);
+            s.fail(e);
+        }
+    }
+    if let Some(p) = packer.filter(|p| !p.is_empty()) {
+        if let Err(e) = send_pack(&packs, p) {
+            s.fail(e);
+        }
+    }
+}
+
+fn send_pack(tx: &Sender<SealedPack>, packer: Packer) -> Result<(), BackupError> {
+    tx.send(packer.seal())
+        .map_err(|_| BackupError::Pipeline("the upload threads stopped".into()))
+}
+
+fn tree_builder(s: &Shared, dirs: Receiver<PendingDir>, packs: Sender<SealedPack>) {
+    let mut packer: Option<Packer> = None;
+    for dir in dirs {
+        if s.failed() {
+            dir.slot.set(None);
+            continue;
+        }
+        match build_tree(s, dir.entries, &mut packer, &packs) {
+            Ok(loc) => dir.slot.set(Some(loc)),
+            Err(e) => {
+                dir.slot.set(None);
+                s.fail(e);
+            }
+        }
+    }
+    if let Some(p) = packer.filter(|p| !p.is_empty()) {
+        if let Err(e) = send_pack(&packs, p) {
+            s.fail(e);
+        }
+    }
+}
+
+fn build_tree(
+    s: &Shared,
+    entries: Vec<PendingEntry>,
+    packer: &mut Option<Packer>,
+    packs: &Sender<SealedPack>,
+) -> Result<Location, BackupError> {
+    let unplaced = || BackupError::Pipeline("a blob could not be stored".into());
+    let mut tree = Tree {
+        entries: Vec::with_capacity(entries.len()),
+    };
+    for pe in entries {
+        let mut entry = pe.entry;
+        entry.chunks = pe
+            .chunks
+            .iter()
+            .map(Ref::resolve)
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(unplaced)?;
+        entry.subtree = match pe.subtree {
+            Some(r) => Some(r.resolve().ok_or_else(unplaced)?),
+            None => None,
+        };
+        if let Some((path, mut record)) = pe.record {
+            record.chunks = entry.chunks.clone();
+            lock(&s.state).set_file(&path, &record)?;
+        }
+        tree.entries.push(entry);
+    }
+    let json = tree.to_json();
+    let id = s.key.blob_id(&json);
+    let mut pending = lock(&s.pending);
+    if let Some((r, _)) = s.lookup(&pending, &id)? {
+        return r.resolve().ok_or_else(unplaced);
+    }
+    let p = match packer.as_mut() {
+        Some(p) => p,
+        None => packer.insert(new_packer(s, PackKind::Tree)?),
+    };
+    let loc = p.add(id, &json)?;
+    pending.insert(id, Slot::filled(loc));
+    drop(pending);
+    if p.len() >= s.pack_size {
+        if let Some(full) = packer.take() {
+            send_pack(packs, full)?;
+        }
+    }
+    Ok(loc)
+}
+
+fn uploader(s: &Shared, packs: Receiver<SealedPack>) {
+    for pack in packs {
+        if s.failed() {
+            continue;
+        }
+        if let Err(e) = s.store_pack(pack) {
+            s.fail(e);
+        }
+    }
+}

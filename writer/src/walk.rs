@@ -1,0 +1,505 @@
+//! Walking the sources: metadata into entries, files into chunks, directories
+//! into pending trees (post-order, so children are queued before parents).
+//!
+//! A source path is stored under its absolute path: backing up `/srv/app`
+//! gives a root tree with `srv`, which holds `app`. Entries that vanish or
+//! cannot be read are reported as warnings and left out; the run goes on.
+
+use crate::chunker::Chunker;
+use crate::owner::Owners;
+use crate::pipeline::{PendingEntry, Pipeline, Ref};
+use crate::state::FileRecord;
+use crate::BackupError;
+use coffer_core::snapshot::SnapshotStats;
+use coffer_core::tree::{Entry, Kind};
+use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
+use std::collections::BTreeMap;
+use std::fs::Metadata;
+use std::io::Read;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::path::{Component, Path, PathBuf};
+
+/// `--exclude` patterns: one without `/` matches an entry's name, one with
+/// `/` its absolute path (`*` stays within one path component).
+pub(crate) struct Excludes {
+    names: GlobSet,
+    paths: GlobSet,
+}
+
+impl Excludes {
+    pub fn new(patterns: &[String]) -> Result<Self, BackupError> {
+        let mut names = GlobSetBuilder::new();
+        let mut paths = GlobSetBuilder::new();
+        for p in patterns {
+            let glob = GlobBuilder::new(p)
+                .literal_separator(true)
+                .backslash_escape(true)
+                .build()
+                .map_err(|e| BackupError::Usage(format!("bad --exclude pattern {p:?}: {e}")))?;
+            if p.contains('/') {
+                paths.add(glob);
+            } else {
+                names.add(glob);
+            }
+        }
+        let build = |b: GlobSetBuilder| {
+            b.build()
+                .map_err(|e| BackupError::Usage(format!("bad --exclude patterns: {e}")))
+        };
+        Ok(Self {
+            names: build(names)?,
+            paths: build(paths)?,
+        })
+    }
+
+    fn excluded(&self, path: &Path) -> bool {
+        let name = path.file_name().map(Path::new);
+        name.is_some_and(|n| self.names.is_match(n)) || self.paths.is_match(path)
+    }
+}
+
+/// The virtual tree that joins several source paths under one root.
+enum Node {
+    /// A source path: stored with everything below it.
+    Source(PathBuf),
+    /// A directory above sources: only its metadata and the listed children.
+    Parent(PathBuf, BTreeMap<Vec<u8>, Node>),
+}
+
+fn source_tree(paths: &[PathBuf]) -> Node {
+    let mut root = Node::Parent(PathBuf::from("/"), BTreeMap::new());
+    for path in paths {
+        let names: Vec<&[u8]> = path
+            .components()
+            .filter_map(|c| match c {
+                Component::Normal(n) => Some(n.as_bytes()),
+                _ => None,
+            })
+            .collect();
+        if names.is_empty() {
+            root = Node::Source(PathBuf::from("/"));
+            continue;
+        }
+        let mut node = &mut root;
+        let mut prefix = PathBuf::from("/");
+        for (i, name) in names.iter().enumerate() {
+            prefix.push(std::ffi::OsStr::from_bytes(name));
+            let Node::Parent(_, children) = node else {
+                break; // an ancestor is itself a source: already covered
+            };
+            if i + 1 == names.len() {
+                children.insert(name.to_vec(), Node::Source(prefix.clone()));
+                break;
+            }
+            node = children
+                .entry(name.to_vec())
+                .or_insert_with(|| Node::Parent(prefix.clone(), BTreeMap::new()));
+        }
+    }
+    root
+}
+
+/// Walks sources and feeds the pipeline.
+pub(crate) struct Walker<'a> {
+    pipe: &'a Pipeline,
+    chunker: Chunker,
+    excludes: Excludes,
+    owners: Owners,
+    /// What the walk saw.
+    pub stats: SnapshotStats,
+    /// Entries that could not be read, with the reason.
+    pub warnings: Vec<String>,
+}
+
+impl<'a> Walker<'a> {
+    pub fn new(pipe: &'a Pipeline, chunker: Chunker, excludes: Excludes) -> Self {
+        Self {
+            pipe,
+            chunker,
+            excludes,
+            owners: Owners::default(),
+            stats: SnapshotStats::default(),
+            warnings: Vec::new(),
+        }
+    }
+
+    /// Walks absolute source `paths`; returns the root tree's reference.
+    pub fn backup_paths(&mut self, paths: &[PathBuf]) -> Result<Ref, BackupError> {
+        let root = source_tree(paths);
+        self.walk_node(&root)
+    }
+
+    /// Stores `input` as one file called `name` in an otherwise empty root.
+    pub fn backup_stream(&mut self, name: &str, input: impl Read) -> Result<Ref, BackupError> {
+        // SAFETY: getuid/getgid have no preconditions.
+        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+        let now = time::OffsetDateTime::now_utc().unix_timestamp_nanos() as i64;
+        let mut entry = self.entry(name.as_bytes().to_vec(), Kind::File, 0o600, uid, gid, now);
+        let (chunks, total, _) = self.read_chunks(input, None)?;
+        entry.size = total;
+        self.stats.files += 1;
+        self.stats.files_read += 1;
+        self.stats.bytes += total;
+        self.stats.bytes_read += total;
+        let pe = PendingEntry {
+            entry,
+            chunks,
+            subtree: None,
+            record: None,
+        };
+        self.pipe.store_dir(vec![pe])
+    }
+
+    fn walk_node(&mut self, node: &Node) -> Result<Ref, BackupError> {
+        match node {
+            Node::Source(path) => self.walk_dir(path),
+            Node::Parent(_, children) => {
+                let mut entries = Vec::new();
+                for (name, child) in children {
+                    let pe = match child {
+                        Node::Source(path) => self.walk_path(path, name.clone())?,
+                        Node::Parent(path, _) => self.parent_entry(path, name.clone(), child)?,
+                    };
+                    entries.extend(pe);
+                }
+                self.pipe.store_dir(entries)
+            }
+        }
+    }
+
+    fn parent_entry(
+        &mut self,
+        path: &Path,
+        name: Vec<u8>,
+        node: &Node,
+    ) -> Result<Option<PendingEntry>, BackupError> {
+        let meta = match std::fs::symlink_metadata(path) {
+            Ok(m) if m.is_dir() => m,
+            Ok(_) => return self.walk_path(path, name),
+            Err(e) => {
+                self.warn(path, "cannot stat", &e);
+                return Ok(None);
+            }
+        };
+        let entry = self.entry_from(name, Kind::Dir, &meta);
+        self.stats.dirs += 1;
+        let subtree = self.walk_node(node)?;
+        Ok(Some(PendingEntry {
+            entry,
+            chunks: Vec::new(),
+            subtree: Some(subtree),
+            record: None,
+        }))
+    }
+
+    /// One path of any kind; `None` when excluded or unreadable.
+    fn walk_path(
+        &mut self,
+        path: &Path,
+        name: Vec<u8>,
+    ) -> Result<Option<PendingEntry>, BackupError> {
+        if self.excludes.excluded(path) {
+            return Ok(None);
+        }
+        let meta = match std::fs::symlink_metadata(path) {
+            Ok(m) => m,
+            Err(e) => {
+                self.warn(path, "cannot stat", &e);
+                return Ok(None);
+            }
+        };
+        let ft = meta.file_type();
+        let kind = if ft.is_file() {
+            Kind::File
+        } else if ft.is_dir() {
+            Kind::Dir
+        } else if ft.is_symlink() {
+            Kind::Symlink
+        } else if ft.is_fifo() {
+            Kind::Fifo
+        } else if ft.is_char_device() {
+            Kind::Char
+        } else if ft.is_block_device() {
+            Kind::Block
+        } else {
+            Kind::Socket
+        };
+        let mut entry = self.entry_from(name, kind, &meta);
+        let mut pe = PendingEntry {
+            entry: entry.clone(),
+            chunks: Vec::new(),
+            subtree: None,
+            record: None,
+        };
+        match kind {
+            Kind::File => return self.file(path, &meta, entry),
+            Kind::Dir => {
+                self.stats.dirs += 1;
+                pe.subtree = Some(self.walk_dir(path)?);
+                return Ok(Some(pe));
+            }
+            Kind::Symlink => match std::fs::read_link(path) {
+                Ok(target) => {
+                    let target = target.as_os_str().as_bytes().to_vec();
+                    entry.size = target.len() as u64;
+                    entry.target = Some(target);
+                }
+                Err(e) => {
+                    self.warn(path, "cannot read link", &e);
+                    return Ok(None);
+                }
+            },
+            Kind::Char | Kind::Block => entry.rdev = Some(meta.rdev()),
+            Kind::Fifo | Kind::Socket => {}
+        }
+        self.stats.others += 1;
+        pe.entry = entry;
+        Ok(Some(pe))
+    }
+
+    /// A directory's contents, queued as one tree.
+    fn walk_dir(&mut self, path: &Path) -> Result<Ref, BackupError> {
+        let mut children: Vec<(Vec<u8>, PathBuf)> = Vec::new();
+        match std::fs::read_dir(path) {
+            Ok(rd) => {
+                for item in rd {
+                    match item {
+                        Ok(de) => children.push((de.file_name().as_bytes().to_vec(), de.path())),
+                        Err(e) => self.warn(path, "cannot list", &e),
+                    }
+                }
+            }
+            Err(e) => self.warn(path, "cannot list", &e),
+        }
+        children.sort();
+        let mut entries = Vec::with_capacity(children.len());
+        for (name, child) in children {
+            entries.extend(self.walk_path(&child, name)?);
+        }
+        self.pipe.store_dir(entries)
+    }
+
+    fn file(
+        &mut self,
+        path: &Path,
+        meta: &Metadata,
+        mut entry: Entry,
+    ) -> Result<Option<PendingEntry>, BackupError> {
+        let key = path.as_os_str().as_bytes().to_vec();
+        let shared = &self.pipe.shared;
+        let known = shared
+            .state
+            .lock()
+            .map_err(|_| BackupError::Pipeline("state lock poisoned".into()))?
+            .file(&key)?;
+        if let Some(rec) =
+            known.filter(|r| same_file(r, meta) && r.oldest_upload >= shared.horizon_start)
+        {
+            self.stats.files += 1;
+            self.stats.bytes += rec.size;
+            return Ok(Some(PendingEntry {
+                entry,
+                chunks: rec.chunks.into_iter().map(Ref::Known).collect(),
+                subtree: None,
+                record: None,
+            }));
+        }
+        let file = match open_for_reading(path) {
+            Ok(f) => f,
+            Err(e) => {
+                self.warn(path, "cannot open", &e);
+                return Ok(None);
+            }
+        };
+        let (chunks, total, oldest) = match self.read_chunks(file, Some(meta.size())) {
+            Ok(read) => read,
+            Err(BackupError::Source { source, .. }) => {
+                self.warn(path, "cannot read", &source);
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+        };
+        self.stats.files += 1;
+        self.stats.files_read += 1;
+        self.stats.bytes += total;
+        self.stats.bytes_read += total;
+        entry.size = total;
+        // Remember the file only if it did not change while we read it.
+        let stable = total == meta.size()
+            && std::fs::symlink_metadata(path).is_ok_and(|after| {
+                after.mtime() == meta.mtime()
+                    && after.mtime_nsec() == meta.mtime_nsec()
+                    && after.ctime() == meta.ctime()
+                    && after.ctime_nsec() == meta.ctime_nsec()
+            });
+        let record = stable.then(|| {
+            (
+                key,
+                FileRecord {
+                    size: total,
+                    mtime_ns: mtime_ns(meta),
+                    ctime_ns: meta.ctime() * 1_000_000_000 + meta.ctime_nsec(),
+                    inode: meta.ino(),
+                    chunks: Vec::new(),
+                    oldest_upload: oldest,
+                },
+            )
+        });
+        Ok(Some(PendingEntry {
+            entry,
+            chunks,
+            subtree: None,
+            record,
+        }))
+    }
+
+    /// Chunks `input` into the pipeline: (references, bytes, oldest upload).
+    /// A read error is `BackupError::Source`; a pipeline error is fatal.
+    fn read_chunks(
+        &mut self,
+        input: impl Read,
+        size_hint: Option<u64>,
+    ) -> Result<(Vec<Ref>, u64, i64), BackupError> {
+        let pipe = self.pipe;
+        let mut refs = Vec::new();
+        let mut total = 0u64;
+        let mut oldest = pipe.shared.now;
+        let mut fatal = None;
+        let read = self.chunker.chunk(input, size_hint, |data| {
+            total += data.len() as u64;
+            let id = pipe.shared.key.blob_id(&data);
+            match pipe.store_chunk(id, data) {
+                Ok((r, at)) => {
+                    refs.push(r);
+                    oldest = oldest.min(at);
+                    Ok(())
+                }
+                Err(e) => {
+                    fatal = Some(e);
+                    Err(std::io::Error::other("the backup pipeline failed"))
+                }
+            }
+        });
+        if let Some(e) = fatal {
+            return Err(e);
+        }
+        read.map_err(|source| BackupError::Source {
+            path: PathBuf::new(),
+            source,
+        })?;
+        Ok((refs, total, oldest))
+    }
+
+    fn entry_from(&mut self, name: Vec<u8>, kind: Kind, meta: &Metadata) -> Entry {
+        let mut e = self.entry(
+            name,
+            kind,
+            meta.mode() & 0o7777,
+            meta.uid(),
+            meta.gid(),
+            mtime_ns(meta),
+        );
+        e.size = if kind == Kind::File { meta.size() } else { 0 };
+        e
+    }
+
+    fn entry(
+        &mut self,
+        name: Vec<u8>,
+        kind: Kind,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+        mtime_ns: i64,
+    ) -> Entry {
+        Entry {
+            name,
+            kind,
+            mode,
+            uid,
+            gid,
+            user: self.owners.user(uid),
+            group: self.owners.group(gid),
+            mtime_ns,
+            size: 0,
+            target: None,
+            rdev: None,
+            chunks: Vec::new(),
+            subtree: None,
+        }
+    }
+
+    fn warn(&mut self, path: &Path, what: &str, e: &std::io::Error) {
+        self.stats.errors += 1;
+        self.warnings
+            .push(format!("{}: {what}: {e}", path.display()));
+    }
+}
+
+fn mtime_ns(meta: &Metadata) -> i64 {
+    meta.mtime() * 1_000_000_000 + meta.mtime_nsec()
+}
+
+fn same_file(rec: &FileRecord, meta: &Metadata) -> bool {
+    rec.size == meta.size()
+        && rec.mtime_ns == mtime_ns(meta)
+        && rec.ctime_ns == meta.ctime() * 1_000_000_000 + meta.ctime_nsec()
+        && rec.inode == meta.ino()
+}
+
+/// Opens without updating atime where allowed (owner or root), else plainly.
+fn open_for_reading(path: &Path) -> std::io::Result<std::fs::File> {
+    let noatime = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOATIME | libc::O_NOFOLLOW)
+        .open(path);
+    match noatime {
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(path),
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(node: &Node) -> Vec<String> {
+        match node {
+            Node::Source(p) => vec![format!("S {}", p.display())],
+            Node::Parent(p, children) => {
+                let mut out = vec![format!("P {}", p.display())];
+                for c in children.values() {
+                    out.extend(names(c));
+                }
+                out
+            }
+        }
+    }
+
+    #[test]
+    fn sources_nest_under_their_absolute_paths() {
+        let t = source_tree(&[
+            PathBuf::from("/srv/app"),
+            PathBuf::from("/etc"),
+            PathBuf::from("/srv/app/sub"),
+        ]);
+        assert_eq!(names(&t), ["P /", "S /etc", "P /srv", "S /srv/app"]);
+        assert_eq!(
+            names(&source_tree(&[PathBuf::from("/"), PathBuf::from("/x")])),
+            ["S /"]
+        );
+    }
+
+    #[test]
+    fn excludes_match_names_or_paths() {
+        let ex = Excludes::new(&["*.tmp".into(), "/srv/*/cache".into()]).unwrap();
+        assert!(ex.excluded(Path::new("/a/b.tmp")));
+        assert!(ex.excluded(Path::new("/srv/app/cache")));
+        assert!(!ex.excluded(Path::new("/srv/app/x/cache")));
+        assert!(!ex.excluded(Path::new("/a/b.txt")));
+    }
+}
