@@ -1,0 +1,667 @@
+//! End-to-end tests: the real `coffer` binary on real trees, a real
+//! repository directory, and the real `gpg` and `zstd` binaries.
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+mod util;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use util::*;
+
+/// A tree from /usr/share plus generated oddities: empty files, symlinks
+/// (relative, absolute, dangling), non-UTF-8 names, a 50 MB random file, deep
+/// directories, a fifo, setuid and odd modes, nanosecond mtimes.
+fn make_tree(root: &Path) {
+    std::fs::create_dir_all(root).unwrap();
+    let mut copied = 0;
+    for src in [
+        "/usr/share/zoneinfo",
+        "/usr/share/common-licenses",
+        "/usr/share/perl5",
+    ] {
+        if Path::new(src).is_dir() {
+            cp_a(Path::new(src), root);
+            copied += 1;
+        }
+    }
+    assert!(copied > 0, "no /usr/share directory to copy from");
+    let g = root.join("gen");
+    write(&g.join("empty"), b"");
+    write(&g.join("small.txt"), b"hello coffer\n");
+    write(&g.join("big.bin"), &random_bytes(1, 50_000_000));
+    write(&g.join("zeros"), &vec![0u8; 3_000_000]);
+    write(&root.join(os(b"gen/name-\xff\xfe-not-utf8")), b"raw name");
+    std::fs::create_dir_all(root.join(os(b"gen/dir-\xc3\x28"))).unwrap();
+    write(&g.join("unicode-ß-名前.txt"), b"unicode name");
+    std::os::unix::fs::symlink("small.txt", g.join("link-rel")).unwrap();
+    std::os::unix::fs::symlink("/etc/hostname", g.join("link-abs")).unwrap();
+    std::os::unix::fs::symlink("does/not/exist", g.join("link-dangling")).unwrap();
+    let mut deep = g.join("deep");
+    for i in 0..40 {
+        deep.push(format!("level{i}"));
+    }
+    write(&deep.join("bottom.txt"), b"deep down");
+    let fifo = std::ffi::CString::new(g.join("fifo").as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: valid path.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o640) }, 0);
+    write(&g.join("setuid"), b"#!/bin/sh\n");
+    std::fs::set_permissions(g.join("setuid"), std::fs::Permissions::from_mode(0o4755)).unwrap();
+    write(&g.join("private"), b"secret-ish");
+    std::fs::set_permissions(g.join("private"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    set_mtime(&g.join("small.txt"), 1_234_567_890_123_456_789);
+    set_mtime(&g.join("link-rel"), 1_000_000_001_000_000_001);
+    if is_root() {
+        let c = std::ffi::CString::new(g.join("private").as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: valid path.
+        assert_eq!(unsafe { libc::chown(c.as_ptr(), 1234, 5678) }, 0);
+    }
+}
+
+/// Changes a tree: edits, deletions, additions, one byte of the big file.
+fn change_tree(root: &Path) {
+    let g = root.join("gen");
+    write(&g.join("small.txt"), b"hello coffer, version two\n");
+    std::fs::remove_file(g.join("empty")).unwrap();
+    write(&g.join("new-file"), b"added in v2");
+    let mut big = std::fs::read(g.join("big.bin")).unwrap();
+    big[25_000_000] ^= 0xff;
+    write(&g.join("big.bin"), &big);
+    std::fs::remove_dir_all(g.join("deep/level0/level1/level2")).unwrap();
+}
+
+#[test]
+fn two_versions_restore_identical_in_bytes_and_metadata() {
+    let env = Env::new();
+    let src = env.path("src");
+    make_tree(&src);
+    let v1 = env.backup(&[&src], &["--tag", "v1"]);
+    let v1_copy = env.path("v1-copy");
+    cp_a(&src, &v1_copy);
+    change_tree(&src);
+    let v2 = env.backup(&[&src], &["--tag", "v2"]);
+
+    let snaps = env.snapshots();
+    assert_eq!(snaps.len(), 2);
+    assert_eq!(snaps[0]["id"], v1["id"]);
+    assert_eq!(snaps[1]["id"], v2["id"]);
+    assert_eq!(snaps[0]["tags"], serde_json::json!(["v1"]));
+    assert_eq!(
+        snaps[1]["paths"],
+        serde_json::json!([src.display().to_string()])
+    );
+    for key in ["id", "time", "host", "paths", "tags"] {
+        assert!(!snaps[0][key].is_null(), "snapshots --json lacks {key}");
+    }
+
+    let id1 = v1["id"].as_str().unwrap();
+    let out1 = env.path("out1");
+    env.restore(&id1[..10], &out1);
+    assert_same_tree(&v1_copy, &under(&out1, &src));
+
+    let out2 = env.path("out2");
+    env.restore("latest", &out2);
+    assert_same_tree(&src, &under(&out2, &src));
+
+    // A subdirectory, and a single file, by path.
+    let out3 = env.path("out3");
+    env.restore(&format!("latest:{}/gen", src.display()), &out3);
+    assert_same_tree(&src.join("gen"), &out3);
+    let out4 = env.path("out4");
+    env.restore(
+        &format!("{}:{}/gen/small.txt", &id1[..8], src.display()),
+        &out4,
+    );
+    assert_eq!(
+        std::fs::read(out4.join("small.txt")).unwrap(),
+        b"hello coffer\n"
+    );
+}
+
+#[test]
+fn rerun_reads_and_stores_nothing_and_one_byte_stores_about_one_chunk() {
+    let env = Env::new();
+    let src = env.path("src");
+    write(&src.join("big.bin"), &random_bytes(7, 50_000_000));
+    for i in 0..200 {
+        write(
+            &src.join(format!("small/{i}.txt")),
+            format!("file {i}").as_bytes(),
+        );
+    }
+    let first = env.backup(&[&src], &[]);
+    assert_eq!(first["stats"]["files_read"], 201);
+
+    let again = env.backup(&[&src], &[]);
+    assert_eq!(again["stats"]["files_read"], 0, "{again}");
+    assert_eq!(again["stats"]["bytes_read"], 0, "{again}");
+    // No file data is stored again. Trees above the source may be: tests
+    // running in parallel change /tmp's mtime, which the root tree records.
+    let new_bytes = again["stats"]["new_bytes"].as_u64().unwrap();
+    assert!(
+        new_bytes < 4096,
+        "a no-change run stored {new_bytes} bytes: {again}"
+    );
+    assert_ne!(again["id"], first["id"]);
+
+    let mut big = std::fs::read(src.join("big.bin")).unwrap();
+    big[30_000_000] ^= 1;
+    write(&src.join("big.bin"), &big);
+    let changed = env.backup(&[&src], &[]);
+    assert_eq!(changed["stats"]["files_read"], 1, "{changed}");
+    let new_bytes = changed["stats"]["new_bytes"].as_u64().unwrap();
+    // One changed byte changes one chunk (at most two near a boundary);
+    // chunks are 8 MiB at most, plus a few tree blobs.
+    assert!(
+        new_bytes < 17 << 20,
+        "stored {new_bytes} new bytes for one changed byte"
+    );
+    assert!(new_bytes > 0);
+
+    let out = env.path("out");
+    env.restore("latest", &out);
+    assert_eq!(
+        std::fs::read(under(&out, &src).join("big.bin")).unwrap(),
+        big
+    );
+}
+
+#[test]
+fn gpg_decrypts_stored_blobs_and_snapshots() {
+    let env = Env::new();
+    let src = env.path("src");
+    write(&src.join("only.txt"), b"plain text that gpg must recover\n");
+    env.backup(&[&src], &[]);
+    let gnupg = env.path("gnupg");
+    std::fs::create_dir(&gnupg).unwrap();
+    std::fs::set_permissions(&gnupg, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let gpg = |args: &[&str]| {
+        Command::new("gpg")
+            .env("GNUPGHOME", &gnupg)
+            .args(["--batch", "--quiet"])
+            .args(args)
+            .output()
+            .expect("run gpg (apt-get install gnupg)")
+    };
+    assert!(
+        gpg(&["--import", &env.path("admin.key").display().to_string()])
+            .status
+            .success()
+    );
+
+    let zstd_d = |frame: &[u8]| {
+        let mut zstd = Command::new("zstd")
+            .args(["-d", "-c"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("run zstd (apt-get install zstd)");
+        use std::io::Write;
+        zstd.stdin.take().unwrap().write_all(frame).unwrap();
+        let plain = zstd.wait_with_output().unwrap();
+        assert!(plain.status.success(), "zstd failed");
+        plain.stdout
+    };
+
+    // A pack is its blobs back to back: gpg prints the first blob (and, with
+    // more than one blob, complains about the rest and exits non-zero).
+    let mut first_blobs = Vec::new();
+    for pack in env.packs() {
+        let out = gpg(&["--decrypt", &pack.display().to_string()]);
+        first_blobs.push(zstd_d(&out.stdout));
+    }
+    assert!(
+        first_blobs
+            .iter()
+            .any(|p| p == b"plain text that gpg must recover\n"),
+        "no pack's first blob decrypted to the file's content"
+    );
+    assert!(
+        first_blobs.iter().any(|p| p.starts_with(b"{\"entries\":[")),
+        "no tree pack"
+    );
+
+    // Every blob alone is a complete message: cut each out by the offsets of
+    // the index (itself decrypted with gpg) and decrypt it, exit status 0.
+    let index_dir = env.path("repo/index");
+    let mut blobs = 0;
+    for index in std::fs::read_dir(index_dir).unwrap() {
+        let out = gpg(&["--decrypt", &index.unwrap().path().display().to_string()]);
+        assert!(out.status.success());
+        let index: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        for pack in index["packs"].as_array().unwrap() {
+            let id = pack["id"].as_str().unwrap();
+            let bytes = std::fs::read(env.path(&format!("repo/data/{}/{id}", &id[..2]))).unwrap();
+            for blob in pack["blobs"].as_array().unwrap() {
+                let (off, len) = (
+                    blob["offset"].as_u64().unwrap() as usize,
+                    blob["length"].as_u64().unwrap() as usize,
+                );
+                let one = env.path("one-blob");
+                std::fs::write(&one, &bytes[off..off + len]).unwrap();
+                let out = gpg(&["--decrypt", &one.display().to_string()]);
+                assert!(
+                    out.status.success(),
+                    "gpg: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                let plain = zstd_d(&out.stdout);
+                assert_eq!(plain.len() as u64, blob["raw_length"].as_u64().unwrap());
+                blobs += 1;
+            }
+        }
+    }
+    assert!(blobs >= 4, "only {blobs} blobs listed in the index");
+
+    let snap_dir = env.path("repo/snapshots");
+    let snap = std::fs::read_dir(snap_dir)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let out = gpg(&["--decrypt", &snap.display().to_string()]);
+    assert!(out.status.success());
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["paths"][0], src.display().to_string());
+}
+
+#[test]
+fn repository_reveals_no_names_or_contents() {
+    let env = Env::new();
+    let src = env.path("src");
+    let name = "name-that-must-not-leak-q7x";
+    let content = "content-that-must-not-leak-z9k ".repeat(1000);
+    write(
+        &src.join(format!("dir-that-must-not-leak-w3v/{name}.txt")),
+        content.as_bytes(),
+    );
+    env.backup(&[&src], &[]);
+    let files = env.repo_files();
+    assert!(
+        files.len() >= 4,
+        "expected config, snapshot, index and packs"
+    );
+    for (path, bytes) in files {
+        for needle in [
+            name,
+            "content-that-must-not-leak",
+            "dir-that-must-not-leak",
+            "coffer-e2e",
+        ] {
+            assert!(
+                !bytes.windows(needle.len()).any(|w| w == needle.as_bytes()),
+                "{} contains {needle:?}",
+                path.display()
+            );
+        }
+    }
+}
+
+#[test]
+fn stdin_stream_is_stored_as_one_file() {
+    let env = Env::new();
+    let data = random_bytes(3, 3_000_000);
+    let mut child = env
+        .cmd(&[
+            "backup",
+            "--repo",
+            "repo",
+            "--writer-key",
+            "writer.key",
+            "--stdin",
+            "--stdin-name",
+            "db.sql",
+        ])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(&data).unwrap();
+    }
+    assert!(child.wait().unwrap().success());
+    let out = env.ok(&[
+        "cat",
+        "--repo",
+        "repo",
+        "--key",
+        "admin.key",
+        "latest:db.sql",
+    ]);
+    assert!(out.stdout == data, "cat returned other bytes");
+    assert_eq!(env.snapshots()[0]["paths"], serde_json::json!(["db.sql"]));
+}
+
+#[test]
+fn writer_needs_nothing_from_the_repository() {
+    let env = Env::new();
+    let src = env.path("src");
+    write(&src.join("a"), b"first");
+    env.backup(&[&src], &[]);
+    // Take every object away: a writer that read anything would fail.
+    let full = env.path("repo-full");
+    std::fs::rename(env.path("repo"), &full).unwrap();
+    std::fs::create_dir(env.path("repo")).unwrap();
+    write(&src.join("b"), b"second");
+    env.backup(&[&src], &[]);
+    let written: Vec<PathBuf> = env.repo_files().into_iter().map(|(p, _)| p).collect();
+    assert!(
+        written.iter().all(|p| !p.ends_with("config")),
+        "the writer wrote config"
+    );
+    assert!(written
+        .iter()
+        .any(|p| p.to_string_lossy().contains("/snapshots/")));
+    // Merge back: the admin sees both snapshots, and the second restores whole.
+    Command::new("cp")
+        .arg("-a")
+        .arg(format!("{}/.", env.path("repo").display()))
+        .arg(&full)
+        .status()
+        .unwrap();
+    std::fs::remove_dir_all(env.path("repo")).unwrap();
+    std::fs::rename(&full, env.path("repo")).unwrap();
+    assert_eq!(env.snapshots().len(), 2);
+    let out = env.path("out");
+    env.restore("latest", &out);
+    assert_same_tree(&src, &under(&out, &src));
+}
+
+#[test]
+fn unreadable_files_give_exit_3_and_a_snapshot() {
+    if !is_root() {
+        eprintln!("needs root to run the writer as another user; CI runs as root");
+        return;
+    }
+    let env = Env::new();
+    let src = env.path("src");
+    write(&src.join("readable.txt"), b"fine");
+    write(&src.join("locked.txt"), b"root only");
+    std::fs::set_permissions(
+        src.join("locked.txt"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    std::fs::create_dir(src.join("locked-dir")).unwrap();
+    std::fs::set_permissions(
+        src.join("locked-dir"),
+        std::fs::Permissions::from_mode(0o700),
+    )
+    .unwrap();
+    // The unprivileged writer needs its files and the repository to be its own.
+    for p in [env.dir.path().to_path_buf(), env.path("repo"), src.clone()] {
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o777)).unwrap();
+    }
+    let chown = Command::new("chown")
+        .args(["-R", "nobody"])
+        .arg(env.path("repo"))
+        .arg(env.path("writer.key"))
+        .status()
+        .unwrap();
+    assert!(chown.success());
+    let out = Command::new("setpriv")
+        .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"])
+        .arg(env!("CARGO_BIN_EXE_coffer"))
+        .args([
+            "backup",
+            "--repo",
+            "repo",
+            "--writer-key",
+            "writer.key",
+            "--state-dir",
+            "state-nobody",
+        ])
+        .arg(&src)
+        .current_dir(env.dir.path())
+        .env("HOME", env.dir.path())
+        .output()
+        .expect("run setpriv");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "stderr: {stderr}");
+    assert!(stderr.contains("locked.txt"), "{stderr}");
+    assert!(stderr.contains("locked-dir"), "{stderr}");
+    assert!(!stderr.contains("readable.txt"), "{stderr}");
+    let snaps = env.snapshots();
+    assert_eq!(snaps.len(), 1);
+    assert_eq!(snaps[0]["stats"]["errors"], 2);
+    let out = env.path("out");
+    env.restore("latest", &out);
+    assert_eq!(
+        std::fs::read(under(&out, &src).join("readable.txt")).unwrap(),
+        b"fine"
+    );
+    assert!(!under(&out, &src).join("locked.txt").exists());
+}
+
+#[test]
+fn restore_refuses_non_empty_target_unless_overwrite() {
+    let env = Env::new();
+    let src = env.path("src");
+    write(&src.join("f"), b"from backup");
+    env.backup(&[&src], &[]);
+    let target = env.path("target");
+    let dest = under(&target, &src).join("f");
+    write(&dest, b"in the way");
+    let spec = "latest";
+    let t = target.display().to_string();
+    let refused = env.run(&[
+        "restore",
+        "--repo",
+        "repo",
+        "--key",
+        "admin.key",
+        spec,
+        "--target",
+        &t,
+    ]);
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("not empty"));
+    assert_eq!(std::fs::read(&dest).unwrap(), b"in the way");
+    env.ok(&[
+        "restore",
+        "--repo",
+        "repo",
+        "--key",
+        "admin.key",
+        spec,
+        "--target",
+        &t,
+        "--overwrite",
+    ]);
+    assert_eq!(std::fs::read(&dest).unwrap(), b"from backup");
+}
+
+#[test]
+fn excludes_leave_out_names_and_paths() {
+    let env = Env::new();
+    let src = env.path("src");
+    write(&src.join("keep.txt"), b"k");
+    write(&src.join("drop.tmp"), b"d");
+    write(&src.join("cache/x"), b"c");
+    write(&src.join("sub/cache/y"), b"kept: pattern is anchored");
+    let pattern = format!("{}/cache", src.display());
+    env.backup(&[&src], &["--exclude", "*.tmp", "--exclude", &pattern]);
+    let out = env.path("out");
+    env.restore("latest", &out);
+    let r = under(&out, &src);
+    assert!(r.join("keep.txt").exists());
+    assert!(!r.join("drop.tmp").exists());
+    assert!(!r.join("cache").exists());
+    assert!(r.join("sub/cache/y").exists());
+}
+
+#[test]
+fn damaged_pack_is_an_error_naming_the_object_never_wrong_bytes() {
+    let env = Env::new();
+    let src = env.path("src");
+    write(&src.join("victim"), &random_bytes(9, 100_000));
+    env.backup(&[&src], &[]);
+    let spec = format!("latest:{}/victim", src.display());
+    // Flip one byte in every data pack's middle (trees stay intact in their
+    // own pack only if we skip the smallest; flip each in turn).
+    for pack in env.packs() {
+        let mut bytes = std::fs::read(&pack).unwrap();
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0x40;
+        std::fs::write(&pack, &bytes).unwrap();
+        let out = env.run(&["cat", "--repo", "repo", "--key", "admin.key", &spec]);
+        if out.status.success() {
+            // This pack held no byte of the file: restore the byte and go on.
+            assert_eq!(out.stdout, random_bytes(9, 100_000));
+            bytes[mid] ^= 0x40;
+            std::fs::write(&pack, &bytes).unwrap();
+            continue;
+        }
+        assert_eq!(out.status.code(), Some(1));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("data/"),
+            "error does not name the object: {stderr}"
+        );
+        assert!(out.stdout.is_empty(), "damaged data reached stdout");
+        return;
+    }
+    panic!("no damaged pack made cat fail");
+}
+
+#[test]
+fn keys_made_by_gnupg_work_including_a_passphrase() {
+    let env = Env::bare();
+    let gnupg = env.path("gnupg");
+    std::fs::create_dir(&gnupg).unwrap();
+    std::fs::set_permissions(&gnupg, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let gpg = |args: &[&str]| {
+        let out = Command::new("gpg")
+            .env("GNUPGHOME", &gnupg)
+            .args([
+                "--batch",
+                "--quiet",
+                "--pinentry-mode",
+                "loopback",
+                "--passphrase",
+                "hunter2",
+            ])
+            .args(args)
+            .output()
+            .expect("run gpg");
+        assert!(
+            out.status.success(),
+            "gpg {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    };
+    // future-default: an ed25519 primary key with a cv25519 encryption subkey.
+    gpg(&[
+        "--quick-gen-key",
+        "Backup Admin <admin@example.org>",
+        "future-default",
+        "default",
+        "never",
+    ]);
+    std::fs::write(
+        env.path("gpg.cert"),
+        gpg(&["--export", "--armor", "admin@example.org"]),
+    )
+    .unwrap();
+    std::fs::write(
+        env.path("gpg-secret.bin"),
+        gpg(&["--export-secret-keys", "admin@example.org"]),
+    )
+    .unwrap();
+    env.ok(&[
+        "init",
+        "--repo",
+        "repo",
+        "--recipient",
+        "gpg.cert",
+        "--writer-key-out",
+        "writer.key",
+    ]);
+    let src = env.path("src");
+    write(&src.join("f.txt"), b"for a gnupg key");
+    env.backup(&[&src], &[]);
+    let spec = format!("latest:{}/f.txt", src.display());
+    let locked = env.run(&["cat", "--repo", "repo", "--key", "gpg-secret.bin", &spec]);
+    assert_eq!(locked.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&locked.stderr).contains("passphrase"));
+    let out = env
+        .cmd(&["cat", "--repo", "repo", "--key", "gpg-secret.bin", &spec])
+        .env("COFFER_KEY_PASSPHRASE", "hunter2")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.stdout, b"for a gnupg key");
+    std::fs::write(env.path("pw"), "hunter2\n").unwrap();
+    let out = env.ok(&[
+        "cat",
+        "--repo",
+        "repo",
+        "--key",
+        "gpg-secret.bin",
+        "--passphrase-file",
+        "pw",
+        &spec,
+    ]);
+    assert_eq!(out.stdout, b"for a gnupg key");
+    let wrong = env
+        .cmd(&["cat", "--repo", "repo", "--key", "gpg-secret.bin", &spec])
+        .env("COFFER_KEY_PASSPHRASE", "wrong")
+        .output()
+        .unwrap();
+    assert!(!wrong.status.success());
+    assert!(
+        !String::from_utf8_lossy(&wrong.stderr).contains("wrong\""),
+        "passphrase echoed"
+    );
+}
+
+#[test]
+fn usage_errors_exit_2_with_a_clear_message() {
+    let env = Env::new();
+    let out = env.run(&[
+        "backup",
+        "--repo",
+        "repo",
+        "--writer-key",
+        "writer.key",
+        "/does/not/exist",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/does/not/exist"));
+    let out = env.run(&["snapshots", "--repo", "nowhere", "--key", "admin.key"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("coffer init"));
+    let out = env.run(&["snapshots", "--repo", "repo", "--key", "admin.cert"]);
+    assert_eq!(out.status.code(), Some(2));
+    let again = env.run(&[
+        "init",
+        "--repo",
+        "repo",
+        "--recipient",
+        "admin.cert",
+        "--writer-key-out",
+        "w2.key",
+    ]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(
+        !env.path("w2.key").exists(),
+        "a failed init left a writer key"
+    );
+    let out = env.run(&[
+        "restore",
+        "--repo",
+        "repo",
+        "--key",
+        "admin.key",
+        "latest",
+        "--target",
+        "x",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "no snapshot yet");
+}

@@ -1,0 +1,126 @@
+//! The writer's memory stays bounded: 100,000 small files, and one 2 GiB
+//! file, each backed up by the real binary while its peak RSS is measured
+//! (`wait4`'s `ru_maxrss`). The bound is the one docs/DESIGN.md states for
+//! data in flight (240 MiB worst case with two workers) plus the process's
+//! own code, runtime and SQLite cache.
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+mod util;
+
+use std::io::Write;
+use std::process::Child;
+use util::*;
+
+const BOUND_MIB: u64 = 320;
+
+/// Waits for `child`; returns (exit code, peak RSS in MiB).
+fn wait_rss(child: Child) -> (i32, u64) {
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    // SAFETY: zeroed rusage is a valid out-parameter.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: pid is our child; pointers are valid.
+    let rc = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    assert_eq!(rc, pid, "wait4 failed");
+    std::mem::forget(child); // already reaped
+    (libc::WEXITSTATUS(status), usage.ru_maxrss as u64 / 1024)
+}
+
+fn backup_rss(env: &Env, src: &std::path::Path) -> u64 {
+    let child = env
+        .cmd(&[
+            "-v",
+            "backup",
+            "--repo",
+            "repo",
+            "--writer-key",
+            "writer.key",
+        ])
+        .arg(src)
+        .spawn()
+        .expect("spawn coffer");
+    let (code, rss) = wait_rss(child);
+    assert_eq!(code, 0, "backup failed");
+    rss
+}
+
+#[test]
+fn memory_is_bounded_for_many_small_files_and_one_huge_file() {
+    let env = Env::new();
+
+    let many = env.path("many");
+    for d in 0..100 {
+        let dir = many.join(format!("d{d:03}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        for f in 0..1000 {
+            std::fs::write(
+                dir.join(format!("f{f:04}")),
+                format!("small file {d}/{f}\n"),
+            )
+            .unwrap();
+        }
+    }
+    let t = std::time::Instant::now();
+    let rss_many = backup_rss(&env, &many);
+    eprintln!(
+        "100,000 small files: peak RSS {rss_many} MiB, {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+
+    let huge = env.path("huge");
+    std::fs::create_dir(&huge).unwrap();
+    {
+        let mut f = std::io::BufWriter::new(std::fs::File::create(huge.join("2GiB.bin")).unwrap());
+        for i in 0..256u64 {
+            f.write_all(&random_bytes(i + 1, 8 << 20)).unwrap();
+        }
+    }
+    let t = std::time::Instant::now();
+    let rss_huge = backup_rss(&env, &huge);
+    let secs = t.elapsed().as_secs_f64();
+    eprintln!(
+        "one 2 GiB file: peak RSS {rss_huge} MiB, {secs:.1} s, {:.0} MiB/s",
+        2048.0 / secs
+    );
+
+    assert!(
+        rss_many < BOUND_MIB,
+        "100k files: peak RSS {rss_many} MiB over {BOUND_MIB}"
+    );
+    assert!(
+        rss_huge < BOUND_MIB,
+        "2 GiB file: peak RSS {rss_huge} MiB over {BOUND_MIB}"
+    );
+
+    // Both snapshots restore: spot-check the huge file's tail and a small file.
+    let snaps = env.snapshots();
+    assert_eq!(snaps.len(), 2);
+    assert_eq!(snaps[0]["stats"]["files"], 100_000);
+    let spec = format!("latest:{}/2GiB.bin", huge.display());
+    let copy = env.path("2GiB.copy");
+    let st = env
+        .cmd(&["cat", "--repo", "repo", "--key", "admin.key", &spec])
+        .stdout(std::fs::File::create(&copy).unwrap())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    assert_eq!(std::fs::metadata(&copy).unwrap().len(), 2 << 30);
+    let mut tail = vec![0u8; 8 << 20];
+    {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut f = std::fs::File::open(&copy).unwrap();
+        f.seek(SeekFrom::Start((2 << 30) - (8 << 20))).unwrap();
+        f.read_exact(&mut tail).unwrap();
+    }
+    assert!(
+        tail == random_bytes(256, 8 << 20),
+        "the restored tail differs"
+    );
+    let spec = format!(
+        "{}:{}/d042/f0420",
+        snaps[0]["short_id"].as_str().unwrap(),
+        many.display()
+    );
+    let out = env.ok(&["cat", "--repo", "repo", "--key", "admin.key", &spec]);
+    assert_eq!(out.stdout, b"small file 42/420\n");
+}

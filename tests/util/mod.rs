@@ -1,0 +1,337 @@
+//! Helpers for end-to-end tests: a scratch directory with a repository and
+//! keys, a builder for `coffer` commands, tree generators and comparison.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+/// A scratch directory holding `admin.key`, `admin.cert`, `writer.key` and
+/// an initialised repository `repo/`.
+pub struct Env {
+    pub dir: tempfile::TempDir,
+}
+
+impl Env {
+    pub fn new() -> Self {
+        let env = Self::bare();
+        env.ok(&[
+            "key",
+            "generate",
+            "--secret-out",
+            "admin.key",
+            "--cert-out",
+            "admin.cert",
+        ]);
+        env.ok(&[
+            "init",
+            "--repo",
+            "repo",
+            "--recipient",
+            "admin.cert",
+            "--writer-key-out",
+            "writer.key",
+        ]);
+        env
+    }
+
+    /// A scratch directory without keys or repository.
+    pub fn bare() -> Self {
+        Self {
+            dir: tempfile::Builder::new()
+                .prefix("coffer-e2e-")
+                .tempdir()
+                .expect("make a scratch directory"),
+        }
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    /// `coffer ARGS` in the scratch directory, with no COFFER_* from outside.
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_coffer"));
+        for var in [
+            "COFFER_REPO",
+            "COFFER_KEY",
+            "COFFER_WRITER_KEY",
+            "COFFER_STATE_DIR",
+            "COFFER_KEY_PASSPHRASE",
+            "COFFER_LOG",
+        ] {
+            c.env_remove(var);
+        }
+        c.env("HOME", self.dir.path())
+            .env("XDG_CACHE_HOME", self.path("cache"))
+            .current_dir(self.dir.path())
+            .args(args)
+            .stdin(Stdio::null());
+        c
+    }
+
+    /// Runs and returns the output, whatever the exit status.
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().expect("run coffer")
+    }
+
+    /// Runs and asserts exit 0.
+    pub fn ok(&self, args: &[&str]) -> Output {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "coffer {args:?} failed: {}\nstderr: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    /// `backup --json` of `paths`, asserting exit 0; the snapshot as JSON.
+    pub fn backup(&self, paths: &[&Path], extra: &[&str]) -> serde_json::Value {
+        let mut args = vec![
+            "backup",
+            "--repo",
+            "repo",
+            "--writer-key",
+            "writer.key",
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        let paths: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+        args.extend(paths.iter().map(String::as_str));
+        let out = self.ok(&args);
+        serde_json::from_slice(&out.stdout).expect("backup --json prints JSON")
+    }
+
+    /// `restore SPEC --target TARGET`, asserting exit 0.
+    pub fn restore(&self, spec: &str, target: &Path) {
+        self.ok(&[
+            "restore",
+            "--repo",
+            "repo",
+            "--key",
+            "admin.key",
+            spec,
+            "--target",
+            &target.display().to_string(),
+        ]);
+    }
+
+    /// `snapshots --json`.
+    pub fn snapshots(&self) -> Vec<serde_json::Value> {
+        let out = self.ok(&[
+            "snapshots",
+            "--repo",
+            "repo",
+            "--key",
+            "admin.key",
+            "--json",
+        ]);
+        serde_json::from_slice(&out.stdout).expect("snapshots --json prints JSON")
+    }
+
+    /// Every file below `repo/` with its bytes.
+    pub fn repo_files(&self) -> Vec<(PathBuf, Vec<u8>)> {
+        let mut out = Vec::new();
+        walk_files(&self.path("repo"), &mut out);
+        out
+    }
+
+    /// Paths of data packs.
+    pub fn packs(&self) -> Vec<PathBuf> {
+        let mut out: Vec<PathBuf> = self
+            .repo_files()
+            .into_iter()
+            .map(|(p, _)| p)
+            .filter(|p| p.to_string_lossy().contains("/data/"))
+            .collect();
+        out.sort();
+        out
+    }
+}
+
+fn walk_files(dir: &Path, out: &mut Vec<(PathBuf, Vec<u8>)>) {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            walk_files(&p, out);
+        } else {
+            let bytes = std::fs::read(&p).expect("read repository file");
+            out.push((p, bytes));
+        }
+    }
+}
+
+/// Deterministic pseudo-random bytes (xorshift64*), fast enough for GiBs.
+pub fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(len + 8);
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    while out.len() < len {
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        out.extend_from_slice(&x.wrapping_mul(0x2545_f491_4f6c_dd1d).to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+pub fn write(path: &Path, bytes: &[u8]) {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).expect("mkdir");
+    }
+    std::fs::write(path, bytes).expect("write file");
+}
+
+/// Sets a file's mtime (ns), not following symlinks.
+pub fn set_mtime(path: &Path, ns: i64) {
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).expect("path");
+    let times = [
+        libc::timespec {
+            tv_sec: 0,
+            tv_nsec: libc::UTIME_OMIT,
+        },
+        libc::timespec {
+            tv_sec: ns / 1_000_000_000,
+            tv_nsec: ns % 1_000_000_000,
+        },
+    ];
+    // SAFETY: valid path and array.
+    let rc = unsafe {
+        libc::utimensat(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            times.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
+    assert_eq!(rc, 0, "utimensat {}", path.display());
+}
+
+/// Copies `src` (a directory) to `dst` with `cp -a`.
+pub fn cp_a(src: &Path, dst: &Path) {
+    let st = Command::new("cp")
+        .arg("-a")
+        .arg(src)
+        .arg(dst)
+        .status()
+        .expect("cp");
+    assert!(st.success(), "cp -a {} {}", src.display(), dst.display());
+}
+
+/// Everything about one entry that a restore must reproduce.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Facts {
+    kind: &'static str,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    mtime_ns: i64,
+    content: Option<[u8; 32]>,
+    link: Option<Vec<u8>>,
+}
+
+/// Facts about every entry below `root`, keyed by relative path bytes.
+/// Directory mtimes are included; the root itself is not.
+pub fn facts(root: &Path) -> BTreeMap<Vec<u8>, Facts> {
+    let mut out = BTreeMap::new();
+    collect(root, root, &mut out);
+    out
+}
+
+fn collect(root: &Path, dir: &Path, out: &mut BTreeMap<Vec<u8>, Facts>) {
+    for e in std::fs::read_dir(dir).expect("read_dir").flatten() {
+        let p = e.path();
+        let m = std::fs::symlink_metadata(&p).expect("lstat");
+        let ft = m.file_type();
+        let kind = if ft.is_file() {
+            "file"
+        } else if ft.is_dir() {
+            "dir"
+        } else if ft.is_symlink() {
+            "symlink"
+        } else if ft.is_fifo() {
+            "fifo"
+        } else {
+            "other"
+        };
+        let content = ft.is_file().then(|| {
+            use sha2::Digest;
+            sha2::Sha256::digest(std::fs::read(&p).expect("read")).into()
+        });
+        let link = ft.is_symlink().then(|| {
+            std::fs::read_link(&p)
+                .expect("readlink")
+                .as_os_str()
+                .as_bytes()
+                .to_vec()
+        });
+        let rel = p
+            .strip_prefix(root)
+            .expect("prefix")
+            .as_os_str()
+            .as_bytes()
+            .to_vec();
+        out.insert(
+            rel,
+            Facts {
+                kind,
+                mode: if ft.is_symlink() {
+                    0
+                } else {
+                    m.mode() & 0o7777
+                },
+                uid: m.uid(),
+                gid: m.gid(),
+                mtime_ns: m.mtime() * 1_000_000_000 + m.mtime_nsec(),
+                content,
+                link,
+            },
+        );
+        if ft.is_dir() {
+            collect(root, &p, out);
+        }
+    }
+}
+
+/// Asserts two trees are identical in content and metadata.
+pub fn assert_same_tree(expected: &Path, actual: &Path) {
+    let a = facts(expected);
+    let b = facts(actual);
+    let show = |k: &Vec<u8>| String::from_utf8_lossy(k).into_owned();
+    for (k, fa) in &a {
+        match b.get(k) {
+            None => panic!("{} missing from {}", show(k), actual.display()),
+            Some(fb) => assert_eq!(fa, fb, "{} differs", show(k)),
+        }
+    }
+    for k in b.keys() {
+        assert!(
+            a.contains_key(k),
+            "{} is extra in {}",
+            show(k),
+            actual.display()
+        );
+    }
+}
+
+/// `root/<abs path of p>`: where a backed-up absolute path lands in a restore.
+pub fn under(root: &Path, p: &Path) -> PathBuf {
+    root.join(p.strip_prefix("/").expect("absolute path"))
+}
+
+pub fn os(bytes: &[u8]) -> &OsStr {
+    OsStr::from_bytes(bytes)
+}
+
+pub fn is_root() -> bool {
+    // SAFETY: no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
