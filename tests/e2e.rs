@@ -634,6 +634,21 @@ fn usage_errors_exit_2_with_a_clear_message() {
     ]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/does/not/exist"));
+    let out = env.run(&[
+        "backup",
+        "--repo",
+        "typo",
+        "--writer-key",
+        "writer.key",
+        "writer.key",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!env.path("typo").exists(), "a writer created a repository");
     let out = env.run(&["snapshots", "--repo", "nowhere", "--key", "admin.key"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("coffer init"));

@@ -11,6 +11,7 @@ use async_trait::async_trait;
 use std::sync::Arc;
 
 pub mod local;
+pub mod memory;
 
 /// The kinds of stored object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

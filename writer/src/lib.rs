@@ -150,10 +150,12 @@ fn run(
     let pipe = Pipeline::start(shared.clone(), workers);
     let chunker = chunker::Chunker::new(key.config.chunker.clone(), key.chunk_key().chunker_seed());
     let mut walker = walk::Walker::new(&pipe, chunker, excludes);
-    let root = match &opts.stdin_name {
-        Some(name) => walker.backup_stream(name, stdin)?,
-        None => walker.backup_paths(paths)?,
+    let walked = match &opts.stdin_name {
+        Some(name) => walker.backup_stream(name, stdin),
+        None => walker.backup_paths(paths),
     };
+    // A pipeline thread's error is the cause; the walker's is its echo.
+    let root = walked.map_err(|e| shared.take_failure().unwrap_or(e))?;
     let (mut stats, warnings) = (
         std::mem::take(&mut walker.stats),
         std::mem::take(&mut walker.warnings),
@@ -243,4 +245,73 @@ fn lexical_clean(path: &std::path::Path) -> PathBuf {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use coffer_core::backend::memory::MemoryBackend;
+    use coffer_core::config::RepoConfig;
+
+    fn writer_key() -> WriterKey {
+        let key = coffer_core::openpgp::generate_key("t").unwrap();
+        let certs = coffer_core::openpgp::normalize_certs(&key.cert_armored, "t").unwrap();
+        let (config, chunk_key) = RepoConfig::create(certs, 30).unwrap();
+        WriterKey::new(config, chunk_key)
+    }
+
+    fn opts(dir: &std::path::Path) -> BackupOptions {
+        BackupOptions {
+            paths: vec![dir.join("src")],
+            stdin_name: None,
+            host: Some("h".into()),
+            tags: vec![],
+            excludes: vec![],
+            state_dir: dir.join("state"),
+            workers: Some(2),
+        }
+    }
+
+    #[test]
+    fn a_failed_upload_stores_no_snapshot_and_forgets_its_blobs() {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        std::fs::create_dir(&src).unwrap();
+        for i in 0..50u32 {
+            let data: Vec<u8> = (0..300_000u32)
+                .map(|j| (j.wrapping_mul(i + 7) >> 3) as u8)
+                .collect();
+            std::fs::write(src.join(format!("f{i}")), data).unwrap();
+        }
+        let key = writer_key();
+        let broken = Arc::new(MemoryBackend::failing_after(1));
+        let err = backup(
+            broken.clone(),
+            &key,
+            &opts(dir.path()),
+            rt.handle(),
+            std::io::empty(),
+        )
+        .unwrap_err();
+        assert!(matches!(err, BackupError::Store(_)), "{err}");
+        assert!(format!("{:?}", err).contains("injected fault"), "{err:?}");
+        assert!(broken.keys(ObjectKind::Snapshot).is_empty());
+
+        // The state was rolled back: a working run stores every file again.
+        let good = Arc::new(MemoryBackend::new());
+        let summary = backup(
+            good.clone(),
+            &key,
+            &opts(dir.path()),
+            rt.handle(),
+            std::io::empty(),
+        )
+        .unwrap();
+        assert_eq!(summary.snapshot.stats.files_read, 50);
+        assert_eq!(summary.snapshot.stats.files, 50);
+        assert!(summary.snapshot.stats.new_bytes >= 50 * 300_000);
+        assert_eq!(good.keys(ObjectKind::Snapshot).len(), 1);
+        assert!(!good.keys(ObjectKind::Index).is_empty());
+    }
 }

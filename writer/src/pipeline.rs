@@ -322,6 +322,7 @@ impl Pipeline {
     /// workers unless it is already stored or on its way; with the upload
     /// time of its pack.
     pub fn store_chunk(&self, id: BlobId, data: Vec<u8>) -> Result<(Ref, i64), BackupError> {
+        self.check_running()?;
         let slot = {
             let mut pending = lock(&self.shared.pending);
             if let Some(found) = self.shared.lookup(&pending, &id)? {
@@ -345,6 +346,7 @@ impl Pipeline {
 
     /// Queues a walked directory; returns the reference its parent uses.
     pub fn store_dir(&self, entries: Vec<PendingEntry>) -> Result<Ref, BackupError> {
+        self.check_running()?;
         let slot = Slot::new();
         let dir = PendingDir {
             entries,
@@ -355,6 +357,17 @@ impl Pipeline {
             .and_then(|tx| tx.send(dir).ok())
             .ok_or_else(|| BackupError::Pipeline("the tree thread stopped".into()))?;
         Ok(Ref::Pending(slot))
+    }
+
+    /// Fails once any pipeline thread has failed, so the walk stops early;
+    /// the first error is the one reported (see [`Shared::take_failure`]).
+    fn check_running(&self) -> Result<(), BackupError> {
+        if self.shared.failed() {
+            return Err(BackupError::Pipeline(
+                "stopped after an earlier error".into(),
+            ));
+        }
+        Ok(())
     }
 
     /// Flushes every pack, waits for all uploads, and returns the location
@@ -496,6 +509,7 @@ fn build_tree(
     let id = s.key.blob_id(&json);
     let mut pending = lock(&s.pending);
     if let Some((r, _)) = s.lookup(&pending, &id)? {
+        drop(pending); // never wait on a slot while holding the map
         return r.resolve().ok_or_else(unplaced);
     }
     let p = match packer.as_mut() {

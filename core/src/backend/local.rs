@@ -137,6 +137,14 @@ impl WriteBackend for LocalBackend {
 }
 
 fn put_new_sync(root: &Path, key: &ObjectKey, data: &[u8]) -> Result<()> {
+    // Only `init` (which stores `config`) may create the repository: a
+    // mistyped --repo must fail, not start a new repository.
+    if key.kind != ObjectKind::Config && !root.is_dir() {
+        return Err(Error::Config(format!(
+            "{}: no repository directory here; check --repo, or run `coffer init`",
+            root.display()
+        )));
+    }
     let final_path = root.join(key.path());
     let parent = final_path.parent().unwrap_or(root).to_path_buf();
     let tmp_dir = root.join("tmp");
@@ -179,8 +187,12 @@ mod tests {
     #[tokio::test]
     async fn put_is_write_once_and_ranges_are_checked() {
         let dir = tempfile::tempdir().unwrap();
-        let b = LocalBackend::new(dir.path());
         let key = ObjectKey::new(ObjectKind::Pack, "ab".repeat(32));
+        let missing_root = LocalBackend::new(dir.path().join("typo"));
+        let refused = missing_root.put_new(&key, b"x".to_vec()).await.unwrap_err();
+        assert!(matches!(refused, Error::Config(_)), "{refused}");
+        assert!(!dir.path().join("typo").exists());
+        let b = LocalBackend::new(dir.path());
         b.put_new(&key, b"hello world".to_vec()).await.unwrap();
         assert!(dir.path().join("data/ab").join("ab".repeat(32)).exists());
         let again = b.put_new(&key, b"other".to_vec()).await.unwrap_err();
