@@ -24,7 +24,7 @@ echo "== again, nothing changed"
 echo "== snapshots (needs admin.key)"
 "$coffer" snapshots --repo repo --key admin.key
 
-file="$(find "$src" -type f -size +0 | sort | head -n 1)"
+file="$(find "$src" -type f -size +0 | sort | sed -n 1p)"
 echo "== restore of $file"
 "$coffer" -v restore --repo repo --key admin.key "latest:$file" --target restored
 cmp "$file" "restored/$(basename "$file")"
