@@ -30,6 +30,10 @@ pub enum Command {
     Restore(RestoreArgs),
     /// Write one file of a snapshot to standard output.
     Cat(CatArgs),
+    /// Show every snapshot as a read-only directory tree (runs until unmounted).
+    Mount(MountArgs),
+    /// List what changed between two snapshots: + added, - removed, M content, U metadata.
+    Diff(DiffArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -159,6 +163,61 @@ pub struct CatArgs {
     pub spec: String,
 }
 
+#[derive(Debug, Args)]
+pub struct MountArgs {
+    #[command(flatten)]
+    pub repo: RepoArg,
+    #[command(flatten)]
+    pub key: SecretKeyArgs,
+    /// Where to mount (an existing empty directory).
+    #[arg(value_name = "MOUNTPOINT")]
+    pub mountpoint: PathBuf,
+    /// Memory for decrypted chunks and trees, e.g. 512MiB or 2GiB.
+    #[arg(long, default_value = "512MiB", value_parser = parse_size)]
+    pub cache_size: u64,
+    /// Let other users read the mount (non-root needs user_allow_other in /etc/fuse.conf).
+    #[arg(long)]
+    pub allow_other: bool,
+    /// Re-read the snapshot list when snapshots/ is listed, at most every SECONDS.
+    #[arg(long, default_value_t = 60, value_name = "SECONDS")]
+    pub snapshot_refresh: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    #[command(flatten)]
+    pub repo: RepoArg,
+    #[command(flatten)]
+    pub key: SecretKeyArgs,
+    /// The older snapshot (`latest` or an id prefix).
+    pub snapshot_a: String,
+    /// The newer snapshot.
+    pub snapshot_b: String,
+    /// Compare only below this path.
+    #[arg(default_value = "/")]
+    pub path: String,
+}
+
+/// Parses sizes like `512MiB`, `2GiB`, `100M`, `4096`.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size like 512MiB"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        "t" | "tb" | "tib" => 1 << 40,
+        other => return Err(format!("unknown size unit {other:?} (use KiB, MiB, GiB)")),
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("{s:?} is too large"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -167,6 +226,15 @@ mod tests {
     #[test]
     fn cli_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn sizes_parse() {
+        assert_eq!(parse_size("512MiB"), Ok(512 << 20));
+        assert_eq!(parse_size("2GiB"), Ok(2 << 30));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("5 parsecs").is_err());
     }
 
     #[test]

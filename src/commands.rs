@@ -283,3 +283,72 @@ pub fn cat(rt: &Runtime, a: &CatArgs) -> Result<Outcome> {
     out.flush()?;
     Ok(Outcome::Success)
 }
+
+pub fn mount(rt: Runtime, a: &MountArgs) -> Result<Outcome> {
+    let repo = std::sync::Arc::new(open_repo(&rt, &a.repo, &a.key)?);
+    let opts = coffer_fs::MountOptions {
+        cache_bytes: a.cache_size,
+        allow_other: a.allow_other,
+        refresh_every: std::time::Duration::from_secs(a.snapshot_refresh),
+    };
+    let mut mount = coffer_fs::Mount::new(repo, rt.handle().clone(), &a.mountpoint, &opts)?;
+    let mut unmounter = mount.unmounter();
+    let mountpoint = a.mountpoint.display().to_string();
+    rt.spawn(async move {
+        wait_for_stop_signal().await;
+        tracing::info!("unmounting {mountpoint}");
+        if let Err(e) = unmounter.unmount() {
+            eprintln!("coffer: cannot unmount {mountpoint}: {e}");
+        }
+    });
+    tracing::info!("mounted at {}", a.mountpoint.display());
+    mount
+        .run()
+        .with_context(|| format!("serving the mount at {}", a.mountpoint.display()))?;
+    rt.shutdown_background();
+    Ok(Outcome::Success)
+}
+
+async fn wait_for_stop_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) {
+        (Ok(mut int), Ok(mut term)) => {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+        }
+        _ => std::future::pending::<()>().await,
+    }
+}
+
+pub fn diff(rt: &Runtime, a: &DiffArgs) -> Result<Outcome> {
+    let repo = open_repo(rt, &a.repo, &a.key)?;
+    let (sa, sb) = (
+        rt.block_on(repo.find_snapshot(&a.snapshot_a))?,
+        rt.block_on(repo.find_snapshot(&a.snapshot_b))?,
+    );
+    let ea = rt.block_on(repo.resolve(&sa.snapshot, &a.path))?;
+    let eb = rt.block_on(repo.resolve(&sb.snapshot, &a.path))?;
+    if ea.kind != Kind::Dir || eb.kind != Kind::Dir {
+        bail!("{} is not a directory in both snapshots", a.path);
+    }
+    let mut out = std::io::stdout().lock();
+    let mut failed = None;
+    let mut print = |change: coffer_core::diff::Change, path: &str| {
+        if failed.is_none() {
+            if let Err(e) = writeln!(out, "{}    {path}", change.symbol()) {
+                failed = Some(e);
+            }
+        }
+    };
+    let base = a.path.trim_end_matches('/');
+    rt.block_on(coffer_core::diff::diff(&repo, &ea, &eb, base, &mut print))?;
+    if let Some(e) = failed {
+        return Err(e.into());
+    }
+    Ok(Outcome::Success)
+}

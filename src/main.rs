@@ -42,11 +42,15 @@ fn run(cli: &Cli) -> anyhow::Result<Outcome> {
         Command::Snapshots(a) => commands::snapshots(&rt, a),
         Command::Restore(a) => commands::restore(&rt, a, cli.verbose),
         Command::Cat(a) => commands::cat(&rt, a),
+        Command::Mount(a) => commands::mount(rt, a),
+        Command::Diff(a) => commands::diff(&rt, a),
     }
 }
 
 fn init_logging(verbose: bool) {
-    let default = if verbose { "info" } else { "warn" };
+    // fuser warns when the kernel was unmounted before its session ended
+    // (as `fusermount3 -u` does): noise for a user, so only errors unless -v.
+    let default = if verbose { "info" } else { "warn,fuser=error" };
     let filter = tracing_subscriber::EnvFilter::try_from_env("COFFER_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     tracing_subscriber::fmt()

@@ -16,8 +16,10 @@
 
 pub mod backend;
 pub mod blob;
+pub mod cache;
 pub mod chunk_key;
 pub mod config;
+pub mod diff;
 pub mod error;
 pub mod id;
 pub mod index;
@@ -26,5 +28,6 @@ pub mod repository;
 pub mod restore;
 pub mod snapshot;
 pub mod tree;
+pub mod vfs;
 
 pub use error::{Error, Result};

@@ -85,9 +85,27 @@ impl Repository {
 
     /// Fetches, decrypts and verifies one blob.
     pub async fn read_blob(&self, loc: &Location) -> Result<Vec<u8>> {
-        let key = ObjectKey::new(ObjectKind::Pack, loc.pack.to_hex());
-        let stored = self.backend.get_range(&key, loc.offset, loc.length).await?;
-        blob::decode(&self.opener, &self.chunk_key, loc, &key.path(), &stored)
+        let stored = self.fetch_blob(loc).await?;
+        self.decode_blob(loc, &stored)
+    }
+
+    /// Fetches one blob's stored bytes (one ranged read), still encrypted.
+    pub async fn fetch_blob(&self, loc: &Location) -> Result<Vec<u8>> {
+        self.backend
+            .get_range(&pack_key(loc), loc.offset, loc.length)
+            .await
+    }
+
+    /// Decrypts, decompresses and verifies bytes [`Repository::fetch_blob`]
+    /// returned: CPU work, to run off the async threads when it matters.
+    pub fn decode_blob(&self, loc: &Location, stored: &[u8]) -> Result<Vec<u8>> {
+        blob::decode(
+            &self.opener,
+            &self.chunk_key,
+            loc,
+            &pack_key(loc).path(),
+            stored,
+        )
     }
 
     /// Fetches and parses one tree.
@@ -123,6 +141,10 @@ impl Repository {
         }
         Ok(current)
     }
+}
+
+fn pack_key(loc: &Location) -> ObjectKey {
+    ObjectKey::new(ObjectKind::Pack, loc.pack.to_hex())
 }
 
 /// The root of a snapshot as a directory entry.

@@ -1,4 +1,108 @@
-//! coffer-fs: the read-only FUSE filesystem that shows every snapshot as a
-//! directory tree. Built in a later change (issue 3); it will sit on
-//! `coffer_core`'s read path and never depend on `coffer-writer`.
+//! coffer-fs: every snapshot of a repository as a read-only directory tree.
+//!
+//! ```text
+//! MOUNTPOINT/snapshots/<time>/...   MOUNTPOINT/snapshots/latest -> <time>
+//! MOUNTPOINT/hosts/<host>/<time>/...
+//! MOUNTPOINT/tags/<tag>/<time>/...
+//! MOUNTPOINT/ids/<first 8 hex of id>/...
+//! ```
+//!
+//! Mounting reads the snapshot list only. A directory's tree is fetched the
+//! first time it is looked at, a file's chunks when read, through one
+//! byte-bounded LRU of decrypted blobs ([`coffer_core::cache::BlobCache`]).
+//! FUSE callbacks never wait on storage: they hand the work to tokio and
+//! reply from there. The three parts: the inode table (`inode.rs`), the
+//! `fuser::Filesystem` adapter (`filesystem.rs`), and [`Mount`] here.
 #![deny(missing_docs)]
+
+mod filesystem;
+mod inode;
+
+use coffer_core::repository::Repository;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How to mount.
+#[derive(Debug, Clone)]
+pub struct MountOptions {
+    /// Bytes of decrypted chunks and trees kept in memory.
+    pub cache_bytes: u64,
+    /// Let other users see the mount (needs `user_allow_other` for non-root).
+    pub allow_other: bool,
+    /// Re-read the snapshot list when `snapshots/` is listed, at most this often.
+    pub refresh_every: Duration,
+}
+
+/// A mounted repository; [`Mount::run`] serves it until it is unmounted.
+pub struct Mount {
+    session: fuser::Session<filesystem::CofferFs>,
+}
+
+/// Unmounts a [`Mount`] from another thread (on a signal, say).
+pub struct Unmounter(fuser::SessionUnmounter);
+
+impl Unmounter {
+    /// Unmounts; [`Mount::run`] then returns.
+    pub fn unmount(&mut self) -> std::io::Result<()> {
+        self.0.unmount()
+    }
+}
+
+impl Mount {
+    /// Reads the snapshot list and mounts at `mountpoint` (read-only).
+    pub fn new(
+        repo: Arc<Repository>,
+        rt: tokio::runtime::Handle,
+        mountpoint: &Path,
+        opts: &MountOptions,
+    ) -> Result<Self, MountError> {
+        let snapshots = rt.block_on(repo.snapshots())?;
+        let fs = filesystem::CofferFs::new(repo, snapshots, rt, opts);
+        let mut config = fuser::Config::default();
+        config.mount_options = vec![
+            fuser::MountOption::RO,
+            fuser::MountOption::FSName("coffer".into()),
+            fuser::MountOption::Subtype("coffer".into()),
+            fuser::MountOption::DefaultPermissions,
+            fuser::MountOption::NoDev,
+            fuser::MountOption::NoSuid,
+        ];
+        if opts.allow_other {
+            config.acl = fuser::SessionACL::All;
+        }
+        let session =
+            fuser::Session::new(fs, mountpoint, &config).map_err(|source| MountError::Mount {
+                path: mountpoint.display().to_string(),
+                source,
+            })?;
+        Ok(Self { session })
+    }
+
+    /// Something that unmounts this mount from another thread.
+    pub fn unmounter(&mut self) -> Unmounter {
+        Unmounter(self.session.unmount_callable())
+    }
+
+    /// Serves requests until the filesystem is unmounted.
+    pub fn run(self) -> std::io::Result<()> {
+        self.session.run()
+    }
+}
+
+/// Why mounting failed.
+#[derive(Debug, thiserror::Error)]
+pub enum MountError {
+    /// Reading the repository failed.
+    #[error(transparent)]
+    Repository(#[from] coffer_core::Error),
+    /// The kernel mount failed.
+    #[error("cannot mount at {path} (does it exist? is /dev/fuse there? is fuse3 installed?)")]
+    Mount {
+        /// The mountpoint.
+        path: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+}

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
@@ -334,4 +334,65 @@ pub fn os(bytes: &[u8]) -> &OsStr {
 pub fn is_root() -> bool {
     // SAFETY: no preconditions.
     unsafe { libc::geteuid() == 0 }
+}
+
+/// A tree from /usr/share plus generated oddities: empty files, symlinks
+/// (relative, absolute, dangling), non-UTF-8 names, a 50 MB random file, deep
+/// directories, a fifo, setuid and odd modes, nanosecond mtimes.
+pub fn make_tree(root: &Path) {
+    std::fs::create_dir_all(root).unwrap();
+    let mut copied = 0;
+    for src in [
+        "/usr/share/zoneinfo",
+        "/usr/share/common-licenses",
+        "/usr/share/perl5",
+    ] {
+        if Path::new(src).is_dir() {
+            cp_a(Path::new(src), root);
+            copied += 1;
+        }
+    }
+    assert!(copied > 0, "no /usr/share directory to copy from");
+    let g = root.join("gen");
+    write(&g.join("empty"), b"");
+    write(&g.join("small.txt"), b"hello coffer\n");
+    write(&g.join("big.bin"), &random_bytes(1, 50_000_000));
+    write(&g.join("zeros"), &vec![0u8; 3_000_000]);
+    write(&root.join(os(b"gen/name-\xff\xfe-not-utf8")), b"raw name");
+    std::fs::create_dir_all(root.join(os(b"gen/dir-\xc3\x28"))).unwrap();
+    write(&g.join("unicode-ß-名前.txt"), b"unicode name");
+    std::os::unix::fs::symlink("small.txt", g.join("link-rel")).unwrap();
+    std::os::unix::fs::symlink("/etc/hostname", g.join("link-abs")).unwrap();
+    std::os::unix::fs::symlink("does/not/exist", g.join("link-dangling")).unwrap();
+    let mut deep = g.join("deep");
+    for i in 0..40 {
+        deep.push(format!("level{i}"));
+    }
+    write(&deep.join("bottom.txt"), b"deep down");
+    let fifo = std::ffi::CString::new(g.join("fifo").as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: valid path.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o640) }, 0);
+    write(&g.join("setuid"), b"#!/bin/sh\n");
+    std::fs::set_permissions(g.join("setuid"), std::fs::Permissions::from_mode(0o4755)).unwrap();
+    write(&g.join("private"), b"secret-ish");
+    std::fs::set_permissions(g.join("private"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    set_mtime(&g.join("small.txt"), 1_234_567_890_123_456_789);
+    set_mtime(&g.join("link-rel"), 1_000_000_001_000_000_001);
+    if is_root() {
+        let c = std::ffi::CString::new(g.join("private").as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: valid path.
+        assert_eq!(unsafe { libc::chown(c.as_ptr(), 1234, 5678) }, 0);
+    }
+}
+
+/// Changes a tree: edits, deletions, additions, one byte of the big file.
+pub fn change_tree(root: &Path) {
+    let g = root.join("gen");
+    write(&g.join("small.txt"), b"hello coffer, version two\n");
+    std::fs::remove_file(g.join("empty")).unwrap();
+    write(&g.join("new-file"), b"added in v2");
+    let mut big = std::fs::read(g.join("big.bin")).unwrap();
+    big[25_000_000] ^= 0xff;
+    write(&g.join("big.bin"), &big);
+    std::fs::remove_dir_all(g.join("deep/level0/level1/level2")).unwrap();
 }

@@ -1,0 +1,120 @@
+//! A byte-bounded LRU of decrypted blobs, shared by every reader of a mount.
+//!
+//! The `lru` crate bounds entries, not bytes, so a byte counter evicts the
+//! least recently used blobs while the total is over the limit. Concurrent
+//! requests for the same blob are merged: one fetch, every caller gets its
+//! bytes (single flight). Decryption runs on tokio's blocking pool so async
+//! threads keep serving requests.
+
+use crate::error::{Error, Result};
+use crate::id::BlobId;
+use crate::repository::Repository;
+use crate::tree::Location;
+use lru::LruCache;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use tokio::sync::OnceCell;
+
+type Flight = Arc<OnceCell<Arc<Vec<u8>>>>;
+
+/// Decrypted blobs, most recently used kept, at most `limit` bytes.
+pub struct BlobCache {
+    repo: Arc<Repository>,
+    lru: Mutex<Lru>,
+    inflight: Mutex<HashMap<BlobId, Flight>>,
+}
+
+struct Lru {
+    map: LruCache<BlobId, Arc<Vec<u8>>>,
+    bytes: u64,
+    limit: u64,
+}
+
+impl BlobCache {
+    /// A cache of at most `limit` bytes over `repo`.
+    pub fn new(repo: Arc<Repository>, limit: u64) -> Self {
+        Self {
+            repo,
+            lru: Mutex::new(Lru {
+                map: LruCache::unbounded(),
+                bytes: 0,
+                limit,
+            }),
+            inflight: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The repository behind the cache.
+    pub fn repo(&self) -> &Arc<Repository> {
+        &self.repo
+    }
+
+    /// Bytes held now.
+    pub fn bytes(&self) -> u64 {
+        lock(&self.lru).bytes
+    }
+
+    /// Whether blob `id` is cached.
+    pub fn contains(&self, id: &BlobId) -> bool {
+        lock(&self.lru).map.contains(id)
+    }
+
+    /// The plaintext of the blob at `loc`, from the cache or fetched,
+    /// decrypted and verified once however many callers ask at the same time.
+    pub async fn get(&self, loc: &Location) -> Result<Arc<Vec<u8>>> {
+        if let Some(hit) = lock(&self.lru).map.get(&loc.id) {
+            return Ok(hit.clone());
+        }
+        let flight = lock(&self.inflight)
+            .entry(loc.id)
+            .or_insert_with(|| Arc::new(OnceCell::new()))
+            .clone();
+        let result = flight.get_or_try_init(|| self.fetch(*loc)).await.cloned();
+        {
+            let mut inflight = lock(&self.inflight);
+            if inflight
+                .get(&loc.id)
+                .is_some_and(|f| Arc::ptr_eq(f, &flight))
+            {
+                inflight.remove(&loc.id);
+            }
+        }
+        let data = result?;
+        self.insert(loc.id, data.clone());
+        Ok(data)
+    }
+
+    async fn fetch(&self, loc: Location) -> Result<Arc<Vec<u8>>> {
+        let stored = self.repo.fetch_blob(&loc).await?;
+        let repo = self.repo.clone();
+        tokio::task::spawn_blocking(move || repo.decode_blob(&loc, &stored))
+            .await
+            .map_err(|e| {
+                Error::damaged(format!("blob {}", loc.id), format!("decoder failed: {e}"))
+            })?
+            .map(Arc::new)
+    }
+
+    fn insert(&self, id: BlobId, data: Arc<Vec<u8>>) {
+        let mut lru = lock(&self.lru);
+        if lru.map.contains(&id) {
+            return;
+        }
+        let size = data.len() as u64;
+        if size > lru.limit {
+            return;
+        }
+        lru.bytes += size;
+        lru.map.put(id, data);
+        while lru.bytes > lru.limit {
+            match lru.map.pop_lru() {
+                Some((_, old)) => lru.bytes -= old.len() as u64,
+                None => break,
+            }
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}

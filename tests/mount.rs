@@ -1,0 +1,303 @@
+//! The mount, end to end: a real FUSE mount of a real repository, checked
+//! with standard tools (diff -r, cp -a, ls) against the original trees.
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+mod util;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use util::*;
+
+/// A running `coffer mount`; unmounted (and waited for) on drop.
+struct Mounted {
+    child: Option<Child>,
+    dir: PathBuf,
+    log: PathBuf,
+}
+
+impl Mounted {
+    fn new(env: &Env) -> Self {
+        let dir = env.path("mnt");
+        std::fs::create_dir_all(&dir).unwrap();
+        let log = env.path("mount.log");
+        let child = env
+            .cmd(&[
+                "mount",
+                "--repo",
+                "repo",
+                "--key",
+                "admin.key",
+                "--snapshot-refresh",
+                "1",
+            ])
+            .arg(&dir)
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let m = Self {
+            child: Some(child),
+            dir,
+            log,
+        };
+        wait_until(Duration::from_secs(20), || m.dir.join("snapshots").is_dir());
+        m
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.dir.join(rel)
+    }
+
+    /// Snapshot directory names, oldest first (without `latest`).
+    fn snapshot_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(self.path("snapshots"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n != "latest")
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// Unmounts with fusermount3 and returns the mount's exit code and log.
+    fn unmount(mut self) -> (Option<i32>, String) {
+        let st = Command::new("fusermount3")
+            .arg("-u")
+            .arg(&self.dir)
+            .status()
+            .unwrap();
+        assert!(st.success(), "fusermount3 -u failed");
+        let code = self.child.take().unwrap().wait().unwrap().code();
+        (code, std::fs::read_to_string(&self.log).unwrap_or_default())
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("fusermount3")
+                .arg("-u")
+                .arg(&self.dir)
+                .status();
+            let _ = Command::new("umount")
+                .arg("-l")
+                .arg(&self.dir)
+                .stderr(Stdio::null())
+                .status();
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn wait_until(limit: Duration, mut ok: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !ok() {
+        assert!(start.elapsed() < limit, "timed out after {limit:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `diff -r --no-dereference A B`: its output lines with A and B replaced
+/// by placeholders, sorted, without the lines diff prints for fifos.
+fn diff_r(a: &Path, b: &Path) -> Vec<String> {
+    let out = Command::new("diff")
+        .arg("-r")
+        .arg("--no-dereference")
+        .arg(a)
+        .arg(b)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.code().unwrap_or(2) <= 1 || !out.stdout.is_empty(),
+        "diff failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout)
+        .replace(&a.display().to_string(), "A")
+        .replace(&b.display().to_string(), "B");
+    let mut lines: Vec<String> = text
+        .lines()
+        .filter(|l| !l.contains(" is a fifo while file "))
+        .map(String::from)
+        .collect();
+    lines.sort();
+    lines
+}
+
+#[test]
+fn mounted_versions_match_the_originals_for_standard_tools() {
+    let env = Env::new();
+    let src = env.path("src");
+    make_tree(&src);
+    env.backup(&[&src], &["--tag", "first"]);
+    let v1 = env.path("v1");
+    cp_a(&src, &v1);
+    change_tree(&src);
+    env.backup(&[&src], &[]);
+
+    let m = Mounted::new(&env);
+    let names = m.snapshot_names();
+    assert_eq!(names.len(), 2, "{names:?}");
+    let (m1, m2) = (
+        under(&m.path(&format!("snapshots/{}", names[0])), &src),
+        under(&m.path(&format!("snapshots/{}", names[1])), &src),
+    );
+
+    // diff -r between each mounted version and its original is empty.
+    assert_eq!(diff_r(&v1, &m1), Vec::<String>::new());
+    assert_eq!(diff_r(&src, &m2), Vec::<String>::new());
+    // diff -r between the mounted versions says what it says of the originals.
+    let expected = diff_r(&v1, &src);
+    assert!(
+        expected.len() >= 4,
+        "the versions should differ: {expected:?}"
+    );
+    assert_eq!(diff_r(&m1, &m2), expected);
+
+    // cp -a out of the mount gives identical bytes and metadata.
+    let copy = env.path("copy");
+    cp_a(&m2, &copy);
+    assert_same_tree(&src, &copy);
+
+    // latest, hosts/, tags/ and ids/ lead to the same snapshots.
+    assert_eq!(
+        std::fs::read_link(m.path("snapshots/latest")).unwrap(),
+        PathBuf::from(&names[1])
+    );
+    let small = |root: PathBuf| std::fs::read(under(&root, &src).join("gen/small.txt")).unwrap();
+    assert_eq!(
+        small(m.path("snapshots/latest")),
+        b"hello coffer, version two\n"
+    );
+    assert_eq!(
+        small(m.path(&format!("tags/first/{}", names[0]))),
+        b"hello coffer\n"
+    );
+    // Count only: a kept DirEntry holds its directory open and the mount busy.
+    assert_eq!(std::fs::read_dir(m.path("hosts")).unwrap().count(), 1);
+    let ids: Vec<_> = std::fs::read_dir(m.path("ids"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(ids.len(), 2);
+
+    // Read-only.
+    let err = std::fs::write(m.path("snapshots/latest/new-file"), b"x").unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EROFS), "{err}");
+    let err = std::fs::remove_file(m2.join("gen/small.txt")).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EROFS), "{err}");
+
+    // A snapshot made after mounting appears without remounting.
+    write(&src.join("gen/after-mount"), b"new");
+    env.backup(&[&src], &[]);
+    wait_until(Duration::from_secs(15), || m.snapshot_names().len() == 3);
+    let names = m.snapshot_names();
+    assert_eq!(
+        std::fs::read(
+            under(&m.path(&format!("snapshots/{}", names[2])), &src).join("gen/after-mount")
+        )
+        .unwrap(),
+        b"new"
+    );
+
+    let (code, log) = m.unmount();
+    assert_eq!(code, Some(0), "mount log: {log}");
+    assert!(log.is_empty(), "the mount printed without -v: {log}");
+}
+
+#[test]
+fn a_damaged_pack_fails_only_its_files_with_eio() {
+    let env = Env::new();
+    let src = env.path("src");
+    write(&src.join("victim.bin"), &random_bytes(5, 3_000_000));
+    env.backup(&[&src], &[]);
+    let first_packs = env.packs();
+    write(&src.join("bystander.txt"), b"still fine");
+    env.backup(&[&src], &[]);
+    // The victim's data is the largest pack of the first run.
+    let victim_pack = first_packs
+        .iter()
+        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
+        .unwrap();
+    let mut bytes = std::fs::read(victim_pack).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x55;
+    std::fs::write(victim_pack, &bytes).unwrap();
+
+    let m = Mounted::new(&env);
+    let dir = under(&m.path("snapshots/latest"), &src);
+    let err = std::fs::read(dir.join("victim.bin")).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+    assert_eq!(
+        std::fs::read(dir.join("bystander.txt")).unwrap(),
+        b"still fine"
+    );
+    // The size is still known; only the content fails.
+    assert_eq!(
+        std::fs::metadata(dir.join("victim.bin")).unwrap().len(),
+        3_000_000
+    );
+    let (code, log) = m.unmount();
+    assert_eq!(code, Some(0));
+    let name = victim_pack
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .to_string();
+    assert!(
+        log.contains(&name),
+        "the log does not name the damaged pack {name}: {log}"
+    );
+    assert_eq!(
+        log.matches(&name).count(),
+        1,
+        "logged more than once: {log}"
+    );
+}
+
+#[test]
+fn diff_lists_changes_like_restic() {
+    let env = Env::new();
+    let src = env.path("src");
+    write(&src.join("same/a"), b"a");
+    write(&src.join("edit.txt"), b"one");
+    write(&src.join("gone/x"), b"x");
+    write(&src.join("meta.txt"), b"m");
+    let a = env.backup(&[&src], &[]);
+    write(&src.join("edit.txt"), b"two");
+    std::fs::remove_dir_all(src.join("gone")).unwrap();
+    write(&src.join("added.txt"), b"new");
+    std::fs::set_permissions(
+        src.join("meta.txt"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    let b = env.backup(&[&src], &[]);
+    let out = env.ok(&[
+        "diff",
+        "--repo",
+        "repo",
+        "--key",
+        "admin.key",
+        a["id"].as_str().unwrap(),
+        b["id"].as_str().unwrap(),
+        &src.display().to_string(),
+    ]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    let s = src.display();
+    let mut lines: Vec<&str> = text.lines().collect();
+    lines.sort();
+    let expected = [
+        format!("+    {s}/added.txt"),
+        format!("-    {s}/gone/"),
+        format!("-    {s}/gone/x"),
+        format!("M    {s}/edit.txt"),
+        format!("U    {s}/meta.txt"),
+    ];
+    assert_eq!(
+        lines,
+        expected.iter().map(String::as_str).collect::<Vec<_>>(),
+        "{text}"
+    );
+}
