@@ -31,6 +31,9 @@ fn run(cli: &Cli) -> anyhow::Result<Outcome> {
     if let Command::Key(KeyCommand::Generate(a)) = &cli.command {
         return commands::key_generate(a);
     }
+    if let Command::Mount(_) = &cli.command {
+        limit_malloc_arenas();
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("coffer-io")
@@ -44,6 +47,17 @@ fn run(cli: &Cli) -> anyhow::Result<Outcome> {
         Command::Cat(a) => commands::cat(&rt, a),
         Command::Mount(a) => commands::mount(rt, a),
         Command::Diff(a) => commands::diff(&rt, a),
+    }
+}
+
+/// glibc gives threads their own malloc arenas; blob buffers freed on tokio's
+/// blocking threads then stay resident. A long-running mount keeps its memory
+/// near its cache size with few arenas. Call before any thread starts.
+fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only tunes the allocator; no other thread runs yet.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
     }
 }
 

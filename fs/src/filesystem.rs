@@ -2,7 +2,7 @@
 //! when it can, and otherwise hands the work to tokio and replies from there,
 //! so no storage access ever blocks the FUSE session thread.
 
-use crate::inode::{InodeTable, NodeKind, ROOT};
+use crate::inode::{InodeTable, NodeKind};
 use crate::MountOptions;
 use coffer_core::cache::BlobCache;
 use coffer_core::repository::Repository;
@@ -26,6 +26,8 @@ const CONTENT_TTL: Duration = Duration::from_secs(24 * 3600);
 const VIRTUAL_TTL: Duration = Duration::from_secs(1);
 /// Chunks fetched ahead of a sequential reader.
 const READ_AHEAD_CHUNKS: usize = 4;
+/// Subdirectory trees fetched ahead when a directory is loaded.
+const SUBTREE_PREFETCH: usize = 64;
 
 /// The filesystem; cheap to share with tokio tasks through `inner`.
 pub(crate) struct CofferFs {
@@ -34,7 +36,7 @@ pub(crate) struct CofferFs {
 }
 
 struct Inner {
-    cache: BlobCache,
+    cache: Arc<BlobCache>,
     table: Mutex<InodeTable>,
     snapshots: Mutex<SnapshotList>,
     refresh_every: Duration,
@@ -67,7 +69,7 @@ impl CofferFs {
         let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
         Self {
             inner: Arc::new(Inner {
-                cache: BlobCache::new(repo, opts.cache_bytes),
+                cache: Arc::new(BlobCache::new(repo, opts.cache_bytes)),
                 table: Mutex::new(InodeTable::new()),
                 snapshots: Mutex::new(SnapshotList {
                     list: snapshots,
@@ -121,24 +123,23 @@ impl Inner {
         }
     }
 
-    /// Makes sure `ino`'s children are in the table (fetching its tree if
-    /// needed) and returns them.
-    async fn children(&self, ino: u64) -> Result<Vec<(Vec<u8>, u64)>, Errno> {
+    /// Makes sure `ino`'s children are in the table, fetching its tree if
+    /// needed. Virtual directories are rebuilt from the snapshot list.
+    async fn load_children(&self, ino: u64) -> Result<(), Errno> {
         let kind = {
             let table = lock(&self.table);
             let node = table.get(ino).ok_or(Errno::ENOENT)?;
             if !node.kind.is_dir() {
                 return Err(Errno::ENOTDIR);
             }
-            if let Some(children) = &node.children {
-                if !node.kind.is_virtual_dir() {
-                    return Ok(children.clone());
-                }
+            if node.children.is_some() && !node.kind.is_virtual_dir() {
+                return Ok(());
             }
             node.kind.clone()
         };
         if kind.is_virtual_dir() {
-            return Ok(self.virtual_children(ino, &kind));
+            self.virtual_children(ino, &kind);
+            return Ok(());
         }
         let loc = match &kind {
             NodeKind::SnapshotRoot { tree, .. } => *tree,
@@ -146,6 +147,7 @@ impl Inner {
             _ => return Err(Errno::ENOTDIR),
         };
         let tree = self.tree(&loc).await?;
+        self.prefetch_subtrees(&tree);
         let mut table = lock(&self.table);
         let children: Vec<(Vec<u8>, u64)> = tree
             .entries
@@ -156,8 +158,79 @@ impl Inner {
                 (name, child)
             })
             .collect();
-        table.set_children(ino, children.clone());
-        Ok(children)
+        table.set_children(ino, children);
+        Ok(())
+    }
+
+    /// Starts fetching the trees of a directory's subdirectories, so a walk
+    /// (`ls -lR`, `find`, `diff -r`) finds them cached: read-ahead for trees.
+    fn prefetch_subtrees(&self, tree: &Tree) {
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let subtrees = tree.entries.iter().filter_map(|e| e.subtree);
+        for loc in subtrees.take(SUBTREE_PREFETCH) {
+            if self.cache.contains(&loc.id) {
+                continue;
+            }
+            let cache = self.cache.clone();
+            rt.spawn(async move {
+                let _ = cache.get(&loc).await;
+            });
+        }
+    }
+
+    /// Whether `ino`'s children are loaded and final (answerable without I/O).
+    fn loaded(&self, ino: u64) -> bool {
+        lock(&self.table)
+            .get(ino)
+            .is_some_and(|n| n.children.is_some() && !n.kind.is_virtual_dir())
+    }
+
+    /// `name` in `parent`, whose children must be loaded.
+    fn lookup_loaded(&self, parent: u64, name: &[u8]) -> Result<(FileAttr, Duration), Errno> {
+        let ino = {
+            let table = lock(&self.table);
+            let children = table
+                .get(parent)
+                .and_then(|n| n.children.as_ref())
+                .ok_or(Errno::ENOENT)?;
+            match children.binary_search_by(|(n, _)| n.as_slice().cmp(name)) {
+                Ok(i) => children[i].1,
+                Err(_) => return Err(Errno::ENOENT),
+            }
+        };
+        self.attr(ino)
+    }
+
+    /// Fills `reply` with `ino`'s entries from `offset`; children must be loaded.
+    fn readdir_loaded(&self, ino: u64, offset: u64, mut reply: ReplyDirectory) {
+        let table = lock(&self.table);
+        let Some(node) = table.get(ino) else {
+            return reply.error(Errno::ENOENT);
+        };
+        let children = node.children.as_deref().unwrap_or_default();
+        let dots = [(ino, &b"."[..]), (node.parent, &b".."[..])];
+        for (i, (child, name)) in dots
+            .into_iter()
+            .chain(children.iter().map(|(n, c)| (*c, n.as_slice())))
+            .enumerate()
+            .skip(offset as usize)
+        {
+            let kind = if i < 2 {
+                FileType::Directory
+            } else {
+                match table.get(child).map(|n| &n.kind) {
+                    Some(NodeKind::Entry(e)) => file_type(e.kind),
+                    Some(NodeKind::Latest) => FileType::Symlink,
+                    _ => FileType::Directory,
+                }
+            };
+            if reply.add(INodeNo(child), i as u64 + 1, kind, OsStr::from_bytes(name)) {
+                break;
+            }
+        }
+        reply.ok();
     }
 
     async fn tree(&self, loc: &Location) -> Result<Tree, Errno> {
@@ -167,7 +240,7 @@ impl Inner {
     }
 
     /// The children of a directory made from the snapshot list.
-    fn virtual_children(&self, ino: u64, kind: &NodeKind) -> Vec<(Vec<u8>, u64)> {
+    fn virtual_children(&self, ino: u64, kind: &NodeKind) {
         let snaps = lock(&self.snapshots);
         let layout = &snaps.layout;
         let mut table = lock(&self.table);
@@ -226,18 +299,28 @@ impl Inner {
             _ => {}
         }
         out.sort();
-        table.set_children(ino, out.clone());
-        out
+        table.set_children(ino, out);
     }
 
+    /// Lock order: `snapshots` before `table`, never the other way round.
     fn attr(&self, ino: u64) -> Result<(FileAttr, Duration), Errno> {
-        let table = lock(&self.table);
-        let node = table.get(ino).ok_or(Errno::ENOENT)?;
-        let newest = lock(&self.snapshots)
-            .list
-            .last()
-            .and_then(|s| s.snapshot.time())
-            .map_or(0, |t| t.unix_timestamp_nanos() as i64);
+        let kind = {
+            let table = lock(&self.table);
+            let node = table.get(ino).ok_or(Errno::ENOENT)?;
+            if let NodeKind::Entry(e) = &node.kind {
+                return Ok((Meta::of(e).attr(ino), CONTENT_TTL));
+            }
+            node.kind.clone()
+        };
+        let (newest, latest_len) = {
+            let snaps = lock(&self.snapshots);
+            let newest = snaps
+                .list
+                .last()
+                .and_then(|s| s.snapshot.time())
+                .map_or(0, |t| t.unix_timestamp_nanos() as i64);
+            (newest, snaps.layout.latest().unwrap_or("").len() as u64)
+        };
         let dir = |mtime_ns: i64| Meta {
             kind: FileType::Directory,
             perm: 0o555,
@@ -247,29 +330,23 @@ impl Inner {
             size: 0,
             rdev: 0,
         };
-        let (meta, ttl) = match &node.kind {
+        let (meta, ttl) = match kind {
             NodeKind::Latest => {
-                let target = lock(&self.snapshots).layout.latest().unwrap_or("").len();
                 let mut m = dir(newest);
                 m.kind = FileType::Symlink;
                 m.perm = 0o777;
-                m.size = target as u64;
+                m.size = latest_len;
                 (m, VIRTUAL_TTL)
             }
-            NodeKind::SnapshotRoot { mtime_ns, .. } => (dir(*mtime_ns), CONTENT_TTL),
-            NodeKind::Entry(e) => (Meta::of(e), CONTENT_TTL),
+            NodeKind::SnapshotRoot { mtime_ns, .. } => (dir(mtime_ns), CONTENT_TTL),
             _ => (dir(newest), VIRTUAL_TTL),
         };
         Ok((meta.attr(ino), ttl))
     }
 
     async fn lookup(&self, parent: u64, name: &[u8]) -> Result<(FileAttr, Duration), Errno> {
-        let children = self.children(parent).await?;
-        let ino = match children.binary_search_by(|(n, _)| n.as_slice().cmp(name)) {
-            Ok(i) => children[i].1,
-            Err(_) => return Err(Errno::ENOENT),
-        };
-        self.attr(ino)
+        self.load_children(parent).await?;
+        self.lookup_loaded(parent, name)
     }
 
     async fn read(&self, ino: u64, offset: u64, size: u32) -> Result<Vec<u8>, Errno> {
@@ -388,14 +465,16 @@ impl fuser::Filesystem for CofferFs {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let answer = |r: Result<(FileAttr, Duration), Errno>, reply: ReplyEntry| match r {
+            Ok((attr, ttl)) => reply.entry(&ttl, &attr, Generation(0)),
+            Err(e) => reply.error(e),
+        };
+        if self.inner.loaded(parent.0) {
+            return answer(self.inner.lookup_loaded(parent.0, name.as_bytes()), reply);
+        }
         let inner = self.inner.clone();
         let name = name.as_bytes().to_vec();
-        self.spawn(async move {
-            match inner.lookup(parent.0, &name).await {
-                Ok((attr, ttl)) => reply.entry(&ttl, &attr, Generation(0)),
-                Err(e) => reply.error(e),
-            }
-        });
+        self.spawn(async move { answer(inner.lookup(parent.0, &name).await, reply) });
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
@@ -406,8 +485,8 @@ impl fuser::Filesystem for CofferFs {
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
-        let table = lock(&self.inner.table);
-        match table.get(ino.0).map(|n| &n.kind) {
+        let kind = lock(&self.inner.table).get(ino.0).map(|n| n.kind.clone());
+        match kind {
             Some(NodeKind::Latest) => {
                 let snaps = lock(&self.inner.snapshots);
                 reply.data(snaps.layout.latest().unwrap_or("").as_bytes());
@@ -475,40 +554,17 @@ impl fuser::Filesystem for CofferFs {
         ino: INodeNo,
         _fh: FileHandle,
         offset: u64,
-        mut reply: ReplyDirectory,
+        reply: ReplyDirectory,
     ) {
+        if self.inner.loaded(ino.0) {
+            return self.inner.readdir_loaded(ino.0, offset, reply);
+        }
         let inner = self.inner.clone();
         self.spawn(async move {
-            let children = match inner.children(ino.0).await {
-                Ok(c) => c,
-                Err(e) => return reply.error(e),
-            };
-            let parent = lock(&inner.table).get(ino.0).map_or(ROOT, |n| n.parent);
-            let mut all: Vec<(u64, FileType, &[u8])> = vec![
-                (ino.0, FileType::Directory, b"."),
-                (parent, FileType::Directory, b".."),
-            ];
-            let table = lock(&inner.table);
-            for (name, child) in &children {
-                let kind = match table.get(*child).map(|n| &n.kind) {
-                    Some(NodeKind::Entry(e)) => file_type(e.kind),
-                    Some(NodeKind::Latest) => FileType::Symlink,
-                    _ => FileType::Directory,
-                };
-                all.push((*child, kind, name));
+            match inner.load_children(ino.0).await {
+                Ok(()) => inner.readdir_loaded(ino.0, offset, reply),
+                Err(e) => reply.error(e),
             }
-            for (i, (child, kind, name)) in all.iter().enumerate().skip(offset as usize) {
-                if reply.add(
-                    INodeNo(*child),
-                    i as u64 + 1,
-                    *kind,
-                    OsStr::from_bytes(name),
-                ) {
-                    break;
-                }
-            }
-            drop(table);
-            reply.ok();
         });
     }
 
@@ -523,7 +579,9 @@ impl fuser::Filesystem for CofferFs {
         reply.ok();
     }
 
-    // Extended attributes are not stored yet: every file has none.
+    // Extended attributes are not stored yet. ENOSYS tells the kernel once and
+    // for all (it then answers EOPNOTSUPP itself, without asking again), which
+    // saves `ls -l` and `cp -a` two round trips per file.
     fn getxattr(
         &self,
         _req: &Request,
@@ -532,15 +590,11 @@ impl fuser::Filesystem for CofferFs {
         _size: u32,
         reply: ReplyXattr,
     ) {
-        reply.error(Errno::NO_XATTR);
+        reply.error(Errno::ENOSYS);
     }
 
-    fn listxattr(&self, _req: &Request, _ino: INodeNo, size: u32, reply: ReplyXattr) {
-        if size == 0 {
-            reply.size(0);
-        } else {
-            reply.data(&[]);
-        }
+    fn listxattr(&self, _req: &Request, _ino: INodeNo, _size: u32, reply: ReplyXattr) {
+        reply.error(Errno::ENOSYS);
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
