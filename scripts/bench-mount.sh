@@ -4,7 +4,8 @@
 # changed files (version 2). Prints one table. Needs root (drop_caches) and FUSE.
 #   scripts/bench-mount.sh [WORKDIR]     (default /tmp/coffer-bench-mount)
 # REUSE=1 keeps the data and repositories of an earlier run in WORKDIR;
-# TOOLS="coffer" measures only coffer (default: "coffer restic").
+# TOOLS="coffer" measures only coffer (default: "coffer restic"); CACHE=256MiB sets
+# the mount's --cache-size (default 512MiB).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/install-deps.sh
@@ -52,7 +53,7 @@ run_tool() {
   local tool=$1 mnt="$W/mnt-$1"; mkdir -p "$mnt"
   drop
   if [ "$tool" = coffer ]; then
-    "$coffer" mount --repo coffer-repo --key admin.key --cache-size 512MiB "$mnt" 2>"$W/$tool.log" &
+    "$coffer" mount --repo coffer-repo --key admin.key --cache-size "${CACHE:-512MiB}" "$mnt" 2>"$W/$tool.log" &
   else
     restic mount -q "$mnt" >"$W/$tool.log" 2>&1 &
   fi
