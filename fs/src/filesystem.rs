@@ -2,12 +2,13 @@
 //! when it can, and otherwise hands the work to tokio and replies from there,
 //! so no storage access ever blocks the FUSE session thread.
 
+use crate::inode::EntryMeta;
 use crate::inode::{InodeTable, NodeKind};
 use crate::MountOptions;
 use coffer_core::cache::BlobCache;
 use coffer_core::repository::Repository;
 use coffer_core::snapshot::SnapshotInfo;
-use coffer_core::tree::{Entry, Kind, Location, Tree};
+use coffer_core::tree::{Kind, Location, Tree};
 use coffer_core::vfs::Layout;
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, FopenFlags, Generation, INodeNo, InitFlags,
@@ -94,11 +95,11 @@ impl CofferFs {
 }
 
 impl Inner {
-    /// Logs a storage or damage error once per message, and maps it to EIO.
+    /// Logs a storage or damage error once per object (the error names it),
+    /// and maps it to EIO.
     fn eio(&self, what: &str, e: &coffer_core::Error) -> Errno {
-        let msg = format!("{what}: {e}");
-        if lock(&self.logged).insert(msg.clone()) {
-            tracing::error!("{msg}");
+        if lock(&self.logged).insert(e.to_string()) {
+            tracing::error!("{what}: {e}");
         }
         Errno::EIO
     }
@@ -148,17 +149,7 @@ impl Inner {
         };
         let tree = self.tree(&loc).await?;
         self.prefetch_subtrees(&tree);
-        let mut table = lock(&self.table);
-        let children: Vec<(Vec<u8>, u64)> = tree
-            .entries
-            .into_iter()
-            .map(|e| {
-                let name = e.name.clone();
-                let child = table.child(ino, &name, NodeKind::Entry(Arc::new(e)));
-                (name, child)
-            })
-            .collect();
-        table.set_children(ino, children);
+        lock(&self.table).load_entries(ino, tree.entries);
         Ok(())
     }
 
@@ -195,7 +186,7 @@ impl Inner {
                 .get(parent)
                 .and_then(|n| n.children.as_ref())
                 .ok_or(Errno::ENOENT)?;
-            match children.binary_search_by(|(n, _)| n.as_slice().cmp(name)) {
+            match children.binary_search_by(|(n, _)| n[..].cmp(name)) {
                 Ok(i) => children[i].1,
                 Err(_) => return Err(Errno::ENOENT),
             }
@@ -213,7 +204,7 @@ impl Inner {
         let dots = [(ino, &b"."[..]), (node.parent, &b".."[..])];
         for (i, (child, name)) in dots
             .into_iter()
-            .chain(children.iter().map(|(n, c)| (*c, n.as_slice())))
+            .chain(children.iter().map(|(n, c)| (*c, &n[..])))
             .enumerate()
             .skip(offset as usize)
         {
@@ -246,8 +237,8 @@ impl Inner {
         let mut table = lock(&self.table);
         let mut out = Vec::new();
         let mut add = |name: &str, kind: NodeKind| {
-            let child = table.child(ino, name.as_bytes(), kind);
-            out.push((name.as_bytes().to_vec(), child));
+            let child = table.virtual_child(ino, name.as_bytes(), kind);
+            out.push((name.as_bytes().into(), child));
         };
         let snapshot_root = |i: usize| {
             let s = &snaps.list[i].snapshot;
@@ -350,14 +341,15 @@ impl Inner {
     }
 
     async fn read(&self, ino: u64, offset: u64, size: u32) -> Result<Vec<u8>, Errno> {
-        let (entry, ends) = {
+        let entry = {
             let table = lock(&self.table);
             let node = table.get(ino).ok_or(Errno::ENOENT)?;
             match &node.kind {
-                NodeKind::Entry(e) if e.kind == Kind::File => (e.clone(), node.chunk_ends.clone()),
+                NodeKind::Entry(e) if e.kind == Kind::File => e.clone(),
                 _ => return Err(Errno::EISDIR),
             }
         };
+        let ends = &entry.chunk_ends;
         let file_size = ends.last().copied().unwrap_or(0);
         let end = file_size.min(offset.saturating_add(u64::from(size)));
         let mut out = Vec::with_capacity(end.saturating_sub(offset) as usize);
@@ -365,7 +357,7 @@ impl Inner {
         let mut pos = offset;
         while pos < end && i < entry.chunks.len() {
             let start = if i == 0 { 0 } else { ends[i - 1] };
-            let what = format!("file {:?}", entry.display_name());
+            let what = format!("reading inode {ino}");
             let data = self
                 .cache
                 .get(&entry.chunks[i])
@@ -393,7 +385,7 @@ struct Meta {
 }
 
 impl Meta {
-    fn of(e: &Entry) -> Self {
+    fn of(e: &EntryMeta) -> Self {
         Self {
             kind: file_type(e.kind),
             perm: (e.mode & 0o7777) as u16,
@@ -401,7 +393,7 @@ impl Meta {
             gid: e.gid,
             mtime_ns: e.mtime_ns,
             size: e.size,
-            rdev: e.rdev.unwrap_or(0) as u32,
+            rdev: e.rdev as u32,
         }
     }
 
@@ -619,7 +611,7 @@ fn read_ahead(inner: &Arc<Inner>, ino: u64, next_offset: u64) {
         let NodeKind::Entry(e) = &node.kind else {
             return;
         };
-        let first = node.chunk_ends.partition_point(|&e| e <= next_offset);
+        let first = e.chunk_ends.partition_point(|&e| e <= next_offset);
         (e.clone(), first)
     };
     for loc in chunks.chunks.iter().skip(first).take(READ_AHEAD_CHUNKS) {

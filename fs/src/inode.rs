@@ -1,9 +1,12 @@
 //! The inode table: what every inode number stands for.
 //!
-//! An inode number is given to a (parent, name) pair the first time it is
-//! seen and kept for the life of the mount, so numbers are stable whatever
-//! the kernel forgets. Nodes are created as directories are looked at, so
-//! memory grows with what is browsed, not with the repository.
+//! Snapshot contents never change, so an entry's inode is made once, when its
+//! directory is first loaded, and kept for the life of the mount: numbers are
+//! stable whatever the kernel forgets. Virtual directories (the snapshot list)
+//! are rebuilt on refresh; their children keep their numbers through a
+//! (parent, name) map. Nodes are created as directories are looked at, so
+//! memory grows with what is browsed, not with the repository; a node holds
+//! only what `stat` and `read` need (about 200 bytes for a small file).
 
 use coffer_core::tree::{Entry, Kind, Location};
 use std::collections::HashMap;
@@ -11,6 +14,49 @@ use std::sync::Arc;
 
 /// The root inode.
 pub(crate) const ROOT: u64 = 1;
+
+/// What the mount needs of a tree entry: no name (the parent holds it), no
+/// user or group names.
+pub(crate) struct EntryMeta {
+    pub kind: Kind,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub mtime_ns: i64,
+    pub size: u64,
+    pub rdev: u64,
+    pub target: Option<Box<[u8]>>,
+    pub chunks: Box<[Location]>,
+    /// End offset of each chunk (cumulative sizes), for binary search.
+    pub chunk_ends: Box<[u64]>,
+    pub subtree: Option<Location>,
+}
+
+impl EntryMeta {
+    pub fn new(e: Entry) -> Self {
+        let chunk_ends = e
+            .chunks
+            .iter()
+            .scan(0u64, |end, c| {
+                *end += c.raw_length;
+                Some(*end)
+            })
+            .collect();
+        Self {
+            kind: e.kind,
+            mode: e.mode,
+            uid: e.uid,
+            gid: e.gid,
+            mtime_ns: e.mtime_ns,
+            size: e.size,
+            rdev: e.rdev.unwrap_or(0),
+            target: e.target.map(Vec::into_boxed_slice),
+            chunks: e.chunks.into_boxed_slice(),
+            chunk_ends,
+            subtree: e.subtree,
+        }
+    }
+}
 
 /// What a node is.
 #[derive(Clone)]
@@ -34,7 +80,7 @@ pub(crate) enum NodeKind {
     /// A snapshot's root directory.
     SnapshotRoot { tree: Location, mtime_ns: i64 },
     /// An entry inside a snapshot.
-    Entry(Arc<Entry>),
+    Entry(Arc<EntryMeta>),
 }
 
 impl NodeKind {
@@ -61,20 +107,22 @@ impl NodeKind {
     }
 }
 
+/// A directory's children: name and inode number, sorted by name.
+pub(crate) type Children = Box<[(Box<[u8]>, u64)]>;
+
 /// One inode.
 pub(crate) struct Node {
     pub parent: u64,
     pub kind: NodeKind,
     /// A directory's children, sorted by name, once loaded.
-    pub children: Option<Vec<(Vec<u8>, u64)>>,
-    /// A file's chunk end offsets (cumulative sizes), for binary search.
-    pub chunk_ends: Arc<Vec<u64>>,
+    pub children: Option<Children>,
 }
 
 /// Inode numbers and their nodes.
 pub(crate) struct InodeTable {
     nodes: HashMap<u64, Node>,
-    numbers: HashMap<(u64, Vec<u8>), u64>,
+    /// Numbers of the children of virtual directories, which are rebuilt.
+    virtual_numbers: HashMap<(u64, Vec<u8>), u64>,
     next: u64,
 }
 
@@ -82,7 +130,7 @@ impl InodeTable {
     pub fn new() -> Self {
         let mut t = Self {
             nodes: HashMap::new(),
-            numbers: HashMap::new(),
+            virtual_numbers: HashMap::new(),
             next: ROOT + 1,
         };
         t.nodes.insert(
@@ -91,7 +139,6 @@ impl InodeTable {
                 parent: ROOT,
                 kind: NodeKind::Root,
                 children: None,
-                chunk_ends: Arc::default(),
             },
         );
         t
@@ -101,37 +148,28 @@ impl InodeTable {
         self.nodes.get(&ino)
     }
 
-    /// The inode of `name` in `parent`, made (or updated) to be `kind`.
-    pub fn child(&mut self, parent: u64, name: &[u8], kind: NodeKind) -> u64 {
+    fn fresh(&mut self) -> u64 {
+        let ino = self.next;
+        self.next += 1;
+        ino
+    }
+
+    /// The inode of `name` in the virtual directory `parent`, made or updated
+    /// to be `kind`; the same name always gets the same number.
+    pub fn virtual_child(&mut self, parent: u64, name: &[u8], kind: NodeKind) -> u64 {
         let key = (parent, name.to_vec());
-        let ino = match self.numbers.get(&key) {
+        let ino = match self.virtual_numbers.get(&key) {
             Some(&ino) => ino,
             None => {
-                let ino = self.next;
-                self.next += 1;
-                self.numbers.insert(key, ino);
+                let ino = self.fresh();
+                self.virtual_numbers.insert(key, ino);
                 ino
             }
         };
-        let chunk_ends = match &kind {
-            NodeKind::Entry(e) => Arc::new(
-                e.chunks
-                    .iter()
-                    .scan(0u64, |end, c| {
-                        *end += c.raw_length;
-                        Some(*end)
-                    })
-                    .collect(),
-            ),
-            _ => Arc::default(),
-        };
         match self.nodes.get_mut(&ino) {
-            // An existing entry node keeps its loaded children: trees never change.
-            Some(node) if matches!(node.kind, NodeKind::Entry(_)) => {}
-            Some(node) => {
-                node.kind = kind;
-                node.chunk_ends = chunk_ends;
-            }
+            // A snapshot root keeps its loaded children: trees never change.
+            Some(node) if matches!(node.kind, NodeKind::SnapshotRoot { .. }) => {}
+            Some(node) => node.kind = kind,
             None => {
                 self.nodes.insert(
                     ino,
@@ -139,7 +177,6 @@ impl InodeTable {
                         parent,
                         kind,
                         children: None,
-                        chunk_ends,
                     },
                 );
             }
@@ -148,10 +185,33 @@ impl InodeTable {
     }
 
     /// Records a directory's children.
-    pub fn set_children(&mut self, ino: u64, children: Vec<(Vec<u8>, u64)>) {
+    pub fn set_children(&mut self, ino: u64, children: Vec<(Box<[u8]>, u64)>) {
         if let Some(node) = self.nodes.get_mut(&ino) {
-            node.children = Some(children);
+            node.children = Some(children.into_boxed_slice());
         }
+    }
+
+    /// Loads the entries of a snapshot directory `ino` as its children, once:
+    /// if another request loaded them first, theirs (and their numbers) stay.
+    pub fn load_entries(&mut self, ino: u64, entries: Vec<Entry>) {
+        if self.get(ino).is_none_or(|n| n.children.is_some()) {
+            return;
+        }
+        let mut children = Vec::with_capacity(entries.len());
+        for e in entries {
+            let child = self.fresh();
+            let name = e.name.clone().into_boxed_slice();
+            self.nodes.insert(
+                child,
+                Node {
+                    parent: ino,
+                    kind: NodeKind::Entry(Arc::new(EntryMeta::new(e))),
+                    children: None,
+                },
+            );
+            children.push((name, child));
+        }
+        self.set_children(ino, children);
     }
 
     /// The number of nodes, for logging.
@@ -164,17 +224,62 @@ impl InodeTable {
 mod tests {
     use super::*;
 
+    fn entry(name: &[u8]) -> Entry {
+        Entry {
+            name: name.to_vec(),
+            kind: Kind::Fifo,
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            user: None,
+            group: None,
+            mtime_ns: 0,
+            size: 0,
+            target: None,
+            rdev: None,
+            chunks: vec![],
+            subtree: None,
+        }
+    }
+
     #[test]
     fn numbers_are_stable_per_parent_and_name() {
         let mut t = InodeTable::new();
-        let a = t.child(ROOT, b"snapshots", NodeKind::Snapshots);
-        let b = t.child(ROOT, b"hosts", NodeKind::Hosts);
+        let a = t.virtual_child(ROOT, b"snapshots", NodeKind::Snapshots);
+        let b = t.virtual_child(ROOT, b"hosts", NodeKind::Hosts);
         assert_ne!(a, b);
-        assert_eq!(t.child(ROOT, b"snapshots", NodeKind::Snapshots), a);
-        let x = t.child(a, b"x", NodeKind::Latest);
-        let y = t.child(b, b"x", NodeKind::Latest);
+        assert_eq!(t.virtual_child(ROOT, b"snapshots", NodeKind::Snapshots), a);
+        let x = t.virtual_child(a, b"x", NodeKind::Latest);
+        let y = t.virtual_child(b, b"x", NodeKind::Latest);
         assert_ne!(x, y, "same name under another parent is another inode");
         assert_eq!(t.get(x).map(|n| n.parent), Some(a));
-        assert_eq!(t.len(), 5);
+    }
+
+    #[test]
+    fn entries_load_once_and_keep_their_numbers() {
+        let mut t = InodeTable::new();
+        let dir = t.virtual_child(ROOT, b"d", NodeKind::Snapshots);
+        t.load_entries(dir, vec![entry(b"a"), entry(b"b")]);
+        let first: Vec<u64> = t
+            .get(dir)
+            .unwrap()
+            .children
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|c| c.1)
+            .collect();
+        t.load_entries(dir, vec![entry(b"a"), entry(b"b")]);
+        let second: Vec<u64> = t
+            .get(dir)
+            .unwrap()
+            .children
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|c| c.1)
+            .collect();
+        assert_eq!(first, second);
+        assert_eq!(t.len(), 4);
     }
 }
