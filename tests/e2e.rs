@@ -260,14 +260,7 @@ fn stdin_stream_is_stored_as_one_file() {
         child.stdin.take().unwrap().write_all(&data).unwrap();
     }
     assert!(child.wait().unwrap().success());
-    let out = env.ok(&[
-        "cat",
-        "--repo",
-        "repo",
-        "--key",
-        "admin.key",
-        "latest:db.sql",
-    ]);
+    let out = env.admin_ok("cat", &["latest:db.sql"]);
     assert!(out.stdout == data, "cat returned other bytes");
     assert_eq!(env.snapshots()[0]["paths"], serde_json::json!(["db.sql"]));
 }
@@ -384,30 +377,11 @@ fn restore_refuses_non_empty_target_unless_overwrite() {
     write(&dest, b"in the way");
     let spec = "latest";
     let t = target.display().to_string();
-    let refused = env.run(&[
-        "restore",
-        "--repo",
-        "repo",
-        "--key",
-        "admin.key",
-        spec,
-        "--target",
-        &t,
-    ]);
+    let refused = env.admin("restore", &[spec, "--target", &t]);
     assert_eq!(refused.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&refused.stderr).contains("not empty"));
     assert_eq!(std::fs::read(&dest).unwrap(), b"in the way");
-    env.ok(&[
-        "restore",
-        "--repo",
-        "repo",
-        "--key",
-        "admin.key",
-        spec,
-        "--target",
-        &t,
-        "--overwrite",
-    ]);
+    env.admin_ok("restore", &[spec, "--target", &t, "--overwrite"]);
     assert_eq!(std::fs::read(&dest).unwrap(), b"from backup");
 }
 
@@ -444,7 +418,7 @@ fn damaged_pack_is_an_error_naming_the_object_never_wrong_bytes() {
         let mid = bytes.len() / 2;
         bytes[mid] ^= 0x40;
         std::fs::write(&pack, &bytes).unwrap();
-        let out = env.run(&["cat", "--repo", "repo", "--key", "admin.key", &spec]);
+        let out = env.admin("cat", &[&spec]);
         if out.status.success() {
             // This pack held no byte of the file: restore the byte and go on.
             assert_eq!(out.stdout, random_bytes(9, 100_000));
@@ -607,15 +581,6 @@ fn usage_errors_exit_2_with_a_clear_message() {
         !env.path("w2.key").exists(),
         "a failed init left a writer key"
     );
-    let out = env.run(&[
-        "restore",
-        "--repo",
-        "repo",
-        "--key",
-        "admin.key",
-        "latest",
-        "--target",
-        "x",
-    ]);
+    let out = env.admin("restore", &["latest", "--target", "x"]);
     assert_eq!(out.status.code(), Some(2), "no snapshot yet");
 }

@@ -99,7 +99,7 @@ fn memory_is_bounded_for_many_small_files_and_one_huge_file() {
     let spec = format!("latest:{}/2GiB.bin", huge.display());
     let copy = env.path("2GiB.copy");
     let st = env
-        .cmd(&["cat", "--repo", "repo", "--key", "admin.key", &spec])
+        .admin_cmd("cat", &[&spec])
         .stdout(std::fs::File::create(&copy).unwrap())
         .status()
         .unwrap();
@@ -121,6 +121,6 @@ fn memory_is_bounded_for_many_small_files_and_one_huge_file() {
         snaps[0]["short_id"].as_str().unwrap(),
         many.display()
     );
-    let out = env.ok(&["cat", "--repo", "repo", "--key", "admin.key", &spec]);
+    let out = env.admin_ok("cat", &[&spec]);
     assert_eq!(out.stdout, b"small file 42/420\n");
 }

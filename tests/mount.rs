@@ -22,15 +22,7 @@ impl Mounted {
         std::fs::create_dir_all(&dir).unwrap();
         let log = env.path("mount.log");
         let child = env
-            .cmd(&[
-                "mount",
-                "--repo",
-                "repo",
-                "--key",
-                "admin.key",
-                "--snapshot-refresh",
-                "1",
-            ])
+            .admin_cmd("mount", &["--snapshot-refresh", "1"])
             .arg(&dir)
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
@@ -274,16 +266,14 @@ fn diff_lists_changes_like_restic() {
     )
     .unwrap();
     let b = env.backup(&[&src], &[]);
-    let out = env.ok(&[
+    let out = env.admin_ok(
         "diff",
-        "--repo",
-        "repo",
-        "--key",
-        "admin.key",
-        a["id"].as_str().unwrap(),
-        b["id"].as_str().unwrap(),
-        &src.display().to_string(),
-    ]);
+        &[
+            a["id"].as_str().unwrap(),
+            b["id"].as_str().unwrap(),
+            &src.display().to_string(),
+        ],
+    );
     let text = String::from_utf8(out.stdout).unwrap();
     let s = src.display();
     let mut lines: Vec<&str> = text.lines().collect();

@@ -73,6 +73,30 @@ impl Env {
         c
     }
 
+    /// `coffer CMD --repo repo --key admin.key ARGS`: a reader's command.
+    pub fn admin_cmd(&self, cmd: &str, args: &[&str]) -> Command {
+        let mut all = vec![cmd, "--repo", "repo", "--key", "admin.key"];
+        all.extend_from_slice(args);
+        self.cmd(&all)
+    }
+
+    /// [`Env::admin_cmd`], run; the output whatever the exit status.
+    pub fn admin(&self, cmd: &str, args: &[&str]) -> Output {
+        self.admin_cmd(cmd, args).output().expect("run coffer")
+    }
+
+    /// [`Env::admin_cmd`], run, asserting exit 0.
+    pub fn admin_ok(&self, cmd: &str, args: &[&str]) -> Output {
+        let out = self.admin(cmd, args);
+        assert!(
+            out.status.success(),
+            "coffer {cmd} {args:?} failed: {}\nstderr: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
     /// Runs and returns the output, whatever the exit status.
     pub fn run(&self, args: &[&str]) -> Output {
         self.cmd(args).output().expect("run coffer")
@@ -109,16 +133,10 @@ impl Env {
 
     /// `restore SPEC --target TARGET`, asserting exit 0.
     pub fn restore(&self, spec: &str, target: &Path) {
-        self.ok(&[
+        self.admin_ok(
             "restore",
-            "--repo",
-            "repo",
-            "--key",
-            "admin.key",
-            spec,
-            "--target",
-            &target.display().to_string(),
-        ]);
+            &[spec, "--target", &target.display().to_string()],
+        );
     }
 
     /// `snapshots --json`.
