@@ -8,6 +8,7 @@ packages=(
   gnupg zstd                           # tests decrypt stored blobs with the real gpg and zstd
   fuse3                                # the mount (fusermount3)
   util-linux                           # setpriv: tests run the writer as an unprivileged user
+  rsync                                # tests copy out of the mount with rsync -a
   python3
 )
 

@@ -152,6 +152,37 @@ fn mounted_versions_match_the_originals_for_standard_tools() {
     cp_a(&m2, &copy);
     assert_same_tree(&src, &copy);
 
+    // rsync -a out of the mount gives the original too, and find -newer
+    // selects the same files in the mount as in the original.
+    let synced = env.path("synced");
+    let st = Command::new("rsync")
+        .arg("-a")
+        .arg(format!("{}/", m2.display()))
+        .arg(&synced)
+        .status()
+        .unwrap();
+    assert!(st.success(), "rsync -a failed");
+    assert_same_tree(&src, &synced);
+    let newer = |root: &Path| {
+        let out = Command::new("find")
+            .arg(".")
+            .arg("-newer")
+            .arg("gen/small.txt")
+            .current_dir(root)
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        let mut lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(String::from)
+            .collect();
+        lines.sort();
+        lines
+    };
+    let found = newer(&src);
+    assert!(!found.is_empty());
+    assert_eq!(newer(&m2), found);
+
     // latest, hosts/, tags/ and ids/ lead to the same snapshots.
     assert_eq!(
         std::fs::read_link(m.path("snapshots/latest")).unwrap(),
