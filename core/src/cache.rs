@@ -49,14 +49,26 @@ impl BlobCache {
         &self.repo
     }
 
-    /// Bytes held now.
-    pub fn bytes(&self) -> u64 {
-        lock(&self.lru).bytes
-    }
-
     /// Whether blob `id` is cached.
     pub fn contains(&self, id: &BlobId) -> bool {
         lock(&self.lru).map.contains(id)
+    }
+
+    /// Starts fetching, in the background, each of `locs` not cached yet
+    /// (read-ahead). Does nothing outside a tokio runtime.
+    pub fn prefetch<'a>(self: &Arc<Self>, locs: impl IntoIterator<Item = &'a Location>) {
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        for loc in locs {
+            if self.contains(&loc.id) {
+                continue;
+            }
+            let (cache, loc) = (self.clone(), *loc);
+            rt.spawn(async move {
+                let _ = cache.get(&loc).await;
+            });
+        }
     }
 
     /// The plaintext of the blob at `loc`, from the cache or fetched,

@@ -156,19 +156,8 @@ impl Inner {
     /// Starts fetching the trees of a directory's subdirectories, so a walk
     /// (`ls -lR`, `find`, `diff -r`) finds them cached: read-ahead for trees.
     fn prefetch_subtrees(&self, tree: &Tree) {
-        let Ok(rt) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        let subtrees = tree.entries.iter().filter_map(|e| e.subtree);
-        for loc in subtrees.take(SUBTREE_PREFETCH) {
-            if self.cache.contains(&loc.id) {
-                continue;
-            }
-            let cache = self.cache.clone();
-            rt.spawn(async move {
-                let _ = cache.get(&loc).await;
-            });
-        }
+        let subtrees = tree.entries.iter().filter_map(|e| e.subtree.as_ref());
+        self.cache.prefetch(subtrees.take(SUBTREE_PREFETCH));
     }
 
     /// Whether `ino`'s children are loaded and final (answerable without I/O).
@@ -357,18 +346,21 @@ impl Inner {
         let mut pos = offset;
         while pos < end && i < entry.chunks.len() {
             let start = if i == 0 { 0 } else { ends[i - 1] };
-            let what = format!("reading inode {ino}");
             let data = self
                 .cache
                 .get(&entry.chunks[i])
                 .await
-                .map_err(|e| self.eio(&what, &e))?;
+                .map_err(|e| self.eio(&format!("reading inode {ino}"), &e))?;
             let from = (pos - start) as usize;
             let to = ((end - start) as usize).min(data.len());
             out.extend_from_slice(&data[from..to]);
             pos = start + to as u64;
             i += 1;
         }
+        // Read-ahead: the chunks from the one holding the next offset on.
+        let next = ends.partition_point(|&e| e <= offset.saturating_add(u64::from(size)));
+        self.cache
+            .prefetch(entry.chunks.iter().skip(next).take(READ_AHEAD_CHUNKS));
         Ok(out)
     }
 }
@@ -521,7 +513,6 @@ impl fuser::Filesystem for CofferFs {
                 Ok(data) => reply.data(&data),
                 Err(e) => reply.error(e),
             }
-            read_ahead(&inner, ino.0, offset + u64::from(size));
         });
     }
 
@@ -600,27 +591,5 @@ impl fuser::Filesystem for CofferFs {
             255,
             4096,
         );
-    }
-}
-
-/// Fetches the chunks after `next_offset` into the cache in the background.
-fn read_ahead(inner: &Arc<Inner>, ino: u64, next_offset: u64) {
-    let (chunks, first) = {
-        let table = lock(&inner.table);
-        let Some(node) = table.get(ino) else { return };
-        let NodeKind::Entry(e) = &node.kind else {
-            return;
-        };
-        let first = e.chunk_ends.partition_point(|&e| e <= next_offset);
-        (e.clone(), first)
-    };
-    for loc in chunks.chunks.iter().skip(first).take(READ_AHEAD_CHUNKS) {
-        if inner.cache.contains(&loc.id) {
-            continue;
-        }
-        let (inner, loc) = (inner.clone(), *loc);
-        tokio::spawn(async move {
-            let _ = inner.cache.get(&loc).await;
-        });
     }
 }

@@ -259,26 +259,14 @@ mod tests {
     fn entries_load_once_and_keep_their_numbers() {
         let mut t = InodeTable::new();
         let dir = t.virtual_child(ROOT, b"d", NodeKind::Snapshots);
+        let numbers = |t: &InodeTable| -> Vec<u64> {
+            let children = t.get(dir).and_then(|n| n.children.as_ref());
+            children.unwrap().iter().map(|c| c.1).collect()
+        };
         t.load_entries(dir, vec![entry(b"a"), entry(b"b")]);
-        let first: Vec<u64> = t
-            .get(dir)
-            .unwrap()
-            .children
-            .as_ref()
-            .unwrap()
-            .iter()
-            .map(|c| c.1)
-            .collect();
+        let first = numbers(&t);
         t.load_entries(dir, vec![entry(b"a"), entry(b"b")]);
-        let second: Vec<u64> = t
-            .get(dir)
-            .unwrap()
-            .children
-            .as_ref()
-            .unwrap()
-            .iter()
-            .map(|c| c.1)
-            .collect();
+        let second = numbers(&t);
         assert_eq!(first, second);
         assert_eq!(t.len(), 4);
     }

@@ -75,26 +75,17 @@ impl Env {
 
     /// `coffer CMD --repo repo --key admin.key ARGS`: a reader's command.
     pub fn admin_cmd(&self, cmd: &str, args: &[&str]) -> Command {
-        let mut all = vec![cmd, "--repo", "repo", "--key", "admin.key"];
-        all.extend_from_slice(args);
-        self.cmd(&all)
+        self.cmd(&admin_args(cmd, args))
     }
 
     /// [`Env::admin_cmd`], run; the output whatever the exit status.
     pub fn admin(&self, cmd: &str, args: &[&str]) -> Output {
-        self.admin_cmd(cmd, args).output().expect("run coffer")
+        self.run(&admin_args(cmd, args))
     }
 
     /// [`Env::admin_cmd`], run, asserting exit 0.
     pub fn admin_ok(&self, cmd: &str, args: &[&str]) -> Output {
-        let out = self.admin(cmd, args);
-        assert!(
-            out.status.success(),
-            "coffer {cmd} {args:?} failed: {}\nstderr: {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out
+        self.ok(&admin_args(cmd, args))
     }
 
     /// Runs and returns the output, whatever the exit status.
@@ -170,6 +161,13 @@ impl Env {
         out.sort();
         out
     }
+}
+
+/// `CMD --repo repo --key admin.key ARGS`.
+fn admin_args<'a>(cmd: &'a str, args: &[&'a str]) -> Vec<&'a str> {
+    let mut all = vec![cmd, "--repo", "repo", "--key", "admin.key"];
+    all.extend_from_slice(args);
+    all
 }
 
 fn walk_files(dir: &Path, out: &mut Vec<(PathBuf, Vec<u8>)>) {
