@@ -325,7 +325,7 @@ async fn wait_for_stop_signal() {
     }
 }
 
-pub fn diff(rt: &Runtime, a: &DiffArgs) -> Result<Outcome> {
+pub fn diff(rt: &Runtime, a: &DiffArgs, verbose: bool) -> Result<Outcome> {
     let repo = open_repo(rt, &a.repo, &a.key)?;
     let (sa, sb) = (
         rt.block_on(repo.find_snapshot(&a.snapshot_a))?,
@@ -338,7 +338,9 @@ pub fn diff(rt: &Runtime, a: &DiffArgs) -> Result<Outcome> {
     }
     let mut out = std::io::stdout().lock();
     let mut failed = None;
+    let mut changes = 0u64;
     let mut print = |change: coffer_core::diff::Change, path: &str| {
+        changes += 1;
         if failed.is_none() {
             if let Err(e) = writeln!(out, "{}    {path}", change.symbol()) {
                 failed = Some(e);
@@ -346,9 +348,15 @@ pub fn diff(rt: &Runtime, a: &DiffArgs) -> Result<Outcome> {
         }
     };
     let base = a.path.trim_end_matches('/');
-    rt.block_on(coffer_core::diff::diff(&repo, &ea, &eb, base, &mut print))?;
+    let stats = rt.block_on(coffer_core::diff::diff(&repo, &ea, &eb, base, &mut print))?;
     if let Some(e) = failed {
         return Err(e.into());
+    }
+    if verbose {
+        eprintln!(
+            "{changes} changes; {} trees read, {} identical subtrees skipped",
+            stats.trees_read, stats.trees_skipped
+        );
     }
     Ok(Outcome::Success)
 }

@@ -46,7 +46,7 @@ fn run(cli: &Cli) -> anyhow::Result<Outcome> {
         Command::Restore(a) => commands::restore(&rt, a, cli.verbose),
         Command::Cat(a) => commands::cat(&rt, a),
         Command::Mount(a) => commands::mount(rt, a),
-        Command::Diff(a) => commands::diff(&rt, a),
+        Command::Diff(a) => commands::diff(&rt, a, cli.verbose),
     }
 }
 

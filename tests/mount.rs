@@ -4,6 +4,7 @@
 
 mod util;
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -17,12 +18,14 @@ struct Mounted {
 }
 
 impl Mounted {
-    fn new(env: &Env) -> Self {
+    /// Mounts at `mnt` with `--snapshot-refresh 1` and `extra` arguments.
+    fn new(env: &Env, extra: &[&str]) -> Self {
         let dir = env.path("mnt");
         std::fs::create_dir_all(&dir).unwrap();
         let log = env.path("mount.log");
         let child = env
             .admin_cmd("mount", &["--snapshot-refresh", "1"])
+            .args(extra)
             .arg(&dir)
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
@@ -128,7 +131,7 @@ fn mounted_versions_match_the_originals_for_standard_tools() {
     change_tree(&src);
     env.backup(&[&src], &[]);
 
-    let m = Mounted::new(&env);
+    let m = Mounted::new(&env, &[]);
     let names = m.snapshot_names();
     assert_eq!(names.len(), 2, "{names:?}");
     let (m1, m2) = (
@@ -248,7 +251,7 @@ fn a_damaged_pack_fails_only_its_files_with_eio() {
     bytes[mid] ^= 0x55;
     std::fs::write(victim_pack, &bytes).unwrap();
 
-    let m = Mounted::new(&env);
+    let m = Mounted::new(&env, &[]);
     let dir = under(&m.path("snapshots/latest"), &src);
     let err = std::fs::read(dir.join("victim.bin")).unwrap_err();
     assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
@@ -279,6 +282,64 @@ fn a_damaged_pack_fails_only_its_files_with_eio() {
     );
 }
 
+/// `cat PATH` as user nobody.
+fn cat_as_nobody(path: &Path) -> std::process::Output {
+    Command::new("setpriv")
+        .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"])
+        .arg("cat")
+        .arg(path)
+        .output()
+        .expect("run setpriv")
+}
+
+#[test]
+fn allow_other_lets_other_users_read_what_modes_allow() {
+    let env = Env::new();
+    // nobody must be able to reach the mount point, and the snapshot holds
+    // the source's parent directories with their modes.
+    std::fs::set_permissions(env.dir.path(), PermissionsExt::from_mode(0o755)).unwrap();
+    let src = env.path("src");
+    write(&src.join("public.txt"), b"for everyone");
+    write(&src.join("private.txt"), b"owner only");
+    std::fs::set_permissions(src.join("public.txt"), PermissionsExt::from_mode(0o644)).unwrap();
+    std::fs::set_permissions(src.join("private.txt"), PermissionsExt::from_mode(0o600)).unwrap();
+    env.backup(&[&src], &[]);
+    let file = |m: &Mounted, name: &str| under(&m.path("snapshots/latest"), &src).join(name);
+
+    // Without --allow-other, FUSE keeps every other user out.
+    let m = Mounted::new(&env, &[]);
+    assert_eq!(
+        std::fs::read(file(&m, "public.txt")).unwrap(),
+        b"for everyone"
+    );
+    let out = cat_as_nobody(&file(&m, "public.txt"));
+    assert!(
+        !out.status.success(),
+        "nobody read a mount without --allow-other"
+    );
+    let (code, log) = m.unmount();
+    assert_eq!(code, Some(0), "mount log: {log}");
+
+    // With it, other users read what the stored modes allow, and no more.
+    let m = Mounted::new(&env, &["--allow-other"]);
+    let out = cat_as_nobody(&file(&m, "public.txt"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.stdout, b"for everyone");
+    let out = cat_as_nobody(&file(&m, "private.txt"));
+    assert!(!out.status.success(), "nobody read a 0600 file");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Permission denied"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (code, log) = m.unmount();
+    assert_eq!(code, Some(0), "mount log: {log}");
+}
+
 #[test]
 fn diff_lists_changes_like_restic() {
     let env = Env::new();
@@ -303,9 +364,16 @@ fn diff_lists_changes_like_restic() {
             a["id"].as_str().unwrap(),
             b["id"].as_str().unwrap(),
             &src.display().to_string(),
+            "-v",
         ],
     );
     let text = String::from_utf8(out.stdout).unwrap();
+    // same/ has the same tree id in both: skipped, not fetched.
+    let summary = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        summary.contains("5 changes; 3 trees read, 1 identical subtrees skipped"),
+        "{summary}"
+    );
     let s = src.display();
     let mut lines: Vec<&str> = text.lines().collect();
     lines.sort();

@@ -9,10 +9,11 @@
 use crate::error::{Error, Result};
 use crate::id::BlobId;
 use crate::repository::Repository;
+use crate::sync::lock;
 use crate::tree::Location;
 use lru::LruCache;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use tokio::sync::OnceCell;
 
 type Flight = Arc<OnceCell<Arc<Vec<u8>>>>;
@@ -125,8 +126,4 @@ impl BlobCache {
             }
         }
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }

@@ -8,6 +8,7 @@ use crate::MountOptions;
 use coffer_core::cache::BlobCache;
 use coffer_core::repository::Repository;
 use coffer_core::snapshot::SnapshotInfo;
+use coffer_core::sync::lock;
 use coffer_core::tree::{Kind, Location, Tree};
 use coffer_core::vfs::Layout;
 use fuser::{
@@ -18,7 +19,7 @@ use fuser::{
 use std::collections::HashSet;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Snapshot contents never change: the kernel may cache them for long.
@@ -52,10 +53,9 @@ struct SnapshotList {
     list: Vec<SnapshotInfo>,
     layout: Layout,
     loaded: Instant,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
+    /// Bumped on every re-read; virtual directories built from an older
+    /// generation are rebuilt on their next lookup.
+    generation: u64,
 }
 
 impl CofferFs {
@@ -76,6 +76,7 @@ impl CofferFs {
                     list: snapshots,
                     layout,
                     loaded: Instant::now(),
+                    generation: 1,
                 }),
                 refresh_every: opts.refresh_every,
                 uid,
@@ -112,10 +113,12 @@ impl Inner {
         match self.cache.repo().snapshots().await {
             Ok(list) => {
                 let layout = Layout::new(&list);
-                *lock(&self.snapshots) = SnapshotList {
+                let mut snaps = lock(&self.snapshots);
+                *snaps = SnapshotList {
                     list,
                     layout,
                     loaded: Instant::now(),
+                    generation: snaps.generation + 1,
                 };
             }
             Err(e) => {
@@ -219,11 +222,15 @@ impl Inner {
         Tree::from_json(&json, &what).map_err(|e| self.eio(&what, &e))
     }
 
-    /// The children of a directory made from the snapshot list.
+    /// The children of a directory made from the snapshot list, rebuilt
+    /// only when the list has changed since they were last built.
     fn virtual_children(&self, ino: u64, kind: &NodeKind) {
         let snaps = lock(&self.snapshots);
         let layout = &snaps.layout;
         let mut table = lock(&self.table);
+        if table.virtual_current(ino, snaps.generation) {
+            return;
+        }
         let mut out = Vec::new();
         let mut add = |name: &str, kind: NodeKind| {
             let child = table.virtual_child(ino, name.as_bytes(), kind);
@@ -279,7 +286,7 @@ impl Inner {
             _ => {}
         }
         out.sort();
-        table.set_children(ino, out);
+        table.set_virtual_children(ino, out, snaps.generation);
     }
 
     /// Lock order: `snapshots` before `table`, never the other way round.

@@ -123,6 +123,8 @@ pub(crate) struct InodeTable {
     nodes: HashMap<u64, Node>,
     /// Numbers of the children of virtual directories, which are rebuilt.
     virtual_numbers: HashMap<(u64, Vec<u8>), u64>,
+    /// The snapshot-list generation each virtual directory was built from.
+    virtual_built: HashMap<u64, u64>,
     next: u64,
 }
 
@@ -131,6 +133,7 @@ impl InodeTable {
         let mut t = Self {
             nodes: HashMap::new(),
             virtual_numbers: HashMap::new(),
+            virtual_built: HashMap::new(),
             next: ROOT + 1,
         };
         t.nodes.insert(
@@ -184,8 +187,25 @@ impl InodeTable {
         ino
     }
 
-    /// Records a directory's children.
-    pub fn set_children(&mut self, ino: u64, children: Vec<(Box<[u8]>, u64)>) {
+    /// Whether the virtual directory `ino` was built from snapshot-list
+    /// `generation`.
+    pub fn virtual_current(&self, ino: u64, generation: u64) -> bool {
+        self.virtual_built.get(&ino) == Some(&generation)
+    }
+
+    /// Records the children of virtual directory `ino`, built from
+    /// snapshot-list `generation`.
+    pub fn set_virtual_children(
+        &mut self,
+        ino: u64,
+        children: Vec<(Box<[u8]>, u64)>,
+        generation: u64,
+    ) {
+        self.set_children(ino, children);
+        self.virtual_built.insert(ino, generation);
+    }
+
+    fn set_children(&mut self, ino: u64, children: Vec<(Box<[u8]>, u64)>) {
         if let Some(node) = self.nodes.get_mut(&ino) {
             node.children = Some(children.into_boxed_slice());
         }

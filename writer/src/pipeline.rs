@@ -21,11 +21,12 @@ use coffer_core::chunk_key::ChunkIdKey;
 use coffer_core::id::{BlobId, ObjectId};
 use coffer_core::index::{IndexFile, IndexPack, PackKind};
 use coffer_core::openpgp::{self, Recipients};
+use coffer_core::sync::lock;
 use coffer_core::tree::{Entry, Location, Tree};
 use crossbeam_channel::{bounded, Receiver, Sender};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
 /// Packs listed per index object.
@@ -69,11 +70,6 @@ impl Slot {
             v = self.ready.wait(v).unwrap_or_else(|p| p.into_inner());
         }
     }
-}
-
-/// Locks a mutex, ignoring poisoning (a panicked thread fails the run anyway).
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// A reference to a blob: known from the state, or on its way.

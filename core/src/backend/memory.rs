@@ -40,7 +40,7 @@ impl MemoryBackend {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, (ObjectKey, Vec<u8>)>> {
-        self.objects.lock().unwrap_or_else(|p| p.into_inner())
+        crate::sync::lock(&self.objects)
     }
 }
 
