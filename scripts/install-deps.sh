@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs, idempotently, the Debian 12 packages coffer builds and tests with.
-# Needs root (or sudo) only when something is missing.
+# Needs root (or sudo) only when something is missing. With COFFER_DEPS=tests
+# (scripts/test.sh) it adds the S3 test server: Debian's Ceph monitor, OSD and
+# radosgw (scripts/s3-server.sh runs them as a single-node cluster).
 set -euo pipefail
 
 packages=(
@@ -11,6 +13,9 @@ packages=(
   rsync                                # tests copy out of the mount with rsync -a
   python3
 )
+if [[ ${COFFER_DEPS:-} == tests ]]; then
+  packages+=(ceph-mon ceph-osd radosgw ceph-common)
+fi
 
 missing=()
 for p in "${packages[@]}"; do

@@ -3,7 +3,7 @@
 # formatting and lints, then runs every unit and end-to-end test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-source scripts/install-deps.sh
+COFFER_DEPS=tests source scripts/install-deps.sh
 
 # Keep tests off real repositories and keys.
 unset COFFER_REPO COFFER_KEY COFFER_WRITER_KEY COFFER_STATE_DIR COFFER_KEY_PASSPHRASE

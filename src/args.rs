@@ -57,7 +57,8 @@ pub struct KeyGenerateArgs {
 
 #[derive(Debug, Args)]
 pub struct RepoArg {
-    /// The repository: a local directory (s3:// comes later).
+    /// The repository: a local directory, or s3://BUCKET/PREFIX (credentials,
+    /// region and endpoint from the AWS environment and config files).
     #[arg(long, env = "COFFER_REPO", value_name = "REPO")]
     pub repo: String,
 }
@@ -119,9 +120,34 @@ pub struct BackupArgs {
     /// Print the new snapshot as JSON on standard output.
     #[arg(long)]
     pub json: bool,
+    /// S3: send Object Lock retention of N days with every object (needs
+    /// s3:PutObjectRetention); without it the bucket's default retention applies.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub object_lock_days: Option<u32>,
+    /// S3: the Object Lock mode for --object-lock-days.
+    #[arg(
+        long,
+        value_enum,
+        default_value = "compliance",
+        requires = "object_lock_days"
+    )]
+    pub object_lock_mode: LockModeArg,
+    /// S3: storage class for data packs, e.g. STANDARD_IA or GLACIER_IR
+    /// (trees, indexes and snapshots stay in the default class).
+    #[arg(long, value_name = "CLASS")]
+    pub storage_class: Option<String>,
     /// Paths to back up.
     #[arg(value_name = "PATH", required_unless_present = "stdin")]
     pub paths: Vec<PathBuf>,
+}
+
+/// Object Lock retention modes.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum LockModeArg {
+    /// Nobody can shorten or lift the retention.
+    Compliance,
+    /// Users allowed to bypass governance retention can.
+    Governance,
 }
 
 #[derive(Debug, Args)]

@@ -2,6 +2,7 @@
 
 use crate::args::*;
 use anyhow::{bail, Context, Result};
+use coffer_core::backend::s3::{LockMode, ObjectLock, S3WriteOptions};
 use coffer_core::backend::{self, ObjectKey};
 use coffer_core::config::{RepoConfig, WriterKey};
 use coffer_core::openpgp::{self, SecretKeys};
@@ -57,7 +58,7 @@ pub fn init(rt: &Runtime, a: &InitArgs) -> Result<Outcome> {
             &path.display().to_string(),
         )?);
     }
-    let backend = backend::open(&a.repo.repo)?;
+    let backend = rt.block_on(backend::open(&a.repo.repo, Default::default()))?;
     let (config, chunk_key) = RepoConfig::create(certs, a.dedup_horizon_days)?;
     let writer_key = WriterKey::new(config.clone(), chunk_key);
     writer_key.write_new(&a.writer_key_out)?;
@@ -83,7 +84,17 @@ pub fn init(rt: &Runtime, a: &InitArgs) -> Result<Outcome> {
 
 pub fn backup(rt: &Runtime, a: &BackupArgs, verbose: bool) -> Result<Outcome> {
     let key = WriterKey::read(&a.writer_key)?;
-    let backend = backend::open(&a.repo.repo)?;
+    let s3 = S3WriteOptions {
+        object_lock: a.object_lock_days.map(|days| ObjectLock {
+            days,
+            mode: match a.object_lock_mode {
+                LockModeArg::Compliance => LockMode::Compliance,
+                LockModeArg::Governance => LockMode::Governance,
+            },
+        }),
+        storage_class: a.storage_class.clone(),
+    };
+    let backend = rt.block_on(backend::open(&a.repo.repo, s3))?;
     let state_dir = match &a.state_dir {
         Some(d) => d.clone(),
         None => default_state_dir()?.join(&key.config.id),
@@ -158,7 +169,7 @@ fn default_state_dir() -> Result<PathBuf> {
 fn open_repo(rt: &Runtime, repo: &RepoArg, key: &SecretKeyArgs) -> Result<Repository> {
     let passphrase = read_passphrase(key)?;
     let keys = SecretKeys::from_file(&key.key, passphrase.as_deref())?;
-    let backend = backend::open(&repo.repo)?;
+    let backend = rt.block_on(backend::open(&repo.repo, Default::default()))?;
     Ok(rt.block_on(Repository::open(backend, keys))?)
 }
 

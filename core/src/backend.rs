@@ -4,7 +4,7 @@
 //! It is split in a read half and a write half: a writer needs only
 //! [`WriteBackend::put_new`], and must never need to read, list, overwrite
 //! or delete. All methods are async; the local backend does its file I/O on
-//! tokio's blocking pool.
+//! tokio's blocking pool; S3 (`s3.rs`) goes through aws-sdk-s3.
 
 use crate::error::{Error, Result};
 use async_trait::async_trait;
@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 pub mod local;
 pub mod memory;
+pub mod s3;
 
 /// The kinds of stored object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -113,6 +114,17 @@ pub trait WriteBackend: Send + Sync {
     /// existing object: if `key` exists, returns [`Error::AlreadyExists`]
     /// and leaves it untouched.
     async fn put_new(&self, key: &ObjectKey, data: Vec<u8>) -> Result<()>;
+
+    /// [`WriteBackend::put_new`] for a data pack: backends with storage
+    /// classes may put it in a colder one (metadata stays hot).
+    async fn put_new_data_pack(&self, key: &ObjectKey, data: Vec<u8>) -> Result<()> {
+        self.put_new(key, data).await
+    }
+
+    /// How many uploads are worth running at once.
+    fn upload_concurrency(&self) -> usize {
+        2
+    }
 }
 
 /// A backend that reads and writes.
@@ -121,17 +133,21 @@ pub trait Backend: ReadBackend + WriteBackend {
     fn describe(&self) -> String;
 }
 
-/// Opens the backend a `--repo` argument names.
-pub fn open(repo: &str) -> Result<Arc<dyn Backend>> {
-    if repo.starts_with("s3://") {
-        return Err(Error::Config(format!(
-            "{repo}: S3 repositories are not supported by this build yet; use a local directory"
-        )));
-    }
+/// Opens the backend a `--repo` argument names: `s3://BUCKET/PREFIX` or a
+/// local directory. `s3` only matters to writers of an S3 repository.
+pub async fn open(repo: &str, s3: s3::S3WriteOptions) -> Result<Arc<dyn Backend>> {
     if repo.is_empty() {
         return Err(Error::Config(
             "no repository given: pass --repo DIR or set COFFER_REPO".into(),
         ));
+    }
+    if repo.starts_with("s3://") {
+        return Ok(Arc::new(s3::S3Backend::open(repo, s3).await?));
+    }
+    if s3.object_lock.is_some() || s3.storage_class.is_some() {
+        return Err(Error::Config(format!(
+            "{repo}: --object-lock-days and --storage-class apply to S3 repositories only"
+        )));
     }
     Ok(Arc::new(local::LocalBackend::new(repo)))
 }

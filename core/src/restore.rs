@@ -18,6 +18,11 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 
+use futures_util::StreamExt;
+
+/// Blobs fetched ahead of the file being written (at most 8 MiB each).
+const FETCH_AHEAD: usize = 8;
+
 /// How to restore.
 #[derive(Debug, Clone)]
 pub struct RestoreOptions {
@@ -99,6 +104,10 @@ struct Restorer<'a> {
 type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + 'a>>;
 
 impl Restorer<'_> {
+    /// Restores the contents of directory `dir` into `path`: first what
+    /// needs no data (subdirectories made, links, special files), then the
+    /// files' contents, fetched several blobs at once, then each
+    /// subdirectory, depth first.
     fn restore_children<'s>(
         &'s mut self,
         dir: &'s Entry,
@@ -109,45 +118,64 @@ impl Restorer<'_> {
                 return Ok(());
             };
             let tree = self.repo.read_tree(&loc).await?;
+            let mut files = Vec::new();
+            let mut dirs = Vec::new();
             for child in &tree.entries {
                 let dest = path.join(OsStr::from_bytes(&child.name));
-                self.restore_entry(child, &dest).await?;
+                self.clear_way(child, &dest)?;
+                match child.kind {
+                    Kind::File => files.push((child, dest)),
+                    Kind::Dir => {
+                        self.make_dir(&dest)?;
+                        dirs.push((child, dest));
+                    }
+                    _ => self.restore_other(child, &dest)?,
+                }
+            }
+            self.write_files(&files).await?;
+            for (child, dest) in dirs {
+                self.restore_children(child, &dest).await?;
+                self.apply_metadata(child, &dest)?;
             }
             Ok(())
         })
     }
 
+    /// Restores one entry (the top of what was asked for) at `dest`.
     async fn restore_entry(&mut self, entry: &Entry, dest: &Path) -> Result<()> {
         self.clear_way(entry, dest)?;
         match entry.kind {
             Kind::Dir => {
-                if !dest.is_dir() {
-                    std::fs::create_dir(dest)
-                        .map_err(|e| Error::io(dest, "creating a directory", e))?;
-                }
-                self.stats.dirs += 1;
+                self.make_dir(dest)?;
                 self.restore_children(entry, dest).await?;
+                self.apply_metadata(entry, dest)
             }
-            Kind::File => {
-                self.write_file(entry, dest).await?;
-                self.stats.files += 1;
-            }
-            Kind::Symlink => {
-                let target = entry.target.as_deref().unwrap_or_default();
-                std::os::unix::fs::symlink(OsStr::from_bytes(target), dest)
-                    .map_err(|e| Error::io(dest, "creating a symlink", e))?;
-                self.stats.others += 1;
-            }
-            Kind::Fifo | Kind::Char | Kind::Block | Kind::Socket => {
-                if let Err(e) = make_node(entry, dest) {
-                    self.stats
-                        .warnings
-                        .push(format!("{}: not restored: {e}", dest.display()));
-                    return Ok(());
-                }
-                self.stats.others += 1;
-            }
+            Kind::File => self.write_files(&[(entry, dest.to_path_buf())]).await,
+            _ => self.restore_other(entry, dest),
         }
+    }
+
+    fn make_dir(&mut self, dest: &Path) -> Result<()> {
+        if !dest.is_dir() {
+            std::fs::create_dir(dest).map_err(|e| Error::io(dest, "creating a directory", e))?;
+        }
+        self.stats.dirs += 1;
+        Ok(())
+    }
+
+    /// A symlink or special file, with its metadata.
+    fn restore_other(&mut self, entry: &Entry, dest: &Path) -> Result<()> {
+        if entry.kind == Kind::Symlink {
+            let target = entry.target.as_deref().unwrap_or_default();
+            std::os::unix::fs::symlink(OsStr::from_bytes(target), dest)
+                .map_err(|e| Error::io(dest, "creating a symlink", e))?;
+        } else if let Err(e) = make_node(entry, dest) {
+            self.stats
+                .warnings
+                .push(format!("{}: not restored: {e}", dest.display()));
+            return Ok(());
+        }
+        self.stats.others += 1;
         self.apply_metadata(entry, dest)
     }
 
@@ -174,22 +202,42 @@ impl Restorer<'_> {
         .map_err(|e| Error::io(dest, "removing what is in the way (--overwrite)", e))
     }
 
-    async fn write_file(&mut self, entry: &Entry, dest: &Path) -> Result<()> {
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .custom_flags(libc::O_NOFOLLOW)
-            .mode(0o600)
-            .open(dest)
-            .map_err(|e| Error::io(dest, "creating a file", e))?;
-        for chunk in &entry.chunks {
-            let data = self.repo.read_blob(chunk).await.map_err(|e| Error::At {
+    /// Writes `files` (each created new) with their metadata. Their blobs
+    /// are fetched in order, [`FETCH_AHEAD`] at a time, across file
+    /// boundaries: many small files cost one round trip's latency, not one
+    /// each.
+    async fn write_files(&mut self, files: &[(&Entry, PathBuf)]) -> Result<()> {
+        let repo = self.repo;
+        let chunks = files.iter().flat_map(|(e, _)| e.chunks.iter());
+        let mut fetched = futures_util::stream::iter(chunks)
+            .map(|loc| repo.fetch_blob(loc))
+            .buffered(FETCH_AHEAD);
+        for (entry, dest) in files {
+            let at = |e: Error| Error::At {
                 path: dest.display().to_string(),
                 source: Box::new(e),
-            })?;
-            file.write_all(&data)
-                .map_err(|e| Error::io(dest, "writing a file", e))?;
-            self.stats.bytes += data.len() as u64;
+            };
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .custom_flags(libc::O_NOFOLLOW)
+                .mode(0o600)
+                .open(dest)
+                .map_err(|e| Error::io(dest, "creating a file", e))?;
+            for chunk in &entry.chunks {
+                let stored = fetched
+                    .next()
+                    .await
+                    .ok_or_else(|| Error::Path("restore: a fetched blob went missing".into()))?
+                    .map_err(at)?;
+                let data = repo.decode_blob(chunk, &stored).map_err(at)?;
+                file.write_all(&data)
+                    .map_err(|e| Error::io(dest, "writing a file", e))?;
+                self.stats.bytes += data.len() as u64;
+            }
+            drop(file);
+            self.stats.files += 1;
+            self.apply_metadata(entry, dest)?;
         }
         Ok(())
     }

@@ -9,15 +9,31 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+pub mod mount;
+pub mod proxy;
+pub mod s3;
+
 /// A scratch directory holding `admin.key`, `admin.cert`, `writer.key` and
-/// an initialised repository `repo/`.
+/// an initialised repository (`repo/` in it, or an S3 bucket).
 pub struct Env {
     pub dir: tempfile::TempDir,
+    /// The `--repo` argument.
+    pub repo: String,
+    /// Environment of every command (the admin's S3 credentials).
+    pub vars: Vec<(String, String)>,
+    /// Environment of `backup` (the writer's S3 credentials).
+    pub writer_vars: Vec<(String, String)>,
 }
 
 impl Env {
+    /// A local repository `repo/`.
     pub fn new() -> Self {
-        let env = Self::bare();
+        Self::init(Self::bare())
+    }
+
+    /// Keys, and `init` of `self.repo`.
+    pub fn init(self) -> Self {
+        let env = self;
         env.ok(&[
             "key",
             "generate",
@@ -29,7 +45,7 @@ impl Env {
         env.ok(&[
             "init",
             "--repo",
-            "repo",
+            &env.repo,
             "--recipient",
             "admin.cert",
             "--writer-key-out",
@@ -45,6 +61,9 @@ impl Env {
                 .prefix("coffer-e2e-")
                 .tempdir()
                 .expect("make a scratch directory"),
+            repo: "repo".into(),
+            vars: Vec::new(),
+            writer_vars: Vec::new(),
         }
     }
 
@@ -62,9 +81,18 @@ impl Env {
             "COFFER_STATE_DIR",
             "COFFER_KEY_PASSPHRASE",
             "COFFER_LOG",
+            "AWS_PROFILE",
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+            "AWS_SESSION_TOKEN",
+            "AWS_ENDPOINT_URL",
+            "AWS_ENDPOINT_URL_S3",
+            "AWS_REGION",
+            "AWS_DEFAULT_REGION",
         ] {
             c.env_remove(var);
         }
+        c.envs(self.vars.iter().map(|(k, v)| (k, v)));
         c.env("HOME", self.dir.path())
             .env("XDG_CACHE_HOME", self.path("cache"))
             .current_dir(self.dir.path())
@@ -75,17 +103,34 @@ impl Env {
 
     /// `coffer CMD --repo repo --key admin.key ARGS`: a reader's command.
     pub fn admin_cmd(&self, cmd: &str, args: &[&str]) -> Command {
-        self.cmd(&admin_args(cmd, args))
+        self.cmd(&self.admin_args(cmd, args))
     }
 
     /// [`Env::admin_cmd`], run; the output whatever the exit status.
     pub fn admin(&self, cmd: &str, args: &[&str]) -> Output {
-        self.run(&admin_args(cmd, args))
+        self.run(&self.admin_args(cmd, args))
     }
 
     /// [`Env::admin_cmd`], run, asserting exit 0.
     pub fn admin_ok(&self, cmd: &str, args: &[&str]) -> Output {
-        self.ok(&admin_args(cmd, args))
+        self.ok(&self.admin_args(cmd, args))
+    }
+
+    /// `CMD --repo REPO --key admin.key ARGS`.
+    fn admin_args<'a>(&'a self, cmd: &'a str, args: &[&'a str]) -> Vec<&'a str> {
+        let mut all = vec![cmd, "--repo", &self.repo, "--key", "admin.key"];
+        all.extend_from_slice(args);
+        all
+    }
+
+    /// `backup --repo REPO --writer-key writer.key ARGS` with the writer's
+    /// environment.
+    pub fn writer_cmd(&self, args: &[&str]) -> Command {
+        let mut all = vec!["backup", "--repo", &self.repo, "--writer-key", "writer.key"];
+        all.extend_from_slice(args);
+        let mut c = self.cmd(&all);
+        c.envs(self.writer_vars.iter().map(|(k, v)| (k, v)));
+        c
     }
 
     /// Runs and returns the output, whatever the exit status.
@@ -107,18 +152,17 @@ impl Env {
 
     /// `backup --json` of `paths`, asserting exit 0; the snapshot as JSON.
     pub fn backup(&self, paths: &[&Path], extra: &[&str]) -> serde_json::Value {
-        let mut args = vec![
-            "backup",
-            "--repo",
-            "repo",
-            "--writer-key",
-            "writer.key",
-            "--json",
-        ];
+        let mut args = vec!["--json"];
         args.extend_from_slice(extra);
         let paths: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
         args.extend(paths.iter().map(String::as_str));
-        let out = self.ok(&args);
+        let out = self.writer_cmd(&args).output().expect("run coffer");
+        assert!(
+            out.status.success(),
+            "coffer backup {args:?} failed: {}\nstderr: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
         serde_json::from_slice(&out.stdout).expect("backup --json prints JSON")
     }
 
@@ -132,14 +176,7 @@ impl Env {
 
     /// `snapshots --json`.
     pub fn snapshots(&self) -> Vec<serde_json::Value> {
-        let out = self.ok(&[
-            "snapshots",
-            "--repo",
-            "repo",
-            "--key",
-            "admin.key",
-            "--json",
-        ]);
+        let out = self.admin_ok("snapshots", &["--json"]);
         serde_json::from_slice(&out.stdout).expect("snapshots --json prints JSON")
     }
 
@@ -161,13 +198,6 @@ impl Env {
         out.sort();
         out
     }
-}
-
-/// `CMD --repo repo --key admin.key ARGS`.
-fn admin_args<'a>(cmd: &'a str, args: &[&'a str]) -> Vec<&'a str> {
-    let mut all = vec![cmd, "--repo", "repo", "--key", "admin.key"];
-    all.extend_from_slice(args);
-    all
 }
 
 fn walk_files(dir: &Path, out: &mut Vec<(PathBuf, Vec<u8>)>) {

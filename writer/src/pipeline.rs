@@ -31,8 +31,6 @@ use std::thread::JoinHandle;
 
 /// Packs listed per index object.
 const INDEX_BATCH: usize = 64;
-/// Concurrent uploads.
-const UPLOADERS: usize = 2;
 
 /// A location that a worker fills in later. `None` means the blob could not
 /// be stored (the run is failing).
@@ -206,9 +204,11 @@ impl Shared {
     fn store_pack(&self, pack: SealedPack) -> Result<(), BackupError> {
         let key = ObjectKey::new(ObjectKind::Pack, pack.id.to_hex());
         let size = pack.bytes.len() as u64;
-        self.rt
-            .block_on(self.backend.put_new(&key, pack.bytes))
-            .map_err(BackupError::Store)?;
+        let stored = match pack.kind {
+            PackKind::Data => self.backend.put_new_data_pack(&key, pack.bytes),
+            PackKind::Tree => self.backend.put_new(&key, pack.bytes),
+        };
+        self.rt.block_on(stored).map_err(BackupError::Store)?;
         {
             let state = lock(&self.state);
             for b in &pack.blobs {
@@ -300,7 +300,7 @@ impl Pipeline {
             tree_builder(&s, dir_rx, tx)
         }));
         drop(pack_tx);
-        for i in 0..UPLOADERS {
+        for i in 0..shared.backend.upload_concurrency() {
             let (s, rx) = (shared.clone(), pack_rx.clone());
             threads.push(spawn(format!("coffer-upload-{i}"), move || {
                 uploader(&s, rx)

@@ -1,0 +1,475 @@
+//! A repository in an S3 bucket (`s3://BUCKET/PREFIX`), through aws-sdk-s3.
+//!
+//! - Credentials, region and endpoint come from the standard AWS chain;
+//!   with `AWS_ENDPOINT_URL` (or `AWS_ENDPOINT_URL_S3`) set, path-style
+//!   addressing is used, as S3-compatible servers expect.
+//! - Writes are `PutObject` only, each with `If-None-Match: *` (never
+//!   replace), `Content-MD5` (required by Object Lock buckets, and it makes
+//!   the store reject a body damaged on the way) and
+//!   `x-amz-acl: bucket-owner-full-control` (so objects written by a
+//!   separate writer user belong to, and are readable by, the bucket owner).
+//! - Every request is retried here, not in the SDK: transient failures (5xx,
+//!   throttling, resets, timeouts) with capped exponential backoff and full
+//!   jitter, up to [`RETRY_FOR`]. A `412 Precondition Failed` after an attempt
+//!   whose outcome is unknown means that attempt stored the object: keys
+//!   are random (packs) or content hashes (everything else), so the stored
+//!   object is ours.
+//! - Errors name the object (`s3://bucket/key`) and the S3 error code;
+//!   credentials are never formatted.
+
+use super::{Backend, ObjectInfo, ObjectKey, ObjectKind, ReadBackend, WriteBackend};
+use crate::error::{Error, Result};
+use async_trait::async_trait;
+use aws_sdk_s3::config::retry::RetryConfig;
+use aws_sdk_s3::config::timeout::TimeoutConfig;
+use aws_sdk_s3::config::{Region, RequestChecksumCalculation, ResponseChecksumValidation};
+use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::{ByteStream, DateTime};
+use aws_sdk_s3::types::{ObjectCannedAcl, ObjectLockMode, StorageClass};
+use aws_sdk_s3::Client;
+use base64::Engine;
+use md5::Digest;
+use std::time::{Duration, SystemTime};
+
+/// How long one request is retried before it fails (override with
+/// `COFFER_S3_RETRY_SECONDS`).
+pub const RETRY_FOR: Duration = Duration::from_secs(120);
+/// First backoff; doubles per attempt up to [`BACKOFF_CAP`].
+const BACKOFF_BASE: Duration = Duration::from_millis(100);
+const BACKOFF_CAP: Duration = Duration::from_secs(10);
+
+/// Object Lock retention sent with every object a writer stores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ObjectLock {
+    /// Retain for this many days from the upload.
+    pub days: u32,
+    /// Compliance or governance.
+    pub mode: LockMode,
+}
+
+/// An Object Lock retention mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockMode {
+    /// Nobody can shorten or remove the retention, not even the root user.
+    Compliance,
+    /// Users with `s3:BypassGovernanceRetention` can.
+    Governance,
+}
+
+/// How a writer stores objects.
+#[derive(Debug, Clone, Default)]
+pub struct S3WriteOptions {
+    /// Retention headers on every object; `None` relies on the bucket's
+    /// default retention, if any.
+    pub object_lock: Option<ObjectLock>,
+    /// Storage class for data packs (metadata stays in the default class).
+    pub storage_class: Option<String>,
+}
+
+/// An S3 bucket and key prefix.
+pub struct S3Backend {
+    client: Client,
+    bucket: String,
+    /// Empty, or ends with `/`.
+    prefix: String,
+    opts: S3WriteOptions,
+    retry_for: Duration,
+}
+
+/// Splits `s3://BUCKET/PREFIX` into bucket and prefix (empty, or ending
+/// with `/`).
+pub fn parse_url(url: &str) -> Result<(String, String)> {
+    let rest = url.strip_prefix("s3://").ok_or_else(|| {
+        Error::Config(format!(
+            "{url}: an S3 repository is written s3://BUCKET/PREFIX"
+        ))
+    })?;
+    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+    if bucket.len() < 3 {
+        return Err(Error::Config(format!(
+            "{url}: the bucket name is missing or too short (s3://BUCKET/PREFIX)"
+        )));
+    }
+    let prefix = prefix.trim_matches('/');
+    let prefix = if prefix.is_empty() {
+        String::new()
+    } else {
+        format!("{prefix}/")
+    };
+    Ok((bucket.to_string(), prefix))
+}
+
+impl S3Backend {
+    /// Connects to `s3://BUCKET/PREFIX` with the standard AWS configuration
+    /// chain. Sends no request.
+    pub async fn open(url: &str, opts: S3WriteOptions) -> Result<Self> {
+        let (bucket, prefix) = parse_url(url)?;
+        let http = aws_smithy_http_client::Builder::new()
+            .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
+                aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
+            ))
+            .build_https();
+        let shared = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .http_client(http)
+            .load()
+            .await;
+        let mut conf = aws_sdk_s3::config::Builder::from(&shared)
+            .retry_config(RetryConfig::disabled())
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(Duration::from_secs(10))
+                    .read_timeout(Duration::from_secs(60))
+                    .build(),
+            )
+            .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+            .response_checksum_validation(ResponseChecksumValidation::WhenRequired);
+        if shared.region().is_none() {
+            // S3-compatible servers accept any region; AWS redirects.
+            conf = conf.region(Region::from_static("us-east-1"));
+        }
+        let custom_endpoint = ["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"]
+            .iter()
+            .any(|v| std::env::var_os(v).is_some_and(|s| !s.is_empty()));
+        if custom_endpoint {
+            conf = conf.force_path_style(true);
+        }
+        let retry_for = std::env::var("COFFER_S3_RETRY_SECONDS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .map_or(RETRY_FOR, Duration::from_secs);
+        Ok(Self {
+            client: Client::from_conf(conf.build()),
+            bucket,
+            prefix,
+            opts,
+            retry_for,
+        })
+    }
+
+    fn key_of(&self, key: &ObjectKey) -> String {
+        format!("{}{}", self.prefix, key.path())
+    }
+
+    fn url_of(&self, key: &ObjectKey) -> String {
+        format!("s3://{}/{}", self.bucket, self.key_of(key))
+    }
+
+    async fn put(&self, key: &ObjectKey, data: Vec<u8>, data_pack: bool) -> Result<()> {
+        let s3_key = self.key_of(key);
+        let md5 = base64::engine::general_purpose::STANDARD.encode(md5::Md5::digest(&data));
+        let body = bytes::Bytes::from(data);
+        let mut retry = Retry::new(self.retry_for);
+        loop {
+            let mut req = self
+                .client
+                .put_object()
+                .bucket(&self.bucket)
+                .key(&s3_key)
+                .body(ByteStream::from(body.clone()))
+                .content_md5(&md5)
+                .if_none_match("*")
+                .acl(ObjectCannedAcl::BucketOwnerFullControl);
+            if let Some(lock) = self.opts.object_lock {
+                let until = SystemTime::now() + Duration::from_secs(u64::from(lock.days) * 86_400);
+                req = req
+                    .object_lock_mode(match lock.mode {
+                        LockMode::Compliance => ObjectLockMode::Compliance,
+                        LockMode::Governance => ObjectLockMode::Governance,
+                    })
+                    .object_lock_retain_until_date(DateTime::from(until));
+            }
+            if data_pack {
+                if let Some(class) = &self.opts.storage_class {
+                    req = req.storage_class(StorageClass::from(class.as_str()));
+                }
+            }
+            let err = match req.send().await {
+                Ok(_) => return Ok(()),
+                Err(e) => e,
+            };
+            let failure = classify(&err);
+            if failure.status == Some(412) {
+                return if retry.attempts > 0 {
+                    // An earlier attempt of ours stored it.
+                    Ok(())
+                } else {
+                    Err(Error::AlreadyExists(self.url_of(key)))
+                };
+            }
+            retry
+                .after(failure, || self.error("put", key, &err))
+                .await?;
+        }
+    }
+
+    fn error<E>(&self, op: &'static str, key: &ObjectKey, e: &SdkError<E>) -> Error
+    where
+        E: std::error::Error + ProvideErrorMetadata + Send + Sync + 'static,
+    {
+        storage_error(op, self.url_of(key), e)
+    }
+
+    async fn get_bytes(&self, key: &ObjectKey, range: Option<(u64, u64)>) -> Result<Vec<u8>> {
+        let s3_key = self.key_of(key);
+        let mut retry = Retry::new(self.retry_for);
+        loop {
+            let mut req = self.client.get_object().bucket(&self.bucket).key(&s3_key);
+            if let Some((offset, length)) = range {
+                req = req.range(format!("bytes={offset}-{}", offset + length - 1));
+            }
+            let resp = match req.send().await {
+                Ok(r) => r,
+                Err(e) => {
+                    let failure = classify(&e);
+                    match failure.status {
+                        Some(404) => return Err(Error::NotFound(self.url_of(key))),
+                        Some(416) => {
+                            return Err(Error::damaged(
+                                self.url_of(key),
+                                "truncated: the range asked for is past its end",
+                            ))
+                        }
+                        _ => {}
+                    }
+                    retry.after(failure, || self.error("get", key, &e)).await?;
+                    continue;
+                }
+            };
+            match resp.body.collect().await {
+                Ok(b) => return Ok(Vec::from(b.into_bytes())),
+                Err(e) => {
+                    // The connection broke mid-body: transient.
+                    let failure = Failure {
+                        transient: true,
+                        status: None,
+                    };
+                    let url = self.url_of(key);
+                    retry
+                        .after(failure, || Error::Storage {
+                            op: "get",
+                            key: url,
+                            source: std::io::Error::other(format!("reading the body: {e}")),
+                        })
+                        .await?;
+                }
+            }
+        }
+    }
+}
+
+/// What kind of failure a request had.
+#[derive(Debug, Clone, Copy)]
+struct Failure {
+    transient: bool,
+    status: Option<u16>,
+}
+
+fn classify<E: ProvideErrorMetadata>(e: &SdkError<E>) -> Failure {
+    let status = e.raw_response().map(|r| r.status().as_u16());
+    let transient = match e {
+        SdkError::TimeoutError(_) | SdkError::ResponseError(_) => true,
+        SdkError::DispatchFailure(d) => !d.is_user(),
+        SdkError::ServiceError(s) => {
+            let code = s.err().code().unwrap_or("");
+            matches!(status, Some(408 | 409 | 429 | 500..=599))
+                || matches!(
+                    code,
+                    "SlowDown"
+                        | "Throttling"
+                        | "ThrottlingException"
+                        | "RequestTimeout"
+                        | "RequestTimeTooSkewed"
+                        | "InternalError"
+                        | "ServiceUnavailable"
+                )
+        }
+        _ => false,
+    };
+    Failure { transient, status }
+}
+
+fn storage_error<E>(op: &'static str, url: String, e: &SdkError<E>) -> Error
+where
+    E: std::error::Error + ProvideErrorMetadata + Send + Sync + 'static,
+{
+    let status = e
+        .raw_response()
+        .map(|r| format!("HTTP {}: ", r.status().as_u16()))
+        .unwrap_or_default();
+    let what = match (e.code(), e.message()) {
+        (Some(code), Some(msg)) => format!("{status}{code}: {msg}"),
+        (Some(code), None) => format!("{status}{code}"),
+        _ => format!("{status}{}", DisplayErrorContext(e)),
+    };
+    Error::Storage {
+        op,
+        key: url,
+        source: std::io::Error::other(what),
+    }
+}
+
+/// Backoff state of one request.
+struct Retry {
+    attempts: u32,
+    deadline: tokio::time::Instant,
+}
+
+impl Retry {
+    fn new(limit: Duration) -> Self {
+        Self {
+            attempts: 0,
+            deadline: tokio::time::Instant::now() + limit,
+        }
+    }
+
+    /// Sleeps before the next attempt if `failure` is transient and time is
+    /// left; otherwise returns the error `make_err` builds.
+    async fn after(&mut self, failure: Failure, make_err: impl FnOnce() -> Error) -> Result<()> {
+        let delay = backoff(self.attempts);
+        let now = tokio::time::Instant::now();
+        if !failure.transient || now + delay > self.deadline {
+            let err = make_err();
+            if failure.transient && self.attempts > 0 {
+                return Err(Error::Storage {
+                    op: "retry",
+                    key: format!("{} attempts", self.attempts + 1),
+                    source: std::io::Error::other(err.to_string()),
+                });
+            }
+            return Err(err);
+        }
+        tracing::debug!(
+            attempt = self.attempts + 1,
+            ?delay,
+            "S3 request failed; retrying"
+        );
+        self.attempts += 1;
+        tokio::time::sleep(delay).await;
+        Ok(())
+    }
+}
+
+/// Full jitter: a random delay up to min(cap, base * 2^attempt).
+fn backoff(attempt: u32) -> Duration {
+    let ceiling = BACKOFF_BASE
+        .saturating_mul(1u32 << attempt.min(16))
+        .min(BACKOFF_CAP);
+    ceiling.mul_f64(rand::random::<f64>())
+}
+
+#[async_trait]
+impl ReadBackend for S3Backend {
+    async fn get(&self, key: &ObjectKey) -> Result<Vec<u8>> {
+        self.get_bytes(key, None).await
+    }
+
+    async fn get_range(&self, key: &ObjectKey, offset: u64, length: u64) -> Result<Vec<u8>> {
+        if length == 0 {
+            return Ok(Vec::new());
+        }
+        let data = self.get_bytes(key, Some((offset, length))).await?;
+        if data.len() as u64 != length {
+            return Err(Error::damaged(
+                self.url_of(key),
+                format!(
+                    "truncated: wanted {length} bytes at offset {offset}, got {}",
+                    data.len()
+                ),
+            ));
+        }
+        Ok(data)
+    }
+
+    async fn list(&self, kind: ObjectKind) -> Result<Vec<ObjectInfo>> {
+        let prefix = format!("{}{}", self.prefix, kind.prefix());
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let mut retry = Retry::new(self.retry_for);
+            let page = loop {
+                let req = self
+                    .client
+                    .list_objects_v2()
+                    .bucket(&self.bucket)
+                    .prefix(&prefix)
+                    .set_continuation_token(token.clone());
+                match req.send().await {
+                    Ok(page) => break page,
+                    Err(e) => {
+                        let url = format!("s3://{}/{prefix}", self.bucket);
+                        retry
+                            .after(classify(&e), || storage_error("list", url, &e))
+                            .await?;
+                    }
+                }
+            };
+            for obj in page.contents() {
+                let Some(full) = obj.key() else { continue };
+                let Some(rest) = full.strip_prefix(&prefix) else {
+                    continue;
+                };
+                let name = match kind {
+                    ObjectKind::Config if rest != "config" => continue,
+                    ObjectKind::Pack => rest.rsplit('/').next().unwrap_or(rest),
+                    _ if rest.contains('/') => continue,
+                    _ => rest,
+                };
+                out.push(ObjectInfo {
+                    name: name.to_string(),
+                    size: obj.size().and_then(|s| u64::try_from(s).ok()).unwrap_or(0),
+                });
+            }
+            token = page.next_continuation_token().map(String::from);
+            if token.is_none() || page.is_truncated() != Some(true) {
+                return Ok(out);
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl WriteBackend for S3Backend {
+    async fn put_new(&self, key: &ObjectKey, data: Vec<u8>) -> Result<()> {
+        self.put(key, data, false).await
+    }
+
+    async fn put_new_data_pack(&self, key: &ObjectKey, data: Vec<u8>) -> Result<()> {
+        self.put(key, data, true).await
+    }
+
+    fn upload_concurrency(&self) -> usize {
+        4
+    }
+}
+
+impl Backend for S3Backend {
+    fn describe(&self) -> String {
+        format!("s3://{}/{}", self.bucket, self.prefix)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_split_into_bucket_and_prefix() {
+        let p = |u: &str| parse_url(u).unwrap();
+        assert_eq!(p("s3://bucket"), ("bucket".into(), String::new()));
+        assert_eq!(p("s3://bucket/"), ("bucket".into(), String::new()));
+        assert_eq!(p("s3://bucket/a/b/"), ("bucket".into(), "a/b/".into()));
+        assert_eq!(p("s3://bucket//a"), ("bucket".into(), "a/".into()));
+        assert!(parse_url("s3://").is_err());
+        assert!(parse_url("s3://ab/x").is_err());
+        assert!(parse_url("/tmp/x").is_err());
+    }
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        for attempt in 0..40 {
+            let d = backoff(attempt);
+            assert!(d <= BACKOFF_CAP);
+            assert!(d <= BACKOFF_BASE * 2u32.pow(attempt.min(16)));
+        }
+    }
+}

@@ -1,0 +1,326 @@
+//! coffer over S3, end to end, against a real radosgw on 127.0.0.1 (started
+//! once for this test binary by scripts/s3-server.sh, stopped by PID when it
+//! ends): the whole flow, a write-only writer, Object Lock, and a proxy that
+//! fails a share of requests.
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+mod util;
+
+use aws_sdk_s3::error::ProvideErrorMetadata;
+use aws_sdk_s3::types::ObjectLockRetentionMode;
+use std::path::Path;
+use util::mount::{diff_r, Mounted};
+use util::proxy::Proxy;
+use util::s3::{aws_vars, rt, server};
+use util::*;
+
+/// Two versions of a tree `make` makes (the second after `change_tree`);
+/// returns (source, copy of version 1, snapshot ids).
+fn two_versions(
+    env: &Env,
+    make: fn(&Path),
+) -> (std::path::PathBuf, std::path::PathBuf, [String; 2]) {
+    let src = env.path("src");
+    make(&src);
+    let a = env.backup(&[&src], &["--tag", "first"]);
+    let v1 = env.path("v1");
+    cp_a(&src, &v1);
+    change_tree(&src);
+    let b = env.backup(&[&src], &[]);
+    let id = |v: &serde_json::Value| v["id"].as_str().unwrap().to_string();
+    (src, v1, [id(&a), id(&b)])
+}
+
+/// Restores both snapshots and mounts the repository, checking each
+/// version against its original.
+fn assert_readable(env: &Env, src: &Path, v1: &Path, ids: &[String; 2]) {
+    for (id, original) in [(&ids[0], v1), (&ids[1], src)] {
+        let out = env.path(&format!("restored-{id}"));
+        env.restore(id, &out);
+        assert_same_tree(original, &under(&out, src));
+    }
+    let m = Mounted::new(env, &[]);
+    let names = m.snapshot_names();
+    assert_eq!(names.len(), 2, "{names:?}");
+    let m1 = under(&m.path(&format!("snapshots/{}", names[0])), src);
+    let m2 = under(&m.path(&format!("snapshots/{}", names[1])), src);
+    assert_eq!(diff_r(v1, &m1), Vec::<String>::new());
+    assert_eq!(diff_r(src, &m2), Vec::<String>::new());
+    assert_eq!(diff_r(&m1, &m2), diff_r(v1, src));
+    let (code, log) = m.unmount();
+    assert_eq!(code, Some(0), "mount log: {log}");
+}
+
+#[test]
+fn backup_snapshots_restore_mount_and_diff_over_s3() {
+    let s3 = server();
+    s3.create_bucket("flow", false);
+    let env = Env::on_s3(s3, "flow", "team/repo");
+    // The writer may do anything in this bucket here; see the next test for
+    // a write-only one.
+    let mut env = env;
+    env.writer_vars = env.vars.clone();
+    let (src, v1, ids) = two_versions(&env, make_tree);
+    let snaps = env.snapshots();
+    assert_eq!(snaps.len(), 2);
+    assert_readable(&env, &src, &v1, &ids);
+
+    let out = env.admin_ok("diff", &[&ids[0], &ids[1]]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("gen/new-file"), "{text}");
+    assert!(text.lines().any(|l| l.starts_with('-')), "{text}");
+
+    // Everything lives below the prefix.
+    let c = s3.admin_client();
+    let listed = rt()
+        .block_on(c.list_objects_v2().bucket("flow").send())
+        .unwrap();
+    let keys: Vec<&str> = listed.contents().iter().filter_map(|o| o.key()).collect();
+    assert!(keys.contains(&"team/repo/config"), "{keys:?}");
+    assert!(keys.iter().all(|k| k.starts_with("team/repo/")), "{keys:?}");
+    assert!(keys.iter().any(|k| k.starts_with("team/repo/data/")));
+    assert!(keys.iter().any(|k| k.starts_with("team/repo/snapshots/")));
+
+    // A second init of the same place refuses, and leaves config alone.
+    let again = env.run(&[
+        "init",
+        "--repo",
+        &env.repo,
+        "--recipient",
+        "admin.cert",
+        "--writer-key-out",
+        "writer2.key",
+    ]);
+    assert!(!again.status.success());
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert!(stderr.contains("already holds a repository"), "{stderr}");
+    assert_eq!(env.snapshots().len(), 2);
+}
+
+/// The bucket policy of the README: the writer may PutObject, nothing else.
+fn write_only_policy(bucket: &str, writer: &str) -> String {
+    format!(
+        r#"{{
+  "Version": "2012-10-17",
+  "Statement": [
+    {{
+      "Sid": "CofferWriterMayOnlyPut",
+      "Effect": "Allow",
+      "Principal": {{"AWS": ["arn:aws:iam:::user/{writer}"]}},
+      "Action": ["s3:PutObject"],
+      "Resource": ["arn:aws:s3:::{bucket}/*"]
+    }},
+    {{
+      "Sid": "CofferWriterMayNotReadListOrDelete",
+      "Effect": "Deny",
+      "Principal": {{"AWS": ["arn:aws:iam:::user/{writer}"]}},
+      "Action": [
+        "s3:GetObject", "s3:GetObjectVersion", "s3:ListBucket", "s3:ListBucketVersions",
+        "s3:DeleteObject", "s3:DeleteObjectVersion", "s3:GetObjectAcl", "s3:PutObjectAcl",
+        "s3:PutObjectRetention", "s3:BypassGovernanceRetention"
+      ],
+      "Resource": ["arn:aws:s3:::{bucket}", "arn:aws:s3:::{bucket}/*"]
+    }}
+  ]
+}}"#
+    )
+}
+
+fn access_denied<T, E: ProvideErrorMetadata + std::fmt::Debug>(
+    what: &str,
+    r: Result<T, aws_sdk_s3::error::SdkError<E>>,
+) {
+    match r {
+        Ok(_) => panic!("the writer could {what}"),
+        Err(e) => {
+            let status = e.raw_response().map(|r| r.status().as_u16());
+            assert_eq!(status, Some(403), "{what}: {e:?}");
+        }
+    }
+}
+
+#[test]
+fn a_put_only_writer_backs_up_and_the_admin_reads_everything() {
+    let s3 = server();
+    s3.create_bucket("writeonly", false);
+    let admin = s3.admin_client();
+    rt().block_on(
+        admin
+            .put_bucket_policy()
+            .bucket("writeonly")
+            .policy(write_only_policy("writeonly", &s3.writer_user))
+            .send(),
+    )
+    .unwrap();
+    let env = Env::on_s3(s3, "writeonly", "");
+    let (src, v1, ids) = two_versions(&env, make_tree);
+    assert_eq!(env.snapshots().len(), 2);
+    assert_readable(&env, &src, &v1, &ids);
+
+    // The writer's key can't Get, Head, List or Delete, even what it wrote.
+    let w = s3.writer_client();
+    let rt = rt();
+    access_denied(
+        "get config",
+        rt.block_on(w.get_object().bucket("writeonly").key("config").send()),
+    );
+    access_denied(
+        "head config",
+        rt.block_on(w.head_object().bucket("writeonly").key("config").send()),
+    );
+    access_denied(
+        "list the bucket",
+        rt.block_on(w.list_objects_v2().bucket("writeonly").send()),
+    );
+    let snap_key = format!("snapshots/{}", ids[0]);
+    access_denied(
+        "delete a snapshot",
+        rt.block_on(w.delete_object().bucket("writeonly").key(&snap_key).send()),
+    );
+    access_denied(
+        "delete config",
+        rt.block_on(w.delete_object().bucket("writeonly").key("config").send()),
+    );
+    // The refused deletes did nothing.
+    assert_eq!(env.snapshots().len(), 2);
+}
+
+#[test]
+fn object_lock_protects_every_object_coffer_writes() {
+    let s3 = server();
+    s3.create_bucket("locked", true);
+    let admin = s3.admin_client();
+    let rt = rt();
+    let rule = aws_sdk_s3::types::ObjectLockConfiguration::builder()
+        .object_lock_enabled(aws_sdk_s3::types::ObjectLockEnabled::Enabled)
+        .rule(
+            aws_sdk_s3::types::ObjectLockRule::builder()
+                .default_retention(
+                    aws_sdk_s3::types::DefaultRetention::builder()
+                        .mode(ObjectLockRetentionMode::Compliance)
+                        .days(1)
+                        .build(),
+                )
+                .build(),
+        )
+        .build();
+    rt.block_on(
+        admin
+            .put_object_lock_configuration()
+            .bucket("locked")
+            .object_lock_configuration(rule)
+            .send(),
+    )
+    .unwrap();
+    let mut env = Env::on_s3(s3, "locked", "r");
+    env.writer_vars = env.vars.clone();
+    let src = env.path("src");
+    make_tree(&src);
+    env.backup(&[&src], &[]);
+    // Explicit retention from the writer: governance, 3 days.
+    write(&src.join("gen/extra"), b"governed");
+    env.backup(
+        &[&src],
+        &[
+            "--object-lock-days",
+            "3",
+            "--object-lock-mode",
+            "governance",
+        ],
+    );
+
+    let versions = rt
+        .block_on(admin.list_object_versions().bucket("locked").send())
+        .unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let mut governed = 0;
+    let objects = versions.versions();
+    assert!(objects.len() > 4, "{objects:?}");
+    for v in objects {
+        let (key, version) = (v.key().unwrap(), v.version_id().unwrap());
+        let ret = rt
+            .block_on(
+                admin
+                    .get_object_retention()
+                    .bucket("locked")
+                    .key(key)
+                    .version_id(version)
+                    .send(),
+            )
+            .unwrap_or_else(|e| panic!("{key} has no retention: {e:?}"));
+        let ret = ret.retention().unwrap();
+        let until = ret.retain_until_date().unwrap().secs();
+        match ret.mode().unwrap() {
+            ObjectLockRetentionMode::Compliance => {
+                assert!(until > now + 23 * 3600, "{key}: {until}")
+            }
+            ObjectLockRetentionMode::Governance => {
+                assert!(until > now + 71 * 3600, "{key}: {until}");
+                governed += 1;
+            }
+            other => panic!("{key}: {other:?}"),
+        }
+        // Deleting the version fails, for the bucket owner too.
+        let del = rt.block_on(
+            admin
+                .delete_object()
+                .bucket("locked")
+                .key(key)
+                .version_id(version)
+                .send(),
+        );
+        assert!(del.is_err(), "deleted {key} version {version}");
+    }
+    assert!(governed >= 2, "the second run's new objects are governed");
+    let out = env.path("out");
+    env.restore("latest", &out);
+    assert_same_tree(&src, &under(&out, &src));
+}
+
+/// What change_tree expects, and 300 small files: enough requests to meet
+/// every kind of fault many times, few enough to stay quick.
+fn small_tree(root: &Path) {
+    let g = root.join("gen");
+    write(&g.join("empty"), b"");
+    write(&g.join("small.txt"), b"hello coffer\n");
+    write(&g.join("big.bin"), &random_bytes(7, 30_000_000));
+    write(&g.join("deep/level0/level1/level2/x"), b"x");
+    for i in 0..300u64 {
+        let len = (i as usize * 997) % 20_000;
+        write(
+            &root.join(format!("d{}/f{i}", i % 10)),
+            &random_bytes(i, len),
+        );
+    }
+}
+
+#[test]
+fn backups_and_restores_survive_a_proxy_that_fails_a_quarter_of_requests() {
+    let s3 = server();
+    s3.create_bucket("faulty", false);
+    let proxy = Proxy::start(&s3.endpoint, 25);
+    let mut env = Env::bare();
+    env.repo = "s3://faulty/r".into();
+    env.vars = aws_vars(&proxy.endpoint, &s3.admin);
+    env.writer_vars = env.vars.clone();
+    let env = env.init();
+    let (src, v1, ids) = two_versions(&env, small_tree);
+    let counts = &proxy.counts;
+    // Writes met every kind of fault, a PUT that was stored but never
+    // answered among them (the first request: init's config).
+    eprintln!("proxy, backups: {}", counts.summary());
+    assert!(counts.faults() >= 5, "{}", counts.summary());
+    assert!(
+        counts
+            .dropped_after
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= 1
+    );
+    let before = counts.faults();
+    assert_readable(&env, &src, &v1, &ids);
+    eprintln!("proxy, with reads: {}", counts.summary());
+    assert!(counts.faults() >= before + 5, "{}", counts.summary());
+}

@@ -1,0 +1,244 @@
+//! A fault-injecting HTTP/1.1 proxy on 127.0.0.1 for S3 tests: forwards each
+//! request to the upstream server on a fresh connection, and fails a share of
+//! them on purpose: 503 SlowDown, 500 InternalError, a connection dropped
+//! before the request is forwarded, one dropped after it was forwarded (the
+//! request happened, the client never hears), or a response body cut short.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// Faults injected so far, by kind.
+#[derive(Default)]
+pub struct Counts {
+    pub requests: AtomicU64,
+    pub slow_down: AtomicU64,
+    pub internal_error: AtomicU64,
+    pub dropped_before: AtomicU64,
+    pub dropped_after: AtomicU64,
+    pub truncated: AtomicU64,
+}
+
+impl Counts {
+    pub fn faults(&self) -> u64 {
+        self.slow_down.load(Ordering::Relaxed)
+            + self.internal_error.load(Ordering::Relaxed)
+            + self.dropped_before.load(Ordering::Relaxed)
+            + self.dropped_after.load(Ordering::Relaxed)
+            + self.truncated.load(Ordering::Relaxed)
+    }
+
+    pub fn summary(&self) -> String {
+        format!(
+            "{} requests: {} SlowDown, {} InternalError, {} dropped before, \
+             {} dropped after forwarding, {} truncated",
+            self.requests.load(Ordering::Relaxed),
+            self.slow_down.load(Ordering::Relaxed),
+            self.internal_error.load(Ordering::Relaxed),
+            self.dropped_before.load(Ordering::Relaxed),
+            self.dropped_after.load(Ordering::Relaxed),
+            self.truncated.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// A running proxy; it runs until the test process ends.
+pub struct Proxy {
+    pub endpoint: String,
+    pub counts: Arc<Counts>,
+    /// Percentage of requests that fail (0 heals the proxy).
+    pub fail_percent: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+impl Proxy {
+    /// Starts a proxy in front of `upstream` (`http://127.0.0.1:PORT`).
+    pub fn start(upstream: &str, fail_percent: u64) -> Self {
+        let upstream = upstream
+            .strip_prefix("http://")
+            .expect("plain http upstream")
+            .trim_end_matches('/')
+            .to_string();
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the proxy");
+        let endpoint = format!("http://{}", listener.local_addr().expect("proxy address"));
+        let counts = Arc::new(Counts::default());
+        let fail = Arc::new(AtomicU64::new(fail_percent));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (c, f, s) = (counts.clone(), fail.clone(), stop.clone());
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if s.load(Ordering::Relaxed) {
+                    return;
+                }
+                let Ok(conn) = conn else { continue };
+                let (c, f, up) = (c.clone(), f.clone(), upstream.clone());
+                std::thread::spawn(move || serve(conn, &up, &c, &f));
+            }
+        });
+        Self {
+            endpoint,
+            counts,
+            fail_percent: fail,
+            stop,
+        }
+    }
+}
+
+/// Reads one HTTP head (up to the blank line). `None` at a clean EOF.
+fn read_head(r: &mut impl BufRead) -> Option<Vec<u8>> {
+    let mut head = Vec::new();
+    loop {
+        let mut line = Vec::new();
+        if r.read_until(b'\n', &mut line).ok()? == 0 {
+            return None;
+        }
+        head.extend_from_slice(&line);
+        if line == b"\r\n" {
+            return Some(head);
+        }
+    }
+}
+
+fn expects_continue(head: &[u8]) -> bool {
+    String::from_utf8_lossy(head).lines().any(|l| {
+        l.split_once(':').is_some_and(|(k, v)| {
+            k.eq_ignore_ascii_case("expect") && v.trim().eq_ignore_ascii_case("100-continue")
+        })
+    })
+}
+
+fn content_length(head: &[u8]) -> usize {
+    String::from_utf8_lossy(head)
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse().ok())?
+        })
+        .unwrap_or(0)
+}
+
+/// The head with `Connection: close`, so the upstream ends its response
+/// with EOF and the whole response can be read without parsing it.
+fn close_after(head: &[u8]) -> Vec<u8> {
+    let text = String::from_utf8_lossy(head);
+    let mut out = String::new();
+    for line in text.split("\r\n") {
+        if line.is_empty() {
+            continue;
+        }
+        let lower = line.to_ascii_lowercase();
+        if lower.starts_with("connection:") || lower.starts_with("expect:") {
+            continue;
+        }
+        out.push_str(line);
+        out.push_str("\r\n");
+    }
+    out.push_str("Connection: close\r\n\r\n");
+    out.into_bytes()
+}
+
+fn error_response(status: &str, code: &str) -> Vec<u8> {
+    let body = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>{code}</Code>\
+         <Message>injected by the test proxy</Message></Error>"
+    );
+    format!(
+        "HTTP/1.1 {status}\r\nContent-Type: application/xml\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+fn serve(client: TcpStream, upstream: &str, counts: &Counts, fail: &AtomicU64) {
+    let Ok(write_half) = client.try_clone() else {
+        return;
+    };
+    let mut reader = BufReader::new(client);
+    let mut writer = write_half;
+    while let Some(head) = read_head(&mut reader) {
+        if expects_continue(&head) && writer.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").is_err() {
+            return;
+        }
+        let mut body = vec![0; content_length(&head)];
+        if reader.read_exact(&mut body).is_err() {
+            return;
+        }
+        // Request n fails if (37 n mod 100) < percent: deterministic, and
+        // spread evenly. Kinds take turns (a PUT stored but never answered
+        // first), so five faults already cover every kind.
+        let n = counts.requests.fetch_add(1, Ordering::Relaxed);
+        let faulty = n * 37 % 100 < fail.load(Ordering::Relaxed);
+        let kind = if faulty {
+            [3, 0, 1, 2, 4][(counts.faults() % 5) as usize]
+        } else {
+            0
+        };
+        if faulty {
+            match kind {
+                0 => {
+                    counts.slow_down.fetch_add(1, Ordering::Relaxed);
+                    let _ = writer.write_all(&error_response("503 Slow Down", "SlowDown"));
+                    continue;
+                }
+                1 => {
+                    counts.internal_error.fetch_add(1, Ordering::Relaxed);
+                    let _ = writer.write_all(&error_response(
+                        "500 Internal Server Error",
+                        "InternalError",
+                    ));
+                    continue;
+                }
+                2 => {
+                    counts.dropped_before.fetch_add(1, Ordering::Relaxed);
+                    let _ = writer.shutdown(Shutdown::Both);
+                    return;
+                }
+                _ => {}
+            }
+        }
+        let Some(response) = forward(upstream, &head, &body) else {
+            let _ = writer.shutdown(Shutdown::Both);
+            return;
+        };
+        if faulty && kind == 3 {
+            counts.dropped_after.fetch_add(1, Ordering::Relaxed);
+            let _ = writer.shutdown(Shutdown::Both);
+            return;
+        }
+        if faulty && kind == 4 {
+            counts.truncated.fetch_add(1, Ordering::Relaxed);
+            let cut = response.len() - (response.len() - header_end(&response)) / 2 - 1;
+            let _ = writer.write_all(&response[..cut.max(1)]);
+            let _ = writer.shutdown(Shutdown::Both);
+            return;
+        }
+        if writer.write_all(&response).is_err() {
+            return;
+        }
+    }
+}
+
+fn header_end(response: &[u8]) -> usize {
+    response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(response.len(), |p| p + 4)
+}
+
+/// Sends one request upstream and returns the whole response.
+fn forward(upstream: &str, head: &[u8], body: &[u8]) -> Option<Vec<u8>> {
+    let mut up = TcpStream::connect(upstream).ok()?;
+    up.write_all(&close_after(head)).ok()?;
+    up.write_all(body).ok()?;
+    let mut response = Vec::new();
+    up.read_to_end(&mut response).ok()?;
+    Some(response)
+}

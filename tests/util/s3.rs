@@ -1,0 +1,161 @@
+//! The S3 server of the tests (radosgw on a single-node Ceph cluster, see
+//! scripts/s3-server.sh), started once per test binary, and an admin's S3
+//! client for what coffer does not do: buckets, policies, Object Lock.
+
+use super::Env;
+use aws_sdk_s3::config::{Credentials, Region, RequestChecksumCalculation};
+use aws_sdk_s3::Client;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::OnceLock;
+
+/// Access key and secret of one radosgw user.
+#[derive(Clone)]
+pub struct Creds {
+    pub access_key: String,
+    pub secret_key: String,
+}
+
+/// The running server.
+pub struct S3Server {
+    pub endpoint: String,
+    pub admin: Creds,
+    pub writer: Creds,
+    /// The writer's user id, for bucket policies.
+    pub writer_user: String,
+    pub dir: PathBuf,
+}
+
+/// The server of this test binary, started on first use. A watchdog in
+/// scripts/s3-server.sh stops its daemons (by PID) when this process ends.
+pub fn server() -> &'static S3Server {
+    static SERVER: OnceLock<S3Server> = OnceLock::new();
+    SERVER.get_or_init(start)
+}
+
+fn start() -> S3Server {
+    let dir = std::env::temp_dir().join(format!("coffer-s3-{}", std::process::id()));
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/s3-server.sh");
+    let out = Command::new("bash")
+        .arg(script)
+        .arg("start")
+        .arg(&dir)
+        .arg("--owner-pid")
+        .arg(std::process::id().to_string())
+        .output()
+        .expect("run scripts/s3-server.sh");
+    assert!(
+        out.status.success(),
+        "scripts/s3-server.sh start failed (needs ceph-mon, ceph-osd, radosgw: \
+         scripts/install-deps.sh): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(dir.join("env")).expect("read the server's env file");
+    let var = |name: &str| -> String {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}=")))
+            .unwrap_or_else(|| panic!("{name} missing from the server's env file"))
+            .to_string()
+    };
+    S3Server {
+        endpoint: var("S3_ENDPOINT"),
+        admin: Creds {
+            access_key: var("ADMIN_ACCESS_KEY"),
+            secret_key: var("ADMIN_SECRET_KEY"),
+        },
+        writer: Creds {
+            access_key: var("WRITER_ACCESS_KEY"),
+            secret_key: var("WRITER_SECRET_KEY"),
+        },
+        writer_user: var("WRITER_USER"),
+        dir,
+    }
+}
+
+/// A process environment that points coffer at `endpoint` as `creds`.
+pub fn aws_vars(endpoint: &str, creds: &Creds) -> Vec<(String, String)> {
+    [
+        ("AWS_ENDPOINT_URL", endpoint),
+        ("AWS_ACCESS_KEY_ID", &creds.access_key),
+        ("AWS_SECRET_ACCESS_KEY", &creds.secret_key),
+        ("AWS_REGION", "us-east-1"),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+        ("COFFER_S3_RETRY_SECONDS", "30"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
+/// An S3 client of the test itself, as `creds`, at `endpoint`.
+pub fn client(endpoint: &str, creds: &Creds) -> Client {
+    let http = aws_smithy_http_client::Builder::new()
+        .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
+            aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
+        ))
+        .build_https();
+    let conf = aws_sdk_s3::Config::builder()
+        .behavior_version_latest()
+        .endpoint_url(endpoint)
+        .region(Region::from_static("us-east-1"))
+        .credentials_provider(Credentials::new(
+            &creds.access_key,
+            &creds.secret_key,
+            None,
+            None,
+            "test",
+        ))
+        .force_path_style(true)
+        .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+        .http_client(http)
+        .build();
+    Client::from_conf(conf)
+}
+
+/// A runtime for the test's own S3 calls.
+pub fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("build a tokio runtime")
+}
+
+impl S3Server {
+    pub fn admin_client(&self) -> Client {
+        client(&self.endpoint, &self.admin)
+    }
+
+    pub fn writer_client(&self) -> Client {
+        client(&self.endpoint, &self.writer)
+    }
+
+    /// Creates `bucket` as the admin, with Object Lock enabled if `lock`.
+    pub fn create_bucket(&self, bucket: &str, lock: bool) {
+        let c = self.admin_client();
+        rt().block_on(
+            c.create_bucket()
+                .bucket(bucket)
+                .object_lock_enabled_for_bucket(lock)
+                .send(),
+        )
+        .unwrap_or_else(|e| {
+            panic!(
+                "create bucket {bucket}: {}",
+                aws_sdk_s3::error::DisplayErrorContext(e)
+            )
+        });
+    }
+}
+
+impl Env {
+    /// Keys and a repository at `s3://BUCKET/PREFIX` on `server` (the bucket
+    /// must exist); commands run with the admin's credentials, `backup`
+    /// with the writer's.
+    pub fn on_s3(server: &S3Server, bucket: &str, prefix: &str) -> Self {
+        let mut env = Self::bare();
+        env.repo = format!("s3://{bucket}/{prefix}");
+        env.vars = aws_vars(&server.endpoint, &server.admin);
+        env.writer_vars = aws_vars(&server.endpoint, &server.writer);
+        env.init()
+    }
+}
