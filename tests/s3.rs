@@ -82,15 +82,7 @@ fn backup_snapshots_restore_mount_and_diff_over_s3() {
     assert!(keys.iter().any(|k| k.starts_with("team/repo/snapshots/")));
 
     // A second init of the same place refuses, and leaves config alone.
-    let again = env.run(&[
-        "init",
-        "--repo",
-        &env.repo,
-        "--recipient",
-        "admin.cert",
-        "--writer-key-out",
-        "writer2.key",
-    ]);
+    let again = env.init_repo("writer2.key");
     assert!(!again.status.success());
     let stderr = String::from_utf8_lossy(&again.stderr);
     assert!(stderr.contains("already holds a repository"), "{stderr}");

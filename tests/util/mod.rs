@@ -42,16 +42,26 @@ impl Env {
             "--cert-out",
             "admin.cert",
         ]);
-        env.ok(&[
+        let out = env.init_repo("writer.key");
+        assert!(
+            out.status.success(),
+            "init failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        env
+    }
+
+    /// `init --repo REPO --recipient admin.cert --writer-key-out WRITER_KEY`.
+    pub fn init_repo(&self, writer_key: &str) -> Output {
+        self.run(&[
             "init",
             "--repo",
-            &env.repo,
+            &self.repo,
             "--recipient",
             "admin.cert",
             "--writer-key-out",
-            "writer.key",
-        ]);
-        env
+            writer_key,
+        ])
     }
 
     /// A scratch directory without keys or repository.

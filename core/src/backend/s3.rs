@@ -23,7 +23,7 @@ use async_trait::async_trait;
 use aws_sdk_s3::config::retry::RetryConfig;
 use aws_sdk_s3::config::timeout::TimeoutConfig;
 use aws_sdk_s3::config::{Region, RequestChecksumCalculation, ResponseChecksumValidation};
-use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::{ByteStream, DateTime};
 use aws_sdk_s3::types::{ObjectCannedAcl, ObjectLockMode, StorageClass};
 use aws_sdk_s3::Client;
@@ -299,13 +299,29 @@ where
     let what = match (e.code(), e.message()) {
         (Some(code), Some(msg)) => format!("{status}{code}: {msg}"),
         (Some(code), None) => format!("{status}{code}"),
-        _ => format!("{status}{}", DisplayErrorContext(e)),
+        _ => format!("{status}{}", cause_chain(e)),
     };
     Error::Storage {
         op,
         key: url,
         source: std::io::Error::other(what),
     }
+}
+
+/// An error and its causes, joined by ": " (the SDK's own rendering adds a
+/// Debug dump).
+fn cause_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut next = e.source();
+    while let Some(cause) = next {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        next = cause.source();
+    }
+    out
 }
 
 /// Backoff state of one request.
@@ -329,14 +345,17 @@ impl Retry {
         let now = tokio::time::Instant::now();
         if !failure.transient || now + delay > self.deadline {
             let err = make_err();
-            if failure.transient && self.attempts > 0 {
-                return Err(Error::Storage {
-                    op: "retry",
-                    key: format!("{} attempts", self.attempts + 1),
-                    source: std::io::Error::other(err.to_string()),
-                });
-            }
-            return Err(err);
+            return Err(match err {
+                Error::Storage { op, key, source } if failure.transient => Error::Storage {
+                    op,
+                    key,
+                    source: std::io::Error::other(format!(
+                        "gave up after {} attempts: {source}",
+                        self.attempts + 1
+                    )),
+                },
+                other => other,
+            });
         }
         tracing::debug!(
             attempt = self.attempts + 1,
