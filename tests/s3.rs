@@ -316,3 +316,40 @@ fn backups_and_restores_survive_a_proxy_that_fails_a_quarter_of_requests() {
     eprintln!("proxy, with reads: {}", counts.summary());
     assert!(counts.faults() >= before + 5, "{}", counts.summary());
 }
+
+#[test]
+fn no_secret_reaches_the_output_even_when_tracing() {
+    let mut env = Env::bare();
+    env.ok(&[
+        "key",
+        "generate",
+        "--secret-out",
+        "admin.key",
+        "--cert-out",
+        "admin.cert",
+    ]);
+    let secret = "s3cr3t-Value-that-must-never-be-printed";
+    let creds = util::s3::Creds {
+        access_key: "AKIATESTKEYID".into(),
+        secret_key: secret.into(),
+    };
+    // Nothing listens on port 1: every attempt fails, and the error is printed.
+    env.repo = "s3://bucket/x".into();
+    env.vars = aws_vars("http://127.0.0.1:1", &creds);
+    env.vars
+        .push(("COFFER_S3_RETRY_SECONDS".into(), "1".into()));
+    env.vars.push(("COFFER_LOG".into(), "trace".into()));
+    let out = env.init_repo("writer.key");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("put s3://bucket/x/config: gave up after"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(secret), "the secret key was printed");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains(secret));
+    assert!(
+        !env.path("writer.key").exists(),
+        "a failed init keeps no writer key"
+    );
+}
