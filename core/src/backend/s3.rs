@@ -215,7 +215,10 @@ impl S3Backend {
         loop {
             let mut req = self.client.get_object().bucket(&self.bucket).key(&s3_key);
             if let Some((offset, length)) = range {
-                req = req.range(format!("bytes={offset}-{}", offset + length - 1));
+                req = req.range(format!(
+                    "bytes={offset}-{}",
+                    offset.saturating_add(length - 1)
+                ));
             }
             let resp = match req.send().await {
                 Ok(r) => r,
