@@ -53,8 +53,21 @@ stop_pids() {
     done
 }
 
+# On any failure: say which command failed, show the daemons' logs, and stop
+# what was started.
+on_error() {
+    local rc=$? line=$1
+    echo "s3-server: failed (exit $rc) at line $line: $BASH_COMMAND" >&2
+    if [[ -d ${DIR:-}/log ]]; then
+        tail -n 20 "$DIR"/log/* >&2 || true
+    fi
+    stop_pids "${DIR:-/nonexistent}"
+    exit "$rc"
+}
+
 start() {
     DIR=$1
+    trap 'on_error $LINENO' ERR
     local owner=${2:-}
     mkdir -p "$DIR"/{mon,osd,run,log,rgw}
     DIR=$(cd "$DIR" && pwd)
@@ -142,6 +155,7 @@ WRITER_SECRET_KEY=$writer_secret
 WRITER_USER=writer
 EOF
     chmod 600 "$DIR/env"
+    trap - ERR
     echo "s3-server: radosgw on 127.0.0.1:$rgw_port, up in $((SECONDS - t0)) s" >&2
 }
 

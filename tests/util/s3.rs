@@ -34,22 +34,41 @@ pub fn server() -> &'static S3Server {
 }
 
 fn start() -> S3Server {
-    let dir = std::env::temp_dir().join(format!("coffer-s3-{}", std::process::id()));
+    // A loaded machine can make a daemon miss its start-up window: try
+    // again in a fresh directory before giving up.
+    let mut errors = String::new();
+    for attempt in 1..=3 {
+        let dir = std::env::temp_dir().join(format!("coffer-s3-{}-{attempt}", std::process::id()));
+        match start_in(&dir) {
+            Ok(()) => return read_env(dir),
+            Err(e) => errors.push_str(&format!("attempt {attempt}: {e}\n")),
+        }
+    }
+    panic!(
+        "scripts/s3-server.sh start failed (needs ceph-mon, ceph-osd, radosgw: \
+         scripts/install-deps.sh):\n{errors}"
+    );
+}
+
+fn start_in(dir: &std::path::Path) -> Result<(), String> {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/s3-server.sh");
     let out = Command::new("bash")
         .arg(script)
         .arg("start")
-        .arg(&dir)
+        .arg(dir)
         .arg("--owner-pid")
         .arg(std::process::id().to_string())
         .output()
-        .expect("run scripts/s3-server.sh");
-    assert!(
-        out.status.success(),
-        "scripts/s3-server.sh start failed (needs ceph-mon, ceph-osd, radosgw: \
-         scripts/install-deps.sh): {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+        .map_err(|e| format!("cannot run {script}: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        let _ = std::fs::remove_dir_all(dir);
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+fn read_env(dir: PathBuf) -> S3Server {
     let text = std::fs::read_to_string(dir.join("env")).expect("read the server's env file");
     let var = |name: &str| -> String {
         text.lines()
