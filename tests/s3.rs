@@ -320,14 +320,7 @@ fn backups_and_restores_survive_a_proxy_that_fails_a_quarter_of_requests() {
 #[test]
 fn no_secret_reaches_the_output_even_when_tracing() {
     let mut env = Env::bare();
-    env.ok(&[
-        "key",
-        "generate",
-        "--secret-out",
-        "admin.key",
-        "--cert-out",
-        "admin.cert",
-    ]);
+    env.generate_keys();
     let secret = "s3cr3t-Value-that-must-never-be-printed";
     let creds = util::s3::Creds {
         access_key: "AKIATESTKEYID".into(),

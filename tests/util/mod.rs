@@ -34,14 +34,7 @@ impl Env {
     /// Keys, and `init` of `self.repo`.
     pub fn init(self) -> Self {
         let env = self;
-        env.ok(&[
-            "key",
-            "generate",
-            "--secret-out",
-            "admin.key",
-            "--cert-out",
-            "admin.cert",
-        ]);
+        env.generate_keys();
         let out = env.init_repo("writer.key");
         assert!(
             out.status.success(),
@@ -49,6 +42,18 @@ impl Env {
             String::from_utf8_lossy(&out.stderr)
         );
         env
+    }
+
+    /// `key generate`: `admin.key` and `admin.cert`.
+    pub fn generate_keys(&self) {
+        self.ok(&[
+            "key",
+            "generate",
+            "--secret-out",
+            "admin.key",
+            "--cert-out",
+            "admin.cert",
+        ]);
     }
 
     /// `init --repo REPO --recipient admin.cert --writer-key-out WRITER_KEY`.
