@@ -108,6 +108,12 @@ mon warn on pool no redundancy = false
 mon max pg per osd = 1000
 osd max object name len = 256
 osd max object namespace len = 64
+# At start an OSD asks the monitor to set its device class and CRUSH
+# location; Pacific sometimes sends those commands before it has the
+# monmap (fsid 0), the monitor answers "wrong fsid" and the OSD exits (250).
+# The script places the OSD in the CRUSH map itself instead.
+osd class update on start = false
+osd crush update on start = false
 [client.rgw]
 rgw frontends = beast endpoint=127.0.0.1:$rgw_port tcp_nodelay=1
 rgw data = $DIR/rgw
@@ -128,7 +134,8 @@ EOF
     osd_uuid=$(python3 -c 'import uuid; print(uuid.uuid4())')
     osd_id=$(ceph -c "$conf" osd create "$osd_uuid")
     mkdir -p "$DIR/osd/osd.$osd_id"
-    ceph-osd -c "$conf" -i "$osd_id" --mkfs --osd-uuid "$osd_uuid" >/dev/null 2>&1
+    ceph-osd -c "$conf" -i "$osd_id" --mkfs --osd-uuid "$osd_uuid" >"$DIR/log/mkfs.log" 2>&1
+    ceph -c "$conf" osd crush add "osd.$osd_id" 1.0 host=localhost root=default >/dev/null 2>&1
     ceph-osd -c "$conf" -i "$osd_id" 2>>"$DIR/log/stderr.log"
     wait_for 30 "the OSD's pid file" test -s "$DIR/run/osd.$osd_id.pid"
     cat "$DIR/run/osd.$osd_id.pid" >>"$DIR/pids"

@@ -40,7 +40,12 @@ fn start() -> S3Server {
     for attempt in 1..=3 {
         let dir = std::env::temp_dir().join(format!("coffer-s3-{}-{attempt}", std::process::id()));
         match start_in(&dir) {
-            Ok(()) => return read_env(dir),
+            Ok(()) => {
+                if !errors.is_empty() {
+                    eprintln!("S3 test server up on attempt {attempt}; earlier:\n{errors}");
+                }
+                return read_env(dir);
+            }
             Err(e) => errors.push_str(&format!("attempt {attempt}: {e}\n")),
         }
     }
