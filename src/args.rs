@@ -136,6 +136,10 @@ pub struct BackupArgs {
     /// (trees, indexes and snapshots stay in the default class).
     #[arg(long, value_name = "CLASS")]
     pub storage_class: Option<String>,
+    /// S3: uploads at once (default 4). More helps over long distances;
+    /// each one holds a pack of up to 24 MiB in memory.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub uploads: Option<u16>,
     /// Paths to back up.
     #[arg(value_name = "PATH", required_unless_present = "stdin")]
     pub paths: Vec<PathBuf>,

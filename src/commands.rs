@@ -93,6 +93,7 @@ pub fn backup(rt: &Runtime, a: &BackupArgs, verbose: bool) -> Result<Outcome> {
             },
         }),
         storage_class: a.storage_class.clone(),
+        uploads: a.uploads.map(usize::from),
     };
     let backend = rt.block_on(backend::open(&a.repo.repo, s3))?;
     let state_dir = match &a.state_dir {

@@ -317,6 +317,80 @@ fn backups_and_restores_survive_a_proxy_that_fails_a_quarter_of_requests() {
     assert!(counts.faults() >= before + 5, "{}", counts.summary());
 }
 
+/// Data packs carry the storage class, nothing else does; and a store that
+/// answers `If-None-Match` with `501 NotImplemented` (as stores without
+/// conditional writes do) still gets complete backups, and a second init
+/// is still refused.
+#[test]
+fn storage_class_goes_on_data_packs_and_stores_without_conditional_puts_work() {
+    let s3 = server();
+    s3.create_bucket("plainput", false);
+    let proxy = Proxy::start(&s3.endpoint, 0);
+    proxy
+        .reject_conditional
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut env = Env::bare();
+    env.repo = "s3://plainput/r".into();
+    env.vars = aws_vars(&proxy.endpoint, &s3.admin);
+    env.writer_vars = env.vars.clone();
+    let env = env.init();
+    let src = env.path("src");
+    small_tree(&src);
+    let snap = env.backup(&[&src], &["--storage-class", "STANDARD", "--uploads", "2"]);
+    let id = snap["id"].as_str().unwrap();
+    let out = env.path("out");
+    env.restore(id, &out);
+    assert_same_tree(&src, &under(&out, &src));
+
+    // A 501 for init's config, then one per upload running when the backup
+    // learned it (2), then plain PUTs only.
+    let rejected = proxy
+        .counts
+        .not_implemented
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert!((2..=3).contains(&rejected), "{rejected} rejected");
+    assert!(proxy.puts("/r/").len() > 5);
+    let class = |h: &String| util::proxy::header(h, "x-amz-storage-class").map(String::from);
+    // Packs: data packs (the 30 MB file and the rest) carry the class; tree
+    // packs, a few kilobytes here, stay in the default class.
+    let len = |h: &String| -> u64 {
+        util::proxy::header(h, "content-length")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    let (classed, plain): (Vec<String>, Vec<String>) = proxy
+        .puts("/r/data/")
+        .into_iter()
+        .partition(|h| class(h).is_some());
+    assert!(classed
+        .iter()
+        .all(|h| class(h).as_deref() == Some("STANDARD")));
+    assert!(
+        classed.iter().map(len).sum::<u64>() > 30_000_000,
+        "{classed:?}"
+    );
+    assert!(!plain.is_empty(), "no tree pack seen");
+    assert!(plain.iter().map(len).sum::<u64>() < 1_000_000, "{plain:?}");
+    let meta: Vec<String> = ["/r/snapshots/", "/r/index/", "/r/config"]
+        .iter()
+        .flat_map(|p| proxy.puts(p))
+        .collect();
+    assert!(meta.len() >= 3, "{meta:?}");
+    for h in &meta {
+        assert_eq!(
+            class(h),
+            None,
+            "metadata must stay in the default class: {h}"
+        );
+    }
+
+    // Without conditional writes, init still refuses an existing repository.
+    let again = env.init_repo("writer2.key");
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert!(stderr.contains("already holds a repository"), "{stderr}");
+    assert_eq!(env.snapshots().len(), 1);
+}
+
 #[test]
 fn no_secret_reaches_the_output_even_when_tracing() {
     let mut env = Env::bare();

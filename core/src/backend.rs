@@ -144,9 +144,9 @@ pub async fn open(repo: &str, s3: s3::S3WriteOptions) -> Result<Arc<dyn Backend>
     if repo.starts_with("s3://") {
         return Ok(Arc::new(s3::S3Backend::open(repo, s3).await?));
     }
-    if s3.object_lock.is_some() || s3.storage_class.is_some() {
+    if s3.object_lock.is_some() || s3.storage_class.is_some() || s3.uploads.is_some() {
         return Err(Error::Config(format!(
-            "{repo}: --object-lock-days and --storage-class apply to S3 repositories only"
+            "{repo}: --object-lock-days, --storage-class and --uploads apply to S3 repositories only"
         )));
     }
     Ok(Arc::new(local::LocalBackend::new(repo)))

@@ -3,11 +3,13 @@
 //! them on purpose: 503 SlowDown, 500 InternalError, a connection dropped
 //! before the request is forwarded, one dropped after it was forwarded (the
 //! request happened, the client never hears), or a response body cut short.
+//! It keeps every request head it saw, and can play a store without
+//! conditional writes (`501 NotImplemented` to `If-None-Match`).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// Faults injected so far, by kind.
 #[derive(Default)]
@@ -18,6 +20,7 @@ pub struct Counts {
     pub dropped_before: AtomicU64,
     pub dropped_after: AtomicU64,
     pub truncated: AtomicU64,
+    pub not_implemented: AtomicU64,
 }
 
 impl Counts {
@@ -49,7 +52,21 @@ pub struct Proxy {
     pub counts: Arc<Counts>,
     /// Percentage of requests that fail (0 heals the proxy).
     pub fail_percent: Arc<AtomicU64>,
+    /// Every request head seen (request line and headers), in order.
+    pub heads: Arc<Mutex<Vec<String>>>,
+    /// Answer `If-None-Match` with 501, as stores without conditional
+    /// writes do.
+    pub reject_conditional: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
+}
+
+/// What the proxy shares with its connection threads.
+struct Shared {
+    upstream: String,
+    counts: Arc<Counts>,
+    fail: Arc<AtomicU64>,
+    heads: Arc<Mutex<Vec<String>>>,
+    reject_conditional: Arc<AtomicBool>,
 }
 
 impl Drop for Proxy {
@@ -68,27 +85,61 @@ impl Proxy {
             .to_string();
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind the proxy");
         let endpoint = format!("http://{}", listener.local_addr().expect("proxy address"));
-        let counts = Arc::new(Counts::default());
-        let fail = Arc::new(AtomicU64::new(fail_percent));
+        let shared = Arc::new(Shared {
+            upstream,
+            counts: Arc::new(Counts::default()),
+            fail: Arc::new(AtomicU64::new(fail_percent)),
+            heads: Arc::new(Mutex::new(Vec::new())),
+            reject_conditional: Arc::new(AtomicBool::new(false)),
+        });
         let stop = Arc::new(AtomicBool::new(false));
-        let (c, f, s) = (counts.clone(), fail.clone(), stop.clone());
+        let proxy = Self {
+            endpoint,
+            counts: shared.counts.clone(),
+            fail_percent: shared.fail.clone(),
+            heads: shared.heads.clone(),
+            reject_conditional: shared.reject_conditional.clone(),
+            stop: stop.clone(),
+        };
         std::thread::spawn(move || {
             for conn in listener.incoming() {
-                if s.load(Ordering::Relaxed) {
+                if stop.load(Ordering::Relaxed) {
                     return;
                 }
                 let Ok(conn) = conn else { continue };
-                let (c, f, up) = (c.clone(), f.clone(), upstream.clone());
-                std::thread::spawn(move || serve(conn, &up, &c, &f));
+                let shared = shared.clone();
+                std::thread::spawn(move || serve(conn, &shared));
             }
         });
-        Self {
-            endpoint,
-            counts,
-            fail_percent: fail,
-            stop,
-        }
+        proxy
     }
+
+    /// The heads of the PUT requests seen so far whose path contains `part`.
+    pub fn puts(&self, part: &str) -> Vec<String> {
+        let heads = self.heads.lock().unwrap_or_else(|e| e.into_inner());
+        heads
+            .iter()
+            .filter(|h| {
+                h.lines()
+                    .next()
+                    .is_some_and(|l| l.starts_with("PUT ") && l.contains(part))
+            })
+            .cloned()
+            .collect()
+    }
+}
+
+/// Whether the head has header `name` (any value).
+pub fn has_header(head: &str, name: &str) -> bool {
+    header(head, name).is_some()
+}
+
+/// The value of header `name` in `head`.
+pub fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+    head.lines().skip(1).find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+    })
 }
 
 /// Reads one HTTP head (up to the blank line). `None` at a clean EOF.
@@ -157,10 +208,11 @@ fn error_response(status: &str, code: &str) -> Vec<u8> {
     .into_bytes()
 }
 
-fn serve(client: TcpStream, upstream: &str, counts: &Counts, fail: &AtomicU64) {
+fn serve(client: TcpStream, shared: &Shared) {
     let Ok(write_half) = client.try_clone() else {
         return;
     };
+    let (counts, fail, upstream) = (&*shared.counts, &*shared.fail, &shared.upstream);
     let mut reader = BufReader::new(client);
     let mut writer = write_half;
     while let Some(head) = read_head(&mut reader) {
@@ -170,6 +222,18 @@ fn serve(client: TcpStream, upstream: &str, counts: &Counts, fail: &AtomicU64) {
         let mut body = vec![0; content_length(&head)];
         if reader.read_exact(&mut body).is_err() {
             return;
+        }
+        let text = String::from_utf8_lossy(&head).into_owned();
+        let conditional = has_header(&text, "if-none-match");
+        shared
+            .heads
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(text);
+        if conditional && shared.reject_conditional.load(Ordering::Relaxed) {
+            counts.not_implemented.fetch_add(1, Ordering::Relaxed);
+            let _ = writer.write_all(&error_response("501 Not Implemented", "NotImplemented"));
+            continue;
         }
         // Request n fails if (37 n mod 100) < percent: deterministic, and
         // spread evenly. Kinds take turns (a PUT stored but never answered

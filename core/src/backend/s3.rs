@@ -4,7 +4,8 @@
 //!   with `AWS_ENDPOINT_URL` (or `AWS_ENDPOINT_URL_S3`) set, path-style
 //!   addressing is used, as S3-compatible servers expect.
 //! - Writes are `PutObject` only, each with `If-None-Match: *` (never
-//!   replace), `Content-MD5` (required by Object Lock buckets, and it makes
+//!   replace; a store that answers `501 NotImplemented` to it gets plain
+//!   PUTs from then on, see [`S3Backend::put`]), `Content-MD5` (required by Object Lock buckets, and it makes
 //!   the store reject a body damaged on the way) and
 //!   `x-amz-acl: bucket-owner-full-control` (so objects written by a
 //!   separate writer user belong to, and are readable by, the bucket owner).
@@ -29,6 +30,7 @@ use aws_sdk_s3::types::{ObjectCannedAcl, ObjectLockMode, StorageClass};
 use aws_sdk_s3::Client;
 use base64::Engine;
 use md5::Digest;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
 /// How long one request is retried before it fails (override with
@@ -64,7 +66,14 @@ pub struct S3WriteOptions {
     pub object_lock: Option<ObjectLock>,
     /// Storage class for data packs (metadata stays in the default class).
     pub storage_class: Option<String>,
+    /// Uploads at once; `None` is [`DEFAULT_UPLOADS`].
+    pub uploads: Option<usize>,
 }
+
+/// Uploads a writer runs at once unless told otherwise: enough to hide
+/// the latency of one request on a LAN or nearby region. Each holds one
+/// pack (up to 24 MiB) in memory.
+pub const DEFAULT_UPLOADS: usize = 4;
 
 /// An S3 bucket and key prefix.
 pub struct S3Backend {
@@ -74,6 +83,9 @@ pub struct S3Backend {
     prefix: String,
     opts: S3WriteOptions,
     retry_for: Duration,
+    /// Whether PUTs carry `If-None-Match: *`; cleared the first time the
+    /// store answers it with `501 NotImplemented`.
+    conditional_put: AtomicBool,
 }
 
 /// Splits `s3://BUCKET/PREFIX` into bucket and prefix (empty, or ending
@@ -143,6 +155,7 @@ impl S3Backend {
             prefix,
             opts,
             retry_for,
+            conditional_put: AtomicBool::new(true),
         })
     }
 
@@ -154,12 +167,27 @@ impl S3Backend {
         format!("s3://{}/{}", self.bucket, self.key_of(key))
     }
 
+    /// Stores a new object. Sent with `If-None-Match: *`, so an existing
+    /// object is never replaced. Stores without conditional writes answer
+    /// that with `501 NotImplemented`; from then on this backend sends plain
+    /// PUTs, which is still safe because no two writes share a key (packs
+    /// have random names, every other object is named by its content's
+    /// hash) -- except `config`, whose absence is checked first (only
+    /// `init` writes it, with the admin's credentials).
     async fn put(&self, key: &ObjectKey, data: Vec<u8>, data_pack: bool) -> Result<()> {
         let s3_key = self.key_of(key);
         let md5 = base64::engine::general_purpose::STANDARD.encode(md5::Md5::digest(&data));
         let body = bytes::Bytes::from(data);
         let mut retry = Retry::new(self.retry_for);
         loop {
+            let conditional = self.conditional_put.load(Ordering::Relaxed);
+            if !conditional && key.kind == ObjectKind::Config && self.exists(key).await? {
+                return if retry.attempts > 0 {
+                    Ok(())
+                } else {
+                    Err(Error::AlreadyExists(self.url_of(key)))
+                };
+            }
             let mut req = self
                 .client
                 .put_object()
@@ -167,8 +195,10 @@ impl S3Backend {
                 .key(&s3_key)
                 .body(ByteStream::from(body.clone()))
                 .content_md5(&md5)
-                .if_none_match("*")
                 .acl(ObjectCannedAcl::BucketOwnerFullControl);
+            if conditional {
+                req = req.if_none_match("*");
+            }
             if let Some(lock) = self.opts.object_lock {
                 let until = SystemTime::now() + Duration::from_secs(u64::from(lock.days) * 86_400);
                 req = req
@@ -188,6 +218,17 @@ impl S3Backend {
                 Err(e) => e,
             };
             let failure = classify(&err);
+            if conditional && (failure.status == Some(501) || err.code() == Some("NotImplemented"))
+            {
+                if self.conditional_put.swap(false, Ordering::Relaxed) {
+                    tracing::warn!(
+                        repo = %self.describe(),
+                        "the store does not support conditional writes (If-None-Match); \
+                         writing without them"
+                    );
+                }
+                continue;
+            }
             if failure.status == Some(412) {
                 return if retry.attempts > 0 {
                     // An earlier attempt of ours stored it.
@@ -207,6 +248,31 @@ impl S3Backend {
         E: std::error::Error + ProvideErrorMetadata + Send + Sync + 'static,
     {
         storage_error(op, self.url_of(key), e)
+    }
+
+    /// Whether `key` exists (HeadObject).
+    async fn exists(&self, key: &ObjectKey) -> Result<bool> {
+        let s3_key = self.key_of(key);
+        let mut retry = Retry::new(self.retry_for);
+        loop {
+            match self
+                .client
+                .head_object()
+                .bucket(&self.bucket)
+                .key(&s3_key)
+                .send()
+                .await
+            {
+                Ok(_) => return Ok(true),
+                Err(e) => {
+                    let failure = classify(&e);
+                    if failure.status == Some(404) {
+                        return Ok(false);
+                    }
+                    retry.after(failure, || self.error("head", key, &e)).await?;
+                }
+            }
+        }
     }
 
     async fn get_bytes(&self, key: &ObjectKey, range: Option<(u64, u64)>) -> Result<Vec<u8>> {
@@ -460,7 +526,7 @@ impl WriteBackend for S3Backend {
     }
 
     fn upload_concurrency(&self) -> usize {
-        4
+        self.opts.uploads.unwrap_or(DEFAULT_UPLOADS).max(1)
     }
 }
 
