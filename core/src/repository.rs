@@ -9,7 +9,7 @@ use crate::blob;
 use crate::chunk_key::ChunkIdKey;
 use crate::config::RepoConfig;
 use crate::error::{Error, Result};
-use crate::id::ObjectId;
+use crate::id::{ObjectId, PackId};
 use crate::openpgp::{Opener, SecretKeys};
 use crate::snapshot::{Snapshot, SnapshotInfo};
 use crate::tree::{Entry, Kind, Location, Tree};
@@ -96,6 +96,18 @@ impl Repository {
             .await
     }
 
+    /// `length` stored bytes of `pack` from `offset` (one ranged read): a
+    /// run of blobs that lie back to back.
+    pub async fn fetch_pack_range(
+        &self,
+        pack: &PackId,
+        offset: u64,
+        length: u64,
+    ) -> Result<Vec<u8>> {
+        let key = ObjectKey::new(ObjectKind::Pack, pack.to_hex());
+        self.backend.get_range(&key, offset, length).await
+    }
+
     /// Decrypts, decompresses and verifies bytes [`Repository::fetch_blob`]
     /// returned: CPU work, to run off the async threads when it matters.
     pub fn decode_blob(&self, loc: &Location, stored: &[u8]) -> Result<Vec<u8>> {
@@ -110,7 +122,13 @@ impl Repository {
 
     /// Fetches and parses one tree.
     pub async fn read_tree(&self, loc: &Location) -> Result<Tree> {
-        let json = self.read_blob(loc).await?;
+        let stored = self.fetch_blob(loc).await?;
+        self.decode_tree(loc, &stored)
+    }
+
+    /// Decrypts, verifies and parses a tree's stored bytes.
+    pub fn decode_tree(&self, loc: &Location, stored: &[u8]) -> Result<Tree> {
+        let json = self.decode_blob(loc, stored)?;
         Tree::from_json(&json, &format!("tree {}", loc.id))
     }
 

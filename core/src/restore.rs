@@ -7,21 +7,40 @@
 //! the directory's contents, so mtimes survive.
 
 use crate::error::{Error, Result};
+use crate::id::PackId;
 use crate::repository::Repository;
 use crate::snapshot::Snapshot;
-use crate::tree::{Entry, Kind};
+use crate::tree::{Entry, Kind, Location, Tree};
+use futures_util::stream::{FuturesOrdered, StreamExt};
+use std::collections::VecDeque;
 use std::ffi::{CString, OsStr};
-use std::future::Future;
 use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
+use std::sync::Arc;
+use tokio::sync::mpsc;
 
-use futures_util::StreamExt;
-
-/// Blobs fetched ahead of the file being written (at most 8 MiB each).
-const FETCH_AHEAD: usize = 8;
+/// Ranged reads in flight while writing files.
+const FETCHES_IN_FLIGHT: usize = 8;
+/// Blobs that lie (nearly) back to back in one pack are read with one
+/// request, up to this many bytes...
+const MAX_FETCH: u64 = 8 << 20;
+/// ...skipping at most this many bytes between two of them (reading a few
+/// unneeded kilobytes is cheaper than another round trip).
+const MAX_GAP: u64 = 64 << 10;
+/// Reads assembled at once. A writer fills one pack per core, so the
+/// blobs of consecutive small files alternate between packs; one open read
+/// per pack keeps them mergeable.
+const OPEN_FETCHES: usize = 4;
+/// Trees fetched at once while walking.
+const TREES_IN_FLIGHT: usize = 16;
+/// Trees read with one request at most (trees are small).
+const MAX_TREE_FETCH: u64 = 1 << 20;
+/// How far down the queue of trees to look for ones to read together.
+const TREE_BATCH_SCAN: usize = 256;
+/// Reads queued between the walk and the writer.
+const QUEUED_FETCHES: usize = 256;
 
 /// How to restore.
 #[derive(Debug, Clone)]
@@ -50,6 +69,13 @@ pub struct RestoreStats {
 
 /// Restores `path` of `snapshot` into `opts.target`. A directory's contents
 /// go into the target; a single file or link goes into it under its name.
+///
+/// Two halves run together: the walk fetches trees (several at once), makes
+/// directories, links and special files, and queues the files' blobs as
+/// reads, merging blobs that lie back to back in one pack into one ranged
+/// read; the writer runs those reads several at once, in order, and writes
+/// each file. Directory metadata is applied last, deepest first, so mtimes
+/// survive.
 pub async fn restore(
     repo: &Repository,
     snapshot: &Snapshot,
@@ -58,23 +84,46 @@ pub async fn restore(
 ) -> Result<RestoreStats> {
     let entry = repo.resolve(snapshot, path).await?;
     prepare_target(&opts.target, opts.overwrite)?;
-    let mut r = Restorer {
+    let is_root = unsafe { libc::geteuid() } == 0;
+    let (tx, rx) = mpsc::channel(QUEUED_FETCHES);
+    let mut walk = Walk {
         repo,
         overwrite: opts.overwrite,
-        is_root: unsafe { libc::geteuid() } == 0,
+        is_root,
+        stats: RestoreStats::default(),
+        tx,
+        open: Vec::new(),
+        dirs: Vec::new(),
+    };
+    let mut writer = FileWriter {
+        repo,
+        is_root,
         stats: RestoreStats::default(),
     };
     let is_snapshot_root = path.split('/').all(|p| p.is_empty() || p == ".");
-    if entry.kind == Kind::Dir {
-        r.restore_children(&entry, &opts.target).await?;
-        if !is_snapshot_root {
-            r.apply_metadata(&entry, &opts.target)?;
+    let walked = async {
+        if entry.kind == Kind::Dir {
+            if !is_snapshot_root {
+                walk.dirs.push((entry.clone(), opts.target.clone()));
+            }
+            walk.walk(&entry, &opts.target).await?;
+        } else {
+            let dest = opts.target.join(OsStr::from_bytes(&entry.name));
+            walk.add_leaf(entry, dest).await?;
         }
-    } else {
-        let dest = opts.target.join(OsStr::from_bytes(&entry.name));
-        r.restore_entry(&entry, &dest).await?;
+        walk.flush().await?;
+        // Closing the queue ends the writer.
+        let Walk { stats, dirs, .. } = walk;
+        Ok::<_, Error>((stats, dirs))
+    };
+    let ((mut stats, dirs), ()) = tokio::try_join!(walked, writer.run(rx))?;
+    for (entry, dest) in dirs.iter().rev() {
+        apply_metadata(entry, dest, is_root, &mut stats.warnings)?;
     }
-    Ok(r.stats)
+    stats.files = writer.stats.files;
+    stats.bytes = writer.stats.bytes;
+    stats.warnings.append(&mut writer.stats.warnings);
+    Ok(stats)
 }
 
 fn prepare_target(target: &Path, overwrite: bool) -> Result<()> {
@@ -94,65 +143,202 @@ fn prepare_target(target: &Path, overwrite: bool) -> Result<()> {
     }
 }
 
-struct Restorer<'a> {
+/// A regular file to write.
+struct FileJob {
+    entry: Entry,
+    dest: PathBuf,
+}
+
+/// One ranged read of a pack and what it holds, in order: the writer
+/// writes the parts one after the other.
+struct Fetch {
+    /// (pack, offset, length); `None` while only empty files are queued.
+    range: Option<(PackId, u64, u64)>,
+    parts: Vec<Part>,
+}
+
+/// A file's chunk (`Some(index)` into its entry's chunks) or, for an empty
+/// file, just the file.
+struct Part {
+    file: Arc<FileJob>,
+    chunk: Option<usize>,
+}
+
+impl Fetch {
+    fn new() -> Self {
+        Self {
+            range: None,
+            parts: Vec::new(),
+        }
+    }
+
+    /// Whether `loc` can join this read: same pack, after the last blob,
+    /// a small gap at most, and the read stays small enough.
+    fn can_take(&self, loc: &Location) -> bool {
+        let Some((pack, offset, length)) = self.range else {
+            return true;
+        };
+        let end = offset + length;
+        pack == loc.pack
+            && loc.offset >= end
+            && loc.offset - end <= MAX_GAP
+            && loc.offset + loc.length - offset <= MAX_FETCH
+    }
+
+    fn take(&mut self, file: &Arc<FileJob>, index: usize, loc: &Location) {
+        self.range = Some(match self.range {
+            None => (loc.pack, loc.offset, loc.length),
+            Some((pack, offset, _)) => (pack, offset, loc.offset + loc.length - offset),
+        });
+        self.parts.push(Part {
+            file: file.clone(),
+            chunk: Some(index),
+        });
+    }
+}
+
+/// The walking half: trees, directories, links and special files; files
+/// become queued reads.
+struct Walk<'a> {
     repo: &'a Repository,
     overwrite: bool,
     is_root: bool,
     stats: RestoreStats,
+    tx: mpsc::Sender<Fetch>,
+    /// Reads being assembled, oldest first. Each holds whole files only,
+    /// except the last, which may hold the start of a file in several
+    /// blobs: the writer writes a file's parts in the order they come, so
+    /// a file's parts must never be split across two open reads.
+    open: Vec<Fetch>,
+    /// Directories made, parents before children; their metadata is applied
+    /// at the end, in reverse.
+    dirs: Vec<(Entry, PathBuf)>,
 }
 
-type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + 'a>>;
-
-impl Restorer<'_> {
-    /// Restores the contents of directory `dir` into `path`: first what
-    /// needs no data (subdirectories made, links, special files), then the
-    /// files' contents, fetched several blobs at once, then each
-    /// subdirectory, depth first.
-    fn restore_children<'s>(
-        &'s mut self,
-        dir: &'s Entry,
-        path: &'s Path,
-    ) -> BoxFuture<'s, Result<()>> {
-        Box::pin(async move {
-            let Some(loc) = dir.subtree else {
+impl Walk<'_> {
+    /// Restores the contents of directory `dir` into `path`, breadth first,
+    /// fetching up to [`TREES_IN_FLIGHT`] trees at once.
+    async fn walk(&mut self, dir: &Entry, path: &Path) -> Result<()> {
+        let repo = self.repo;
+        let mut waiting: VecDeque<(Location, PathBuf)> = VecDeque::new();
+        if let Some(loc) = dir.subtree {
+            waiting.push_back((loc, path.to_path_buf()));
+        }
+        let mut fetching = FuturesOrdered::new();
+        loop {
+            while fetching.len() < TREES_IN_FLIGHT && !waiting.is_empty() {
+                let batch = next_tree_batch(&mut waiting);
+                fetching.push_back(read_trees(repo, batch));
+            }
+            let Some(trees) = fetching.next().await else {
                 return Ok(());
             };
-            let tree = self.repo.read_tree(&loc).await?;
-            let mut files = Vec::new();
-            let mut dirs = Vec::new();
-            for child in &tree.entries {
-                let dest = path.join(OsStr::from_bytes(&child.name));
-                self.clear_way(child, &dest)?;
-                match child.kind {
-                    Kind::File => files.push((child, dest)),
-                    Kind::Dir => {
-                        self.make_dir(&dest)?;
-                        dirs.push((child, dest));
-                    }
-                    _ => self.restore_other(child, &dest)?,
-                }
+            for (tree, path) in trees? {
+                self.add_tree(tree, &path, &mut waiting).await?;
             }
-            self.write_files(&files).await?;
-            for (child, dest) in dirs {
-                self.restore_children(child, &dest).await?;
-                self.apply_metadata(child, &dest)?;
-            }
-            Ok(())
-        })
+        }
     }
 
-    /// Restores one entry (the top of what was asked for) at `dest`.
-    async fn restore_entry(&mut self, entry: &Entry, dest: &Path) -> Result<()> {
-        self.clear_way(entry, dest)?;
-        match entry.kind {
-            Kind::Dir => {
-                self.make_dir(dest)?;
-                self.restore_children(entry, dest).await?;
-                self.apply_metadata(entry, dest)
+    /// Makes the entries of one directory's tree below `path`; queues its
+    /// subdirectories' trees.
+    async fn add_tree(
+        &mut self,
+        tree: Tree,
+        path: &Path,
+        waiting: &mut VecDeque<(Location, PathBuf)>,
+    ) -> Result<()> {
+        for child in tree.entries {
+            let dest = path.join(OsStr::from_bytes(&child.name));
+            if child.kind == Kind::Dir {
+                clear_way(self.overwrite, &child, &dest)?;
+                self.make_dir(&dest)?;
+                if let Some(loc) = child.subtree {
+                    waiting.push_back((loc, dest.clone()));
+                }
+                self.dirs.push((child, dest));
+            } else {
+                self.add_leaf(child, dest).await?;
             }
-            Kind::File => self.write_files(&[(entry, dest.to_path_buf())]).await,
-            _ => self.restore_other(entry, dest),
         }
+        Ok(())
+    }
+
+    /// Restores a file, symlink or special file.
+    async fn add_leaf(&mut self, entry: Entry, dest: PathBuf) -> Result<()> {
+        clear_way(self.overwrite, &entry, &dest)?;
+        match entry.kind {
+            Kind::File => self.add_file(entry, dest).await,
+            _ => self.restore_other(&entry, &dest),
+        }
+    }
+
+    /// Queues a file's chunks as reads: a file in one blob (or none) joins
+    /// any open read it fits; a file in several blobs goes after all open
+    /// reads, in reads of its own (merged where its blobs are adjacent).
+    async fn add_file(&mut self, entry: Entry, dest: PathBuf) -> Result<()> {
+        let file = Arc::new(FileJob { entry, dest });
+        match file.entry.chunks.as_slice() {
+            [] => {
+                if self.open.is_empty() {
+                    self.open.push(Fetch::new());
+                }
+                if let Some(fetch) = self.open.last_mut() {
+                    fetch.parts.push(Part { file, chunk: None });
+                }
+            }
+            [loc] => {
+                if let Some(fetch) = self.open.iter_mut().find(|f| f.can_take(loc)) {
+                    fetch.take(&file, 0, loc);
+                } else {
+                    if self.open.len() >= OPEN_FETCHES {
+                        self.send_oldest().await?;
+                    }
+                    let mut fetch = Fetch::new();
+                    fetch.take(&file, 0, loc);
+                    self.open.push(fetch);
+                }
+            }
+            chunks => {
+                self.flush().await?;
+                let mut fetch = Fetch::new();
+                for (index, loc) in chunks.iter().enumerate() {
+                    if !fetch.can_take(loc) {
+                        self.send(std::mem::replace(&mut fetch, Fetch::new()))
+                            .await?;
+                    }
+                    fetch.take(&file, index, loc);
+                }
+                self.send(fetch).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn send_oldest(&mut self) -> Result<()> {
+        if self.open.is_empty() {
+            return Ok(());
+        }
+        let oldest = self.open.remove(0);
+        self.send(oldest).await
+    }
+
+    /// Sends every open read to the writer.
+    async fn flush(&mut self) -> Result<()> {
+        for fetch in std::mem::take(&mut self.open) {
+            self.send(fetch).await?;
+        }
+        Ok(())
+    }
+
+    async fn send(&self, fetch: Fetch) -> Result<()> {
+        if fetch.parts.is_empty() {
+            return Ok(());
+        }
+        // The writer hung up: it failed, and its error is the one reported.
+        self.tx
+            .send(fetch)
+            .await
+            .map_err(|_| Error::Path("restore: the file writer stopped".into()))
     }
 
     fn make_dir(&mut self, dest: &Path) -> Result<()> {
@@ -176,122 +362,233 @@ impl Restorer<'_> {
             return Ok(());
         }
         self.stats.others += 1;
-        self.apply_metadata(entry, dest)
+        apply_metadata(entry, dest, self.is_root, &mut self.stats.warnings)
+    }
+}
+
+/// Takes the next tree to read from `waiting`, with the trees queued after
+/// it that lie just behind it in the same pack (sibling directories without
+/// subdirectories were stored one after the other), for one ranged read.
+fn next_tree_batch(waiting: &mut VecDeque<(Location, PathBuf)>) -> Vec<(Location, PathBuf)> {
+    let Some(first) = waiting.pop_front() else {
+        return Vec::new();
+    };
+    let (pack, start) = (first.0.pack, first.0.offset);
+    let mut end = start + first.0.length;
+    let mut batch = vec![first];
+    let mut i = 0;
+    while i < waiting.len().min(TREE_BATCH_SCAN) {
+        let loc = &waiting[i].0;
+        let fits = loc.pack == pack
+            && loc.offset >= end
+            && loc.offset - end <= MAX_GAP
+            && loc.offset + loc.length - start <= MAX_TREE_FETCH;
+        if !fits {
+            i += 1;
+        } else if let Some(item) = waiting.remove(i) {
+            end = item.0.offset + item.0.length;
+            batch.push(item);
+        }
+    }
+    batch
+}
+
+/// Reads a batch of trees with one ranged read (or one plain read).
+async fn read_trees(
+    repo: &Repository,
+    batch: Vec<(Location, PathBuf)>,
+) -> Result<Vec<(Tree, PathBuf)>> {
+    let (Some((first, path)), Some((last, _))) = (batch.first(), batch.last()) else {
+        return Ok(Vec::new());
+    };
+    let start = first.offset;
+    let data = repo
+        .fetch_pack_range(&first.pack, start, last.offset + last.length - start)
+        .await
+        .map_err(|e| at(path, e))?;
+    batch
+        .into_iter()
+        .map(|(loc, path)| {
+            let from = (loc.offset - start) as usize;
+            let stored = data
+                .get(from..from + loc.length as usize)
+                .ok_or_else(|| Error::Path("restore: a read came back short".into()))?;
+            let tree = repo.decode_tree(&loc, stored).map_err(|e| at(&path, e))?;
+            Ok((tree, path))
+        })
+        .collect()
+}
+
+/// With --overwrite, removes whatever stands where `entry` goes (but keeps
+/// an existing real directory for a directory entry).
+fn clear_way(overwrite: bool, entry: &Entry, dest: &Path) -> Result<()> {
+    let Ok(meta) = std::fs::symlink_metadata(dest) else {
+        return Ok(());
+    };
+    if !overwrite {
+        return Err(Error::Path(format!(
+            "{} already exists; pass --overwrite to replace it",
+            dest.display()
+        )));
+    }
+    if meta.is_dir() {
+        if entry.kind == Kind::Dir {
+            return Ok(());
+        }
+        std::fs::remove_dir_all(dest)
+    } else {
+        std::fs::remove_file(dest)
+    }
+    .map_err(|e| Error::io(dest, "removing what is in the way (--overwrite)", e))
+}
+
+/// The writing half: runs the queued reads, [`FETCHES_IN_FLIGHT`] at once
+/// and in order, and writes the files (each created new), then their
+/// metadata.
+struct FileWriter<'a> {
+    repo: &'a Repository,
+    is_root: bool,
+    stats: RestoreStats,
+}
+
+impl FileWriter<'_> {
+    async fn run(&mut self, rx: mpsc::Receiver<Fetch>) -> Result<()> {
+        let repo = self.repo;
+        let fetched = futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|fetch| (fetch, rx))
+        })
+        .map(|fetch| async move {
+            let data = match fetch.range {
+                Some((pack, offset, length)) => repo
+                    .fetch_pack_range(&pack, offset, length)
+                    .await
+                    .map_err(|e| at(&fetch.parts[0].file.dest, e))?,
+                None => Vec::new(),
+            };
+            Ok::<_, Error>((fetch, data))
+        })
+        .buffered(FETCHES_IN_FLIGHT);
+        let mut fetched = std::pin::pin!(fetched);
+        let mut current: Option<(Arc<FileJob>, std::fs::File)> = None;
+        while let Some(result) = fetched.next().await {
+            let (fetch, data) = result?;
+            let start = fetch.range.map_or(0, |(_, offset, _)| offset);
+            for part in &fetch.parts {
+                let same = current
+                    .as_ref()
+                    .is_some_and(|(f, _)| Arc::ptr_eq(f, &part.file));
+                if !same {
+                    self.finish(current.take())?;
+                    current = Some((part.file.clone(), create(&part.file.dest)?));
+                }
+                let (Some(index), Some((_, out))) = (part.chunk, current.as_mut()) else {
+                    continue;
+                };
+                let loc = &part.file.entry.chunks[index];
+                let from = (loc.offset - start) as usize;
+                let stored = data
+                    .get(from..from + loc.length as usize)
+                    .ok_or_else(|| Error::Path("restore: a read came back short".into()))?;
+                let plain = repo
+                    .decode_blob(loc, stored)
+                    .map_err(|e| at(&part.file.dest, e))?;
+                out.write_all(&plain)
+                    .map_err(|e| Error::io(&part.file.dest, "writing a file", e))?;
+                self.stats.bytes += plain.len() as u64;
+            }
+        }
+        self.finish(current.take())
     }
 
-    /// With --overwrite, removes whatever stands where `entry` goes (but keeps
-    /// an existing real directory for a directory entry).
-    fn clear_way(&self, entry: &Entry, dest: &Path) -> Result<()> {
-        let Ok(meta) = std::fs::symlink_metadata(dest) else {
+    /// Closes a written file and applies its metadata.
+    fn finish(&mut self, done: Option<(Arc<FileJob>, std::fs::File)>) -> Result<()> {
+        let Some((job, file)) = done else {
             return Ok(());
         };
-        if !self.overwrite {
-            return Err(Error::Path(format!(
-                "{} already exists; pass --overwrite to replace it",
-                dest.display()
-            )));
-        }
-        if meta.is_dir() {
-            if entry.kind == Kind::Dir {
-                return Ok(());
-            }
-            std::fs::remove_dir_all(dest)
-        } else {
-            std::fs::remove_file(dest)
-        }
-        .map_err(|e| Error::io(dest, "removing what is in the way (--overwrite)", e))
+        drop(file);
+        self.stats.files += 1;
+        apply_metadata(
+            &job.entry,
+            &job.dest,
+            self.is_root,
+            &mut self.stats.warnings,
+        )
     }
+}
 
-    /// Writes `files` (each created new) with their metadata. Their blobs
-    /// are fetched in order, [`FETCH_AHEAD`] at a time, across file
-    /// boundaries: many small files cost one round trip's latency, not one
-    /// each.
-    async fn write_files(&mut self, files: &[(&Entry, PathBuf)]) -> Result<()> {
-        let repo = self.repo;
-        let chunks = files.iter().flat_map(|(e, _)| e.chunks.iter());
-        let mut fetched = futures_util::stream::iter(chunks)
-            .map(|loc| repo.fetch_blob(loc))
-            .buffered(FETCH_AHEAD);
-        for (entry, dest) in files {
-            let at = |e: Error| Error::At {
-                path: dest.display().to_string(),
-                source: Box::new(e),
-            };
-            let mut file = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .custom_flags(libc::O_NOFOLLOW)
-                .mode(0o600)
-                .open(dest)
-                .map_err(|e| Error::io(dest, "creating a file", e))?;
-            for chunk in &entry.chunks {
-                let stored = fetched
-                    .next()
-                    .await
-                    .ok_or_else(|| Error::Path("restore: a fetched blob went missing".into()))?
-                    .map_err(at)?;
-                let data = repo.decode_blob(chunk, &stored).map_err(at)?;
-                file.write_all(&data)
-                    .map_err(|e| Error::io(dest, "writing a file", e))?;
-                self.stats.bytes += data.len() as u64;
-            }
-            drop(file);
-            self.stats.files += 1;
-            self.apply_metadata(entry, dest)?;
-        }
-        Ok(())
+fn at(dest: &Path, e: Error) -> Error {
+    Error::At {
+        path: dest.display().to_string(),
+        source: Box::new(e),
     }
+}
 
-    fn apply_metadata(&mut self, entry: &Entry, dest: &Path) -> Result<()> {
-        let c = cpath(dest)?;
-        if self.is_root {
-            // SAFETY: `c` is a valid NUL-terminated path.
-            if unsafe { libc::lchown(c.as_ptr(), entry.uid, entry.gid) } != 0 {
-                self.stats.warnings.push(format!(
-                    "{}: cannot set owner: {}",
-                    dest.display(),
-                    std::io::Error::last_os_error()
-                ));
-            }
+fn create(dest: &Path) -> Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .mode(0o600)
+        .open(dest)
+        .map_err(|e| Error::io(dest, "creating a file", e))
+}
+
+/// Owner (as root), mode and mtime of `entry` on `dest`. A refused owner
+/// is a warning; a refused mode or mtime an error.
+fn apply_metadata(
+    entry: &Entry,
+    dest: &Path,
+    is_root: bool,
+    warnings: &mut Vec<String>,
+) -> Result<()> {
+    let c = cpath(dest)?;
+    if is_root {
+        // SAFETY: `c` is a valid NUL-terminated path.
+        if unsafe { libc::lchown(c.as_ptr(), entry.uid, entry.gid) } != 0 {
+            warnings.push(format!(
+                "{}: cannot set owner: {}",
+                dest.display(),
+                std::io::Error::last_os_error()
+            ));
         }
-        if entry.kind != Kind::Symlink {
-            // SAFETY: as above.
-            if unsafe { libc::chmod(c.as_ptr(), (entry.mode & 0o7777) as libc::mode_t) } != 0 {
-                return Err(Error::io(
-                    dest,
-                    "setting the mode",
-                    std::io::Error::last_os_error(),
-                ));
-            }
-        }
-        let times = [
-            libc::timespec {
-                tv_sec: 0,
-                tv_nsec: libc::UTIME_OMIT,
-            },
-            libc::timespec {
-                tv_sec: entry.mtime_ns.div_euclid(1_000_000_000) as libc::time_t,
-                tv_nsec: entry.mtime_ns.rem_euclid(1_000_000_000) as libc::c_long,
-            },
-        ];
-        // SAFETY: valid path and a two-element timespec array.
-        let rc = unsafe {
-            libc::utimensat(
-                libc::AT_FDCWD,
-                c.as_ptr(),
-                times.as_ptr(),
-                libc::AT_SYMLINK_NOFOLLOW,
-            )
-        };
-        if rc != 0 {
+    }
+    if entry.kind != Kind::Symlink {
+        // SAFETY: as above.
+        if unsafe { libc::chmod(c.as_ptr(), (entry.mode & 0o7777) as libc::mode_t) } != 0 {
             return Err(Error::io(
                 dest,
-                "setting the mtime",
+                "setting the mode",
                 std::io::Error::last_os_error(),
             ));
         }
-        Ok(())
     }
+    let times = [
+        libc::timespec {
+            tv_sec: 0,
+            tv_nsec: libc::UTIME_OMIT,
+        },
+        libc::timespec {
+            tv_sec: entry.mtime_ns.div_euclid(1_000_000_000) as libc::time_t,
+            tv_nsec: entry.mtime_ns.rem_euclid(1_000_000_000) as libc::c_long,
+        },
+    ];
+    // SAFETY: valid path and a two-element timespec array.
+    let rc = unsafe {
+        libc::utimensat(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            times.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
+    if rc != 0 {
+        return Err(Error::io(
+            dest,
+            "setting the mtime",
+            std::io::Error::last_os_error(),
+        ));
+    }
+    Ok(())
 }
 
 fn cpath(path: &Path) -> Result<CString> {
@@ -314,4 +611,74 @@ fn make_node(entry: &Entry, dest: &Path) -> std::io::Result<()> {
         return Err(std::io::Error::last_os_error());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::id::BlobId;
+
+    fn loc(pack: u8, offset: u64, length: u64) -> Location {
+        Location {
+            id: BlobId([0; 32]),
+            pack: PackId([pack; 32]),
+            offset,
+            length,
+            raw_length: length,
+        }
+    }
+
+    #[test]
+    fn a_read_takes_blobs_behind_it_in_the_same_pack_only() {
+        let file = Arc::new(FileJob {
+            entry: Entry {
+                name: b"f".to_vec(),
+                kind: Kind::File,
+                mode: 0o644,
+                uid: 0,
+                gid: 0,
+                user: None,
+                group: None,
+                mtime_ns: 0,
+                size: 40,
+                target: None,
+                rdev: None,
+                chunks: Vec::new(),
+                subtree: None,
+            },
+            dest: PathBuf::from("f"),
+        });
+        let mut fetch = Fetch::new();
+        assert!(fetch.can_take(&loc(1, 100, 10)));
+        fetch.take(&file, 0, &loc(1, 100, 10));
+        assert!(fetch.can_take(&loc(1, 110, 10)), "adjacent");
+        assert!(fetch.can_take(&loc(1, 110 + MAX_GAP, 10)), "small gap");
+        assert!(!fetch.can_take(&loc(1, 111 + MAX_GAP, 10)), "gap too big");
+        assert!(!fetch.can_take(&loc(1, 50, 10)), "behind the start");
+        assert!(!fetch.can_take(&loc(2, 110, 10)), "other pack");
+        assert!(!fetch.can_take(&loc(1, 110, MAX_FETCH)), "too long");
+        fetch.take(&file, 1, &loc(1, 120, 30));
+        assert_eq!(fetch.range, Some((PackId([1; 32]), 100, 50)));
+        assert_eq!(fetch.parts.len(), 2);
+    }
+
+    #[test]
+    fn sibling_trees_stored_back_to_back_are_read_together() {
+        let mut waiting: VecDeque<(Location, PathBuf)> = [
+            loc(1, 0, 100),
+            loc(2, 100, 100), // other pack: stays
+            loc(1, 100, 100),
+            loc(1, 250, 100), // 50-byte gap: taken
+            loc(1, 50, 10),   // behind: stays
+        ]
+        .into_iter()
+        .enumerate()
+        .map(|(i, l)| (l, PathBuf::from(i.to_string())))
+        .collect();
+        let batch = next_tree_batch(&mut waiting);
+        let names: Vec<_> = batch.iter().map(|(_, p)| p.display().to_string()).collect();
+        assert_eq!(names, ["0", "2", "3"]);
+        let left: Vec<_> = waiting.iter().map(|(_, p)| p.display().to_string()).collect();
+        assert_eq!(left, ["1", "4"]);
+    }
 }

@@ -278,6 +278,7 @@ impl S3Backend {
     async fn get_bytes(&self, key: &ObjectKey, range: Option<(u64, u64)>) -> Result<Vec<u8>> {
         let s3_key = self.key_of(key);
         let mut retry = Retry::new(self.retry_for);
+        let started = std::time::Instant::now();
         loop {
             let mut req = self.client.get_object().bucket(&self.bucket).key(&s3_key);
             if let Some((offset, length)) = range {
@@ -305,7 +306,16 @@ impl S3Backend {
                 }
             };
             match resp.body.collect().await {
-                Ok(b) => return Ok(Vec::from(b.into_bytes())),
+                Ok(b) => {
+                    let data = Vec::from(b.into_bytes());
+                    tracing::debug!(
+                        key = %s3_key,
+                        bytes = data.len(),
+                        ms = started.elapsed().as_millis() as u64,
+                        "GET"
+                    );
+                    return Ok(data);
+                }
                 Err(e) => {
                     // The connection broke mid-body: transient.
                     let failure = Failure {

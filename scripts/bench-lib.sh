@@ -1,0 +1,79 @@
+# Shared by the benchmark scripts (sourced, not run): timing, the test data,
+# and the mount measurements, so every benchmark measures the same way.
+
+ms() { date +%s%N; }
+elapsed() { echo $((($(ms) - $1) / 1000000)); }
+drop_caches() {
+    sync
+    echo 3 >/proc/sys/vm/drop_caches
+}
+# mibs BYTES MILLISECONDS
+mibs() { awk -v b="$1" -v ms="$2" 'BEGIN { printf "%.0f MiB/s", b / 1048576 / (ms > 0 ? ms / 1000 : 0.001) }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'; }
+
+BIG_BYTES=400000000
+
+# make_data DIR: version 1 of the data, a copy of /usr/share plus a 400 MB
+# random file.
+make_data() {
+    echo "preparing data (copy of /usr/share + 400 MB random file)..." >&2
+    mkdir -p "$1"
+    cp -a /usr/share "$1/share"
+    head -c "$BIG_BYTES" /dev/urandom >"$1/big.bin"
+}
+
+# change_data DIR: version 2: 300 files changed (a line appended), 50
+# removed, 50 added.
+change_data() {
+    find "$1/share" -type f -size +1k | sort | awk 'NR % 97 == 0 && ++n <= 300' |
+        while read -r f; do echo changed >>"$f"; done
+    find "$1/share" -type f | sort | awk 'NR % 89 == 0 && ++n <= 50' | xargs rm -f
+    for i in $(seq 50); do echo "new $i" >"$1/share/new-$i"; done
+}
+
+# A file in a directory nobody opened yet (for time to first byte), relative
+# to the data directory.
+probe_file() {
+    (cd "$1" && find share -mindepth 3 -type f -size +4k | sort | sed -n 2000p)
+}
+
+# measure_mount TOOL MOUNTPOINT DATA_PATH PROBE: the tool's mount must be
+# running in the background (its PID in MOUNT_PID), showing two snapshots
+# under MOUNTPOINT/snapshots. Sets R[TOOL,ttfb|cold|warm|lslr|diff|rss].
+declare -A R
+measure_mount() {
+    local tool=$1 mnt=$2 data=$3 probe=$4 n=0 s1 s2 t
+    for _ in $(seq 600); do
+        n=$(find "$mnt/snapshots" -mindepth 1 -maxdepth 1 2>/dev/null | grep -cv latest || true)
+        [ "$n" -ge 2 ] && break
+        sleep 0.1
+    done
+    [ "$n" -ge 2 ] || { echo "$tool: the mount shows $n snapshots, not 2" >&2; return 1; }
+    s1="$mnt/snapshots/$(ls "$mnt/snapshots" | grep -v latest | sort | sed -n 1p)$data"
+    s2="$mnt/snapshots/$(ls "$mnt/snapshots" | grep -v latest | sort | sed -n 2p)$data"
+    t=$(ms); head -c 1 "$s2/$probe" >/dev/null; R[$tool,ttfb]=$(elapsed "$t")
+    t=$(ms); cat "$s2/big.bin" >/dev/null; R[$tool,cold]=$(elapsed "$t")
+    t=$(ms); cat "$s2/big.bin" >/dev/null; R[$tool,warm]=$(elapsed "$t")
+    t=$(ms); ls -lR "$s2/share" >/dev/null; R[$tool,lslr]=$(elapsed "$t")
+    t=$(ms); diff -r "$s1/share" "$s2/share" >/dev/null || true; R[$tool,diff]=$(elapsed "$t")
+    R[$tool,rss]=$(($(awk '/VmHWM/ {print $2}' "/proc/$MOUNT_PID/status") / 1024))
+    fusermount3 -u "$mnt" || umount -l "$mnt"
+    wait "$MOUNT_PID" || true
+}
+
+# print_mount_rows A B: table rows for the mount figures of tools A and B,
+# value columns COLW wide (default 14).
+print_mount_rows() {
+    local a=$1 b=$2 w=${COLW:-14}
+    local t="%-40s %$((w - 2))sms %$((w - 2))sms %8s\n" v="%-40s %${w}s %${w}s %8s\n"
+    local m="%-40s %$((w - 3))sMiB %$((w - 3))sMiB %8s\n"
+    # shellcheck disable=SC2059
+    {
+        printf "$t" "mount: first byte (unopened dir)" "${R[$a,ttfb]}" "${R[$b,ttfb]}" "$(ratio "${R[$a,ttfb]}" "${R[$b,ttfb]}")"
+        printf "$v" "mount: read 400 MB file, cold" "$(mibs $BIG_BYTES "${R[$a,cold]}")" "$(mibs $BIG_BYTES "${R[$b,cold]}")" "$(ratio "${R[$b,cold]}" "${R[$a,cold]}")x"
+        printf "$v" "mount: read 400 MB file, warm" "$(mibs $BIG_BYTES "${R[$a,warm]}")" "$(mibs $BIG_BYTES "${R[$b,warm]}")" "$(ratio "${R[$b,warm]}" "${R[$a,warm]}")x"
+        printf "$t" "mount: ls -lR of the /usr/share copy" "${R[$a,lslr]}" "${R[$b,lslr]}" "$(ratio "${R[$a,lslr]}" "${R[$b,lslr]}")"
+        printf "$t" "mount: diff -r between the versions" "${R[$a,diff]}" "${R[$b,diff]}" "$(ratio "${R[$a,diff]}" "${R[$b,diff]}")"
+        printf "$m" "mount: peak RSS" "${R[$a,rss]}" "${R[$b,rss]}" "$(ratio "${R[$a,rss]}" "${R[$b,rss]}")"
+    }
+}
