@@ -55,7 +55,7 @@ measure_mount() {
     t=$(ms); cat "$s2/big.bin" >/dev/null; R[$tool,cold]=$(elapsed "$t")
     t=$(ms); cat "$s2/big.bin" >/dev/null; R[$tool,warm]=$(elapsed "$t")
     t=$(ms); ls -lR "$s2/share" >/dev/null; R[$tool,lslr]=$(elapsed "$t")
-    t=$(ms); diff -r "$s1/share" "$s2/share" >/dev/null || true; R[$tool,diff]=$(elapsed "$t")
+    t=$(ms); diff -r "$s1/share" "$s2/share" >/dev/null 2>&1 || true; R[$tool,diff]=$(elapsed "$t")
     R[$tool,rss]=$(($(awk '/VmHWM/ {print $2}' "/proc/$MOUNT_PID/status") / 1024))
     fusermount3 -u "$mnt" || umount -l "$mnt"
     wait "$MOUNT_PID" || true

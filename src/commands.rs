@@ -242,7 +242,7 @@ fn split_spec(spec: &str) -> (&str, &str) {
 }
 
 pub fn restore(rt: &Runtime, a: &RestoreArgs, verbose: bool) -> Result<Outcome> {
-    let repo = open_repo(rt, &a.repo, &a.key)?;
+    let repo = std::sync::Arc::new(open_repo(rt, &a.repo, &a.key)?);
     let (snap, path) = split_spec(&a.snapshot);
     let info = rt.block_on(repo.find_snapshot(snap))?;
     let opts = RestoreOptions {

@@ -77,7 +77,7 @@ pub struct RestoreStats {
 /// each file. Directory metadata is applied last, deepest first, so mtimes
 /// survive.
 pub async fn restore(
-    repo: &Repository,
+    repo: &Arc<Repository>,
     snapshot: &Snapshot,
     path: &str,
     opts: &RestoreOptions,
@@ -96,7 +96,7 @@ pub async fn restore(
         dirs: Vec::new(),
     };
     let mut writer = FileWriter {
-        repo,
+        repo: repo.clone(),
         is_root,
         stats: RestoreStats::default(),
     };
@@ -443,37 +443,27 @@ fn clear_way(overwrite: bool, entry: &Entry, dest: &Path) -> Result<()> {
 }
 
 /// The writing half: runs the queued reads, [`FETCHES_IN_FLIGHT`] at once
-/// and in order, and writes the files (each created new), then their
-/// metadata.
-struct FileWriter<'a> {
-    repo: &'a Repository,
+/// and in order, decodes them on the blocking pool (all cores), and writes
+/// the files (each created new), then their metadata.
+struct FileWriter {
+    repo: Arc<Repository>,
     is_root: bool,
     stats: RestoreStats,
 }
 
-impl FileWriter<'_> {
+impl FileWriter {
     async fn run(&mut self, rx: mpsc::Receiver<Fetch>) -> Result<()> {
-        let repo = self.repo;
+        let repo = self.repo.clone();
         let fetched = futures_util::stream::unfold(rx, |mut rx| async move {
             rx.recv().await.map(|fetch| (fetch, rx))
         })
-        .map(|fetch| async move {
-            let data = match fetch.range {
-                Some((pack, offset, length)) => repo
-                    .fetch_pack_range(&pack, offset, length)
-                    .await
-                    .map_err(|e| at(&fetch.parts[0].file.dest, e))?,
-                None => Vec::new(),
-            };
-            Ok::<_, Error>((fetch, data))
-        })
+        .map(move |fetch| read_and_decode(repo.clone(), fetch))
         .buffered(FETCHES_IN_FLIGHT);
         let mut fetched = std::pin::pin!(fetched);
         let mut current: Option<(Arc<FileJob>, std::fs::File)> = None;
         while let Some(result) = fetched.next().await {
-            let (fetch, data) = result?;
-            let start = fetch.range.map_or(0, |(_, offset, _)| offset);
-            for part in &fetch.parts {
+            let (fetch, plain) = result?;
+            for (part, plain) in fetch.parts.iter().zip(&plain) {
                 let same = current
                     .as_ref()
                     .is_some_and(|(f, _)| Arc::ptr_eq(f, &part.file));
@@ -481,20 +471,11 @@ impl FileWriter<'_> {
                     self.finish(current.take())?;
                     current = Some((part.file.clone(), create(&part.file.dest)?));
                 }
-                let (Some(index), Some((_, out))) = (part.chunk, current.as_mut()) else {
-                    continue;
-                };
-                let loc = &part.file.entry.chunks[index];
-                let from = (loc.offset - start) as usize;
-                let stored = data
-                    .get(from..from + loc.length as usize)
-                    .ok_or_else(|| Error::Path("restore: a read came back short".into()))?;
-                let plain = repo
-                    .decode_blob(loc, stored)
-                    .map_err(|e| at(&part.file.dest, e))?;
-                out.write_all(&plain)
-                    .map_err(|e| Error::io(&part.file.dest, "writing a file", e))?;
-                self.stats.bytes += plain.len() as u64;
+                if let Some((_, out)) = current.as_mut() {
+                    out.write_all(plain)
+                        .map_err(|e| Error::io(&part.file.dest, "writing a file", e))?;
+                    self.stats.bytes += plain.len() as u64;
+                }
             }
         }
         self.finish(current.take())
@@ -514,6 +495,44 @@ impl FileWriter<'_> {
             &mut self.stats.warnings,
         )
     }
+}
+
+/// Runs one read and decodes its blobs on the blocking pool: the plaintext
+/// of each part, in order (empty for an empty file).
+async fn read_and_decode(repo: Arc<Repository>, fetch: Fetch) -> Result<(Fetch, Vec<Vec<u8>>)> {
+    let Some((pack, offset, length)) = fetch.range else {
+        let empty = vec![Vec::new(); fetch.parts.len()];
+        return Ok((fetch, empty));
+    };
+    let first = fetch.parts.first().map(|p| p.file.clone());
+    let data = repo
+        .fetch_pack_range(&pack, offset, length)
+        .await
+        .map_err(|e| match &first {
+            Some(file) => at(&file.dest, e),
+            None => e,
+        })?;
+    tokio::task::spawn_blocking(move || {
+        let plain = fetch
+            .parts
+            .iter()
+            .map(|part| {
+                let Some(index) = part.chunk else {
+                    return Ok(Vec::new());
+                };
+                let loc = &part.file.entry.chunks[index];
+                let from = (loc.offset - offset) as usize;
+                let stored = data
+                    .get(from..from + loc.length as usize)
+                    .ok_or_else(|| Error::Path("restore: a read came back short".into()))?;
+                repo.decode_blob(loc, stored)
+                    .map_err(|e| at(&part.file.dest, e))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok((fetch, plain))
+    })
+    .await
+    .map_err(|e| Error::Path(format!("restore: decoding failed: {e}")))?
 }
 
 fn at(dest: &Path, e: Error) -> Error {
@@ -678,7 +697,10 @@ mod tests {
         let batch = next_tree_batch(&mut waiting);
         let names: Vec<_> = batch.iter().map(|(_, p)| p.display().to_string()).collect();
         assert_eq!(names, ["0", "2", "3"]);
-        let left: Vec<_> = waiting.iter().map(|(_, p)| p.display().to_string()).collect();
+        let left: Vec<_> = waiting
+            .iter()
+            .map(|(_, p)| p.display().to_string())
+            .collect();
         assert_eq!(left, ["1", "4"]);
     }
 }
