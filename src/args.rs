@@ -114,8 +114,14 @@ pub struct BackupArgs {
     /// Back up standard input as one file (see --stdin-name).
     #[arg(long, requires = "stdin_name")]
     pub stdin: bool,
-    /// The file name standard input is stored under.
-    #[arg(long, value_name = "NAME", requires = "stdin")]
+    /// Back up what COMMAND (after `--`) writes to standard output as one
+    /// file; if COMMAND fails, so does the backup, and no snapshot is
+    /// written: `--stdin-from-command -- pg_dump app`.
+    #[arg(long, requires = "command", conflicts_with = "stdin")]
+    pub stdin_from_command: bool,
+    /// The file name the stream is stored under (--stdin-from-command: the
+    /// program's name unless given).
+    #[arg(long, value_name = "NAME")]
     pub stdin_name: Option<String>,
     /// Print the new snapshot as JSON on standard output.
     #[arg(long)]
@@ -141,8 +147,14 @@ pub struct BackupArgs {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
     pub uploads: Option<u16>,
     /// Paths to back up.
-    #[arg(value_name = "PATH", required_unless_present = "stdin")]
+    #[arg(
+        value_name = "PATH",
+        required_unless_present_any = ["stdin", "stdin_from_command"]
+    )]
     pub paths: Vec<PathBuf>,
+    /// The command of --stdin-from-command.
+    #[arg(last = true, value_name = "COMMAND", requires = "stdin_from_command")]
+    pub command: Vec<String>,
 }
 
 /// Object Lock retention modes.

@@ -1,6 +1,7 @@
 //! One function per subcommand: validate arguments, call the library, print.
 
 use crate::args::*;
+use crate::command_output::CommandOutput;
 use anyhow::{bail, Context, Result};
 use coffer_core::backend::s3::{LockMode, ObjectLock, S3WriteOptions};
 use coffer_core::backend::{self, ObjectKey};
@@ -82,6 +83,19 @@ pub fn init(rt: &Runtime, a: &InitArgs) -> Result<Outcome> {
     Ok(Outcome::Success)
 }
 
+/// The name a backed-up stream is stored under, if this is a stream backup.
+fn stream_name(a: &BackupArgs) -> Result<Option<String>> {
+    match (&a.stdin_name, a.stdin, a.stdin_from_command) {
+        (Some(name), true, _) | (Some(name), _, true) => Ok(Some(name.clone())),
+        (None, _, true) => Ok(Some(CommandOutput::default_name(&a.command))),
+        (Some(_), false, false) => Err(coffer_writer::BackupError::Usage(
+            "--stdin-name goes with --stdin or --stdin-from-command".into(),
+        )
+        .into()),
+        _ => Ok(None),
+    }
+}
+
 pub fn backup(rt: &Runtime, a: &BackupArgs, verbose: bool) -> Result<Outcome> {
     let key = WriterKey::read(&a.writer_key)?;
     let s3 = S3WriteOptions {
@@ -102,15 +116,20 @@ pub fn backup(rt: &Runtime, a: &BackupArgs, verbose: bool) -> Result<Outcome> {
     };
     let opts = coffer_writer::BackupOptions {
         paths: a.paths.clone(),
-        stdin_name: if a.stdin { a.stdin_name.clone() } else { None },
+        stdin_name: stream_name(a)?,
         host: a.host.clone(),
         tags: a.tags.clone(),
         excludes: a.excludes.clone(),
         state_dir,
         workers: None,
     };
-    let summary = coffer_writer::backup(backend, &key, &opts, rt.handle(), std::io::stdin().lock())
-        .context("backup failed; no snapshot was written")?;
+    let summary = if a.stdin_from_command {
+        let output = CommandOutput::spawn(&a.command)?;
+        coffer_writer::backup(backend, &key, &opts, rt.handle(), output)
+    } else {
+        coffer_writer::backup(backend, &key, &opts, rt.handle(), std::io::stdin().lock())
+    }
+    .context("backup failed; no snapshot was written")?;
     for w in &summary.warnings {
         eprintln!("coffer: warning: {w}");
     }

@@ -4,6 +4,7 @@
 //! source files could not be read (they are listed).
 
 mod args;
+mod command_output;
 mod commands;
 
 use args::{Cli, Command, KeyCommand};

@@ -265,6 +265,80 @@ fn stdin_stream_is_stored_as_one_file() {
     assert_eq!(env.snapshots()[0]["paths"], serde_json::json!(["db.sql"]));
 }
 
+/// `--stdin-from-command`: the command's output is the stream; a command
+/// that fails (even after writing output) fails the backup with no snapshot.
+#[test]
+fn stream_from_a_command_is_stored_only_if_the_command_succeeds() {
+    let env = Env::new();
+    let data = random_bytes(5, 2_000_000);
+    let dump = env.path("dump.bin");
+    write(&dump, &data);
+    let dump = dump.display().to_string();
+    let ok = env.run(&[
+        "backup",
+        "--repo",
+        "repo",
+        "--writer-key",
+        "writer.key",
+        "--stdin-from-command",
+        "--",
+        "cat",
+        &dump,
+    ]);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    // Stored under the program's name unless --stdin-name says otherwise.
+    let out = env.admin_ok("cat", &["latest:cat"]);
+    assert!(out.stdout == data, "cat returned other bytes");
+
+    let script = format!("cat {dump}; echo 'pg_dump: error: connection lost' >&2; exit 7");
+    let failed = env.run(&[
+        "backup",
+        "--repo",
+        "repo",
+        "--writer-key",
+        "writer.key",
+        "--stdin-from-command",
+        "--stdin-name",
+        "db.sql",
+        "--",
+        "sh",
+        "-c",
+        &script,
+    ]);
+    let stderr = String::from_utf8_lossy(&failed.stderr);
+    assert_eq!(failed.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("connection lost"),
+        "the command's stderr is shown: {stderr}"
+    );
+    assert!(stderr.contains("exit status: 7"), "{stderr}");
+    assert!(stderr.contains("no snapshot was written"), "{stderr}");
+    assert_eq!(
+        env.snapshots().len(),
+        1,
+        "a failed dump must not become a snapshot"
+    );
+
+    let missing = env.run(&[
+        "backup",
+        "--repo",
+        "repo",
+        "--writer-key",
+        "writer.key",
+        "--stdin-from-command",
+        "--",
+        "/nonexistent/pg_dump",
+    ]);
+    let stderr = String::from_utf8_lossy(&missing.stderr);
+    assert!(!missing.status.success());
+    assert!(stderr.contains("/nonexistent/pg_dump"), "{stderr}");
+    assert_eq!(env.snapshots().len(), 1);
+}
+
 #[test]
 fn writer_needs_nothing_from_the_repository() {
     let env = Env::new();

@@ -136,7 +136,13 @@ impl<'a> Walker<'a> {
         let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
         let now = time::OffsetDateTime::now_utc().unix_timestamp_nanos() as i64;
         let mut entry = self.entry(name.as_bytes().to_vec(), Kind::File, 0o600, uid, gid, now);
-        let (chunks, total, _) = self.read_chunks(input, None)?;
+        let (chunks, total, _) = self.read_chunks(input, None).map_err(|e| match e {
+            BackupError::Source { source, .. } => BackupError::Source {
+                path: PathBuf::from(name),
+                source,
+            },
+            e => e,
+        })?;
         entry.size = total;
         self.stats.files += 1;
         self.stats.files_read += 1;
