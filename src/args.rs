@@ -26,6 +26,9 @@ pub enum Command {
     Backup(BackupArgs),
     /// List snapshots (needs the admin key).
     Snapshots(SnapshotsArgs),
+    /// For monitoring: exit 0 if a snapshot newer than --max-age exists, 1
+    /// if not. Needs no key: it only lists snapshots/ and reads their times.
+    Status(StatusArgs),
     /// Restore a snapshot, or a path in it, into a directory.
     Restore(RestoreArgs),
     /// Write one file of a snapshot to standard output.
@@ -173,6 +176,18 @@ pub struct SnapshotsArgs {
     #[command(flatten)]
     pub key: SecretKeyArgs,
     /// Print a JSON array instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub repo: RepoArg,
+    /// The oldest the newest snapshot may be, e.g. 26h, 90m, 2d or 1d12h.
+    #[arg(long, value_name = "AGE", value_parser = coffer_core::status::parse_duration)]
+    pub max_age: std::time::Duration,
+    /// Print one JSON object instead of a line of text.
     #[arg(long)]
     pub json: bool,
 }

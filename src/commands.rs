@@ -21,6 +21,8 @@ pub enum Outcome {
     Success,
     /// The snapshot was written, but some sources could not be read.
     Partial,
+    /// `status`: no snapshot is recent enough (already reported).
+    Stale,
 }
 
 pub fn key_generate(a: &KeyGenerateArgs) -> Result<Outcome> {
@@ -258,6 +260,42 @@ fn split_spec(spec: &str) -> (&str, &str) {
         Some((snap, path)) => (snap, path),
         None => (spec, ""),
     }
+}
+
+pub fn status(rt: &Runtime, a: &StatusArgs) -> Result<Outcome> {
+    use coffer_core::status::{format_age, format_time, freshness};
+    let backend = rt.block_on(backend::open(&a.repo.repo, Default::default()))?;
+    let f = rt.block_on(freshness(backend.as_ref()))?;
+    let now = std::time::SystemTime::now();
+    let fresh = f.is_fresh(now, a.max_age);
+    if a.json {
+        let line = serde_json::json!({
+            "ok": fresh,
+            "repo": a.repo.repo,
+            "snapshots": f.snapshots,
+            "newest": f.newest.map(format_time),
+            "age_seconds": f.age(now).map(|d| d.as_secs()),
+            "max_age_seconds": a.max_age.as_secs(),
+        });
+        println!("{line}");
+    } else {
+        let verdict = if fresh { "OK" } else { "STALE" };
+        match (f.newest, f.age(now)) {
+            (Some(t), Some(age)) => println!(
+                "{verdict}: newest of {} snapshots stored {} ({} ago; limit {})",
+                f.snapshots,
+                format_time(t),
+                format_age(age),
+                format_age(a.max_age)
+            ),
+            _ => println!("{verdict}: no snapshot in {}", a.repo.repo),
+        }
+    }
+    Ok(if fresh {
+        Outcome::Success
+    } else {
+        Outcome::Stale
+    })
 }
 
 pub fn restore(rt: &Runtime, a: &RestoreArgs, verbose: bool) -> Result<Outcome> {

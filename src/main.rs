@@ -18,6 +18,7 @@ fn main() -> ExitCode {
     match run(&cli) {
         Ok(Outcome::Success) => ExitCode::SUCCESS,
         Ok(Outcome::Partial) => ExitCode::from(3),
+        Ok(Outcome::Stale) => ExitCode::from(1),
         Err(e) => {
             if is_broken_pipe(&e) {
                 return ExitCode::SUCCESS;
@@ -44,6 +45,7 @@ fn run(cli: &Cli) -> anyhow::Result<Outcome> {
         Command::Init(a) => commands::init(&rt, a),
         Command::Backup(a) => commands::backup(&rt, a, cli.verbose),
         Command::Snapshots(a) => commands::snapshots(&rt, a),
+        Command::Status(a) => commands::status(&rt, a),
         Command::Restore(a) => commands::restore(&rt, a, cli.verbose),
         Command::Cat(a) => commands::cat(&rt, a),
         Command::Mount(a) => commands::mount(rt, a),

@@ -339,6 +339,70 @@ fn stream_from_a_command_is_stored_only_if_the_command_succeeds() {
     assert_eq!(env.snapshots().len(), 1);
 }
 
+/// `status`: exit 0 only when a snapshot younger than --max-age exists;
+/// needs no key, only the listing; `--json` for machines.
+#[test]
+fn status_says_whether_the_newest_snapshot_is_recent_enough() {
+    let env = Env::new();
+    let status = |max_age: &str, json: bool| {
+        let mut args = vec!["status", "--repo", "repo", "--max-age", max_age];
+        if json {
+            args.push("--json");
+        }
+        let out = env.run(&args);
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (code, text) = status("26h", false);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.starts_with("STALE: no snapshot in repo"), "{text}");
+
+    let src = env.path("src");
+    write(&src.join("a"), b"data");
+    env.backup(&[&src], &[]);
+    let (code, text) = status("26h", false);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.starts_with("OK: newest of 1 snapshots stored 20"),
+        "{text}"
+    );
+
+    // Age the snapshot object by two days: now too old for 26h, fine for 3d.
+    let snap = std::fs::read_dir(env.path("repo/snapshots"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let two_days_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(2 * 86_400);
+    std::fs::File::options()
+        .write(true)
+        .open(&snap)
+        .unwrap()
+        .set_modified(two_days_ago)
+        .unwrap();
+    let (code, text) = status("26h", false);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.starts_with("STALE: newest of 1 snapshots"), "{text}");
+    assert!(text.contains("(2d 0h ago; limit 1d 2h)"), "{text}");
+    assert_eq!(status("3d", false).0, Some(0));
+
+    let (code, text) = status("1d12h", true);
+    assert_eq!(code, Some(1));
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["ok"], false);
+    assert_eq!(v["snapshots"], 1);
+    assert_eq!(v["max_age_seconds"], 36 * 3600);
+    let age = v["age_seconds"].as_u64().unwrap();
+    assert!((2 * 86_400..2 * 86_400 + 60).contains(&age), "{v}");
+
+    let out = env.run(&["status", "--repo", "repo", "--max-age", "soon"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("26h"));
+}
+
 #[test]
 fn writer_needs_nothing_from_the_repository() {
     let env = Env::new();

@@ -63,6 +63,11 @@ fn backup_snapshots_restore_mount_and_diff_over_s3() {
     let (src, v1, ids) = two_versions(&env, make_tree);
     let snaps = env.snapshots();
     assert_eq!(snaps.len(), 2);
+    // Monitoring needs no key: the listing's LastModified says how fresh.
+    let out = env.ok(&["status", "--repo", &env.repo, "--max-age", "1h", "--json"]);
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(status["ok"], true, "{status}");
+    assert_eq!(status["snapshots"], 2, "{status}");
     assert_readable(&env, &src, &v1, &ids);
 
     let out = env.admin_ok("diff", &[&ids[0], &ids[1]]);

@@ -91,6 +91,8 @@ pub struct ObjectInfo {
     pub name: String,
     /// Its size in bytes.
     pub size: u64,
+    /// When it was stored (file mtime, S3 LastModified), if the store says.
+    pub modified: Option<std::time::SystemTime>,
 }
 
 /// Reading objects: what readers (restore, mount, check) need.

@@ -27,6 +27,7 @@ pub mod openpgp;
 pub mod repository;
 pub mod restore;
 pub mod snapshot;
+pub mod status;
 pub mod sync;
 pub mod tree;
 pub mod vfs;

@@ -116,6 +116,7 @@ fn list_kind(root: &Path, kind: ObjectKind) -> Result<Vec<ObjectInfo>> {
                     out.push(ObjectInfo {
                         name: name.to_string(),
                         size: meta.len(),
+                        modified: meta.modified().ok(),
                     });
                 }
             }

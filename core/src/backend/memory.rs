@@ -72,6 +72,7 @@ impl ReadBackend for MemoryBackend {
             .map(|(k, v)| ObjectInfo {
                 name: k.name.clone(),
                 size: v.len() as u64,
+                modified: None,
             })
             .collect())
     }

@@ -515,6 +515,9 @@ impl ReadBackend for S3Backend {
                 out.push(ObjectInfo {
                     name: name.to_string(),
                     size: obj.size().and_then(|s| u64::try_from(s).ok()).unwrap_or(0),
+                    modified: obj
+                        .last_modified()
+                        .and_then(|t| std::time::SystemTime::try_from(*t).ok()),
                 });
             }
             token = page.next_continuation_token().map(String::from);
