@@ -61,6 +61,24 @@ measure_mount() {
     wait "$MOUNT_PID" || true
 }
 
+# measure_both_mounts COFFER_REPO DATA_PATH PROBE: mounts coffer (the repo
+# given, admin.key, --cache-size CACHE or 512MiB) and restic
+# (RESTIC_REPOSITORY), each with cold caches, and measures both. Uses $coffer
+# and the work directory $W.
+measure_both_mounts() {
+    local repo=$1 data=$2 probe=$3
+    mkdir -p "$W/mnt-coffer" "$W/mnt-restic"
+    drop_caches
+    "$coffer" mount --repo "$repo" --key admin.key --cache-size "${CACHE:-512MiB}" \
+        "$W/mnt-coffer" 2>"$W/coffer-mount.log" &
+    MOUNT_PID=$!
+    measure_mount coffer "$W/mnt-coffer" "$data" "$probe"
+    drop_caches
+    restic mount -q "$W/mnt-restic" >"$W/restic-mount.log" 2>&1 &
+    MOUNT_PID=$!
+    measure_mount restic "$W/mnt-restic" "$data" "$probe"
+}
+
 # print_mount_rows A B: table rows for the mount figures of tools A and B,
 # value columns COLW wide (default 14).
 print_mount_rows() {

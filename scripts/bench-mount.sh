@@ -38,16 +38,7 @@ else
     prepare
 fi
 probe=$(probe_file "$W/data")
-mkdir -p "$W/mnt-coffer" "$W/mnt-restic"
-
-drop_caches
-"$coffer" mount --repo coffer-repo --key admin.key --cache-size "${CACHE:-512MiB}" "$W/mnt-coffer" 2>"$W/coffer.log" &
-MOUNT_PID=$!
-measure_mount coffer "$W/mnt-coffer" "$W/data" "$probe"
-drop_caches
-restic mount -q "$W/mnt-restic" >"$W/restic.log" 2>&1 &
-MOUNT_PID=$!
-measure_mount restic "$W/mnt-restic" "$W/data" "$probe"
+measure_both_mounts coffer-repo "$W/data" "$probe"
 
 printf '%-40s %14s %14s %8s\n' "mount, same data, local repositories" coffer restic ratio
 print_mount_rows coffer restic

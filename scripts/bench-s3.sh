@@ -70,15 +70,7 @@ restore_both() {
 }
 restore_both
 
-mkdir -p "$W/mnt-coffer" "$W/mnt-restic"
-drop_caches
-"$coffer" mount --repo "$repo" --key admin.key "$W/mnt-coffer" 2>"$W/coffer-mount.log" &
-MOUNT_PID=$!
-measure_mount coffer "$W/mnt-coffer" "$W/data" "$probe"
-drop_caches
-restic mount -q "$W/mnt-restic" >"$W/restic-mount.log" 2>&1 &
-MOUNT_PID=$!
-measure_mount restic "$W/mnt-restic" "$W/data" "$probe"
+measure_both_mounts "$repo" "$W/data" "$probe"
 
 row_time() { # label key [bytes]
     local a=${B[coffer,$2]} b=${B[restic,$2]} ra rb

@@ -270,21 +270,16 @@ fn stdin_stream_is_stored_as_one_file() {
 #[test]
 fn stream_from_a_command_is_stored_only_if_the_command_succeeds() {
     let env = Env::new();
+    let backup = |args: &[&str]| {
+        let mut all = vec!["backup", "--repo", "repo", "--writer-key", "writer.key"];
+        all.extend_from_slice(args);
+        env.run(&all)
+    };
     let data = random_bytes(5, 2_000_000);
     let dump = env.path("dump.bin");
     write(&dump, &data);
     let dump = dump.display().to_string();
-    let ok = env.run(&[
-        "backup",
-        "--repo",
-        "repo",
-        "--writer-key",
-        "writer.key",
-        "--stdin-from-command",
-        "--",
-        "cat",
-        &dump,
-    ]);
+    let ok = backup(&["--stdin-from-command", "--", "cat", &dump]);
     assert!(
         ok.status.success(),
         "{}",
@@ -295,12 +290,7 @@ fn stream_from_a_command_is_stored_only_if_the_command_succeeds() {
     assert!(out.stdout == data, "cat returned other bytes");
 
     let script = format!("cat {dump}; echo 'pg_dump: error: connection lost' >&2; exit 7");
-    let failed = env.run(&[
-        "backup",
-        "--repo",
-        "repo",
-        "--writer-key",
-        "writer.key",
+    let failed = backup(&[
         "--stdin-from-command",
         "--stdin-name",
         "db.sql",
@@ -323,16 +313,7 @@ fn stream_from_a_command_is_stored_only_if_the_command_succeeds() {
         "a failed dump must not become a snapshot"
     );
 
-    let missing = env.run(&[
-        "backup",
-        "--repo",
-        "repo",
-        "--writer-key",
-        "writer.key",
-        "--stdin-from-command",
-        "--",
-        "/nonexistent/pg_dump",
-    ]);
+    let missing = backup(&["--stdin-from-command", "--", "/nonexistent/pg_dump"]);
     let stderr = String::from_utf8_lossy(&missing.stderr);
     assert!(!missing.status.success());
     assert!(stderr.contains("/nonexistent/pg_dump"), "{stderr}");

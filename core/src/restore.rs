@@ -178,17 +178,19 @@ impl Fetch {
         let Some((pack, offset, length)) = self.range else {
             return true;
         };
-        let end = offset + length;
+        let end = offset.saturating_add(length);
         pack == loc.pack
             && loc.offset >= end
             && loc.offset - end <= MAX_GAP
-            && loc.offset + loc.length - offset <= MAX_FETCH
+            && loc.offset.saturating_add(loc.length) - offset <= MAX_FETCH
     }
 
     fn take(&mut self, file: &Arc<FileJob>, index: usize, loc: &Location) {
         self.range = Some(match self.range {
             None => (loc.pack, loc.offset, loc.length),
-            Some((pack, offset, _)) => (pack, offset, loc.offset + loc.length - offset),
+            Some((pack, offset, _)) => {
+                (pack, offset, loc.offset.saturating_add(loc.length) - offset)
+            }
         });
         self.parts.push(Part {
             file: file.clone(),
@@ -374,7 +376,7 @@ fn next_tree_batch(waiting: &mut VecDeque<(Location, PathBuf)>) -> Vec<(Location
         return Vec::new();
     };
     let (pack, start) = (first.0.pack, first.0.offset);
-    let mut end = start + first.0.length;
+    let mut end = start.saturating_add(first.0.length);
     let mut batch = vec![first];
     let mut i = 0;
     while i < waiting.len().min(TREE_BATCH_SCAN) {
@@ -382,11 +384,11 @@ fn next_tree_batch(waiting: &mut VecDeque<(Location, PathBuf)>) -> Vec<(Location
         let fits = loc.pack == pack
             && loc.offset >= end
             && loc.offset - end <= MAX_GAP
-            && loc.offset + loc.length - start <= MAX_TREE_FETCH;
+            && loc.offset.saturating_add(loc.length) - start <= MAX_TREE_FETCH;
         if !fits {
             i += 1;
         } else if let Some(item) = waiting.remove(i) {
-            end = item.0.offset + item.0.length;
+            end = item.0.offset.saturating_add(item.0.length);
             batch.push(item);
         }
     }
@@ -403,7 +405,11 @@ async fn read_trees(
     };
     let start = first.offset;
     let data = repo
-        .fetch_pack_range(&first.pack, start, last.offset + last.length - start)
+        .fetch_pack_range(
+            &first.pack,
+            start,
+            last.offset.saturating_add(last.length) - start,
+        )
         .await
         .map_err(|e| at(path, e))?;
     batch
@@ -411,7 +417,7 @@ async fn read_trees(
         .map(|(loc, path)| {
             let from = (loc.offset - start) as usize;
             let stored = data
-                .get(from..from + loc.length as usize)
+                .get(from..from.saturating_add(loc.length as usize))
                 .ok_or_else(|| Error::Path("restore: a read came back short".into()))?;
             let tree = repo.decode_tree(&loc, stored).map_err(|e| at(&path, e))?;
             Ok((tree, path))
@@ -523,7 +529,7 @@ async fn read_and_decode(repo: Arc<Repository>, fetch: Fetch) -> Result<(Fetch, 
                 let loc = &part.file.entry.chunks[index];
                 let from = (loc.offset - offset) as usize;
                 let stored = data
-                    .get(from..from + loc.length as usize)
+                    .get(from..from.saturating_add(loc.length as usize))
                     .ok_or_else(|| Error::Path("restore: a read came back short".into()))?;
                 repo.decode_blob(loc, stored)
                     .map_err(|e| at(&part.file.dest, e))
