@@ -29,6 +29,10 @@ pub enum Command {
     /// For monitoring: exit 0 if a snapshot newer than --max-age exists, 1
     /// if not. Needs no key: it only lists snapshots/ and reads their times.
     Status(StatusArgs),
+    /// Prove every snapshot's trees and chunks are present and well-formed,
+    /// reading only metadata and object sizes (needs the admin key). Exit 1
+    /// on damage, each problem listed with its snapshot and path.
+    Check(CheckArgs),
     /// Restore a snapshot, or a path in it, into a directory.
     Restore(RestoreArgs),
     /// Write one file of a snapshot to standard output.
@@ -178,6 +182,14 @@ pub struct SnapshotsArgs {
     /// Print a JSON array instead of a table.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub repo: RepoArg,
+    #[command(flatten)]
+    pub key: SecretKeyArgs,
 }
 
 #[derive(Debug, Args)]

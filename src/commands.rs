@@ -21,8 +21,9 @@ pub enum Outcome {
     Success,
     /// The snapshot was written, but some sources could not be read.
     Partial,
-    /// `status`: no snapshot is recent enough (already reported).
-    Stale,
+    /// A problem already reported on standard output (`status`: no recent
+    /// snapshot; `check`: damage): exit 1.
+    Reported,
 }
 
 pub fn key_generate(a: &KeyGenerateArgs) -> Result<Outcome> {
@@ -294,7 +295,30 @@ pub fn status(rt: &Runtime, a: &StatusArgs) -> Result<Outcome> {
     Ok(if fresh {
         Outcome::Success
     } else {
-        Outcome::Stale
+        Outcome::Reported
+    })
+}
+
+pub fn check(rt: &Runtime, a: &CheckArgs) -> Result<Outcome> {
+    let repo = open_repo(rt, &a.repo, &a.key)?;
+    let report = rt.block_on(coffer_core::check::check(&repo))?;
+    for d in &report.damage {
+        let at = if d.path.is_empty() { "" } else { " " };
+        println!("snapshot {}{at}{}: {}", d.snapshot, d.path, d.problem);
+    }
+    let verdict = match report.damage.len() {
+        0 => "no damage".to_string(),
+        1 => "1 problem".to_string(),
+        n => format!("{n} problems"),
+    };
+    println!(
+        "checked {} snapshots: {} trees, {} chunk references in {} packs: {verdict}",
+        report.snapshots, report.trees, report.chunks, report.packs
+    );
+    Ok(if report.damage.is_empty() {
+        Outcome::Success
+    } else {
+        Outcome::Reported
     })
 }
 

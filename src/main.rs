@@ -18,7 +18,7 @@ fn main() -> ExitCode {
     match run(&cli) {
         Ok(Outcome::Success) => ExitCode::SUCCESS,
         Ok(Outcome::Partial) => ExitCode::from(3),
-        Ok(Outcome::Stale) => ExitCode::from(1),
+        Ok(Outcome::Reported) => ExitCode::from(1),
         Err(e) => {
             if is_broken_pipe(&e) {
                 return ExitCode::SUCCESS;
@@ -46,6 +46,7 @@ fn run(cli: &Cli) -> anyhow::Result<Outcome> {
         Command::Backup(a) => commands::backup(&rt, a, cli.verbose),
         Command::Snapshots(a) => commands::snapshots(&rt, a),
         Command::Status(a) => commands::status(&rt, a),
+        Command::Check(a) => commands::check(&rt, a),
         Command::Restore(a) => commands::restore(&rt, a, cli.verbose),
         Command::Cat(a) => commands::cat(&rt, a),
         Command::Mount(a) => commands::mount(rt, a),

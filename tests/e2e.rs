@@ -384,6 +384,64 @@ fn status_says_whether_the_newest_snapshot_is_recent_enough() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("26h"));
 }
 
+/// `check` reads only metadata and pack sizes: a whole repository passes;
+/// a cut or missing pack is reported per snapshot and path, exit 1.
+#[test]
+fn check_reports_missing_and_cut_packs_per_snapshot_and_path() {
+    let env = Env::new();
+    let src = env.path("src");
+    write(&src.join("big/victim"), &random_bytes(11, 3_000_000));
+    write(&src.join("small/keep"), b"small");
+    env.backup(&[&src], &[]);
+    write(&src.join("small/new"), b"new");
+    env.backup(&[&src], &[]);
+    let check = || {
+        let out = env.admin("check", &[]);
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (code, text) = check();
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains("checked 2 snapshots") && text.ends_with("no damage\n"),
+        "{text}"
+    );
+
+    // The largest pack holds the 3 MB file.
+    let biggest = env
+        .packs()
+        .into_iter()
+        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
+        .unwrap();
+    let bytes = std::fs::read(&biggest).unwrap();
+    std::fs::write(&biggest, &bytes[..bytes.len() / 2]).unwrap();
+    let (code, text) = check();
+    assert_eq!(code, Some(1), "{text}");
+    let victim = format!("{}/big/victim: pack ", src.display());
+    assert!(
+        text.contains(&victim) && text.contains("too short"),
+        "{text}"
+    );
+
+    std::fs::remove_file(&biggest).unwrap();
+    let (code, text) = check();
+    assert_eq!(code, Some(1), "{text}");
+    for snap in env.snapshots() {
+        let id = &snap["id"].as_str().unwrap()[..8];
+        let line = format!("snapshot {id} {victim}");
+        assert!(
+            text.contains(&line) && text.contains("is missing"),
+            "{line} not in {text}"
+        );
+    }
+    assert!(
+        !text.contains("keep"),
+        "an intact file was reported: {text}"
+    );
+}
+
 #[test]
 fn writer_needs_nothing_from_the_repository() {
     let env = Env::new();

@@ -17,6 +17,7 @@
 pub mod backend;
 pub mod blob;
 pub mod cache;
+pub mod check;
 pub mod chunk_key;
 pub mod config;
 pub mod diff;

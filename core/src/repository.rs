@@ -13,6 +13,7 @@ use crate::id::{ObjectId, PackId};
 use crate::openpgp::{Opener, SecretKeys};
 use crate::snapshot::{Snapshot, SnapshotInfo};
 use crate::tree::{Entry, Kind, Location, Tree};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 /// A repository opened for reading.
@@ -45,14 +46,7 @@ impl Repository {
     /// Every snapshot, oldest first. Each object's name is checked against
     /// the SHA-256 of its bytes.
     pub async fn snapshots(&self) -> Result<Vec<SnapshotInfo>> {
-        let mut names: Vec<String> = self
-            .backend
-            .list(ObjectKind::Snapshot)
-            .await?
-            .into_iter()
-            .map(|o| o.name)
-            .collect();
-        names.sort();
+        let names = self.snapshot_names().await?;
         let mut out = Vec::with_capacity(names.len());
         for name in names {
             out.push(self.load_snapshot(&name).await?);
@@ -61,7 +55,33 @@ impl Repository {
         Ok(out)
     }
 
-    async fn load_snapshot(&self, name: &str) -> Result<SnapshotInfo> {
+    /// The names (ids) of every stored snapshot object, sorted.
+    pub async fn snapshot_names(&self) -> Result<Vec<String>> {
+        let mut names: Vec<String> = self
+            .backend
+            .list(ObjectKind::Snapshot)
+            .await?
+            .into_iter()
+            .map(|o| o.name)
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
+    /// The size of every stored pack, by id (names that are not pack ids
+    /// are left out).
+    pub async fn pack_sizes(&self) -> Result<HashMap<PackId, u64>> {
+        Ok(self
+            .backend
+            .list(ObjectKind::Pack)
+            .await?
+            .into_iter()
+            .filter_map(|o| Some((PackId::from_hex(&o.name)?, o.size)))
+            .collect())
+    }
+
+    /// Reads, checks and decrypts the snapshot object `name`.
+    pub async fn load_snapshot(&self, name: &str) -> Result<SnapshotInfo> {
         let key = ObjectKey::new(ObjectKind::Snapshot, name);
         let object = key.path();
         let id = ObjectId::from_hex(name)
