@@ -190,6 +190,30 @@ pub struct CheckArgs {
     pub repo: RepoArg,
     #[command(flatten)]
     pub key: SecretKeyArgs,
+    /// Also read, decrypt and verify every file chunk (each distinct chunk
+    /// once).
+    #[arg(long, conflicts_with = "read_data_subset")]
+    pub read_data: bool,
+    /// Read and verify this share of the chunks, e.g. 10%: picked by chunk
+    /// id, so the same share picks the same chunks each time.
+    #[arg(long, value_name = "PERCENT", value_parser = parse_percent)]
+    pub read_data_subset: Option<f64>,
+}
+
+/// `10%` or `10` → 0.1; (0, 100].
+fn parse_percent(text: &str) -> Result<f64, String> {
+    let n: f64 = text
+        .trim()
+        .trim_end_matches('%')
+        .parse()
+        .map_err(|_| format!("{text:?}: expected a percentage such as 10%"))?;
+    if n > 0.0 && n <= 100.0 {
+        Ok(n / 100.0)
+    } else {
+        Err(format!(
+            "{text:?}: the percentage must be above 0 and at most 100"
+        ))
+    }
 }
 
 #[derive(Debug, Args)]

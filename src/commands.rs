@@ -301,7 +301,13 @@ pub fn status(rt: &Runtime, a: &StatusArgs) -> Result<Outcome> {
 
 pub fn check(rt: &Runtime, a: &CheckArgs) -> Result<Outcome> {
     let repo = open_repo(rt, &a.repo, &a.key)?;
-    let report = rt.block_on(coffer_core::check::check(&repo))?;
+    let read_data = if a.read_data {
+        Some(1.0)
+    } else {
+        a.read_data_subset
+    };
+    let opts = coffer_core::check::CheckOptions { read_data };
+    let report = rt.block_on(coffer_core::check::check(&repo, opts))?;
     for d in &report.damage {
         let at = if d.path.is_empty() { "" } else { " " };
         println!("snapshot {}{at}{}: {}", d.snapshot, d.path, d.problem);
@@ -311,8 +317,16 @@ pub fn check(rt: &Runtime, a: &CheckArgs) -> Result<Outcome> {
         1 => "1 problem".to_string(),
         n => format!("{n} problems"),
     };
+    let read = match read_data {
+        Some(_) => format!(
+            ", {} chunks ({:.1} MiB) read and verified",
+            report.chunks_read,
+            report.bytes_read as f64 / 1_048_576.0
+        ),
+        None => String::new(),
+    };
     println!(
-        "checked {} snapshots: {} trees, {} chunk references in {} packs: {verdict}",
+        "checked {} snapshots: {} trees, {} chunk references in {} packs{read}: {verdict}",
         report.snapshots, report.trees, report.chunks, report.packs
     );
     Ok(if report.damage.is_empty() {

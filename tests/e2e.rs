@@ -395,14 +395,14 @@ fn check_reports_missing_and_cut_packs_per_snapshot_and_path() {
     env.backup(&[&src], &[]);
     write(&src.join("small/new"), b"new");
     env.backup(&[&src], &[]);
-    let check = || {
-        let out = env.admin("check", &[]);
+    let check = |args: &[&str]| {
+        let out = env.admin("check", args);
         (
             out.status.code(),
             String::from_utf8_lossy(&out.stdout).into_owned(),
         )
     };
-    let (code, text) = check();
+    let (code, text) = check(&[]);
     assert_eq!(code, Some(0), "{text}");
     assert!(
         text.contains("checked 2 snapshots") && text.ends_with("no damage\n"),
@@ -415,22 +415,47 @@ fn check_reports_missing_and_cut_packs_per_snapshot_and_path() {
         .into_iter()
         .max_by_key(|p| std::fs::metadata(p).unwrap().len())
         .unwrap();
-    let bytes = std::fs::read(&biggest).unwrap();
+    let mut bytes = std::fs::read(&biggest).unwrap();
+    let victim = format!("{}/big/victim: ", src.display());
+
+    // A flipped byte keeps every size: only reading the data finds it.
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 1;
+    std::fs::write(&biggest, &bytes).unwrap();
+    assert_eq!(check(&[]).0, Some(0));
+    for read in [&["--read-data"][..], &["--read-data-subset", "100%"]] {
+        let (code, text) = check(read);
+        assert_eq!(code, Some(1), "{text}");
+        assert!(text.contains(&victim) && text.contains("chunk "), "{text}");
+        assert!(text.contains("read and verified: 2 problems"), "{text}");
+    }
+    bytes[mid] ^= 1;
+    let (code, text) = check(&["--read-data"]);
+    assert_eq!(code, Some(1), "the file on disk is still flipped: {text}");
+    std::fs::write(&biggest, &bytes).unwrap();
+    let (code, text) = check(&["--read-data"]);
+    assert_eq!(code, Some(0), "{text}");
+    assert_eq!(
+        env.admin("check", &["--read-data-subset", "0%"])
+            .status
+            .code(),
+        Some(2)
+    );
+
     std::fs::write(&biggest, &bytes[..bytes.len() / 2]).unwrap();
-    let (code, text) = check();
+    let (code, text) = check(&[]);
     assert_eq!(code, Some(1), "{text}");
-    let victim = format!("{}/big/victim: pack ", src.display());
     assert!(
-        text.contains(&victim) && text.contains("too short"),
+        text.contains(&format!("{victim}pack ")) && text.contains("too short"),
         "{text}"
     );
 
     std::fs::remove_file(&biggest).unwrap();
-    let (code, text) = check();
+    let (code, text) = check(&[]);
     assert_eq!(code, Some(1), "{text}");
     for snap in env.snapshots() {
         let id = &snap["id"].as_str().unwrap()[..8];
-        let line = format!("snapshot {id} {victim}");
+        let line = format!("snapshot {id} {victim}pack ");
         assert!(
             text.contains(&line) && text.contains("is missing"),
             "{line} not in {text}"
