@@ -111,8 +111,7 @@ impl Repository {
 
     /// Fetches one blob's stored bytes (one ranged read), still encrypted.
     pub async fn fetch_blob(&self, loc: &Location) -> Result<Vec<u8>> {
-        self.backend
-            .get_range(&pack_key(loc), loc.offset, loc.length)
+        self.fetch_pack_range(&loc.pack, loc.offset, loc.length)
             .await
     }
 
@@ -124,8 +123,9 @@ impl Repository {
         offset: u64,
         length: u64,
     ) -> Result<Vec<u8>> {
-        let key = ObjectKey::new(ObjectKind::Pack, pack.to_hex());
-        self.backend.get_range(&key, offset, length).await
+        self.backend
+            .get_range(&pack_key(pack), offset, length)
+            .await
     }
 
     /// Decrypts, decompresses and verifies bytes [`Repository::fetch_blob`]
@@ -135,7 +135,7 @@ impl Repository {
             &self.opener,
             &self.chunk_key,
             loc,
-            &pack_key(loc).path(),
+            &pack_key(&loc.pack).path(),
             stored,
         )
     }
@@ -181,8 +181,8 @@ impl Repository {
     }
 }
 
-fn pack_key(loc: &Location) -> ObjectKey {
-    ObjectKey::new(ObjectKind::Pack, loc.pack.to_hex())
+fn pack_key(pack: &PackId) -> ObjectKey {
+    ObjectKey::new(ObjectKind::Pack, pack.to_hex())
 }
 
 /// The root of a snapshot as a directory entry.

@@ -149,11 +149,57 @@ struct FileJob {
     dest: PathBuf,
 }
 
+/// Bytes `start..end` of one pack: blobs lying back to back, read with one
+/// ranged read. Used for file chunks and for trees alike.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Span {
+    pack: PackId,
+    start: u64,
+    end: u64,
+}
+
+impl Span {
+    /// The bytes of one blob.
+    fn of(loc: &Location) -> Self {
+        Self {
+            pack: loc.pack,
+            start: loc.offset,
+            end: loc.offset.saturating_add(loc.length),
+        }
+    }
+
+    /// Whether `loc` can join: same pack, after the end, a gap of at most
+    /// [`MAX_GAP`], and the span stays within `max` bytes.
+    fn can_take(&self, loc: &Location, max: u64) -> bool {
+        self.pack == loc.pack
+            && loc.offset >= self.end
+            && loc.offset - self.end <= MAX_GAP
+            && loc.offset.saturating_add(loc.length) - self.start <= max
+    }
+
+    /// Extends the span to the end of `loc` (which [`Span::can_take`]).
+    fn take(&mut self, loc: &Location) {
+        self.end = loc.offset.saturating_add(loc.length);
+    }
+
+    async fn read(&self, repo: &Repository) -> Result<Vec<u8>> {
+        repo.fetch_pack_range(&self.pack, self.start, self.end - self.start)
+            .await
+    }
+
+    /// The stored bytes of `loc` in `data`, which [`Span::read`] returned.
+    fn blob<'d>(&self, data: &'d [u8], loc: &Location) -> Result<&'d [u8]> {
+        let from = (loc.offset - self.start) as usize;
+        data.get(from..from.saturating_add(loc.length as usize))
+            .ok_or_else(|| Error::Path("restore: a read came back short".into()))
+    }
+}
+
 /// One ranged read of a pack and what it holds, in order: the writer
 /// writes the parts one after the other.
 struct Fetch {
-    /// (pack, offset, length); `None` while only empty files are queued.
-    range: Option<(PackId, u64, u64)>,
+    /// `None` while only empty files are queued.
+    span: Option<Span>,
     parts: Vec<Part>,
 }
 
@@ -167,31 +213,21 @@ struct Part {
 impl Fetch {
     fn new() -> Self {
         Self {
-            range: None,
+            span: None,
             parts: Vec::new(),
         }
     }
 
-    /// Whether `loc` can join this read: same pack, after the last blob,
-    /// a small gap at most, and the read stays small enough.
+    /// Whether `loc` can join this read (see [`Span::can_take`]).
     fn can_take(&self, loc: &Location) -> bool {
-        let Some((pack, offset, length)) = self.range else {
-            return true;
-        };
-        let end = offset.saturating_add(length);
-        pack == loc.pack
-            && loc.offset >= end
-            && loc.offset - end <= MAX_GAP
-            && loc.offset.saturating_add(loc.length) - offset <= MAX_FETCH
+        self.span.is_none_or(|s| s.can_take(loc, MAX_FETCH))
     }
 
     fn take(&mut self, file: &Arc<FileJob>, index: usize, loc: &Location) {
-        self.range = Some(match self.range {
-            None => (loc.pack, loc.offset, loc.length),
-            Some((pack, offset, _)) => {
-                (pack, offset, loc.offset.saturating_add(loc.length) - offset)
-            }
-        });
+        match &mut self.span {
+            Some(span) => span.take(loc),
+            None => self.span = Some(Span::of(loc)),
+        }
         self.parts.push(Part {
             file: file.clone(),
             chunk: Some(index),
@@ -228,9 +264,11 @@ impl Walk<'_> {
         }
         let mut fetching = FuturesOrdered::new();
         loop {
-            while fetching.len() < TREES_IN_FLIGHT && !waiting.is_empty() {
-                let batch = next_tree_batch(&mut waiting);
-                fetching.push_back(read_trees(repo, batch));
+            while fetching.len() < TREES_IN_FLIGHT {
+                let Some((span, batch)) = next_tree_batch(&mut waiting) else {
+                    break;
+                };
+                fetching.push_back(read_trees(repo, span, batch));
             }
             let Some(trees) = fetching.next().await else {
                 return Ok(());
@@ -371,55 +409,41 @@ impl Walk<'_> {
 /// Takes the next tree to read from `waiting`, with the trees queued after
 /// it that lie just behind it in the same pack (sibling directories without
 /// subdirectories were stored one after the other), for one ranged read.
-fn next_tree_batch(waiting: &mut VecDeque<(Location, PathBuf)>) -> Vec<(Location, PathBuf)> {
-    let Some(first) = waiting.pop_front() else {
-        return Vec::new();
-    };
-    let (pack, start) = (first.0.pack, first.0.offset);
-    let mut end = start.saturating_add(first.0.length);
+fn next_tree_batch(
+    waiting: &mut VecDeque<(Location, PathBuf)>,
+) -> Option<(Span, Vec<(Location, PathBuf)>)> {
+    let first = waiting.pop_front()?;
+    let mut span = Span::of(&first.0);
     let mut batch = vec![first];
     let mut i = 0;
     while i < waiting.len().min(TREE_BATCH_SCAN) {
-        let loc = &waiting[i].0;
-        let fits = loc.pack == pack
-            && loc.offset >= end
-            && loc.offset - end <= MAX_GAP
-            && loc.offset.saturating_add(loc.length) - start <= MAX_TREE_FETCH;
-        if !fits {
+        if !span.can_take(&waiting[i].0, MAX_TREE_FETCH) {
             i += 1;
         } else if let Some(item) = waiting.remove(i) {
-            end = item.0.offset.saturating_add(item.0.length);
+            span.take(&item.0);
             batch.push(item);
         }
     }
-    batch
+    Some((span, batch))
 }
 
-/// Reads a batch of trees with one ranged read (or one plain read).
+/// Reads a batch of trees with one ranged read.
 async fn read_trees(
     repo: &Repository,
+    span: Span,
     batch: Vec<(Location, PathBuf)>,
 ) -> Result<Vec<(Tree, PathBuf)>> {
-    let (Some((first, path)), Some((last, _))) = (batch.first(), batch.last()) else {
-        return Ok(Vec::new());
+    let data = match batch.first() {
+        Some((_, path)) => span.read(repo).await.map_err(|e| at(path, e))?,
+        None => return Ok(Vec::new()),
     };
-    let start = first.offset;
-    let data = repo
-        .fetch_pack_range(
-            &first.pack,
-            start,
-            last.offset.saturating_add(last.length) - start,
-        )
-        .await
-        .map_err(|e| at(path, e))?;
     batch
         .into_iter()
         .map(|(loc, path)| {
-            let from = (loc.offset - start) as usize;
-            let stored = data
-                .get(from..from.saturating_add(loc.length as usize))
-                .ok_or_else(|| Error::Path("restore: a read came back short".into()))?;
-            let tree = repo.decode_tree(&loc, stored).map_err(|e| at(&path, e))?;
+            let tree = span
+                .blob(&data, &loc)
+                .and_then(|stored| repo.decode_tree(&loc, stored))
+                .map_err(|e| at(&path, e))?;
             Ok((tree, path))
         })
         .collect()
@@ -506,18 +530,15 @@ impl FileWriter {
 /// Runs one read and decodes its blobs on the blocking pool: the plaintext
 /// of each part, in order (empty for an empty file).
 async fn read_and_decode(repo: Arc<Repository>, fetch: Fetch) -> Result<(Fetch, Vec<Vec<u8>>)> {
-    let Some((pack, offset, length)) = fetch.range else {
+    let Some(span) = fetch.span else {
         let empty = vec![Vec::new(); fetch.parts.len()];
         return Ok((fetch, empty));
     };
     let first = fetch.parts.first().map(|p| p.file.clone());
-    let data = repo
-        .fetch_pack_range(&pack, offset, length)
-        .await
-        .map_err(|e| match &first {
-            Some(file) => at(&file.dest, e),
-            None => e,
-        })?;
+    let data = span.read(&repo).await.map_err(|e| match &first {
+        Some(file) => at(&file.dest, e),
+        None => e,
+    })?;
     tokio::task::spawn_blocking(move || {
         let plain = fetch
             .parts
@@ -527,11 +548,8 @@ async fn read_and_decode(repo: Arc<Repository>, fetch: Fetch) -> Result<(Fetch, 
                     return Ok(Vec::new());
                 };
                 let loc = &part.file.entry.chunks[index];
-                let from = (loc.offset - offset) as usize;
-                let stored = data
-                    .get(from..from.saturating_add(loc.length as usize))
-                    .ok_or_else(|| Error::Path("restore: a read came back short".into()))?;
-                repo.decode_blob(loc, stored)
+                span.blob(&data, loc)
+                    .and_then(|stored| repo.decode_blob(loc, stored))
                     .map_err(|e| at(&part.file.dest, e))
             })
             .collect::<Result<Vec<_>>>()?;
@@ -683,7 +701,12 @@ mod tests {
         assert!(!fetch.can_take(&loc(2, 110, 10)), "other pack");
         assert!(!fetch.can_take(&loc(1, 110, MAX_FETCH)), "too long");
         fetch.take(&file, 1, &loc(1, 120, 30));
-        assert_eq!(fetch.range, Some((PackId([1; 32]), 100, 50)));
+        let expected = Span {
+            pack: PackId([1; 32]),
+            start: 100,
+            end: 150,
+        };
+        assert_eq!(fetch.span, Some(expected));
         assert_eq!(fetch.parts.len(), 2);
     }
 
@@ -700,7 +723,8 @@ mod tests {
         .enumerate()
         .map(|(i, l)| (l, PathBuf::from(i.to_string())))
         .collect();
-        let batch = next_tree_batch(&mut waiting);
+        let (span, batch) = next_tree_batch(&mut waiting).unwrap();
+        assert_eq!((span.start, span.end), (0, 350));
         let names: Vec<_> = batch.iter().map(|(_, p)| p.display().to_string()).collect();
         assert_eq!(names, ["0", "2", "3"]);
         let left: Vec<_> = waiting

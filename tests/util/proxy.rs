@@ -129,11 +129,6 @@ impl Proxy {
     }
 }
 
-/// Whether the head has header `name` (any value).
-pub fn has_header(head: &str, name: &str) -> bool {
-    header(head, name).is_some()
-}
-
 /// The value of header `name` in `head`.
 pub fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
     head.lines().skip(1).find_map(|l| {
@@ -224,7 +219,7 @@ fn serve(client: TcpStream, shared: &Shared) {
             return;
         }
         let text = String::from_utf8_lossy(&head).into_owned();
-        let conditional = has_header(&text, "if-none-match");
+        let conditional = header(&text, "if-none-match").is_some();
         shared
             .heads
             .lock()
