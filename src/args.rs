@@ -33,6 +33,12 @@ pub enum Command {
     /// reading only metadata and object sizes (needs the admin key). Exit 1
     /// on damage, each problem listed with its snapshot and path.
     Check(CheckArgs),
+    /// Remove the snapshots a retention policy does not keep (needs the
+    /// admin key). Frees no data by itself: run `prune`, or pass --prune.
+    Forget(ForgetArgs),
+    /// Delete the packs no snapshot references, once they are older than the
+    /// dedup horizon plus --margin (needs the admin key).
+    Prune(PruneArgs),
     /// Restore a snapshot, or a path in it, into a directory.
     Restore(RestoreArgs),
     /// Write one file of a snapshot to standard output.
@@ -226,6 +232,73 @@ pub struct StatusArgs {
     /// Print one JSON object instead of a line of text.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ForgetArgs {
+    #[command(flatten)]
+    pub repo: RepoArg,
+    #[command(flatten)]
+    pub key: SecretKeyArgs,
+    /// Keep the newest N snapshots.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub keep_last: usize,
+    /// Keep the newest snapshot of each of the last N hours that have one.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub keep_hourly: usize,
+    /// ... of each of the last N days (UTC) that have one.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub keep_daily: usize,
+    /// ... of each of the last N ISO weeks that have one.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub keep_weekly: usize,
+    /// ... of each of the last N months that have one.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub keep_monthly: usize,
+    /// ... of each of the last N years that have one.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub keep_yearly: usize,
+    /// Keep every snapshot taken less than this before the group's newest,
+    /// e.g. 7d or 2w.
+    #[arg(long, value_name = "DURATION", value_parser = coffer_core::status::parse_duration)]
+    pub keep_within: Option<std::time::Duration>,
+    /// Consider only snapshots of this host; repeat for several.
+    #[arg(long = "host", value_name = "H")]
+    pub hosts: Vec<String>,
+    /// Consider only snapshots with this tag; repeat for several.
+    #[arg(long = "tag", value_name = "T")]
+    pub tags: Vec<String>,
+    /// Print what would be removed; remove nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Prune afterwards (see `coffer prune`).
+    #[arg(long)]
+    pub prune: bool,
+    #[command(flatten)]
+    pub prune_opts: PruneOptionArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct PruneOptionArgs {
+    /// Unreferenced packs younger than the dedup horizon plus this are kept:
+    /// a backup running now may still reference them. Make it longer than
+    /// your longest backup run plus any clock skew.
+    #[arg(long, value_name = "DURATION", default_value = "2d",
+          value_parser = coffer_core::status::parse_duration)]
+    pub margin: std::time::Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    #[command(flatten)]
+    pub repo: RepoArg,
+    #[command(flatten)]
+    pub key: SecretKeyArgs,
+    #[command(flatten)]
+    pub opts: PruneOptionArgs,
+    /// Print what would be deleted; delete nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Args)]

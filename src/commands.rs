@@ -189,7 +189,7 @@ fn default_state_dir() -> Result<PathBuf> {
     }
 }
 
-fn open_repo(rt: &Runtime, repo: &RepoArg, key: &SecretKeyArgs) -> Result<Repository> {
+pub fn open_repo(rt: &Runtime, repo: &RepoArg, key: &SecretKeyArgs) -> Result<Repository> {
     let passphrase = read_passphrase(key)?;
     let keys = SecretKeys::from_file(&key.key, passphrase.as_deref())?;
     let backend = rt.block_on(backend::open(&repo.repo, Default::default()))?;

@@ -6,6 +6,7 @@
 mod args;
 mod command_output;
 mod commands;
+mod retention;
 
 use args::{Cli, Command, KeyCommand};
 use clap::Parser;
@@ -47,6 +48,8 @@ fn run(cli: &Cli) -> anyhow::Result<Outcome> {
         Command::Snapshots(a) => commands::snapshots(&rt, a),
         Command::Status(a) => commands::status(&rt, a),
         Command::Check(a) => commands::check(&rt, a),
+        Command::Forget(a) => retention::forget(&rt, a, cli.verbose),
+        Command::Prune(a) => retention::prune(&rt, a, cli.verbose),
         Command::Restore(a) => commands::restore(&rt, a, cli.verbose),
         Command::Cat(a) => commands::cat(&rt, a),
         Command::Mount(a) => commands::mount(rt, a),

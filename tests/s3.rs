@@ -425,3 +425,65 @@ fn no_secret_reaches_the_output_even_when_tracing() {
         "a failed init keeps no writer key"
     );
 }
+
+/// `forget` + `prune` over S3. A zero-day horizon and a 1 s margin let the
+/// forgotten snapshots' packs go at once, except those Object Lock retains:
+/// prune asks for their retention, keeps them and says so.
+#[test]
+fn prune_over_s3_deletes_unreferenced_packs_and_keeps_locked_ones() {
+    let s3 = server();
+    s3.create_bucket("pruned", true);
+    let mut env = Env::bare();
+    env.repo = "s3://pruned/r".into();
+    env.vars = aws_vars(&s3.endpoint, &s3.admin);
+    env.writer_vars = env.vars.clone();
+    env.generate_keys();
+    env.ok(&[
+        "init",
+        "--repo",
+        &env.repo,
+        "--recipient",
+        "admin.cert",
+        "--writer-key-out",
+        "writer.key",
+        "--dedup-horizon-days",
+        "0",
+    ]);
+    let src = env.path("src");
+    let lock = [
+        "--object-lock-days",
+        "1",
+        "--object-lock-mode",
+        "governance",
+    ];
+    for (seed, extra) in [(1, &lock[..]), (2, &[][..]), (3, &[][..])] {
+        write(&src.join("f"), &random_bytes(seed, 2_000_000));
+        env.backup(&[&src], extra);
+    }
+    env.admin_ok("forget", &["--keep-last", "1"]);
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let out = env.admin_ok("prune", &["-v", "--margin", "1s"]);
+    let t = String::from_utf8_lossy(&out.stdout).into_owned();
+    let count = |after: &str| -> u64 {
+        let rest = t
+            .split_once(after)
+            .unwrap_or_else(|| panic!("{after:?} not in {t}"));
+        rest.1.split(' ').next().unwrap().parse().unwrap()
+    };
+    // The unlocked run's data and tree packs go; the locked run's stay.
+    let (deleted, locked) = (count("deleted "), count("kept "));
+    assert!(deleted >= 2 && locked >= 2, "{t}");
+    assert!(
+        t.contains("unreferenced packs under Object Lock retention"),
+        "{t}"
+    );
+    let out = env.admin_ok("prune", &["-v", "--margin", "1s"]);
+    let again = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(again.contains("deleted 0 ("), "{again}");
+    assert!(again.contains(&format!("kept {locked} (")), "{again}");
+
+    let restored = env.path("out");
+    env.restore("latest", &restored);
+    assert_same_tree(&src, &under(&restored, &src));
+    env.admin_ok("check", &["--read-data"]);
+}

@@ -3,7 +3,7 @@
 //! A backend stores immutable objects under keys (see [`ObjectKey::path`]).
 //! It is split in a read half and a write half: a writer needs only
 //! [`WriteBackend::put_new`], and must never need to read, list, overwrite
-//! or delete. All methods are async; the local backend does its file I/O on
+//! or delete; [`DeleteBackend`] is for retention (`forget`, `prune`). All methods are async; the local backend does its file I/O on
 //! tokio's blocking pool; S3 (`s3.rs`) goes through aws-sdk-s3.
 
 use crate::error::{Error, Result};
@@ -129,8 +129,24 @@ pub trait WriteBackend: Send + Sync {
     }
 }
 
-/// A backend that reads and writes.
-pub trait Backend: ReadBackend + WriteBackend {
+/// Deleting objects: only `forget` and `prune` (run by the admin) do it.
+#[async_trait]
+pub trait DeleteBackend: Send + Sync {
+    /// Removes an object. Removing one that is already gone succeeds (two
+    /// prunes may race). On a versioned S3 bucket this adds a delete
+    /// marker; the bytes go when the bucket's lifecycle expires the old
+    /// version.
+    async fn delete(&self, key: &ObjectKey) -> Result<()>;
+
+    /// Until when Object Lock forbids deleting `key`, if it does (S3 only;
+    /// `None` when the bucket has no Object Lock or the object no retention).
+    async fn retained_until(&self, _key: &ObjectKey) -> Result<Option<std::time::SystemTime>> {
+        Ok(None)
+    }
+}
+
+/// A backend that reads, writes and deletes.
+pub trait Backend: ReadBackend + WriteBackend + DeleteBackend {
     /// Where this backend stores, for messages (never holds credentials).
     fn describe(&self) -> String;
 }

@@ -10,6 +10,7 @@ use crate::chunk_key::ChunkIdKey;
 use crate::config::RepoConfig;
 use crate::error::{Error, Result};
 use crate::id::{ObjectId, PackId};
+use crate::index::IndexFile;
 use crate::openpgp::{Opener, SecretKeys};
 use crate::snapshot::{Snapshot, SnapshotInfo};
 use crate::tree::{Entry, Kind, Location, Tree};
@@ -82,7 +83,27 @@ impl Repository {
 
     /// Reads, checks and decrypts the snapshot object `name`.
     pub async fn load_snapshot(&self, name: &str) -> Result<SnapshotInfo> {
-        let key = ObjectKey::new(ObjectKind::Snapshot, name);
+        let (id, object, json) = self.load_named(ObjectKind::Snapshot, name).await?;
+        Ok(SnapshotInfo {
+            id,
+            snapshot: Snapshot::from_json(&json, &object)?,
+        })
+    }
+
+    /// Reads, checks and decrypts the index object `name`.
+    pub async fn load_index(&self, name: &str) -> Result<IndexFile> {
+        let (_, object, json) = self.load_named(ObjectKind::Index, name).await?;
+        IndexFile::from_json(&json, &object)
+    }
+
+    /// Reads an object named by the SHA-256 of its bytes, checks the name
+    /// and decrypts it: (id, object path, plaintext).
+    async fn load_named(
+        &self,
+        kind: ObjectKind,
+        name: &str,
+    ) -> Result<(ObjectId, String, Vec<u8>)> {
+        let key = ObjectKey::new(kind, name);
         let object = key.path();
         let id = ObjectId::from_hex(name)
             .ok_or_else(|| Error::damaged(&object, "name is not a 64-hex-digit id"))?;
@@ -91,10 +112,12 @@ impl Repository {
             return Err(Error::damaged(&object, "content does not match its name"));
         }
         let json = self.opener.open(&object, &bytes)?;
-        Ok(SnapshotInfo {
-            id,
-            snapshot: Snapshot::from_json(&json, &object)?,
-        })
+        Ok((id, object, json))
+    }
+
+    /// The storage backend (retention deletes through it).
+    pub fn backend(&self) -> &dyn Backend {
+        self.backend.as_ref()
     }
 
     /// The snapshot `spec` names: `latest`, or a unique prefix of an id.
@@ -181,7 +204,8 @@ impl Repository {
     }
 }
 
-fn pack_key(pack: &PackId) -> ObjectKey {
+/// The key of a pack object.
+pub fn pack_key(pack: &PackId) -> ObjectKey {
     ObjectKey::new(ObjectKind::Pack, pack.to_hex())
 }
 

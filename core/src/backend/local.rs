@@ -4,7 +4,7 @@
 //! name (`link(2)` fails if the name exists, so nothing is ever replaced) and
 //! the directory is fsynced. A crash leaves at most a stray file in `tmp/`.
 
-use super::{Backend, ObjectInfo, ObjectKey, ObjectKind, ReadBackend, WriteBackend};
+use super::{Backend, DeleteBackend, ObjectInfo, ObjectKey, ObjectKind, ReadBackend, WriteBackend};
 use crate::error::{Error, Result};
 use async_trait::async_trait;
 use std::fs::{self, File};
@@ -172,6 +172,20 @@ fn put_new_sync(root: &Path, key: &ObjectKey, data: &[u8]) -> Result<()> {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == ErrorKind::AlreadyExists => Err(Error::AlreadyExists(key.path())),
         Err(e) => Err(storage_err("put", key, e)),
+    }
+}
+
+#[async_trait]
+impl DeleteBackend for LocalBackend {
+    async fn delete(&self, key: &ObjectKey) -> Result<()> {
+        let path = self.path_of(key);
+        let key = key.clone();
+        blocking(move || match fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(storage_err("delete", &key, e)),
+        })
+        .await
     }
 }
 

@@ -1,7 +1,7 @@
 //! A repository in memory, for tests: the same write-once contract as the
 //! real backends, plus fault injection (fail every put after the n-th).
 
-use super::{Backend, ObjectInfo, ObjectKey, ObjectKind, ReadBackend, WriteBackend};
+use super::{Backend, DeleteBackend, ObjectInfo, ObjectKey, ObjectKind, ReadBackend, WriteBackend};
 use crate::error::{Error, Result};
 use async_trait::async_trait;
 use std::collections::BTreeMap;
@@ -94,6 +94,14 @@ impl WriteBackend for MemoryBackend {
             return Err(Error::AlreadyExists(key.path()));
         }
         objects.insert(key.path(), (key.clone(), data));
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl DeleteBackend for MemoryBackend {
+    async fn delete(&self, key: &ObjectKey) -> Result<()> {
+        self.lock().remove(&key.path());
         Ok(())
     }
 }

@@ -18,7 +18,7 @@
 //! - Errors name the object (`s3://bucket/key`) and the S3 error code;
 //!   credentials are never formatted.
 
-use super::{Backend, ObjectInfo, ObjectKey, ObjectKind, ReadBackend, WriteBackend};
+use super::{Backend, DeleteBackend, ObjectInfo, ObjectKey, ObjectKind, ReadBackend, WriteBackend};
 use crate::error::{Error, Result};
 use async_trait::async_trait;
 use aws_sdk_s3::config::retry::RetryConfig;
@@ -26,7 +26,7 @@ use aws_sdk_s3::config::timeout::TimeoutConfig;
 use aws_sdk_s3::config::{Region, RequestChecksumCalculation, ResponseChecksumValidation};
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::{ByteStream, DateTime};
-use aws_sdk_s3::types::{ObjectCannedAcl, ObjectLockMode, StorageClass};
+use aws_sdk_s3::types::{ObjectCannedAcl, ObjectLockEnabled, ObjectLockMode, StorageClass};
 use aws_sdk_s3::Client;
 use base64::Engine;
 use md5::Digest;
@@ -86,6 +86,8 @@ pub struct S3Backend {
     /// Whether PUTs carry `If-None-Match: *`; cleared the first time the
     /// store answers it with `501 NotImplemented`.
     conditional_put: AtomicBool,
+    /// Whether the bucket has Object Lock (asked once, by `prune`).
+    lock_enabled: tokio::sync::OnceCell<bool>,
 }
 
 /// Splits `s3://BUCKET/PREFIX` into bucket and prefix (empty, or ending
@@ -156,6 +158,7 @@ impl S3Backend {
             opts,
             retry_for,
             conditional_put: AtomicBool::new(true),
+            lock_enabled: tokio::sync::OnceCell::new(),
         })
     }
 
@@ -250,29 +253,70 @@ impl S3Backend {
         storage_error(op, self.url_of(key), e)
     }
 
+    /// Sends the request `send` makes until it succeeds, `settle` decides
+    /// a failure (`Some(result)`), or [`Retry`] gives up on it.
+    async fn request<T, E, Fut>(
+        &self,
+        op: &'static str,
+        key: &ObjectKey,
+        mut send: impl FnMut() -> Fut,
+        settle: impl Fn(Failure) -> Option<Result<T>>,
+    ) -> Result<T>
+    where
+        Fut: std::future::Future<Output = std::result::Result<T, SdkError<E>>>,
+        E: std::error::Error + ProvideErrorMetadata + Send + Sync + 'static,
+    {
+        let mut retry = Retry::new(self.retry_for);
+        loop {
+            let err = match send().await {
+                Ok(v) => return Ok(v),
+                Err(e) => e,
+            };
+            let failure = classify(&err);
+            if let Some(result) = settle(failure) {
+                return result;
+            }
+            retry.after(failure, || self.error(op, key, &err)).await?;
+        }
+    }
+
     /// Whether `key` exists (HeadObject).
     async fn exists(&self, key: &ObjectKey) -> Result<bool> {
         let s3_key = self.key_of(key);
-        let mut retry = Retry::new(self.retry_for);
-        loop {
-            match self
-                .client
-                .head_object()
-                .bucket(&self.bucket)
-                .key(&s3_key)
-                .send()
-                .await
-            {
-                Ok(_) => return Ok(true),
-                Err(e) => {
-                    let failure = classify(&e);
-                    if failure.status == Some(404) {
-                        return Ok(false);
+        let head = || async {
+            let req = self.client.head_object().bucket(&self.bucket).key(&s3_key);
+            req.send().await.map(|_| true)
+        };
+        self.request("head", key, head, |f| {
+            (f.status == Some(404)).then_some(Ok(false))
+        })
+        .await
+    }
+
+    /// Whether the bucket has Object Lock enabled (asked once; a refused
+    /// question counts as yes, so retention is then asked per object).
+    async fn bucket_locks(&self) -> bool {
+        *self
+            .lock_enabled
+            .get_or_init(|| async {
+                let req = self
+                    .client
+                    .get_object_lock_configuration()
+                    .bucket(&self.bucket);
+                match req.send().await {
+                    Ok(out) => out
+                        .object_lock_configuration()
+                        .and_then(|c| c.object_lock_enabled())
+                        .is_some_and(|e| *e == ObjectLockEnabled::Enabled),
+                    Err(e) => {
+                        let not_configured = e.code()
+                            == Some("ObjectLockConfigurationNotFoundError")
+                            || classify(&e).status == Some(404);
+                        !not_configured
                     }
-                    retry.after(failure, || self.error("head", key, &e)).await?;
                 }
-            }
-        }
+            })
+            .await
     }
 
     async fn get_bytes(&self, key: &ObjectKey, range: Option<(u64, u64)>) -> Result<Vec<u8>> {
@@ -540,6 +584,43 @@ impl WriteBackend for S3Backend {
 
     fn upload_concurrency(&self) -> usize {
         self.opts.uploads.unwrap_or(DEFAULT_UPLOADS).max(1)
+    }
+}
+
+#[async_trait]
+impl DeleteBackend for S3Backend {
+    async fn delete(&self, key: &ObjectKey) -> Result<()> {
+        let s3_key = self.key_of(key);
+        let delete = || async {
+            let req = self
+                .client
+                .delete_object()
+                .bucket(&self.bucket)
+                .key(&s3_key);
+            req.send().await.map(|_| ())
+        };
+        self.request("delete", key, delete, |f| {
+            (f.status == Some(404)).then_some(Ok(()))
+        })
+        .await
+    }
+
+    async fn retained_until(&self, key: &ObjectKey) -> Result<Option<SystemTime>> {
+        if !self.bucket_locks().await {
+            return Ok(None);
+        }
+        let s3_key = self.key_of(key);
+        let head = || async {
+            let req = self.client.head_object().bucket(&self.bucket).key(&s3_key);
+            req.send().await.map(|out| {
+                out.object_lock_retain_until_date()
+                    .and_then(|t| SystemTime::try_from(*t).ok())
+            })
+        };
+        self.request("head", key, head, |f| {
+            (f.status == Some(404)).then_some(Ok(None))
+        })
+        .await
     }
 }
 

@@ -1,0 +1,241 @@
+//! `forget` and `prune` on a local repository, through the real binary:
+//! policies per host, dry runs, the horizon + margin rule (pack ages are
+//! faked by moving the pack files' mtimes back), what is freed, and that
+//! everything kept still restores and checks.
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+mod util;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+use util::*;
+
+fn text(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Every file below `dir`, sorted.
+fn files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut dirs = vec![dir.to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Moves the mtime of every pack back by `days`: the local backend's
+/// stand-in for an old S3 LastModified.
+fn age_packs(env: &Env, days: u64) {
+    let then = SystemTime::now() - Duration::from_secs(days * 86_400);
+    for p in files(&env.path("repo/data")) {
+        std::fs::File::options()
+            .write(true)
+            .open(&p)
+            .unwrap()
+            .set_modified(then)
+            .unwrap();
+    }
+}
+
+/// N in prune's "deleted N (" or "would delete N (".
+fn deleted(t: &str) -> usize {
+    let rest = t
+        .split_once("deleted ")
+        .or_else(|| t.split_once("would delete "))
+        .unwrap_or_else(|| panic!("no deletion count in {t}"))
+        .1;
+    rest.split(' ').next().unwrap().parse().unwrap()
+}
+
+fn dir_bytes(dir: &Path) -> u64 {
+    files(dir)
+        .iter()
+        .map(|p| std::fs::metadata(p).unwrap().len())
+        .sum()
+}
+
+#[test]
+fn forget_keeps_what_the_policy_says_and_prune_frees_the_rest_after_the_horizon() {
+    let env = Env::new();
+    let src = env.path("src");
+    let other = env.path("other");
+    write(&other.join("o"), &random_bytes(99, 200_000));
+    let mut ids = Vec::new();
+    // Three versions of one 3 MB file on host h1, one snapshot on host h2.
+    for seed in 1..=3 {
+        write(&src.join("f"), &random_bytes(seed, 3_000_000));
+        let snap = env.backup(&[&src], &["--host", "h1"]);
+        ids.push(snap["id"].as_str().unwrap().to_string());
+    }
+    env.backup(&[&other], &["--host", "h2"]);
+    let short = |id: &str| id[..8].to_string();
+
+    let none = env.admin("forget", &[]);
+    assert_eq!(none.status.code(), Some(2), "{}", text(&none));
+    assert!(text(&none).contains("--keep-daily 7"), "{}", text(&none));
+
+    let dry = env.admin_ok("forget", &["--keep-last", "1", "--dry-run"]);
+    let t = text(&dry);
+    assert!(
+        t.contains("host h1, paths ") && t.contains(": keep 1 of 3"),
+        "{t}"
+    );
+    assert!(
+        t.contains("host h2, paths ") && t.contains(": keep 1 of 1"),
+        "{t}"
+    );
+    assert!(t.contains(&format!("keep    {}", short(&ids[2]))), "{t}");
+    assert!(t.contains(&format!("remove  {}", short(&ids[0]))), "{t}");
+    assert!(t.contains("dry run: would remove 2 snapshots"), "{t}");
+    assert_eq!(env.snapshots().len(), 4);
+
+    // Only h1's snapshots are considered; from cron (no terminal, no -v)
+    // forget prints nothing.
+    let out = env.admin_ok("forget", &["--keep-last", "1", "--host", "h1"]);
+    assert_eq!(text(&out), "");
+    let left: Vec<String> = env
+        .snapshots()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(left.len(), 2);
+    assert!(left.contains(&ids[2]) && !left.contains(&ids[0]) && !left.contains(&ids[1]));
+
+    // Nothing is old enough yet: prune keeps every pack.
+    let packs_before = files(&env.path("repo/data"));
+    let out = env.admin_ok("prune", &["-v"]);
+    let t = text(&out);
+    assert!(t.contains("deleted 0 (0.0 MiB) unreferenced packs"), "{t}");
+    assert!(
+        t.contains("younger than the dedup horizon plus margin"),
+        "{t}"
+    );
+    assert_eq!(files(&env.path("repo/data")), packs_before);
+
+    // 31 days later: older than the 30-day horizon, not than horizon + 2d.
+    age_packs(&env, 31);
+    let t = text(&env.admin_ok("prune", &["-v"]));
+    assert!(t.contains("deleted 0 (0.0 MiB)"), "{t}");
+    let data = env.path("repo/data");
+    let (count, bytes) = (files(&data).len(), dir_bytes(&data));
+    let t = text(&env.admin_ok("prune", &["-v", "--margin", "12h"]));
+    // Two runs' packs: at least one data and one tree pack each.
+    let n = deleted(&t);
+    assert!(n >= 4 && files(&data).len() == count - n, "{t}");
+    assert!(t.contains("deleted 2 index objects"), "{t}");
+    let freed = bytes - dir_bytes(&data);
+    assert!(
+        (6_000_000..6_400_000).contains(&freed),
+        "freed {freed}: {t}"
+    );
+
+    // A snapshot that cannot be read stops prune before it deletes anything.
+    write(&src.join("f"), &random_bytes(4, 3_000_000));
+    env.backup(&[&src], &["--host", "h1"]);
+    env.admin_ok("forget", &["--keep-last", "1", "--host", "h1"]);
+    age_packs(&env, 40);
+    let snap = files(&env.path("repo/snapshots"))[0].clone();
+    let good = std::fs::read(&snap).unwrap();
+    std::fs::write(&snap, b"garbage").unwrap();
+    let packs_before = files(&data);
+    let out = env.admin("prune", &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("so prune deleted nothing"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(files(&data), packs_before);
+    std::fs::write(&snap, &good).unwrap();
+
+    // The dry run deletes nothing; the real one frees the forgotten 3 MB.
+    let t = text(&env.admin_ok("prune", &["--dry-run"]));
+    let would = deleted(&t);
+    assert!(would >= 2, "{t}");
+    assert_eq!(files(&data), packs_before);
+    let bytes = dir_bytes(&data);
+    let t = text(&env.admin_ok("prune", &["-v"]));
+    assert!(t.contains("2 snapshots reference"), "{t}");
+    assert_eq!(deleted(&t), would, "{t}");
+    assert!(t.contains("deleted 1 index objects"), "{t}");
+    let freed = bytes - dir_bytes(&data);
+    assert!(
+        (3_000_000..3_200_000).contains(&freed),
+        "freed {freed}: {t}"
+    );
+    assert_eq!(files(&data).len(), packs_before.len() - would);
+    assert_eq!(files(&env.path("repo/index")).len(), 2);
+
+    // Everything kept restores and checks, and backups go on.
+    let out = env.path("out");
+    env.restore("latest", &out);
+    assert_eq!(
+        std::fs::read(under(&out, &src).join("f")).unwrap(),
+        random_bytes(4, 3_000_000)
+    );
+    let t = text(&env.admin_ok("check", &["--read-data"]));
+    assert!(
+        t.contains("checked 2 snapshots") && t.contains("no damage"),
+        "{t}"
+    );
+    write(&src.join("g"), b"after prune");
+    env.backup(&[&src], &["--host", "h1"]);
+    let out2 = env.path("out2");
+    env.restore("latest", &out2);
+    assert_same_tree(&src, &under(&out2, &src));
+}
+
+/// `forget --dry-run --prune` reports what both would free, and deletes
+/// nothing; `--tag` narrows the policy to tagged snapshots.
+#[test]
+fn forget_dry_run_with_prune_counts_what_both_would_free() {
+    let env = Env::new();
+    let src = env.path("src");
+    for seed in 1..=2 {
+        write(&src.join("f"), &random_bytes(seed, 2_000_000));
+        env.backup(&[&src], &["--tag", "nightly"]);
+    }
+    write(&src.join("f"), &random_bytes(3, 2_000_000));
+    env.backup(&[&src], &["--tag", "manual"]);
+    age_packs(&env, 40);
+    let before = files(&env.path("repo"));
+    let t = text(&env.admin_ok(
+        "forget",
+        &[
+            "--keep-last",
+            "1",
+            "--tag",
+            "nightly",
+            "--dry-run",
+            "--prune",
+        ],
+    ));
+    assert!(t.contains(": keep 1 of 2"), "{t}");
+    assert!(t.contains("dry run: would remove 1 snapshots"), "{t}");
+    assert!(t.contains("2 snapshots reference"), "{t}");
+    let would = deleted(&t);
+    assert!(would >= 2, "{t}");
+    assert_eq!(files(&env.path("repo")), before);
+
+    let data = env.path("repo/data");
+    let count = files(&data).len();
+    env.admin_ok(
+        "forget",
+        &["--keep-last", "1", "--tag", "nightly", "--prune"],
+    );
+    assert_eq!(env.snapshots().len(), 2);
+    assert_eq!(files(&data).len(), count - would);
+}
