@@ -11,6 +11,7 @@ packages=(
   fuse3                                # the mount (fusermount3)
   util-linux                           # setpriv: tests run the writer as an unprivileged user
   rsync                                # tests copy out of the mount with rsync -a
+  unzip tar                            # tests unpack what export writes with the standard tools
   python3
 )
 if [[ ${COFFER_DEPS:-} == tests ]]; then

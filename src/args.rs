@@ -43,6 +43,8 @@ pub enum Command {
     Restore(RestoreArgs),
     /// Write one file of a snapshot to standard output.
     Cat(CatArgs),
+    /// Write a snapshot, or a path in it, as one zip or tar archive.
+    Export(ExportArgs),
     /// Show every snapshot as a read-only directory tree (runs until unmounted).
     Mount(MountArgs),
     /// List what changed between two snapshots: + added, - removed, M content, U metadata.
@@ -327,6 +329,28 @@ pub struct CatArgs {
     /// `latest` or an id prefix, then `:PATH` of a file.
     #[arg(value_name = "SNAPSHOT:PATH")]
     pub spec: String,
+}
+
+#[derive(Debug, Args)]
+#[command(group = clap::ArgGroup::new("archive").required(true).args(["zip", "tar"]))]
+pub struct ExportArgs {
+    #[command(flatten)]
+    pub repo: RepoArg,
+    #[command(flatten)]
+    pub key: SecretKeyArgs,
+    /// `latest` or an id prefix, optionally with `:PATH` inside the snapshot
+    /// (a directory's contents go at the archive's top level).
+    #[arg(value_name = "SNAPSHOT[:PATH]")]
+    pub snapshot: String,
+    /// Write a zip archive to FILE (`-`: standard output). FILE must not exist.
+    #[arg(long, value_name = "FILE")]
+    pub zip: Option<PathBuf>,
+    /// Write a tar archive to FILE (`-`: standard output). FILE must not exist.
+    #[arg(long, value_name = "FILE")]
+    pub tar: Option<PathBuf>,
+    /// Zip: store files uncompressed (faster; the data may not compress anyway).
+    #[arg(long, requires = "zip")]
+    pub store: bool,
 }
 
 #[derive(Debug, Args)]

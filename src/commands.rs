@@ -391,6 +391,71 @@ pub fn cat(rt: &Runtime, a: &CatArgs) -> Result<Outcome> {
     Ok(Outcome::Success)
 }
 
+pub fn export(rt: &Runtime, a: &ExportArgs, verbose: bool) -> Result<Outcome> {
+    use coffer_core::export::{Format, Output};
+    let (format, target) = match (&a.zip, &a.tar) {
+        (Some(zip), _) => (Format::Zip { deflate: !a.store }, zip),
+        (None, Some(tar)) => (Format::Tar, tar),
+        (None, None) => bail!("give --zip FILE or --tar FILE"),
+    };
+    let repo = open_repo(rt, &a.repo, &a.key)?;
+    let (snap, path) = split_spec(&a.snapshot);
+    let info = rt.block_on(repo.find_snapshot(snap))?;
+    let run = |out| {
+        rt.block_on(coffer_core::export::export(
+            &repo,
+            &info.snapshot,
+            path,
+            format,
+            out,
+        ))
+    };
+    let report = if target.as_os_str() == "-" {
+        run(Output::Stream(Box::new(std::io::stdout())))?
+    } else {
+        // Written under a temporary name and linked into place at the end:
+        // a failed export leaves no archive that looks whole, and an
+        // existing file is never replaced.
+        if target.exists() {
+            bail!(
+                "{}: already exists; coffer does not overwrite it",
+                target.display()
+            );
+        }
+        let mut part = target.clone().into_os_string();
+        part.push(".part");
+        let part = PathBuf::from(part);
+        let file = std::fs::File::options()
+            .write(true)
+            .read(true)
+            .create_new(true)
+            .open(&part)
+            .with_context(|| format!("{}: cannot create it", part.display()))?;
+        let finished = run(Output::File(file))
+            .map_err(anyhow::Error::from)
+            .and_then(|report| {
+                std::fs::hard_link(&part, target)
+                    .with_context(|| format!("{}: cannot create it", target.display()))?;
+                Ok(report)
+            });
+        let _ = std::fs::remove_file(&part);
+        finished?
+    };
+    for skipped in &report.skipped {
+        eprintln!("coffer: {skipped}: left out: zip cannot hold fifos, devices or sockets");
+    }
+    if verbose {
+        eprintln!(
+            "exported {} files ({:.1} MiB), {} directories, {} symlinks",
+            report.files,
+            mib(report.bytes),
+            report.dirs,
+            report.links
+        );
+    }
+    Ok(Outcome::Success)
+}
+
 pub fn mount(rt: Runtime, a: &MountArgs) -> Result<Outcome> {
     let repo = std::sync::Arc::new(open_repo(&rt, &a.repo, &a.key)?);
     let opts = coffer_fs::MountOptions {

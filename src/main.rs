@@ -52,6 +52,7 @@ fn run(cli: &Cli) -> anyhow::Result<Outcome> {
         Command::Prune(a) => retention::prune(&rt, a, cli.verbose),
         Command::Restore(a) => commands::restore(&rt, a, cli.verbose),
         Command::Cat(a) => commands::cat(&rt, a),
+        Command::Export(a) => commands::export(&rt, a, cli.verbose),
         Command::Mount(a) => commands::mount(rt, a),
         Command::Diff(a) => commands::diff(&rt, a, cli.verbose),
     }

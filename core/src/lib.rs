@@ -22,6 +22,7 @@ pub mod chunk_key;
 pub mod config;
 pub mod diff;
 pub mod error;
+pub mod export;
 pub mod forget;
 pub mod id;
 pub mod index;
