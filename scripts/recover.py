@@ -1,0 +1,215 @@
+#!/usr/bin/env python3
+"""Restore a coffer snapshot without coffer: python3's standard library, gpg and zstd.
+
+Reads a local copy of a repository (for S3: `aws s3 sync s3://BUCKET/PREFIX DIR` first).
+The secret key must be in gpg's keyring (`gpg --import admin.key`); gpg-agent asks for its
+passphrase if it has one. The format is described in docs/format.md; the procedure,
+step by step, in docs/RECOVERY.md.
+
+    recover.py --repo DIR --list
+    recover.py --repo DIR --snapshot latest|ID-PREFIX [--path /srv/app] --target OUT
+
+What it checks: each snapshot's name is the SHA-256 of its bytes, and gpg checks every
+blob's integrity (MDC). What it cannot check without BLAKE3 (not in the standard library):
+that a blob is the one its reference names; coffer itself checks that too.
+"""
+
+import argparse
+import base64
+import hashlib
+import json
+import os
+import stat
+import subprocess
+import sys
+
+
+class Damaged(Exception):
+    """Something in the repository is not what the format says."""
+
+
+def run(cmd, data):
+    """Runs cmd with data on stdin; its stdout, or Damaged with its stderr."""
+    proc = subprocess.run(cmd, input=data, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    if proc.returncode != 0:
+        raise Damaged("%s failed: %s" % (cmd[0], proc.stderr.decode(errors="replace").strip()))
+    return proc.stdout
+
+
+def gpg_decrypt(message):
+    """Decrypts one OpenPGP message with the keyring's secret key."""
+    return run(["gpg", "--batch", "--quiet", "--decrypt"], message)
+
+
+def unzstd(frame):
+    return run(["zstd", "-d", "-q", "-c"], frame)
+
+
+class Repo:
+    def __init__(self, root):
+        self.root = root
+        if not os.path.isfile(os.path.join(root, "config")):
+            sys.exit("%s: no config here; this is not a coffer repository" % root)
+
+    def snapshots(self):
+        """(id, snapshot JSON) of every snapshot, oldest first."""
+        out = []
+        folder = os.path.join(self.root, "snapshots")
+        for name in sorted(os.listdir(folder)):
+            with open(os.path.join(folder, name), "rb") as f:
+                data = f.read()
+            if hashlib.sha256(data).hexdigest() != name:
+                raise Damaged("snapshots/%s: content does not match its name" % name)
+            out.append((name, json.loads(gpg_decrypt(data))))
+        out.sort(key=lambda s: (s[1]["time"], s[0]))
+        return out
+
+    def blob(self, loc):
+        """The plaintext of the blob at a location (a chunk or a tree's JSON)."""
+        pack = loc["pack"]
+        path = os.path.join(self.root, "data", pack[:2], pack)
+        with open(path, "rb") as f:
+            f.seek(loc["offset"])
+            stored = f.read(loc["length"])
+        if len(stored) != loc["length"]:
+            raise Damaged("data/%s/%s: truncated (blob at %d)" % (pack[:2], pack, loc["offset"]))
+        plain = unzstd(gpg_decrypt(stored))
+        if len(plain) != loc["raw_length"]:
+            raise Damaged("blob %s: %d bytes, expected %d" % (loc["id"], len(plain), loc["raw_length"]))
+        return plain
+
+    def tree(self, loc):
+        return json.loads(self.blob(loc))["entries"]
+
+
+def raw(text):
+    """A name or link target: a string, or {"b64": ...} for bytes that are not UTF-8."""
+    if isinstance(text, dict):
+        return base64.b64decode(text["b64"])
+    return text.encode()
+
+
+def safe(name):
+    return name not in (b"", b".", b"..") and b"/" not in name and b"\0" not in name
+
+
+def find(repo, snapshot, path):
+    """The entry at path (slash-separated) in the snapshot; the root as a directory."""
+    entry = {"kind": "dir", "subtree": snapshot["tree"], "name": "/"}
+    for part in [p for p in path.split("/") if p not in ("", ".")]:
+        if entry["kind"] != "dir":
+            sys.exit("%s: not a directory in the snapshot" % path)
+        matches = [e for e in repo.tree(entry["subtree"]) if raw(e["name"]) == part.encode()]
+        if not matches:
+            sys.exit("%s: not in the snapshot" % path)
+        entry = matches[0]
+    return entry
+
+
+class Restorer:
+    def __init__(self, repo, as_root):
+        self.repo = repo
+        self.as_root = as_root
+        self.dirs = []  # (path, entry): metadata applied at the end, deepest first
+        self.files = 0
+        self.bytes = 0
+
+    def entry(self, path, e):
+        kind = e["kind"]
+        if kind == "dir":
+            os.mkdir(path, 0o700)
+            for child in self.repo.tree(e["subtree"]):
+                name = raw(child["name"])
+                if not safe(name):
+                    raise Damaged("unsafe name %r in %r" % (name, path))
+                self.entry(os.path.join(path, name), child)
+            self.dirs.append((path, e))
+            return
+        if kind == "file":
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                for loc in e.get("chunks", []):
+                    f.write(self.repo.blob(loc))
+                written = f.tell()
+            if written != e["size"]:
+                raise Damaged("%r: %d bytes, the tree says %d" % (path, written, e["size"]))
+            self.files += 1
+            self.bytes += written
+        elif kind == "symlink":
+            os.symlink(raw(e["target"]), path)
+        elif kind == "fifo":
+            os.mkfifo(path, 0o600)
+        elif kind in ("char", "block") and self.as_root:
+            mode = stat.S_IFCHR if kind == "char" else stat.S_IFBLK
+            os.mknod(path, mode | 0o600, e.get("rdev", 0))
+        else:
+            print("skipped %s (%s)" % (os.fsdecode(path), kind), file=sys.stderr)
+            return
+        self.metadata(path, e)
+
+    def metadata(self, path, e):
+        link = e["kind"] == "symlink"
+        if self.as_root:
+            os.chown(path, e["uid"], e["gid"], follow_symlinks=False)
+        if not link:
+            os.chmod(path, e["mode"])
+        mtime = e["mtime_ns"]
+        os.utime(path, ns=(mtime, mtime), follow_symlinks=False)
+
+    def finish(self):
+        for path, e in reversed(self.dirs):
+            self.metadata(path, e)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--repo", required=True, help="a local copy of the repository")
+    p.add_argument("--list", action="store_true", help="list the snapshots and exit")
+    p.add_argument("--snapshot", default="latest", help="latest, or a prefix of a snapshot id")
+    p.add_argument("--path", default="/", help="a path inside the snapshot (default: all)")
+    p.add_argument("--target", help="an empty or new directory to restore into")
+    a = p.parse_args()
+
+    repo = Repo(a.repo)
+    try:
+        snaps = repo.snapshots()
+        if a.list:
+            for sid, s in snaps:
+                print("%s  %s  %s  %s" % (sid[:8], s["time"], s["host"], " ".join(s["paths"])))
+            return 0
+        if not a.target:
+            sys.exit("give --target DIR (or --list)")
+        if a.snapshot == "latest":
+            chosen = snaps[-1:]
+        else:
+            chosen = [s for s in snaps if s[0].startswith(a.snapshot.lower())]
+        if len(chosen) != 1:
+            sys.exit("%d snapshots match %r; --list shows them" % (len(chosen), a.snapshot))
+        sid, snapshot = chosen[0]
+        if os.path.lexists(a.target) and os.listdir(a.target):
+            sys.exit("%s: not empty; restore into an empty or new directory" % a.target)
+        os.makedirs(a.target, exist_ok=True)
+        entry = find(repo, snapshot, a.path)
+        r = Restorer(repo, os.geteuid() == 0)
+        target = os.fsencode(a.target)
+        if entry["kind"] == "dir":
+            # The directory's contents go into the target.
+            for child in repo.tree(entry["subtree"]):
+                name = raw(child["name"])
+                if not safe(name):
+                    raise Damaged("unsafe name %r" % name)
+                r.entry(os.path.join(target, name), child)
+        else:
+            r.entry(os.path.join(target, raw(entry["name"])), entry)
+        r.finish()
+        print("restored %d files (%d bytes) of snapshot %s into %s"
+              % (r.files, r.bytes, sid[:8], a.target), file=sys.stderr)
+        return 0
+    except Damaged as e:
+        sys.exit("recover.py: %s" % e)
+    except FileNotFoundError as e:
+        sys.exit("recover.py: %s (is gpg or zstd missing, or the repository copy incomplete?)" % e)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
