@@ -58,9 +58,11 @@ class Repo:
         for name in sorted(os.listdir(folder)):
             with open(os.path.join(folder, name), "rb") as f:
                 data = f.read()
-            if hashlib.sha256(data).hexdigest() != name:
+            # <host tag>.<SHA-256 of the bytes>, or the bare SHA-256.
+            sid = name.split(".")[-1]
+            if hashlib.sha256(data).hexdigest() != sid:
                 raise Damaged("snapshots/%s: content does not match its name" % name)
-            out.append((name, json.loads(gpg_decrypt(data))))
+            out.append((sid, json.loads(gpg_decrypt(data))))
         out.sort(key=lambda s: (s[1]["time"], s[0]))
         return out
 

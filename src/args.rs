@@ -231,6 +231,10 @@ pub struct StatusArgs {
     /// The oldest the newest snapshot may be, e.g. 26h, 90m, 2d or 1d12h.
     #[arg(long, value_name = "AGE", value_parser = coffer_core::status::parse_duration)]
     pub max_age: std::time::Duration,
+    /// Only snapshots of this host count (as `backup --host` or the
+    /// hostname named it). Reads `config` too, for the repository id.
+    #[arg(long, value_name = "H")]
+    pub host: Option<String>,
     /// Print one JSON object instead of a line of text.
     #[arg(long)]
     pub json: bool,

@@ -266,13 +266,14 @@ fn split_spec(spec: &str) -> (&str, &str) {
 pub fn status(rt: &Runtime, a: &StatusArgs) -> Result<Outcome> {
     use coffer_core::status::{format_age, format_time, freshness};
     let backend = rt.block_on(backend::open(&a.repo.repo, Default::default()))?;
-    let f = rt.block_on(freshness(backend.as_ref()))?;
+    let f = rt.block_on(freshness(backend.as_ref(), a.host.as_deref()))?;
     let now = std::time::SystemTime::now();
     let fresh = f.is_fresh(now, a.max_age);
     if a.json {
         let line = serde_json::json!({
             "ok": fresh,
             "repo": a.repo.repo,
+            "host": a.host,
             "snapshots": f.snapshots,
             "newest": f.newest.map(format_time),
             "age_seconds": f.age(now).map(|d| d.as_secs()),
@@ -281,15 +282,19 @@ pub fn status(rt: &Runtime, a: &StatusArgs) -> Result<Outcome> {
         println!("{line}");
     } else {
         let verdict = if fresh { "OK" } else { "STALE" };
+        let of_host = match &a.host {
+            Some(host) => format!(" of host {host}"),
+            None => String::new(),
+        };
         match (f.newest, f.age(now)) {
             (Some(t), Some(age)) => println!(
-                "{verdict}: newest of {} snapshots stored {} ({} ago; limit {})",
+                "{verdict}: newest of {} snapshots{of_host} stored {} ({} ago; limit {})",
                 f.snapshots,
                 format_time(t),
                 format_age(age),
                 format_age(a.max_age)
             ),
-            _ => println!("{verdict}: no snapshot in {}", a.repo.repo),
+            _ => println!("{verdict}: no snapshot{of_host} in {}", a.repo.repo),
         }
     }
     Ok(if fresh {

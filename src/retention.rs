@@ -76,7 +76,7 @@ fn doomed_names(groups: &[Group]) -> HashSet<String> {
         .iter()
         .flat_map(|g| &g.snapshots)
         .filter(|(_, v)| !v.keep())
-        .map(|(s, _)| s.id.to_hex())
+        .map(|(s, _)| s.name.clone())
         .collect()
 }
 

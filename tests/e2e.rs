@@ -379,6 +379,30 @@ fn status_says_whether_the_newest_snapshot_is_recent_enough() {
     let age = v["age_seconds"].as_u64().unwrap();
     assert!((2 * 86_400..2 * 86_400 + 60).contains(&age), "{v}");
 
+    // --host counts only that host's snapshots, by the tag in their names.
+    let host = |h: &str| {
+        let out = env.run(&["status", "--repo", "repo", "--max-age", "1h", "--host", h]);
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (code, text) = host("db1");
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.starts_with("STALE: no snapshot of host db1 in repo"),
+        "{text}"
+    );
+    env.backup(&[&src], &["--host", "db1"]);
+    let (code, text) = host("db1");
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.starts_with("OK: newest of 1 snapshots of host db1 stored"),
+        "{text}"
+    );
+    assert_eq!(host("db2").0, Some(1));
+    assert_eq!(status("1h", false).0, Some(0));
+
     let out = env.run(&["status", "--repo", "repo", "--max-age", "soon"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("26h"));

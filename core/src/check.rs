@@ -70,7 +70,7 @@ pub async fn check(repo: &Repository, opts: CheckOptions) -> Result<CheckReport>
         snapshot: String::new(),
     };
     for name in repo.snapshot_names().await? {
-        checker.snapshot = name.get(..8).unwrap_or(&name).to_string();
+        checker.snapshot = crate::snapshot::short_name(&name);
         checker.report.snapshots += 1;
         match repo.load_snapshot(&name).await {
             Ok(info) => {

@@ -87,7 +87,7 @@ pub async fn forget(repo: &Repository, groups: &[Group]) -> Result<usize> {
         .filter(|(_, v)| !v.keep())
     {
         repo.backend()
-            .delete(&ObjectKey::new(ObjectKind::Snapshot, s.id.to_hex()))
+            .delete(&ObjectKey::new(ObjectKind::Snapshot, s.name.as_str()))
             .await?;
         removed += 1;
     }

@@ -298,7 +298,7 @@ fn stop(snapshot: &str, e: Error) -> Error {
         path: format!(
             "snapshot {}: what it references is unknown, so prune deleted nothing \
              (run `coffer check`; forget the damaged snapshot, then prune again)",
-            snapshot.get(..8).unwrap_or(snapshot)
+            crate::snapshot::short_name(snapshot)
         ),
         source: Box::new(e),
     }

@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 use crate::id::{ObjectId, PackId};
 use crate::index::IndexFile;
 use crate::openpgp::{Opener, SecretKeys};
-use crate::snapshot::{Snapshot, SnapshotInfo};
+use crate::snapshot::{host_tag, parse_object_name, Snapshot, SnapshotInfo};
 use crate::tree::{Entry, Kind, Location, Tree};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -81,12 +81,26 @@ impl Repository {
             .collect())
     }
 
-    /// Reads, checks and decrypts the snapshot object `name`.
+    /// Reads, checks and decrypts the snapshot object `name`; its host tag,
+    /// if any, must match the host inside.
     pub async fn load_snapshot(&self, name: &str) -> Result<SnapshotInfo> {
         let (id, object, json) = self.load_named(ObjectKind::Snapshot, name).await?;
+        let snapshot = Snapshot::from_json(&json, &object)?;
+        if let Some((Some(tag), _)) = parse_object_name(name) {
+            if tag != host_tag(&self.config.id, &snapshot.host) {
+                return Err(Error::damaged(
+                    &object,
+                    format!(
+                        "its name's host tag is not that of host {:?}",
+                        snapshot.host
+                    ),
+                ));
+            }
+        }
         Ok(SnapshotInfo {
+            name: name.to_string(),
             id,
-            snapshot: Snapshot::from_json(&json, &object)?,
+            snapshot,
         })
     }
 
@@ -105,8 +119,11 @@ impl Repository {
     ) -> Result<(ObjectId, String, Vec<u8>)> {
         let key = ObjectKey::new(kind, name);
         let object = key.path();
-        let id = ObjectId::from_hex(name)
-            .ok_or_else(|| Error::damaged(&object, "name is not a 64-hex-digit id"))?;
+        let id = match kind {
+            ObjectKind::Snapshot => parse_object_name(name).map(|(_, id)| id),
+            _ => ObjectId::from_hex(name),
+        }
+        .ok_or_else(|| Error::damaged(&object, "name is not an object id"))?;
         let bytes = self.backend.get(&key).await?;
         if ObjectId::of_bytes(&bytes) != id {
             return Err(Error::damaged(&object, "content does not match its name"));

@@ -58,6 +58,8 @@ pub struct Snapshot {
 /// A snapshot with the id of the object it was read from.
 #[derive(Debug, Clone)]
 pub struct SnapshotInfo {
+    /// The object's name under `snapshots/` (see [`object_name`]).
+    pub name: String,
     /// SHA-256 of the stored object.
     pub id: ObjectId,
     /// Its contents.
@@ -114,4 +116,67 @@ pub fn display_time(t: time::OffsetDateTime) -> String {
         t.minute(),
         t.second()
     )
+}
+
+/// The host tag of `host` in repository `repo_id`: 16 hex digits of
+/// SHA-256("coffer host\0" || repo id || "\0" || host). It lets a key-less
+/// monitor pick one host's snapshots from a listing without the host names
+/// being readable there (a guessed name can be confirmed, nothing more).
+pub fn host_tag(repo_id: &str, host: &str) -> String {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    h.update(b"coffer host\0");
+    h.update(repo_id.as_bytes());
+    h.update(b"\0");
+    h.update(host.as_bytes());
+    hex::encode(&h.finalize()[..8])
+}
+
+/// The name of a snapshot object: `<host tag>.<id>`, id = SHA-256 of the
+/// object's bytes.
+pub fn object_name(repo_id: &str, host: &str, id: &ObjectId) -> String {
+    format!("{}.{}", host_tag(repo_id, host), id.to_hex())
+}
+
+/// Splits a snapshot object's name into its host tag and id. A bare `<id>`
+/// (written before host tags existed) has no tag.
+pub fn parse_object_name(name: &str) -> Option<(Option<&str>, ObjectId)> {
+    match name.split_once('.') {
+        Some((tag, id)) if tag.len() == 16 && tag.bytes().all(|b| b.is_ascii_hexdigit()) => {
+            Some((Some(tag), ObjectId::from_hex(id)?))
+        }
+        Some(_) => None,
+        None => Some((None, ObjectId::from_hex(name)?)),
+    }
+}
+
+/// How messages name a snapshot object: the first 8 hex digits of its id
+/// (what `coffer snapshots` shows), or the name itself if it is not one.
+pub fn short_name(name: &str) -> String {
+    match parse_object_name(name) {
+        Some((_, id)) => id.to_hex()[..8].to_string(),
+        None => name.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn object_names_carry_a_host_tag_per_repository() {
+        let id = ObjectId::of_bytes(b"x");
+        let name = object_name("repo1", "db1", &id);
+        let (tag, parsed) = parse_object_name(&name).unwrap();
+        assert_eq!(tag, Some(host_tag("repo1", "db1").as_str()));
+        assert_eq!(parsed, id);
+        assert_ne!(host_tag("repo1", "db1"), host_tag("repo2", "db1"));
+        assert_ne!(host_tag("repo1", "db1"), host_tag("repo1", "db2"));
+        assert_eq!(parse_object_name(&id.to_hex()), Some((None, id)));
+        assert_eq!(short_name(&name), id.to_hex()[..8]);
+        assert_eq!(short_name("odd"), "odd");
+        assert!(parse_object_name("xyz.abc").is_none());
+        assert!(parse_object_name(&format!("{}.x", "0".repeat(16))).is_none());
+        assert!(parse_object_name(&format!("short.{}", id.to_hex())).is_none());
+    }
 }

@@ -1,9 +1,11 @@
 //! `coffer status`: how fresh the newest snapshot is, from the object
-//! listing alone. It needs no key and reads no object, so a monitoring host
-//! with list-only credentials can run it.
+//! listing alone. It needs no key and reads no object (but `config`, for
+//! `--host`), so a monitoring host with list-only credentials can run it.
 
-use crate::backend::{ObjectKind, ReadBackend};
+use crate::backend::{Backend, ObjectKind};
 use crate::error::{Error, Result};
+use crate::repository::read_config;
+use crate::snapshot::host_tag;
 use std::time::{Duration, SystemTime};
 
 /// What the listing of `snapshots/` says.
@@ -29,9 +31,16 @@ impl Freshness {
     }
 }
 
-/// Lists `snapshots/` and finds the newest object's time.
-pub async fn freshness(backend: &dyn ReadBackend) -> Result<Freshness> {
-    let listed = backend.list(ObjectKind::Snapshot).await?;
+/// Lists `snapshots/` and finds the newest object's time; with `host`,
+/// among that host's snapshots only (picked by the host tag in their names,
+/// which takes the repository id from `config`: the one object read).
+pub async fn freshness(backend: &dyn Backend, host: Option<&str>) -> Result<Freshness> {
+    let mut listed = backend.list(ObjectKind::Snapshot).await?;
+    if let Some(host) = host {
+        let config = read_config(backend).await?;
+        let prefix = format!("{}.", host_tag(&config.id, host));
+        listed.retain(|o| o.name.starts_with(&prefix));
+    }
     let newest = listed.iter().filter_map(|o| o.modified).max();
     if newest.is_none() && !listed.is_empty() {
         return Err(Error::Config(

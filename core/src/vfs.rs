@@ -80,6 +80,7 @@ mod tests {
 
     fn snap(n: u8, time: &str, host: &str, tags: &[&str]) -> SnapshotInfo {
         SnapshotInfo {
+            name: ObjectId([n; 32]).to_hex(),
             id: ObjectId([n; 32]),
             snapshot: Snapshot {
                 time: time.into(),

@@ -194,7 +194,8 @@ fn run(
 fn store_snapshot(shared: &Shared, snapshot: &Snapshot) -> Result<ObjectId, BackupError> {
     let sealed = openpgp::seal_message(&shared.recipients, &snapshot.to_json())?;
     let id = ObjectId::of_bytes(&sealed);
-    let key = ObjectKey::new(ObjectKind::Snapshot, id.to_hex());
+    let name = snapshot::object_name(&shared.repo_id, &snapshot.host, &id);
+    let key = ObjectKey::new(ObjectKind::Snapshot, name);
     shared
         .rt
         .block_on(shared.backend.put_new(&key, sealed))

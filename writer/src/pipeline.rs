@@ -121,6 +121,8 @@ pub(crate) struct Counters {
 /// What every pipeline thread shares.
 pub(crate) struct Shared {
     pub key: ChunkIdKey,
+    /// The repository's id (snapshot names carry a host tag made with it).
+    pub repo_id: String,
     pub recipients: Recipients,
     pub level: i32,
     pub pack_size: u64,
@@ -152,6 +154,7 @@ impl Shared {
         Self {
             key,
             recipients,
+            repo_id: config.id.clone(),
             level: config.zstd_level,
             pack_size: config.pack_size,
             max_chunk: u64::from(config.chunker.max_size),
