@@ -138,7 +138,8 @@ pub struct BackupArgs {
     /// program's name unless given).
     #[arg(long, value_name = "NAME")]
     pub stdin_name: Option<String>,
-    /// Print the new snapshot as JSON on standard output.
+    /// Print progress (every second) and the new snapshot as JSON lines on
+    /// standard output; the last line is the summary.
     #[arg(long)]
     pub json: bool,
     /// S3: send Object Lock retention of N days with every object (needs
@@ -322,6 +323,9 @@ pub struct RestoreArgs {
     /// Restore into a non-empty target, replacing what is in the way.
     #[arg(long)]
     pub overwrite: bool,
+    /// Print progress (every second) and a summary as JSON lines on stdout.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

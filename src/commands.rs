@@ -2,6 +2,7 @@
 
 use crate::args::*;
 use crate::command_output::CommandOutput;
+use crate::progress::{Display, Reporter};
 use anyhow::{bail, Context, Result};
 use coffer_core::backend::s3::{LockMode, ObjectLock, S3WriteOptions};
 use coffer_core::backend::{self, ObjectKey};
@@ -125,6 +126,12 @@ pub fn backup(rt: &Runtime, a: &BackupArgs, verbose: bool) -> Result<Outcome> {
         excludes: a.excludes.clone(),
         state_dir,
         workers: None,
+        progress: None,
+    };
+    let reporter = Reporter::start("backup", Display::choose(a.json));
+    let opts = coffer_writer::BackupOptions {
+        progress: reporter.progress(),
+        ..opts
     };
     let summary = if a.stdin_from_command {
         let output = CommandOutput::spawn(&a.command)?;
@@ -133,12 +140,14 @@ pub fn backup(rt: &Runtime, a: &BackupArgs, verbose: bool) -> Result<Outcome> {
         coffer_writer::backup(backend, &key, &opts, rt.handle(), std::io::stdin().lock())
     }
     .context("backup failed; no snapshot was written")?;
+    reporter.finish();
     for w in &summary.warnings {
         eprintln!("coffer: warning: {w}");
     }
     let s = &summary.snapshot.stats;
     if a.json {
         let line = serde_json::json!({
+            "type": "summary",
             "id": summary.id.to_hex(),
             "time": summary.snapshot.time,
             "host": summary.snapshot.host,
@@ -345,11 +354,27 @@ pub fn restore(rt: &Runtime, a: &RestoreArgs, verbose: bool) -> Result<Outcome> 
     let repo = std::sync::Arc::new(open_repo(rt, &a.repo, &a.key)?);
     let (snap, path) = split_spec(&a.snapshot);
     let info = rt.block_on(repo.find_snapshot(snap))?;
+    let reporter = Reporter::start("restore", Display::choose(a.json));
     let opts = RestoreOptions {
         target: a.target.clone(),
         overwrite: a.overwrite,
+        progress: reporter.progress(),
     };
     let stats = rt.block_on(restore::restore(&repo, &info.snapshot, path, &opts))?;
+    reporter.finish();
+    if a.json {
+        let line = serde_json::json!({
+            "type": "summary",
+            "snapshot": info.id.to_hex(),
+            "target": a.target,
+            "files": stats.files,
+            "dirs": stats.dirs,
+            "others": stats.others,
+            "bytes": stats.bytes,
+            "warnings": stats.warnings,
+        });
+        println!("{line}");
+    }
     for w in &stats.warnings {
         eprintln!("coffer: warning: {w}");
     }

@@ -6,6 +6,7 @@
 mod args;
 mod command_output;
 mod commands;
+mod progress;
 mod retention;
 
 use args::{Cli, Command, KeyCommand};

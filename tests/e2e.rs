@@ -811,3 +811,113 @@ fn usage_errors_exit_2_with_a_clear_message() {
     let out = env.admin("restore", &["latest", "--target", "x"]);
     assert_eq!(out.status.code(), Some(2), "no snapshot yet");
 }
+
+/// Progress: JSON lines with --json (the summary last), a bar on a terminal
+/// (via `script`, which gives the command a pty), and nothing at all from
+/// cron (no terminal, no -v) -- for backup and restore alike.
+#[test]
+fn progress_is_a_bar_on_a_terminal_json_lines_with_json_and_silent_from_cron() {
+    let env = Env::new();
+    let src = env.path("src");
+    write(&src.join("big"), &random_bytes(21, 40_000_000));
+    for i in 0..200 {
+        write(&src.join(format!("small/{i}")), &random_bytes(i, 5_000));
+    }
+    let mut cmd = env.writer_cmd(&["--json", &src.display().to_string()]);
+    cmd.env("COFFER_PROGRESS_INTERVAL_MS", "20");
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let (summary, progress) = lines.split_last().unwrap();
+    assert_eq!(summary["type"], "summary", "{text}");
+    assert_eq!(summary["stats"]["files"], 201);
+    assert!(!progress.is_empty(), "no progress line in {text}");
+    let mut last = 0;
+    for p in progress {
+        assert_eq!(
+            (&p["type"], &p["command"]),
+            (&"progress".into(), &"backup".into())
+        );
+        let bytes = p["bytes"].as_u64().unwrap();
+        assert!(
+            bytes >= last && bytes <= p["total_bytes"].as_u64().unwrap(),
+            "{p}"
+        );
+        last = bytes;
+    }
+
+    // From cron: nothing on either stream.
+    write(&src.join("changed"), b"x");
+    let out = env
+        .writer_cmd(&[&src.display().to_string()])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!((out.stdout.len(), out.stderr.len()), (0, 0), "{out:?}");
+    let target = env.path("quiet");
+    let out = env.admin_ok(
+        "restore",
+        &["latest", "--target", &target.display().to_string()],
+    );
+    assert_eq!((out.stdout.len(), out.stderr.len()), (0, 0), "{out:?}");
+
+    // restore --json: progress lines, then the summary.
+    let target = env.path("json");
+    let mut cmd = env.admin_cmd(
+        "restore",
+        &[
+            "latest",
+            "--json",
+            "--target",
+            &target.display().to_string(),
+        ],
+    );
+    cmd.env("COFFER_PROGRESS_INTERVAL_MS", "10");
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary = last_json_line(&out.stdout);
+    assert_eq!(
+        (summary["type"].as_str(), summary["files"].as_u64()),
+        (Some("summary"), Some(202))
+    );
+
+    // On a terminal: a bar with bytes, rate, ETA and files, cleared at the end.
+    let coffer = env!("CARGO_BIN_EXE_coffer");
+    let on_tty = |args: String| {
+        let out = Command::new("script")
+            .args(["-qec", &args, "/dev/null"])
+            .current_dir(env.path(""))
+            .env("HOME", env.path(""))
+            .env("XDG_CACHE_HOME", env.path("cache"))
+            .output()
+            .expect("run script (util-linux)");
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    write(&src.join("big"), &random_bytes(22, 40_000_000));
+    let shown = on_tty(format!(
+        "{coffer} backup --repo repo --writer-key writer.key {}",
+        src.display()
+    ));
+    assert!(
+        shown.contains("ETA") && shown.contains("/202 files"),
+        "{shown}"
+    );
+    let shown = on_tty(format!(
+        "{coffer} restore --repo repo --key admin.key latest --target {}",
+        env.path("tty").display()
+    ));
+    assert!(shown.contains("ETA") && shown.contains("files"), "{shown}");
+}

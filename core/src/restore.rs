@@ -8,6 +8,7 @@
 
 use crate::error::{Error, Result};
 use crate::id::PackId;
+use crate::progress::Progress;
 use crate::repository::Repository;
 use crate::snapshot::Snapshot;
 use crate::tree::{Entry, Kind, Location, Tree};
@@ -49,6 +50,8 @@ pub struct RestoreOptions {
     pub target: PathBuf,
     /// Restore into a non-empty target, replacing what is in the way.
     pub overwrite: bool,
+    /// Counters to update as files are found and written.
+    pub progress: Option<Arc<Progress>>,
 }
 
 /// What a restore did.
@@ -88,6 +91,7 @@ pub async fn restore(
     let (tx, rx) = mpsc::channel(QUEUED_FETCHES);
     let mut walk = Walk {
         repo,
+        progress: opts.progress.clone(),
         overwrite: opts.overwrite,
         is_root,
         stats: RestoreStats::default(),
@@ -97,6 +101,7 @@ pub async fn restore(
     };
     let mut writer = FileWriter {
         repo: repo.clone(),
+        progress: opts.progress.clone(),
         is_root,
         stats: RestoreStats::default(),
     };
@@ -112,6 +117,9 @@ pub async fn restore(
             walk.add_leaf(entry, dest).await?;
         }
         walk.flush().await?;
+        if let Some(p) = &walk.progress {
+            p.totals_done();
+        }
         // Closing the queue ends the writer.
         let Walk { stats, dirs, .. } = walk;
         Ok::<_, Error>((stats, dirs))
@@ -239,6 +247,7 @@ impl Fetch {
 /// become queued reads.
 struct Walk<'a> {
     repo: &'a Repository,
+    progress: Option<Arc<Progress>>,
     overwrite: bool,
     is_root: bool,
     stats: RestoreStats,
@@ -316,6 +325,9 @@ impl Walk<'_> {
     /// any open read it fits; a file in several blobs goes after all open
     /// reads, in reads of its own (merged where its blobs are adjacent).
     async fn add_file(&mut self, entry: Entry, dest: PathBuf) -> Result<()> {
+        if let Some(p) = &self.progress {
+            p.add_total(entry.size);
+        }
         let file = Arc::new(FileJob { entry, dest });
         match file.entry.chunks.as_slice() {
             [] => {
@@ -476,6 +488,7 @@ fn clear_way(overwrite: bool, entry: &Entry, dest: &Path) -> Result<()> {
 /// and in order, decodes them on the blocking pool (all cores), and writes
 /// the files (each created new), then their metadata.
 struct FileWriter {
+    progress: Option<Arc<Progress>>,
     repo: Arc<Repository>,
     is_root: bool,
     stats: RestoreStats,
@@ -505,6 +518,9 @@ impl FileWriter {
                     out.write_all(plain)
                         .map_err(|e| Error::io(&part.file.dest, "writing a file", e))?;
                     self.stats.bytes += plain.len() as u64;
+                    if let Some(p) = &self.progress {
+                        p.add_bytes(plain.len() as u64);
+                    }
                 }
             }
         }
@@ -518,6 +534,9 @@ impl FileWriter {
         };
         drop(file);
         self.stats.files += 1;
+        if let Some(p) = &self.progress {
+            p.file_done();
+        }
         apply_metadata(
             &job.entry,
             &job.dest,

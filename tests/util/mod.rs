@@ -178,7 +178,7 @@ impl Env {
             out.status,
             String::from_utf8_lossy(&out.stderr)
         );
-        serde_json::from_slice(&out.stdout).expect("backup --json prints JSON")
+        last_json_line(&out.stdout)
     }
 
     /// `restore SPEC --target TARGET`, asserting exit 0.
@@ -228,6 +228,13 @@ fn walk_files(dir: &Path, out: &mut Vec<(PathBuf, Vec<u8>)>) {
             out.push((p, bytes));
         }
     }
+}
+
+/// The last line of `--json` output (progress lines come before it).
+pub fn last_json_line(stdout: &[u8]) -> serde_json::Value {
+    let text = String::from_utf8_lossy(stdout);
+    let last = text.lines().last().unwrap_or("");
+    serde_json::from_str(last).expect("--json prints JSON lines")
 }
 
 /// Deterministic pseudo-random bytes (xorshift64*), fast enough for GiBs.

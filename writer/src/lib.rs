@@ -20,6 +20,7 @@ use coffer_core::backend::{ObjectKey, ObjectKind, WriteBackend};
 use coffer_core::config::WriterKey;
 use coffer_core::id::ObjectId;
 use coffer_core::openpgp::{self, Recipients};
+use coffer_core::progress::Progress;
 use coffer_core::snapshot::{self, Snapshot};
 use pipeline::{Pipeline, Shared};
 use std::io::Read;
@@ -74,6 +75,9 @@ pub struct BackupOptions {
     pub state_dir: PathBuf,
     /// Compress/encrypt threads (default: one per core).
     pub workers: Option<usize>,
+    /// Counters for a progress display; with them, the sources are also
+    /// scanned for totals beside the run.
+    pub progress: Option<Arc<Progress>>,
 }
 
 /// A stored snapshot and what the run could not read.
@@ -108,18 +112,27 @@ pub fn backup(
     })?;
     let state = state::State::open(&opts.state_dir.join("state.sqlite"), &config.id)?;
     state.begin()?;
-    let shared = Arc::new(Shared::new(
-        key.chunk_key().clone(),
-        recipients,
-        config,
-        backend.clone(),
-        rt.clone(),
-        state,
-        start_time.unix_timestamp(),
-    ));
+    let shared = Arc::new(
+        Shared::new(
+            key.chunk_key().clone(),
+            recipients,
+            config,
+            backend.clone(),
+            rt.clone(),
+            state,
+            start_time.unix_timestamp(),
+        )
+        .with_progress(opts.progress.clone().unwrap_or_default()),
+    );
+    // Totals for the progress display: a scan of the sources beside the run.
+    if let (Some(progress), None) = (&opts.progress, &opts.stdin_name) {
+        let (progress, paths, excludes) = (progress.clone(), paths.clone(), excludes.clone());
+        std::thread::spawn(move || walk::scan(&paths, &excludes, &progress));
+    }
     let result = run(
         &shared, key, opts, &paths, excludes, stdin, start_time, started,
     );
+    shared.progress.stop();
     let state = shared.state.lock().unwrap_or_else(|p| p.into_inner());
     match result {
         Ok(summary) => {
@@ -270,6 +283,7 @@ mod tests {
             excludes: vec![],
             state_dir: dir.join("state"),
             workers: Some(2),
+            progress: None,
         }
     }
 

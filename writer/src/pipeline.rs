@@ -21,6 +21,7 @@ use coffer_core::chunk_key::ChunkIdKey;
 use coffer_core::id::{BlobId, ObjectId};
 use coffer_core::index::{IndexFile, IndexPack, PackKind};
 use coffer_core::openpgp::{self, Recipients};
+use coffer_core::progress::Progress;
 use coffer_core::sync::lock;
 use coffer_core::tree::{Entry, Location, Tree};
 use crossbeam_channel::{bounded, Receiver, Sender};
@@ -121,6 +122,8 @@ pub(crate) struct Counters {
 /// What every pipeline thread shares.
 pub(crate) struct Shared {
     pub key: ChunkIdKey,
+    /// Live counts for progress displays.
+    pub progress: Arc<Progress>,
     /// The repository's id (snapshot names carry a host tag made with it).
     pub repo_id: String,
     pub recipients: Recipients,
@@ -155,6 +158,7 @@ impl Shared {
             key,
             recipients,
             repo_id: config.id.clone(),
+            progress: Arc::default(),
             level: config.zstd_level,
             pack_size: config.pack_size,
             max_chunk: u64::from(config.chunker.max_size),
@@ -169,6 +173,12 @@ impl Shared {
             failure: Mutex::new(None),
             index: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Counts into `progress` (for a display) instead of private counters.
+    pub fn with_progress(mut self, progress: Arc<Progress>) -> Self {
+        self.progress = progress;
+        self
     }
 
     /// Marks the run failed; the first error is the one reported.

@@ -10,6 +10,7 @@ use crate::owner::Owners;
 use crate::pipeline::{PendingEntry, Pipeline, Ref};
 use crate::state::FileRecord;
 use crate::BackupError;
+use coffer_core::progress::Progress;
 use coffer_core::snapshot::SnapshotStats;
 use coffer_core::tree::{Entry, Kind};
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
@@ -22,6 +23,7 @@ use std::path::{Component, Path, PathBuf};
 
 /// `--exclude` patterns: one without `/` matches an entry's name, one with
 /// `/` its absolute path (`*` stays within one path component).
+#[derive(Clone)]
 pub(crate) struct Excludes {
     names: GlobSet,
     paths: GlobSet,
@@ -57,6 +59,32 @@ impl Excludes {
         let name = path.file_name().map(Path::new);
         name.is_some_and(|n| self.names.is_match(n)) || self.paths.is_match(path)
     }
+}
+
+/// Counts the regular files below `paths` and their bytes, as the walk
+/// will see them, into `progress`'s totals. Runs beside the backup; stops
+/// early when the backup ends.
+pub(crate) fn scan(paths: &[PathBuf], excludes: &Excludes, progress: &Progress) {
+    let mut stack: Vec<PathBuf> = paths.to_vec();
+    while let Some(path) = stack.pop() {
+        if progress.stopped() {
+            return;
+        }
+        if excludes.excluded(&path) {
+            continue;
+        }
+        let Ok(meta) = std::fs::symlink_metadata(&path) else {
+            continue;
+        };
+        if meta.is_file() {
+            progress.add_total(meta.len());
+        } else if meta.is_dir() {
+            if let Ok(entries) = std::fs::read_dir(&path) {
+                stack.extend(entries.flatten().map(|e| e.path()));
+            }
+        }
+    }
+    progress.totals_done();
 }
 
 /// The virtual tree that joins several source paths under one root.
@@ -148,6 +176,7 @@ impl<'a> Walker<'a> {
         self.stats.files_read += 1;
         self.stats.bytes += total;
         self.stats.bytes_read += total;
+        self.pipe.shared.progress.file_done();
         let pe = PendingEntry {
             entry,
             chunks,
@@ -304,6 +333,8 @@ impl<'a> Walker<'a> {
         {
             self.stats.files += 1;
             self.stats.bytes += rec.size;
+            shared.progress.add_bytes(rec.size);
+            shared.progress.file_done();
             return Ok(Some(PendingEntry {
                 entry,
                 chunks: rec.chunks.into_iter().map(Ref::Known).collect(),
@@ -330,6 +361,7 @@ impl<'a> Walker<'a> {
         self.stats.files_read += 1;
         self.stats.bytes += total;
         self.stats.bytes_read += total;
+        self.pipe.shared.progress.file_done();
         entry.size = total;
         // Remember the file only if it did not change while we read it.
         let stable = total == meta.size()
@@ -374,6 +406,7 @@ impl<'a> Walker<'a> {
         let mut fatal = None;
         let read = self.chunker.chunk(input, size_hint, |data| {
             total += data.len() as u64;
+            pipe.shared.progress.add_bytes(data.len() as u64);
             let id = pipe.shared.key.blob_id(&data);
             match pipe.store_chunk(id, data) {
                 Ok((r, at)) => {

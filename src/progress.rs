@@ -1,0 +1,161 @@
+//! What `backup` and `restore` show while they run: a progress bar on a
+//! terminal (files, bytes, rate, ETA), JSON lines with `--json`, nothing
+//! otherwise (so cron mails only on trouble).
+
+use coffer_core::progress::{Counts, Progress};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::io::{IsTerminal, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// How a run shows its progress.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Display {
+    /// A bar on standard error (a terminal).
+    Bar,
+    /// One JSON object per interval on standard output.
+    Json,
+    /// Nothing.
+    Silent,
+}
+
+impl Display {
+    /// `--json` gives JSON lines; else a bar when standard error is a
+    /// terminal; else nothing.
+    pub fn choose(json: bool) -> Self {
+        if json {
+            Display::Json
+        } else if std::io::stderr().is_terminal() {
+            Display::Bar
+        } else {
+            Display::Silent
+        }
+    }
+}
+
+/// How often JSON progress lines are printed (`COFFER_PROGRESS_INTERVAL_MS`
+/// overrides the default of one second).
+fn json_interval() -> Duration {
+    std::env::var("COFFER_PROGRESS_INTERVAL_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map_or(Duration::from_secs(1), Duration::from_millis)
+}
+
+/// Shows one run's progress from a thread of its own until [`Reporter::finish`].
+pub struct Reporter {
+    progress: Option<Arc<Progress>>,
+    done: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Reporter {
+    /// Starts showing the progress of `command` ("backup", "restore").
+    pub fn start(command: &'static str, display: Display) -> Self {
+        if display == Display::Silent {
+            return Self {
+                progress: None,
+                done: Arc::new(AtomicBool::new(true)),
+                thread: None,
+            };
+        }
+        let progress = Arc::new(Progress::default());
+        let done = Arc::new(AtomicBool::new(false));
+        let (p, d) = (progress.clone(), done.clone());
+        let thread = std::thread::spawn(move || match display {
+            Display::Bar => bar(&p, &d),
+            _ => json_lines(command, &p, &d),
+        });
+        Self {
+            progress: Some(progress),
+            done,
+            thread: Some(thread),
+        }
+    }
+
+    /// The counters for the run to update (none when nothing is shown).
+    pub fn progress(&self) -> Option<Arc<Progress>> {
+        self.progress.clone()
+    }
+
+    /// Stops showing (the bar is cleared).
+    pub fn finish(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        self.done.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Reporter {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Sleeps up to `d`, waking early when `done` is set; false once it is.
+fn wait(done: &AtomicBool, d: Duration) -> bool {
+    let until = Instant::now() + d;
+    while Instant::now() < until {
+        if done.load(Ordering::Relaxed) {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20).min(d));
+    }
+    !done.load(Ordering::Relaxed)
+}
+
+fn bar(progress: &Progress, done: &AtomicBool) {
+    let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
+    let style = ProgressStyle::with_template(
+        "{elapsed_precise} [{wide_bar}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta} {msg}",
+    )
+    .map(|s| s.progress_chars("=> "));
+    if let Ok(style) = style {
+        bar.set_style(style);
+    }
+    loop {
+        let c = progress.counts();
+        bar.set_length(c.total_bytes.max(c.bytes));
+        bar.set_position(c.bytes);
+        bar.set_message(files(&c));
+        if !wait(done, Duration::from_millis(200)) {
+            break;
+        }
+    }
+    bar.finish_and_clear();
+}
+
+/// `12/345 files`, with a `+` while the total may still grow.
+fn files(c: &Counts) -> String {
+    let more = if c.totals_known { "" } else { "+" };
+    format!("{}/{}{more} files", c.files, c.total_files.max(c.files))
+}
+
+fn json_lines(command: &str, progress: &Progress, done: &AtomicBool) {
+    let started = Instant::now();
+    let interval = json_interval();
+    while wait(done, interval) {
+        let c = progress.counts();
+        let line = serde_json::json!({
+            "type": "progress",
+            "command": command,
+            "files": c.files,
+            "bytes": c.bytes,
+            "total_files": c.total_files.max(c.files),
+            "total_bytes": c.total_bytes.max(c.bytes),
+            "totals_known": c.totals_known,
+            "elapsed_ms": started.elapsed().as_millis() as u64,
+        });
+        let mut out = std::io::stdout().lock();
+        if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
+            return;
+        }
+    }
+}
