@@ -162,6 +162,11 @@ pub struct BackupArgs {
     /// each one holds a pack of up to 24 MiB in memory.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
     pub uploads: Option<u16>,
+    /// Write the run's outcome (success, times, sizes) to FILE in Prometheus'
+    /// text format, for node_exporter's textfile collector; written whether
+    /// the run succeeds or fails.
+    #[arg(long, value_name = "FILE")]
+    pub metrics_file: Option<PathBuf>,
     /// Paths to back up.
     #[arg(
         value_name = "PATH",

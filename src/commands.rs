@@ -101,6 +101,29 @@ fn stream_name(a: &BackupArgs) -> Result<Option<String>> {
 }
 
 pub fn backup(rt: &Runtime, a: &BackupArgs, verbose: bool) -> Result<Outcome> {
+    let result = run_backup(rt, a, verbose);
+    if let Some(path) = &a.metrics_file {
+        let run = crate::metrics::Run {
+            repo: &a.repo.repo,
+            finished: std::time::SystemTime::now(),
+            stats: result.as_ref().ok().map(|(_, stats)| stats),
+        };
+        if let Err(e) = crate::metrics::write(path, &run) {
+            eprintln!(
+                "coffer: warning: {}: cannot write the metrics: {e}",
+                path.display()
+            );
+        }
+    }
+    result.map(|(outcome, _)| outcome)
+}
+
+/// A backup run: its outcome and what it stored.
+fn run_backup(
+    rt: &Runtime,
+    a: &BackupArgs,
+    verbose: bool,
+) -> Result<(Outcome, coffer_core::snapshot::SnapshotStats)> {
     let key = WriterKey::read(&a.writer_key)?;
     let s3 = S3WriteOptions {
         object_lock: a.object_lock_days.map(|days| ObjectLock {
@@ -173,14 +196,14 @@ pub fn backup(rt: &Runtime, a: &BackupArgs, verbose: bool) -> Result<Outcome> {
         );
     }
     if summary.warnings.is_empty() {
-        Ok(Outcome::Success)
+        Ok((Outcome::Success, summary.snapshot.stats))
     } else {
         eprintln!(
             "coffer: snapshot {} saved, but {} source entries could not be read (listed above)",
             &summary.id.to_hex()[..8],
             summary.warnings.len()
         );
-        Ok(Outcome::Partial)
+        Ok((Outcome::Partial, summary.snapshot.stats))
     }
 }
 

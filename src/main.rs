@@ -6,6 +6,7 @@
 mod args;
 mod command_output;
 mod commands;
+mod metrics;
 mod progress;
 mod retention;
 

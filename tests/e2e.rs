@@ -921,3 +921,52 @@ fn progress_is_a_bar_on_a_terminal_json_lines_with_json_and_silent_from_cron() {
     ));
     assert!(shown.contains("ETA") && shown.contains("files"), "{shown}");
 }
+
+/// `--metrics-file`: Prometheus text after every run; a failed run says so
+/// and keeps the time of the last success.
+#[test]
+fn metrics_file_records_each_run_and_keeps_the_last_success_through_failures() {
+    let env = Env::new();
+    let src = env.path("src");
+    write(&src.join("a"), &random_bytes(1, 100_000));
+    write(&src.join("b"), b"bee");
+    let metrics = env.path("coffer.prom");
+    let m = metrics.display().to_string();
+    env.backup(&[&src], &["--metrics-file", &m]);
+    let text = std::fs::read_to_string(&metrics).unwrap();
+    let value = |text: &str, name: &str| -> f64 {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(&format!("{name}{{repo=\"repo\"}} ")))
+            .unwrap_or_else(|| panic!("{name} not in {text}"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    assert_eq!(value(&text, "coffer_backup_success"), 1.0);
+    assert_eq!(value(&text, "coffer_backup_files"), 2.0);
+    assert_eq!(value(&text, "coffer_backup_bytes"), 100_003.0);
+    assert!(
+        text.contains("# TYPE coffer_backup_success gauge"),
+        "{text}"
+    );
+    let success = value(&text, "coffer_backup_last_success_timestamp_seconds");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!((now - success).abs() < 60.0, "{text}");
+
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let out = env
+        .writer_cmd(&["--metrics-file", &m, "--stdin-from-command", "--", "false"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let text = std::fs::read_to_string(&metrics).unwrap();
+    assert_eq!(value(&text, "coffer_backup_success"), 0.0);
+    assert_eq!(
+        value(&text, "coffer_backup_last_success_timestamp_seconds"),
+        success
+    );
+    assert!(value(&text, "coffer_backup_last_run_timestamp_seconds") > success + 1.0);
+    assert!(!text.contains("coffer_backup_files"), "{text}");
+}
