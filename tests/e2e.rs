@@ -970,3 +970,84 @@ fn metrics_file_records_each_run_and_keeps_the_last_success_through_failures() {
     assert!(value(&text, "coffer_backup_last_run_timestamp_seconds") > success + 1.0);
     assert!(!text.contains("coffer_backup_files"), "{text}");
 }
+
+/// No locks: a second writer started while a first one runs corrupts
+/// nothing. With its own state (another host) both run at once; sharing the
+/// state directory, the second waits for the first's state transaction.
+#[test]
+fn a_second_writer_started_during_a_backup_corrupts_nothing() {
+    let env = Env::new();
+    let (a, b) = (env.path("a"), env.path("b"));
+    write(&a.join("big"), &random_bytes(31, 120_000_000));
+    write(&b.join("other"), &random_bytes(32, 3_000_000));
+    // The same bytes in both sources: each writer stores its own copy.
+    write(&b.join("shared"), &random_bytes(33, 2_000_000));
+    write(&a.join("shared"), &random_bytes(33, 2_000_000));
+    let packs = || env.packs().len();
+    let before = packs();
+    let run = |state: &str, src: &std::path::Path| {
+        env.writer_cmd(&["--json", "--state-dir", state, &src.display().to_string()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    // Until the running writer has stored a pack (it is mid-run).
+    let wait_for_a_pack = |before: usize| {
+        let start = std::time::Instant::now();
+        while packs() == before && start.elapsed() < std::time::Duration::from_secs(60) {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    };
+    let snapshot = |child: std::process::Child| {
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        last_json_line(&out.stdout)["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+
+    let mut first = run("state-a", &a);
+    wait_for_a_pack(before);
+    let second = run("state-b", &b);
+    assert!(
+        first.try_wait().unwrap().is_none(),
+        "the first writer ended too soon"
+    );
+    let (id_b, id_a) = (snapshot(second), snapshot(first));
+
+    write(&a.join("big"), &random_bytes(34, 120_000_000));
+    write(&b.join("other"), &random_bytes(35, 3_000_000));
+    let before = packs();
+    let mut third = run("state-a", &a);
+    wait_for_a_pack(before);
+    let fourth = run("state-a", &b);
+    assert!(
+        third.try_wait().unwrap().is_none(),
+        "the third writer ended too soon"
+    );
+    let (id_d, id_c) = (snapshot(fourth), snapshot(third));
+
+    assert_eq!(env.snapshots().len(), 4);
+    let check = env.admin_ok("check", &["--read-data"]);
+    assert!(String::from_utf8_lossy(&check.stdout).contains("no damage"));
+    for (id, src) in [(&id_c, &a), (&id_d, &b)] {
+        let out = env.path(&format!("out-{id}"));
+        env.restore(&id[..12], &out);
+        assert_same_tree(src, &under(&out, src));
+    }
+    for id in [&id_a, &id_b] {
+        let out = env.path(&format!("old-{id}"));
+        env.restore(&id[..12], &out);
+    }
+    let old_b = env.path(&format!("old-{id_b}"));
+    assert_eq!(
+        std::fs::read(under(&old_b, &b).join("shared")).unwrap(),
+        random_bytes(33, 2_000_000)
+    );
+}
