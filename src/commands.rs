@@ -346,8 +346,11 @@ pub fn check(rt: &Runtime, a: &CheckArgs) -> Result<Outcome> {
     let opts = coffer_core::check::CheckOptions { read_data };
     let report = rt.block_on(coffer_core::check::check(&repo, opts))?;
     for d in &report.damage {
-        let at = if d.path.is_empty() { "" } else { " " };
-        println!("snapshot {}{at}{}: {}", d.snapshot, d.path, d.problem);
+        match (d.snapshot.is_empty(), d.path.is_empty()) {
+            (true, _) => println!("{}: {}", d.path, d.problem),
+            (false, true) => println!("snapshot {}: {}", d.snapshot, d.problem),
+            (false, false) => println!("snapshot {} {}: {}", d.snapshot, d.path, d.problem),
+        }
     }
     let verdict = match report.damage.len() {
         0 => "no damage".to_string(),
@@ -363,8 +366,8 @@ pub fn check(rt: &Runtime, a: &CheckArgs) -> Result<Outcome> {
         None => String::new(),
     };
     println!(
-        "checked {} snapshots: {} trees, {} chunk references in {} packs{read}: {verdict}",
-        report.snapshots, report.trees, report.chunks, report.packs
+        "checked {} snapshots: {} trees, {} chunk references in {} packs, {} index objects{read}: {verdict}",
+        report.snapshots, report.trees, report.chunks, report.packs, report.indexes
     );
     Ok(if report.damage.is_empty() {
         Outcome::Success

@@ -474,6 +474,12 @@ fn check_reports_missing_and_cut_packs_per_snapshot_and_path() {
         text.contains(&format!("{victim}pack ")) && text.contains("too short"),
         "{text}"
     );
+    // The index that lists the pack says how long it was.
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("index/") && l.contains("; the index says ")),
+        "{text}"
+    );
 
     std::fs::remove_file(&biggest).unwrap();
     let (code, text) = check(&[]);

@@ -4,18 +4,19 @@
 //! decrypts and verifies (a share of) the file chunks. Damage is reported
 //! per snapshot and path; the check goes on past it.
 
+use crate::backend::ObjectKind;
 use crate::error::Result;
 use crate::id::{BlobId, PackId};
 use crate::repository::{root_entry, Repository};
-use crate::tree::{Kind, Location};
+use crate::tree::{Kind, Location, Tree};
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use std::collections::{HashMap, HashSet};
-use std::future::Future;
-use std::pin::Pin;
 
 /// One problem found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Damage {
-    /// The snapshot (8 hex digits) it was found under.
+    /// The snapshot (8 hex digits) it was found under; empty for a
+    /// problem outside snapshots (an index object).
     pub snapshot: String,
     /// The path in the snapshot (empty: the snapshot object itself).
     pub path: String,
@@ -43,6 +44,8 @@ pub struct CheckReport {
     pub chunks: u64,
     /// Packs listed.
     pub packs: usize,
+    /// Index objects read.
+    pub indexes: usize,
     /// Distinct chunks read and verified (with `read_data`).
     pub chunks_read: u64,
     /// Their stored bytes.
@@ -51,24 +54,37 @@ pub struct CheckReport {
     pub damage: Vec<Damage>,
 }
 
+/// Trees read at once.
+const TREE_READS: usize = 16;
+/// Chunks read (with read-data) at once.
+const CHUNK_READS: usize = 8;
+
 /// Checks every snapshot of `repo`. Fails only when the repository cannot
 /// be listed; anything damaged is in the report.
+///
+/// Per snapshot, in three steps: fetch the trees not known whole yet,
+/// [`TREE_READS`] at once, breadth first; walk them depth first (no I/O),
+/// checking every reference against the pack listing and collecting the
+/// chunks to read; with read-data, read those [`CHUNK_READS`] at once.
+/// Memory: the trees of one snapshot, at most.
 pub async fn check(repo: &Repository, opts: CheckOptions) -> Result<CheckReport> {
     let packs = repo.pack_sizes().await?;
     let mut checker = Checker {
-        repo,
         packs: &packs,
         read_share: opts
             .read_data
             .map(|s| (s.clamp(0.0, 1.0) * f64::from(u32::MAX)) as u32),
         verified: HashSet::new(),
         clean: HashSet::new(),
+        trees: HashMap::new(),
+        reads: Vec::new(),
         report: CheckReport {
             packs: packs.len(),
             ..CheckReport::default()
         },
         snapshot: String::new(),
     };
+    checker.indexes(repo).await?;
     for name in repo.snapshot_names().await? {
         checker.snapshot = crate::snapshot::short_name(&name);
         checker.report.snapshots += 1;
@@ -76,7 +92,10 @@ pub async fn check(repo: &Repository, opts: CheckOptions) -> Result<CheckReport>
             Ok(info) => {
                 let root = root_entry(&info.snapshot);
                 if let Some(loc) = root.subtree {
-                    checker.tree(loc, String::from("/")).await;
+                    checker.fetch_trees(repo, loc).await;
+                    checker.walk(loc, String::from("/"));
+                    checker.read_chunks(repo).await;
+                    checker.trees.clear();
                 }
             }
             Err(e) => checker.damaged(String::new(), e.to_string()),
@@ -85,8 +104,16 @@ pub async fn check(repo: &Repository, opts: CheckOptions) -> Result<CheckReport>
     Ok(checker.report)
 }
 
+/// A file chunk to read and verify, and where it was found.
+struct ChunkRead {
+    path: String,
+    /// Its position in the file (1-based) and the file's chunk count.
+    index: usize,
+    of: usize,
+    loc: Location,
+}
+
 struct Checker<'a> {
-    repo: &'a Repository,
     packs: &'a HashMap<PackId, u64>,
     /// With read-data: chunks whose id's first 4 bytes are at most this
     /// are read.
@@ -95,6 +122,10 @@ struct Checker<'a> {
     verified: HashSet<BlobId>,
     /// Trees whose whole subtree was found whole: not read again.
     clean: HashSet<BlobId>,
+    /// The current snapshot's trees, fetched (or the read's error).
+    trees: HashMap<BlobId, std::result::Result<Tree, String>>,
+    /// The current snapshot's chunks to read, in walk order.
+    reads: Vec<ChunkRead>,
     report: CheckReport,
     /// The snapshot being checked.
     snapshot: String,
@@ -107,6 +138,40 @@ impl Checker<'_> {
             path,
             problem,
         });
+    }
+
+    /// Checks the index objects: each must decrypt, and each pack it lists
+    /// that is stored must have the size it lists (a pack it lists may be
+    /// gone: prune deletes packs, never rewrites an index). Problems are
+    /// reported with an empty snapshot and the index's name as the path.
+    async fn indexes(&mut self, repo: &Repository) -> Result<()> {
+        for info in repo.backend().list(ObjectKind::Index).await? {
+            let path = format!("index/{}", info.name);
+            match repo.load_index(&info.name).await {
+                Err(e) => self.report.damage.push(Damage {
+                    snapshot: String::new(),
+                    path,
+                    problem: e.to_string(),
+                }),
+                Ok(index) => {
+                    self.report.indexes += 1;
+                    for pack in index.packs {
+                        match self.packs.get(&pack.id) {
+                            Some(&size) if size != pack.size => self.report.damage.push(Damage {
+                                snapshot: String::new(),
+                                path: path.clone(),
+                                problem: format!(
+                                    "pack {} is {size} bytes; the index says {}",
+                                    pack.id, pack.size
+                                ),
+                            }),
+                            _ => {}
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Whether `loc` lies inside a stored pack; the problem if not.
@@ -123,9 +188,42 @@ impl Checker<'_> {
         }
     }
 
-    /// Checks a file's chunks: stored, and with read-data the picked ones
-    /// read and verified.
-    async fn file(&mut self, chunks: &[Location]) -> std::result::Result<(), String> {
+    /// Fetches every tree below `root` that is stored and not known whole,
+    /// several at once, into `self.trees`.
+    async fn fetch_trees(&mut self, repo: &Repository, root: Location) {
+        let mut pending = vec![root];
+        let mut reads = FuturesUnordered::new();
+        loop {
+            while reads.len() < TREE_READS {
+                let Some(loc) = pending.pop() else { break };
+                if self.clean.contains(&loc.id)
+                    || self.trees.contains_key(&loc.id)
+                    || self.stored(&loc).is_err()
+                {
+                    continue;
+                }
+                // Claim it, so a second reference does not read it again.
+                self.trees.insert(loc.id, Err("not read".into()));
+                reads.push(async move { (loc.id, repo.read_tree(&loc).await) });
+            }
+            let Some((id, tree)) = reads.next().await else {
+                return;
+            };
+            let tree = tree.map_err(|e| e.to_string());
+            if let Ok(t) = &tree {
+                pending.extend(t.entries.iter().filter_map(|e| match e.kind {
+                    Kind::Dir => e.subtree,
+                    _ => None,
+                }));
+            }
+            self.trees.insert(id, tree);
+        }
+    }
+
+    /// Checks a file's chunks against the packs and queues the picked ones
+    /// for reading; returns whether any was queued.
+    fn file(&mut self, path: &str, chunks: &[Location]) -> std::result::Result<bool, String> {
+        let mut queued = false;
         for (i, chunk) in chunks.iter().enumerate() {
             self.report.chunks += 1;
             self.stored(chunk)?;
@@ -133,62 +231,109 @@ impl Checker<'_> {
                 u32::from_be_bytes([chunk.id.0[0], chunk.id.0[1], chunk.id.0[2], chunk.id.0[3]])
                     <= share
             });
-            if !picked || self.verified.contains(&chunk.id) {
-                continue;
+            if picked && !self.verified.contains(&chunk.id) {
+                self.reads.push(ChunkRead {
+                    path: path.to_string(),
+                    index: i + 1,
+                    of: chunks.len(),
+                    loc: *chunk,
+                });
+                queued = true;
             }
-            self.repo
-                .read_blob(chunk)
-                .await
-                .map_err(|e| format!("chunk {} of {}: {e}", i + 1, chunks.len()))?;
-            self.verified.insert(chunk.id);
-            self.report.chunks_read += 1;
-            self.report.bytes_read += chunk.length;
         }
-        Ok(())
+        Ok(queued)
     }
 
     /// Checks the tree at `loc` (the directory `path`) and everything below
-    /// it; returns whether all of it is whole.
-    fn tree(&mut self, loc: Location, path: String) -> Pin<Box<dyn Future<Output = bool> + '_>> {
-        Box::pin(async move {
-            if self.clean.contains(&loc.id) {
-                return true;
+    /// it from the fetched trees: (all of it whole so far, chunks of it
+    /// queued for reading). A subtree with chunks still to read is not
+    /// remembered as whole yet.
+    fn walk(&mut self, loc: Location, path: String) -> (bool, bool) {
+        if self.clean.contains(&loc.id) {
+            return (true, false);
+        }
+        if let Err(problem) = self.stored(&loc) {
+            self.damaged(path, format!("directory listing lost: {problem}"));
+            return (false, false);
+        }
+        let tree = match self.trees.remove(&loc.id) {
+            Some(Ok(tree)) => tree,
+            Some(Err(e)) => {
+                let problem = format!("directory listing unreadable: {e}");
+                self.damaged(path, problem);
+                // Another path may hold the same tree: report it there too.
+                self.trees.insert(loc.id, Err(e));
+                return (false, false);
             }
-            if let Err(problem) = self.stored(&loc) {
-                self.damaged(path, format!("directory listing lost: {problem}"));
-                return false;
+            None => {
+                self.damaged(path, "directory listing was not read".into());
+                return (false, false);
             }
-            let tree = match self.repo.read_tree(&loc).await {
-                Ok(t) => t,
-                Err(e) => {
-                    self.damaged(path, format!("directory listing unreadable: {e}"));
-                    return false;
+        };
+        self.report.trees += 1;
+        let (mut whole, mut queued) = (true, false);
+        for entry in &tree.entries {
+            let child = format!(
+                "{}{}{}",
+                path,
+                if path.ends_with('/') { "" } else { "/" },
+                String::from_utf8_lossy(&entry.name)
+            );
+            match (entry.kind, entry.subtree) {
+                (Kind::Dir, Some(sub)) => {
+                    let (w, q) = self.walk(sub, child);
+                    whole &= w;
+                    queued |= q;
                 }
-            };
-            self.report.trees += 1;
-            let mut whole = true;
-            for entry in tree.entries {
-                let child = format!(
-                    "{}{}{}",
-                    path,
-                    if path.ends_with('/') { "" } else { "/" },
-                    String::from_utf8_lossy(&entry.name)
-                );
-                match (entry.kind, entry.subtree) {
-                    (Kind::Dir, Some(sub)) => whole &= self.tree(sub, child).await,
-                    (Kind::File, _) => {
-                        if let Err(problem) = self.file(&entry.chunks).await {
-                            self.damaged(child, problem);
-                            whole = false;
-                        }
+                (Kind::File, _) => match self.file(&child, &entry.chunks) {
+                    Ok(q) => queued |= q,
+                    Err(problem) => {
+                        self.damaged(child, problem);
+                        whole = false;
                     }
-                    _ => {}
+                },
+                _ => {}
+            }
+        }
+        if whole && !queued {
+            self.clean.insert(loc.id);
+        } else {
+            // Another path may hold the same tree: walk it there too.
+            self.trees.insert(loc.id, Ok(tree));
+        }
+        (whole, queued)
+    }
+
+    /// Reads and verifies the queued chunks (each distinct one once), and
+    /// reports each file with a bad chunk (its first).
+    async fn read_chunks(&mut self, repo: &Repository) {
+        let reads = std::mem::take(&mut self.reads);
+        let mut distinct: HashMap<BlobId, Location> = HashMap::new();
+        for r in &reads {
+            distinct.entry(r.loc.id).or_insert(r.loc);
+        }
+        let results: HashMap<BlobId, std::result::Result<(), String>> =
+            futures_util::stream::iter(distinct.into_values())
+                .map(|loc| async move {
+                    let read = repo.read_blob(&loc).await;
+                    (loc.id, read.map(|_| ()).map_err(|e| e.to_string()))
+                })
+                .buffer_unordered(CHUNK_READS)
+                .collect()
+                .await;
+        let mut reported: HashSet<String> = HashSet::new();
+        for r in reads {
+            match results.get(&r.loc.id) {
+                Some(Ok(())) if self.verified.insert(r.loc.id) => {
+                    self.report.chunks_read += 1;
+                    self.report.bytes_read += r.loc.length;
                 }
+                Some(Err(e)) if reported.insert(r.path.clone()) => {
+                    let problem = format!("chunk {} of {}: {e}", r.index, r.of);
+                    self.damaged(r.path, problem);
+                }
+                _ => {}
             }
-            if whole {
-                self.clean.insert(loc.id);
-            }
-            whole
-        })
+        }
     }
 }
