@@ -435,11 +435,7 @@ fn check_reports_missing_and_cut_packs_per_snapshot_and_path() {
     );
 
     // The largest pack holds the 3 MB file.
-    let biggest = env
-        .packs()
-        .into_iter()
-        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
-        .unwrap();
+    let biggest = env.biggest_pack();
     let mut bytes = std::fs::read(&biggest).unwrap();
     let victim = format!("{}/big/victim: ", src.display());
 

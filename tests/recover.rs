@@ -133,11 +133,7 @@ fn recover_py_restores_snapshots_with_gpg_and_zstd_only() {
     // A damaged pack is named, not restored as wrong bytes. The biggest
     // pack holds the first run's chunks, which only the first snapshot
     // needs all of.
-    let biggest = env
-        .packs()
-        .into_iter()
-        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
-        .unwrap();
+    let biggest = env.biggest_pack();
     let mut bytes = std::fs::read(&biggest).unwrap();
     let mid = bytes.len() / 2;
     bytes[mid] ^= 1;

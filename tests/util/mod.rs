@@ -202,6 +202,14 @@ impl Env {
         out
     }
 
+    /// The largest pack file.
+    pub fn biggest_pack(&self) -> PathBuf {
+        self.packs()
+            .into_iter()
+            .max_by_key(|p| std::fs::metadata(p).map_or(0, |m| m.len()))
+            .expect("the repository has packs")
+    }
+
     /// Paths of data packs.
     pub fn packs(&self) -> Vec<PathBuf> {
         let mut out: Vec<PathBuf> = self
