@@ -78,6 +78,7 @@ pub async fn check(repo: &Repository, opts: CheckOptions) -> Result<CheckReport>
         clean: HashSet::new(),
         trees: HashMap::new(),
         reads: Vec::new(),
+        whole_if_read: Vec::new(),
         report: CheckReport {
             packs: packs.len(),
             ..CheckReport::default()
@@ -126,6 +127,9 @@ struct Checker<'a> {
     trees: HashMap<BlobId, std::result::Result<Tree, String>>,
     /// The current snapshot's chunks to read, in walk order.
     reads: Vec<ChunkRead>,
+    /// Trees found whole but for chunks still to read: whole once those
+    /// read well.
+    whole_if_read: Vec<BlobId>,
     report: CheckReport,
     /// The snapshot being checked.
     snapshot: String,
@@ -298,6 +302,9 @@ impl Checker<'_> {
         if whole && !queued {
             self.clean.insert(loc.id);
         } else {
+            if whole {
+                self.whole_if_read.push(loc.id);
+            }
             // Another path may hold the same tree: walk it there too.
             self.trees.insert(loc.id, Ok(tree));
         }
@@ -321,6 +328,10 @@ impl Checker<'_> {
                 .buffer_unordered(CHUNK_READS)
                 .collect()
                 .await;
+        let whole_if_read = std::mem::take(&mut self.whole_if_read);
+        if results.values().all(|r| r.is_ok()) {
+            self.clean.extend(whole_if_read);
+        }
         let mut reported: HashSet<String> = HashSet::new();
         for r in reads {
             match results.get(&r.loc.id) {
