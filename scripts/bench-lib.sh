@@ -11,7 +11,7 @@ drop_caches() {
 mibs() { awk -v b="$1" -v ms="$2" 'BEGIN { printf "%.0f MiB/s", b / 1048576 / (ms > 0 ? ms / 1000 : 0.001) }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'; }
 
-BIG_BYTES=400000000
+BIG_BYTES=${BIG_BYTES:-400000000}
 
 # make_data DIR: version 1 of the data, a copy of /usr/share plus a 400 MB
 # random file.
@@ -34,15 +34,16 @@ change_data() {
 # A file in a directory nobody opened yet (for time to first byte), relative
 # to the data directory.
 probe_file() {
-    (cd "$1" && find share -mindepth 3 -type f -size +4k | sort | sed -n 2000p)
+    (cd "$1" && find share -mindepth 3 -type f -size +4k | sort | awk 'NR <= 2000 { p = $0 } END { print p }')
 }
 
-# measure_mount TOOL MOUNTPOINT DATA_PATH PROBE: the tool's mount must be
-# running in the background (its PID in MOUNT_PID), showing two snapshots
-# under MOUNTPOINT/snapshots. Sets R[TOOL,ttfb|cold|warm|lslr|diff|rss].
+# measure_mount TOOL MOUNTPOINT DATA_PATH PROBE [UNMOUNT]: the tool's mount
+# must be running in the background (its PID in MOUNT_PID), showing two
+# snapshots under MOUNTPOINT/snapshots; UNMOUNT (default MOUNTPOINT) is what
+# to unmount after. Sets R[TOOL,ttfb|cold|warm|lslr|diff|rss].
 declare -A R
 measure_mount() {
-    local tool=$1 mnt=$2 data=$3 probe=$4 n=0 s1 s2 t
+    local tool=$1 mnt=$2 data=$3 probe=$4 umnt=${5:-$2} n=0 s1 s2 t
     for _ in $(seq 600); do
         n=$(find "$mnt/snapshots" -mindepth 1 -maxdepth 1 2>/dev/null | grep -cv latest || true)
         [ "$n" -ge 2 ] && break
@@ -57,7 +58,7 @@ measure_mount() {
     t=$(ms); ls -lR "$s2/share" >/dev/null; R[$tool,lslr]=$(elapsed "$t")
     t=$(ms); diff -r "$s1/share" "$s2/share" >/dev/null 2>&1 || true; R[$tool,diff]=$(elapsed "$t")
     R[$tool,rss]=$(($(awk '/VmHWM/ {print $2}' "/proc/$MOUNT_PID/status") / 1024))
-    fusermount3 -u "$mnt" || umount -l "$mnt"
+    fusermount3 -u "$umnt" || umount -l "$umnt"
     wait "$MOUNT_PID" || true
 }
 

@@ -22,7 +22,9 @@ snap() {
     restic backup -q "$W/data" >/dev/null
 }
 prepare() {
-    rm -rf "$W" && mkdir -p "$W" && cd "$W"
+    rm -rf "$W"
+    mkdir -p "$W"
+    cd "$W"
     make_data "$W/data"
     "$coffer" key generate --secret-out admin.key --cert-out admin.cert 2>/dev/null
     "$coffer" init --repo coffer-repo --recipient admin.cert --writer-key-out writer.key 2>/dev/null

@@ -17,7 +17,9 @@ scripts="$PWD/scripts"
 W="${1:-/tmp/coffer-bench-s3}"
 unset COFFER_REPO COFFER_KEY COFFER_WRITER_KEY COFFER_STATE_DIR
 
-rm -rf "$W" && mkdir -p "$W" && cd "$W"
+rm -rf "$W"
+mkdir -p "$W"
+cd "$W"
 bash "$scripts/s3-server.sh" start "$W/s3" --owner-pid $$
 trap 'bash "$scripts/s3-server.sh" stop "$W/s3"' EXIT
 set -a
