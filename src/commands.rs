@@ -141,6 +141,7 @@ fn run_backup(
         Some(d) => d.clone(),
         None => default_state_dir()?.join(&key.config.id),
     };
+    let reporter = Reporter::start("backup", Display::choose(a.json));
     let opts = coffer_writer::BackupOptions {
         paths: a.paths.clone(),
         stdin_name: stream_name(a)?,
@@ -149,12 +150,7 @@ fn run_backup(
         excludes: a.excludes.clone(),
         state_dir,
         workers: None,
-        progress: None,
-    };
-    let reporter = Reporter::start("backup", Display::choose(a.json));
-    let opts = coffer_writer::BackupOptions {
         progress: reporter.progress(),
-        ..opts
     };
     let summary = if a.stdin_from_command {
         let output = CommandOutput::spawn(&a.command)?;

@@ -5,8 +5,7 @@
 use coffer_core::progress::{Counts, Progress};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::{IsTerminal, Write};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -47,7 +46,8 @@ fn json_interval() -> Duration {
 /// Shows one run's progress from a thread of its own until [`Reporter::finish`].
 pub struct Reporter {
     progress: Option<Arc<Progress>>,
-    done: Arc<AtomicBool>,
+    /// Dropping it tells the display thread to stop.
+    done: Option<mpsc::Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -57,20 +57,20 @@ impl Reporter {
         if display == Display::Silent {
             return Self {
                 progress: None,
-                done: Arc::new(AtomicBool::new(true)),
+                done: None,
                 thread: None,
             };
         }
         let progress = Arc::new(Progress::default());
-        let done = Arc::new(AtomicBool::new(false));
-        let (p, d) = (progress.clone(), done.clone());
+        let (done, stop) = mpsc::channel();
+        let p = progress.clone();
         let thread = std::thread::spawn(move || match display {
-            Display::Bar => bar(&p, &d),
-            _ => json_lines(command, &p, &d),
+            Display::Bar => bar(&p, &stop),
+            _ => json_lines(command, &p, &stop),
         });
         Self {
             progress: Some(progress),
-            done,
+            done: Some(done),
             thread: Some(thread),
         }
     }
@@ -86,7 +86,7 @@ impl Reporter {
     }
 
     fn stop(&mut self) {
-        self.done.store(true, Ordering::Relaxed);
+        self.done = None;
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -99,19 +99,12 @@ impl Drop for Reporter {
     }
 }
 
-/// Sleeps up to `d`, waking early when `done` is set; false once it is.
-fn wait(done: &AtomicBool, d: Duration) -> bool {
-    let until = Instant::now() + d;
-    while Instant::now() < until {
-        if done.load(Ordering::Relaxed) {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(20).min(d));
-    }
-    !done.load(Ordering::Relaxed)
+/// Waits up to `d`; false once the [`Reporter`] is done (its sender gone).
+fn wait(stop: &mpsc::Receiver<()>, d: Duration) -> bool {
+    matches!(stop.recv_timeout(d), Err(mpsc::RecvTimeoutError::Timeout))
 }
 
-fn bar(progress: &Progress, done: &AtomicBool) {
+fn bar(progress: &Progress, stop: &mpsc::Receiver<()>) {
     let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
     let style = ProgressStyle::with_template(
         "{elapsed_precise} [{wide_bar}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta} {msg}",
@@ -125,7 +118,7 @@ fn bar(progress: &Progress, done: &AtomicBool) {
         bar.set_length(c.total_bytes.max(c.bytes));
         bar.set_position(c.bytes);
         bar.set_message(files(&c));
-        if !wait(done, Duration::from_millis(200)) {
+        if !wait(stop, Duration::from_millis(200)) {
             break;
         }
     }
@@ -138,10 +131,10 @@ fn files(c: &Counts) -> String {
     format!("{}/{}{more} files", c.files, c.total_files.max(c.files))
 }
 
-fn json_lines(command: &str, progress: &Progress, done: &AtomicBool) {
+fn json_lines(command: &str, progress: &Progress, stop: &mpsc::Receiver<()>) {
     let started = Instant::now();
     let interval = json_interval();
-    while wait(done, interval) {
+    while wait(stop, interval) {
         let c = progress.counts();
         let line = serde_json::json!({
             "type": "progress",

@@ -48,11 +48,14 @@ pub fn forget(rt: &Runtime, a: &ForgetArgs, verbose: bool) -> Result<Outcome> {
     if talk {
         print_plan(&groups);
     }
+    // A dry run removes nothing: a prune after it must see the repository
+    // as the real run would leave it, without these.
+    let gone: HashSet<String> = match a.dry_run {
+        true => forget::doomed(&groups).map(|s| s.name.clone()).collect(),
+        false => HashSet::new(),
+    };
     if a.dry_run {
-        println!(
-            "dry run: would remove {} snapshots",
-            doomed_names(&groups).len()
-        );
+        println!("dry run: would remove {} snapshots", gone.len());
     } else {
         let removed = rt.block_on(forget::forget(&repo, &groups))?;
         if talk {
@@ -60,24 +63,9 @@ pub fn forget(rt: &Runtime, a: &ForgetArgs, verbose: bool) -> Result<Outcome> {
         }
     }
     if a.prune {
-        // A dry run removed nothing: prune must see the repository as the
-        // real run would leave it.
-        let gone = match a.dry_run {
-            true => doomed_names(&groups),
-            false => HashSet::new(),
-        };
         return run_prune(rt, &repo, &a.prune_opts, a.dry_run, gone, talk);
     }
     Ok(Outcome::Success)
-}
-
-fn doomed_names(groups: &[Group]) -> HashSet<String> {
-    groups
-        .iter()
-        .flat_map(|g| &g.snapshots)
-        .filter(|(_, v)| !v.keep())
-        .map(|(s, _)| s.name.clone())
-        .collect()
 }
 
 fn print_plan(groups: &[Group]) {
@@ -142,13 +130,9 @@ fn print_report(r: &PruneReport, dry_run: bool) {
         tally(r.referenced),
         tally(r.packs)
     );
-    let (deleted, index) = if dry_run {
-        ("would delete", "would delete")
-    } else {
-        ("deleted", "deleted")
-    };
+    let deleted = if dry_run { "would delete" } else { "deleted" };
     println!(
-        "{deleted} {} unreferenced packs; {index} {} index objects",
+        "{deleted} {} unreferenced packs; {deleted} {} index objects",
         tally(r.deleted),
         r.indexes_deleted
     );

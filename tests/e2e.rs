@@ -111,9 +111,7 @@ fn gpg_decrypts_stored_blobs_and_snapshots() {
     let src = env.path("src");
     write(&src.join("only.txt"), b"plain text that gpg must recover\n");
     env.backup(&[&src], &[]);
-    let gnupg = env.path("gnupg");
-    std::fs::create_dir(&gnupg).unwrap();
-    std::fs::set_permissions(&gnupg, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let gnupg = env.gnupg_home();
     let gpg = |args: &[&str]| {
         Command::new("gpg")
             .env("GNUPGHOME", &gnupg)
@@ -670,9 +668,7 @@ fn damaged_pack_is_an_error_naming_the_object_never_wrong_bytes() {
 #[test]
 fn keys_made_by_gnupg_work_including_a_passphrase() {
     let env = Env::bare();
-    let gnupg = env.path("gnupg");
-    std::fs::create_dir(&gnupg).unwrap();
-    std::fs::set_permissions(&gnupg, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let gnupg = env.gnupg_home();
     let gpg = |args: &[&str]| {
         let out = Command::new("gpg")
             .env("GNUPGHOME", &gnupg)

@@ -55,9 +55,7 @@ fn recover_py_restores_snapshots_with_gpg_and_zstd_only() {
     write(&g.join("big.bin"), &big);
     env.backup(&[&src], &[]);
 
-    let gnupg = env.path("gnupg");
-    std::fs::create_dir(&gnupg).unwrap();
-    std::fs::set_permissions(&gnupg, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let gnupg = env.gnupg_home();
     let import = Command::new("gpg")
         .env("GNUPGHOME", &gnupg)
         .args(["--batch", "--quiet", "--import"])

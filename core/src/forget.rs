@@ -77,15 +77,20 @@ pub async fn plan(repo: &Repository, policy: &Policy, select: &Selection) -> Res
     Ok(groups)
 }
 
+/// The snapshots of `groups` that their verdict does not keep.
+pub fn doomed(groups: &[Group]) -> impl Iterator<Item = &SnapshotInfo> {
+    groups
+        .iter()
+        .flat_map(|g| &g.snapshots)
+        .filter(|(_, v)| !v.keep())
+        .map(|(s, _)| s)
+}
+
 /// Deletes the snapshot objects of `groups` that their verdict does not
 /// keep; returns how many.
 pub async fn forget(repo: &Repository, groups: &[Group]) -> Result<usize> {
     let mut removed = 0;
-    for (s, _) in groups
-        .iter()
-        .flat_map(|g| &g.snapshots)
-        .filter(|(_, v)| !v.keep())
-    {
+    for s in doomed(groups) {
         repo.backend()
             .delete(&ObjectKey::new(ObjectKind::Snapshot, s.name.as_str()))
             .await?;

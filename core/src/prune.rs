@@ -184,15 +184,18 @@ async fn prune_indexes(
     dry_run: bool,
     report: &mut PruneReport,
 ) -> Result<()> {
+    // Indexes first, then packs: a run stores its packs before the index
+    // that lists them, so every listed index finds its packs in the pack
+    // listing. The other order could miss the packs of an index a running
+    // backup stores in between, and delete that index.
+    let indexes = repo.backend().list(ObjectKind::Index).await?;
     let stored: HashSet<PackId> = repo
-        .backend()
-        .list(ObjectKind::Pack)
+        .pack_sizes()
         .await?
-        .iter()
-        .filter_map(|o| PackId::from_hex(&o.name))
+        .into_keys()
         .filter(|id| !deleted.contains(id))
         .collect();
-    for info in repo.backend().list(ObjectKind::Index).await? {
+    for info in indexes {
         let index = match repo.load_index(&info.name).await {
             Ok(index) => index,
             Err(e) => {

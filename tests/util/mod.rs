@@ -202,6 +202,15 @@ impl Env {
         out
     }
 
+    /// An empty GnuPG home (`gnupg/`, mode 0700, as gpg wants it).
+    pub fn gnupg_home(&self) -> PathBuf {
+        let home = self.path("gnupg");
+        std::fs::create_dir(&home).expect("mkdir gnupg");
+        std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o700))
+            .expect("chmod gnupg");
+        home
+    }
+
     /// The largest pack file.
     pub fn biggest_pack(&self) -> PathBuf {
         self.packs()
