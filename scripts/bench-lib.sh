@@ -37,10 +37,20 @@ probe_file() {
     (cd "$1" && find share -mindepth 3 -type f -size +4k | sort | awk 'NR <= 2000 { p = $0 } END { print p }')
 }
 
+# subtree_100m DATA_DIR: the directory under DATA_DIR/share (two levels
+# down at most) whose size is closest to 100 MB without passing 110 MB,
+# relative to DATA_DIR; with its size in bytes (for `cp -a`).
+subtree_100m() {
+    (cd "$1" && du -b -d 2 share | awk '$1 <= 110000000 { d = $1 - 100000000; if (d < 0) d = -d;
+        if (best == "" || d < bd) { best = $2; bd = d; size = $1 } } END { print size, best }')
+}
+
 # measure_mount TOOL MOUNTPOINT DATA_PATH PROBE [UNMOUNT]: the tool's mount
 # must be running in the background (its PID in MOUNT_PID), showing two
 # snapshots under MOUNTPOINT/snapshots; UNMOUNT (default MOUNTPOINT) is what
-# to unmount after. Sets R[TOOL,ttfb|cold|warm|lslr|diff|rss].
+# to unmount after. With SUBTREE set (a path under DATA_PATH), copies it out
+# with `cp -a` before the diff reads it. Sets
+# R[TOOL,ttfb|cold|warm|lslr|cp|diff|rss].
 declare -A R
 measure_mount() {
     local tool=$1 mnt=$2 data=$3 probe=$4 umnt=${5:-$2} n=0 s1 s2 t
@@ -56,6 +66,11 @@ measure_mount() {
     t=$(ms); cat "$s2/big.bin" >/dev/null; R[$tool,cold]=$(elapsed "$t")
     t=$(ms); cat "$s2/big.bin" >/dev/null; R[$tool,warm]=$(elapsed "$t")
     t=$(ms); ls -lR "$s2/share" >/dev/null; R[$tool,lslr]=$(elapsed "$t")
+    if [ -n "${SUBTREE:-}" ]; then
+        rm -rf "$W/cp-out"
+        t=$(ms); cp -a "$s2/$SUBTREE" "$W/cp-out"; R[$tool,cp]=$(elapsed "$t")
+        rm -rf "$W/cp-out"
+    fi
     t=$(ms); diff -r "$s1/share" "$s2/share" >/dev/null 2>&1 || true; R[$tool,diff]=$(elapsed "$t")
     R[$tool,rss]=$(($(awk '/VmHWM/ {print $2}' "/proc/$MOUNT_PID/status") / 1024))
     fusermount3 -u "$umnt" || umount -l "$umnt"

@@ -24,7 +24,9 @@ if ((${#missing[@]})); then
     apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 cargo build --release --locked --quiet
+cargo bench --locked --quiet --no-run -p coffer-writer --bench stages 2>/dev/null
 coffer="$PWD/target/release/coffer"
+REPO_DIR=$PWD
 W="${1:-/tmp/coffer-bench}"
 export RESTIC_PASSWORD=bench RESTIC_REPOSITORY="$W/restic-repo" RESTIC_CACHE_DIR="$W/restic-cache"
 export BORG_PASSPHRASE=bench BORG_REPO="$W/borg-repo" BORG_BASE_DIR="$W/borg-base"
@@ -81,6 +83,7 @@ head -c "$BIG_BYTES" /dev/urandom >data/big.bin
 head -c $((BIG_BYTES * 3 / 4)) /dev/urandom | base64 -w 76 | head -c "$BIG_BYTES" >data/text.txt || true
 bytes=$(du -sb data | cut -f1)
 probe=$(probe_file "$W/data")
+read -r SUBTREE_BYTES SUBTREE <<<"$(subtree_100m "$W/data")"
 
 "$coffer" key generate --secret-out admin.key --cert-out admin.cert 2>/dev/null
 "$coffer" init --repo coffer-repo --recipient admin.cert --writer-key-out writer.key 2>/dev/null
@@ -114,6 +117,11 @@ drop_caches
 borg mount "::" "$W/mnt-borg/snapshots" -f >"$W/borg-mount.log" 2>&1 &
 MOUNT_PID=$!
 measure_mount borg "$W/mnt-borg" "$W/data" "$probe" "$W/mnt-borg/snapshots"
+
+echo "stages..." >&2
+drop_caches
+stages=$(cd "$REPO_DIR" && cargo bench --locked --quiet -p coffer-writer --bench stages -- "$W/data" 2>/dev/null)
+slowest=$(awk '/^slowest stage/ { print $(NF - 1) }' <<<"$stages")
 
 # row LABEL KEY KIND: KIND time (ms, lower is better), rate (MiB/s from
 # $bytes, higher is better), mib (MiB, lower is better), bytes (lower).
@@ -156,6 +164,12 @@ big="$(numfmt --to=iec "$BIG_BYTES")B"
 mount_row "mount: read the $big random file, cold" cold
 mount_row "mount: read the $big random file, warm" warm
 row "mount: ls -lR of the $DATA_SRC copy" lslr time
+row "mount: cp -a $(numfmt --to=iec "$SUBTREE_BYTES")B subtree out" cp time
 row "mount: diff -r between the versions" diff time
 row "mount: peak RSS" rss mib
 echo "(ratio: coffer / the best of restic and borg, lower is better; rows ending in x: coffer's speed-up)"
+echo
+echo "coffer's stages alone on the same data (MiB/s of input; cargo bench -p coffer-writer --bench stages):"
+echo "$stages"
+echo "first backup end to end: $(mibs "$bytes" "${R[coffer,first]}"), $(awk -v b="$bytes" -v ms="${R[coffer,first]}" -v s="$slowest" \
+    'BEGIN { printf "%.0f%%", 100 * b / 1048576 / (ms / 1000) / s }') of the slowest stage (target >= 70%)"

@@ -34,13 +34,13 @@ impl Display {
     }
 }
 
-/// How often JSON progress lines are printed (`COFFER_PROGRESS_INTERVAL_MS`
-/// overrides the default of one second).
-fn json_interval() -> Duration {
+/// How often progress is shown: `default` (one second for JSON lines, 200 ms
+/// for the bar) unless `COFFER_PROGRESS_INTERVAL_MS` says otherwise.
+fn interval(default: Duration) -> Duration {
     std::env::var("COFFER_PROGRESS_INTERVAL_MS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .map_or(Duration::from_secs(1), Duration::from_millis)
+        .map_or(default, Duration::from_millis)
 }
 
 /// Shows one run's progress from a thread of its own until [`Reporter::finish`].
@@ -113,12 +113,13 @@ fn bar(progress: &Progress, stop: &mpsc::Receiver<()>) {
     if let Ok(style) = style {
         bar.set_style(style);
     }
+    let every = interval(Duration::from_millis(200));
     loop {
         let c = progress.counts();
         bar.set_length(c.total_bytes.max(c.bytes));
         bar.set_position(c.bytes);
         bar.set_message(files(&c));
-        if !wait(stop, Duration::from_millis(200)) {
+        if !wait(stop, every) {
             break;
         }
     }
@@ -133,7 +134,7 @@ fn files(c: &Counts) -> String {
 
 fn json_lines(command: &str, progress: &Progress, stop: &mpsc::Receiver<()>) {
     let started = Instant::now();
-    let interval = json_interval();
+    let interval = interval(Duration::from_secs(1));
     while wait(stop, interval) {
         let c = progress.counts();
         let line = serde_json::json!({

@@ -899,6 +899,7 @@ fn progress_is_a_bar_on_a_terminal_json_lines_with_json_and_silent_from_cron() {
             .current_dir(env.path(""))
             .env("HOME", env.path(""))
             .env("XDG_CACHE_HOME", env.path("cache"))
+            .env("COFFER_PROGRESS_INTERVAL_MS", "10")
             .output()
             .expect("run script (util-linux)");
         assert!(out.status.success(), "{out:?}");

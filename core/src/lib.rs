@@ -32,6 +32,7 @@ pub mod prune;
 pub mod repository;
 pub mod restore;
 pub mod retention;
+mod seipd;
 pub mod snapshot;
 pub mod status;
 pub mod sync;

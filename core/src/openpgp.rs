@@ -22,9 +22,10 @@
 //! [RFC 9580]: https://www.rfc-editor.org/rfc/rfc9580.html
 
 use crate::error::{Error, Result};
+use crate::seipd;
 use sequoia_openpgp as openpgp;
 use std::collections::HashMap;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::Path;
 use std::sync::Mutex;
 
@@ -38,9 +39,8 @@ use openpgp::parse::stream::{
 };
 use openpgp::parse::Parse;
 use openpgp::policy::StandardPolicy;
-use openpgp::serialize::stream::{Encryptor, LiteralWriter, Message};
 use openpgp::serialize::{Serialize, SerializeInto};
-use openpgp::types::{DataFormat, Features, KeyFlags, SymmetricAlgorithm};
+use openpgp::types::{Features, KeyFlags, SymmetricAlgorithm};
 use openpgp::{Cert, KeyHandle};
 
 static POLICY: StandardPolicy<'static> = StandardPolicy::new();
@@ -197,20 +197,7 @@ impl PackSealer {
     pub fn seal(&self, payload: &[u8]) -> Result<Vec<u8>> {
         let mut out = Vec::with_capacity(self.pkesk_bytes.len() + payload.len() + 64);
         out.extend_from_slice(&self.pkesk_bytes);
-        let wrap = |e| Error::pgp("encrypting a blob", e);
-        let message = Message::new(&mut out);
-        let message = Encryptor::with_session_key(message, SYM, self.session_key.clone())
-            .map_err(wrap)?
-            .build()
-            .map_err(wrap)?;
-        let mut literal = LiteralWriter::new(message)
-            .format(DataFormat::Binary)
-            .build()
-            .map_err(wrap)?;
-        literal
-            .write_all(payload)
-            .map_err(|e| Error::pgp("encrypting a blob", e))?;
-        literal.finalize().map_err(wrap)?;
+        seipd::seal(&self.session_key, payload, &mut out)?;
         Ok(out)
     }
 }
@@ -297,6 +284,67 @@ impl Opener {
     /// stored object in errors. Fails on anything not encrypted, on a failed
     /// integrity check (MDC), and when no key fits.
     pub fn open(&self, object: &str, message: &[u8]) -> Result<Vec<u8>> {
+        match self.open_fast(message) {
+            Some(plain) => Ok(plain),
+            None => self.open_with_sequoia(object, message),
+        }
+    }
+
+    /// Opens a message of exactly the shape coffer writes, or returns `None`
+    /// (another shape, no fitting key, any failed check) and leaves it to
+    /// sequoia, which reads any valid message and says what is wrong.
+    fn open_fast(&self, message: &[u8]) -> Option<Vec<u8>> {
+        let parts = seipd::split(message)?;
+        let key = match self.cached(parts.pkesks) {
+            Some(key) => key,
+            None => {
+                let pkesks = openpgp::PacketPile::from_bytes(parts.pkesks).ok()?;
+                let pkesks: Vec<PKESK> = pkesks
+                    .into_children()
+                    .filter_map(|p| match p {
+                        Packet::PKESK(p) => Some(p),
+                        _ => None,
+                    })
+                    .collect();
+                let (algo, key) = self.session_key(&pkesks, Some(SYM))?;
+                if algo != Some(SYM) {
+                    return None;
+                }
+                self.remember(parts.pkesks.to_vec(), key.clone());
+                key
+            }
+        };
+        seipd::open(&key, &parts.seipd)
+    }
+
+    /// The first session key one of our secret keys gets out of `pkesks`.
+    fn session_key(
+        &self,
+        pkesks: &[PKESK],
+        sym_algo: Option<SymmetricAlgorithm>,
+    ) -> Option<(Option<SymmetricAlgorithm>, SessionKey)> {
+        for pkesk in pkesks {
+            for (handle, key) in &self.keys.keys {
+                let matches = match pkesk.recipient() {
+                    Some(r) => r.aliases(handle),
+                    None => true,
+                };
+                if !matches {
+                    continue;
+                }
+                let Ok(mut pair) = key.clone().into_keypair() else {
+                    continue;
+                };
+                if let Some(found) = pkesk.decrypt(&mut pair, sym_algo) {
+                    return Some(found);
+                }
+            }
+        }
+        None
+    }
+
+    /// Opens any OpenPGP message through sequoia's streaming decryptor.
+    fn open_with_sequoia(&self, object: &str, message: &[u8]) -> Result<Vec<u8>> {
         let helper = Helper {
             opener: self,
             encrypted: false,
@@ -370,22 +418,10 @@ impl DecryptionHelper for Helper<'_> {
                 return Ok(None);
             }
         }
-        for pkesk in pkesks {
-            for (handle, key) in &self.opener.keys.keys {
-                let matches = match pkesk.recipient() {
-                    Some(r) => r.aliases(handle),
-                    None => true,
-                };
-                if !matches {
-                    continue;
-                }
-                let mut pair = key.clone().into_keypair()?;
-                if let Some((algo, sk)) = pkesk.decrypt(&mut pair, sym_algo) {
-                    if decrypt(algo, &sk) {
-                        self.opener.remember(cache_key, sk);
-                        return Ok(None);
-                    }
-                }
+        if let Some((algo, sk)) = self.opener.session_key(pkesks, sym_algo) {
+            if decrypt(algo, &sk) {
+                self.opener.remember(cache_key, sk);
+                return Ok(None);
             }
         }
         Err(openpgp::anyhow::anyhow!(
@@ -397,6 +433,68 @@ impl DecryptionHelper for Helper<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use openpgp::serialize::stream::{Encryptor, LiteralWriter, Message};
+    use openpgp::types::DataFormat;
+    use std::io::Write;
+
+    fn keys() -> (Recipients, Opener) {
+        let generated = generate_key("test").unwrap();
+        let certs = normalize_certs(&generated.cert_armored, "test cert").unwrap();
+        let keys = SecretKeys::from_bytes(&generated.secret_armored, "test key", None).unwrap();
+        (Recipients::from_armored(&certs).unwrap(), Opener::new(keys))
+    }
+
+    /// How blobs were sealed before core/src/seipd.rs: sequoia's streaming
+    /// writer (partial body lengths). Repositories hold such blobs.
+    fn seal_with_sequoia(sealer: &PackSealer, payload: &[u8]) -> Vec<u8> {
+        let mut out = sealer.pkesk_bytes.clone();
+        let message = Message::new(&mut out);
+        let message = Encryptor::with_session_key(message, SYM, sealer.session_key.clone())
+            .unwrap()
+            .build()
+            .unwrap();
+        let mut literal = LiteralWriter::new(message)
+            .format(DataFormat::Binary)
+            .build()
+            .unwrap();
+        literal.write_all(payload).unwrap();
+        literal.finalize().unwrap();
+        out
+    }
+
+    #[test]
+    fn own_writer_and_sequoia_agree_both_ways() {
+        let (recipients, opener) = keys();
+        let sealer = PackSealer::new(&recipients).unwrap();
+        for len in [0usize, 10, 191, 192, 8383, 8384, 100_000, 3 << 20] {
+            let payload: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+            let ours = sealer.seal(&payload).unwrap();
+            assert_eq!(opener.open_with_sequoia("ours", &ours).unwrap(), payload);
+            let theirs = seal_with_sequoia(&sealer, &payload);
+            // The first open of a pack decrypts the PKESK; later ones hit the cache.
+            for _ in 0..2 {
+                assert_eq!(opener.open_fast(&theirs).as_deref(), Some(&payload[..]));
+                assert_eq!(opener.open_fast(&ours).as_deref(), Some(&payload[..]));
+            }
+        }
+        assert_eq!(opener.session_keys.lock().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn flipped_bits_anywhere_are_damage_never_other_bytes() {
+        let (recipients, opener) = keys();
+        let sealer = PackSealer::new(&recipients).unwrap();
+        let payload = vec![42u8; 20_000];
+        let good = sealer.seal(&payload).unwrap();
+        for at in (0..good.len()).step_by(97) {
+            let mut bad = good.clone();
+            bad[at] ^= 0x04;
+            match opener.open("data/ab/cd", &bad) {
+                Ok(plain) => assert_eq!(plain, payload, "flip at {at} gave other bytes"),
+                Err(e) => assert!(e.to_string().contains("data/ab/cd"), "{e}"),
+            }
+        }
+    }
 
     #[test]
     fn seal_and_open_round_trip_with_cached_session_key() {

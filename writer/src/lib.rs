@@ -9,7 +9,7 @@
 //! every pack and index it needs, so a crash leaves earlier snapshots intact.
 #![deny(missing_docs)]
 
-mod chunker;
+pub mod chunker;
 mod owner;
 mod pack;
 mod pipeline;

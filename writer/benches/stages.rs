@@ -1,0 +1,212 @@
+//! Each stage of the backup and restore paths alone, on the same data, so the
+//! distance between coffer's end-to-end rates and the hardware is visible.
+//!
+//!   cargo bench -p coffer-writer --bench stages -- DIR [THREADS]
+//!
+//! Reads every regular file below DIR once (the "read" stage, from whatever
+//! state the page cache is in: scripts/bench.sh drops it first), then runs
+//! chunk, hash, compress, encrypt, decrypt and decompress over the chunks in
+//! memory, each on one thread and on THREADS threads (default: the cores).
+//! Prints one line per stage, and the slowest stage's rate on all threads.
+
+use coffer_core::blob;
+use coffer_core::config::RepoConfig;
+use coffer_core::id::PackId;
+use coffer_core::openpgp::{self, Opener, PackSealer, Recipients, SecretKeys};
+use coffer_core::tree::Location;
+use coffer_writer::chunker::Chunker;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+type Failure = Box<dyn std::error::Error + Send + Sync>;
+
+fn main() -> Result<(), Failure> {
+    // `cargo bench` passes `--bench`; skip flags.
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let Some(dir) = args.first().map(PathBuf::from) else {
+        return Err("usage: stages DIR [THREADS]".into());
+    };
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = match args.get(1) {
+        Some(t) => t.parse().map_err(|e| format!("THREADS {t:?}: {e}"))?,
+        None => cores,
+    };
+    let generated = openpgp::generate_key("bench")?;
+    let certs = openpgp::normalize_certs(&generated.cert_armored, "bench")?;
+    // The defaults `coffer init` writes.
+    let (config, key) = RepoConfig::create(certs.clone(), 30)?;
+    let chunker = Chunker::new(config.chunker.clone(), key.chunker_seed());
+    let sealer = PackSealer::new(&Recipients::from_armored(&certs)?)?;
+    let opener = Opener::new(SecretKeys::from_bytes(
+        &generated.secret_armored,
+        "bench",
+        None,
+    )?);
+
+    let t = Instant::now();
+    let files = read_files(&dir)?;
+    let read_secs = t.elapsed().as_secs_f64();
+    let bytes: u64 = files.iter().map(|f| f.len() as u64).sum();
+    println!(
+        "{} files, {} MiB; stage rates in MiB/s of input, 1 thread and {threads} threads",
+        files.len(),
+        bytes >> 20
+    );
+    let mut report = Report::new(threads);
+    report.line("read (files, one thread)", bytes, read_secs, None);
+
+    let chunk_one = |f: &Vec<u8>| -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        let _ = chunker.chunk(&f[..], Some(f.len() as u64), |c| {
+            out.push(c);
+            Ok(())
+        });
+        out
+    };
+    let chunks: Vec<Vec<u8>> = files.iter().flat_map(chunk_one).collect();
+    let (one, _) = timed(|| parallel(&files, 1, |f| chunk_one(f).len()));
+    let (all, _) = timed(|| parallel(&files, threads, |f| chunk_one(f).len()));
+    drop(files);
+    report.line("chunk (FastCDC)", bytes, one, Some(all));
+
+    let stage = |report: &mut Report,
+                 name: &str,
+                 input: &[Vec<u8>],
+                 f: &(dyn Fn(&[u8]) -> Vec<u8> + Sync)| {
+        let input_bytes: u64 = input.iter().map(|c| c.len() as u64).sum();
+        // Outputs for the next stage, untimed: the timed runs below then
+        // measure the work, not the first touch of fresh memory.
+        let out = input.iter().map(|c| f(c)).collect::<Vec<_>>();
+        let (one, _) = timed(|| parallel(input, 1, |c| f(c).len()));
+        let (all, _) = timed(|| parallel(input, threads, |c| f(c).len()));
+        report.line(name, input_bytes, one, Some(all));
+        out
+    };
+    stage(&mut report, "hash (keyed BLAKE3)", &chunks, &|c| {
+        key.blob_id(c).to_hex().into_bytes()
+    });
+    let compressed = stage(&mut report, "compress (zstd)", &chunks, &|c| {
+        blob::compress(config.zstd_level, c).unwrap_or_default()
+    });
+    let sealed = stage(&mut report, "encrypt (OpenPGP)", &compressed, &|c| {
+        sealer.seal(c).unwrap_or_default()
+    });
+    let opened = stage(&mut report, "decrypt (OpenPGP)", &sealed, &|c| {
+        opener.open("bench", c).unwrap_or_default()
+    });
+    stage(&mut report, "decompress (zstd)", &opened, &|c| {
+        blob::decompress(c, blob_capacity()).unwrap_or_default()
+    });
+    // The whole per-blob encode and decode, as backup and restore run them.
+    let locations: Vec<Location> = chunks
+        .iter()
+        .map(|c| Location {
+            id: key.blob_id(c),
+            pack: PackId::random(),
+            offset: 0,
+            length: 0,
+            raw_length: c.len() as u64,
+        })
+        .collect();
+    let encoded = stage(
+        &mut report,
+        "compress+encrypt (blob::encode)",
+        &chunks,
+        &|c| blob::encode(&sealer, config.zstd_level, c).unwrap_or_default(),
+    );
+    let decode = |b: &Vec<u8>, l: &Location| {
+        blob::decode(&opener, &key, l, "bench", b).map_or(0, |p| p.len())
+    };
+    let blobs: Vec<(&Vec<u8>, &Location)> = encoded.iter().zip(&locations).collect();
+    let (one, _) = timed(|| parallel(&blobs, 1, |(b, l)| decode(b, l)));
+    let (all, decoded) = timed(|| parallel(&blobs, threads, |(b, l)| decode(b, l)));
+    if decoded as u64 != bytes {
+        return Err(format!("blob::decode gave {decoded} bytes of {bytes}").into());
+    }
+    report.line(
+        "decrypt+decompress+verify (blob::decode)",
+        bytes,
+        one,
+        Some(all),
+    );
+    report.slowest();
+    Ok(())
+}
+
+fn blob_capacity() -> usize {
+    16 << 20
+}
+
+fn read_files(dir: &Path) -> std::io::Result<Vec<Vec<u8>>> {
+    let mut files = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(path) = stack.pop() {
+        let meta = std::fs::symlink_metadata(&path)?;
+        if meta.is_dir() {
+            let mut entries: Vec<PathBuf> = std::fs::read_dir(&path)?
+                .map(|e| e.map(|e| e.path()))
+                .collect::<Result<_, _>>()?;
+            entries.sort();
+            stack.extend(entries.into_iter().rev());
+        } else if meta.is_file() {
+            files.push(std::fs::read(&path)?);
+        }
+    }
+    Ok(files)
+}
+
+fn timed<T>(f: impl FnOnce() -> T) -> (f64, T) {
+    let t = Instant::now();
+    let out = f();
+    (t.elapsed().as_secs_f64(), out)
+}
+
+/// Runs `f` over `items` on `threads` threads (item i on thread i % threads).
+fn parallel<T: Sync>(items: &[T], threads: usize, f: impl Fn(&T) -> usize + Sync) -> usize {
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let f = &f;
+                s.spawn(move || items.iter().skip(t).step_by(threads).map(f).sum::<usize>())
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap_or(0)).sum()
+    })
+}
+
+struct Report {
+    threads: usize,
+    slowest: Option<(String, f64)>,
+}
+
+impl Report {
+    fn new(threads: usize) -> Self {
+        Self {
+            threads,
+            slowest: None,
+        }
+    }
+
+    fn line(&mut self, name: &str, bytes: u64, one: f64, all: Option<f64>) {
+        let rate = |secs: f64| bytes as f64 / 1_048_576.0 / secs.max(1e-9);
+        let all_rate = all.map(rate);
+        let cell = all_rate.map_or("-".to_string(), |r| format!("{r:.0}"));
+        println!("stage {name:<42} {:>8.0} {:>8}", rate(one), cell);
+        let best = all_rate.unwrap_or(rate(one)).max(rate(one));
+        if self.slowest.as_ref().is_none_or(|(_, r)| best < *r) {
+            self.slowest = Some((name.to_string(), best));
+        }
+    }
+
+    fn slowest(&self) {
+        if let Some((name, rate)) = &self.slowest {
+            println!(
+                "slowest stage on {} threads: {name}, {rate:.0} MiB/s",
+                self.threads
+            );
+        }
+    }
+}
