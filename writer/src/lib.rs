@@ -13,6 +13,7 @@ pub mod chunker;
 mod owner;
 mod pack;
 mod pipeline;
+mod readahead;
 pub mod state;
 mod walk;
 

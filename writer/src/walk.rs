@@ -8,10 +8,12 @@
 use crate::chunker::Chunker;
 use crate::owner::Owners;
 use crate::pipeline::{PendingEntry, Pipeline, Ref};
+use crate::readahead::ReadAhead;
 use crate::state::FileRecord;
 use crate::BackupError;
 use coffer_core::progress::Progress;
 use coffer_core::snapshot::SnapshotStats;
+use coffer_core::sync::lock;
 use coffer_core::tree::{Entry, Kind};
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use std::collections::BTreeMap;
@@ -20,6 +22,10 @@ use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Component, Path, PathBuf};
+
+/// Threads that open files ahead of the walker (their work is waiting on
+/// the disk, not the CPU).
+const READ_AHEAD_THREADS: usize = 4;
 
 /// `--exclude` patterns: one without `/` matches an entry's name, one with
 /// `/` its absolute path (`*` stays within one path component).
@@ -128,9 +134,19 @@ fn source_tree(paths: &[PathBuf]) -> Node {
     root
 }
 
+/// A path the walk stat'ed and will store.
+struct Child {
+    path: PathBuf,
+    name: Vec<u8>,
+    meta: Metadata,
+    /// For an unchanged regular file: its chunks, from the state.
+    known: Option<FileRecord>,
+}
+
 /// Walks sources and feeds the pipeline.
 pub(crate) struct Walker<'a> {
     pipe: &'a Pipeline,
+    read_ahead: ReadAhead,
     chunker: Chunker,
     excludes: Excludes,
     owners: Owners,
@@ -144,6 +160,7 @@ impl<'a> Walker<'a> {
     pub fn new(pipe: &'a Pipeline, chunker: Chunker, excludes: Excludes) -> Self {
         Self {
             pipe,
+            read_ahead: ReadAhead::start(READ_AHEAD_THREADS),
             chunker,
             excludes,
             owners: Owners::default(),
@@ -234,16 +251,50 @@ impl<'a> Walker<'a> {
         path: &Path,
         name: Vec<u8>,
     ) -> Result<Option<PendingEntry>, BackupError> {
-        if self.excludes.excluded(path) {
+        match self.stat_child(path.to_path_buf(), name)? {
+            Some(child) => self.walk_child(child),
+            None => Ok(None),
+        }
+    }
+
+    /// Stats a path the walk will store; for a regular file, looks up what
+    /// the state remembers of it. `None` when excluded or gone.
+    fn stat_child(&mut self, path: PathBuf, name: Vec<u8>) -> Result<Option<Child>, BackupError> {
+        if self.excludes.excluded(&path) {
             return Ok(None);
         }
-        let meta = match std::fs::symlink_metadata(path) {
+        let meta = match std::fs::symlink_metadata(&path) {
             Ok(m) => m,
             Err(e) => {
-                self.warn(path, "cannot stat", &e);
+                self.warn(&path, "cannot stat", &e);
                 return Ok(None);
             }
         };
+        let known = if meta.is_file() {
+            let shared = &self.pipe.shared;
+            lock(&shared.state)
+                .file(path.as_os_str().as_bytes())?
+                .filter(|r| same_file(r, &meta) && r.oldest_upload >= shared.horizon_start)
+        } else {
+            None
+        };
+        Ok(Some(Child {
+            path,
+            name,
+            meta,
+            known,
+        }))
+    }
+
+    /// Stores one stat'ed path.
+    fn walk_child(&mut self, child: Child) -> Result<Option<PendingEntry>, BackupError> {
+        let Child {
+            path,
+            name,
+            meta,
+            known,
+        } = child;
+        let path = path.as_path();
         let ft = meta.file_type();
         let kind = if ft.is_file() {
             Kind::File
@@ -268,7 +319,7 @@ impl<'a> Walker<'a> {
             record: None,
         };
         match kind {
-            Kind::File => return self.file(path, &meta, entry),
+            Kind::File => return self.file(path, &meta, entry, known),
             Kind::Dir => {
                 self.stats.dirs += 1;
                 pe.subtree = Some(self.walk_dir(path)?);
@@ -308,29 +359,35 @@ impl<'a> Walker<'a> {
             Err(e) => self.warn(path, "cannot list", &e),
         }
         children.sort();
-        let mut entries = Vec::with_capacity(children.len());
-        for (name, child) in children {
-            entries.extend(self.walk_path(&child, name)?);
+        // Stat everything first, so the files that must be read can be
+        // read ahead while the walker works through the ones before them.
+        let mut stated = Vec::with_capacity(children.len());
+        for (name, path) in children {
+            if let Some(child) = self.stat_child(path, name)? {
+                if child.meta.is_file() && child.known.is_none() {
+                    self.read_ahead.hint(child.path.clone());
+                }
+                stated.push(child);
+            }
+        }
+        let mut entries = Vec::with_capacity(stated.len());
+        for child in stated {
+            entries.extend(self.walk_child(child)?);
         }
         self.pipe.store_dir(entries)
     }
 
+    /// A regular file: the chunks `known` from an earlier run, or read.
     fn file(
         &mut self,
         path: &Path,
         meta: &Metadata,
         mut entry: Entry,
+        known: Option<FileRecord>,
     ) -> Result<Option<PendingEntry>, BackupError> {
         let key = path.as_os_str().as_bytes().to_vec();
         let shared = &self.pipe.shared;
-        let known = shared
-            .state
-            .lock()
-            .map_err(|_| BackupError::Pipeline("state lock poisoned".into()))?
-            .file(&key)?;
-        if let Some(rec) =
-            known.filter(|r| same_file(r, meta) && r.oldest_upload >= shared.horizon_start)
-        {
+        if let Some(rec) = known {
             self.stats.files += 1;
             self.stats.bytes += rec.size;
             shared.progress.add_bytes(rec.size);
