@@ -17,7 +17,10 @@
 //! does one secret-key operation per pack.
 //!
 //! SEIPD v1 is forced (never v2/AEAD) because GnuPG 2.2, the version in
-//! Debian 12, reads nothing newer; see docs/DESIGN.md.
+//! Debian 12, reads nothing newer; see docs/DESIGN.md. The SEIPD packet is
+//! written, and read back when it has coffer's shape, by `crate::seipd` with
+//! OpenSSL (sequoia's MDC hashing was the bottleneck); sequoia makes keys and
+//! PKESKs, and reads every message of another shape or that fails a check.
 //!
 //! [RFC 9580]: https://www.rfc-editor.org/rfc/rfc9580.html
 

@@ -15,6 +15,10 @@ use coffer_core::id::PackId;
 use coffer_core::openpgp::{self, Opener, PackSealer, Recipients, SecretKeys};
 use coffer_core::tree::Location;
 use coffer_writer::chunker::Chunker;
+use sequoia_openpgp::crypto::SessionKey;
+use sequoia_openpgp::serialize::stream::{Encryptor, LiteralWriter, Message};
+use sequoia_openpgp::types::{AEADAlgorithm, SymmetricAlgorithm};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -117,6 +121,30 @@ fn main() -> Result<(), Failure> {
     let sealed = stage(&mut report, "encrypt (OpenPGP)", &compressed, &|c| {
         sealer.seal(c).unwrap_or_default()
     });
+    // For comparison (docs/DESIGN.md, Performance): sequoia's own streaming
+    // writer, SEIPD v1 as before core/src/seipd.rs, and SEIPD v2 (AEAD),
+    // which GnuPG 2.2 cannot read.
+    let session_key = SessionKey::new(32)?;
+    report.comparing = true;
+    for (name, aead) in [
+        ("encrypt (sequoia SEIPD v1, before)", None),
+        (
+            "encrypt (sequoia SEIPD v2 AES-OCB)",
+            Some(AEADAlgorithm::OCB),
+        ),
+        (
+            "encrypt (sequoia SEIPD v2 AES-GCM)",
+            Some(AEADAlgorithm::GCM),
+        ),
+    ] {
+        let seal = |c: &[u8]| sequoia_seal(&session_key, aead, c).unwrap_or_default();
+        if seal(b"probe").is_empty() {
+            println!("stage {name:<42} not supported by this crypto backend");
+            continue;
+        }
+        stage(&mut report, name, &compressed, &seal);
+    }
+    report.comparing = false;
     let opened = stage(&mut report, "decrypt (OpenPGP)", &sealed, &|c| {
         opener.open("bench", c).unwrap_or_default()
     });
@@ -157,6 +185,25 @@ fn main() -> Result<(), Failure> {
     );
     report.slowest();
     Ok(())
+}
+
+/// One message through sequoia's streaming writer (v1 without `aead`).
+fn sequoia_seal(
+    key: &SessionKey,
+    aead: Option<AEADAlgorithm>,
+    payload: &[u8],
+) -> sequoia_openpgp::Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(payload.len() + 128);
+    let message = Message::new(&mut out);
+    let mut encryptor =
+        Encryptor::with_session_key(message, SymmetricAlgorithm::AES256, key.clone())?;
+    if let Some(algo) = aead {
+        encryptor = encryptor.aead_algo(algo);
+    }
+    let mut literal = LiteralWriter::new(encryptor.build()?).build()?;
+    literal.write_all(payload)?;
+    literal.finalize()?;
+    Ok(out)
 }
 
 fn blob_capacity() -> usize {
@@ -234,6 +281,8 @@ fn parallel<T: Sync>(items: &[T], threads: usize, f: impl Fn(&T) -> usize + Sync
 struct Report {
     threads: usize,
     slowest: Option<(String, f64)>,
+    /// Lines for comparison only: not coffer's stages, never the slowest.
+    comparing: bool,
 }
 
 impl Report {
@@ -241,6 +290,7 @@ impl Report {
         Self {
             threads,
             slowest: None,
+            comparing: false,
         }
     }
 
@@ -250,7 +300,7 @@ impl Report {
         let cell = all_rate.map_or("-".to_string(), |r| format!("{r:.0}"));
         println!("stage {name:<42} {:>8.0} {:>8}", rate(one), cell);
         let best = all_rate.unwrap_or(rate(one)).max(rate(one));
-        if self.slowest.as_ref().is_none_or(|(_, r)| best < *r) {
+        if !self.comparing && self.slowest.as_ref().is_none_or(|(_, r)| best < *r) {
             self.slowest = Some((name.to_string(), best));
         }
     }
