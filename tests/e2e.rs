@@ -983,7 +983,6 @@ fn a_second_writer_started_during_a_backup_corrupts_nothing() {
     write(&b.join("shared"), &random_bytes(33, 2_000_000));
     write(&a.join("shared"), &random_bytes(33, 2_000_000));
     let packs = || env.packs().len();
-    let before = packs();
     let run = |state: &str, src: &std::path::Path| {
         env.writer_cmd(&["--json", "--state-dir", state, &src.display().to_string()])
             .stdout(Stdio::piped())
@@ -1010,27 +1009,25 @@ fn a_second_writer_started_during_a_backup_corrupts_nothing() {
             .unwrap()
             .to_string()
     };
+    // A writer of `a` (state-a), and once it is mid-run a writer of `b` with
+    // `second_state`; returns both snapshot ids, `a`'s first.
+    let overlapping = |second_state: &str| {
+        let before = packs();
+        let mut first = run("state-a", &a);
+        wait_for_a_pack(before);
+        let second = run(second_state, &b);
+        assert!(
+            first.try_wait().unwrap().is_none(),
+            "the writer of a ended before the writer of b started"
+        );
+        let id_second = snapshot(second);
+        (snapshot(first), id_second)
+    };
 
-    let mut first = run("state-a", &a);
-    wait_for_a_pack(before);
-    let second = run("state-b", &b);
-    assert!(
-        first.try_wait().unwrap().is_none(),
-        "the first writer ended too soon"
-    );
-    let (id_b, id_a) = (snapshot(second), snapshot(first));
-
+    let (id_a, id_b) = overlapping("state-b");
     write(&a.join("big"), &random_bytes(34, 120_000_000));
     write(&b.join("other"), &random_bytes(35, 3_000_000));
-    let before = packs();
-    let mut third = run("state-a", &a);
-    wait_for_a_pack(before);
-    let fourth = run("state-a", &b);
-    assert!(
-        third.try_wait().unwrap().is_none(),
-        "the third writer ended too soon"
-    );
-    let (id_d, id_c) = (snapshot(fourth), snapshot(third));
+    let (id_c, id_d) = overlapping("state-a");
 
     assert_eq!(env.snapshots().len(), 4);
     let check = env.admin_ok("check", &["--read-data"]);
