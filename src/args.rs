@@ -104,6 +104,10 @@ pub struct InitArgs {
     /// Writers reuse stored data only from packs younger than this.
     #[arg(long, default_value_t = 30, value_name = "DAYS")]
     pub dedup_horizon_days: u32,
+    /// zstd level writers compress with (1-19): lower is faster, higher
+    /// stores less. Fixed for the repository; restores read any level.
+    #[arg(long, default_value_t = coffer_core::config::DEFAULT_ZSTD_LEVEL, value_name = "LEVEL")]
+    pub zstd_level: i32,
 }
 
 #[derive(Debug, Args)]

@@ -6,7 +6,7 @@ use crate::progress::{Display, Reporter};
 use anyhow::{bail, Context, Result};
 use coffer_core::backend::s3::{LockMode, ObjectLock, S3WriteOptions};
 use coffer_core::backend::{self, ObjectKey};
-use coffer_core::config::{RepoConfig, WriterKey};
+use coffer_core::config::{RepoConfig, RepoSettings, WriterKey};
 use coffer_core::openpgp::{self, SecretKeys};
 use coffer_core::repository::Repository;
 use coffer_core::restore::{self, RestoreOptions};
@@ -64,7 +64,13 @@ pub fn init(rt: &Runtime, a: &InitArgs) -> Result<Outcome> {
         )?);
     }
     let backend = rt.block_on(backend::open(&a.repo.repo, Default::default()))?;
-    let (config, chunk_key) = RepoConfig::create(certs, a.dedup_horizon_days)?;
+    let (config, chunk_key) = RepoConfig::create(
+        certs,
+        RepoSettings {
+            dedup_horizon_days: a.dedup_horizon_days,
+            zstd_level: a.zstd_level,
+        },
+    )?;
     let writer_key = WriterKey::new(config.clone(), chunk_key);
     writer_key.write_new(&a.writer_key_out)?;
     let stored = rt.block_on(backend.put_new(&ObjectKey::config(), config.to_json()));

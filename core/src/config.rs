@@ -41,6 +41,30 @@ impl Default for ChunkerParams {
     }
 }
 
+/// zstd levels `init` accepts; a config outside them is refused as damaged.
+pub const ZSTD_LEVELS: std::ops::RangeInclusive<i32> = 1..=19;
+
+/// The zstd level of a new repository unless `init` is told otherwise.
+pub const DEFAULT_ZSTD_LEVEL: i32 = 3;
+
+/// What `init` may choose for a new repository.
+#[derive(Debug, Clone, Copy)]
+pub struct RepoSettings {
+    /// Writers reuse a stored blob only if its pack is younger than this.
+    pub dedup_horizon_days: u32,
+    /// zstd level writers compress with; any level decompresses the same way.
+    pub zstd_level: i32,
+}
+
+impl Default for RepoSettings {
+    fn default() -> Self {
+        Self {
+            dedup_horizon_days: 30,
+            zstd_level: DEFAULT_ZSTD_LEVEL,
+        }
+    }
+}
+
 /// The repository's `config` object.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RepoConfig {
@@ -70,7 +94,15 @@ pub struct RepoConfig {
 impl RepoConfig {
     /// A new configuration for `recipients` (armored certificates), with a
     /// fresh repository id; returns it with its new chunk-id key.
-    pub fn create(recipients: Vec<String>, dedup_horizon_days: u32) -> Result<(Self, ChunkIdKey)> {
+    pub fn create(recipients: Vec<String>, settings: RepoSettings) -> Result<(Self, ChunkIdKey)> {
+        if !ZSTD_LEVELS.contains(&settings.zstd_level) {
+            return Err(Error::Config(format!(
+                "zstd level {} is out of range; choose {} to {}",
+                settings.zstd_level,
+                ZSTD_LEVELS.start(),
+                ZSTD_LEVELS.end()
+            )));
+        }
         let key = ChunkIdKey::generate();
         let sealed = openpgp::seal_message(&Recipients::from_armored(&recipients)?, key.expose())?;
         let config = Self {
@@ -79,9 +111,9 @@ impl RepoConfig {
             id: hex::encode(rand::random::<[u8; 16]>()),
             created: crate::snapshot::now_rfc3339(),
             chunker: ChunkerParams::default(),
-            zstd_level: 3,
+            zstd_level: settings.zstd_level,
             pack_size: 16 * 1024 * 1024,
-            dedup_horizon_days,
+            dedup_horizon_days: settings.dedup_horizon_days,
             recipients,
             chunk_id_key_sealed: base64_encode(&sealed),
         };
@@ -121,6 +153,9 @@ impl RepoConfig {
         }
         if !(1 << 20..=1 << 30).contains(&self.pack_size) {
             return Err(Error::damaged(source, "pack size out of range"));
+        }
+        if !ZSTD_LEVELS.contains(&self.zstd_level) {
+            return Err(Error::damaged(source, "zstd level out of range"));
         }
         Ok(())
     }
@@ -230,4 +265,35 @@ pub fn base64_encode(bytes: &[u8]) -> String {
 pub fn base64_decode(text: &str) -> Option<Vec<u8>> {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.decode(text).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zstd_level_out_of_range_is_refused_at_init_and_when_read() {
+        let settings = RepoSettings {
+            zstd_level: 20,
+            ..Default::default()
+        };
+        let err = RepoConfig::create(Vec::new(), settings)
+            .err()
+            .map(|e| e.to_string());
+        assert!(err.is_some_and(|e| e.contains("zstd level 20")));
+        let json = br#"{"format":"coffer-repository","version":1,"id":"00","created":"x",
+            "chunker":{"algorithm":"fastcdc-2020","min_size":512,"avg_size":1024,
+            "max_size":4096,"normalization":1},"zstd_level":0,"pack_size":16777216,
+            "dedup_horizon_days":30,"recipients":[],"chunk_id_key_sealed":""}"#;
+        let err = RepoConfig::from_json(json, "config")
+            .err()
+            .map(|e| e.to_string());
+        assert!(
+            err.as_ref()
+                .is_some_and(|e| e.contains("zstd level out of range")),
+            "{err:?}"
+        );
+        let ok = String::from_utf8_lossy(json).replace("\"zstd_level\":0", "\"zstd_level\":1");
+        assert!(RepoConfig::from_json(ok.as_bytes(), "config").is_ok());
+    }
 }

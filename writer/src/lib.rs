@@ -271,7 +271,7 @@ mod tests {
     fn writer_key() -> WriterKey {
         let key = coffer_core::openpgp::generate_key("t").unwrap();
         let certs = coffer_core::openpgp::normalize_certs(&key.cert_armored, "t").unwrap();
-        let (config, chunk_key) = RepoConfig::create(certs, 30).unwrap();
+        let (config, chunk_key) = RepoConfig::create(certs, Default::default()).unwrap();
         WriterKey::new(config, chunk_key)
     }
 
