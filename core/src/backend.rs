@@ -10,6 +10,7 @@ use crate::error::{Error, Result};
 use async_trait::async_trait;
 use std::sync::Arc;
 
+mod direct;
 pub mod local;
 pub mod memory;
 pub mod s3;

@@ -8,7 +8,7 @@ use super::{Backend, DeleteBackend, ObjectInfo, ObjectKey, ObjectKind, ReadBacke
 use crate::error::{Error, Result};
 use async_trait::async_trait;
 use std::fs::{self, File};
-use std::io::{ErrorKind, Read, Seek, SeekFrom, Write};
+use std::io::{ErrorKind, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 /// A repository rooted at a local directory.
@@ -158,12 +158,7 @@ fn put_new_sync(root: &Path, key: &ObjectKey, data: &[u8]) -> Result<()> {
         std::process::id()
     ));
     let result = (|| {
-        let mut f = File::options()
-            .write(true)
-            .create_new(true)
-            .open(&tmp_path)?;
-        f.write_all(data)?;
-        f.sync_all()?;
+        super::direct::write_new_synced(&tmp_path, data)?;
         fs::hard_link(&tmp_path, &final_path)?;
         File::open(&parent)?.sync_all()
     })();
