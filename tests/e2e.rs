@@ -972,28 +972,36 @@ fn metrics_file_records_each_run_and_keeps_the_last_success_through_failures() {
 
 /// No locks: a second writer started while a first one runs corrupts
 /// nothing. With its own state (another host) both run at once; sharing the
-/// state directory, the second waits for the first's state transaction.
+/// state directory, the second waits for the first's state transaction. The
+/// first writer backs up a stream the test feeds, so it is provably still
+/// running when the second starts, however fast it is.
 #[test]
 fn a_second_writer_started_during_a_backup_corrupts_nothing() {
+    use std::io::Write;
     let env = Env::new();
-    let (a, b) = (env.path("a"), env.path("b"));
-    write(&a.join("big"), &random_bytes(31, 120_000_000));
+    let b = env.path("b");
     write(&b.join("other"), &random_bytes(32, 3_000_000));
     // The same bytes in both sources: each writer stores its own copy.
     write(&b.join("shared"), &random_bytes(33, 2_000_000));
-    write(&a.join("shared"), &random_bytes(33, 2_000_000));
+    let stream = |seed: u64| {
+        let mut data = random_bytes(seed, 100_000_000);
+        data.extend(random_bytes(33, 2_000_000));
+        data
+    };
     let packs = || env.packs().len();
-    let run = |state: &str, src: &std::path::Path| {
-        env.writer_cmd(&["--json", "--state-dir", state, &src.display().to_string()])
-            .stdout(Stdio::piped())
+    let spawn = |cmd: &mut Command| {
+        cmd.stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap()
     };
-    // Until the running writer has stored a pack (it is mid-run).
     let wait_for_a_pack = |before: usize| {
         let start = std::time::Instant::now();
-        while packs() == before && start.elapsed() < std::time::Duration::from_secs(60) {
+        while packs() == before {
+            assert!(
+                start.elapsed() < std::time::Duration::from_secs(60),
+                "the first writer stored no pack in 60 s"
+            );
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
     };
@@ -1009,39 +1017,62 @@ fn a_second_writer_started_during_a_backup_corrupts_nothing() {
             .unwrap()
             .to_string()
     };
-    // A writer of `a` (state-a), and once it is mid-run a writer of `b` with
-    // `second_state`; returns both snapshot ids, `a`'s first.
-    let overlapping = |second_state: &str| {
+    // A writer of the stream `a` (state-a) fed 80% of it, then, once it has
+    // stored a pack, a writer of `b` with `second_state`, then the rest of
+    // the stream; returns both snapshot ids, the stream's first.
+    let overlapping = |second_state: &str, a: &[u8]| {
         let before = packs();
-        let mut first = run("state-a", &a);
+        let mut first = spawn(
+            env.writer_cmd(&[
+                "--json",
+                "--state-dir",
+                "state-a",
+                "--stdin",
+                "--stdin-name",
+                "a",
+            ])
+            .stdin(Stdio::piped()),
+        );
+        let mut input = first.stdin.take().unwrap();
+        let (head, tail) = a.split_at(a.len() * 4 / 5);
+        input.write_all(head).unwrap();
         wait_for_a_pack(before);
-        let second = run(second_state, &b);
+        let second = spawn(&mut env.writer_cmd(&[
+            "--json",
+            "--state-dir",
+            second_state,
+            &b.display().to_string(),
+        ]));
         assert!(
             first.try_wait().unwrap().is_none(),
-            "the writer of a ended before the writer of b started"
+            "the first writer ended early"
         );
+        input.write_all(tail).unwrap();
+        drop(input);
         let id_second = snapshot(second);
         (snapshot(first), id_second)
     };
 
-    let (id_a, id_b) = overlapping("state-b");
-    write(&a.join("big"), &random_bytes(34, 120_000_000));
+    let (id_a, id_b) = overlapping("state-b", &stream(31));
+    let a2 = stream(34);
     write(&b.join("other"), &random_bytes(35, 3_000_000));
-    let (id_c, id_d) = overlapping("state-a");
+    let (id_c, id_d) = overlapping("state-a", &a2);
 
     assert_eq!(env.snapshots().len(), 4);
     let check = env.admin_ok("check", &["--read-data"]);
     assert!(String::from_utf8_lossy(&check.stdout).contains("no damage"));
-    for (id, src) in [(&id_c, &a), (&id_d, &b)] {
-        let out = env.path(&format!("out-{id}"));
-        env.restore(&id[..12], &out);
-        assert_same_tree(src, &under(&out, src));
+    for (id, data) in [(&id_a, stream(31)), (&id_c, a2)] {
+        let out = env.admin_ok("cat", &[&format!("{}:a", &id[..12])]);
+        assert!(
+            out.stdout == data,
+            "snapshot {id}: the stream reads back other bytes"
+        );
     }
-    for id in [&id_a, &id_b] {
-        let out = env.path(&format!("old-{id}"));
-        env.restore(&id[..12], &out);
-    }
+    let out = env.path(&format!("out-{id_d}"));
+    env.restore(&id_d[..12], &out);
+    assert_same_tree(&b, &under(&out, &b));
     let old_b = env.path(&format!("old-{id_b}"));
+    env.restore(&id_b[..12], &old_b);
     assert_eq!(
         std::fs::read(under(&old_b, &b).join("shared")).unwrap(),
         random_bytes(33, 2_000_000)
