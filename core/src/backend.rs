@@ -119,9 +119,11 @@ pub trait WriteBackend: Send + Sync {
     async fn put_new(&self, key: &ObjectKey, data: Vec<u8>) -> Result<()>;
 
     /// [`WriteBackend::put_new`] for a data pack: backends with storage
-    /// classes may put it in a colder one (metadata stays hot).
-    async fn put_new_data_pack(&self, key: &ObjectKey, data: Vec<u8>) -> Result<()> {
-        self.put_new(key, data).await
+    /// classes may put it in a colder one (metadata stays hot). Hands the
+    /// buffer back once stored, emptied (or a new empty one if the backend
+    /// kept it), so the writer fills the next pack in memory it already has.
+    async fn put_new_data_pack(&self, key: &ObjectKey, data: Vec<u8>) -> Result<Vec<u8>> {
+        self.put_new(key, data).await.map(|()| Vec::new())
     }
 
     /// How many uploads are worth running at once.

@@ -17,12 +17,27 @@ thread_local! {
 
 /// Compresses `plain` with zstd at `level` and seals it with the pack's key.
 pub fn encode(sealer: &PackSealer, level: i32, plain: &[u8]) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    encode_into(sealer, level, plain, &mut out)?;
+    Ok(out)
+}
+
+/// [`encode`], appending the stored blob to `out` (a pack being filled).
+/// On error `out` may hold part of it.
+pub fn encode_into(sealer: &PackSealer, level: i32, plain: &[u8], out: &mut Vec<u8>) -> Result<()> {
     let compressed = compress(level, plain).map_err(|e| Error::Storage {
         op: "compress",
         key: "blob".into(),
         source: e,
     })?;
-    sealer.seal(&compressed)
+    out.reserve(sealer.sealed_len_bound(compressed.len()));
+    sealer.seal_into(&compressed, out)
+}
+
+/// At least the length [`encode`] makes of `plain_len` bytes, whatever they
+/// hold (zstd's bound for incompressible input, plus the envelope).
+pub fn encoded_len_bound(sealer: &PackSealer, plain_len: usize) -> usize {
+    sealer.sealed_len_bound(zstd::zstd_safe::compress_bound(plain_len))
 }
 
 /// zstd at `level`, with this thread's reused context.

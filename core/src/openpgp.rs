@@ -198,10 +198,22 @@ impl PackSealer {
 
     /// One complete OpenPGP message whose literal data is `payload`.
     pub fn seal(&self, payload: &[u8]) -> Result<Vec<u8>> {
-        let mut out = Vec::with_capacity(self.pkesk_bytes.len() + payload.len() + 64);
-        out.extend_from_slice(&self.pkesk_bytes);
-        seipd::seal(&self.session_key, payload, &mut out)?;
+        let mut out = Vec::with_capacity(self.sealed_len_bound(payload.len()));
+        self.seal_into(payload, &mut out)?;
         Ok(out)
+    }
+
+    /// [`PackSealer::seal`], appending the message to `out` (a pack being
+    /// filled) instead of allocating it. On error `out` may hold part of it.
+    pub fn seal_into(&self, payload: &[u8], out: &mut Vec<u8>) -> Result<()> {
+        out.extend_from_slice(&self.pkesk_bytes);
+        seipd::seal(&self.session_key, payload, out)
+    }
+
+    /// At least the length of the message [`PackSealer::seal`] makes of a
+    /// `payload_len`-byte payload (packet headers, prefix, MDC, spare block).
+    pub fn sealed_len_bound(&self, payload_len: usize) -> usize {
+        self.pkesk_bytes.len() + payload_len + 128
     }
 }
 

@@ -13,7 +13,7 @@
 //! the figure). A blob's location is recorded in the state only after its
 //! pack is stored.
 
-use crate::pack::{Packer, SealedPack};
+use crate::pack::{PackBuffers, Packer, SealedPack};
 use crate::state::{FileRecord, State};
 use crate::BackupError;
 use coffer_core::backend::{ObjectKey, ObjectKind, WriteBackend};
@@ -129,7 +129,6 @@ pub(crate) struct Shared {
     pub recipients: Recipients,
     pub level: i32,
     pub pack_size: u64,
-    pub max_chunk: u64,
     pub backend: Arc<dyn WriteBackend>,
     pub rt: tokio::runtime::Handle,
     pub state: Mutex<State>,
@@ -142,6 +141,9 @@ pub(crate) struct Shared {
     failed: AtomicBool,
     failure: Mutex<Option<BackupError>>,
     index: Mutex<Vec<IndexPack>>,
+    /// Stored packs' buffers, for the next packs. The pool never holds more
+    /// than were in flight at once, so the cap only bounds odd cases.
+    buffers: PackBuffers,
 }
 
 impl Shared {
@@ -161,7 +163,6 @@ impl Shared {
             progress: Arc::default(),
             level: config.zstd_level,
             pack_size: config.pack_size,
-            max_chunk: u64::from(config.chunker.max_size),
             backend,
             rt,
             state: Mutex::new(state),
@@ -172,6 +173,7 @@ impl Shared {
             failed: AtomicBool::new(false),
             failure: Mutex::new(None),
             index: Mutex::new(Vec::new()),
+            buffers: PackBuffers::new(8),
         }
     }
 
@@ -218,10 +220,13 @@ impl Shared {
         let key = ObjectKey::new(ObjectKind::Pack, pack.id.to_hex());
         let size = pack.bytes.len() as u64;
         let stored = match pack.kind {
-            PackKind::Data => self.backend.put_new_data_pack(&key, pack.bytes),
-            PackKind::Tree => self.backend.put_new(&key, pack.bytes),
+            PackKind::Data => self
+                .rt
+                .block_on(self.backend.put_new_data_pack(&key, pack.bytes))
+                .map(|buffer| self.buffers.give(buffer)),
+            PackKind::Tree => self.rt.block_on(self.backend.put_new(&key, pack.bytes)),
         };
-        self.rt.block_on(stored).map_err(BackupError::Store)?;
+        stored.map_err(BackupError::Store)?;
         {
             let state = lock(&self.state);
             for b in &pack.blobs {
@@ -300,7 +305,9 @@ impl Pipeline {
         let workers = workers.max(1);
         let (data_tx, data_rx) = bounded::<DataJob>(2 * workers);
         let (dir_tx, dir_rx) = bounded::<PendingDir>(256);
-        let (pack_tx, pack_rx) = bounded::<SealedPack>(1);
+        // Rendezvous: a full pack waits in its worker until an uploader is free,
+        // so no pack buffer sits in the channel.
+        let (pack_tx, pack_rx) = bounded::<SealedPack>(0);
         let mut threads = Vec::new();
         for i in 0..workers {
             let (s, rx, tx) = (shared.clone(), data_rx.clone(), pack_tx.clone());
@@ -421,9 +428,25 @@ fn spawn(name: String, f: impl FnOnce() + Send + 'static) -> JoinHandle<()> {
         .unwrap_or_else(|e| panic!("cannot start a pipeline thread: {e}"))
 }
 
-fn new_packer(s: &Shared, kind: PackKind) -> Result<Packer, BackupError> {
-    let capacity = (s.pack_size + s.max_chunk + (s.max_chunk >> 6) + 4096) as usize;
-    Ok(Packer::new(&s.recipients, kind, s.level, capacity)?)
+/// The open pack of `kind`, after sending it off and opening a new one if
+/// a blob of `plain_len` bytes might not fit in it.
+fn packer_with_room<'a>(
+    s: &Shared,
+    kind: PackKind,
+    packer: &'a mut Option<Packer>,
+    plain_len: usize,
+    packs: &Sender<SealedPack>,
+) -> Result<&'a mut Packer, BackupError> {
+    if let Some(full) = packer.take_if(|p| !p.has_room(plain_len, s.pack_size)) {
+        send_pack(packs, full)?;
+    }
+    match packer {
+        Some(p) => Ok(p),
+        None => {
+            let buffer = s.buffers.take(s.pack_size as usize);
+            Ok(packer.insert(Packer::new(&s.recipients, kind, s.level, buffer)?))
+        }
+    }
 }
 
 fn worker(s: &Shared, jobs: Receiver<DataJob>, packs: Sender<SealedPack>) {
@@ -434,17 +457,9 @@ fn worker(s: &Shared, jobs: Receiver<DataJob>, packs: Sender<SealedPack>) {
             continue;
         }
         let added = (|| {
-            let p = match packer.as_mut() {
-                Some(p) => p,
-                None => packer.insert(new_packer(s, PackKind::Data)?),
-            };
+            let p = packer_with_room(s, PackKind::Data, &mut packer, job.data.len(), &packs)?;
             let loc = p.add(job.id, &job.data)?;
             job.slot.set(Some(loc));
-            if p.len() >= s.pack_size {
-                if let Some(full) = packer.take() {
-                    send_pack(&packs, full)?;
-                }
-            }
             Ok::<_, BackupError>(())
         })();
         if let Err(e) = added {
@@ -516,23 +531,16 @@ fn build_tree(
     }
     let json = tree.to_json();
     let id = s.key.blob_id(&json);
+    // Before taking the map: sending a pack waits for an uploader, and
+    // uploaders take the map.
+    let p = packer_with_room(s, PackKind::Tree, packer, json.len(), packs)?;
     let mut pending = lock(&s.pending);
     if let Some((r, _)) = s.lookup(&pending, &id)? {
         drop(pending); // never wait on a slot while holding the map
         return r.resolve().ok_or_else(unplaced);
     }
-    let p = match packer.as_mut() {
-        Some(p) => p,
-        None => packer.insert(new_packer(s, PackKind::Tree)?),
-    };
     let loc = p.add(id, &json)?;
     pending.insert(id, Slot::filled(loc));
-    drop(pending);
-    if p.len() >= s.pack_size {
-        if let Some(full) = packer.take() {
-            send_pack(packs, full)?;
-        }
-    }
     Ok(loc)
 }
 

@@ -177,7 +177,8 @@ impl S3Backend {
     /// have random names, every other object is named by its content's
     /// hash) -- except `config`, whose absence is checked first (only
     /// `init` writes it, with the admin's credentials).
-    async fn put(&self, key: &ObjectKey, data: Vec<u8>, data_pack: bool) -> Result<()> {
+    /// Stores `data`; returns its buffer (as the body it was sent in).
+    async fn put(&self, key: &ObjectKey, data: Vec<u8>, data_pack: bool) -> Result<bytes::Bytes> {
         let s3_key = self.key_of(key);
         let md5 = base64::engine::general_purpose::STANDARD.encode(md5::Md5::digest(&data));
         let body = bytes::Bytes::from(data);
@@ -186,7 +187,7 @@ impl S3Backend {
             let conditional = self.conditional_put.load(Ordering::Relaxed);
             if !conditional && key.kind == ObjectKind::Config && self.exists(key).await? {
                 return if retry.attempts > 0 {
-                    Ok(())
+                    Ok(body)
                 } else {
                     Err(Error::AlreadyExists(self.url_of(key)))
                 };
@@ -217,7 +218,7 @@ impl S3Backend {
                 }
             }
             let err = match req.send().await {
-                Ok(_) => return Ok(()),
+                Ok(_) => return Ok(body),
                 Err(e) => e,
             };
             let failure = classify(&err);
@@ -235,7 +236,7 @@ impl S3Backend {
             if failure.status == Some(412) {
                 return if retry.attempts > 0 {
                     // An earlier attempt of ours stored it.
-                    Ok(())
+                    Ok(body)
                 } else {
                     Err(Error::AlreadyExists(self.url_of(key)))
                 };
@@ -575,11 +576,16 @@ impl ReadBackend for S3Backend {
 #[async_trait]
 impl WriteBackend for S3Backend {
     async fn put_new(&self, key: &ObjectKey, data: Vec<u8>) -> Result<()> {
-        self.put(key, data, false).await
+        self.put(key, data, false).await.map(drop)
     }
 
-    async fn put_new_data_pack(&self, key: &ObjectKey, data: Vec<u8>) -> Result<()> {
-        self.put(key, data, true).await
+    async fn put_new_data_pack(&self, key: &ObjectKey, data: Vec<u8>) -> Result<Vec<u8>> {
+        let body = self.put(key, data, true).await?;
+        // The SDK has dropped its clones of the body by now, so this takes
+        // the allocation back without copying (it copies if not).
+        let mut buffer = Vec::from(body);
+        buffer.clear();
+        Ok(buffer)
     }
 
     fn upload_concurrency(&self) -> usize {
