@@ -11,15 +11,16 @@ use crate::id::PackId;
 use crate::progress::Progress;
 use crate::repository::Repository;
 use crate::snapshot::Snapshot;
+use crate::sync::lock;
 use crate::tree::{Entry, Kind, Location, Tree};
 use futures_util::stream::{FuturesOrdered, StreamExt};
 use std::collections::VecDeque;
 use std::ffi::{CString, OsStr};
-use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 
 /// Ranged reads in flight while writing files.
@@ -76,9 +77,11 @@ pub struct RestoreStats {
 /// Two halves run together: the walk fetches trees (several at once), makes
 /// directories, links and special files, and queues the files' blobs as
 /// reads, merging blobs that lie back to back in one pack into one ranged
-/// read; the writer runs those reads several at once, in order, and writes
-/// each file. Directory metadata is applied last, deepest first, so mtimes
-/// survive.
+/// read; the writer runs those reads several at once, and each, on the
+/// blocking pool, decodes its blobs and writes them into their files at
+/// their offsets (files are written in parallel; the task that writes a
+/// file's last part applies its metadata). Directory metadata is applied
+/// last, deepest first, so mtimes survive.
 pub async fn restore(
     repo: &Arc<Repository>,
     snapshot: &Snapshot,
@@ -151,10 +154,51 @@ fn prepare_target(target: &Path, overwrite: bool) -> Result<()> {
     }
 }
 
-/// A regular file to write.
+/// A regular file to write. Its chunks may be written by several decode
+/// tasks at once, each at its own offset; the one that writes the last
+/// closes the file and applies its metadata.
 struct FileJob {
     entry: Entry,
     dest: PathBuf,
+    /// Where each chunk goes in the file.
+    offsets: Vec<u64>,
+    /// Created by the first part written.
+    out: Mutex<Option<Arc<std::fs::File>>>,
+    /// Parts not written yet (an empty file has one part, no chunk).
+    parts_left: AtomicUsize,
+}
+
+impl FileJob {
+    fn new(entry: Entry, dest: PathBuf) -> Self {
+        let offsets = entry
+            .chunks
+            .iter()
+            .scan(0u64, |at, loc| {
+                let offset = *at;
+                *at = at.saturating_add(loc.raw_length);
+                Some(offset)
+            })
+            .collect();
+        let parts = entry.chunks.len().max(1);
+        Self {
+            entry,
+            dest,
+            offsets,
+            out: Mutex::new(None),
+            parts_left: AtomicUsize::new(parts),
+        }
+    }
+
+    /// The file, created (new) on first use.
+    fn file(&self) -> Result<Arc<std::fs::File>> {
+        let mut out = lock(&self.out);
+        if let Some(file) = &*out {
+            return Ok(file.clone());
+        }
+        let file = Arc::new(create(&self.dest)?);
+        *out = Some(file.clone());
+        Ok(file)
+    }
 }
 
 /// Bytes `start..end` of one pack: blobs lying back to back, read with one
@@ -203,8 +247,7 @@ impl Span {
     }
 }
 
-/// One ranged read of a pack and what it holds, in order: the writer
-/// writes the parts one after the other.
+/// One ranged read of a pack and the file parts it holds.
 struct Fetch {
     /// `None` while only empty files are queued.
     span: Option<Span>,
@@ -252,10 +295,9 @@ struct Walk<'a> {
     is_root: bool,
     stats: RestoreStats,
     tx: mpsc::Sender<Fetch>,
-    /// Reads being assembled, oldest first. Each holds whole files only,
-    /// except the last, which may hold the start of a file in several
-    /// blobs: the writer writes a file's parts in the order they come, so
-    /// a file's parts must never be split across two open reads.
+    /// Reads being assembled, oldest first. A file in several blobs gets
+    /// reads of its own after these (parts are written at their offsets,
+    /// so this is for merging reads, not for order).
     open: Vec<Fetch>,
     /// Directories made, parents before children; their metadata is applied
     /// at the end, in reverse.
@@ -328,7 +370,7 @@ impl Walk<'_> {
         if let Some(p) = &self.progress {
             p.add_total(entry.size);
         }
-        let file = Arc::new(FileJob { entry, dest });
+        let file = Arc::new(FileJob::new(entry, dest));
         match file.entry.chunks.as_slice() {
             [] => {
                 if self.open.is_empty() {
@@ -484,9 +526,9 @@ fn clear_way(overwrite: bool, entry: &Entry, dest: &Path) -> Result<()> {
     .map_err(|e| Error::io(dest, "removing what is in the way (--overwrite)", e))
 }
 
-/// The writing half: runs the queued reads, [`FETCHES_IN_FLIGHT`] at once
-/// and in order, decodes them on the blocking pool (all cores), and writes
-/// the files (each created new), then their metadata.
+/// The writing half: runs the queued reads, [`FETCHES_IN_FLIGHT`] at once;
+/// each is decoded and its files written on the blocking pool (all cores),
+/// every chunk at its offset, so files are written in parallel.
 struct FileWriter {
     progress: Option<Arc<Progress>>,
     repo: Arc<Repository>,
@@ -496,86 +538,94 @@ struct FileWriter {
 
 impl FileWriter {
     async fn run(&mut self, rx: mpsc::Receiver<Fetch>) -> Result<()> {
-        let repo = self.repo.clone();
-        let fetched = futures_util::stream::unfold(rx, |mut rx| async move {
+        let (repo, progress, is_root) = (self.repo.clone(), self.progress.clone(), self.is_root);
+        let written = futures_util::stream::unfold(rx, |mut rx| async move {
             rx.recv().await.map(|fetch| (fetch, rx))
         })
-        .map(move |fetch| read_and_decode(repo.clone(), fetch))
-        .buffered(FETCHES_IN_FLIGHT);
-        let mut fetched = std::pin::pin!(fetched);
-        let mut current: Option<(Arc<FileJob>, std::fs::File)> = None;
-        while let Some(result) = fetched.next().await {
-            let (fetch, plain) = result?;
-            for (part, plain) in fetch.parts.iter().zip(&plain) {
-                let same = current
-                    .as_ref()
-                    .is_some_and(|(f, _)| Arc::ptr_eq(f, &part.file));
-                if !same {
-                    self.finish(current.take())?;
-                    current = Some((part.file.clone(), create(&part.file.dest)?));
-                }
-                if let Some((_, out)) = current.as_mut() {
-                    out.write_all(plain)
-                        .map_err(|e| Error::io(&part.file.dest, "writing a file", e))?;
-                    self.stats.bytes += plain.len() as u64;
-                    if let Some(p) = &self.progress {
-                        p.add_bytes(plain.len() as u64);
-                    }
-                }
-            }
+        .map(move |fetch| read_and_write(repo.clone(), fetch, progress.clone(), is_root))
+        .buffer_unordered(FETCHES_IN_FLIGHT);
+        let mut written = std::pin::pin!(written);
+        while let Some(result) = written.next().await {
+            let mut done = result?;
+            self.stats.files += done.files;
+            self.stats.bytes += done.bytes;
+            self.stats.warnings.append(&mut done.warnings);
         }
-        self.finish(current.take())
-    }
-
-    /// Closes a written file and applies its metadata.
-    fn finish(&mut self, done: Option<(Arc<FileJob>, std::fs::File)>) -> Result<()> {
-        let Some((job, file)) = done else {
-            return Ok(());
-        };
-        drop(file);
-        self.stats.files += 1;
-        if let Some(p) = &self.progress {
-            p.file_done();
-        }
-        apply_metadata(
-            &job.entry,
-            &job.dest,
-            self.is_root,
-            &mut self.stats.warnings,
-        )
+        Ok(())
     }
 }
 
-/// Runs one read and decodes its blobs on the blocking pool: the plaintext
-/// of each part, in order (empty for an empty file).
-async fn read_and_decode(repo: Arc<Repository>, fetch: Fetch) -> Result<(Fetch, Vec<Vec<u8>>)> {
-    let Some(span) = fetch.span else {
-        let empty = vec![Vec::new(); fetch.parts.len()];
-        return Ok((fetch, empty));
+/// Runs one read, then on the blocking pool decodes its blobs and writes
+/// each into its file; returns what it wrote.
+async fn read_and_write(
+    repo: Arc<Repository>,
+    fetch: Fetch,
+    progress: Option<Arc<Progress>>,
+    is_root: bool,
+) -> Result<RestoreStats> {
+    let data = match &fetch.span {
+        Some(span) => span
+            .read(&repo)
+            .await
+            .map_err(|e| match fetch.parts.first() {
+                Some(part) => at(&part.file.dest, e),
+                None => e,
+            })?,
+        None => Vec::new(),
     };
-    let first = fetch.parts.first().map(|p| p.file.clone());
-    let data = span.read(&repo).await.map_err(|e| match &first {
-        Some(file) => at(&file.dest, e),
-        None => e,
-    })?;
     tokio::task::spawn_blocking(move || {
-        let plain = fetch
-            .parts
-            .iter()
-            .map(|part| {
-                let Some(index) = part.chunk else {
-                    return Ok(Vec::new());
-                };
-                let loc = &part.file.entry.chunks[index];
-                span.blob(&data, loc)
-                    .and_then(|stored| repo.decode_blob(loc, stored))
-                    .map_err(|e| at(&part.file.dest, e))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        Ok((fetch, plain))
+        let mut stats = RestoreStats::default();
+        for part in &fetch.parts {
+            let plain = match (part.chunk, &fetch.span) {
+                (Some(index), Some(span)) => {
+                    let loc = &part.file.entry.chunks[index];
+                    span.blob(&data, loc)
+                        .and_then(|stored| repo.decode_blob(loc, stored))
+                        .map_err(|e| at(&part.file.dest, e))?
+                }
+                _ => Vec::new(),
+            };
+            write_part(part, &plain, is_root, progress.as_deref(), &mut stats)?;
+        }
+        Ok(stats)
     })
     .await
-    .map_err(|e| Error::Path(format!("restore: decoding failed: {e}")))?
+    .map_err(|e| Error::Path(format!("restore: writing files failed: {e}")))?
+}
+
+/// Writes one part of a file at its offset; the last part written closes
+/// the file and applies its metadata.
+fn write_part(
+    part: &Part,
+    plain: &[u8],
+    is_root: bool,
+    progress: Option<&Progress>,
+    stats: &mut RestoreStats,
+) -> Result<()> {
+    use std::os::unix::fs::FileExt;
+    let job = &part.file;
+    {
+        let file = job.file()?;
+        if let Some(index) = part.chunk {
+            let offset = job.offsets.get(index).copied().unwrap_or_default();
+            file.write_all_at(plain, offset)
+                .map_err(|e| Error::io(&job.dest, "writing a file", e))?;
+            stats.bytes += plain.len() as u64;
+            if let Some(p) = progress {
+                p.add_bytes(plain.len() as u64);
+            }
+        }
+    } // this part's handle is dropped before it counts as written
+    if job.parts_left.fetch_sub(1, Ordering::AcqRel) != 1 {
+        return Ok(());
+    }
+    // Every other part is written and its handle dropped: this closes it.
+    drop(lock(&job.out).take());
+    stats.files += 1;
+    if let Some(p) = progress {
+        p.file_done();
+    }
+    apply_metadata(&job.entry, &job.dest, is_root, &mut stats.warnings)
 }
 
 fn at(dest: &Path, e: Error) -> Error {
@@ -691,9 +741,50 @@ mod tests {
     }
 
     #[test]
+    fn parts_written_out_of_order_make_the_file_and_the_last_sets_its_mtime() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let chunks = [b"first ".to_vec(), b"second ".to_vec(), b"third".to_vec()];
+        let entry = Entry {
+            name: b"f".to_vec(),
+            kind: Kind::File,
+            mode: 0o640,
+            uid: 0,
+            gid: 0,
+            user: None,
+            group: None,
+            mtime_ns: 1_000_000_000_000_000_000,
+            size: 18,
+            target: None,
+            rdev: None,
+            chunks: chunks.iter().map(|c| loc(1, 0, c.len() as u64)).collect(),
+            subtree: None,
+        };
+        let dest = dir.path().join("f");
+        let file = Arc::new(FileJob::new(entry, dest.clone()));
+        let mut stats = RestoreStats::default();
+        for index in [2, 0, 1] {
+            let part = Part {
+                file: file.clone(),
+                chunk: Some(index),
+            };
+            write_part(&part, &chunks[index], false, None, &mut stats).expect("write");
+            assert_eq!(
+                stats.files,
+                u64::from(index == 1),
+                "done only after the last"
+            );
+        }
+        assert_eq!(std::fs::read(&dest).expect("read"), b"first second third");
+        let meta = std::fs::metadata(&dest).expect("stat");
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!((meta.mode() & 0o777, meta.mtime()), (0o640, 1_000_000_000));
+        assert!(lock(&file.out).is_none(), "the file was closed");
+    }
+
+    #[test]
     fn a_read_takes_blobs_behind_it_in_the_same_pack_only() {
-        let file = Arc::new(FileJob {
-            entry: Entry {
+        let file = Arc::new(FileJob::new(
+            Entry {
                 name: b"f".to_vec(),
                 kind: Kind::File,
                 mode: 0o644,
@@ -708,8 +799,8 @@ mod tests {
                 chunks: Vec::new(),
                 subtree: None,
             },
-            dest: PathBuf::from("f"),
-        });
+            PathBuf::from("f"),
+        ));
         let mut fetch = Fetch::new();
         assert!(fetch.can_take(&loc(1, 100, 10)));
         fetch.take(&file, 0, &loc(1, 100, 10));
