@@ -13,8 +13,8 @@ use coffer_core::tree::{Kind, Location, Tree};
 use coffer_core::vfs::Layout;
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, FopenFlags, Generation, INodeNo, InitFlags,
-    KernelConfig, LockOwner, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEmpty,
-    ReplyEntry, ReplyOpen, ReplyStatfs, ReplyXattr, Request,
+    KernelConfig, LockOwner, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyDirectoryPlus,
+    ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyXattr, Request,
 };
 use std::collections::HashSet;
 use std::ffi::OsStr;
@@ -30,6 +30,11 @@ const VIRTUAL_TTL: Duration = Duration::from_secs(1);
 const READ_AHEAD_CHUNKS: usize = 4;
 /// Subdirectory trees fetched ahead when a directory is loaded.
 const SUBTREE_PREFETCH: usize = 64;
+/// When a file's first bytes are read, the first chunks of up to this many
+/// files after it in its directory are fetched ahead...
+const NEXT_FILES_PREFETCH: u64 = 16;
+/// ...up to this many bytes of them.
+const NEXT_FILES_PREFETCH_BYTES: u64 = 8 << 20;
 
 /// The filesystem; cheap to share with tokio tasks through `inner`.
 pub(crate) struct CofferFs {
@@ -216,6 +221,41 @@ impl Inner {
         reply.ok();
     }
 
+    /// [`Inner::readdir_loaded`] with each entry's attributes, so that the
+    /// `stat` of every entry that `ls -l`, `find` or `diff -r` does next is
+    /// answered by the kernel without a lookup round trip each.
+    fn readdirplus_loaded(&self, ino: u64, offset: u64, mut reply: ReplyDirectoryPlus) {
+        let virtual_times = self.virtual_times();
+        let table = lock(&self.table);
+        let Some(node) = table.get(ino) else {
+            return reply.error(Errno::ENOENT);
+        };
+        let children = node.children.as_deref().unwrap_or_default();
+        let dots = [(ino, &b"."[..]), (node.parent, &b".."[..])];
+        for (i, (child, name)) in dots
+            .into_iter()
+            .chain(children.iter().map(|(n, c)| (*c, &n[..])))
+            .enumerate()
+            .skip(offset as usize)
+        {
+            let Ok((attr, ttl)) = attr_in(&table, &virtual_times, child) else {
+                continue;
+            };
+            let name = OsStr::from_bytes(name);
+            if reply.add(
+                INodeNo(child),
+                i as u64 + 1,
+                name,
+                &ttl,
+                &attr,
+                Generation(0),
+            ) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+
     async fn tree(&self, loc: &Location) -> Result<Tree, Errno> {
         let what = format!("tree {}", loc.id);
         let json = self.cache.get(loc).await.map_err(|e| self.eio(&what, &e))?;
@@ -291,44 +331,23 @@ impl Inner {
 
     /// Lock order: `snapshots` before `table`, never the other way round.
     fn attr(&self, ino: u64) -> Result<(FileAttr, Duration), Errno> {
-        let kind = {
-            let table = lock(&self.table);
-            let node = table.get(ino).ok_or(Errno::ENOENT)?;
-            if let NodeKind::Entry(e) = &node.kind {
-                return Ok((Meta::of(e).attr(ino), CONTENT_TTL));
-            }
-            node.kind.clone()
-        };
-        let (newest, latest_len) = {
-            let snaps = lock(&self.snapshots);
-            let newest = snaps
+        let virtual_times = self.virtual_times();
+        attr_in(&lock(&self.table), &virtual_times, ino)
+    }
+
+    /// What virtual nodes' attributes show of the snapshot list.
+    fn virtual_times(&self) -> VirtualTimes {
+        let snaps = lock(&self.snapshots);
+        VirtualTimes {
+            newest_ns: snaps
                 .list
                 .last()
                 .and_then(|s| s.snapshot.time())
-                .map_or(0, |t| t.unix_timestamp_nanos() as i64);
-            (newest, snaps.layout.latest().unwrap_or("").len() as u64)
-        };
-        let dir = |mtime_ns: i64| Meta {
-            kind: FileType::Directory,
-            perm: 0o555,
+                .map_or(0, |t| t.unix_timestamp_nanos() as i64),
+            latest_len: snaps.layout.latest().unwrap_or("").len() as u64,
             uid: self.uid,
             gid: self.gid,
-            mtime_ns,
-            size: 0,
-            rdev: 0,
-        };
-        let (meta, ttl) = match kind {
-            NodeKind::Latest => {
-                let mut m = dir(newest);
-                m.kind = FileType::Symlink;
-                m.perm = 0o777;
-                m.size = latest_len;
-                (m, VIRTUAL_TTL)
-            }
-            NodeKind::SnapshotRoot { mtime_ns, .. } => (dir(mtime_ns), CONTENT_TTL),
-            _ => (dir(newest), VIRTUAL_TTL),
-        };
-        Ok((meta.attr(ino), ttl))
+        }
     }
 
     async fn lookup(&self, parent: u64, name: &[u8]) -> Result<(FileAttr, Duration), Errno> {
@@ -336,40 +355,127 @@ impl Inner {
         self.lookup_loaded(parent, name)
     }
 
-    async fn read(&self, ino: u64, offset: u64, size: u32) -> Result<Vec<u8>, Errno> {
-        let entry = {
-            let table = lock(&self.table);
-            let node = table.get(ino).ok_or(Errno::ENOENT)?;
-            match &node.kind {
-                NodeKind::Entry(e) if e.kind == Kind::File => e.clone(),
-                _ => return Err(Errno::EISDIR),
-            }
+    /// The regular file `ino`.
+    fn file(&self, ino: u64) -> Result<Arc<EntryMeta>, Errno> {
+        let table = lock(&self.table);
+        match &table.get(ino).ok_or(Errno::ENOENT)?.kind {
+            NodeKind::Entry(e) if e.kind == Kind::File => Ok(e.clone()),
+            _ => Err(Errno::EISDIR),
+        }
+    }
+
+    /// [`Inner::read`] when every chunk it needs is cached: answered on the
+    /// FUSE thread, without handing the request to tokio and back (two
+    /// thread wake-ups per read). `None` if a chunk must be fetched.
+    fn read_cached(&self, ino: u64, offset: u64, size: u32) -> Option<Result<Vec<u8>, Errno>> {
+        let entry = match self.file(ino) {
+            Ok(e) => e,
+            Err(e) => return Some(Err(e)),
         };
-        let ends = &entry.chunk_ends;
-        let file_size = ends.last().copied().unwrap_or(0);
-        let end = file_size.min(offset.saturating_add(u64::from(size)));
-        let mut out = Vec::with_capacity(end.saturating_sub(offset) as usize);
-        let mut i = ends.partition_point(|&e| e <= offset);
-        let mut pos = offset;
-        while pos < end && i < entry.chunks.len() {
-            let start = if i == 0 { 0 } else { ends[i - 1] };
+        let pieces = pieces(&entry.chunk_ends, offset, size);
+        let mut out = Vec::with_capacity(pieces.iter().map(|(_, r)| r.len()).sum());
+        for (i, range) in pieces {
+            let data = self.cache.cached(&entry.chunks[i].id)?;
+            out.extend_from_slice(data.get(range)?);
+        }
+        self.read_ahead(ino, &entry, offset, size);
+        Some(Ok(out))
+    }
+
+    async fn read(&self, ino: u64, offset: u64, size: u32) -> Result<Vec<u8>, Errno> {
+        let entry = self.file(ino)?;
+        let pieces = pieces(&entry.chunk_ends, offset, size);
+        let mut out = Vec::with_capacity(pieces.iter().map(|(_, r)| r.len()).sum());
+        for (i, range) in pieces {
+            let what = || format!("reading inode {ino}");
             let data = self
                 .cache
                 .get(&entry.chunks[i])
                 .await
-                .map_err(|e| self.eio(&format!("reading inode {ino}"), &e))?;
-            let from = (pos - start) as usize;
-            let to = ((end - start) as usize).min(data.len());
-            out.extend_from_slice(&data[from..to]);
-            pos = start + to as u64;
-            i += 1;
+                .map_err(|e| self.eio(&what(), &e))?;
+            let bytes = data.get(range).ok_or_else(|| {
+                let e =
+                    coffer_core::Error::damaged(what(), "a chunk is shorter than its entry says");
+                self.eio(&what(), &e)
+            })?;
+            out.extend_from_slice(bytes);
         }
-        // Read-ahead: the chunks from the one holding the next offset on.
-        let next = ends.partition_point(|&e| e <= offset.saturating_add(u64::from(size)));
-        self.cache
-            .prefetch(entry.chunks.iter().skip(next).take(READ_AHEAD_CHUNKS));
+        self.read_ahead(ino, &entry, offset, size);
         Ok(out)
     }
+
+    /// After a read: fetch the file's next chunks and, at its start, the
+    /// next files' first chunks. Needs to run inside the tokio runtime.
+    fn read_ahead(&self, ino: u64, entry: &EntryMeta, offset: u64, size: u32) {
+        let read_end = offset.saturating_add(u64::from(size));
+        let next = entry.chunk_ends.partition_point(|&e| e <= read_end);
+        self.cache
+            .prefetch(entry.chunks.iter().skip(next).take(READ_AHEAD_CHUNKS));
+        if offset == 0 {
+            self.prefetch_next_files(ino);
+        }
+    }
+
+    /// Read-ahead across files: `cp -r`, `diff -r`, `tar` and `rsync` read a
+    /// directory's files one after the other in name order, and a small
+    /// file is one fetch each, so without this every file waits for the
+    /// disk or the network in turn. A directory's entries get consecutive
+    /// inode numbers in name order (see `InodeTable::load_entries`), so the
+    /// files after `ino` are `ino + 1`, `ino + 2`... while the parent is
+    /// the same.
+    fn prefetch_next_files(&self, ino: u64) {
+        let mut firsts = Vec::new();
+        {
+            let table = lock(&self.table);
+            let Some(parent) = table.get(ino).map(|n| n.parent) else {
+                return;
+            };
+            let mut bytes = 0;
+            for next in ino + 1..=ino + NEXT_FILES_PREFETCH {
+                let Some(node) = table.get(next).filter(|n| n.parent == parent) else {
+                    break;
+                };
+                let NodeKind::Entry(e) = &node.kind else {
+                    continue;
+                };
+                let Some(first) = e.chunks.first().filter(|_| e.kind == Kind::File) else {
+                    continue;
+                };
+                bytes += first.raw_length;
+                if bytes > NEXT_FILES_PREFETCH_BYTES {
+                    break;
+                }
+                firsts.push(*first);
+            }
+        }
+        self.cache.prefetch(firsts.iter());
+    }
+}
+
+/// Which bytes of which chunks make `size` bytes from `offset` of a file
+/// whose chunks end at `ends` (cumulative): (chunk index, range in it).
+fn pieces(ends: &[u64], offset: u64, size: u32) -> Vec<(usize, std::ops::Range<usize>)> {
+    let end = ends
+        .last()
+        .copied()
+        .unwrap_or(0)
+        .min(offset.saturating_add(u64::from(size)));
+    let mut out = Vec::new();
+    if offset >= end {
+        return out;
+    }
+    let mut i = ends.partition_point(|&e| e <= offset);
+    while i < ends.len() {
+        let start = if i == 0 { 0 } else { ends[i - 1] };
+        if start >= end {
+            break;
+        }
+        let from = offset.max(start) - start;
+        let to = end.min(ends[i]) - start;
+        out.push((i, from as usize..to as usize));
+        i += 1;
+    }
+    out
 }
 
 /// The attributes a node shows.
@@ -422,6 +528,45 @@ impl Meta {
     }
 }
 
+/// What the attributes of virtual nodes (the snapshot list) are made of.
+struct VirtualTimes {
+    newest_ns: i64,
+    latest_len: u64,
+    uid: u32,
+    gid: u32,
+}
+
+/// `ino`'s attributes and how long the kernel may keep them.
+fn attr_in(
+    table: &InodeTable,
+    virtual_times: &VirtualTimes,
+    ino: u64,
+) -> Result<(FileAttr, Duration), Errno> {
+    let node = table.get(ino).ok_or(Errno::ENOENT)?;
+    let dir = |mtime_ns: i64| Meta {
+        kind: FileType::Directory,
+        perm: 0o555,
+        uid: virtual_times.uid,
+        gid: virtual_times.gid,
+        mtime_ns,
+        size: 0,
+        rdev: 0,
+    };
+    let (meta, ttl) = match &node.kind {
+        NodeKind::Entry(e) => (Meta::of(e), CONTENT_TTL),
+        NodeKind::Latest => {
+            let mut m = dir(virtual_times.newest_ns);
+            m.kind = FileType::Symlink;
+            m.perm = 0o777;
+            m.size = virtual_times.latest_len;
+            (m, VIRTUAL_TTL)
+        }
+        NodeKind::SnapshotRoot { mtime_ns, .. } => (dir(*mtime_ns), CONTENT_TTL),
+        _ => (dir(virtual_times.newest_ns), VIRTUAL_TTL),
+    };
+    Ok((meta.attr(ino), ttl))
+}
+
 fn system_time(ns: i64) -> SystemTime {
     if ns >= 0 {
         UNIX_EPOCH + Duration::from_nanos(ns as u64)
@@ -449,6 +594,7 @@ impl fuser::Filesystem for CofferFs {
             InitFlags::FUSE_ASYNC_READ,
             InitFlags::FUSE_PARALLEL_DIROPS,
             InitFlags::FUSE_CACHE_SYMLINKS,
+            InitFlags::FUSE_DO_READDIRPLUS,
         ] {
             let _ = config.add_capabilities(flag);
         }
@@ -490,15 +636,17 @@ impl fuser::Filesystem for CofferFs {
         }
     }
 
+    // Files need no handle: ENOSYS to a read-only open tells the kernel
+    // (3.14 and later) to open files without asking from then on, with
+    // FOPEN_KEEP_CACHE, and to send no RELEASE on close. That saves two
+    // round trips per file for `cp -r`, `diff -r` and the like. Writes never
+    // get here on a read-only mount; refuse them anyway.
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         if flags.0 & libc::O_ACCMODE != libc::O_RDONLY {
             return reply.error(Errno::EROFS);
         }
         match self.inner.attr(ino.0) {
-            Ok((attr, _)) if attr.kind == FileType::RegularFile => {
-                reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE)
-            }
-            Ok(_) => reply.error(Errno::EISDIR),
+            Ok(_) => reply.error(Errno::ENOSYS),
             Err(e) => reply.error(e),
         }
     }
@@ -514,6 +662,15 @@ impl fuser::Filesystem for CofferFs {
         _lock: Option<LockOwner>,
         reply: ReplyData,
     ) {
+        {
+            let _runtime = self.rt.enter(); // for the read-ahead it starts
+            if let Some(answer) = self.inner.read_cached(ino.0, offset, size) {
+                return match answer {
+                    Ok(data) => reply.data(&data),
+                    Err(e) => reply.error(e),
+                };
+            }
+        }
         let inner = self.inner.clone();
         self.spawn(async move {
             match inner.read(ino.0, offset, size).await {
@@ -558,6 +715,28 @@ impl fuser::Filesystem for CofferFs {
         });
     }
 
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        reply: ReplyDirectoryPlus,
+    ) {
+        if self.inner.loaded(ino.0) {
+            return self.inner.readdirplus_loaded(ino.0, offset, reply);
+        }
+        let inner = self.inner.clone();
+        self.spawn(async move {
+            match inner.load_children(ino.0).await {
+                Ok(()) => inner.readdirplus_loaded(ino.0, offset, reply),
+                Err(e) => reply.error(e),
+            }
+        });
+    }
+
+    // Nothing to flush: ENOSYS tells the kernel not to send FLUSH again,
+    // which saves a round trip on every close.
     fn flush(
         &self,
         _req: &Request,
@@ -566,7 +745,7 @@ impl fuser::Filesystem for CofferFs {
         _lo: LockOwner,
         reply: ReplyEmpty,
     ) {
-        reply.ok();
+        reply.error(Errno::ENOSYS);
     }
 
     // Extended attributes are not stored yet. ENOSYS tells the kernel once and
@@ -598,5 +777,24 @@ impl fuser::Filesystem for CofferFs {
             255,
             4096,
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pieces;
+
+    #[test]
+    fn pieces_cover_exactly_the_bytes_asked_for() {
+        // Chunks of 10, 5 and 20 bytes.
+        let ends = [10, 15, 35];
+        assert_eq!(pieces(&ends, 0, 4), vec![(0, 0..4)]);
+        assert_eq!(pieces(&ends, 8, 10), vec![(0, 8..10), (1, 0..5), (2, 0..3)]);
+        assert_eq!(pieces(&ends, 10, 5), vec![(1, 0..5)]);
+        assert_eq!(pieces(&ends, 30, 100), vec![(2, 15..20)]);
+        assert!(pieces(&ends, 35, 10).is_empty(), "at the end");
+        assert!(pieces(&ends, 99, 10).is_empty(), "past the end");
+        assert!(pieces(&[], 0, 10).is_empty(), "empty file");
+        assert!(pieces(&ends, 3, 0).is_empty(), "nothing asked");
     }
 }

@@ -213,6 +213,8 @@ impl InodeTable {
 
     /// Loads the entries of a snapshot directory `ino` as its children, once:
     /// if another request loaded them first, theirs (and their numbers) stay.
+    /// The children get consecutive numbers in name order (the mount's
+    /// read-ahead across files relies on it).
     pub fn load_entries(&mut self, ino: u64, entries: Vec<Entry>) {
         if self.get(ino).is_none_or(|n| n.children.is_some()) {
             return;
@@ -285,6 +287,7 @@ mod tests {
         };
         t.load_entries(dir, vec![entry(b"a"), entry(b"b")]);
         let first = numbers(&t);
+        assert_eq!(first[1], first[0] + 1, "consecutive, in name order");
         t.load_entries(dir, vec![entry(b"a"), entry(b"b")]);
         let second = numbers(&t);
         assert_eq!(first, second);
