@@ -36,6 +36,25 @@ struct Lru {
     map: LruCache<BlobId, Arc<Vec<u8>>>,
     bytes: u64,
     limit: u64,
+    /// Bytes of the limit used by something else (the mount's inode table).
+    reserved: u64,
+}
+
+impl Lru {
+    /// What blobs may take: the limit less what is reserved, but never
+    /// less than an eighth of the limit, so reads keep some cache.
+    fn room(&self) -> u64 {
+        self.limit.saturating_sub(self.reserved).max(self.limit / 8)
+    }
+
+    fn evict_to_room(&mut self) {
+        while self.bytes > self.room() {
+            match self.map.pop_lru() {
+                Some((_, old)) => self.bytes -= old.len() as u64,
+                None => break,
+            }
+        }
+    }
 }
 
 impl BlobCache {
@@ -47,6 +66,7 @@ impl BlobCache {
                 map: LruCache::unbounded(),
                 bytes: 0,
                 limit,
+                reserved: 0,
             }),
             inflight: Mutex::new(HashMap::new()),
             prefetch_slots: Semaphore::new(PREFETCHES_AT_ONCE),
@@ -142,16 +162,52 @@ impl BlobCache {
             return;
         }
         let size = data.len() as u64;
-        if size > lru.limit {
+        if size > lru.room() {
             return;
         }
         lru.bytes += size;
         lru.map.put(id, data);
-        while lru.bytes > lru.limit {
-            match lru.map.pop_lru() {
-                Some((_, old)) => lru.bytes -= old.len() as u64,
-                None => break,
-            }
+        lru.evict_to_room();
+    }
+
+    /// Counts `bytes` of other memory against the limit (evicting blobs to
+    /// make room): the mount's inode table, which grows as it is browsed.
+    pub fn set_reserved(&self, bytes: u64) {
+        let mut lru = lock(&self.lru);
+        lru.reserved = bytes;
+        lru.evict_to_room();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn blob(n: u8, len: usize) -> (BlobId, Arc<Vec<u8>>) {
+        (BlobId([n; 32]), Arc::new(vec![n; len]))
+    }
+
+    #[test]
+    fn reserved_bytes_shrink_the_room_but_never_below_an_eighth() {
+        let mut lru = Lru {
+            map: LruCache::unbounded(),
+            bytes: 0,
+            limit: 800,
+            reserved: 0,
+        };
+        for n in 0..8 {
+            let (id, data) = blob(n, 100);
+            lru.bytes += data.len() as u64;
+            lru.map.put(id, data);
         }
+        lru.evict_to_room();
+        assert_eq!((lru.map.len(), lru.bytes), (8, 800));
+        lru.reserved = 500;
+        lru.evict_to_room();
+        assert_eq!((lru.map.len(), lru.bytes), (3, 300), "room 800 - 500");
+        assert!(lru.map.contains(&BlobId([7; 32])), "the most recent stay");
+        lru.reserved = 10_000;
+        lru.evict_to_room();
+        assert_eq!((lru.map.len(), lru.bytes), (1, 100), "an eighth is kept");
     }
 }
