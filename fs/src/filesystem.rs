@@ -100,6 +100,27 @@ impl CofferFs {
         }
     }
 
+    /// Runs `answer` once directory `ino`'s children are in the table: on
+    /// the FUSE thread if they are, else on tokio after loading them
+    /// (errors go to `reply`).
+    fn when_loaded<R: DirReply>(
+        &self,
+        ino: u64,
+        reply: R,
+        answer: impl FnOnce(&Inner, R) + Send + 'static,
+    ) {
+        if self.inner.loaded(ino) {
+            return answer(&self.inner, reply);
+        }
+        let inner = self.inner.clone();
+        self.spawn(async move {
+            match inner.load_children(ino).await {
+                Ok(()) => answer(&inner, reply),
+                Err(e) => reply.fail(e),
+            }
+        });
+    }
+
     fn spawn<F>(&self, f: F)
     where
         F: std::future::Future<Output = ()> + Send + 'static,
@@ -209,31 +230,18 @@ impl Inner {
     /// Fills `reply` with `ino`'s entries from `offset`; children must be loaded.
     fn readdir_loaded(&self, ino: u64, offset: u64, mut reply: ReplyDirectory) {
         let table = lock(&self.table);
-        let Some(node) = table.get(ino) else {
-            return reply.error(Errno::ENOENT);
-        };
-        let children = node.children.as_deref().unwrap_or_default();
-        let dots = [(ino, &b"."[..]), (node.parent, &b".."[..])];
-        for (i, (child, name)) in dots
-            .into_iter()
-            .chain(children.iter().map(|(n, c)| (*c, &n[..])))
-            .enumerate()
-            .skip(offset as usize)
-        {
-            let kind = if i < 2 {
-                FileType::Directory
-            } else {
-                match table.get(child).map(|n| &n.kind) {
-                    Some(NodeKind::Entry(e)) => file_type(e.kind),
-                    Some(NodeKind::Latest) => FileType::Symlink,
-                    _ => FileType::Directory,
-                }
+        let listed = each_entry(&table, ino, offset, |child, next, name| {
+            let kind = match table.get(child).map(|n| &n.kind) {
+                Some(NodeKind::Entry(e)) => file_type(e.kind),
+                Some(NodeKind::Latest) => FileType::Symlink,
+                _ => FileType::Directory,
             };
-            if reply.add(INodeNo(child), i as u64 + 1, kind, OsStr::from_bytes(name)) {
-                break;
-            }
+            reply.add(INodeNo(child), next, kind, OsStr::from_bytes(name))
+        });
+        match listed {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
         }
-        reply.ok();
     }
 
     /// [`Inner::readdir_loaded`] with each entry's attributes, so that the
@@ -242,33 +250,17 @@ impl Inner {
     fn readdirplus_loaded(&self, ino: u64, offset: u64, mut reply: ReplyDirectoryPlus) {
         let virtual_times = self.virtual_times();
         let table = lock(&self.table);
-        let Some(node) = table.get(ino) else {
-            return reply.error(Errno::ENOENT);
-        };
-        let children = node.children.as_deref().unwrap_or_default();
-        let dots = [(ino, &b"."[..]), (node.parent, &b".."[..])];
-        for (i, (child, name)) in dots
-            .into_iter()
-            .chain(children.iter().map(|(n, c)| (*c, &n[..])))
-            .enumerate()
-            .skip(offset as usize)
-        {
+        let listed = each_entry(&table, ino, offset, |child, next, name| {
             let Ok((attr, ttl)) = attr_in(&table, &virtual_times, child) else {
-                continue;
+                return false;
             };
             let name = OsStr::from_bytes(name);
-            if reply.add(
-                INodeNo(child),
-                i as u64 + 1,
-                name,
-                &ttl,
-                &attr,
-                Generation(0),
-            ) {
-                break;
-            }
+            reply.add(INodeNo(child), next, name, &ttl, &attr, Generation(0))
+        });
+        match listed {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
         }
-        reply.ok();
     }
 
     async fn tree(&self, loc: &Location) -> Result<Tree, Errno> {
@@ -493,6 +485,23 @@ fn pieces(ends: &[u64], offset: u64, size: u32) -> Vec<(usize, std::ops::Range<u
     out
 }
 
+/// The replies of `readdir` and `readdirplus`.
+trait DirReply: Send + 'static {
+    fn fail(self, e: Errno);
+}
+
+impl DirReply for ReplyDirectory {
+    fn fail(self, e: Errno) {
+        self.error(e)
+    }
+}
+
+impl DirReply for ReplyDirectoryPlus {
+    fn fail(self, e: Errno) {
+        self.error(e)
+    }
+}
+
 /// The attributes a node shows.
 struct Meta {
     kind: FileType,
@@ -541,6 +550,29 @@ impl Meta {
             flags: 0,
         }
     }
+}
+
+/// Calls `add(child, next offset, name)` for directory `ino`'s entries from
+/// `offset` on, `.` and `..` first, until it returns true (the reply is
+/// full). The children must be loaded.
+fn each_entry(
+    table: &InodeTable,
+    ino: u64,
+    offset: u64,
+    mut add: impl FnMut(u64, u64, &[u8]) -> bool,
+) -> Result<(), Errno> {
+    let node = table.get(ino).ok_or(Errno::ENOENT)?;
+    let children = node.children.as_deref().unwrap_or_default();
+    let dots = [(ino, &b"."[..]), (node.parent, &b".."[..])];
+    let entries = dots
+        .into_iter()
+        .chain(children.iter().map(|(n, c)| (*c, &n[..])));
+    for (i, (child, name)) in entries.enumerate().skip(offset as usize) {
+        if add(child, i as u64 + 1, name) {
+            break;
+        }
+    }
+    Ok(())
 }
 
 /// What the attributes of virtual nodes (the snapshot list) are made of.
@@ -727,15 +759,8 @@ impl fuser::Filesystem for CofferFs {
         offset: u64,
         reply: ReplyDirectory,
     ) {
-        if self.inner.loaded(ino.0) {
-            return self.inner.readdir_loaded(ino.0, offset, reply);
-        }
-        let inner = self.inner.clone();
-        self.spawn(async move {
-            match inner.load_children(ino.0).await {
-                Ok(()) => inner.readdir_loaded(ino.0, offset, reply),
-                Err(e) => reply.error(e),
-            }
+        self.when_loaded(ino.0, reply, move |inner, reply| {
+            inner.readdir_loaded(ino.0, offset, reply)
         });
     }
 
@@ -747,15 +772,8 @@ impl fuser::Filesystem for CofferFs {
         offset: u64,
         reply: ReplyDirectoryPlus,
     ) {
-        if self.inner.loaded(ino.0) {
-            return self.inner.readdirplus_loaded(ino.0, offset, reply);
-        }
-        let inner = self.inner.clone();
-        self.spawn(async move {
-            match inner.load_children(ino.0).await {
-                Ok(()) => inner.readdirplus_loaded(ino.0, offset, reply),
-                Err(e) => reply.error(e),
-            }
+        self.when_loaded(ino.0, reply, move |inner, reply| {
+            inner.readdirplus_loaded(ino.0, offset, reply)
         });
     }
 
