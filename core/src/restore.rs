@@ -170,14 +170,10 @@ struct FileJob {
 
 impl FileJob {
     fn new(entry: Entry, dest: PathBuf) -> Self {
-        let offsets = entry
-            .chunks
-            .iter()
-            .scan(0u64, |at, loc| {
-                let offset = *at;
-                *at = at.saturating_add(loc.raw_length);
-                Some(offset)
-            })
+        // Each chunk starts where the one before it ends.
+        let offsets = std::iter::once(0)
+            .chain(entry.chunk_ends())
+            .take(entry.chunks.len())
             .collect();
         let parts = entry.chunks.len().max(1);
         Self {

@@ -170,6 +170,15 @@ impl Entry {
         Ok(())
     }
 
+    /// Where each chunk ends in the file (cumulative raw lengths): the
+    /// mount maps read offsets with it, restore places chunks with it.
+    pub fn chunk_ends(&self) -> impl Iterator<Item = u64> + '_ {
+        self.chunks.iter().scan(0u64, |end, c| {
+            *end = end.saturating_add(c.raw_length);
+            Some(*end)
+        })
+    }
+
     /// The name as text, lossy, for messages and listings.
     pub fn display_name(&self) -> String {
         String::from_utf8_lossy(&self.name).into_owned()

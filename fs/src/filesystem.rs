@@ -102,8 +102,8 @@ impl CofferFs {
 
     /// Runs `answer` once directory `ino`'s children are in the table: on
     /// the FUSE thread if they are, else on tokio after loading them
-    /// (errors go to `reply`).
-    fn when_loaded<R: DirReply>(
+    /// (errors go to `reply`). Serves `lookup`, `readdir` and `readdirplus`.
+    fn when_loaded<R: ErrorReply>(
         &self,
         ino: u64,
         reply: R,
@@ -357,11 +357,6 @@ impl Inner {
         }
     }
 
-    async fn lookup(&self, parent: u64, name: &[u8]) -> Result<(FileAttr, Duration), Errno> {
-        self.load_children(parent).await?;
-        self.lookup_loaded(parent, name)
-    }
-
     /// The regular file `ino`.
     fn file(&self, ino: u64) -> Result<Arc<EntryMeta>, Errno> {
         let table = lock(&self.table);
@@ -374,23 +369,25 @@ impl Inner {
     /// [`Inner::read`] when every chunk it needs is cached: answered on the
     /// FUSE thread, without handing the request to tokio and back (two
     /// thread wake-ups per read). `None` if a chunk must be fetched.
-    fn read_cached(&self, ino: u64, offset: u64, size: u32) -> Option<Result<Vec<u8>, Errno>> {
-        let entry = match self.file(ino) {
-            Ok(e) => e,
-            Err(e) => return Some(Err(e)),
-        };
+    fn read_cached(&self, ino: u64, entry: &EntryMeta, offset: u64, size: u32) -> Option<Vec<u8>> {
         let pieces = pieces(&entry.chunk_ends, offset, size);
         let mut out = Vec::with_capacity(pieces.iter().map(|(_, r)| r.len()).sum());
         for (i, range) in pieces {
             let data = self.cache.cached(&entry.chunks[i].id)?;
             out.extend_from_slice(data.get(range)?);
         }
-        self.read_ahead(ino, &entry, offset, size);
-        Some(Ok(out))
+        self.read_ahead(ino, entry, offset, size);
+        Some(out)
     }
 
-    async fn read(&self, ino: u64, offset: u64, size: u32) -> Result<Vec<u8>, Errno> {
-        let entry = self.file(ino)?;
+    /// `size` bytes of file `ino` (`entry`) from `offset`, fetched as needed.
+    async fn read(
+        &self,
+        ino: u64,
+        entry: &EntryMeta,
+        offset: u64,
+        size: u32,
+    ) -> Result<Vec<u8>, Errno> {
         let pieces = pieces(&entry.chunk_ends, offset, size);
         let mut out = Vec::with_capacity(pieces.iter().map(|(_, r)| r.len()).sum());
         for (i, range) in pieces {
@@ -407,7 +404,7 @@ impl Inner {
             })?;
             out.extend_from_slice(bytes);
         }
-        self.read_ahead(ino, &entry, offset, size);
+        self.read_ahead(ino, entry, offset, size);
         Ok(out)
     }
 
@@ -485,18 +482,25 @@ fn pieces(ends: &[u64], offset: u64, size: u32) -> Vec<(usize, std::ops::Range<u
     out
 }
 
-/// The replies of `readdir` and `readdirplus`.
-trait DirReply: Send + 'static {
+/// The replies of `lookup`, `readdir` and `readdirplus`, which
+/// [`CofferFs::when_loaded`] answers with an error if loading fails.
+trait ErrorReply: Send + 'static {
     fn fail(self, e: Errno);
 }
 
-impl DirReply for ReplyDirectory {
+impl ErrorReply for ReplyEntry {
     fn fail(self, e: Errno) {
         self.error(e)
     }
 }
 
-impl DirReply for ReplyDirectoryPlus {
+impl ErrorReply for ReplyDirectory {
+    fn fail(self, e: Errno) {
+        self.error(e)
+    }
+}
+
+impl ErrorReply for ReplyDirectoryPlus {
     fn fail(self, e: Errno) {
         self.error(e)
     }
@@ -658,16 +662,13 @@ impl fuser::Filesystem for CofferFs {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        let answer = |r: Result<(FileAttr, Duration), Errno>, reply: ReplyEntry| match r {
-            Ok((attr, ttl)) => reply.entry(&ttl, &attr, Generation(0)),
-            Err(e) => reply.error(e),
-        };
-        if self.inner.loaded(parent.0) {
-            return answer(self.inner.lookup_loaded(parent.0, name.as_bytes()), reply);
-        }
-        let inner = self.inner.clone();
         let name = name.as_bytes().to_vec();
-        self.spawn(async move { answer(inner.lookup(parent.0, &name).await, reply) });
+        self.when_loaded(parent.0, reply, move |inner, reply| {
+            match inner.lookup_loaded(parent.0, &name) {
+                Ok((attr, ttl)) => reply.entry(&ttl, &attr, Generation(0)),
+                Err(e) => reply.error(e),
+            }
+        });
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
@@ -718,18 +719,19 @@ impl fuser::Filesystem for CofferFs {
         _lock: Option<LockOwner>,
         reply: ReplyData,
     ) {
+        let entry = match self.inner.file(ino.0) {
+            Ok(entry) => entry,
+            Err(e) => return reply.error(e),
+        };
         {
             let _runtime = self.rt.enter(); // for the read-ahead it starts
-            if let Some(answer) = self.inner.read_cached(ino.0, offset, size) {
-                return match answer {
-                    Ok(data) => reply.data(&data),
-                    Err(e) => reply.error(e),
-                };
+            if let Some(data) = self.inner.read_cached(ino.0, &entry, offset, size) {
+                return reply.data(&data);
             }
         }
         let inner = self.inner.clone();
         self.spawn(async move {
-            match inner.read(ino.0, offset, size).await {
+            match inner.read(ino.0, &entry, offset, size).await {
                 Ok(data) => reply.data(&data),
                 Err(e) => reply.error(e),
             }

@@ -34,14 +34,7 @@ pub(crate) struct EntryMeta {
 
 impl EntryMeta {
     pub fn new(e: Entry) -> Self {
-        let chunk_ends = e
-            .chunks
-            .iter()
-            .scan(0u64, |end, c| {
-                *end += c.raw_length;
-                Some(*end)
-            })
-            .collect();
+        let chunk_ends = e.chunk_ends().collect();
         Self {
             kind: e.kind,
             mode: e.mode,

@@ -15,6 +15,7 @@ use coffer_core::id::PackId;
 use coffer_core::openpgp::{self, Opener, PackSealer, Recipients, SecretKeys};
 use coffer_core::tree::Location;
 use coffer_writer::chunker::Chunker;
+use coffer_writer::READ_AHEAD_THREADS;
 use sequoia_openpgp::crypto::SessionKey;
 use sequoia_openpgp::serialize::stream::{Encryptor, LiteralWriter, Message};
 use sequoia_openpgp::types::{AEADAlgorithm, SymmetricAlgorithm};
@@ -23,9 +24,6 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 type Failure = Box<dyn std::error::Error + Send + Sync>;
-
-/// As in writer/src/walk.rs.
-const READ_AHEAD_THREADS: usize = 4;
 
 fn main() -> Result<(), Failure> {
     // `cargo bench` passes `--bench`; skip flags.

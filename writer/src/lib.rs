@@ -29,6 +29,7 @@ use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
+pub use walk::READ_AHEAD_THREADS;
 
 /// Why a backup failed (no snapshot was written).
 #[derive(Debug, thiserror::Error)]

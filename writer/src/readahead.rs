@@ -10,7 +10,6 @@
 
 use crossbeam_channel::{bounded, Receiver, Sender};
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::thread::JoinHandle;
 
@@ -64,25 +63,15 @@ impl Drop for ReadAhead {
 
 fn run(paths: Receiver<PathBuf>) {
     for path in paths {
-        // O_NONBLOCK: a file replaced by a FIFO since it was listed must not
-        // block here; O_NOFOLLOW: nor a symlink lead elsewhere.
-        let opened = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOATIME | libc::O_NOFOLLOW | libc::O_NONBLOCK)
-            .open(&path)
-            .or_else(|_| {
-                std::fs::OpenOptions::new()
-                    .read(true)
-                    .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-                    .open(&path)
-            });
-        let Ok(file) = opened else { continue };
-        if file.metadata().is_ok_and(|m| m.is_file()) {
-            // SAFETY: the descriptor is open for the duration of the call;
-            // posix_fadvise only reads its arguments.
-            unsafe {
-                libc::posix_fadvise(file.as_raw_fd(), 0, AHEAD_BYTES, libc::POSIX_FADV_WILLNEED);
-            }
+        // Opened as the walker will (never blocks, never follows a link,
+        // regular files only).
+        let Ok(file) = crate::walk::open_for_reading(&path) else {
+            continue;
+        };
+        // SAFETY: the descriptor is open for the duration of the call;
+        // posix_fadvise only reads its arguments.
+        unsafe {
+            libc::posix_fadvise(file.as_raw_fd(), 0, AHEAD_BYTES, libc::POSIX_FADV_WILLNEED);
         }
     }
 }

@@ -25,7 +25,7 @@ use std::path::{Component, Path, PathBuf};
 
 /// Threads that open files ahead of the walker (their work is waiting on
 /// the disk, not the CPU).
-const READ_AHEAD_THREADS: usize = 4;
+pub const READ_AHEAD_THREADS: usize = 4;
 
 /// `--exclude` patterns: one without `/` matches an entry's name, one with
 /// `/` its absolute path (`*` stays within one path component).
@@ -544,13 +544,13 @@ fn same_file(rec: &FileRecord, meta: &Metadata) -> bool {
         && rec.inode == meta.ino()
 }
 
-/// Opens without updating atime where allowed (owner or root), else plainly.
-/// Opens the regular file listed at `path` for reading, with O_NOFOLLOW and
-/// O_NONBLOCK: if it was replaced since it was listed by a FIFO (which
-/// would block a plain open forever, a cron job hung), a device or a
-/// directory, this fails instead. A regular file renamed over it is read:
-/// its content is the newer version of the file.
-fn open_for_reading(path: &Path) -> std::io::Result<std::fs::File> {
+/// Opens the regular file listed at `path` for reading, without updating its
+/// atime where allowed (owner or root), with O_NOFOLLOW and O_NONBLOCK: if
+/// it was replaced since it was listed by a FIFO (which would block a plain
+/// open forever, a cron job hung), a device or a directory, this fails
+/// instead. A regular file renamed over it is read: its content is the
+/// newer version of the file. The read-ahead threads open files with it too.
+pub(crate) fn open_for_reading(path: &Path) -> std::io::Result<std::fs::File> {
     let flags = libc::O_NOFOLLOW | libc::O_NONBLOCK;
     let open = |extra: i32| {
         std::fs::OpenOptions::new()
