@@ -9,9 +9,11 @@ step by step, in docs/RECOVERY.md.
     recover.py --repo DIR --list
     recover.py --repo DIR --snapshot latest|ID-PREFIX [--path /srv/app] --target OUT
 
-What it checks: each snapshot's name is the SHA-256 of its bytes, and gpg checks every
-blob's integrity (MDC). What it cannot check without BLAKE3 (not in the standard library):
-that a blob is the one its reference names; coffer itself checks that too.
+What it checks: each snapshot's name is the SHA-256 of its bytes and its signature is by a
+writer certificate that `config` lists (a snapshot anyone else stored is left out with a
+warning), and gpg checks every blob's integrity (MDC). What it cannot check without BLAKE3
+(not in the standard library): that a blob is the one its reference names; coffer itself
+checks that too.
 """
 
 import argparse
@@ -22,6 +24,7 @@ import os
 import stat
 import subprocess
 import sys
+import tempfile
 
 
 class Damaged(Exception):
@@ -41,18 +44,65 @@ def gpg_decrypt(message):
     return run(["gpg", "--batch", "--quiet", "--decrypt"], message)
 
 
+class Writers:
+    """The writers' signing certificates from config, in a keyring of their own."""
+
+    def __init__(self, certs, folder):
+        self.keyring = os.path.join(folder, "writers.kbx")
+        self.fingerprints = set()
+        if not certs:
+            return
+        gpg = ["gpg", "--batch", "--quiet", "--trust-model", "always", "--no-default-keyring",
+               "--keyring", self.keyring]
+        run(gpg + ["--import"], "".join(certs).encode())
+        listing = run(gpg + ["--with-colons", "--list-keys"], b"").decode()
+        primary = False
+        for line in listing.splitlines():
+            fields = line.split(":")
+            if fields[0] in ("pub", "sub"):
+                primary = fields[0] == "pub"
+            elif fields[0] == "fpr" and primary:
+                self.fingerprints.add(fields[9].upper())
+
+    def decrypt_signed(self, name, message):
+        """Decrypts a snapshot; Forged unless a listed writer signed it. A repository
+        whose config lists no writer predates signed snapshots: nothing to check."""
+        if not self.fingerprints:
+            return gpg_decrypt(message)
+        cmd = ["gpg", "--batch", "--quiet", "--no-auto-key-retrieve", "--trust-model", "always",
+               "--keyring", self.keyring, "--status-fd", "2", "--decrypt"]
+        proc = subprocess.run(cmd, input=message, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        lines = proc.stderr.decode(errors="replace").splitlines()
+        if proc.returncode != 0:
+            said = [l for l in lines if not l.startswith("[GNUPG:]")]
+            raise Damaged("%s: gpg failed: %s" % (name, " ".join(said).strip()))
+        # [GNUPG:] VALIDSIG <fpr> ... <primary key fpr>: a good signature, and by whom.
+        signers = {l.split()[-1].upper() for l in lines if l.startswith("[GNUPG:] VALIDSIG ")}
+        if not signers & self.fingerprints:
+            raise Forged("%s: not signed by a writer that config lists" % name)
+        return proc.stdout
+
+
+class Forged(Exception):
+    """An object that only a writer can make, made by someone else."""
+
+
 def unzstd(frame):
     return run(["zstd", "-d", "-q", "-c"], frame)
 
 
 class Repo:
-    def __init__(self, root):
+    def __init__(self, root, scratch):
         self.root = root
-        if not os.path.isfile(os.path.join(root, "config")):
+        config = os.path.join(root, "config")
+        if not os.path.isfile(config):
             sys.exit("%s: no config here; this is not a coffer repository" % root)
+        with open(config, "rb") as f:
+            self.writers = Writers(json.load(f).get("writers", []), scratch)
 
     def snapshots(self):
-        """(id, snapshot JSON) of every snapshot, oldest first."""
+        """(id, snapshot JSON) of every genuine snapshot, oldest first. A damaged or
+        forged one is left out with a warning, so it hides no other."""
         out = []
         folder = os.path.join(self.root, "snapshots")
         for name in sorted(os.listdir(folder)):
@@ -60,9 +110,13 @@ class Repo:
                 data = f.read()
             # <host tag>.<SHA-256 of the bytes>, or the bare SHA-256.
             sid = name.split(".")[-1]
-            if hashlib.sha256(data).hexdigest() != sid:
-                raise Damaged("snapshots/%s: content does not match its name" % name)
-            out.append((sid, json.loads(gpg_decrypt(data))))
+            try:
+                if hashlib.sha256(data).hexdigest() != sid:
+                    raise Damaged("snapshots/%s: content does not match its name" % name)
+                plain = self.writers.decrypt_signed("snapshots/" + name, data)
+                out.append((sid, json.loads(plain)))
+            except (Damaged, Forged, ValueError) as e:
+                print("recover.py: %s; left out" % e, file=sys.stderr)
         out.sort(key=lambda s: (s[1]["time"], s[0]))
         return out
 
@@ -172,7 +226,15 @@ def main():
     p.add_argument("--target", help="an empty or new directory to restore into")
     a = p.parse_args()
 
-    repo = Repo(a.repo)
+    with tempfile.TemporaryDirectory() as scratch:
+        try:
+            repo = Repo(a.repo, scratch)
+        except Damaged as e:
+            sys.exit("recover.py: config: %s" % e)
+        return recover(a, repo)
+
+
+def recover(a, repo):
     try:
         snaps = repo.snapshots()
         if a.list:

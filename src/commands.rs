@@ -64,14 +64,13 @@ pub fn init(rt: &Runtime, a: &InitArgs) -> Result<Outcome> {
         )?);
     }
     let backend = rt.block_on(backend::open(&a.repo.repo, Default::default()))?;
-    let (config, chunk_key) = RepoConfig::create(
+    let (config, writer_key) = RepoConfig::create(
         certs,
         RepoSettings {
             dedup_horizon_days: a.dedup_horizon_days,
             zstd_level: a.zstd_level,
         },
     )?;
-    let writer_key = WriterKey::new(config.clone(), chunk_key);
     writer_key.write_new(&a.writer_key_out)?;
     let stored = rt.block_on(backend.put_new(&ObjectKey::config(), config.to_json()));
     if let Err(e) = stored {

@@ -10,16 +10,7 @@ use std::process::{Command, Output};
 use util::*;
 
 fn recover(env: &Env, gnupg: &Path, args: &[&str]) -> Output {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/recover.py");
-    Command::new("python3")
-        .arg(script)
-        .arg("--repo")
-        .arg(env.path("repo"))
-        .args(args)
-        .env("GNUPGHOME", gnupg)
-        .current_dir(env.path(""))
-        .output()
-        .expect("run python3")
+    recover_py(env, gnupg, args)
 }
 
 #[test]

@@ -105,7 +105,8 @@ fn write_only_policy(bucket: &str, writer: &str) -> String {
       "Effect": "Allow",
       "Principal": {{"AWS": ["arn:aws:iam:::user/{writer}"]}},
       "Action": ["s3:PutObject"],
-      "Resource": ["arn:aws:s3:::{bucket}/*"]
+      "Resource": ["arn:aws:s3:::{bucket}/data/*", "arn:aws:s3:::{bucket}/index/*",
+                   "arn:aws:s3:::{bucket}/snapshots/*"]
     }},
     {{
       "Sid": "CofferWriterMayNotReadListOrDelete",
@@ -177,6 +178,19 @@ fn a_put_only_writer_backs_up_and_the_admin_reads_everything() {
     access_denied(
         "delete config",
         rt.block_on(w.delete_object().bucket("writeonly").key("config").send()),
+    );
+    // Nor replace config (a plain PUT, no If-None-Match): only `init`
+    // writes it, so a leaked writer credential cannot swap the recipients,
+    // the chunk-id key or the writers' certificates readers trust.
+    access_denied(
+        "overwrite config",
+        rt.block_on(
+            w.put_object()
+                .bucket("writeonly")
+                .key("config")
+                .body(b"{}".to_vec().into())
+                .send(),
+        ),
     );
     // The refused deletes did nothing.
     assert_eq!(env.snapshots().len(), 2);

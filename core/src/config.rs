@@ -1,15 +1,18 @@
 //! The repository's `config` object and the writer's `writer.key` file.
 //!
-//! `config` is unencrypted JSON: anyone may read the parameters and the
-//! recipients' certificates. The chunk-id key inside it is sealed to the
-//! recipients. `writer.key` (mode 0600, on backup hosts) holds a copy of
-//! `config` and the chunk-id key in the clear: enough to write, never to read.
+//! `config` is unencrypted JSON: anyone may read the parameters, the
+//! recipients' certificates and the writers' signing certificates. The
+//! chunk-id key inside it is sealed to the recipients. `writer.key` (mode
+//! 0600, on backup hosts) holds a copy of `config`, the chunk-id key in the
+//! clear and the writers' secret signing key: enough to write (and sign
+//! snapshots), never to read.
 
 use crate::chunk_key::ChunkIdKey;
 use crate::error::{Error, Result};
-use crate::openpgp::{self, Opener, Recipients};
+use crate::openpgp::{self, Opener, Recipients, SnapshotSigner, Writers};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
+use zeroize::Zeroizing;
 
 /// The format version this build writes and reads.
 pub const FORMAT_VERSION: u32 = 1;
@@ -89,12 +92,18 @@ pub struct RepoConfig {
     /// The chunk-id key, as an armored-free binary OpenPGP message in base64,
     /// sealed to the recipients.
     pub chunk_id_key_sealed: String,
+    /// The writers' signing certificates, armored: readers accept only
+    /// snapshots one of them signed. Empty in a repository made before
+    /// snapshots were signed (its snapshots are accepted unsigned).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub writers: Vec<String>,
 }
 
 impl RepoConfig {
     /// A new configuration for `recipients` (armored certificates), with a
-    /// fresh repository id; returns it with its new chunk-id key.
-    pub fn create(recipients: Vec<String>, settings: RepoSettings) -> Result<(Self, ChunkIdKey)> {
+    /// fresh repository id, chunk-id key and writers' signing key; returns
+    /// it with the writer key that holds those secrets.
+    pub fn create(recipients: Vec<String>, settings: RepoSettings) -> Result<(Self, WriterKey)> {
         if !ZSTD_LEVELS.contains(&settings.zstd_level) {
             return Err(Error::Config(format!(
                 "zstd level {} is out of range; choose {} to {}",
@@ -105,10 +114,12 @@ impl RepoConfig {
         }
         let key = ChunkIdKey::generate();
         let sealed = openpgp::seal_message(&Recipients::from_armored(&recipients)?, key.expose())?;
+        let id = hex::encode(rand::random::<[u8; 16]>());
+        let signing = openpgp::generate_signing_key(&format!("coffer writer (repository {id})"))?;
         let config = Self {
             format: "coffer-repository".into(),
             version: FORMAT_VERSION,
-            id: hex::encode(rand::random::<[u8; 16]>()),
+            id,
             created: crate::snapshot::now_rfc3339(),
             chunker: ChunkerParams::default(),
             zstd_level: settings.zstd_level,
@@ -116,8 +127,11 @@ impl RepoConfig {
             dedup_horizon_days: settings.dedup_horizon_days,
             recipients,
             chunk_id_key_sealed: base64_encode(&sealed),
+            writers: vec![String::from_utf8_lossy(&signing.cert_armored).into_owned()],
         };
-        Ok((config, key))
+        let secret = Zeroizing::new(String::from_utf8_lossy(&signing.secret_armored).into_owned());
+        let writer_key = WriterKey::new(config.clone(), key, Some(secret))?;
+        Ok((config, writer_key))
     }
 
     /// Parses and checks `config` bytes; `source` names them in errors.
@@ -176,11 +190,15 @@ impl RepoConfig {
     }
 }
 
-/// What a backup host holds: the repository's config and the chunk-id key.
+/// What a backup host holds: the repository's config, the chunk-id key and
+/// the writers' signing key.
 pub struct WriterKey {
     /// The repository's configuration (a copy of `config`).
     pub config: RepoConfig,
     chunk_key: ChunkIdKey,
+    /// The armored secret signing key (`None` for a repository made before
+    /// snapshots were signed), and the key it holds.
+    signing: Option<(Zeroizing<String>, SnapshotSigner)>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -189,18 +207,56 @@ struct WriterKeyFile {
     version: u32,
     repo_id: String,
     chunk_id_key: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    signing_key: Option<String>,
     config: RepoConfig,
 }
 
 impl WriterKey {
-    /// Pairs a config with its chunk-id key.
-    pub fn new(config: RepoConfig, chunk_key: ChunkIdKey) -> Self {
-        Self { config, chunk_key }
+    /// Pairs a config with its chunk-id key and signing key (armored). The
+    /// signing key must be the one `config` lists among its writers; a
+    /// config that lists writers needs one.
+    pub fn new(
+        config: RepoConfig,
+        chunk_key: ChunkIdKey,
+        signing_key: Option<Zeroizing<String>>,
+    ) -> Result<Self> {
+        let writers = Writers::from_armored(&config.writers)?;
+        let signing = match signing_key {
+            Some(armored) => {
+                let signer = SnapshotSigner::from_armored(armored.as_bytes(), "the writer key")?;
+                if !writers.contains(signer.fingerprint()) {
+                    return Err(Error::Config(format!(
+                        "the writer key's signing key {} is not one the repository's config lists",
+                        signer.fingerprint()
+                    )));
+                }
+                Some((armored, signer))
+            }
+            None if !writers.is_empty() => {
+                return Err(Error::Config(
+                    "the writer key holds no signing key, but the repository signs its snapshots"
+                        .into(),
+                ))
+            }
+            None => None,
+        };
+        Ok(Self {
+            config,
+            chunk_key,
+            signing,
+        })
     }
 
     /// The chunk-id key.
     pub fn chunk_key(&self) -> &ChunkIdKey {
         &self.chunk_key
+    }
+
+    /// The key snapshots are signed with (`None`: the repository predates
+    /// signed snapshots).
+    pub fn signer(&self) -> Option<&SnapshotSigner> {
+        self.signing.as_ref().map(|(_, signer)| signer)
     }
 
     /// Writes the file with mode 0600; refuses to replace an existing file.
@@ -212,9 +268,13 @@ impl WriterKey {
             version: FORMAT_VERSION,
             repo_id: self.config.id.clone(),
             chunk_id_key: hex::encode(self.chunk_key.expose()),
+            signing_key: self
+                .signing
+                .as_ref()
+                .map(|(armored, _)| armored.to_string()),
             config: self.config.clone(),
         };
-        let json = serde_json::to_vec_pretty(&file).unwrap_or_default();
+        let json = Zeroizing::new(serde_json::to_vec_pretty(&file).unwrap_or_default());
         let mut f = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -248,10 +308,8 @@ impl WriterKey {
         if file.repo_id != file.config.id {
             return Err(bad("repo_id does not match its config".into()));
         }
-        Ok(Self {
-            config: file.config,
-            chunk_key: ChunkIdKey::from_bytes(raw),
-        })
+        let signing = file.signing_key.map(Zeroizing::new);
+        Self::new(file.config, ChunkIdKey::from_bytes(raw), signing).map_err(|e| bad(e.to_string()))
     }
 }
 
@@ -270,6 +328,47 @@ pub fn base64_decode(text: &str) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn writer_key_keeps_the_signing_key_config_lists_and_refuses_another() {
+        let admin = openpgp::generate_key("admin").unwrap();
+        let certs = openpgp::normalize_certs(&admin.cert_armored, "admin").unwrap();
+        let (config, key) = RepoConfig::create(certs, RepoSettings::default()).unwrap();
+        assert_eq!(config.writers.len(), 1);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("writer.key");
+        key.write_new(&path).unwrap();
+        let read = WriterKey::read(&path).unwrap();
+        let signer = read.signer().unwrap();
+        assert!(Writers::from_armored(&config.writers)
+            .unwrap()
+            .contains(signer.fingerprint()));
+        // Another repository's writer certificate in the copy of config.
+        let other = openpgp::generate_signing_key("other").unwrap();
+        let mut file: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        file["config"]["writers"] =
+            serde_json::json!([String::from_utf8(other.cert_armored).unwrap()]);
+        let swapped = dir.path().join("swapped.key");
+        std::fs::write(&swapped, serde_json::to_vec(&file).unwrap()).unwrap();
+        let err = WriterKey::read(&swapped).err().map(|e| e.to_string());
+        assert!(
+            err.as_ref()
+                .is_some_and(|e| e.contains("not one the repository's config lists")),
+            "{err:?}"
+        );
+        // A signing repository's writer key without its signing key.
+        file["config"]["writers"] = serde_json::json!(config.writers);
+        file.as_object_mut().unwrap().remove("signing_key");
+        let stripped = dir.path().join("stripped.key");
+        std::fs::write(&stripped, serde_json::to_vec(&file).unwrap()).unwrap();
+        let err = WriterKey::read(&stripped).err().map(|e| e.to_string());
+        assert!(
+            err.as_ref()
+                .is_some_and(|e| e.contains("holds no signing key")),
+            "{err:?}"
+        );
+    }
 
     #[test]
     fn zstd_level_out_of_range_is_refused_at_init_and_when_read() {

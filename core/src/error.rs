@@ -48,6 +48,15 @@ pub enum Error {
         /// What is wrong with it.
         what: String,
     },
+    /// An object that must be signed by a writer of the repository is not:
+    /// someone who is not one of its writers stored it.
+    #[error("forged object {key}: {what}")]
+    Forged {
+        /// The object key.
+        key: String,
+        /// What is missing.
+        what: String,
+    },
     /// OpenPGP processing failed (message, key or certificate).
     #[error("OpenPGP: {what}")]
     OpenPgp {

@@ -78,20 +78,7 @@ pub fn generate_key(user_id: &str) -> Result<GeneratedKey> {
         )
         .generate()
         .map_err(|e| Error::pgp("generating a key", e))?;
-    let secret_armored = cert
-        .as_tsk()
-        .armored()
-        .to_vec()
-        .map_err(|e| Error::pgp("armoring the secret key", e))?;
-    let cert_armored = cert
-        .armored()
-        .to_vec()
-        .map_err(|e| Error::pgp("armoring the certificate", e))?;
-    Ok(GeneratedKey {
-        secret_armored,
-        cert_armored,
-        fingerprint: cert.fingerprint().to_hex(),
-    })
+    armor_generated(&cert)
 }
 
 /// Reads one or more certificates (armored or binary) and returns each as
@@ -222,6 +209,159 @@ pub fn seal_message(recipients: &Recipients, payload: &[u8]) -> Result<Vec<u8>> 
     PackSealer::new(recipients)?.seal(payload)
 }
 
+/// Generates a writer's signing key: a Curve25519 v4 certificate whose only
+/// subkey signs. `coffer init` makes one per repository; the secret half goes
+/// into writer.key, the certificate into `config` (`writers`).
+pub fn generate_signing_key(user_id: &str) -> Result<GeneratedKey> {
+    let (cert, _revocation) = CertBuilder::new()
+        .set_cipher_suite(CipherSuite::Cv25519)
+        .set_profile(openpgp::Profile::RFC4880)
+        .map_err(|e| Error::pgp("selecting the v4 key profile", e))?
+        .set_features(Features::empty().set_seipdv1())
+        .map_err(|e| Error::pgp("setting key features", e))?
+        .add_userid(user_id)
+        .add_signing_subkey()
+        .generate()
+        .map_err(|e| Error::pgp("generating a signing key", e))?;
+    armor_generated(&cert)
+}
+
+fn armor_generated(cert: &Cert) -> Result<GeneratedKey> {
+    let secret_armored = cert
+        .as_tsk()
+        .armored()
+        .to_vec()
+        .map_err(|e| Error::pgp("armoring the secret key", e))?;
+    let cert_armored = cert
+        .armored()
+        .to_vec()
+        .map_err(|e| Error::pgp("armoring the certificate", e))?;
+    Ok(GeneratedKey {
+        secret_armored,
+        cert_armored,
+        fingerprint: cert.fingerprint().to_hex(),
+    })
+}
+
+/// A writer's secret signing key (from writer.key). No `Debug`.
+pub struct SnapshotSigner {
+    key: Key<SecretParts, UnspecifiedRole>,
+    fingerprint: String,
+}
+
+impl SnapshotSigner {
+    /// Reads the signing key out of an armored secret key; `source` names it
+    /// in errors (never its contents).
+    pub fn from_armored(bytes: &[u8], source: &str) -> Result<Self> {
+        let certs = parse_certs(bytes, source)?;
+        let [cert] = &certs[..] else {
+            return Err(Error::Config(format!(
+                "{source}: expected one signing key, found {}",
+                certs.len()
+            )));
+        };
+        let valid = cert
+            .with_policy(&POLICY, None)
+            .map_err(|e| Error::pgp(format!("signing key from {source}"), e))?;
+        let key = valid
+            .keys()
+            .supported()
+            .alive()
+            .revoked(false)
+            .for_signing()
+            .secret()
+            .next()
+            .ok_or_else(|| Error::Config(format!("{source}: holds no usable secret signing key")))?
+            .key()
+            .clone()
+            .role_into_unspecified();
+        if key.secret().is_encrypted() {
+            return Err(Error::Config(format!(
+                "{source}: the signing key is protected by a passphrase; writers need it unlocked"
+            )));
+        }
+        Ok(Self {
+            key,
+            fingerprint: cert.fingerprint().to_hex(),
+        })
+    }
+
+    /// The fingerprint of the certificate the key belongs to.
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
+    }
+}
+
+/// Signs `payload` with `signer` and encrypts the signed message to
+/// `recipients` (SEIPD v1): what `gpg --decrypt` reads and verifies.
+pub fn seal_signed(
+    recipients: &Recipients,
+    signer: &SnapshotSigner,
+    payload: &[u8],
+) -> Result<Vec<u8>> {
+    use openpgp::serialize::stream::{Encryptor, LiteralWriter, Message, Signer};
+    use std::io::Write;
+    let sealer = PackSealer::new(recipients)?;
+    let keypair = signer
+        .key
+        .clone()
+        .into_keypair()
+        .map_err(|e| Error::pgp("using the writer's signing key", e))?;
+    let mut out = sealer.pkesk_bytes.clone();
+    let failed = |e| Error::pgp("signing and encrypting a snapshot", e);
+    let message = Message::new(&mut out);
+    let message = Encryptor::with_session_key(message, SYM, sealer.session_key.clone())
+        .map_err(failed)?
+        .build()
+        .map_err(failed)?;
+    let message = Signer::new(message, keypair)
+        .map_err(failed)?
+        .build()
+        .map_err(failed)?;
+    let mut literal = LiteralWriter::new(message)
+        .format(openpgp::types::DataFormat::Binary)
+        .build()
+        .map_err(failed)?;
+    literal
+        .write_all(payload)
+        .map_err(|e| Error::pgp("signing and encrypting a snapshot", e))?;
+    literal.finalize().map_err(failed)?;
+    Ok(out)
+}
+
+/// The writers' certificates a repository lists: the only keys whose
+/// signatures make a snapshot genuine.
+pub struct Writers {
+    certs: Vec<Cert>,
+}
+
+impl Writers {
+    /// Parses the armored certificates of `config`'s `writers`.
+    pub fn from_armored(certs: &[String]) -> Result<Self> {
+        let mut out = Vec::new();
+        for (i, armored) in certs.iter().enumerate() {
+            out.extend(parse_certs(
+                armored.as_bytes(),
+                &format!("config: writer #{}", i + 1),
+            )?);
+        }
+        Ok(Self { certs: out })
+    }
+
+    /// Whether the repository lists no writer (made before snapshots were
+    /// signed: its snapshots are not checked).
+    pub fn is_empty(&self) -> bool {
+        self.certs.is_empty()
+    }
+
+    /// Whether the certificate with this fingerprint is listed.
+    pub fn contains(&self, fingerprint: &str) -> bool {
+        self.certs
+            .iter()
+            .any(|c| c.fingerprint().to_hex().eq_ignore_ascii_case(fingerprint))
+    }
+}
+
 /// Secret keys that can open blobs. No `Debug`; key material is zeroed by
 /// sequoia when dropped.
 pub struct SecretKeys {
@@ -305,6 +445,27 @@ impl Opener {
         }
     }
 
+    /// Decrypts a message that must also carry a valid signature by one of
+    /// `writers` (a snapshot). An unsigned message, or one signed by any
+    /// other key, is [`Error::Forged`]: anyone with the public certificates
+    /// can encrypt, only a writer can sign.
+    pub fn open_signed(&self, object: &str, message: &[u8], writers: &Writers) -> Result<Vec<u8>> {
+        let helper = Helper {
+            opener: self,
+            encrypted: false,
+            writers: Some(writers),
+            signed: false,
+        };
+        let (plain, helper) = self.decrypt_with(object, message, helper)?;
+        if !helper.signed {
+            return Err(Error::Forged {
+                key: object.to_string(),
+                what: "it carries no valid signature of a writer listed in config".into(),
+            });
+        }
+        Ok(plain)
+    }
+
     /// Opens a message of exactly the shape coffer writes, or returns `None`
     /// (another shape, no fitting key, any failed check) and leaves it to
     /// sequoia, which reads any valid message and says what is wrong.
@@ -363,7 +524,20 @@ impl Opener {
         let helper = Helper {
             opener: self,
             encrypted: false,
+            writers: None,
+            signed: false,
         };
+        Ok(self.decrypt_with(object, message, helper)?.0)
+    }
+
+    /// Runs sequoia's decryptor with `helper`; fails unless the message was
+    /// encrypted. Returns the plaintext and the helper (what it saw).
+    fn decrypt_with<'a>(
+        &'a self,
+        object: &str,
+        message: &[u8],
+        helper: Helper<'a>,
+    ) -> Result<(Vec<u8>, Helper<'a>)> {
         let damaged =
             |e: openpgp::anyhow::Error| Error::damaged(object, format!("cannot decrypt: {e:#}"));
         let mut decryptor = DecryptorBuilder::from_bytes(message)
@@ -374,10 +548,11 @@ impl Opener {
         decryptor
             .read_to_end(&mut out)
             .map_err(|e| Error::damaged(object, format!("cannot decrypt: {e}")))?;
-        if !decryptor.helper_ref().encrypted {
+        let helper = decryptor.into_helper();
+        if !helper.encrypted {
             return Err(Error::damaged(object, "not an encrypted message"));
         }
-        Ok(out)
+        Ok((out, helper))
     }
 
     fn cached(&self, pkesks: &[u8]) -> Option<SessionKey> {
@@ -400,18 +575,31 @@ impl Opener {
 
 struct Helper<'a> {
     opener: &'a Opener,
+    /// Whether the message was encrypted.
     encrypted: bool,
+    /// Whose signatures count; `None` ignores signatures.
+    writers: Option<&'a Writers>,
+    /// Whether one of `writers` signed it, and the signature checked out.
+    signed: bool,
 }
 
 impl VerificationHelper for Helper<'_> {
     fn get_certs(&mut self, _ids: &[KeyHandle]) -> openpgp::Result<Vec<Cert>> {
-        Ok(Vec::new())
+        Ok(self.writers.map(|w| w.certs.clone()).unwrap_or_default())
     }
 
     fn check(&mut self, structure: MessageStructure) -> openpgp::Result<()> {
-        self.encrypted = structure
-            .iter()
-            .any(|layer| matches!(layer, MessageLayer::Encryption { .. }));
+        for layer in structure.iter() {
+            match layer {
+                MessageLayer::Encryption { .. } => self.encrypted = true,
+                // Signatures inside the encryption only: one outside it
+                // could have been added by anyone to any ciphertext.
+                MessageLayer::SignatureGroup { results } if self.encrypted => {
+                    self.signed |= self.writers.is_some() && results.iter().any(|r| r.is_ok());
+                }
+                _ => {}
+            }
+        }
         Ok(())
     }
 }
@@ -538,6 +726,53 @@ mod tests {
         let keys = SecretKeys::from_bytes(&generated.secret_armored, "k", None).unwrap();
         let err = Opener::new(keys).open("data/xx/yy", &sealed).unwrap_err();
         assert!(err.to_string().contains("data/xx/yy"), "{err}");
+    }
+
+    fn writer(name: &str) -> (SnapshotSigner, Writers) {
+        let generated = generate_signing_key(name).unwrap();
+        let signer = SnapshotSigner::from_armored(&generated.secret_armored, name).unwrap();
+        let cert = String::from_utf8(generated.cert_armored).unwrap();
+        assert!(signer
+            .fingerprint()
+            .eq_ignore_ascii_case(&generated.fingerprint));
+        (signer, Writers::from_armored(&[cert]).unwrap())
+    }
+
+    #[test]
+    fn only_a_listed_writer_signature_opens_a_signed_message() {
+        let (recipients, opener) = keys();
+        let (signer, writers) = writer("writer");
+        let (other, _) = writer("someone else");
+        let sealed = seal_signed(&recipients, &signer, b"{\"snapshot\":1}").unwrap();
+        let opened = opener
+            .open_signed("snapshots/a", &sealed, &writers)
+            .unwrap();
+        assert_eq!(opened, b"{\"snapshot\":1}");
+        // What anyone with the public certificate can make: encrypted, unsigned.
+        let unsigned = seal_message(&recipients, b"{}").unwrap();
+        let err = opener
+            .open_signed("snapshots/b", &unsigned, &writers)
+            .unwrap_err();
+        assert!(matches!(err, Error::Forged { .. }), "{err}");
+        assert!(err.to_string().contains("snapshots/b"), "{err}");
+        // Signed, but by a key the repository does not list.
+        let stranger = seal_signed(&recipients, &other, b"{}").unwrap();
+        let err = opener
+            .open_signed("snapshots/c", &stranger, &writers)
+            .unwrap_err();
+        assert!(matches!(err, Error::Forged { .. }), "{err}");
+        // Damage is still damage, never "forged".
+        let mut flipped = sealed.clone();
+        let n = flipped.len();
+        flipped[n - 30] ^= 1;
+        let err = opener
+            .open_signed("snapshots/d", &flipped, &writers)
+            .unwrap_err();
+        assert!(matches!(err, Error::Damaged { .. }), "{err}");
+        // A signing key is not a decryption key, and a secret key file is
+        // needed: the certificate alone signs nothing.
+        let generated = generate_signing_key("w").unwrap();
+        assert!(SnapshotSigner::from_armored(&generated.cert_armored, "w.cert").is_err());
     }
 
     #[test]

@@ -224,6 +224,8 @@ struct Reach<'a> {
     gone: &'a HashSet<String>,
     /// Snapshot objects walked.
     snapshots: HashSet<String>,
+    /// Snapshot objects no writer signed: not walked.
+    forged: HashSet<String>,
     /// Trees read (by id).
     trees: HashSet<BlobId>,
     /// Every pack referenced, by a tree or a file chunk.
@@ -236,6 +238,7 @@ impl<'a> Reach<'a> {
             repo,
             gone,
             snapshots: HashSet::new(),
+            forged: HashSet::new(),
             trees: HashSet::new(),
             packs: HashSet::new(),
         }
@@ -244,14 +247,21 @@ impl<'a> Reach<'a> {
     /// Lists the snapshots and walks those not walked yet.
     async fn walk_new_snapshots(&mut self) -> Result<()> {
         for name in self.repo.snapshot_names().await? {
-            if self.snapshots.contains(&name) || self.gone.contains(&name) {
+            let seen = self.snapshots.contains(&name) || self.forged.contains(&name);
+            if seen || self.gone.contains(&name) {
                 continue;
             }
-            let info = self
-                .repo
-                .load_snapshot(&name)
-                .await
-                .map_err(|e| stop(&name, e))?;
+            let info = match self.repo.load_snapshot(&name).await {
+                Ok(info) => info,
+                // Not from a writer: whatever it points at, no genuine
+                // snapshot needs it for that. Never deleted here either.
+                Err(e @ Error::Forged { .. }) => {
+                    tracing::warn!("{e}; prune ignores it");
+                    self.forged.insert(name);
+                    continue;
+                }
+                Err(e) => return Err(stop(&name, e)),
+            };
             self.walk(info.snapshot.tree)
                 .await
                 .map_err(|e| stop(&name, e))?;

@@ -11,7 +11,7 @@ use crate::config::RepoConfig;
 use crate::error::{Error, Result};
 use crate::id::{ObjectId, PackId};
 use crate::index::IndexFile;
-use crate::openpgp::{Opener, SecretKeys};
+use crate::openpgp::{Opener, SecretKeys, Writers};
 use crate::snapshot::{host_tag, parse_object_name, Snapshot, SnapshotInfo};
 use crate::tree::{Entry, Kind, Location, Tree};
 use std::collections::HashMap;
@@ -23,6 +23,7 @@ pub struct Repository {
     config: RepoConfig,
     chunk_key: ChunkIdKey,
     opener: Opener,
+    writers: Writers,
 }
 
 impl Repository {
@@ -31,11 +32,19 @@ impl Repository {
         let config = read_config(backend.as_ref()).await?;
         let opener = Opener::new(keys);
         let chunk_key = config.unseal_chunk_key(&opener)?;
+        let writers = Writers::from_armored(&config.writers)?;
+        if writers.is_empty() {
+            tracing::warn!(
+                "this repository predates signed snapshots: a snapshot forged by someone \
+                 with write access cannot be told from a real one"
+            );
+        }
         Ok(Self {
             backend,
             config,
             chunk_key,
             opener,
+            writers,
         })
     }
 
@@ -44,13 +53,22 @@ impl Repository {
         &self.config
     }
 
-    /// Every snapshot, oldest first. Each object's name is checked against
-    /// the SHA-256 of its bytes.
+    /// Every genuine snapshot, oldest first. Each object's name is checked
+    /// against the SHA-256 of its bytes, and its signature against the
+    /// writers `config` lists. A damaged or forged snapshot object is left
+    /// out with a warning (`coffer check` reports it), so it hides no other;
+    /// failing to read one is an error.
     pub async fn snapshots(&self) -> Result<Vec<SnapshotInfo>> {
         let names = self.snapshot_names().await?;
         let mut out = Vec::with_capacity(names.len());
         for name in names {
-            out.push(self.load_snapshot(&name).await?);
+            match self.load_snapshot(&name).await {
+                Ok(info) => out.push(info),
+                Err(e @ (Error::Damaged { .. } | Error::Forged { .. })) => {
+                    tracing::warn!("{e}; left out (run `coffer check`)");
+                }
+                Err(e) => return Err(e),
+            }
         }
         out.sort_by_key(|s| (s.snapshot.time(), s.id));
         Ok(out)
@@ -81,8 +99,9 @@ impl Repository {
             .collect())
     }
 
-    /// Reads, checks and decrypts the snapshot object `name`; its host tag,
-    /// if any, must match the host inside.
+    /// Reads, checks and decrypts the snapshot object `name`; it must be
+    /// signed by a writer `config` lists (unless it lists none), and its
+    /// host tag, if any, must match the host inside.
     pub async fn load_snapshot(&self, name: &str) -> Result<SnapshotInfo> {
         let (id, object, json) = self.load_named(ObjectKind::Snapshot, name).await?;
         let snapshot = Snapshot::from_json(&json, &object)?;
@@ -128,7 +147,11 @@ impl Repository {
         if ObjectId::of_bytes(&bytes) != id {
             return Err(Error::damaged(&object, "content does not match its name"));
         }
-        let json = self.opener.open(&object, &bytes)?;
+        let json = if kind == ObjectKind::Snapshot && !self.writers.is_empty() {
+            self.opener.open_signed(&object, &bytes, &self.writers)?
+        } else {
+            self.opener.open(&object, &bytes)?
+        };
         Ok((id, object, json))
     }
 

@@ -247,6 +247,39 @@ fn walk_files(dir: &Path, out: &mut Vec<(PathBuf, Vec<u8>)>) {
     }
 }
 
+/// `python3 scripts/recover.py --repo repo ARGS` with `GNUPGHOME=gnupg`.
+pub fn recover_py(env: &Env, gnupg: &Path, args: &[&str]) -> Output {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/recover.py");
+    Command::new("python3")
+        .arg(script)
+        .arg("--repo")
+        .arg(env.path("repo"))
+        .args(args)
+        .env("GNUPGHOME", gnupg)
+        .current_dir(env.path(""))
+        .output()
+        .expect("run python3")
+}
+
+/// `gpg --batch --quiet ARGS` with `GNUPGHOME=gnupg`, `stdin` on its input.
+pub fn gpg(gnupg: &Path, args: &[&str], stdin: &[u8]) -> Output {
+    use std::io::Write;
+    let mut child = Command::new("gpg")
+        .env("GNUPGHOME", gnupg)
+        .args(["--batch", "--quiet"])
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run gpg (apt-get install gnupg)");
+    let mut input = child.stdin.take().expect("gpg's stdin");
+    // gpg may exit before reading everything; its status says why.
+    let _ = input.write_all(stdin);
+    drop(input);
+    child.wait_with_output().expect("wait for gpg")
+}
+
 /// The last line of `--json` output (progress lines come before it).
 pub fn last_json_line(stdout: &[u8]) -> serde_json::Value {
     let text = String::from_utf8_lossy(stdout);

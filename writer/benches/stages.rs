@@ -42,7 +42,8 @@ fn main() -> Result<(), Failure> {
     let generated = openpgp::generate_key("bench")?;
     let certs = openpgp::normalize_certs(&generated.cert_armored, "bench")?;
     // The defaults `coffer init` writes.
-    let (config, key) = RepoConfig::create(certs.clone(), Default::default())?;
+    let (config, writer_key) = RepoConfig::create(certs.clone(), Default::default())?;
+    let key = writer_key.chunk_key();
     let chunker = Chunker::new(config.chunker.clone(), key.chunker_seed());
     let sealer = PackSealer::new(&Recipients::from_armored(&certs)?)?;
     let opener = Opener::new(SecretKeys::from_bytes(

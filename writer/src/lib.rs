@@ -198,7 +198,7 @@ fn run(
         program: format!("coffer {}", env!("CARGO_PKG_VERSION")),
         stats,
     };
-    let id = store_snapshot(shared, &snapshot)?;
+    let id = store_snapshot(shared, key.signer(), &snapshot)?;
     Ok(BackupSummary {
         id,
         snapshot,
@@ -206,8 +206,18 @@ fn run(
     })
 }
 
-fn store_snapshot(shared: &Shared, snapshot: &Snapshot) -> Result<ObjectId, BackupError> {
-    let sealed = openpgp::seal_message(&shared.recipients, &snapshot.to_json())?;
+/// Signs (unless the repository predates signed snapshots), encrypts and
+/// stores the snapshot: the run's last object.
+fn store_snapshot(
+    shared: &Shared,
+    signer: Option<&openpgp::SnapshotSigner>,
+    snapshot: &Snapshot,
+) -> Result<ObjectId, BackupError> {
+    let json = snapshot.to_json();
+    let sealed = match signer {
+        Some(signer) => openpgp::seal_signed(&shared.recipients, signer, &json)?,
+        None => openpgp::seal_message(&shared.recipients, &json)?,
+    };
     let id = ObjectId::of_bytes(&sealed);
     let name = snapshot::object_name(&shared.repo_id, &snapshot.host, &id);
     let key = ObjectKey::new(ObjectKind::Snapshot, name);
@@ -272,8 +282,7 @@ mod tests {
     fn writer_key() -> WriterKey {
         let key = coffer_core::openpgp::generate_key("t").unwrap();
         let certs = coffer_core::openpgp::normalize_certs(&key.cert_armored, "t").unwrap();
-        let (config, chunk_key) = RepoConfig::create(certs, Default::default()).unwrap();
-        WriterKey::new(config, chunk_key)
+        RepoConfig::create(certs, Default::default()).unwrap().1
     }
 
     fn opts(dir: &std::path::Path) -> BackupOptions {
