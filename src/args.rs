@@ -88,6 +88,10 @@ pub struct SecretKeyArgs {
     /// A file whose first line is the secret key's passphrase.
     #[arg(long, value_name = "FILE")]
     pub passphrase_file: Option<PathBuf>,
+    /// Use the key and passphrase files even if other users may read or
+    /// change them (refused by default; `chmod 600` them instead).
+    #[arg(long)]
+    pub insecure_key_permissions: bool,
 }
 
 #[derive(Debug, Args)]
@@ -114,9 +118,13 @@ pub struct InitArgs {
 pub struct BackupArgs {
     #[command(flatten)]
     pub repo: RepoArg,
-    /// The writer key that `coffer init` wrote.
+    /// The writer key that `coffer init` wrote (mode 0600).
     #[arg(long, env = "COFFER_WRITER_KEY", value_name = "FILE")]
     pub writer_key: PathBuf,
+    /// Use the writer key even if other users may read or change it
+    /// (refused by default; `chmod 600` it instead).
+    #[arg(long)]
+    pub insecure_key_permissions: bool,
     /// Where this host keeps its state [default: $XDG_CACHE_HOME/coffer/<repo id>].
     #[arg(long, env = "COFFER_STATE_DIR", value_name = "DIR")]
     pub state_dir: Option<PathBuf>,

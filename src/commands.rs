@@ -7,6 +7,7 @@ use anyhow::{bail, Context, Result};
 use coffer_core::backend::s3::{LockMode, ObjectLock, S3WriteOptions};
 use coffer_core::backend::{self, ObjectKey};
 use coffer_core::config::{RepoConfig, RepoSettings, WriterKey};
+use coffer_core::keyfile::{self, ModeCheck};
 use coffer_core::openpgp::{self, SecretKeys};
 use coffer_core::repository::Repository;
 use coffer_core::restore::{self, RestoreOptions};
@@ -129,7 +130,7 @@ fn run_backup(
     a: &BackupArgs,
     verbose: bool,
 ) -> Result<(Outcome, coffer_core::snapshot::SnapshotStats)> {
-    let key = WriterKey::read(&a.writer_key)?;
+    let key = WriterKey::read(&a.writer_key, mode_check(a.insecure_key_permissions))?;
     let s3 = S3WriteOptions {
         object_lock: a.object_lock_days.map(|days| ObjectLock {
             days,
@@ -222,17 +223,29 @@ fn default_state_dir() -> Result<PathBuf> {
     }
 }
 
+/// Whether `--insecure-key-permissions` lifts the check of secret files' modes.
+fn mode_check(insecure: bool) -> ModeCheck {
+    if insecure {
+        ModeCheck::Skip
+    } else {
+        ModeCheck::Private
+    }
+}
+
 pub fn open_repo(rt: &Runtime, repo: &RepoArg, key: &SecretKeyArgs) -> Result<Repository> {
     let passphrase = read_passphrase(key)?;
-    let keys = SecretKeys::from_file(&key.key, passphrase.as_deref())?;
+    let check = mode_check(key.insecure_key_permissions);
+    let keys = SecretKeys::from_file(&key.key, passphrase.as_deref(), check)?;
     let backend = rt.block_on(backend::open(&repo.repo, Default::default()))?;
     Ok(rt.block_on(Repository::open(backend, keys))?)
 }
 
 fn read_passphrase(key: &SecretKeyArgs) -> Result<Option<String>> {
     if let Some(path) = &key.passphrase_file {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("{}: cannot read the passphrase file", path.display()))?;
+        let check = mode_check(key.insecure_key_permissions);
+        let bytes = keyfile::read_secret(path, "the passphrase file", check)?;
+        let text = std::str::from_utf8(&bytes)
+            .with_context(|| format!("{}: the passphrase is not UTF-8", path.display()))?;
         return Ok(Some(text.lines().next().unwrap_or("").to_string()));
     }
     Ok(std::env::var("COFFER_KEY_PASSPHRASE").ok())

@@ -5,7 +5,7 @@
 mod util;
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use util::*;
 
@@ -681,6 +681,70 @@ fn damaged_pack_is_an_error_naming_the_object_never_wrong_bytes() {
     panic!("no damaged pack made cat fail");
 }
 
+/// `chmod 600`: secret files must be private to be used.
+fn private(path: &Path) {
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o7777
+}
+
+#[test]
+fn secret_files_are_made_private_and_refused_when_others_may_read_them() {
+    let env = Env::new();
+    assert_eq!(mode(&env.path("admin.key")), 0o600);
+    assert_eq!(mode(&env.path("writer.key")), 0o600);
+    assert_eq!(mode(&env.path("admin.cert")) & 0o600, 0o600);
+    let src = env.path("src");
+    write(&src.join("f.txt"), b"private");
+
+    let chmod = |name: &str, mode: u32| {
+        std::fs::set_permissions(env.path(name), std::fs::Permissions::from_mode(mode)).unwrap()
+    };
+    let refused = |out: &std::process::Output, name: &str| {
+        assert_eq!(out.status.code(), Some(2), "{out:?}");
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(said.contains(name) && said.contains("chmod 600"), "{said}");
+        assert!(said.contains("--insecure-key-permissions"), "{said}");
+        assert!(
+            !said.contains("PRIVATE KEY") && !said.contains("chunk_id_key"),
+            "{said}"
+        );
+    };
+    chmod("writer.key", 0o644);
+    refused(
+        &env.writer_cmd(&[src.to_str().unwrap()]).output().unwrap(),
+        "writer.key",
+    );
+    // A writer key others may change could be swapped for one that encrypts
+    // to someone else's key: group-writable is refused too.
+    chmod("writer.key", 0o620);
+    refused(
+        &env.writer_cmd(&[src.to_str().unwrap()]).output().unwrap(),
+        "writer.key",
+    );
+    env.backup(&[&src], &["--insecure-key-permissions"]);
+    chmod("writer.key", 0o600);
+    env.backup(&[&src], &[]);
+
+    chmod("admin.key", 0o640);
+    refused(&env.admin("snapshots", &[]), "admin.key");
+    assert_eq!(
+        env.admin_ok("snapshots", &["--json", "--insecure-key-permissions"])
+            .status
+            .code(),
+        Some(0)
+    );
+    chmod("admin.key", 0o400);
+    assert_eq!(env.snapshots().len(), 2);
+
+    // The passphrase file is a secret too.
+    std::fs::write(env.path("pw"), "unused\n").unwrap();
+    chmod("pw", 0o604);
+    refused(&env.admin("snapshots", &["--passphrase-file", "pw"]), "pw");
+}
+
 #[test]
 fn keys_made_by_gnupg_work_including_a_passphrase() {
     let env = Env::bare();
@@ -724,6 +788,7 @@ fn keys_made_by_gnupg_work_including_a_passphrase() {
         gpg(&["--export-secret-keys", "admin@example.org"]),
     )
     .unwrap();
+    private(&env.path("gpg-secret.bin"));
     env.ok(&[
         "init",
         "--repo",
@@ -752,6 +817,7 @@ fn keys_made_by_gnupg_work_including_a_passphrase() {
     );
     assert_eq!(out.stdout, b"for a gnupg key");
     std::fs::write(env.path("pw"), "hunter2\n").unwrap();
+    private(&env.path("pw"));
     let out = env.ok(&[
         "cat",
         "--repo",

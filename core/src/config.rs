@@ -286,10 +286,10 @@ impl WriterKey {
             .map_err(|e| Error::io(path, "writing the writer key", e))
     }
 
-    /// Reads a writer key file.
-    pub fn read(path: &Path) -> Result<Self> {
-        let bytes =
-            std::fs::read(path).map_err(|e| Error::io(path, "reading the writer key", e))?;
+    /// Reads a writer key file; it must be private to its owner unless
+    /// `check` says otherwise.
+    pub fn read(path: &Path, check: crate::keyfile::ModeCheck) -> Result<Self> {
+        let bytes = crate::keyfile::read_secret(path, "the writer key", check)?;
         let bad = |what: String| {
             Error::Config(format!(
                 "{}: not a usable coffer writer key: {what}",
@@ -338,7 +338,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("writer.key");
         key.write_new(&path).unwrap();
-        let read = WriterKey::read(&path).unwrap();
+        let read = WriterKey::read(&path, crate::keyfile::ModeCheck::Private).unwrap();
         let signer = read.signer().unwrap();
         assert!(Writers::from_armored(&config.writers)
             .unwrap()
@@ -351,7 +351,9 @@ mod tests {
             serde_json::json!([String::from_utf8(other.cert_armored).unwrap()]);
         let swapped = dir.path().join("swapped.key");
         std::fs::write(&swapped, serde_json::to_vec(&file).unwrap()).unwrap();
-        let err = WriterKey::read(&swapped).err().map(|e| e.to_string());
+        let err = WriterKey::read(&swapped, crate::keyfile::ModeCheck::Skip)
+            .err()
+            .map(|e| e.to_string());
         assert!(
             err.as_ref()
                 .is_some_and(|e| e.contains("not one the repository's config lists")),
@@ -362,7 +364,9 @@ mod tests {
         file.as_object_mut().unwrap().remove("signing_key");
         let stripped = dir.path().join("stripped.key");
         std::fs::write(&stripped, serde_json::to_vec(&file).unwrap()).unwrap();
-        let err = WriterKey::read(&stripped).err().map(|e| e.to_string());
+        let err = WriterKey::read(&stripped, crate::keyfile::ModeCheck::Skip)
+            .err()
+            .map(|e| e.to_string());
         assert!(
             err.as_ref()
                 .is_some_and(|e| e.contains("holds no signing key")),

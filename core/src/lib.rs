@@ -26,6 +26,7 @@ pub mod export;
 pub mod forget;
 pub mod id;
 pub mod index;
+pub mod keyfile;
 pub mod openpgp;
 pub mod progress;
 pub mod prune;

@@ -372,9 +372,13 @@ impl SecretKeys {
     /// Loads every secret key in the file (armored or binary, one or many
     /// certificates, as `coffer key generate` or `gpg --export-secret-keys`
     /// write them). Encrypted keys are unlocked with `passphrase`.
-    pub fn from_file(path: &Path, passphrase: Option<&str>) -> Result<Self> {
-        let bytes =
-            std::fs::read(path).map_err(|e| Error::io(path, "reading the secret key", e))?;
+    /// The file must be private to its owner unless `check` says otherwise.
+    pub fn from_file(
+        path: &Path,
+        passphrase: Option<&str>,
+        check: crate::keyfile::ModeCheck,
+    ) -> Result<Self> {
+        let bytes = crate::keyfile::read_secret(path, "the secret key", check)?;
         Self::from_bytes(&bytes, &path.display().to_string(), passphrase)
     }
 
