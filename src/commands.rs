@@ -412,11 +412,15 @@ pub fn restore(rt: &Runtime, a: &RestoreArgs, verbose: bool) -> Result<Outcome> 
             "others": stats.others,
             "bytes": stats.bytes,
             "warnings": stats.warnings,
+            "damaged": stats.damaged,
         });
         println!("{line}");
     }
     for w in &stats.warnings {
         eprintln!("coffer: warning: {w}");
+    }
+    for d in &stats.damaged {
+        eprintln!("coffer: not restored: {d}");
     }
     if verbose {
         eprintln!(
@@ -427,6 +431,15 @@ pub fn restore(rt: &Runtime, a: &RestoreArgs, verbose: bool) -> Result<Outcome> 
             stats.dirs,
             stats.others,
             mib(stats.bytes)
+        );
+    }
+    if !stats.damaged.is_empty() {
+        bail!(
+            "{} files or directories were not restored because their data in the repository \
+             is damaged or missing (listed above); everything else was restored to {}. \
+             Run `coffer check --read-data` to see all damage",
+            stats.damaged.len(),
+            a.target.display()
         );
     }
     Ok(if stats.warnings.is_empty() {

@@ -5,6 +5,12 @@
 //! and files are opened with `O_EXCL | O_NOFOLLOW`, so nothing a snapshot
 //! holds can make restore write elsewhere. Directory metadata is applied after
 //! the directory's contents, so mtimes survive.
+//!
+//! Damage does not stop a restore: a file whose data is damaged or missing
+//! in the repository is left out (a partly written one is removed, never
+//! left with wrong bytes), a directory whose tree is damaged is left out,
+//! each listed in [`RestoreStats::damaged`]; everything else is restored.
+//! Failing to reach the repository or to write the target stops it.
 
 use crate::error::{Error, Result};
 use crate::id::PackId;
@@ -14,12 +20,13 @@ use crate::snapshot::Snapshot;
 use crate::sync::lock;
 use crate::tree::{Entry, Kind, Location, Tree};
 use futures_util::stream::{FuturesOrdered, StreamExt};
+use std::collections::HashSet;
 use std::collections::VecDeque;
 use std::ffi::{CString, OsStr};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 
@@ -69,6 +76,20 @@ pub struct RestoreStats {
     /// Entries restored incompletely (e.g. a device node without root), each
     /// with the path and the reason.
     pub warnings: Vec<String>,
+    /// Files and directories left out because their data in the repository
+    /// is damaged or missing, each with the path and the object at fault.
+    pub damaged: Vec<String>,
+}
+
+/// Whether `e` is damage to (or absence of) repository objects, which
+/// costs only the entries that need them, rather than a failure to reach
+/// the repository or to write the target, which stops the restore.
+fn is_damage(e: &Error) -> bool {
+    match e {
+        Error::Damaged { .. } | Error::NotFound(_) | Error::Forged { .. } => true,
+        Error::At { source, .. } => is_damage(source),
+        _ => false,
+    }
 }
 
 /// Restores `path` of `snapshot` into `opts.target`. A directory's contents
@@ -101,6 +122,7 @@ pub async fn restore(
         tx,
         open: Vec::new(),
         dirs: Vec::new(),
+        lost_dirs: HashSet::new(),
     };
     let mut writer = FileWriter {
         repo: repo.clone(),
@@ -124,16 +146,27 @@ pub async fn restore(
             p.totals_done();
         }
         // Closing the queue ends the writer.
-        let Walk { stats, dirs, .. } = walk;
-        Ok::<_, Error>((stats, dirs))
+        let Walk {
+            stats,
+            dirs,
+            lost_dirs,
+            ..
+        } = walk;
+        Ok::<_, Error>((stats, dirs, lost_dirs))
     };
-    let ((mut stats, dirs), ()) = tokio::try_join!(walked, writer.run(rx))?;
+    let ((mut stats, dirs, lost_dirs), ()) = tokio::try_join!(walked, writer.run(rx))?;
     for (entry, dest) in dirs.iter().rev() {
+        if lost_dirs.contains(dest) {
+            // Made empty, its tree unreadable: not left looking restored.
+            let _ = std::fs::remove_dir(dest);
+            continue;
+        }
         apply_metadata(entry, dest, is_root, &mut stats.warnings)?;
     }
     stats.files = writer.stats.files;
     stats.bytes = writer.stats.bytes;
     stats.warnings.append(&mut writer.stats.warnings);
+    stats.damaged.append(&mut writer.stats.damaged);
     Ok(stats)
 }
 
@@ -166,6 +199,9 @@ struct FileJob {
     out: Mutex<Option<Arc<std::fs::File>>>,
     /// Parts not written yet (an empty file has one part, no chunk).
     parts_left: AtomicUsize,
+    /// A part's data was damaged: the file is removed once all parts are
+    /// through.
+    failed: AtomicBool,
 }
 
 impl FileJob {
@@ -182,6 +218,7 @@ impl FileJob {
             offsets,
             out: Mutex::new(None),
             parts_left: AtomicUsize::new(parts),
+            failed: AtomicBool::new(false),
         }
     }
 
@@ -298,6 +335,8 @@ struct Walk<'a> {
     /// Directories made, parents before children; their metadata is applied
     /// at the end, in reverse.
     dirs: Vec<(Entry, PathBuf)>,
+    /// Directories whose tree could not be read (damaged or missing).
+    lost_dirs: HashSet<PathBuf>,
 }
 
 impl Walk<'_> {
@@ -320,8 +359,15 @@ impl Walk<'_> {
             let Some(trees) = fetching.next().await else {
                 return Ok(());
             };
-            for (tree, path) in trees? {
-                self.add_tree(tree, &path, &mut waiting).await?;
+            for (path, tree) in trees? {
+                match tree {
+                    Ok(tree) => self.add_tree(tree, &path, &mut waiting).await?,
+                    Err(e) if is_damage(&e) => {
+                        self.stats.damaged.push(at(&path, e).to_string());
+                        self.lost_dirs.insert(path);
+                    }
+                    Err(e) => return Err(at(&path, e)),
+                }
             }
         }
     }
@@ -477,26 +523,40 @@ fn next_tree_batch(
     Some((span, batch))
 }
 
-/// Reads a batch of trees with one ranged read.
+/// Reads a batch of trees with one ranged read: each directory's path with
+/// its tree or why it could not be read. Fails only when the read fails
+/// for another reason than damage.
 async fn read_trees(
     repo: &Repository,
     span: Span,
     batch: Vec<(Location, PathBuf)>,
-) -> Result<Vec<(Tree, PathBuf)>> {
-    let data = match batch.first() {
-        Some((_, path)) => span.read(repo).await.map_err(|e| at(path, e))?,
-        None => return Ok(Vec::new()),
+) -> Result<Vec<(PathBuf, Result<Tree>)>> {
+    let data = match span.read(repo).await {
+        Ok(data) => data,
+        Err(e) if is_damage(&e) => {
+            // Each tree alone: a cut pack still holds those before the cut.
+            let mut each = Vec::with_capacity(batch.len());
+            for (loc, path) in batch {
+                each.push((path, repo.read_tree(&loc).await));
+            }
+            return Ok(each);
+        }
+        Err(e) => {
+            return Err(match batch.first() {
+                Some((_, path)) => at(path, e),
+                None => e,
+            })
+        }
     };
-    batch
+    Ok(batch
         .into_iter()
         .map(|(loc, path)| {
             let tree = span
                 .blob(&data, &loc)
-                .and_then(|stored| repo.decode_tree(&loc, stored))
-                .map_err(|e| at(&path, e))?;
-            Ok((tree, path))
+                .and_then(|stored| repo.decode_tree(&loc, stored));
+            (path, tree)
         })
-        .collect()
+        .collect())
 }
 
 /// With --overwrite, removes whatever stands where `entry` goes (but keeps
@@ -546,6 +606,7 @@ impl FileWriter {
             self.stats.files += done.files;
             self.stats.bytes += done.bytes;
             self.stats.warnings.append(&mut done.warnings);
+            self.stats.damaged.append(&mut done.damaged);
         }
         Ok(())
     }
@@ -559,29 +620,39 @@ async fn read_and_write(
     progress: Option<Arc<Progress>>,
     is_root: bool,
 ) -> Result<RestoreStats> {
+    // The read's data; if the pack is damaged or missing there, each blob
+    // read alone (a cut pack still holds the blobs before the cut).
     let data = match &fetch.span {
-        Some(span) => span
-            .read(&repo)
-            .await
-            .map_err(|e| match fetch.parts.first() {
-                Some(part) => at(&part.file.dest, e),
-                None => e,
-            })?,
-        None => Vec::new(),
+        Some(span) => match span.read(&repo).await {
+            Ok(data) => Ok(data),
+            Err(e) if is_damage(&e) => Err(read_each(&repo, &fetch.parts).await),
+            Err(e) => {
+                return Err(match fetch.parts.first() {
+                    Some(part) => at(&part.file.dest, e),
+                    None => e,
+                })
+            }
+        },
+        None => Ok(Vec::new()),
     };
     tokio::task::spawn_blocking(move || {
         let mut stats = RestoreStats::default();
+        let (data, mut alone) = match data {
+            Ok(data) => (data, Vec::new().into_iter()),
+            Err(each) => (Vec::new(), each.into_iter()),
+        };
         for part in &fetch.parts {
-            let plain = match (part.chunk, &fetch.span) {
-                (Some(index), Some(span)) => {
+            let plain = match (alone.next(), part.chunk, &fetch.span) {
+                (Some(plain), _, _) => plain,
+                (None, Some(index), Some(span)) => {
                     let loc = &part.file.entry.chunks[index];
                     span.blob(&data, loc)
                         .and_then(|stored| repo.decode_blob(loc, stored))
-                        .map_err(|e| at(&part.file.dest, e))?
+                        .map_err(|e| e.to_string())
                 }
-                _ => Vec::new(),
+                _ => Ok(Vec::new()),
             };
-            write_part(part, &plain, is_root, progress.as_deref(), &mut stats)?;
+            write_part(part, plain, is_root, progress.as_deref(), &mut stats)?;
         }
         Ok(stats)
     })
@@ -589,34 +660,71 @@ async fn read_and_write(
     .map_err(|e| Error::Path(format!("restore: writing files failed: {e}")))?
 }
 
-/// Writes one part of a file at its offset; the last part written closes
-/// the file and applies its metadata.
+/// Each part's plaintext read on its own, or why it could not be read.
+async fn read_each(repo: &Repository, parts: &[Part]) -> Vec<std::result::Result<Vec<u8>, String>> {
+    let mut out = Vec::with_capacity(parts.len());
+    for part in parts {
+        out.push(match part.chunk {
+            Some(index) => repo
+                .read_blob(&part.file.entry.chunks[index])
+                .await
+                .map_err(|e| e.to_string()),
+            None => Ok(Vec::new()),
+        });
+    }
+    out
+}
+
+/// Writes one part of a file at its offset (or, if its data was lost,
+/// marks the file failed); the last part through closes the file and
+/// applies its metadata, or removes it if any part failed.
 fn write_part(
     part: &Part,
-    plain: &[u8],
+    plain: std::result::Result<Vec<u8>, String>,
     is_root: bool,
     progress: Option<&Progress>,
     stats: &mut RestoreStats,
 ) -> Result<()> {
     use std::os::unix::fs::FileExt;
     let job = &part.file;
-    {
-        let file = job.file()?;
-        if let Some(index) = part.chunk {
-            let offset = job.offsets.get(index).copied().unwrap_or_default();
-            file.write_all_at(plain, offset)
-                .map_err(|e| Error::io(&job.dest, "writing a file", e))?;
-            stats.bytes += plain.len() as u64;
-            if let Some(p) = progress {
-                p.add_bytes(plain.len() as u64);
+    match plain {
+        Err(lost) => {
+            if !job.failed.swap(true, Ordering::AcqRel) {
+                stats
+                    .damaged
+                    .push(format!("{}: {lost}", job.dest.display()));
             }
         }
-    } // this part's handle is dropped before it counts as written
+        Ok(_) if job.failed.load(Ordering::Acquire) => {}
+        Ok(plain) => {
+            let file = job.file()?;
+            if let Some(index) = part.chunk {
+                let offset = job.offsets.get(index).copied().unwrap_or_default();
+                file.write_all_at(&plain, offset)
+                    .map_err(|e| Error::io(&job.dest, "writing a file", e))?;
+                stats.bytes += plain.len() as u64;
+                if let Some(p) = progress {
+                    p.add_bytes(plain.len() as u64);
+                }
+            }
+        } // this part's handle is dropped before it counts as written
+    }
     if job.parts_left.fetch_sub(1, Ordering::AcqRel) != 1 {
         return Ok(());
     }
-    // Every other part is written and its handle dropped: this closes it.
+    // Every other part is through and its handle dropped: this closes it.
     drop(lock(&job.out).take());
+    if job.failed.load(Ordering::Acquire) {
+        // Never leave a file with holes where its data should be.
+        return match std::fs::remove_file(&job.dest) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io(
+                &job.dest,
+                "removing a file whose data is damaged",
+                e,
+            )),
+            _ => Ok(()),
+        };
+    }
     stats.files += 1;
     if let Some(p) = progress {
         p.file_done();
@@ -736,10 +844,7 @@ mod tests {
         }
     }
 
-    #[test]
-    fn parts_written_out_of_order_make_the_file_and_the_last_sets_its_mtime() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let chunks = [b"first ".to_vec(), b"second ".to_vec(), b"third".to_vec()];
+    fn three_part_file(dest: &Path, chunks: &[Vec<u8>]) -> Arc<FileJob> {
         let entry = Entry {
             name: b"f".to_vec(),
             kind: Kind::File,
@@ -755,15 +860,22 @@ mod tests {
             chunks: chunks.iter().map(|c| loc(1, 0, c.len() as u64)).collect(),
             subtree: None,
         };
+        Arc::new(FileJob::new(entry, dest.to_path_buf()))
+    }
+
+    #[test]
+    fn parts_written_out_of_order_make_the_file_and_the_last_sets_its_mtime() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let chunks = [b"first ".to_vec(), b"second ".to_vec(), b"third".to_vec()];
         let dest = dir.path().join("f");
-        let file = Arc::new(FileJob::new(entry, dest.clone()));
+        let file = three_part_file(&dest, &chunks);
         let mut stats = RestoreStats::default();
         for index in [2, 0, 1] {
             let part = Part {
                 file: file.clone(),
                 chunk: Some(index),
             };
-            write_part(&part, &chunks[index], false, None, &mut stats).expect("write");
+            write_part(&part, Ok(chunks[index].clone()), false, None, &mut stats).expect("write");
             assert_eq!(
                 stats.files,
                 u64::from(index == 1),
@@ -775,6 +887,37 @@ mod tests {
         use std::os::unix::fs::MetadataExt;
         assert_eq!((meta.mode() & 0o777, meta.mtime()), (0o640, 1_000_000_000));
         assert!(lock(&file.out).is_none(), "the file was closed");
+    }
+
+    #[test]
+    fn a_file_with_a_lost_part_is_removed_and_named_once_whatever_the_order() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let chunks = [b"first ".to_vec(), b"second ".to_vec(), b"third".to_vec()];
+        for (n, order) in [[0, 1, 2], [1, 0, 2], [2, 1, 0], [0, 2, 1]]
+            .iter()
+            .enumerate()
+        {
+            let dest = dir.path().join(format!("f{n}"));
+            let file = three_part_file(&dest, &chunks);
+            let mut stats = RestoreStats::default();
+            for &index in order {
+                let part = Part {
+                    file: file.clone(),
+                    chunk: Some(index),
+                };
+                // The middle chunk's blob is damaged; so is the last one's.
+                let plain = match index {
+                    0 => Ok(chunks[0].clone()),
+                    _ => Err(format!("damaged object data/xx/p{index}")),
+                };
+                write_part(&part, plain, false, None, &mut stats).expect("write");
+            }
+            assert!(!dest.exists(), "order {order:?}: a partial file was left");
+            assert_eq!(stats.files, 0);
+            assert_eq!(stats.damaged.len(), 1, "{:?}", stats.damaged);
+            assert!(stats.damaged[0].contains(&format!("f{n}: damaged object")));
+            assert!(lock(&file.out).is_none(), "the file was closed");
+        }
     }
 
     #[test]
