@@ -94,36 +94,6 @@ fn backup_snapshots_restore_mount_and_diff_over_s3() {
     assert_eq!(env.snapshots().len(), 2);
 }
 
-/// The bucket policy of the README: the writer may PutObject, nothing else.
-fn write_only_policy(bucket: &str, writer: &str) -> String {
-    format!(
-        r#"{{
-  "Version": "2012-10-17",
-  "Statement": [
-    {{
-      "Sid": "CofferWriterMayOnlyPut",
-      "Effect": "Allow",
-      "Principal": {{"AWS": ["arn:aws:iam:::user/{writer}"]}},
-      "Action": ["s3:PutObject"],
-      "Resource": ["arn:aws:s3:::{bucket}/data/*", "arn:aws:s3:::{bucket}/index/*",
-                   "arn:aws:s3:::{bucket}/snapshots/*"]
-    }},
-    {{
-      "Sid": "CofferWriterMayNotReadListOrDelete",
-      "Effect": "Deny",
-      "Principal": {{"AWS": ["arn:aws:iam:::user/{writer}"]}},
-      "Action": [
-        "s3:GetObject", "s3:GetObjectVersion", "s3:ListBucket", "s3:ListBucketVersions",
-        "s3:DeleteObject", "s3:DeleteObjectVersion", "s3:GetObjectAcl", "s3:PutObjectAcl",
-        "s3:PutObjectRetention", "s3:BypassGovernanceRetention"
-      ],
-      "Resource": ["arn:aws:s3:::{bucket}", "arn:aws:s3:::{bucket}/*"]
-    }}
-  ]
-}}"#
-    )
-}
-
 fn access_denied<T, E: ProvideErrorMetadata + std::fmt::Debug>(
     what: &str,
     r: Result<T, aws_sdk_s3::error::SdkError<E>>,
@@ -141,15 +111,7 @@ fn access_denied<T, E: ProvideErrorMetadata + std::fmt::Debug>(
 fn a_put_only_writer_backs_up_and_the_admin_reads_everything() {
     let s3 = server();
     s3.create_bucket("writeonly", false);
-    let admin = s3.admin_client();
-    rt().block_on(
-        admin
-            .put_bucket_policy()
-            .bucket("writeonly")
-            .policy(write_only_policy("writeonly", &s3.writer_user))
-            .send(),
-    )
-    .unwrap();
+    s3.allow_writer_put_only("writeonly");
     let env = Env::on_s3(s3, "writeonly", "");
     let (src, v1, ids) = two_versions(&env, make_tree);
     assert_eq!(env.snapshots().len(), 2);

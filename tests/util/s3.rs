@@ -153,6 +153,24 @@ impl S3Server {
         client(&self.endpoint, &self.writer)
     }
 
+    /// Puts the README's bucket policy on `bucket`: the writer user may
+    /// only PutObject under data/, index/ and snapshots/.
+    pub fn allow_writer_put_only(&self, bucket: &str) {
+        rt().block_on(
+            self.admin_client()
+                .put_bucket_policy()
+                .bucket(bucket)
+                .policy(write_only_policy(bucket, &self.writer_user))
+                .send(),
+        )
+        .unwrap_or_else(|e| {
+            panic!(
+                "policy on {bucket}: {}",
+                aws_sdk_s3::error::DisplayErrorContext(e)
+            )
+        });
+    }
+
     /// Creates `bucket` as the admin, with Object Lock enabled if `lock`.
     pub fn create_bucket(&self, bucket: &str, lock: bool) {
         let c = self.admin_client();
@@ -182,4 +200,35 @@ impl Env {
         env.writer_vars = aws_vars(&server.endpoint, &server.writer);
         env.init()
     }
+}
+
+/// The bucket policy of the README: the writer may PutObject under data/,
+/// index/ and snapshots/, nothing else.
+pub fn write_only_policy(bucket: &str, writer: &str) -> String {
+    format!(
+        r#"{{
+  "Version": "2012-10-17",
+  "Statement": [
+    {{
+      "Sid": "CofferWriterMayOnlyPut",
+      "Effect": "Allow",
+      "Principal": {{"AWS": ["arn:aws:iam:::user/{writer}"]}},
+      "Action": ["s3:PutObject"],
+      "Resource": ["arn:aws:s3:::{bucket}/data/*", "arn:aws:s3:::{bucket}/index/*",
+                   "arn:aws:s3:::{bucket}/snapshots/*"]
+    }},
+    {{
+      "Sid": "CofferWriterMayNotReadListOrDelete",
+      "Effect": "Deny",
+      "Principal": {{"AWS": ["arn:aws:iam:::user/{writer}"]}},
+      "Action": [
+        "s3:GetObject", "s3:GetObjectVersion", "s3:ListBucket", "s3:ListBucketVersions",
+        "s3:DeleteObject", "s3:DeleteObjectVersion", "s3:GetObjectAcl", "s3:PutObjectAcl",
+        "s3:PutObjectRetention", "s3:BypassGovernanceRetention"
+      ],
+      "Resource": ["arn:aws:s3:::{bucket}", "arn:aws:s3:::{bucket}/*"]
+    }}
+  ]
+}}"#
+    )
 }
