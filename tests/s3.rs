@@ -9,6 +9,8 @@ mod util;
 use aws_sdk_s3::error::ProvideErrorMetadata;
 use aws_sdk_s3::types::ObjectLockRetentionMode;
 use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 use util::mount::{diff_r, Mounted};
 use util::proxy::Proxy;
 use util::s3::{aws_vars, rt, server};
@@ -462,4 +464,63 @@ fn prune_over_s3_deletes_unreferenced_packs_and_keeps_locked_ones() {
     env.restore("latest", &restored);
     assert_same_tree(&src, &under(&restored, &src));
     env.admin_ok("check", &["--read-data"]);
+}
+
+/// The mount over a store that fails every request, then stops answering:
+/// what it has not fetched yet fails with EIO once coffer's retries give up,
+/// what it has keeps working, and once the store heals the same paths read
+/// correctly, without remounting.
+#[test]
+fn mount_gives_eio_while_the_store_fails_and_recovers_when_it_heals() {
+    let s3 = server();
+    s3.create_bucket("healing", false);
+    let proxy = Proxy::start(&s3.endpoint, 0);
+    let mut env = Env::bare();
+    env.repo = "s3://healing/r".into();
+    env.vars = aws_vars(&proxy.endpoint, &s3.admin);
+    // Give up on a request after 2 s of retries, on a response after 1 s.
+    env.vars
+        .push(("COFFER_S3_RETRY_SECONDS".into(), "2".into()));
+    env.vars
+        .push(("COFFER_S3_READ_TIMEOUT_SECONDS".into(), "1".into()));
+    env.writer_vars = env.vars.clone();
+    let env = env.init();
+    let src = env.path("src");
+    let files: Vec<Vec<u8>> = (0..4).map(|d| random_bytes(40 + d, 300_000)).collect();
+    for (d, bytes) in files.iter().enumerate() {
+        write(&src.join(format!("d{d}/f")), bytes);
+    }
+    env.backup(&[&src], &[]);
+    let m = Mounted::new(&env, &[]);
+    let root = under(&m.path("snapshots/latest"), &src);
+    let file = |d: usize| root.join(format!("d{d}/f"));
+    assert_eq!(std::fs::read(file(0)).unwrap(), files[0]);
+
+    // Every request fails (SlowDown, 500, dropped, cut short in turn).
+    proxy.fail_percent.store(100, Ordering::Relaxed);
+    let started = std::time::Instant::now();
+    let err = std::fs::read(file(1)).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(30));
+    // What was read before is still there.
+    assert_eq!(std::fs::read(file(0)).unwrap(), files[0]);
+
+    // The store stops answering: every request is held for 3 s.
+    proxy.fail_percent.store(0, Ordering::Relaxed);
+    proxy.stall_ms.store(3000, Ordering::Relaxed);
+    let err = std::fs::read(file(2)).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+    eprintln!("proxy, failing and stalled: {}", proxy.counts.summary());
+
+    // Healed: the same paths read correctly, no remount.
+    proxy.stall_ms.store(0, Ordering::Relaxed);
+    for (d, bytes) in files.iter().enumerate() {
+        assert_eq!(
+            &std::fs::read(file(d)).unwrap(),
+            bytes,
+            "d{d}/f after healing"
+        );
+    }
+    let (code, log) = m.unmount();
+    assert_eq!(code, Some(0), "{log}");
 }

@@ -3,6 +3,8 @@
 //! them on purpose: 503 SlowDown, 500 InternalError, a connection dropped
 //! before the request is forwarded, one dropped after it was forwarded (the
 //! request happened, the client never hears), or a response body cut short.
+//! With `stall_ms` set, every request is held that long before anything
+//! else happens (a store that stops answering).
 //! It keeps every request head it saw, and can play a store without
 //! conditional writes (`501 NotImplemented` to `If-None-Match`).
 
@@ -57,6 +59,8 @@ pub struct Proxy {
     /// Answer `If-None-Match` with 501, as stores without conditional
     /// writes do.
     pub reject_conditional: Arc<AtomicBool>,
+    /// Hold every request this many milliseconds first (0: none).
+    pub stall_ms: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
 }
 
@@ -67,6 +71,7 @@ struct Shared {
     fail: Arc<AtomicU64>,
     heads: Arc<Mutex<Vec<String>>>,
     reject_conditional: Arc<AtomicBool>,
+    stall_ms: Arc<AtomicU64>,
 }
 
 impl Drop for Proxy {
@@ -91,6 +96,7 @@ impl Proxy {
             fail: Arc::new(AtomicU64::new(fail_percent)),
             heads: Arc::new(Mutex::new(Vec::new())),
             reject_conditional: Arc::new(AtomicBool::new(false)),
+            stall_ms: Arc::new(AtomicU64::new(0)),
         });
         let stop = Arc::new(AtomicBool::new(false));
         let proxy = Self {
@@ -99,6 +105,7 @@ impl Proxy {
             fail_percent: shared.fail.clone(),
             heads: shared.heads.clone(),
             reject_conditional: shared.reject_conditional.clone(),
+            stall_ms: shared.stall_ms.clone(),
             stop: stop.clone(),
         };
         std::thread::spawn(move || {
@@ -217,6 +224,10 @@ fn serve(client: TcpStream, shared: &Shared) {
         let mut body = vec![0; content_length(&head)];
         if reader.read_exact(&mut body).is_err() {
             return;
+        }
+        let stall = shared.stall_ms.load(Ordering::Relaxed);
+        if stall > 0 {
+            std::thread::sleep(std::time::Duration::from_millis(stall));
         }
         let text = String::from_utf8_lossy(&head).into_owned();
         let conditional = header(&text, "if-none-match").is_some();

@@ -36,6 +36,17 @@ use std::time::{Duration, SystemTime};
 /// How long one request is retried before it fails (override with
 /// `COFFER_S3_RETRY_SECONDS`).
 pub const RETRY_FOR: Duration = Duration::from_secs(120);
+/// How long a request may wait for the response before it counts as a
+/// timeout and is retried (override with `COFFER_S3_READ_TIMEOUT_SECONDS`).
+pub const READ_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// `var` as whole seconds, or `default` when unset or not a number.
+fn seconds_from_env(var: &str, default: Duration) -> Duration {
+    std::env::var(var)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .map_or(default, Duration::from_secs)
+}
 /// First backoff; doubles per attempt up to [`BACKOFF_CAP`].
 const BACKOFF_BASE: Duration = Duration::from_millis(100);
 const BACKOFF_CAP: Duration = Duration::from_secs(10);
@@ -132,7 +143,10 @@ impl S3Backend {
             .timeout_config(
                 TimeoutConfig::builder()
                     .connect_timeout(Duration::from_secs(10))
-                    .read_timeout(Duration::from_secs(60))
+                    .read_timeout(seconds_from_env(
+                        "COFFER_S3_READ_TIMEOUT_SECONDS",
+                        READ_TIMEOUT,
+                    ))
                     .build(),
             )
             .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
@@ -147,10 +161,7 @@ impl S3Backend {
         if custom_endpoint {
             conf = conf.force_path_style(true);
         }
-        let retry_for = std::env::var("COFFER_S3_RETRY_SECONDS")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .map_or(RETRY_FOR, Duration::from_secs);
+        let retry_for = seconds_from_env("COFFER_S3_RETRY_SECONDS", RETRY_FOR);
         Ok(Self {
             client: Client::from_conf(conf.build()),
             bucket,
