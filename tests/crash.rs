@@ -269,47 +269,59 @@ fn prune_killed_at_random_moments_on_s3_leaves_every_kept_snapshot_whole() {
     ]);
     let src = env.path("src");
     write(&src.join("keep"), &random_bytes(7, 300_000));
-    // Many small runs: many packs and index objects for prune to delete.
-    for seed in 0..60 {
-        write(&src.join("f"), &random_bytes(100 + seed, 100_000));
-        env.backup(&[&src], &[]);
-    }
-    env.admin_ok("forget", &["--keep-last", "1"]);
-    std::thread::sleep(Duration::from_secs(2));
     let mut rng = Rng::new("s3 prune");
     let prune = ["--margin", "1s"];
-    let packs_at_start = count_objects(s3, "crash-prune", "r/data/");
-    let (mut killed, mut midway) = (0, 0);
-    // Kills at growing moments (50 ms x 1.25^k, jittered) until a prune
-    // outruns its kill: they land in the walk, then among the deletes.
-    for k in 0..kills() {
-        let before = count_objects(s3, "crash-prune", "r/data/");
-        let mut child = env.admin_cmd("prune", &prune).spawn().unwrap();
-        let at =
-            Duration::from_millis(50).mul_f64(1.25f64.powi(k as i32) * (0.8 + 0.4 * rng.unit()));
-        std::thread::sleep(at);
-        let finished = child.try_wait().unwrap().is_some();
-        let _ = child.kill();
-        let _ = child.wait();
-        if finished {
-            break;
+    let (mut killed, mut midway, mut rounds, mut seed) = (0, 0, 0, 0);
+    let mut packs_at_start = 0;
+    while killed < kills() {
+        rounds += 1;
+        assert!(rounds <= kills(), "{rounds} rounds for {killed} kills");
+        // Garbage: many small runs, all but the newest forgotten, so prune
+        // has many packs and index objects to delete.
+        for _ in 0..40 {
+            seed += 1;
+            write(&src.join("f"), &random_bytes(100 + seed, 100_000));
+            env.backup(&[&src], &[]);
         }
-        killed += 1;
-        let left = count_objects(s3, "crash-prune", "r/data/");
-        if left != before {
-            midway += 1;
+        env.admin_ok("forget", &["--keep-last", "1"]);
+        std::thread::sleep(Duration::from_secs(2));
+        packs_at_start += count_objects(s3, "crash-prune", "r/data/");
+        // Kills at growing moments (50 ms x 1.25^k, jittered) until a prune
+        // outruns its kill: they land in the walk, then among the deletes.
+        let round_start = killed;
+        for k in 0.. {
+            let before = count_objects(s3, "crash-prune", "r/data/");
+            let mut child = env.admin_cmd("prune", &prune).spawn().unwrap();
+            let at = Duration::from_millis(50).mul_f64(1.25f64.powi(k) * (0.8 + 0.4 * rng.unit()));
+            std::thread::sleep(at);
+            let finished = child.try_wait().unwrap().is_some();
+            let _ = child.kill();
+            let _ = child.wait();
+            if finished {
+                break;
+            }
+            killed += 1;
+            if count_objects(s3, "crash-prune", "r/data/") != before {
+                midway += 1;
+            }
+            let check = env.admin("check", &["--read-data"]);
+            assert!(
+                check.status.success(),
+                "kill {killed} at {at:?}: {}",
+                String::from_utf8_lossy(&check.stdout)
+            );
+            let out = env.path(&format!("out{killed}"));
+            env.restore("latest", &out);
+            assert_same_tree(&src, &under(&out, &src));
+            if killed >= kills() {
+                break;
+            }
         }
-        let check = env.admin("check", &["--read-data"]);
         assert!(
-            check.status.success(),
-            "kill {k} at {at:?}: {}",
-            String::from_utf8_lossy(&check.stdout)
+            killed > round_start,
+            "every prune of round {rounds} ended before its kill"
         );
-        let out = env.path(&format!("out{k}"));
-        env.restore("latest", &out);
-        assert_same_tree(&src, &under(&out, &src));
     }
-    assert!(killed >= 1, "every prune ended before its kill");
     let out = env.admin_ok("prune", &["-v", "--margin", "1s"]);
     let again = env.admin_ok("prune", &["-v", "--margin", "1s"]);
     let again = String::from_utf8_lossy(&again.stdout);
@@ -318,8 +330,8 @@ fn prune_killed_at_random_moments_on_s3_leaves_every_kept_snapshot_whole() {
     let packs_at_end = count_objects(s3, "crash-prune", "r/data/");
     assert!(packs_at_end < packs_at_start);
     eprintln!(
-        "s3 prune: killed {killed} times, {midway} mid-way through the deletes; \
-         packs {packs_at_start} -> {packs_at_end}; the last prune said: {}",
+        "s3 prune: killed {killed} times in {rounds} rounds, {midway} mid-way through the \
+         deletes; packs {packs_at_start} (all rounds) -> {packs_at_end}; the last prune said: {}",
         String::from_utf8_lossy(&out.stdout).trim()
     );
 }
