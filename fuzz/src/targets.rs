@@ -1,0 +1,102 @@
+//! One function per decoder of repository data, fed arbitrary bytes: each
+//! must return (an error is fine) and never panic, hang or allocate without
+//! bound. Used by the cargo-fuzz targets in fuzz/fuzz_targets/ and, over the
+//! committed corpus, by core/tests/fuzz_corpus.rs on stable Rust.
+//!
+//! The keys in fuzz/keys/ exist only for this: an admin key the corpus's
+//! messages are encrypted to, and a writer certificate that signed its
+//! snapshots. They protect nothing.
+
+use coffer_core::blob;
+use coffer_core::chunk_key::ChunkIdKey;
+use coffer_core::config::RepoConfig;
+use coffer_core::id::{BlobId, PackId};
+use coffer_core::index::IndexFile;
+use coffer_core::openpgp::{Opener, SecretKeys, Writers};
+use coffer_core::snapshot::Snapshot;
+use coffer_core::tree::{Location, Tree};
+use std::sync::OnceLock;
+
+/// Every target, by name (the corpus directory's name).
+pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+    ("config", config),
+    ("snapshot", snapshot),
+    ("tree", tree),
+    ("index", index),
+    ("blob", blob),
+    ("message", message),
+];
+
+/// `config` as stored.
+pub fn config(data: &[u8]) {
+    if let Ok(config) = RepoConfig::from_json(data, "config") {
+        let _ = Writers::from_armored(&config.writers);
+        let _ = config.unseal_chunk_key(&keys().0);
+    }
+}
+
+/// A snapshot's JSON (the plaintext of a `snapshots/` object).
+pub fn snapshot(data: &[u8]) {
+    if let Ok(s) = Snapshot::from_json(data, "snapshots/x") {
+        let _ = s.time();
+        let _ = s.to_json();
+    }
+}
+
+/// A tree's JSON (the plaintext of a tree blob), and what readers compute
+/// from a tree they accepted.
+pub fn tree(data: &[u8]) {
+    if let Ok(mut tree) = Tree::from_json(data, "tree") {
+        for entry in &tree.entries {
+            let _ = entry.chunk_ends().last();
+            let _ = entry.display_name();
+        }
+        let _ = tree.to_json();
+    }
+}
+
+/// An index object's JSON.
+pub fn index(data: &[u8]) {
+    let _ = IndexFile::from_json(data, "index/x");
+}
+
+/// A stored blob: 4 bytes of claimed plaintext length (little endian),
+/// then the blob's bytes as read from a pack.
+pub fn blob(data: &[u8]) {
+    let Some((len, stored)) = data.split_first_chunk::<4>() else {
+        return;
+    };
+    let loc = Location {
+        id: BlobId([0; 32]),
+        pack: PackId([0; 32]),
+        offset: 0,
+        length: stored.len() as u64,
+        raw_length: u64::from(u32::from_le_bytes(*len)) % (32 << 20),
+    };
+    let (opener, chunk_key, _) = keys();
+    let _ = blob::decode(opener, chunk_key, &loc, "data/00/00", stored);
+}
+
+/// Any OpenPGP message, opened as a blob is and as a snapshot is.
+pub fn message(data: &[u8]) {
+    let (opener, _, writers) = keys();
+    let _ = opener.open("data/00/00", data);
+    let _ = opener.open_signed("snapshots/x", data, writers);
+}
+
+/// The fuzzing keys: an opener over fuzz/keys/admin.key, a fixed chunk-id
+/// key, and the writer certificate of fuzz/keys/writer.cert.
+fn keys() -> &'static (Opener, ChunkIdKey, Writers) {
+    static KEYS: OnceLock<(Opener, ChunkIdKey, Writers)> = OnceLock::new();
+    KEYS.get_or_init(|| {
+        let secret = SecretKeys::from_bytes(include_bytes!("../keys/admin.key"), "fuzz key", None)
+            .expect("fuzz/keys/admin.key");
+        let cert = String::from_utf8_lossy(include_bytes!("../keys/writer.cert")).into_owned();
+        let writers = Writers::from_armored(&[cert]).expect("fuzz/keys/writer.cert");
+        (
+            Opener::new(secret),
+            ChunkIdKey::from_bytes([7; 32]),
+            writers,
+        )
+    })
+}
