@@ -13,7 +13,7 @@ mod util;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-use util::s3::{aws_vars, rt, server, S3Server};
+use util::s3::{rt, server, S3Server};
 use util::*;
 
 fn kills() -> usize {
@@ -251,22 +251,7 @@ fn backup_killed_at_random_moments_on_s3_loses_nothing() {
 fn prune_killed_at_random_moments_on_s3_leaves_every_kept_snapshot_whole() {
     let s3 = server();
     s3.create_bucket("crash-prune", false);
-    let mut env = Env::bare();
-    env.repo = "s3://crash-prune/r".into();
-    env.vars = aws_vars(&s3.endpoint, &s3.admin);
-    env.writer_vars = env.vars.clone();
-    env.generate_keys();
-    env.ok(&[
-        "init",
-        "--repo",
-        &env.repo,
-        "--recipient",
-        "admin.cert",
-        "--writer-key-out",
-        "writer.key",
-        "--dedup-horizon-days",
-        "0",
-    ]);
+    let env = Env::on_s3_as_admin(s3, "s3://crash-prune/r", &["--dedup-horizon-days", "0"]);
     let src = env.path("src");
     write(&src.join("keep"), &random_bytes(7, 300_000));
     let mut rng = Rng::new("s3 prune");

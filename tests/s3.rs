@@ -411,22 +411,7 @@ fn no_secret_reaches_the_output_even_when_tracing() {
 fn prune_over_s3_deletes_unreferenced_packs_and_keeps_locked_ones() {
     let s3 = server();
     s3.create_bucket("pruned", true);
-    let mut env = Env::bare();
-    env.repo = "s3://pruned/r".into();
-    env.vars = aws_vars(&s3.endpoint, &s3.admin);
-    env.writer_vars = env.vars.clone();
-    env.generate_keys();
-    env.ok(&[
-        "init",
-        "--repo",
-        &env.repo,
-        "--recipient",
-        "admin.cert",
-        "--writer-key-out",
-        "writer.key",
-        "--dedup-horizon-days",
-        "0",
-    ]);
+    let env = Env::on_s3_as_admin(s3, "s3://pruned/r", &["--dedup-horizon-days", "0"]);
     let src = env.path("src");
     let lock = [
         "--object-lock-days",

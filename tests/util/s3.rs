@@ -190,6 +190,29 @@ impl S3Server {
 }
 
 impl Env {
+    /// Keys and a repository at `repo` (`s3://BUCKET/PREFIX`, the bucket
+    /// must exist) made by `init` with `init_args` too; every command,
+    /// `backup` included, runs with the admin's credentials.
+    pub fn on_s3_as_admin(server: &S3Server, repo: &str, init_args: &[&str]) -> Self {
+        let mut env = Self::bare();
+        env.repo = repo.into();
+        env.vars = aws_vars(&server.endpoint, &server.admin);
+        env.writer_vars = env.vars.clone();
+        env.generate_keys();
+        let mut args = vec![
+            "init",
+            "--repo",
+            repo,
+            "--recipient",
+            "admin.cert",
+            "--writer-key-out",
+            "writer.key",
+        ];
+        args.extend_from_slice(init_args);
+        env.ok(&args);
+        env
+    }
+
     /// Keys and a repository at `s3://BUCKET/PREFIX` on `server` (the bucket
     /// must exist); commands run with the admin's credentials, `backup`
     /// with the writer's.
