@@ -62,13 +62,7 @@ pub struct GeneratedKey {
 /// Generates a Curve25519 OpenPGP key (v4, SEIPD v1 feature only, so GnuPG 2.2
 /// can use it) with one encryption subkey.
 pub fn generate_key(user_id: &str) -> Result<GeneratedKey> {
-    let (cert, _revocation) = CertBuilder::new()
-        .set_cipher_suite(CipherSuite::Cv25519)
-        .set_profile(openpgp::Profile::RFC4880)
-        .map_err(|e| Error::pgp("selecting the v4 key profile", e))?
-        .set_features(Features::empty().set_seipdv1())
-        .map_err(|e| Error::pgp("setting key features", e))?
-        .add_userid(user_id)
+    let (cert, _revocation) = v4_builder(user_id)?
         .add_subkey(
             KeyFlags::empty()
                 .set_storage_encryption()
@@ -213,17 +207,23 @@ pub fn seal_message(recipients: &Recipients, payload: &[u8]) -> Result<Vec<u8>> 
 /// subkey signs. `coffer init` makes one per repository; the secret half goes
 /// into writer.key, the certificate into `config` (`writers`).
 pub fn generate_signing_key(user_id: &str) -> Result<GeneratedKey> {
-    let (cert, _revocation) = CertBuilder::new()
+    let (cert, _revocation) = v4_builder(user_id)?
+        .add_signing_subkey()
+        .generate()
+        .map_err(|e| Error::pgp("generating a signing key", e))?;
+    armor_generated(&cert)
+}
+
+/// A Curve25519 v4 certificate with `user_id` that advertises SEIPD v1
+/// only, the kind GnuPG 2.2 uses; subkeys are the caller's.
+fn v4_builder(user_id: &str) -> Result<CertBuilder<'static>> {
+    Ok(CertBuilder::new()
         .set_cipher_suite(CipherSuite::Cv25519)
         .set_profile(openpgp::Profile::RFC4880)
         .map_err(|e| Error::pgp("selecting the v4 key profile", e))?
         .set_features(Features::empty().set_seipdv1())
         .map_err(|e| Error::pgp("setting key features", e))?
-        .add_userid(user_id)
-        .add_signing_subkey()
-        .generate()
-        .map_err(|e| Error::pgp("generating a signing key", e))?;
-    armor_generated(&cert)
+        .add_userid(user_id))
 }
 
 fn armor_generated(cert: &Cert) -> Result<GeneratedKey> {
@@ -536,6 +536,11 @@ impl Opener {
 
     /// Runs sequoia's decryptor with `helper`; fails unless the message was
     /// encrypted. Returns the plaintext and the helper (what it saw).
+    ///
+    /// sequoia 2.4 panics on some malformed messages (found by fuzzing: a
+    /// SEIPD v1 packet too short for its prefix and MDC hits an `unwrap` in
+    /// `PacketParser::decrypt_`); a panic there is damage to `object`, never
+    /// the end of the process.
     fn decrypt_with<'a>(
         &'a self,
         object: &str,
@@ -544,15 +549,23 @@ impl Opener {
     ) -> Result<(Vec<u8>, Helper<'a>)> {
         let damaged =
             |e: openpgp::anyhow::Error| Error::damaged(object, format!("cannot decrypt: {e:#}"));
-        let mut decryptor = DecryptorBuilder::from_bytes(message)
-            .map_err(damaged)?
-            .with_policy(&POLICY, None, helper)
-            .map_err(damaged)?;
-        let mut out = Vec::new();
-        decryptor
-            .read_to_end(&mut out)
-            .map_err(|e| Error::damaged(object, format!("cannot decrypt: {e}")))?;
-        let helper = decryptor.into_helper();
+        let run = std::panic::AssertUnwindSafe(|| {
+            let mut decryptor = DecryptorBuilder::from_bytes(message)
+                .map_err(damaged)?
+                .with_policy(&POLICY, None, helper)
+                .map_err(damaged)?;
+            let mut out = Vec::new();
+            decryptor
+                .read_to_end(&mut out)
+                .map_err(|e| Error::damaged(object, format!("cannot decrypt: {e}")))?;
+            Ok((out, decryptor.into_helper()))
+        });
+        let (out, helper) = std::panic::catch_unwind(run).unwrap_or_else(|_| {
+            Err(Error::damaged(
+                object,
+                "malformed OpenPGP message (the parser gave up on it)",
+            ))
+        })?;
         if !helper.encrypted {
             return Err(Error::damaged(object, "not an encrypted message"));
         }
@@ -777,6 +790,25 @@ mod tests {
         // needed: the certificate alone signs nothing.
         let generated = generate_signing_key("w").unwrap();
         assert!(SnapshotSigner::from_armored(&generated.cert_armored, "w.cert").is_err());
+    }
+
+    /// Found by fuzz/ (target config): a message whose SEIPD v1 body is
+    /// shorter than its prefix and MDC made sequoia 2.4 panic.
+    #[test]
+    fn a_seipd_packet_too_short_for_its_mdc_is_damage_not_a_panic() {
+        let (recipients, opener) = keys();
+        let sealer = PackSealer::new(&recipients).unwrap();
+        let good = sealer.seal(b"x").unwrap();
+        let split = seipd::split(&good).unwrap();
+        for body_len in 1..40usize {
+            // PKESKs, then a SEIPD v1 packet (tag 18, new format) holding
+            // the first body_len bytes of the real one's body.
+            let mut bad = split.pkesks.to_vec();
+            bad.extend_from_slice(&[0xc0 | 18, body_len as u8]);
+            bad.extend_from_slice(&split.seipd[..body_len]);
+            let err = opener.open("data/ab/cd", &bad).unwrap_err();
+            assert!(matches!(err, Error::Damaged { .. }), "{body_len}: {err}");
+        }
     }
 
     #[test]
