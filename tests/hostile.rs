@@ -1,0 +1,271 @@
+//! Malicious trees: what a compromised writer (one holding writer.key: the
+//! chunk-id key and the signing key) can store. Names with `..`, `/`, NUL or
+//! an absolute path, duplicate or unsorted names, sizes that do not add up,
+//! claims of huge blobs, a symlink pointing out of the target. Restore must
+//! never write outside its target, and no reader may panic or show such a
+//! directory; what is well-formed still restores.
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+mod util;
+
+use coffer_core::blob;
+use coffer_core::config::WriterKey;
+use coffer_core::id::{ObjectId, PackId};
+use coffer_core::keyfile::ModeCheck;
+use coffer_core::openpgp::{self, PackSealer, Recipients};
+use coffer_core::snapshot::{self, Snapshot, SnapshotStats};
+use coffer_core::tree::{Entry, Kind, Location, Tree};
+use std::path::Path;
+use util::mount::Mounted;
+use util::*;
+
+/// Writes blobs into packs of a local repository as a writer would, but
+/// with whatever trees the test makes.
+struct Forge<'a> {
+    env: &'a Env,
+    key: WriterKey,
+    sealer: PackSealer,
+    recipients: Recipients,
+}
+
+impl<'a> Forge<'a> {
+    fn new(env: &'a Env) -> Self {
+        let key = WriterKey::read(&env.path("writer.key"), ModeCheck::Private).unwrap();
+        let recipients = Recipients::from_armored(&key.config.recipients).unwrap();
+        let sealer = PackSealer::new(&recipients).unwrap();
+        Self {
+            env,
+            key,
+            sealer,
+            recipients,
+        }
+    }
+
+    /// Stores `plain` as the only blob of a new pack; its location.
+    fn blob(&self, plain: &[u8]) -> Location {
+        let stored = blob::encode(&self.sealer, 3, plain).unwrap();
+        let pack = PackId::random();
+        let hex = pack.to_hex();
+        let path = self.env.path(&format!("repo/data/{}/{hex}", &hex[..2]));
+        write(&path, &stored);
+        Location {
+            id: self.key.chunk_key().blob_id(plain),
+            pack,
+            offset: 0,
+            length: stored.len() as u64,
+            raw_length: plain.len() as u64,
+        }
+    }
+
+    /// Stores a tree's JSON as given (not sorted, not checked).
+    fn tree_json(&self, json: &serde_json::Value) -> Location {
+        self.blob(&serde_json::to_vec(json).unwrap())
+    }
+
+    fn tree(&self, entries: Vec<Entry>) -> Location {
+        self.tree_json(&serde_json::to_value(Tree { entries }).unwrap())
+    }
+
+    /// Signs and stores a snapshot of `root`; its id.
+    fn snapshot(&self, root: Location) -> String {
+        let snap = Snapshot {
+            time: snapshot::now_rfc3339(),
+            host: "compromised".into(),
+            user: "root".into(),
+            paths: vec!["/".into()],
+            tags: vec![],
+            tree: root,
+            program: "not coffer".into(),
+            stats: SnapshotStats::default(),
+        };
+        let signer = self.key.signer().unwrap();
+        let sealed = openpgp::seal_signed(&self.recipients, signer, &snap.to_json()).unwrap();
+        let id = ObjectId::of_bytes(&sealed);
+        let name = snapshot::object_name(&self.key.config.id, &snap.host, &id);
+        write(&self.env.path(&format!("repo/snapshots/{name}")), &sealed);
+        id.to_hex()
+    }
+}
+
+fn entry(name: &[u8], kind: Kind) -> Entry {
+    Entry {
+        name: name.to_vec(),
+        kind,
+        mode: 0o644,
+        uid: 0,
+        gid: 0,
+        user: None,
+        group: None,
+        mtime_ns: 1_700_000_000_000_000_000,
+        size: 0,
+        target: None,
+        rdev: None,
+        chunks: vec![],
+        subtree: None,
+    }
+}
+
+fn file(forge: &Forge, name: &[u8], content: &[u8]) -> Entry {
+    let mut e = entry(name, Kind::File);
+    e.size = content.len() as u64;
+    e.chunks = vec![forge.blob(content)];
+    e
+}
+
+fn dir(name: &[u8], subtree: Location) -> Entry {
+    let mut e = entry(name, Kind::Dir);
+    e.mode = 0o755;
+    e.subtree = Some(subtree);
+    e
+}
+
+/// Every file below `root`, as paths relative to it.
+fn listing(root: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            let p = e.path();
+            out.push(p.strip_prefix(root).unwrap().display().to_string());
+            if e.file_type().unwrap().is_dir() {
+                stack.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn hostile_trees_never_escape_the_target_or_crash_a_reader() {
+    let env = Env::new();
+    let forge = Forge::new(&env);
+    let good = forge.tree(vec![file(&forge, b"good.txt", b"well formed\n")]);
+    // One directory per attack; each one's tree must be refused whole.
+    let mut hostile: Vec<(&str, Location)> = Vec::new();
+    for (label, name) in [
+        ("dotdot", &b".."[..]),
+        ("dot", b"."),
+        ("slash", b"a/b"),
+        ("absolute", b"/tmp/coffer-escaped"),
+        ("nul", b"a\0b"),
+        ("empty", b""),
+    ] {
+        hostile.push((label, forge.tree(vec![file(&forge, name, b"escape\n")])));
+    }
+    let twice = file(&forge, b"x", b"one\n");
+    hostile.push(("duplicate", forge.tree(vec![twice.clone(), twice])));
+    hostile.push((
+        "unsorted",
+        forge.tree(vec![file(&forge, b"b", b"b"), file(&forge, b"a", b"a")]),
+    ));
+    let mut liar = file(&forge, b"liar", b"short");
+    liar.size = 1 << 40;
+    hostile.push(("size", forge.tree(vec![liar])));
+    let mut huge = file(&forge, b"huge", b"tiny");
+    huge.chunks[0].raw_length = 1 << 40;
+    huge.size = 1 << 40;
+    hostile.push(("claim", forge.tree(vec![huge])));
+    let mut chunky_dir = dir(b"d", good);
+    chunky_dir.chunks = vec![good];
+    hostile.push(("dir-with-chunks", forge.tree(vec![chunky_dir])));
+    hostile.push((
+        "not-json",
+        forge.blob(b"{\"entries\": [{\"name\": \"x\", \"kind\": \"file\""),
+    ));
+    // A symlink out of the target is stored as a symlink, never followed.
+    let mut link = entry(b"link", Kind::Symlink);
+    link.target = Some(b"../../../../../../../tmp/coffer-link-target".to_vec());
+    let links = forge.tree(vec![link]);
+
+    let mut root_entries = vec![dir(b"good", good), dir(b"links", links)];
+    for (label, loc) in &hostile {
+        root_entries.push(dir(label.as_bytes(), *loc));
+    }
+    root_entries.sort_by(|a, b| a.name.cmp(&b.name));
+    let id = forge.snapshot(forge.tree(root_entries));
+    let _ = std::fs::remove_file("/tmp/coffer-escaped");
+    let _ = std::fs::remove_dir_all("/tmp/coffer-link-target");
+
+    // Restore: the good directory and the link, every hostile directory
+    // named, nothing anywhere but below the target.
+    let box_dir = env.path("box");
+    let target = box_dir.join("target");
+    std::fs::create_dir_all(&target).unwrap();
+    let out = env.admin("restore", &[&id, "--target", target.to_str().unwrap()]);
+    let said = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(!said.contains("panicked"), "{said}");
+    for (label, _) in &hostile {
+        assert!(
+            said.contains(&format!("{}: damaged object", target.join(label).display())),
+            "{label} not named: {said}"
+        );
+    }
+    assert_eq!(
+        std::fs::read(target.join("good/good.txt")).unwrap(),
+        b"well formed\n"
+    );
+    assert_eq!(
+        std::fs::read_link(target.join("links/link")).unwrap(),
+        Path::new("../../../../../../../tmp/coffer-link-target")
+    );
+    assert_eq!(
+        listing(&box_dir),
+        [
+            "target",
+            "target/good",
+            "target/good/good.txt",
+            "target/links",
+            "target/links/link"
+        ]
+    );
+    assert!(!Path::new("/tmp/coffer-escaped").exists());
+    assert!(!Path::new("/tmp/coffer-link-target").exists());
+
+    // check: a problem per hostile directory, no panic.
+    let out = env.admin("check", &["--read-data"]);
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains(&format!("{} problems", hostile.len())),
+        "{said}"
+    );
+
+    // diff against a real snapshot and export: errors at worst, no panic.
+    let src = env.path("src");
+    write(&src.join("f"), b"real\n");
+    let real = env.backup(&[&src], &[]);
+    let out = env.admin("diff", &[real["id"].as_str().unwrap(), &id]);
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"));
+    assert!(matches!(out.status.code(), Some(0..=2)), "{out:?}");
+    let out = env.admin(
+        "export",
+        &[&id, "--tar", env.path("x.tar").to_str().unwrap()],
+    );
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"));
+    assert!(matches!(out.status.code(), Some(0..=2)), "{out:?}");
+
+    // The mount: hostile directories fail with EIO, the rest reads.
+    let m = Mounted::new(&env, &[]);
+    let snap = m
+        .snapshot_names()
+        .into_iter()
+        .map(|n| m.path(&format!("snapshots/{n}")))
+        .find(|p| p.join("good").exists())
+        .unwrap();
+    assert_eq!(
+        std::fs::read(snap.join("good/good.txt")).unwrap(),
+        b"well formed\n"
+    );
+    for (label, _) in &hostile {
+        let err = std::fs::read_dir(snap.join(label))
+            .and_then(|entries| entries.collect::<Result<Vec<_>, _>>())
+            .unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EIO), "{label}: {err}");
+    }
+    let (code, log) = m.unmount();
+    assert_eq!(code, Some(0), "{log}");
+    assert!(!log.contains("panicked"), "{log}");
+}
