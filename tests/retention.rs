@@ -242,53 +242,74 @@ fn forget_dry_run_with_prune_counts_what_both_would_free() {
 
 /// prune killed with SIGKILL at random moments: every kept snapshot stays
 /// whole (check --read-data, restore), and the next prune finishes the job.
+/// COFFER_KILLS sets how many kills (default 8); each round of garbage
+/// (30 runs, all but the newest forgotten) gives up to 8 of them.
 #[test]
 fn prune_killed_at_random_moments_leaves_every_kept_snapshot_whole() {
+    let kills: u64 = std::env::var("COFFER_KILLS")
+        .ok()
+        .and_then(|k| k.parse().ok())
+        .unwrap_or(8);
     let env = Env::new();
     let src = env.path("src");
     write(&src.join("keep"), &random_bytes(7, 300_000));
-    for seed in 0..30 {
-        write(&src.join("f"), &random_bytes(100 + seed, 50_000));
-        env.backup(&[&src], &[]);
-    }
-    env.admin_ok("forget", &["--keep-last", "1"]);
-    age_packs(&env, 40);
     let data = env.path("repo/data");
-    let total = files(&data).len();
-    // How long a whole prune takes, measured on a copy.
-    let copy = env.path("copy");
-    cp_a(&env.path("repo"), &copy);
-    let started = std::time::Instant::now();
-    env.ok(&["prune", "--repo", "copy", "--key", "admin.key"]);
-    let whole = started.elapsed();
-    let left_by_full_prune = files(&env.path("copy/data")).len();
-    assert!(left_by_full_prune < total);
+    let (mut killed, mut midway, mut round) = (0, 0, 0u64);
+    while killed < kills {
+        round += 1;
+        assert!(round <= kills, "{round} rounds for {killed} kills");
+        for seed in 0..30 {
+            write(
+                &src.join("f"),
+                &random_bytes(100 + round * 100 + seed, 50_000),
+            );
+            env.backup(&[&src], &[]);
+        }
+        env.admin_ok("forget", &["--keep-last", "1"]);
+        age_packs(&env, 40);
+        let total = files(&data).len();
+        // How long a whole prune takes, measured on a copy.
+        let copy = env.path("copy");
+        let _ = std::fs::remove_dir_all(&copy);
+        cp_a(&env.path("repo"), &copy);
+        let started = std::time::Instant::now();
+        env.ok(&["prune", "--repo", "copy", "--key", "admin.key"]);
+        let whole = started.elapsed();
+        let left_by_full_prune = files(&env.path("copy/data")).len();
+        assert!(left_by_full_prune < total);
 
-    let mut midway = 0;
-    for attempt in 0..8u64 {
-        let before = files(&data).len();
-        if before == left_by_full_prune {
-            break;
+        for attempt in 0..8u64 {
+            let before = files(&data).len();
+            if before == left_by_full_prune || killed >= kills {
+                break;
+            }
+            let mut child = env.admin_cmd("prune", &[]).spawn().unwrap();
+            // Spread the kills over the run: 10% .. 90% of its length.
+            let at = whole.mul_f64(0.1 + 0.8 * ((attempt * 37 % 9) as f64 / 9.0));
+            std::thread::sleep(at);
+            let finished = child.try_wait().unwrap().is_some();
+            let _ = child.kill();
+            let _ = child.wait();
+            if !finished {
+                killed += 1;
+            }
+            let after = files(&data).len();
+            if after != before && after != left_by_full_prune {
+                midway += 1;
+            }
+            let check = env.admin("check", &["--read-data"]);
+            let text = String::from_utf8_lossy(&check.stdout);
+            assert!(check.status.success(), "after a kill at {at:?}: {text}");
+            let out = env.path(&format!("out{killed}"));
+            env.restore("latest", &out);
+            assert_same_tree(&src, &under(&out, &src));
         }
-        let mut child = env.admin_cmd("prune", &[]).spawn().unwrap();
-        // Spread the kills over the run: 10% .. 90% of its length.
-        let at = whole.mul_f64(0.1 + 0.8 * ((attempt * 37 % 9) as f64 / 9.0));
-        std::thread::sleep(at);
-        let _ = child.kill();
-        let _ = child.wait();
-        let after = files(&data).len();
-        if after != before && after != left_by_full_prune {
-            midway += 1;
-        }
-        let check = env.admin("check", &["--read-data"]);
-        let text = String::from_utf8_lossy(&check.stdout);
-        assert!(check.status.success(), "after a kill at {at:?}: {text}");
-        let out = env.path(&format!("out{attempt}"));
-        env.restore("latest", &out);
-        assert_same_tree(&src, &under(&out, &src));
+        env.admin_ok("prune", &[]);
+        assert_eq!(files(&data).len(), left_by_full_prune);
+        env.admin_ok("check", &["--read-data"]);
     }
-    env.admin_ok("prune", &[]);
-    assert_eq!(files(&data).len(), left_by_full_prune);
-    env.admin_ok("check", &["--read-data"]);
-    eprintln!("prune killed mid-way (some packs deleted, not all) {midway} times");
+    eprintln!(
+        "prune killed {killed} times in {round} rounds, mid-way (some packs deleted, \
+         not all) {midway} times"
+    );
 }
