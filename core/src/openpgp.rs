@@ -454,13 +454,8 @@ impl Opener {
     /// other key, is [`Error::Forged`]: anyone with the public certificates
     /// can encrypt, only a writer can sign.
     pub fn open_signed(&self, object: &str, message: &[u8], writers: &Writers) -> Result<Vec<u8>> {
-        let helper = Helper {
-            opener: self,
-            encrypted: false,
-            writers: Some(writers),
-            signed: false,
-        };
-        let (plain, helper) = self.decrypt_with(object, message, helper)?;
+        let (plain, helper) =
+            self.decrypt_with(object, message, Helper::new(self, Some(writers)))?;
         if !helper.signed {
             return Err(Error::Forged {
                 key: object.to_string(),
@@ -525,13 +520,9 @@ impl Opener {
 
     /// Opens any OpenPGP message through sequoia's streaming decryptor.
     fn open_with_sequoia(&self, object: &str, message: &[u8]) -> Result<Vec<u8>> {
-        let helper = Helper {
-            opener: self,
-            encrypted: false,
-            writers: None,
-            signed: false,
-        };
-        Ok(self.decrypt_with(object, message, helper)?.0)
+        Ok(self
+            .decrypt_with(object, message, Helper::new(self, None))?
+            .0)
     }
 
     /// Runs sequoia's decryptor with `helper`; fails unless the message was
@@ -598,6 +589,19 @@ struct Helper<'a> {
     writers: Option<&'a Writers>,
     /// Whether one of `writers` signed it, and the signature checked out.
     signed: bool,
+}
+
+impl<'a> Helper<'a> {
+    /// A helper that has seen nothing yet; signatures count only by
+    /// `writers`, and not at all without them.
+    fn new(opener: &'a Opener, writers: Option<&'a Writers>) -> Self {
+        Self {
+            opener,
+            encrypted: false,
+            writers,
+            signed: false,
+        }
+    }
 }
 
 impl VerificationHelper for Helper<'_> {

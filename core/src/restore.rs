@@ -620,12 +620,10 @@ async fn read_and_write(
     progress: Option<Arc<Progress>>,
     is_root: bool,
 ) -> Result<RestoreStats> {
-    // The read's data; if the pack is damaged or missing there, each blob
-    // read alone (a cut pack still holds the blobs before the cut).
-    let data = match &fetch.span {
+    let fetched = match &fetch.span {
         Some(span) => match span.read(&repo).await {
-            Ok(data) => Ok(data),
-            Err(e) if is_damage(&e) => Err(read_each(&repo, &fetch.parts).await),
+            Ok(data) => Fetched::Span(data),
+            Err(e) if is_damage(&e) => Fetched::Each(read_each(&repo, &fetch.parts).await),
             Err(e) => {
                 return Err(match fetch.parts.first() {
                     Some(part) => at(&part.file.dest, e),
@@ -633,31 +631,46 @@ async fn read_and_write(
                 })
             }
         },
-        None => Ok(Vec::new()),
+        None => Fetched::Span(Vec::new()),
     };
     tokio::task::spawn_blocking(move || {
         let mut stats = RestoreStats::default();
-        let (data, mut alone) = match data {
-            Ok(data) => (data, Vec::new().into_iter()),
-            Err(each) => (Vec::new(), each.into_iter()),
-        };
-        for part in &fetch.parts {
-            let plain = match (alone.next(), part.chunk, &fetch.span) {
-                (Some(plain), _, _) => plain,
-                (None, Some(index), Some(span)) => {
-                    let loc = &part.file.entry.chunks[index];
-                    span.blob(&data, loc)
-                        .and_then(|stored| repo.decode_blob(loc, stored))
-                        .map_err(|e| e.to_string())
+        let progress = progress.as_deref();
+        match fetched {
+            Fetched::Span(data) => {
+                for part in &fetch.parts {
+                    let plain = match (part.chunk, &fetch.span) {
+                        (Some(index), Some(span)) => {
+                            let loc = &part.file.entry.chunks[index];
+                            span.blob(&data, loc)
+                                .and_then(|stored| repo.decode_blob(loc, stored))
+                                .map_err(|e| e.to_string())
+                        }
+                        _ => Ok(Vec::new()),
+                    };
+                    write_part(part, plain, is_root, progress, &mut stats)?;
                 }
-                _ => Ok(Vec::new()),
-            };
-            write_part(part, plain, is_root, progress.as_deref(), &mut stats)?;
+            }
+            Fetched::Each(each) => {
+                for (part, plain) in fetch.parts.iter().zip(each) {
+                    write_part(part, plain, is_root, progress, &mut stats)?;
+                }
+            }
         }
         Ok(stats)
     })
     .await
     .map_err(|e| Error::Path(format!("restore: writing files failed: {e}")))?
+}
+
+/// What one read brought.
+enum Fetched {
+    /// The span's stored bytes, decoded part by part as they are written.
+    Span(Vec<u8>),
+    /// Its pack is damaged or missing there: each part's plaintext read on
+    /// its own (a cut pack still holds the blobs before the cut), or why
+    /// it could not be read.
+    Each(Vec<std::result::Result<Vec<u8>, String>>),
 }
 
 /// Each part's plaintext read on its own, or why it could not be read.
