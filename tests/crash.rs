@@ -251,7 +251,12 @@ fn backup_killed_at_random_moments_on_s3_loses_nothing() {
 fn prune_killed_at_random_moments_on_s3_leaves_every_kept_snapshot_whole() {
     let s3 = server();
     s3.create_bucket("crash-prune", false);
-    let env = Env::on_s3_as_admin(s3, "s3://crash-prune/r", &["--dedup-horizon-days", "0"]);
+    let env = Env::on_s3_as_admin(
+        s3,
+        &s3.endpoint,
+        "s3://crash-prune/r",
+        &["--dedup-horizon-days", "0"],
+    );
     let src = env.path("src");
     write(&src.join("keep"), &random_bytes(7, 300_000));
     let mut rng = Rng::new("s3 prune");

@@ -60,14 +60,6 @@ fn swap(a: &Path, b: &Path) {
     std::fs::write(b, x).unwrap();
 }
 
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
 /// An admin command on the repository copy `repo`.
 fn on(env: &Env, repo: &str, cmd: &str, args: &[&str]) -> Output {
     let mut all = vec![cmd, "--repo", repo, "--key", "admin.key"];

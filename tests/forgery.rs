@@ -17,14 +17,6 @@ fn store_snapshot(env: &Env, tag: &str, message: &[u8]) -> String {
     name
 }
 
-fn text(out: &std::process::Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
 #[test]
 fn snapshots_stored_without_the_writer_key_are_rejected_everywhere() {
     let env = Env::new();

@@ -10,14 +10,6 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 use util::*;
 
-fn text(out: &std::process::Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
 /// Every file below `dir`, sorted.
 fn files(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();

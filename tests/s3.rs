@@ -277,11 +277,7 @@ fn backups_and_restores_survive_a_proxy_that_fails_a_quarter_of_requests() {
     let s3 = server();
     s3.create_bucket("faulty", false);
     let proxy = Proxy::start(&s3.endpoint, 25);
-    let mut env = Env::bare();
-    env.repo = "s3://faulty/r".into();
-    env.vars = aws_vars(&proxy.endpoint, &s3.admin);
-    env.writer_vars = env.vars.clone();
-    let env = env.init();
+    let env = Env::on_s3_as_admin(s3, &proxy.endpoint, "s3://faulty/r", &[]);
     let (src, v1, ids) = two_versions(&env, small_tree);
     let counts = &proxy.counts;
     // Writes met every kind of fault, a PUT that was stored but never
@@ -312,11 +308,7 @@ fn storage_class_goes_on_data_packs_and_stores_without_conditional_puts_work() {
     proxy
         .reject_conditional
         .store(true, std::sync::atomic::Ordering::Relaxed);
-    let mut env = Env::bare();
-    env.repo = "s3://plainput/r".into();
-    env.vars = aws_vars(&proxy.endpoint, &s3.admin);
-    env.writer_vars = env.vars.clone();
-    let env = env.init();
+    let env = Env::on_s3_as_admin(s3, &proxy.endpoint, "s3://plainput/r", &[]);
     let src = env.path("src");
     small_tree(&src);
     let snap = env.backup(&[&src], &["--storage-class", "STANDARD", "--uploads", "2"]);
@@ -411,7 +403,12 @@ fn no_secret_reaches_the_output_even_when_tracing() {
 fn prune_over_s3_deletes_unreferenced_packs_and_keeps_locked_ones() {
     let s3 = server();
     s3.create_bucket("pruned", true);
-    let env = Env::on_s3_as_admin(s3, "s3://pruned/r", &["--dedup-horizon-days", "0"]);
+    let env = Env::on_s3_as_admin(
+        s3,
+        &s3.endpoint,
+        "s3://pruned/r",
+        &["--dedup-horizon-days", "0"],
+    );
     let src = env.path("src");
     let lock = [
         "--object-lock-days",
@@ -460,16 +457,12 @@ fn mount_gives_eio_while_the_store_fails_and_recovers_when_it_heals() {
     let s3 = server();
     s3.create_bucket("healing", false);
     let proxy = Proxy::start(&s3.endpoint, 0);
-    let mut env = Env::bare();
-    env.repo = "s3://healing/r".into();
-    env.vars = aws_vars(&proxy.endpoint, &s3.admin);
+    let mut env = Env::on_s3_as_admin(s3, &proxy.endpoint, "s3://healing/r", &[]);
     // Give up on a request after 2 s of retries, on a response after 1 s.
-    env.vars
-        .push(("COFFER_S3_RETRY_SECONDS".into(), "2".into()));
-    env.vars
-        .push(("COFFER_S3_READ_TIMEOUT_SECONDS".into(), "1".into()));
-    env.writer_vars = env.vars.clone();
-    let env = env.init();
+    for vars in [&mut env.vars, &mut env.writer_vars] {
+        vars.push(("COFFER_S3_RETRY_SECONDS".into(), "2".into()));
+        vars.push(("COFFER_S3_READ_TIMEOUT_SECONDS".into(), "1".into()));
+    }
     let src = env.path("src");
     let files: Vec<Vec<u8>> = (0..4).map(|d| random_bytes(40 + d, 300_000)).collect();
     for (d, bytes) in files.iter().enumerate() {

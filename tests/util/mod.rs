@@ -247,6 +247,15 @@ fn walk_files(dir: &Path, out: &mut Vec<(PathBuf, Vec<u8>)>) {
     }
 }
 
+/// A command's stdout then stderr, as text (for messages and searches).
+pub fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
 /// `python3 scripts/recover.py --repo repo ARGS` with `GNUPGHOME=gnupg`.
 pub fn recover_py(env: &Env, gnupg: &Path, args: &[&str]) -> Output {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/recover.py");

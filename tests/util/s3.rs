@@ -192,11 +192,17 @@ impl S3Server {
 impl Env {
     /// Keys and a repository at `repo` (`s3://BUCKET/PREFIX`, the bucket
     /// must exist) made by `init` with `init_args` too; every command,
-    /// `backup` included, runs with the admin's credentials.
-    pub fn on_s3_as_admin(server: &S3Server, repo: &str, init_args: &[&str]) -> Self {
+    /// `backup` included, runs with the admin's credentials against
+    /// `endpoint` (the server's, or a proxy's in front of it).
+    pub fn on_s3_as_admin(
+        server: &S3Server,
+        endpoint: &str,
+        repo: &str,
+        init_args: &[&str],
+    ) -> Self {
         let mut env = Self::bare();
         env.repo = repo.into();
-        env.vars = aws_vars(&server.endpoint, &server.admin);
+        env.vars = aws_vars(endpoint, &server.admin);
         env.writer_vars = env.vars.clone();
         env.generate_keys();
         let mut args = vec![
