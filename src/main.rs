@@ -18,6 +18,7 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose);
+    quiet_caught_parser_panics();
     match run(&cli) {
         Ok(Outcome::Success) => ExitCode::SUCCESS,
         Ok(Outcome::Partial) => ExitCode::from(3),
@@ -72,6 +73,20 @@ fn limit_malloc_arenas() {
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 2);
     }
+}
+
+/// A panic inside sequoia's parser is caught and reported as a damaged
+/// object (core/src/openpgp.rs); the default hook would still print it as
+/// if coffer had crashed. Such panics go to the debug log instead.
+fn quiet_caught_parser_panics() {
+    let print = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if coffer_core::openpgp::in_guarded_parse() {
+            tracing::debug!("the OpenPGP parser panicked (caught): {info}");
+        } else {
+            print(info);
+        }
+    }));
 }
 
 fn init_logging(verbose: bool) {

@@ -232,6 +232,46 @@ fn forget_dry_run_with_prune_counts_what_both_would_free() {
     assert_eq!(files(&data).len(), count - would);
 }
 
+/// Runs prune and SIGKILLs it after `after`; where, unless it finished
+/// first.
+fn kill_after_time(env: &Env, after: std::time::Duration) -> Option<String> {
+    let mut child = env.admin_cmd("prune", &[]).spawn().unwrap();
+    std::thread::sleep(after);
+    let finished = child.try_wait().unwrap().is_some();
+    let _ = child.kill();
+    let _ = child.wait();
+    (!finished).then(|| format!("after {after:?}"))
+}
+
+/// Runs prune with its deletes logged and SIGKILLs it once it has logged
+/// `deletes` of them (0: once it says it starts deleting); where, unless
+/// it finished first.
+fn kill_after_deletes(env: &Env, deletes: usize) -> Option<String> {
+    use std::io::BufRead;
+    let mut child = env
+        .admin_cmd("prune", &[])
+        .env("COFFER_LOG", "warn,coffer_core::prune=debug")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut seen = 0;
+    let mut at = None;
+    for line in stderr.lines() {
+        let line = line.unwrap();
+        if line.contains("deleting up to") || line.contains("deleted ") {
+            if seen == deletes {
+                let _ = child.kill();
+                at = Some(format!("after {deletes} deletes ({line})"));
+                break;
+            }
+            seen += 1;
+        }
+    }
+    let status = child.wait().unwrap();
+    at.filter(|_| !status.success())
+}
+
 /// prune killed with SIGKILL at random moments: every kept snapshot stays
 /// whole (check --read-data, restore), and the next prune finishes the job.
 /// COFFER_KILLS sets how many kills (default 8); each round of garbage
@@ -275,14 +315,16 @@ fn prune_killed_at_random_moments_leaves_every_kept_snapshot_whole() {
             if before == left_by_full_prune || killed >= kills {
                 break;
             }
-            let mut child = env.admin_cmd("prune", &[]).spawn().unwrap();
-            // Spread the kills over the run: 10% .. 90% of its length.
-            let at = whole.mul_f64(0.1 + 0.8 * ((attempt * 37 % 9) as f64 / 9.0));
-            std::thread::sleep(at);
-            let finished = child.try_wait().unwrap().is_some();
-            let _ = child.kill();
-            let _ = child.wait();
-            if !finished {
+            // Even attempts kill at a moment spread over the run (10% ..
+            // 90% of its length: mostly the walk, as deletes are quick
+            // here); odd ones right after the k-th delete it logs.
+            let pick = attempt * 37 % 9;
+            let at = if attempt % 2 == 0 {
+                kill_after_time(&env, whole.mul_f64(0.1 + 0.8 * (pick as f64 / 9.0)))
+            } else {
+                kill_after_deletes(&env, pick as usize * (before - left_by_full_prune) / 9)
+            };
+            if at.is_some() {
                 killed += 1;
             }
             let after = files(&data).len();
@@ -291,7 +333,7 @@ fn prune_killed_at_random_moments_leaves_every_kept_snapshot_whole() {
             }
             let check = env.admin("check", &["--read-data"]);
             let text = String::from_utf8_lossy(&check.stdout);
-            assert!(check.status.success(), "after a kill at {at:?}: {text}");
+            assert!(check.status.success(), "after a kill {at:?}: {text}");
             let out = env.path(&format!("out{killed}"));
             env.restore("latest", &out);
             assert_same_tree(&src, &under(&out, &src));

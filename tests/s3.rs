@@ -501,4 +501,26 @@ fn mount_gives_eio_while_the_store_fails_and_recovers_when_it_heals() {
     }
     let (code, log) = m.unmount();
     assert_eq!(code, Some(0), "{log}");
+
+    // A backup while the store holds every request: it gives up within
+    // its retry budget and names the object; no snapshot; healed, the next
+    // backup completes and everything checks.
+    write(&src.join("new"), &random_bytes(50, 300_000));
+    proxy.stall_ms.store(3000, Ordering::Relaxed);
+    let started = std::time::Instant::now();
+    let out = env.writer_cmd(&[src.to_str().unwrap()]).output().unwrap();
+    let took = started.elapsed();
+    proxy.stall_ms.store(0, Ordering::Relaxed);
+    let said = text(&out);
+    assert_ne!(out.status.code(), Some(0), "{said}");
+    assert!(said.contains("s3://healing/r/"), "{said}");
+    assert!(took < Duration::from_secs(60), "{took:?}: {said}");
+    eprintln!("backup against a stalled store failed in {took:?}: {said}");
+    assert_eq!(env.snapshots().len(), 1);
+    env.backup(&[&src], &[]);
+    assert_eq!(env.snapshots().len(), 2);
+    env.admin_ok("check", &["--read-data"]);
+    let out = env.path("out");
+    env.restore("latest", &out);
+    assert_same_tree(&src, &under(&out, &src));
 }

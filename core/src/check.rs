@@ -8,7 +8,7 @@ use crate::backend::ObjectKind;
 use crate::error::Result;
 use crate::id::{BlobId, PackId};
 use crate::repository::{root_entry, Repository};
-use crate::tree::{Kind, Location, Tree};
+use crate::tree::{Kind, Location, Tree, MAX_DEPTH};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use std::collections::{HashMap, HashSet};
 
@@ -66,7 +66,8 @@ const CHUNK_READS: usize = 8;
 /// [`TREE_READS`] at once, breadth first; walk them depth first (no I/O),
 /// checking every reference against the pack listing and collecting the
 /// chunks to read; with read-data, read those [`CHUNK_READS`] at once.
-/// Memory: the trees of one snapshot, at most.
+/// Each step is linear in the snapshot's distinct trees, however often
+/// they are referenced. Memory: the trees of one snapshot, at most.
 pub async fn check(repo: &Repository, opts: CheckOptions) -> Result<CheckReport> {
     let packs = repo.pack_sizes().await?;
     let mut checker = Checker {
@@ -77,6 +78,7 @@ pub async fn check(repo: &Repository, opts: CheckOptions) -> Result<CheckReport>
         verified: HashSet::new(),
         clean: HashSet::new(),
         trees: HashMap::new(),
+        walked: HashMap::new(),
         reads: Vec::new(),
         whole_if_read: Vec::new(),
         report: CheckReport {
@@ -97,6 +99,7 @@ pub async fn check(repo: &Repository, opts: CheckOptions) -> Result<CheckReport>
                     checker.walk(loc, String::from("/"));
                     checker.read_chunks(repo).await;
                     checker.trees.clear();
+                    checker.walked.clear();
                 }
             }
             Err(e) => checker.damaged(String::new(), e.to_string()),
@@ -114,6 +117,51 @@ struct ChunkRead {
     loc: Location,
 }
 
+/// What the walk found below a tree.
+#[derive(Debug, Clone, Copy)]
+struct Verdict {
+    /// Everything below it was found whole (so far).
+    whole: bool,
+    /// Chunks below it were queued for reading.
+    queued: bool,
+}
+
+impl Verdict {
+    const WHOLE: Self = Self {
+        whole: true,
+        queued: false,
+    };
+    const DAMAGED: Self = Self {
+        whole: false,
+        queued: false,
+    };
+
+    /// Adds a child's verdict.
+    fn join(&mut self, child: Self) {
+        self.whole &= child.whole;
+        self.queued |= child.queued;
+    }
+}
+
+/// A tree being walked: the entries left to check and what the checked
+/// ones showed.
+struct Frame {
+    id: BlobId,
+    path: String,
+    tree: Tree,
+    /// The next entry to check.
+    next: usize,
+    verdict: Verdict,
+}
+
+/// What [`Checker::enter`] found.
+enum Enter {
+    /// A tree to walk.
+    Open(Frame),
+    /// A tree not to walk (again).
+    Known(Verdict),
+}
+
 struct Checker<'a> {
     packs: &'a HashMap<PackId, u64>,
     /// With read-data: chunks whose id's first 4 bytes are at most this
@@ -123,8 +171,12 @@ struct Checker<'a> {
     verified: HashSet<BlobId>,
     /// Trees whose whole subtree was found whole: not read again.
     clean: HashSet<BlobId>,
-    /// The current snapshot's trees, fetched (or the read's error).
+    /// The current snapshot's trees, fetched (or the read's error); each
+    /// leaves when the walk reaches it.
     trees: HashMap<BlobId, std::result::Result<Tree, String>>,
+    /// The current snapshot's trees the walk reached: `None` while being
+    /// walked, then the verdict.
+    walked: HashMap<BlobId, Option<Verdict>>,
     /// The current snapshot's chunks to read, in walk order.
     reads: Vec<ChunkRead>,
     /// Trees found whole but for chunks still to read: whole once those
@@ -248,67 +300,118 @@ impl Checker<'_> {
         Ok(queued)
     }
 
-    /// Checks the tree at `loc` (the directory `path`) and everything below
-    /// it from the fetched trees: (all of it whole so far, chunks of it
-    /// queued for reading). A subtree with chunks still to read is not
-    /// remembered as whole yet.
-    fn walk(&mut self, loc: Location, path: String) -> (bool, bool) {
-        if self.clean.contains(&loc.id) {
-            return (true, false);
-        }
-        if let Err(problem) = self.stored(&loc) {
-            self.damaged(path, format!("directory listing lost: {problem}"));
-            return (false, false);
-        }
-        let tree = match self.trees.remove(&loc.id) {
-            Some(Ok(tree)) => tree,
-            Some(Err(e)) => {
-                let problem = format!("directory listing unreadable: {e}");
-                self.damaged(path, problem);
-                // Another path may hold the same tree: report it there too.
-                self.trees.insert(loc.id, Err(e));
-                return (false, false);
-            }
-            None => {
-                self.damaged(path, "directory listing was not read".into());
-                return (false, false);
-            }
+    /// Checks the tree at `root` (the directory `path`) and everything
+    /// below it from the fetched trees, depth first with a stack of its
+    /// own: a tree's verdict is known once its last entry is. Each tree is
+    /// walked once per snapshot, however many paths reach it (a subtree
+    /// named from many places costs one walk, and its damage is reported
+    /// at the first path only), and once ever if it proves whole.
+    fn walk(&mut self, root: Location, path: String) {
+        let mut stack = match self.enter(root, path, 0) {
+            Enter::Open(frame) => vec![frame],
+            Enter::Known(_) => return,
         };
-        self.report.trees += 1;
-        let (mut whole, mut queued) = (true, false);
-        for entry in &tree.entries {
+        while let Some(top) = stack.last_mut() {
+            let Some(entry) = top.tree.entries.get(top.next) else {
+                let Some(done) = stack.pop() else { break };
+                let verdict = self.leave(done);
+                if let Some(parent) = stack.last_mut() {
+                    parent.verdict.join(verdict);
+                }
+                continue;
+            };
+            top.next += 1;
             let child = format!(
                 "{}{}{}",
-                path,
-                if path.ends_with('/') { "" } else { "/" },
+                top.path,
+                if top.path.ends_with('/') { "" } else { "/" },
                 String::from_utf8_lossy(&entry.name)
             );
             match (entry.kind, entry.subtree) {
                 (Kind::Dir, Some(sub)) => {
-                    let (w, q) = self.walk(sub, child);
-                    whole &= w;
-                    queued |= q;
-                }
-                (Kind::File, _) => match self.file(&child, &entry.chunks) {
-                    Ok(q) => queued |= q,
-                    Err(problem) => {
-                        self.damaged(child, problem);
-                        whole = false;
+                    let depth = stack.len();
+                    match self.enter(sub, child, depth) {
+                        Enter::Open(frame) => stack.push(frame),
+                        Enter::Known(verdict) => {
+                            if let Some(top) = stack.last_mut() {
+                                top.verdict.join(verdict);
+                            }
+                        }
                     }
-                },
+                }
+                (Kind::File, _) => {
+                    let found = self.file(&child, &entry.chunks);
+                    match found {
+                        Ok(queued) => top.verdict.queued |= queued,
+                        Err(problem) => {
+                            top.verdict.whole = false;
+                            self.damaged(child, problem);
+                        }
+                    }
+                }
                 _ => {}
             }
         }
-        if whole && !queued {
-            self.clean.insert(loc.id);
-        } else {
-            if whole {
-                self.whole_if_read.push(loc.id);
-            }
-            // Another path may hold the same tree: walk it there too.
-            self.trees.insert(loc.id, Ok(tree));
+    }
+
+    /// Starts on the tree at `loc` (the directory `path`, `depth` levels
+    /// below the root): its frame, or its verdict when that is known
+    /// already (whole before, walked in this snapshot, or damaged: then
+    /// reported here).
+    fn enter(&mut self, loc: Location, path: String, depth: usize) -> Enter {
+        if self.clean.contains(&loc.id) {
+            return Enter::Known(Verdict::WHOLE);
         }
-        (whole, queued)
+        if let Some(walked) = self.walked.get(&loc.id) {
+            // `None`: still being walked, so it contains itself. Keyed
+            // hashes make that unbuildable; it is damage all the same.
+            let Some(verdict) = *walked else {
+                self.damaged(path, "directory contains itself".into());
+                return Enter::Known(Verdict::DAMAGED);
+            };
+            return Enter::Known(verdict);
+        }
+        let problem = if depth >= MAX_DEPTH {
+            Some(format!(
+                "directories nested deeper than {MAX_DEPTH}: not a snapshot coffer writes"
+            ))
+        } else if let Err(problem) = self.stored(&loc) {
+            Some(format!("directory listing lost: {problem}"))
+        } else {
+            match self.trees.remove(&loc.id) {
+                Some(Ok(tree)) => {
+                    self.report.trees += 1;
+                    self.walked.insert(loc.id, None);
+                    return Enter::Open(Frame {
+                        id: loc.id,
+                        path,
+                        tree,
+                        next: 0,
+                        verdict: Verdict::WHOLE,
+                    });
+                }
+                Some(Err(e)) => Some(format!("directory listing unreadable: {e}")),
+                None => Some("directory listing was not read".into()),
+            }
+        };
+        if let Some(problem) = problem {
+            self.damaged(path, problem);
+        }
+        self.walked.insert(loc.id, Some(Verdict::DAMAGED));
+        Enter::Known(Verdict::DAMAGED)
+    }
+
+    /// Records the verdict on a tree whose entries are all checked. A tree
+    /// with chunks still to read is not remembered as whole yet.
+    fn leave(&mut self, frame: Frame) -> Verdict {
+        let v = frame.verdict;
+        if v.whole && !v.queued {
+            self.clean.insert(frame.id);
+        } else if v.whole {
+            self.whole_if_read.push(frame.id);
+        }
+        self.walked.insert(frame.id, Some(v));
+        v
     }
 
     /// Reads and verifies the queued chunks (each distinct one once), and

@@ -6,9 +6,11 @@
 //! Directories end with `/`; an added or removed directory lists everything
 //! below it too.
 
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::id::BlobId;
 use crate::repository::Repository;
-use crate::tree::{Entry, Kind, Tree};
+use crate::tree::{Entry, Kind, Tree, MAX_DEPTH};
+use std::collections::HashSet;
 use std::future::Future;
 use std::pin::Pin;
 
@@ -61,6 +63,9 @@ pub async fn diff(
         repo,
         stats: DiffStats::default(),
         out,
+        depth: 0,
+        changes: 0,
+        alike: HashSet::new(),
     };
     d.dirs(a, b, path).await?;
     Ok(d.stats)
@@ -70,10 +75,27 @@ struct Differ<'a, 'o> {
     repo: &'a Repository,
     stats: DiffStats,
     out: &'o mut dyn FnMut(Change, &str),
+    /// Directories entered, so far down: each one is a boxed future on
+    /// the stack, so a hostile nesting is refused, not followed.
+    depth: usize,
+    /// Changes reported so far.
+    changes: u64,
+    /// Pairs of trees compared and found to differ in nothing reported:
+    /// met again (one subtree named from many places), they are skipped,
+    /// so the work is bounded by the distinct pairs plus the output.
+    alike: HashSet<(Option<BlobId>, Option<BlobId>)>,
 }
 
 impl Differ<'_, '_> {
-    async fn tree(&mut self, e: &Entry) -> Result<Tree> {
+    /// Reads the tree of directory `e`, found at `path`, `self.depth`
+    /// directories down.
+    async fn tree(&mut self, e: &Entry, path: &str) -> Result<Tree> {
+        if self.depth >= MAX_DEPTH {
+            return Err(Error::damaged(
+                path.to_string(),
+                format!("directories nested deeper than {MAX_DEPTH}: not a snapshot coffer writes"),
+            ));
+        }
         match &e.subtree {
             Some(loc) => {
                 self.stats.trees_read += 1;
@@ -90,11 +112,14 @@ impl Differ<'_, '_> {
         path: &'s str,
     ) -> BoxFuture<'s, Result<()>> {
         Box::pin(async move {
-            if a.subtree.map(|l| l.id) == b.subtree.map(|l| l.id) {
+            let pair = (a.subtree.map(|l| l.id), b.subtree.map(|l| l.id));
+            if pair.0 == pair.1 || self.alike.contains(&pair) {
                 self.stats.trees_skipped += 1;
                 return Ok(());
             }
-            let (ta, tb) = (self.tree(a).await?, self.tree(b).await?);
+            let changes = self.changes;
+            let (ta, tb) = (self.tree(a, path).await?, self.tree(b, path).await?);
+            self.depth += 1;
             let (mut i, mut j) = (0, 0);
             while i < ta.entries.len() || j < tb.entries.len() {
                 let order = match (ta.entries.get(i), tb.entries.get(j)) {
@@ -118,8 +143,18 @@ impl Differ<'_, '_> {
                     }
                 }
             }
+            self.depth -= 1;
+            if self.changes == changes {
+                self.alike.insert(pair);
+            }
             Ok(())
         })
+    }
+
+    /// Reports one change.
+    fn emit(&mut self, change: Change, path: &str) {
+        self.changes += 1;
+        (self.out)(change, path);
     }
 
     async fn pair(&mut self, a: &Entry, b: &Entry, parent: &str) -> Result<()> {
@@ -142,9 +177,9 @@ impl Differ<'_, '_> {
         };
         let meta = a.mode != b.mode || a.uid != b.uid || a.gid != b.gid || a.mtime_ns != b.mtime_ns;
         if content {
-            (self.out)(Change::Modified, &path);
+            self.emit(Change::Modified, &path);
         } else if meta {
-            (self.out)(Change::Metadata, &path);
+            self.emit(Change::Metadata, &path);
         }
         if a.kind == Kind::Dir {
             self.dirs(a, b, &path).await?;
@@ -161,12 +196,14 @@ impl Differ<'_, '_> {
     ) -> BoxFuture<'s, Result<()>> {
         Box::pin(async move {
             let path = join(parent, e);
-            (self.out)(change, &path);
+            self.emit(change, &path);
             if e.kind == Kind::Dir {
-                let tree = self.tree(e).await?;
+                let tree = self.tree(e, &path).await?;
+                self.depth += 1;
                 for child in &tree.entries {
                     self.all(child, &path, change).await?;
                 }
+                self.depth -= 1;
             }
             Ok(())
         })

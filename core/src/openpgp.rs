@@ -49,6 +49,17 @@ use openpgp::{Cert, KeyHandle};
 static POLICY: StandardPolicy<'static> = StandardPolicy::new();
 const SYM: SymmetricAlgorithm = SymmetricAlgorithm::AES256;
 
+thread_local! {
+    /// Set while sequoia parses a message inside `catch_unwind`.
+    static GUARDED_PARSE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether this thread is parsing a message whose panic is caught and
+/// becomes a damaged-object error: for a panic hook, which should not
+/// print such a panic as a crash.
+pub fn in_guarded_parse() -> bool {
+    GUARDED_PARSE.with(std::cell::Cell::get)
+}
 /// A new admin key, as armored secret key and armored certificate.
 pub struct GeneratedKey {
     /// The armored transferable secret key (keep it secret).
@@ -551,7 +562,10 @@ impl Opener {
                 .map_err(|e| Error::damaged(object, format!("cannot decrypt: {e}")))?;
             Ok((out, decryptor.into_helper()))
         });
-        let (out, helper) = std::panic::catch_unwind(run).unwrap_or_else(|_| {
+        GUARDED_PARSE.with(|g| g.set(true));
+        let caught = std::panic::catch_unwind(run);
+        GUARDED_PARSE.with(|g| g.set(false));
+        let (out, helper) = caught.unwrap_or_else(|_| {
             Err(Error::damaged(
                 object,
                 "malformed OpenPGP message (the parser gave up on it)",

@@ -147,6 +147,9 @@ async fn delete_packs(
     report: &mut PruneReport,
 ) -> Result<HashSet<PackId>> {
     let backend = repo.backend();
+    if !dry_run && !candidates.is_empty() {
+        tracing::info!("deleting up to {} unreferenced packs", candidates.len());
+    }
     let mut work = futures_util::stream::iter(candidates)
         .map(|(id, info)| async move {
             let key = pack_key(&id);
@@ -156,6 +159,7 @@ async fn delete_packs(
             }
             if !dry_run {
                 backend.delete(&key).await?;
+                tracing::debug!("deleted {key}");
             }
             Ok::<_, Error>((id, info.size, None))
         })
@@ -207,9 +211,9 @@ async fn prune_indexes(
             continue;
         }
         if !dry_run {
-            repo.backend()
-                .delete(&ObjectKey::new(ObjectKind::Index, info.name))
-                .await?;
+            let key = ObjectKey::new(ObjectKind::Index, info.name);
+            repo.backend().delete(&key).await?;
+            tracing::debug!("deleted {key}");
         }
         report.indexes_deleted += 1;
     }

@@ -113,6 +113,7 @@ pub async fn restore(
     prepare_target(&opts.target, opts.overwrite)?;
     let is_root = unsafe { libc::geteuid() } == 0;
     let (tx, rx) = mpsc::channel(QUEUED_FETCHES);
+    let unfinished = Arc::new(Unfinished::default());
     let mut walk = Walk {
         repo,
         progress: opts.progress.clone(),
@@ -123,6 +124,7 @@ pub async fn restore(
         open: Vec::new(),
         dirs: Vec::new(),
         lost_dirs: HashSet::new(),
+        unfinished: unfinished.clone(),
     };
     let mut writer = FileWriter {
         repo: repo.clone(),
@@ -154,7 +156,16 @@ pub async fn restore(
         } = walk;
         Ok::<_, Error>((stats, dirs, lost_dirs))
     };
-    let ((mut stats, dirs, lost_dirs), ()) = tokio::try_join!(walked, writer.run(rx))?;
+    let ((mut stats, dirs, lost_dirs), ()) = match tokio::try_join!(walked, writer.run(rx)) {
+        Ok(done) => done,
+        Err(e) => {
+            let removed = unfinished.remove_all();
+            if removed > 0 {
+                tracing::warn!("removed {removed} partly written files");
+            }
+            return Err(e);
+        }
+    };
     for (entry, dest) in dirs.iter().rev() {
         if lost_dirs.contains(dest) {
             // Made empty, its tree unreadable: not left looking restored.
@@ -202,10 +213,12 @@ struct FileJob {
     /// A part's data was damaged: the file is removed once all parts are
     /// through.
     failed: AtomicBool,
+    /// Where the file is listed while it is being written.
+    unfinished: Arc<Unfinished>,
 }
 
 impl FileJob {
-    fn new(entry: Entry, dest: PathBuf) -> Self {
+    fn new(entry: Entry, dest: PathBuf, unfinished: Arc<Unfinished>) -> Self {
         // Each chunk starts where the one before it ends.
         let offsets = std::iter::once(0)
             .chain(entry.chunk_ends())
@@ -219,6 +232,7 @@ impl FileJob {
             out: Mutex::new(None),
             parts_left: AtomicUsize::new(parts),
             failed: AtomicBool::new(false),
+            unfinished,
         }
     }
 
@@ -228,9 +242,63 @@ impl FileJob {
         if let Some(file) = &*out {
             return Ok(file.clone());
         }
-        let file = Arc::new(create(&self.dest)?);
+        let file = Arc::new(self.unfinished.create(&self.dest)?);
         *out = Some(file.clone());
         Ok(file)
+    }
+}
+
+/// The files created and not finished yet. A restore that stops on an
+/// error (the target is full, the repository unreachable) removes them:
+/// a file whose later part was written first has its full size, and must
+/// not be left looking restored.
+#[derive(Default)]
+struct Unfinished {
+    inner: Mutex<UnfinishedFiles>,
+}
+
+#[derive(Default)]
+struct UnfinishedFiles {
+    /// The restore stopped: no file may be created any more (a decode
+    /// task still running would otherwise make one after the cleanup).
+    stopped: bool,
+    paths: HashSet<PathBuf>,
+}
+
+impl Unfinished {
+    /// Creates `dest` (new) and lists it.
+    fn create(&self, dest: &Path) -> Result<std::fs::File> {
+        let mut files = lock(&self.inner);
+        if files.stopped {
+            return Err(Error::Path(format!(
+                "{}: not created, the restore stopped",
+                dest.display()
+            )));
+        }
+        let file = create(dest)?;
+        files.paths.insert(dest.to_path_buf());
+        Ok(file)
+    }
+
+    /// `dest` is complete (or removed).
+    fn finished(&self, dest: &Path) {
+        lock(&self.inner).paths.remove(dest);
+    }
+
+    /// Stops all creating and removes every file listed; how many.
+    fn remove_all(&self) -> usize {
+        let mut files = lock(&self.inner);
+        files.stopped = true;
+        let paths = std::mem::take(&mut files.paths);
+        for path in &paths {
+            if let Err(e) = std::fs::remove_file(path) {
+                tracing::warn!(
+                    "{}: could not remove the unfinished file: {e}",
+                    path.display()
+                );
+            }
+        }
+        paths.len()
     }
 }
 
@@ -337,6 +405,8 @@ struct Walk<'a> {
     dirs: Vec<(Entry, PathBuf)>,
     /// Directories whose tree could not be read (damaged or missing).
     lost_dirs: HashSet<PathBuf>,
+    /// The files being written.
+    unfinished: Arc<Unfinished>,
 }
 
 impl Walk<'_> {
@@ -412,7 +482,7 @@ impl Walk<'_> {
         if let Some(p) = &self.progress {
             p.add_total(entry.size);
         }
-        let file = Arc::new(FileJob::new(entry, dest));
+        let file = Arc::new(FileJob::new(entry, dest, self.unfinished.clone()));
         match file.entry.chunks.as_slice() {
             [] => {
                 if self.open.is_empty() {
@@ -727,6 +797,7 @@ fn write_part(
     }
     // Every other part is through and its handle dropped: this closes it.
     drop(lock(&job.out).take());
+    job.unfinished.finished(&job.dest);
     if job.failed.load(Ordering::Acquire) {
         // Never leave a file with holes where its data should be.
         return match std::fs::remove_file(&job.dest) {
@@ -873,7 +944,7 @@ mod tests {
             chunks: chunks.iter().map(|c| loc(1, 0, c.len() as u64)).collect(),
             subtree: None,
         };
-        Arc::new(FileJob::new(entry, dest.to_path_buf()))
+        Arc::new(FileJob::new(entry, dest.to_path_buf(), Arc::default()))
     }
 
     #[test]
@@ -900,6 +971,46 @@ mod tests {
         use std::os::unix::fs::MetadataExt;
         assert_eq!((meta.mode() & 0o777, meta.mtime()), (0o640, 1_000_000_000));
         assert!(lock(&file.out).is_none(), "the file was closed");
+    }
+
+    #[test]
+    fn a_stopped_restore_removes_its_unfinished_files_and_creates_no_more() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let chunks = [b"first ".to_vec(), b"second ".to_vec(), b"third".to_vec()];
+        let (done, half, later) = (
+            dir.path().join("done"),
+            dir.path().join("half"),
+            dir.path().join("later"),
+        );
+        let unfinished = Arc::new(Unfinished::default());
+        let job = |dest: &Path| {
+            let mut file = three_part_file(dest, &chunks);
+            Arc::get_mut(&mut file).expect("one owner").unfinished = unfinished.clone();
+            file
+        };
+        let mut stats = RestoreStats::default();
+        let mut write = |file: &Arc<FileJob>, index: usize| {
+            let part = Part {
+                file: file.clone(),
+                chunk: Some(index),
+            };
+            write_part(&part, Ok(chunks[index].clone()), false, None, &mut stats)
+        };
+        let done_job = job(&done);
+        for index in 0..3 {
+            write(&done_job, index).expect("write");
+        }
+        // The last part first: the file has its full size, holes before.
+        let half_job = job(&half);
+        write(&half_job, 2).expect("write");
+        assert_eq!(std::fs::metadata(&half).expect("stat").len(), 18);
+
+        assert_eq!(unfinished.remove_all(), 1);
+        assert!(!half.exists(), "a partly written file was left");
+        assert_eq!(std::fs::read(&done).expect("read"), b"first second third");
+        let err = write(&job(&later), 0).expect_err("created after the stop");
+        assert!(err.to_string().contains("the restore stopped"), "{err}");
+        assert!(!later.exists());
     }
 
     #[test]
@@ -952,6 +1063,7 @@ mod tests {
                 subtree: None,
             },
             PathBuf::from("f"),
+            Arc::default(),
         ));
         let mut fetch = Fetch::new();
         assert!(fetch.can_take(&loc(1, 100, 10)));

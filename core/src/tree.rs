@@ -185,6 +185,12 @@ impl Entry {
     }
 }
 
+/// The deepest a snapshot may nest directories. A writer walks by full
+/// path, so what it stores is bounded by PATH_MAX (4096 bytes: at most
+/// 2048 levels); readers that build paths refuse anything deeper as
+/// damage rather than spend memory quadratic in the depth.
+pub const MAX_DEPTH: usize = 4096;
+
 /// Whether `name` is one safe path component: not empty, not `.` or `..`,
 /// no `/` and no NUL.
 pub fn is_safe_name(name: &[u8]) -> bool {

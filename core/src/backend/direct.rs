@@ -30,8 +30,18 @@ pub const DIRECT_MIN: usize = 1 << 20;
 /// Creates `path` (which must not exist), writes `data` into it and fsyncs
 /// it; large data goes past the page cache where the filesystem allows.
 pub fn write_new_synced(path: &Path, data: &[u8]) -> io::Result<()> {
+    write_new_synced_by(path, data, write_direct)
+}
+
+/// [`write_new_synced`] with its direct write given (tests stand in one
+/// that fails as a filesystem without direct I/O would).
+fn write_new_synced_by(
+    path: &Path,
+    data: &[u8],
+    direct: impl FnOnce(&Path, &[u8]) -> io::Result<()>,
+) -> io::Result<()> {
     if data.len() >= DIRECT_MIN {
-        match write_direct(path, data) {
+        match direct(path, data) {
             Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
                 // This filesystem (or this buffer) does not take direct
                 // I/O: start over, buffered. (With O_CREAT|O_EXCL an
@@ -92,6 +102,26 @@ mod tests {
             write_new_synced(&path, &data).expect("write");
             assert_eq!(fs::read(&path).expect("read back"), data, "length {len}");
         }
+    }
+
+    #[test]
+    fn a_refused_direct_write_starts_over_buffered() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let data: Vec<u8> = (0..DIRECT_MIN + 5).map(|j| (j * 7) as u8).collect();
+        let path = dir.path().join("f");
+        // As a filesystem without O_DIRECT: the file made, part written,
+        // then EINVAL.
+        let refuse = |p: &Path, d: &[u8]| {
+            fs::write(p, &d[..100])?;
+            Err(io::Error::from_raw_os_error(libc::EINVAL))
+        };
+        write_new_synced_by(&path, &data, refuse).expect("buffered write");
+        assert_eq!(fs::read(&path).expect("read back"), data);
+        // Any other error is the caller's (local.rs removes the file).
+        let other = dir.path().join("g");
+        let fail = |_: &Path, _: &[u8]| Err(io::Error::from_raw_os_error(libc::EIO));
+        let err = write_new_synced_by(&other, &data, fail).expect_err("EIO");
+        assert_eq!(err.raw_os_error(), Some(libc::EIO));
     }
 
     #[test]
