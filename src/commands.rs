@@ -7,7 +7,9 @@ use anyhow::{bail, Context, Result};
 use coffer_core::backend::s3::{LockMode, ObjectLock, S3WriteOptions};
 use coffer_core::backend::{self, ObjectKey};
 use coffer_core::config::{RepoConfig, RepoSettings, WriterKey};
+use coffer_core::id::ObjectId;
 use coffer_core::keyfile::{self, ModeCheck};
+use coffer_core::known::{KnownRepositories, Pin};
 use coffer_core::openpgp::{self, SecretKeys};
 use coffer_core::repository::Repository;
 use coffer_core::restore::{self, RestoreOptions};
@@ -73,7 +75,9 @@ pub fn init(rt: &Runtime, a: &InitArgs) -> Result<Outcome> {
         },
     )?;
     writer_key.write_new(&a.writer_key_out)?;
-    let stored = rt.block_on(backend.put_new(&ObjectKey::config(), config.to_json()));
+    let config_bytes = config.to_json();
+    let digest = ObjectId::of_bytes(&config_bytes);
+    let stored = rt.block_on(backend.put_new(&ObjectKey::config(), config_bytes));
     if let Err(e) = stored {
         let _ = std::fs::remove_file(&a.writer_key_out);
         return Err(match e {
@@ -84,6 +88,8 @@ pub fn init(rt: &Runtime, a: &InitArgs) -> Result<Outcome> {
             e => anyhow::Error::new(e).context("storing the repository config"),
         });
     }
+    // This host made it: the surest first use there is.
+    pin_config(&a.repo.repo, &digest)?;
     eprintln!(
         "repository {} created at {}; give {} to backup hosts (it can write, never read)",
         config.id,
@@ -237,7 +243,50 @@ pub fn open_repo(rt: &Runtime, repo: &RepoArg, key: &SecretKeyArgs) -> Result<Re
     let check = mode_check(key.insecure_key_permissions);
     let keys = SecretKeys::from_file(&key.key, passphrase.as_deref(), check)?;
     let backend = rt.block_on(backend::open(&repo.repo, Default::default()))?;
-    Ok(rt.block_on(Repository::open(backend, keys))?)
+    let opened = rt.block_on(Repository::open(backend, keys))?;
+    pin_config(&repo.repo, opened.config_digest())?;
+    Ok(opened)
+}
+
+/// Checks the repository's config against this host's pin for its
+/// location, pinning it on first use (core/src/known.rs).
+fn pin_config(repo: &str, digest: &ObjectId) -> Result<()> {
+    let Some(known) = known_repositories() else {
+        tracing::warn!("neither COFFER_KNOWN_REPOSITORIES nor HOME is set: config not pinned");
+        return Ok(());
+    };
+    if known.check(&repo_location(repo), digest)? == Pin::New {
+        tracing::info!("pinned the config of {repo} in {}", known.path().display());
+    }
+    Ok(())
+}
+
+/// This host's pins: COFFER_KNOWN_REPOSITORIES, else
+/// `$XDG_CONFIG_HOME/coffer/known_repositories`, else
+/// `~/.config/coffer/known_repositories`.
+fn known_repositories() -> Option<KnownRepositories> {
+    let var = |name| std::env::var_os(name).filter(|v| !v.is_empty());
+    if let Some(file) = var("COFFER_KNOWN_REPOSITORIES") {
+        return Some(KnownRepositories::new(file));
+    }
+    let dir = match var("XDG_CONFIG_HOME") {
+        Some(d) => PathBuf::from(d),
+        None => PathBuf::from(var("HOME")?).join(".config"),
+    };
+    Some(KnownRepositories::new(
+        dir.join("coffer/known_repositories"),
+    ))
+}
+
+/// A repository's location as pinned: an S3 URL as given, a local
+/// directory by its canonical path.
+fn repo_location(repo: &str) -> String {
+    if repo.starts_with("s3://") {
+        return repo.trim_end_matches('/').to_string();
+    }
+    std::fs::canonicalize(repo)
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| repo.to_string())
 }
 
 fn read_passphrase(key: &SecretKeyArgs) -> Result<Option<String>> {

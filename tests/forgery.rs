@@ -144,3 +144,55 @@ fn snapshots_stored_without_the_writer_key_are_rejected_everywhere() {
         assert!(said.contains(&format!("snapshots/{name}")), "{said}");
     }
 }
+
+/// A config replaced after this host first used the repository (by
+/// someone who can write to the store: it lists the keys that make
+/// snapshots genuine) stops every reader; init pinned it already.
+#[test]
+fn a_replaced_config_is_refused_by_a_host_that_used_the_repository() {
+    let env = Env::new();
+    let src = env.path("src");
+    write(&src.join("f"), b"genuine\n");
+    env.backup(&[&src], &[]);
+    let known = env.path("xdg-config/coffer/known_repositories");
+    let pins = std::fs::read_to_string(&known).unwrap();
+    assert_eq!(pins.lines().count(), 1, "init pins: {pins}");
+    env.admin_ok("snapshots", &[]);
+
+    // Another repository's config, keys and all, put in its place.
+    let other = env.path("other");
+    let made = env.run(&[
+        "init",
+        "--repo",
+        other.to_str().unwrap(),
+        "--recipient",
+        "admin.cert",
+        "--writer-key-out",
+        "other-writer.key",
+    ]);
+    assert!(made.status.success(), "{}", text(&made));
+    std::fs::copy(other.join("config"), env.path("repo/config")).unwrap();
+    for (cmd, args) in [
+        ("snapshots", vec![]),
+        ("check", vec![]),
+        ("restore", vec!["latest", "--target", "out"]),
+    ] {
+        let out = env.admin(cmd, &args);
+        let said = text(&out);
+        assert_eq!(out.status.code(), Some(2), "{cmd}: {said}");
+        assert!(said.contains("not the one this host saw first"), "{said}");
+        assert!(said.contains(known.to_str().unwrap()), "{said}");
+    }
+    assert!(!env.path("out").exists());
+
+    // A host that never used it has nothing to compare with: it pins what
+    // it finds, and then only the forgery check stands between.
+    let out = env
+        .admin_cmd("snapshots", &["--json"])
+        .env("COFFER_KNOWN_REPOSITORIES", env.path("fresh-host"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "[]");
+    assert!(text(&out).contains("forged"), "{}", text(&out));
+}

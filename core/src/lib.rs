@@ -27,6 +27,7 @@ pub mod forget;
 pub mod id;
 pub mod index;
 pub mod keyfile;
+pub mod known;
 pub mod openpgp;
 pub mod progress;
 pub mod prune;

@@ -541,8 +541,8 @@ impl Opener {
     ///
     /// sequoia 2.4 panics on some malformed messages (found by fuzzing: a
     /// SEIPD v1 packet too short for its prefix and MDC hits an `unwrap` in
-    /// `PacketParser::decrypt_`); a panic there is damage to `object`, never
-    /// the end of the process.
+    /// `PacketParser::decrypt_`; docs/upstream/ holds the report to file);
+    /// a panic there is damage to `object`, never the end of the process.
     fn decrypt_with<'a>(
         &'a self,
         object: &str,

@@ -24,12 +24,14 @@ pub struct Repository {
     chunk_key: ChunkIdKey,
     opener: Opener,
     writers: Writers,
+    /// SHA-256 of the `config` object as read.
+    config_digest: ObjectId,
 }
 
 impl Repository {
     /// Reads `config` and unseals the chunk-id key with `keys`.
     pub async fn open(backend: Arc<dyn Backend>, keys: SecretKeys) -> Result<Self> {
-        let config = read_config(backend.as_ref()).await?;
+        let (config, config_digest) = read_config_and_digest(backend.as_ref()).await?;
         let opener = Opener::new(keys);
         let chunk_key = config.unseal_chunk_key(&opener)?;
         let writers = Writers::from_armored(&config.writers)?;
@@ -45,12 +47,19 @@ impl Repository {
             chunk_key,
             opener,
             writers,
+            config_digest,
         })
     }
 
     /// The repository's configuration.
     pub fn config(&self) -> &RepoConfig {
         &self.config
+    }
+
+    /// SHA-256 of the `config` object this repository was opened with
+    /// (what [`crate::known::KnownRepositories`] pins).
+    pub fn config_digest(&self) -> &ObjectId {
+        &self.config_digest
     }
 
     /// Every genuine snapshot, oldest first. Each object's name is checked
@@ -273,6 +282,11 @@ pub fn root_entry(snapshot: &Snapshot) -> Entry {
 
 /// Reads and parses `config`.
 pub async fn read_config(backend: &dyn Backend) -> Result<RepoConfig> {
+    Ok(read_config_and_digest(backend).await?.0)
+}
+
+/// Reads and parses `config`; also its SHA-256.
+async fn read_config_and_digest(backend: &dyn Backend) -> Result<(RepoConfig, ObjectId)> {
     let bytes = backend
         .get(&ObjectKey::config())
         .await
@@ -283,7 +297,10 @@ pub async fn read_config(backend: &dyn Backend) -> Result<RepoConfig> {
             )),
             e => e,
         })?;
-    RepoConfig::from_json(&bytes, "config")
+    Ok((
+        RepoConfig::from_json(&bytes, "config")?,
+        ObjectId::of_bytes(&bytes),
+    ))
 }
 
 fn select_snapshot(all: Vec<SnapshotInfo>, spec: &str) -> Result<SnapshotInfo> {

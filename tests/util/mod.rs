@@ -94,6 +94,7 @@ impl Env {
             "COFFER_KEY",
             "COFFER_WRITER_KEY",
             "COFFER_STATE_DIR",
+            "COFFER_KNOWN_REPOSITORIES",
             "COFFER_KEY_PASSPHRASE",
             "COFFER_LOG",
             "AWS_PROFILE",
@@ -110,6 +111,7 @@ impl Env {
         c.envs(self.vars.iter().map(|(k, v)| (k, v)));
         c.env("HOME", self.dir.path())
             .env("XDG_CACHE_HOME", self.path("cache"))
+            .env("XDG_CONFIG_HOME", self.path("xdg-config"))
             .current_dir(self.dir.path())
             .args(args)
             .stdin(Stdio::null());

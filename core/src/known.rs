@@ -1,0 +1,174 @@
+//! Known repositories: the admin host remembers each repository's `config`
+//! (its SHA-256) the first time it uses the repository, and refuses a
+//! different one later: trust on first use, as ssh's `known_hosts`.
+//!
+//! What it guards: `config` lists the recipients and the writers whose
+//! signatures make a snapshot genuine, so whoever can replace it can have
+//! forged snapshots accepted. Writers cannot (the S3 policy lets them put
+//! only under data/, index/, snapshots/; Object Lock keeps it), but an
+//! attacker with wider access to the store could. A pin turns that into
+//! an error on every host that has used the repository before.
+//!
+//! The file holds one line per repository location, `<sha256-hex>
+//! <location>`; lines starting with `#` are comments. It is only ever
+//! appended to; a user who re-creates a repository at the same location on
+//! purpose removes its line.
+
+use crate::error::{Error, Result};
+use crate::id::ObjectId;
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+/// The pins of one host.
+#[derive(Debug, Clone)]
+pub struct KnownRepositories {
+    path: PathBuf,
+}
+
+/// What [`KnownRepositories::check`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pin {
+    /// First use: the digest is pinned now.
+    New,
+    /// The digest pinned before.
+    Same,
+}
+
+impl KnownRepositories {
+    /// The pins in the file at `path` (made on first pin).
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Self { path: path.into() }
+    }
+
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Checks `digest` (of the config stored at `location`) against the
+    /// one pinned for `location`, pinning it if there is none.
+    pub fn check(&self, location: &str, digest: &ObjectId) -> Result<Pin> {
+        match self.pinned(location)? {
+            Some(pinned) if pinned == *digest => Ok(Pin::Same),
+            Some(pinned) => Err(Error::Config(format!(
+                "the config of {location} is not the one this host saw first (SHA-256 {} \
+                 then, {} now; pinned in {}): someone who can write to the store may have \
+                 replaced it, and with it the keys that make snapshots genuine. If you \
+                 re-created the repository there on purpose, remove its line from that file",
+                pinned.to_hex(),
+                digest.to_hex(),
+                self.path.display()
+            ))),
+            None => {
+                self.pin(location, digest)?;
+                Ok(Pin::New)
+            }
+        }
+    }
+
+    /// The digest pinned for `location` (the first line for it).
+    fn pinned(&self, location: &str) -> Result<Option<ObjectId>> {
+        let text = match std::fs::read_to_string(&self.path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io(&self.path, "reading the known repositories", e)),
+        };
+        for (n, line) in text.lines().enumerate() {
+            let line = line.trim_end();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let Some((hex, at)) = line.split_once(' ') else {
+                return Err(self.malformed(n));
+            };
+            if at == location {
+                return ObjectId::from_hex(hex)
+                    .map(Some)
+                    .ok_or_else(|| self.malformed(n));
+            }
+        }
+        Ok(None)
+    }
+
+    fn malformed(&self, line: usize) -> Error {
+        Error::Config(format!(
+            "{} line {}: expected `<sha256-hex> <repository>`; fix or remove the line",
+            self.path.display(),
+            line + 1
+        ))
+    }
+
+    /// Appends the pin (directory 0700, file 0600, both made if missing).
+    fn pin(&self, location: &str, digest: &ObjectId) -> Result<()> {
+        if location.contains('\n') {
+            return Err(Error::Config(format!(
+                "cannot pin a repository location with a line break: {location:?}"
+            )));
+        }
+        if let Some(dir) = self.path.parent() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(|e| Error::io(dir, "making the directory of known repositories", e))?;
+        }
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .mode(0o600)
+            .open(&self.path)
+            .map_err(|e| Error::io(&self.path, "opening the known repositories", e))?;
+        writeln!(file, "{} {location}", digest.to_hex())
+            .and_then(|()| file.sync_all())
+            .map_err(|e| Error::io(&self.path, "pinning a repository", e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_use_pins_the_same_passes_another_is_refused() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let known = KnownRepositories::new(dir.path().join("coffer/known_repositories"));
+        let (a, b) = (
+            ObjectId::of_bytes(b"config a"),
+            ObjectId::of_bytes(b"config b"),
+        );
+        assert_eq!(known.check("s3://bucket/r", &a).expect("pin"), Pin::New);
+        assert_eq!(
+            known.check("/srv/repo with space", &b).expect("pin"),
+            Pin::New
+        );
+        assert_eq!(known.check("s3://bucket/r", &a).expect("same"), Pin::Same);
+        assert_eq!(
+            known.check("/srv/repo with space", &b).expect("same"),
+            Pin::Same
+        );
+        let err = known.check("s3://bucket/r", &b).expect_err("replaced");
+        let said = err.to_string();
+        assert!(said.contains("s3://bucket/r"), "{said}");
+        assert!(said.contains("known_repositories"), "{said}");
+        // The refused digest is not pinned.
+        assert_eq!(known.check("s3://bucket/r", &a).expect("same"), Pin::Same);
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(known.path())
+            .expect("stat")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn a_malformed_line_is_named() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("known");
+        std::fs::write(&path, "# pins\n\nnot-a-pin\n").expect("write");
+        let err = KnownRepositories::new(&path)
+            .check("x", &ObjectId::of_bytes(b"c"))
+            .expect_err("malformed");
+        assert!(err.to_string().contains("line 3"), "{err}");
+    }
+}
