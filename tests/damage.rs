@@ -151,6 +151,7 @@ fn damaged_packs_cost_only_the_files_that_need_them() {
     assert!(data.len() >= 2, "{all:?}");
     assert_eq!(trees.len(), 1, "{all:?}");
 
+    let mut restored_without_a_pack = 0;
     for (i, pack) in data.iter().enumerate() {
         for how in [Harm::Flip, Harm::Truncate, Harm::Delete] {
             let case = format!("data{i}-{how:?}");
@@ -162,20 +163,27 @@ fn damaged_packs_cost_only_the_files_that_need_them() {
             );
             let (restored, missing) = restore_what_is_whole(&env, &case, &src, &files, &name);
             // One flipped byte is one blob: one file. A cut or deleted pack
-            // costs the files with blobs after the cut or in it, no others:
-            // the other packs' files restore.
+            // costs the files with blobs after the cut or in it, no others
+            // (restore_what_is_whole checks each): which those are depends
+            // on how the workers filled the packs, but some pack's loss
+            // leaves files whole.
             match how {
                 Harm::Flip => assert_eq!(missing, 1, "{case}"),
-                _ => assert!(
-                    missing >= 1 && restored >= 1,
-                    "{case}: {restored} / {missing}"
-                ),
+                _ => assert!(missing >= 1, "{case}: {restored} / {missing}"),
+            }
+            if let Harm::Delete = how {
+                restored_without_a_pack += restored;
             }
             let check = on(&env, &case, "check", &["--read-data"]);
             assert_eq!(check.status.code(), Some(1), "{case}: {}", text(&check));
             assert!(text(&check).contains(&name), "{case}: {}", text(&check));
         }
     }
+
+    assert!(
+        restored_without_a_pack >= 1,
+        "no pack's loss left a file whole"
+    );
 
     // Two data packs swapped: every blob is read from the wrong bytes, and
     // each one is caught (MDC or keyed id), never written.
@@ -296,17 +304,7 @@ fn damaged_snapshots_index_and_config_are_named_and_hide_nothing_else() {
     // config flipped, cut, deleted, or swapped for another repository's:
     // every reader stops with an error that names config (or, for the
     // other repository's, finds no snapshot of its own), exit 1 or 2.
-    let other = env.path("other-repo");
-    let made = env.run(&[
-        "init",
-        "--repo",
-        other.to_str().unwrap(),
-        "--recipient",
-        "admin.cert",
-        "--writer-key-out",
-        "other-writer.key",
-    ]);
-    assert!(made.status.success(), "{}", text(&made));
+    let other = env.init_other_repo("other-repo");
     for how in ["flip", "truncate", "delete", "other"] {
         let case = format!("config-{how}");
         let repo = copy(&env, &case);

@@ -160,17 +160,7 @@ fn a_replaced_config_is_refused_by_a_host_that_used_the_repository() {
     env.admin_ok("snapshots", &[]);
 
     // Another repository's config, keys and all, put in its place.
-    let other = env.path("other");
-    let made = env.run(&[
-        "init",
-        "--repo",
-        other.to_str().unwrap(),
-        "--recipient",
-        "admin.cert",
-        "--writer-key-out",
-        "other-writer.key",
-    ]);
-    assert!(made.status.success(), "{}", text(&made));
+    let other = env.init_other_repo("other");
     std::fs::copy(other.join("config"), env.path("repo/config")).unwrap();
     for (cmd, args) in [
         ("snapshots", vec![]),

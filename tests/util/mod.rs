@@ -69,6 +69,23 @@ impl Env {
         ])
     }
 
+    /// A second local repository `rel` for the same admin (its writer key
+    /// in `other-writer.key`); its path.
+    pub fn init_other_repo(&self, rel: &str) -> PathBuf {
+        let other = self.path(rel);
+        let made = self.run(&[
+            "init",
+            "--repo",
+            other.to_str().expect("UTF-8 scratch path"),
+            "--recipient",
+            "admin.cert",
+            "--writer-key-out",
+            "other-writer.key",
+        ]);
+        assert!(made.status.success(), "init {rel}: {}", text(&made));
+        other
+    }
+
     /// A scratch directory without keys or repository.
     pub fn bare() -> Self {
         Self {
