@@ -1,9 +1,11 @@
 //! Malicious trees: what a compromised writer (one holding writer.key: the
 //! chunk-id key and the signing key) can store. Names with `..`, `/`, NUL or
 //! an absolute path, duplicate or unsorted names, sizes that do not add up,
-//! claims of huge blobs, a symlink pointing out of the target. Restore must
-//! never write outside its target, and no reader may panic or show such a
-//! directory; what is well-formed still restores.
+//! claims of huge blobs, a symlink pointing out of the target; one subtree
+//! named 2^40 times, directories nested past any path; a message that made
+//! the OpenPGP parser panic. Restore must never write outside its target, no
+//! reader may panic or show such a directory, and check must not blow up;
+//! what is well-formed still restores.
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 mod util;
@@ -286,7 +288,7 @@ fn bomb_and_chain(forge: &Forge, levels: usize, depth: usize, bottom: &[u8]) -> 
 }
 
 #[test]
-fn shared_and_deep_trees_cost_check_one_walk_and_fail_readers_cleanly() {
+fn shared_and_deep_trees_cost_check_one_walk_and_break_no_reader() {
     let env = Env::new();
     let forge = Forge::new(&env);
     // 2^40 paths to one file; check walks each distinct tree once.
@@ -330,6 +332,19 @@ fn shared_and_deep_trees_cost_check_one_walk_and_fail_readers_cleanly() {
     let said = text(&out);
     assert!(!said.contains("panicked"), "{said}");
     assert_ne!(out.status.code(), Some(0), "{said}");
+
+    // The mount fetches only what is looked at: the file 40 shared levels
+    // down reads, and so does the chain as far as a path can reach.
+    let m = Mounted::new(&env, &[]);
+    let snap = m.path(&format!("ids/{}", &shallow[..8]));
+    let bomb = format!("bomb/{}f", "a/b/".repeat(levels / 2));
+    assert_eq!(std::fs::read(snap.join(&bomb)).unwrap(), b"bomb\n");
+    let snap = m.path(&format!("ids/{}", &deep[..8]));
+    let far = format!("deep/{}", "d/".repeat(1000));
+    assert!(snap.join(far).is_dir());
+    let (code, log) = m.unmount();
+    assert_eq!(code, Some(0), "{log}");
+    assert!(!log.contains("panicked"), "{log}");
 }
 
 /// `message` with its SEIPD packet (tag 18, the last) cut to the first `n`
