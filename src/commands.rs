@@ -88,8 +88,11 @@ pub fn init(rt: &Runtime, a: &InitArgs) -> Result<Outcome> {
             e => anyhow::Error::new(e).context("storing the repository config"),
         });
     }
-    // This host made it: the surest first use there is.
-    pin_config(&a.repo.repo, &digest)?;
+    // This host made it: the surest first use there is (and a pin left by
+    // a repository this host had there before is void).
+    if let Some(known) = known_repositories() {
+        known.replace(&repo_location(&a.repo.repo), &digest)?;
+    }
     eprintln!(
         "repository {} created at {}; give {} to backup hosts (it can write, never read)",
         config.id,
@@ -252,7 +255,6 @@ pub fn open_repo(rt: &Runtime, repo: &RepoArg, key: &SecretKeyArgs) -> Result<Re
 /// location, pinning it on first use (core/src/known.rs).
 fn pin_config(repo: &str, digest: &ObjectId) -> Result<()> {
     let Some(known) = known_repositories() else {
-        tracing::warn!("neither COFFER_KNOWN_REPOSITORIES nor HOME is set: config not pinned");
         return Ok(());
     };
     if known.check(&repo_location(repo), digest)? == Pin::New {
@@ -263,15 +265,20 @@ fn pin_config(repo: &str, digest: &ObjectId) -> Result<()> {
 
 /// This host's pins: COFFER_KNOWN_REPOSITORIES, else
 /// `$XDG_CONFIG_HOME/coffer/known_repositories`, else
-/// `~/.config/coffer/known_repositories`.
+/// `~/.config/coffer/known_repositories`; none (with a warning) without
+/// any of those variables.
 fn known_repositories() -> Option<KnownRepositories> {
     let var = |name| std::env::var_os(name).filter(|v| !v.is_empty());
     if let Some(file) = var("COFFER_KNOWN_REPOSITORIES") {
         return Some(KnownRepositories::new(file));
     }
-    let dir = match var("XDG_CONFIG_HOME") {
-        Some(d) => PathBuf::from(d),
-        None => PathBuf::from(var("HOME")?).join(".config"),
+    let dir = match (var("XDG_CONFIG_HOME"), var("HOME")) {
+        (Some(d), _) => PathBuf::from(d),
+        (None, Some(home)) => PathBuf::from(home).join(".config"),
+        (None, None) => {
+            tracing::warn!("neither COFFER_KNOWN_REPOSITORIES nor HOME is set: config not pinned");
+            return None;
+        }
     };
     Some(KnownRepositories::new(
         dir.join("coffer/known_repositories"),

@@ -185,4 +185,13 @@ fn a_replaced_config_is_refused_by_a_host_that_used_the_repository() {
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "[]");
     assert!(text(&out).contains("forged"), "{}", text(&out));
+
+    // Re-created at the same place by this host's own init: the pin
+    // follows, and the new repository opens.
+    std::fs::remove_dir_all(env.path("repo")).unwrap();
+    let made = env.init_repo("writer2.key");
+    assert!(made.status.success(), "{}", text(&made));
+    env.admin_ok("snapshots", &[]);
+    let pins = std::fs::read_to_string(&known).unwrap();
+    assert_eq!(pins.lines().count(), 2, "repo and other: {pins}");
 }

@@ -10,9 +10,10 @@
 //! an error on every host that has used the repository before.
 //!
 //! The file holds one line per repository location, `<sha256-hex>
-//! <location>`; lines starting with `#` are comments. It is only ever
-//! appended to; a user who re-creates a repository at the same location on
-//! purpose removes its line.
+//! <location>`; lines starting with `#` are comments. Opening a repository
+//! only appends; `init` on this host replaces the line of its location (it
+//! has just made the repository there). A repository re-created elsewhere
+//! and met again here needs its line removed by hand.
 
 use crate::error::{Error, Result};
 use crate::id::ObjectId;
@@ -65,6 +66,38 @@ impl KnownRepositories {
                 Ok(Pin::New)
             }
         }
+    }
+
+    /// Pins `digest` for `location`, replacing any earlier pin: for `init`,
+    /// which has just made a new repository there (the old one's config
+    /// was gone, or init would have failed).
+    pub fn replace(&self, location: &str, digest: &ObjectId) -> Result<()> {
+        let text = match std::fs::read_to_string(&self.path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) => return Err(Error::io(&self.path, "reading the known repositories", e)),
+        };
+        let others: Vec<&str> = text
+            .lines()
+            .filter(|line| line.split_once(' ').map(|(_, at)| at) != Some(location))
+            .collect();
+        if others.len() < text.lines().count() {
+            let tmp = self.path.with_extension("new");
+            let _ = std::fs::remove_file(&tmp);
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&tmp)
+                .map_err(|e| Error::io(&tmp, "rewriting the known repositories", e))?;
+            others
+                .iter()
+                .try_for_each(|line| writeln!(file, "{line}"))
+                .and_then(|()| file.sync_all())
+                .and_then(|()| std::fs::rename(&tmp, &self.path))
+                .map_err(|e| Error::io(&self.path, "rewriting the known repositories", e))?;
+        }
+        self.pin(location, digest)
     }
 
     /// The digest pinned for `location` (the first line for it).
@@ -159,6 +192,24 @@ mod tests {
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn init_replaces_the_pin_of_its_location_only() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let known = KnownRepositories::new(dir.path().join("known"));
+        let (a, b) = (
+            ObjectId::of_bytes(b"config a"),
+            ObjectId::of_bytes(b"config b"),
+        );
+        known.replace("/srv/one", &a).expect("first");
+        known.check("/srv/two", &a).expect("other");
+        known.replace("/srv/one", &b).expect("re-created");
+        assert_eq!(known.check("/srv/one", &b).expect("new pin"), Pin::Same);
+        assert!(known.check("/srv/one", &a).is_err());
+        assert_eq!(known.check("/srv/two", &a).expect("kept"), Pin::Same);
+        let text = std::fs::read_to_string(known.path()).expect("read");
+        assert_eq!(text.lines().count(), 2, "{text}");
     }
 
     #[test]
