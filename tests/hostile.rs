@@ -305,6 +305,7 @@ fn shared_and_deep_trees_cost_check_one_walk_and_break_no_reader() {
     let trees = levels + 1 + 3 + 1 + 1;
     assert!(said.contains(&format!("{trees} trees")), "{said}");
     assert!(took.as_secs() < 30, "check took {took:?}: {said}");
+    eprintln!("check --read-data of 2^{levels} paths to one file: {took:?}");
 
     // Nested deeper than any writer can store: one problem at that depth,
     // no stack overflow; diff and restore refuse it and say why.

@@ -72,11 +72,7 @@ impl KnownRepositories {
     /// which has just made a new repository there (the old one's config
     /// was gone, or init would have failed).
     pub fn replace(&self, location: &str, digest: &ObjectId) -> Result<()> {
-        let text = match std::fs::read_to_string(&self.path) {
-            Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-            Err(e) => return Err(Error::io(&self.path, "reading the known repositories", e)),
-        };
+        let text = self.read()?;
         let others: Vec<&str> = text
             .lines()
             .filter(|line| line.split_once(' ').map(|(_, at)| at) != Some(location))
@@ -102,12 +98,7 @@ impl KnownRepositories {
 
     /// The digest pinned for `location` (the first line for it).
     fn pinned(&self, location: &str) -> Result<Option<ObjectId>> {
-        let text = match std::fs::read_to_string(&self.path) {
-            Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(Error::io(&self.path, "reading the known repositories", e)),
-        };
-        for (n, line) in text.lines().enumerate() {
+        for (n, line) in self.read()?.lines().enumerate() {
             let line = line.trim_end();
             if line.is_empty() || line.starts_with('#') {
                 continue;
@@ -122,6 +113,15 @@ impl KnownRepositories {
             }
         }
         Ok(None)
+    }
+
+    /// The file's text; empty if there is no file yet.
+    fn read(&self) -> Result<String> {
+        match std::fs::read_to_string(&self.path) {
+            Ok(text) => Ok(text),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
+            Err(e) => Err(Error::io(&self.path, "reading the known repositories", e)),
+        }
     }
 
     fn malformed(&self, line: usize) -> Error {
