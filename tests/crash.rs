@@ -281,13 +281,8 @@ fn prune_killed_at_random_moments_on_s3_leaves_every_kept_snapshot_whole() {
         let round_start = killed;
         for k in 0.. {
             let before = count_objects(s3, "crash-prune", "r/data/");
-            let mut child = env.admin_cmd("prune", &prune).spawn().unwrap();
             let at = Duration::from_millis(50).mul_f64(1.25f64.powi(k) * (0.8 + 0.4 * rng.unit()));
-            std::thread::sleep(at);
-            let finished = child.try_wait().unwrap().is_some();
-            let _ = child.kill();
-            let _ = child.wait();
-            if finished {
+            if !kill_after(&mut env.admin_cmd("prune", &prune), at) {
                 break;
             }
             killed += 1;

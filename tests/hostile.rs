@@ -125,24 +125,6 @@ fn dir(name: &[u8], subtree: Location) -> Entry {
     e
 }
 
-/// Every file below `root`, as paths relative to it.
-fn listing(root: &Path) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let e = e.unwrap();
-            let p = e.path();
-            out.push(p.strip_prefix(root).unwrap().display().to_string());
-            if e.file_type().unwrap().is_dir() {
-                stack.push(p);
-            }
-        }
-    }
-    out.sort();
-    out
-}
-
 #[test]
 fn hostile_trees_never_escape_the_target_or_crash_a_reader() {
     let env = Env::new();

@@ -232,17 +232,6 @@ fn forget_dry_run_with_prune_counts_what_both_would_free() {
     assert_eq!(files(&data).len(), count - would);
 }
 
-/// Runs prune and SIGKILLs it after `after`; where, unless it finished
-/// first.
-fn kill_after_time(env: &Env, after: std::time::Duration) -> Option<String> {
-    let mut child = env.admin_cmd("prune", &[]).spawn().unwrap();
-    std::thread::sleep(after);
-    let finished = child.try_wait().unwrap().is_some();
-    let _ = child.kill();
-    let _ = child.wait();
-    (!finished).then(|| format!("after {after:?}"))
-}
-
 /// Runs prune with its deletes logged and SIGKILLs it once it has logged
 /// `deletes` of them (0: once it says it starts deleting); where, unless
 /// it finished first.
@@ -320,7 +309,9 @@ fn prune_killed_at_random_moments_leaves_every_kept_snapshot_whole() {
             // here); odd ones right after the k-th delete it logs.
             let pick = attempt * 37 % 9;
             let at = if attempt % 2 == 0 {
-                kill_after_time(&env, whole.mul_f64(0.1 + 0.8 * (pick as f64 / 9.0)))
+                let after = whole.mul_f64(0.1 + 0.8 * (pick as f64 / 9.0));
+                kill_after(&mut env.admin_cmd("prune", &[]), after)
+                    .then(|| format!("after {after:?}"))
             } else {
                 kill_after_deletes(&env, pick as usize * (before - left_by_full_prune) / 9)
             };

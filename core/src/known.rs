@@ -75,7 +75,7 @@ impl KnownRepositories {
         let text = self.read()?;
         let others: Vec<&str> = text
             .lines()
-            .filter(|line| line.split_once(' ').map(|(_, at)| at) != Some(location))
+            .filter(|line| !matches!(parse_line(line), Line::Pin(_, at) if at == location))
             .collect();
         if others.len() < text.lines().count() {
             let tmp = self.path.with_extension("new");
@@ -99,17 +99,14 @@ impl KnownRepositories {
     /// The digest pinned for `location` (the first line for it).
     fn pinned(&self, location: &str) -> Result<Option<ObjectId>> {
         for (n, line) in self.read()?.lines().enumerate() {
-            let line = line.trim_end();
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
-            let Some((hex, at)) = line.split_once(' ') else {
-                return Err(self.malformed(n));
-            };
-            if at == location {
-                return ObjectId::from_hex(hex)
-                    .map(Some)
-                    .ok_or_else(|| self.malformed(n));
+            match parse_line(line) {
+                Line::Pin(hex, at) if at == location => {
+                    return ObjectId::from_hex(hex)
+                        .map(Some)
+                        .ok_or_else(|| self.malformed(n));
+                }
+                Line::Malformed => return Err(self.malformed(n)),
+                _ => {}
             }
         }
         Ok(None)
@@ -158,18 +155,44 @@ impl KnownRepositories {
     }
 }
 
+/// One line of the file.
+enum Line<'a> {
+    /// `<sha256-hex> <location>` (the digest not checked yet).
+    Pin(&'a str, &'a str),
+    /// Empty, or a `#` comment.
+    Blank,
+    Malformed,
+}
+
+/// How [`KnownRepositories::check`] and [`KnownRepositories::replace`] both
+/// read a line, so that a pin one of them sees is the one the other sees.
+fn parse_line(line: &str) -> Line<'_> {
+    let line = line.trim_end();
+    if line.is_empty() || line.starts_with('#') {
+        return Line::Blank;
+    }
+    match line.split_once(' ') {
+        Some((hex, at)) => Line::Pin(hex, at),
+        None => Line::Malformed,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn two_digests() -> (ObjectId, ObjectId) {
+        (
+            ObjectId::of_bytes(b"config a"),
+            ObjectId::of_bytes(b"config b"),
+        )
+    }
 
     #[test]
     fn first_use_pins_the_same_passes_another_is_refused() {
         let dir = tempfile::tempdir().expect("temp dir");
         let known = KnownRepositories::new(dir.path().join("coffer/known_repositories"));
-        let (a, b) = (
-            ObjectId::of_bytes(b"config a"),
-            ObjectId::of_bytes(b"config b"),
-        );
+        let (a, b) = two_digests();
         assert_eq!(known.check("s3://bucket/r", &a).expect("pin"), Pin::New);
         assert_eq!(
             known.check("/srv/repo with space", &b).expect("pin"),
@@ -198,10 +221,7 @@ mod tests {
     fn init_replaces_the_pin_of_its_location_only() {
         let dir = tempfile::tempdir().expect("temp dir");
         let known = KnownRepositories::new(dir.path().join("known"));
-        let (a, b) = (
-            ObjectId::of_bytes(b"config a"),
-            ObjectId::of_bytes(b"config b"),
-        );
+        let (a, b) = two_digests();
         known.replace("/srv/one", &a).expect("first");
         known.check("/srv/two", &a).expect("other");
         known.replace("/srv/one", &b).expect("re-created");
@@ -210,6 +230,10 @@ mod tests {
         assert_eq!(known.check("/srv/two", &a).expect("kept"), Pin::Same);
         let text = std::fs::read_to_string(known.path()).expect("read");
         assert_eq!(text.lines().count(), 2, "{text}");
+        // A line edited by hand (trailing blank) is the same pin to both.
+        std::fs::write(known.path(), format!("{} /srv/one \n", a.to_hex())).expect("write");
+        known.replace("/srv/one", &b).expect("re-created");
+        assert_eq!(known.check("/srv/one", &b).expect("new pin"), Pin::Same);
     }
 
     #[test]

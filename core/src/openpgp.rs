@@ -60,6 +60,7 @@ thread_local! {
 pub fn in_guarded_parse() -> bool {
     GUARDED_PARSE.with(std::cell::Cell::get)
 }
+
 /// A new admin key, as armored secret key and armored certificate.
 pub struct GeneratedKey {
     /// The armored transferable secret key (keep it secret).

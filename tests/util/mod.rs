@@ -384,6 +384,36 @@ pub struct Facts {
     link: Option<Vec<u8>>,
 }
 
+/// Every entry below `root` (files, directories, links), as paths
+/// relative to it, sorted.
+pub fn listing(root: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).expect("read_dir") {
+            let e = e.expect("read_dir entry");
+            let p = e.path();
+            out.push(p.strip_prefix(root).expect("prefix").display().to_string());
+            if e.file_type().expect("file type").is_dir() {
+                stack.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Runs `cmd` and SIGKILLs it after `after`; whether it was still running
+/// then (false: it had finished first).
+pub fn kill_after(cmd: &mut Command, after: std::time::Duration) -> bool {
+    let mut child = cmd.spawn().expect("spawn");
+    std::thread::sleep(after);
+    let finished = child.try_wait().expect("try_wait").is_some();
+    let _ = child.kill();
+    let _ = child.wait();
+    !finished
+}
+
 /// Facts about every entry below `root`, keyed by relative path bytes.
 /// Directory mtimes are included; the root itself is not.
 pub fn facts(root: &Path) -> BTreeMap<Vec<u8>, Facts> {
