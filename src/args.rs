@@ -110,7 +110,7 @@ pub struct InitArgs {
     pub dedup_horizon_days: u32,
     /// zstd level writers compress with (1-19): lower is faster, higher
     /// stores less. Fixed for the repository; restores read any level.
-    #[arg(long, default_value_t = coffer_core::config::DEFAULT_ZSTD_LEVEL, value_name = "LEVEL")]
+    #[arg(long, default_value_t = coffer_core::format::config::DEFAULT_ZSTD_LEVEL, value_name = "LEVEL")]
     pub zstd_level: i32,
 }
 
@@ -247,7 +247,7 @@ pub struct StatusArgs {
     #[command(flatten)]
     pub repo: RepoArg,
     /// The oldest the newest snapshot may be, e.g. 26h, 90m, 2d or 1d12h.
-    #[arg(long, value_name = "AGE", value_parser = coffer_core::status::parse_duration)]
+    #[arg(long, value_name = "AGE", value_parser = coffer_core::ops::status::parse_duration)]
     pub max_age: std::time::Duration,
     /// Only snapshots of this host count (as `backup --host` or the
     /// hostname named it). Reads `config` too, for the repository id.
@@ -284,7 +284,7 @@ pub struct ForgetArgs {
     pub keep_yearly: usize,
     /// Keep every snapshot taken less than this before the group's newest,
     /// e.g. 7d or 2w.
-    #[arg(long, value_name = "DURATION", value_parser = coffer_core::status::parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = coffer_core::ops::status::parse_duration)]
     pub keep_within: Option<std::time::Duration>,
     /// Consider only snapshots of this host; repeat for several.
     #[arg(long = "host", value_name = "H")]
@@ -308,7 +308,7 @@ pub struct PruneOptionArgs {
     /// a backup running now may still reference them. Make it longer than
     /// your longest backup run plus any clock skew.
     #[arg(long, value_name = "DURATION", default_value = "2d",
-          value_parser = coffer_core::status::parse_duration)]
+          value_parser = coffer_core::ops::status::parse_duration)]
     pub margin: std::time::Duration,
 }
 

@@ -2,13 +2,16 @@
 //! the exit code. Exit codes: 0 success; 1 failure (for `backup`: no snapshot
 //! was written); 2 bad usage or configuration; 3 snapshot written but some
 //! source files could not be read (they are listed).
+//!
+//! `args` (clap definitions), `commands` (one function per subcommand,
+//! grouped by what they do), `progress` (bars and JSON lines), `metrics`
+//! (the node-exporter file), `command_output` (`--stdin-from-command`).
 
 mod args;
 mod command_output;
 mod commands;
 mod metrics;
 mod progress;
-mod retention;
 
 use args::{Cli, Command, KeyCommand};
 use clap::Parser;
@@ -51,8 +54,8 @@ fn run(cli: &Cli) -> anyhow::Result<Outcome> {
         Command::Snapshots(a) => commands::snapshots(&rt, a),
         Command::Status(a) => commands::status(&rt, a),
         Command::Check(a) => commands::check(&rt, a),
-        Command::Forget(a) => retention::forget(&rt, a, cli.verbose),
-        Command::Prune(a) => retention::prune(&rt, a, cli.verbose),
+        Command::Forget(a) => commands::forget(&rt, a, cli.verbose),
+        Command::Prune(a) => commands::prune(&rt, a, cli.verbose),
         Command::Restore(a) => commands::restore(&rt, a, cli.verbose),
         Command::Cat(a) => commands::cat(&rt, a),
         Command::Export(a) => commands::export(&rt, a, cli.verbose),
@@ -76,12 +79,12 @@ fn limit_malloc_arenas() {
 }
 
 /// A panic inside sequoia's parser is caught and reported as a damaged
-/// object (core/src/openpgp.rs); the default hook would still print it as
+/// object (core/src/crypto/open.rs); the default hook would still print it as
 /// if coffer had crashed. Such panics go to the debug log instead.
 fn quiet_caught_parser_panics() {
     let print = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
-        if coffer_core::openpgp::in_guarded_parse() {
+        if coffer_core::crypto::in_guarded_parse() {
             tracing::debug!("the OpenPGP parser panicked (caught): {info}");
         } else {
             print(info);
@@ -103,24 +106,24 @@ fn init_logging(verbose: bool) {
         .init();
 }
 
-/// 2 for bad usage or configuration, else 1.
+/// The exit code of a failed command: each error type says its own next
+/// to its definition (`coffer_core::Error::exit_code` and the like); any
+/// cause that is bad usage or configuration (2) makes the whole so, else 1.
 fn exit_code_of(e: &anyhow::Error) -> u8 {
-    for cause in e.chain() {
-        if let Some(core) = cause.downcast_ref::<coffer_core::Error>() {
-            if matches!(
-                core,
-                coffer_core::Error::Config(_)
-                    | coffer_core::Error::Snapshot(_)
-                    | coffer_core::Error::Path(_)
-            ) {
-                return 2;
+    e.chain()
+        .filter_map(|cause| {
+            if let Some(e) = cause.downcast_ref::<coffer_core::Error>() {
+                Some(e.exit_code())
+            } else if let Some(e) = cause.downcast_ref::<coffer_writer::BackupError>() {
+                Some(e.exit_code())
+            } else {
+                cause
+                    .downcast_ref::<coffer_fs::MountError>()
+                    .map(coffer_fs::MountError::exit_code)
             }
-        }
-        if let Some(coffer_writer::BackupError::Usage(_)) = cause.downcast_ref() {
-            return 2;
-        }
-    }
-    1
+        })
+        .max()
+        .unwrap_or(1)
 }
 
 fn is_broken_pipe(e: &anyhow::Error) -> bool {

@@ -6,7 +6,7 @@
 //! time of the run before (read back from the old file), so an alert on
 //! `time() - coffer_backup_last_success_timestamp_seconds` keeps counting.
 
-use coffer_core::snapshot::SnapshotStats;
+use coffer_core::format::snapshot::SnapshotStats;
 use std::io::Write;
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};

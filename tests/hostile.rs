@@ -10,13 +10,13 @@
 
 mod util;
 
-use coffer_core::blob;
-use coffer_core::config::WriterKey;
-use coffer_core::id::{ObjectId, PackId};
-use coffer_core::keyfile::ModeCheck;
-use coffer_core::openpgp::{self, PackSealer, Recipients};
-use coffer_core::snapshot::{self, Snapshot, SnapshotStats};
-use coffer_core::tree::{Entry, Kind, Location, Tree};
+use coffer_core::crypto::blob;
+use coffer_core::crypto::keyfile::ModeCheck;
+use coffer_core::crypto::WriterKey;
+use coffer_core::crypto::{self, PackSealer, Recipients};
+use coffer_core::format::id::{ObjectId, PackId};
+use coffer_core::format::snapshot::{self, Snapshot, SnapshotStats};
+use coffer_core::format::tree::{Entry, Kind, Location, Tree};
 use std::path::Path;
 use util::mount::Mounted;
 use util::*;
@@ -75,7 +75,7 @@ impl<'a> Forge<'a> {
     /// Signs and stores a snapshot of `root`; its id.
     fn snapshot(&self, root: Location) -> String {
         let snap = Snapshot {
-            time: snapshot::now_rfc3339(),
+            time: coffer_core::format::encoding::now_rfc3339(),
             host: "compromised".into(),
             user: "root".into(),
             paths: vec!["/".into()],
@@ -85,7 +85,7 @@ impl<'a> Forge<'a> {
             stats: SnapshotStats::default(),
         };
         let signer = self.key.signer().unwrap();
-        let sealed = openpgp::seal_signed(&self.recipients, signer, &snap.to_json()).unwrap();
+        let sealed = crypto::seal_signed(&self.recipients, signer, &snap.to_json()).unwrap();
         let id = ObjectId::of_bytes(&sealed);
         let name = snapshot::object_name(&self.key.config.id, &snap.host, &id);
         write(&self.env.path(&format!("repo/snapshots/{name}")), &sealed);
@@ -291,7 +291,7 @@ fn shared_and_deep_trees_cost_check_one_walk_and_break_no_reader() {
 
     // Nested deeper than any writer can store: one problem at that depth,
     // no stack overflow; diff and restore refuse it and say why.
-    let depth = coffer_core::tree::MAX_DEPTH + 10;
+    let depth = coffer_core::format::tree::MAX_DEPTH + 10;
     let deep = bomb_and_chain(&forge, levels, depth, b"one\n");
     let other = bomb_and_chain(&forge, levels, depth, b"two\n");
     let out = env.admin("check", &["--read-data"]);

@@ -239,7 +239,7 @@ fn kill_after_deletes(env: &Env, deletes: usize) -> Option<String> {
     use std::io::BufRead;
     let mut child = env
         .admin_cmd("prune", &[])
-        .env("COFFER_LOG", "warn,coffer_core::prune=debug")
+        .env("COFFER_LOG", "warn,coffer_core::ops::prune=debug")
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();

@@ -3,7 +3,8 @@
 //! A backend stores immutable objects under keys (see [`ObjectKey::path`]).
 //! It is split in a read half and a write half: a writer needs only
 //! [`WriteBackend::put_new`], and must never need to read, list, overwrite
-//! or delete; [`DeleteBackend`] is for retention (`forget`, `prune`). All methods are async; the local backend does its file I/O on
+//! or delete; [`DeleteBackend`] is for retention (`forget`, `prune`). All
+//! methods are async; the local backend does its file I/O on
 //! tokio's blocking pool; S3 (`s3.rs`) goes through aws-sdk-s3.
 
 use crate::error::{Error, Result};
@@ -152,6 +153,11 @@ pub trait DeleteBackend: Send + Sync {
 pub trait Backend: ReadBackend + WriteBackend + DeleteBackend {
     /// Where this backend stores, for messages (never holds credentials).
     fn describe(&self) -> String;
+
+    /// Where the repository is, as a host pins its config
+    /// ([`crate::repository::known`]): a local directory's canonical path,
+    /// an S3 URL as given (without trailing slashes).
+    fn location(&self) -> String;
 }
 
 /// Opens the backend a `--repo` argument names: `s3://BUCKET/PREFIX` or a

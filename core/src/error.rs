@@ -4,7 +4,9 @@
 //! - it names what failed: the object key, the path or the snapshot, never a
 //!   secret (no key material, passphrase or credential is ever formatted);
 //! - it keeps its cause as `source` so the CLI prints the whole chain;
-//! - damage to one object is an error about that object, never wrong bytes.
+//! - damage to one object is an error about that object, never wrong bytes;
+//! - each variant means one thing, and says which exit code the CLI gives
+//!   it ([`Error::exit_code`]).
 
 use std::path::PathBuf;
 
@@ -69,6 +71,10 @@ pub enum Error {
     /// A configuration or key file is unusable.
     #[error("{0}")]
     Config(String),
+    /// What was asked cannot be done as asked (a non-empty restore target
+    /// without `--overwrite`, say); nothing was changed for it.
+    #[error("{0}")]
+    Usage(String),
     /// A snapshot argument matched nothing, or more than one snapshot.
     #[error("{0}")]
     Snapshot(String),
@@ -84,6 +90,11 @@ pub enum Error {
     /// A path inside a snapshot does not exist or has the wrong kind.
     #[error("{0}")]
     Path(String),
+    /// Something inside coffer broke that should not (a task panicked, a
+    /// queue closed early, a read returned less than it promised): a bug,
+    /// never the user's input.
+    #[error("internal error: {0} (a bug in coffer; please report it)")]
+    Internal(String),
 }
 
 /// Result with [`Error`].
@@ -96,6 +107,25 @@ pub mod anyhow_like {
 }
 
 impl Error {
+    /// The exit code the CLI gives this error: 2 for bad usage or
+    /// configuration (the command was wrong, the repository untouched), 1
+    /// for every failure of the repository, the storage, the target or
+    /// coffer itself.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::Config(_) | Error::Usage(_) | Error::Snapshot(_) | Error::Path(_) => 2,
+            Error::At { source, .. } => source.exit_code(),
+            Error::Storage { .. }
+            | Error::NotFound(_)
+            | Error::AlreadyExists(_)
+            | Error::Io { .. }
+            | Error::Damaged { .. }
+            | Error::Forged { .. }
+            | Error::OpenPgp { .. }
+            | Error::Internal(_) => 1,
+        }
+    }
+
     /// Wraps a sequoia error with a description of what was being done.
     pub fn pgp(what: impl Into<String>, source: impl Into<anyhow_like::BoxError>) -> Self {
         Error::OpenPgp {
@@ -119,5 +149,24 @@ impl Error {
             key: key.into(),
             what: what.into(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usage_and_configuration_exit_2_failures_1_whatever_the_path() {
+        let at = |e| Error::At {
+            path: "/t/f".into(),
+            source: Box::new(e),
+        };
+        assert_eq!(Error::Usage("target not empty".into()).exit_code(), 2);
+        assert_eq!(at(Error::Path("no such path".into())).exit_code(), 2);
+        assert_eq!(at(Error::Internal("a task panicked".into())).exit_code(), 1);
+        assert_eq!(Error::damaged("data/ab/cd", "bad MDC").exit_code(), 1);
+        let internal = Error::Internal("the file writer stopped".into()).to_string();
+        assert!(internal.contains("a bug in coffer"), "{internal}");
     }
 }

@@ -1,44 +1,43 @@
 //! coffer-core: the repository format, its OpenPGP envelopes, the storage
-//! backends and the read path.
+//! backends, the read path and the operations on a repository.
 //!
-//! How the pieces fit:
-//! - [`backend`]: where objects live ([`backend::Backend`]: a local
-//!   directory now, S3 later), write-once by contract;
-//! - [`config`]: the repository's `config` and the backup hosts' `writer.key`;
-//! - [`openpgp`] and [`blob`]: how a plaintext becomes a stored blob (zstd,
-//!   then one OpenPGP message per blob, one session key per pack) and back;
-//! - [`tree`], [`snapshot`], [`index`]: the JSON documents of the format;
-//! - [`repository::Repository`]: a repository opened with the secret key,
-//!   used by `restore`, `cat`, and later the mount and `diff`.
+//! The modules, bottom up (docs/DESIGN.md "Where things are"):
+//! - [`error`], [`sync`], [`progress`]: the error type, a lock helper and
+//!   progress counters, used by every layer;
+//! - [`format`]: the documents and names of the format (ids, `config`,
+//!   trees, snapshots, indexes, the chunk-id key, their text encodings);
+//!   data only, no keys, no storage;
+//! - [`crypto`]: everything that needs a key: blob sealing and opening,
+//!   keys and certificates, key files, `writer.key`;
+//! - [`backend`]: where objects live (local directory, S3, memory), split
+//!   in read, write and delete halves, write-once by contract;
+//! - [`repository`]: a repository opened with the admin's key: `config`
+//!   pinned on this host, snapshots listed and verified, trees and chunks
+//!   read by location;
+//! - [`ops`]: what an admin runs: restore, export, diff, check, forget,
+//!   prune, status.
+//!
+//! The rule: a module uses only the layers listed before it (`backend` uses
+//! only `error`; `format` and `crypto` never touch storage), and modules of
+//! one layer never import each other in a circle. The writer crate builds on
+//! `format`, `crypto` and `backend`'s write half; the mount crate on
+//! `repository`.
 //!
 //! The on-disk format is described in docs/DESIGN.md and docs/format.md.
 #![deny(missing_docs)]
 
-pub mod backend;
-pub mod blob;
-pub mod cache;
-pub mod check;
-pub mod chunk_key;
-pub mod config;
-pub mod diff;
 pub mod error;
-pub mod export;
-pub mod forget;
-pub mod id;
-pub mod index;
-pub mod keyfile;
-pub mod known;
-pub mod openpgp;
 pub mod progress;
-pub mod prune;
-pub mod repository;
-pub mod restore;
-pub mod retention;
-mod seipd;
-pub mod snapshot;
-pub mod status;
 pub mod sync;
-pub mod tree;
-pub mod vfs;
+
+pub mod format;
+
+pub mod crypto;
+
+pub mod backend;
+
+pub mod repository;
+
+pub mod ops;
 
 pub use error::{Error, Result};

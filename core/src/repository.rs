@@ -1,19 +1,24 @@
 //! The read path: a repository opened with the admin's secret key.
 //!
-//! Opening reads `config` only. Snapshots are listed on demand; trees and
-//! chunks are fetched by location, one ranged read each, and verified.
-//! `restore`, `cat` (and later the mount and `diff`) all read through here.
+//! Opening reads `config`, checks it against this host's pin ([`known`]:
+//! trust on first use) and unseals the chunk-id key. Snapshots are listed
+//! on demand; trees and chunks are fetched by location, one ranged read
+//! each, and verified. Every operation (`crate::ops`), the mount and the
+//! CLI read through here.
+
+pub mod known;
 
 use crate::backend::{Backend, ObjectKey, ObjectKind};
-use crate::blob;
-use crate::chunk_key::ChunkIdKey;
-use crate::config::RepoConfig;
+use crate::crypto::blob;
+use crate::crypto::{Opener, SecretKeys, Writers};
 use crate::error::{Error, Result};
-use crate::id::{ObjectId, PackId};
-use crate::index::IndexFile;
-use crate::openpgp::{Opener, SecretKeys, Writers};
-use crate::snapshot::{host_tag, parse_object_name, Snapshot, SnapshotInfo};
-use crate::tree::{Entry, Kind, Location, Tree};
+use crate::format::chunk_key::ChunkIdKey;
+use crate::format::config::RepoConfig;
+use crate::format::id::{ObjectId, PackId};
+use crate::format::index::IndexFile;
+use crate::format::snapshot::{host_tag, parse_object_name, Snapshot, SnapshotInfo};
+use crate::format::tree::{Entry, Kind, Location, Tree};
+use known::{KnownRepositories, Pin};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -29,9 +34,26 @@ pub struct Repository {
 }
 
 impl Repository {
-    /// Reads `config` and unseals the chunk-id key with `keys`.
-    pub async fn open(backend: Arc<dyn Backend>, keys: SecretKeys) -> Result<Self> {
+    /// Reads `config`, checks it against the pin `pins` holds for the
+    /// backend's location (pinning it on first use), and unseals the
+    /// chunk-id key with `keys`. `pins` is this host's file
+    /// ([`KnownRepositories::of_this_host`]); `None` only where the host
+    /// has none (that function has warned).
+    pub async fn open(
+        backend: Arc<dyn Backend>,
+        keys: SecretKeys,
+        pins: Option<&KnownRepositories>,
+    ) -> Result<Self> {
         let (config, config_digest) = read_config_and_digest(backend.as_ref()).await?;
+        if let Some(known) = pins {
+            let location = backend.location();
+            if known.check(&location, &config_digest)? == Pin::New {
+                tracing::info!(
+                    "pinned the config of {location} in {}",
+                    known.path().display()
+                );
+            }
+        }
         let opener = Opener::new(keys);
         let chunk_key = config.unseal_chunk_key(&opener)?;
         let writers = Writers::from_armored(&config.writers)?;
@@ -57,7 +79,7 @@ impl Repository {
     }
 
     /// SHA-256 of the `config` object this repository was opened with
-    /// (what [`crate::known::KnownRepositories`] pins).
+    /// (what [`KnownRepositories`] pins).
     pub fn config_digest(&self) -> &ObjectId {
         &self.config_digest
     }
@@ -278,6 +300,23 @@ pub fn root_entry(snapshot: &Snapshot) -> Entry {
         chunks: Vec::new(),
         subtree: Some(snapshot.tree),
     }
+}
+
+/// Stores the `config` of a new repository (never replacing one) and pins
+/// it in `pins` for the backend's location, replacing any earlier pin
+/// there: this host made it, the surest first use there is.
+pub async fn init(
+    backend: &dyn Backend,
+    config: &RepoConfig,
+    pins: Option<&KnownRepositories>,
+) -> Result<()> {
+    let bytes = config.to_json();
+    let digest = ObjectId::of_bytes(&bytes);
+    backend.put_new(&ObjectKey::config(), bytes).await?;
+    if let Some(known) = pins {
+        known.replace(&backend.location(), &digest)?;
+    }
+    Ok(())
 }
 
 /// Reads and parses `config`.

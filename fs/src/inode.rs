@@ -8,7 +8,7 @@
 //! memory grows with what is browsed, not with the repository; a node holds
 //! only what `stat` and `read` need (about 200 bytes for a small file).
 
-use coffer_core::tree::{Entry, Kind, Location};
+use coffer_core::format::tree::{Entry, Kind, Location};
 use std::collections::HashMap;
 use std::sync::Arc;
 

@@ -9,14 +9,34 @@
 //!
 //! Mounting reads the snapshot list only. A directory's tree is fetched the
 //! first time it is looked at, a file's chunks when read, through one
-//! byte-bounded LRU of decrypted blobs ([`coffer_core::cache::BlobCache`]).
+//! byte-bounded LRU of decrypted blobs ([`crate::cache::BlobCache`]).
 //! FUSE callbacks never wait on storage: they hand the work to tokio and
-//! reply from there. The three parts: the inode table (`inode.rs`), the
-//! `fuser::Filesystem` adapter (`filesystem.rs`), and [`Mount`] here.
+//! reply from there.
+//!
+//! The modules:
+//! - `filesystem`: the `fuser::Filesystem` adapter (resolve, call, reply);
+//! - `mounted`: the state a mount shares between the FUSE thread and tokio
+//!   (cache, inode table, snapshot list; the lock order);
+//! - `dirs`, `read`, `attrs`: what the callbacks call, on that state:
+//!   loading and listing directories, reading files (with read-ahead),
+//!   attributes;
+//! - `inode`: the inode table; `layout`: the virtual directories' names;
+//!   `cache`: the byte-bounded LRU of decrypted blobs;
+//! - [`Mount`] here: mounting, serving, unmounting.
+//!
+//! `filesystem` uses the rest; `dirs`, `read` and `attrs` use `mounted`,
+//! `inode` and `cache` (and `dirs` uses `attrs`); `mounted` uses only the
+//! leaves `cache`, `inode` and `layout`.
 #![deny(missing_docs)]
 
+mod attrs;
+mod cache;
+mod dirs;
 mod filesystem;
 mod inode;
+mod layout;
+mod mounted;
+mod read;
 
 use coffer_core::repository::Repository;
 use std::path::Path;
@@ -105,4 +125,15 @@ pub enum MountError {
         #[source]
         source: std::io::Error,
     },
+}
+
+impl MountError {
+    /// The exit code the CLI gives this error: the repository's error's
+    /// own, or 1 when the kernel mount failed.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            MountError::Repository(e) => e.exit_code(),
+            MountError::Mount { .. } => 1,
+        }
+    }
 }

@@ -7,14 +7,14 @@
 //! messages are encrypted to, and a writer certificate that signed its
 //! snapshots. They protect nothing.
 
-use coffer_core::blob;
-use coffer_core::chunk_key::ChunkIdKey;
-use coffer_core::config::RepoConfig;
-use coffer_core::id::{BlobId, PackId};
-use coffer_core::index::IndexFile;
-use coffer_core::openpgp::{Opener, SecretKeys, Writers};
-use coffer_core::snapshot::Snapshot;
-use coffer_core::tree::{Location, Tree};
+use coffer_core::crypto::blob;
+use coffer_core::crypto::{Opener, SecretKeys, Writers};
+use coffer_core::format::chunk_key::ChunkIdKey;
+use coffer_core::format::config::RepoConfig;
+use coffer_core::format::id::{BlobId, PackId};
+use coffer_core::format::index::IndexFile;
+use coffer_core::format::snapshot::Snapshot;
+use coffer_core::format::tree::{Location, Tree};
 use std::sync::OnceLock;
 
 /// Every target, by name (the corpus directory's name).

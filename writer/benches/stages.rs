@@ -9,11 +9,11 @@
 //! memory, each on one thread and on THREADS threads (default: the cores).
 //! Prints one line per stage, and the slowest stage's rate on all threads.
 
-use coffer_core::blob;
-use coffer_core::config::RepoConfig;
-use coffer_core::id::PackId;
-use coffer_core::openpgp::{self, Opener, PackSealer, Recipients, SecretKeys};
-use coffer_core::tree::Location;
+use coffer_core::crypto::blob;
+use coffer_core::crypto::{self, Opener, PackSealer, Recipients, SecretKeys};
+use coffer_core::format::config::RepoConfig;
+use coffer_core::format::id::PackId;
+use coffer_core::format::tree::Location;
 use coffer_writer::chunker::Chunker;
 use coffer_writer::READ_AHEAD_THREADS;
 use sequoia_openpgp::crypto::SessionKey;
@@ -39,8 +39,8 @@ fn main() -> Result<(), Failure> {
         Some(t) => t.parse().map_err(|e| format!("THREADS {t:?}: {e}"))?,
         None => cores,
     };
-    let generated = openpgp::generate_key("bench")?;
-    let certs = openpgp::normalize_certs(&generated.cert_armored, "bench")?;
+    let generated = crypto::generate_key("bench")?;
+    let certs = crypto::normalize_certs(&generated.cert_armored, "bench")?;
     // The defaults `coffer init` writes.
     let (config, writer_key) = RepoConfig::create(certs.clone(), Default::default())?;
     let key = writer_key.chunk_key();
@@ -121,7 +121,7 @@ fn main() -> Result<(), Failure> {
         sealer.seal(c).unwrap_or_default()
     });
     // For comparison (docs/DESIGN.md, Performance): sequoia's own streaming
-    // writer, SEIPD v1 as before core/src/seipd.rs, and SEIPD v2 (AEAD),
+    // writer, SEIPD v1 as before core/src/crypto/seipd.rs, and SEIPD v2 (AEAD),
     // which GnuPG 2.2 cannot read.
     let session_key = SessionKey::new(32)?;
     report.comparing = true;

@@ -7,6 +7,22 @@
 //! [`WriteBackend::put_new`](coffer_core::backend::WriteBackend::put_new): no
 //! read, no list, no overwrite, no delete. The snapshot is stored last, after
 //! every pack and index it needs, so a crash leaves earlier snapshots intact.
+//!
+//! The modules, in the order a file travels:
+//! - `walk`: sources into entries, files into chunks, directories into
+//!   pending trees; `source_file`: how a source file is opened (also by
+//!   `readahead`, which starts the disk on the next files); `owner`: user
+//!   and group names;
+//! - [`chunker`]: FastCDC with the repository's parameters;
+//! - `pipeline`: the threads that compress, encrypt, pack and upload, and
+//!   the trees; `pack`: one pack being filled;
+//! - [`state`]: what this host stored before (SQLite), for dedup;
+//! - [`backup`] here: one run, from options to a stored snapshot.
+//!
+//! `walk` uses `pipeline`, `chunker`, `readahead`, `source_file`, `owner`
+//! and `state`; `pipeline` uses `pack` and `state`; the leaves use none of
+//! the others. From coffer-core it uses `format`, `crypto` and the write
+//! half of `backend`, never the read path.
 #![deny(missing_docs)]
 
 pub mod chunker;
@@ -14,15 +30,16 @@ mod owner;
 mod pack;
 mod pipeline;
 mod readahead;
+mod source_file;
 pub mod state;
 mod walk;
 
 use coffer_core::backend::{ObjectKey, ObjectKind, WriteBackend};
-use coffer_core::config::WriterKey;
-use coffer_core::id::ObjectId;
-use coffer_core::openpgp::{self, Recipients};
+use coffer_core::crypto::WriterKey;
+use coffer_core::crypto::{self, Recipients};
+use coffer_core::format::id::ObjectId;
+use coffer_core::format::snapshot::{self, Snapshot};
 use coffer_core::progress::Progress;
-use coffer_core::snapshot::{self, Snapshot};
 use pipeline::{Pipeline, Shared};
 use std::io::Read;
 use std::path::PathBuf;
@@ -58,6 +75,18 @@ pub enum BackupError {
     /// The pipeline broke down.
     #[error("backup pipeline: {0}")]
     Pipeline(String),
+}
+
+impl BackupError {
+    /// The exit code the CLI gives this error: 2 for bad options or
+    /// configuration, else 1 (no snapshot was written either way).
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            BackupError::Usage(_) => 2,
+            BackupError::Store(e) | BackupError::Core(e) => e.exit_code(),
+            BackupError::Source { .. } | BackupError::State(_) | BackupError::Pipeline(_) => 1,
+        }
+    }
 }
 
 /// What to back up and how.
@@ -186,7 +215,7 @@ fn run(
     stats.new_packs = c.new_packs.load(Ordering::Relaxed);
     stats.duration_ms = started.elapsed().as_millis() as u64;
     let snapshot = Snapshot {
-        time: snapshot::format_rfc3339(start_time),
+        time: coffer_core::format::encoding::format_rfc3339(start_time),
         host: opts.host.clone().unwrap_or_else(owner::host_name),
         user: owner::current_user(),
         paths: match &opts.stdin_name {
@@ -210,13 +239,13 @@ fn run(
 /// stores the snapshot: the run's last object.
 fn store_snapshot(
     shared: &Shared,
-    signer: Option<&openpgp::SnapshotSigner>,
+    signer: Option<&crypto::SnapshotSigner>,
     snapshot: &Snapshot,
 ) -> Result<ObjectId, BackupError> {
     let json = snapshot.to_json();
     let sealed = match signer {
-        Some(signer) => openpgp::seal_signed(&shared.recipients, signer, &json)?,
-        None => openpgp::seal_message(&shared.recipients, &json)?,
+        Some(signer) => crypto::seal_signed(&shared.recipients, signer, &json)?,
+        None => crypto::seal_message(&shared.recipients, &json)?,
     };
     let id = ObjectId::of_bytes(&sealed);
     let name = snapshot::object_name(&shared.repo_id, &snapshot.host, &id);
@@ -277,11 +306,11 @@ fn lexical_clean(path: &std::path::Path) -> PathBuf {
 mod tests {
     use super::*;
     use coffer_core::backend::memory::MemoryBackend;
-    use coffer_core::config::RepoConfig;
+    use coffer_core::format::config::RepoConfig;
 
     fn writer_key() -> WriterKey {
-        let key = coffer_core::openpgp::generate_key("t").unwrap();
-        let certs = coffer_core::openpgp::normalize_certs(&key.cert_armored, "t").unwrap();
+        let key = coffer_core::crypto::generate_key("t").unwrap();
+        let certs = coffer_core::crypto::normalize_certs(&key.cert_armored, "t").unwrap();
         RepoConfig::create(certs, Default::default()).unwrap().1
     }
 

@@ -5,12 +5,12 @@
 //! stored. That lets directories be written as soon as they are walked
 //! (bounded memory) instead of after every pack is stored.
 
-use coffer_core::blob;
-use coffer_core::id::{BlobId, PackId};
-use coffer_core::index::{IndexBlob, PackKind};
-use coffer_core::openpgp::{PackSealer, Recipients};
+use coffer_core::crypto::blob;
+use coffer_core::crypto::{PackSealer, Recipients};
+use coffer_core::format::id::{BlobId, PackId};
+use coffer_core::format::index::{IndexBlob, PackKind};
+use coffer_core::format::tree::Location;
 use coffer_core::sync::lock;
-use coffer_core::tree::Location;
 use std::sync::Mutex;
 
 /// A pack being filled.
@@ -156,7 +156,7 @@ impl Packer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use coffer_core::openpgp::{generate_key, normalize_certs};
+    use coffer_core::crypto::{generate_key, normalize_certs};
 
     fn recipients() -> Recipients {
         let key = generate_key("t").expect("key");

@@ -17,13 +17,13 @@ use crate::pack::{PackBuffers, Packer, SealedPack};
 use crate::state::{FileRecord, State};
 use crate::BackupError;
 use coffer_core::backend::{ObjectKey, ObjectKind, WriteBackend};
-use coffer_core::chunk_key::ChunkIdKey;
-use coffer_core::id::{BlobId, ObjectId};
-use coffer_core::index::{IndexFile, IndexPack, PackKind};
-use coffer_core::openpgp::{self, Recipients};
+use coffer_core::crypto::{self, Recipients};
+use coffer_core::format::chunk_key::ChunkIdKey;
+use coffer_core::format::id::{BlobId, ObjectId};
+use coffer_core::format::index::{IndexFile, IndexPack, PackKind};
+use coffer_core::format::tree::{Entry, Location, Tree};
 use coffer_core::progress::Progress;
 use coffer_core::sync::lock;
-use coffer_core::tree::{Entry, Location, Tree};
 use crossbeam_channel::{bounded, Receiver, Sender};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -150,7 +150,7 @@ impl Shared {
     pub fn new(
         key: ChunkIdKey,
         recipients: Recipients,
-        config: &coffer_core::config::RepoConfig,
+        config: &coffer_core::format::config::RepoConfig,
         backend: Arc<dyn WriteBackend>,
         rt: tokio::runtime::Handle,
         state: State,
@@ -258,7 +258,7 @@ impl Shared {
                 id: pack.id,
                 kind: pack.kind,
                 size,
-                time: coffer_core::snapshot::now_rfc3339(),
+                time: coffer_core::format::encoding::now_rfc3339(),
                 blobs: pack.blobs,
             });
             if index.len() >= INDEX_BATCH {
@@ -276,7 +276,7 @@ impl Shared {
             return Ok(());
         }
         let json = IndexFile { packs }.to_json();
-        let sealed = openpgp::seal_message(&self.recipients, &json)?;
+        let sealed = crypto::seal_message(&self.recipients, &json)?;
         let key = ObjectKey::new(ObjectKind::Index, ObjectId::of_bytes(&sealed).to_hex());
         match self.rt.block_on(self.backend.put_new(&key, sealed)) {
             Ok(()) | Err(coffer_core::Error::AlreadyExists(_)) => Ok(()),

@@ -8,6 +8,7 @@
 //! against 8 s warm. Hints are advice: a full queue drops them, and a file
 //! that cannot be opened is skipped (the walker reports what it cannot read).
 
+use crate::source_file::open_for_reading;
 use crossbeam_channel::{bounded, Receiver, Sender};
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
@@ -65,7 +66,7 @@ fn run(paths: Receiver<PathBuf>) {
     for path in paths {
         // Opened as the walker will (never blocks, never follows a link,
         // regular files only).
-        let Ok(file) = crate::walk::open_for_reading(&path) else {
+        let Ok(file) = open_for_reading(&path) else {
             continue;
         };
         // SAFETY: the descriptor is open for the duration of the call;

@@ -10,8 +10,8 @@
 //! the snapshot is stored: a crash or an error rolls back, so the state never
 //! points at a pack that was not fully stored.
 
-use coffer_core::id::{BlobId, PackId};
-use coffer_core::tree::Location;
+use coffer_core::format::id::{BlobId, PackId};
+use coffer_core::format::tree::Location;
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::{Path, PathBuf};
 

@@ -30,11 +30,7 @@ impl LocalBackend {
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| Error::Storage {
-            op: "run",
-            key: "local I/O task".into(),
-            source: std::io::Error::other(e.to_string()),
-        })?
+        .map_err(|e| Error::Internal(format!("a local I/O task failed: {e}")))?
 }
 
 fn storage_err(op: &'static str, key: &ObjectKey, e: std::io::Error) -> Error {
@@ -204,6 +200,13 @@ impl DeleteBackend for LocalBackend {
 impl Backend for LocalBackend {
     fn describe(&self) -> String {
         self.root.display().to_string()
+    }
+
+    fn location(&self) -> String {
+        std::fs::canonicalize(&self.root)
+            .unwrap_or_else(|_| self.root.clone())
+            .display()
+            .to_string()
     }
 }
 

@@ -1,19 +1,32 @@
 //! A repository in memory, for tests: the same write-once contract as the
-//! real backends, plus fault injection (fail every put after the n-th).
+//! real backends, plus fault injection (fail every put after the n-th,
+//! fail the reads of chosen objects, flip a bit of one) and a clock to
+//! turn back (objects listed as stored earlier, for prune's horizon).
 
 use super::{Backend, DeleteBackend, ObjectInfo, ObjectKey, ObjectKind, ReadBackend, WriteBackend};
 use crate::error::{Error, Result};
 use async_trait::async_trait;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
+
+/// One stored object.
+struct Stored {
+    key: ObjectKey,
+    data: Vec<u8>,
+    /// When it was stored, as listings report it.
+    at: SystemTime,
+}
 
 /// Objects held in a map.
 #[derive(Default)]
 pub struct MemoryBackend {
-    objects: Mutex<BTreeMap<String, (ObjectKey, Vec<u8>)>>,
+    objects: Mutex<BTreeMap<String, Stored>>,
     puts: AtomicUsize,
     fail_after: Option<usize>,
+    /// Paths whose reads fail as an unreachable store would.
+    unreadable: Mutex<HashSet<String>>,
 }
 
 impl MemoryBackend {
@@ -34,12 +47,37 @@ impl MemoryBackend {
     pub fn keys(&self, kind: ObjectKind) -> Vec<String> {
         self.lock()
             .values()
-            .filter(|(k, _)| k.kind == kind)
-            .map(|(k, _)| k.path())
+            .filter(|o| o.key.kind == kind)
+            .map(|o| o.key.path())
             .collect()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, (ObjectKey, Vec<u8>)>> {
+    /// Lists every object as stored `by` earlier than it was.
+    pub fn backdate(&self, by: Duration) {
+        for o in self.lock().values_mut() {
+            o.at = o.at.checked_sub(by).unwrap_or(SystemTime::UNIX_EPOCH);
+        }
+    }
+
+    /// Flips one bit of the object at `path`, at byte `offset` (counted
+    /// from its end if it is past it); whether there was such an object.
+    pub fn corrupt(&self, path: &str, offset: usize) -> bool {
+        let mut objects = self.lock();
+        let Some(o) = objects.get_mut(path).filter(|o| !o.data.is_empty()) else {
+            return false;
+        };
+        let at = offset.min(o.data.len() - 1);
+        o.data[at] ^= 0x10;
+        true
+    }
+
+    /// Makes every read of the object at `path` fail as an unreachable
+    /// store's would (not as damage).
+    pub fn fail_reads(&self, path: &str) {
+        crate::sync::lock(&self.unreadable).insert(path.to_string());
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Stored>> {
         crate::sync::lock(&self.objects)
     }
 }
@@ -47,9 +85,16 @@ impl MemoryBackend {
 #[async_trait]
 impl ReadBackend for MemoryBackend {
     async fn get(&self, key: &ObjectKey) -> Result<Vec<u8>> {
+        if crate::sync::lock(&self.unreadable).contains(&key.path()) {
+            return Err(Error::Storage {
+                op: "get",
+                key: key.path(),
+                source: std::io::Error::other("injected fault"),
+            });
+        }
         self.lock()
             .get(&key.path())
-            .map(|(_, v)| v.clone())
+            .map(|o| o.data.clone())
             .ok_or_else(|| Error::NotFound(key.path()))
     }
 
@@ -68,11 +113,11 @@ impl ReadBackend for MemoryBackend {
         Ok(self
             .lock()
             .values()
-            .filter(|(k, _)| k.kind == kind)
-            .map(|(k, v)| ObjectInfo {
-                name: k.name.clone(),
-                size: v.len() as u64,
-                modified: None,
+            .filter(|o| o.key.kind == kind)
+            .map(|o| ObjectInfo {
+                name: o.key.name.clone(),
+                size: o.data.len() as u64,
+                modified: Some(o.at),
             })
             .collect())
     }
@@ -93,7 +138,12 @@ impl WriteBackend for MemoryBackend {
         if objects.contains_key(&key.path()) {
             return Err(Error::AlreadyExists(key.path()));
         }
-        objects.insert(key.path(), (key.clone(), data));
+        let stored = Stored {
+            key: key.clone(),
+            data,
+            at: SystemTime::now(),
+        };
+        objects.insert(key.path(), stored);
         Ok(())
     }
 }
@@ -108,6 +158,10 @@ impl DeleteBackend for MemoryBackend {
 
 impl Backend for MemoryBackend {
     fn describe(&self) -> String {
+        "memory".into()
+    }
+
+    fn location(&self) -> String {
         "memory".into()
     }
 }

@@ -18,6 +18,8 @@
 //! - Errors name the object (`s3://bucket/key`) and the S3 error code;
 //!   credentials are never formatted.
 
+mod retry;
+
 use super::{Backend, DeleteBackend, ObjectInfo, ObjectKey, ObjectKind, ReadBackend, WriteBackend};
 use crate::error::{Error, Result};
 use async_trait::async_trait;
@@ -30,6 +32,7 @@ use aws_sdk_s3::types::{ObjectCannedAcl, ObjectLockEnabled, ObjectLockMode, Stor
 use aws_sdk_s3::Client;
 use base64::Engine;
 use md5::Digest;
+use retry::{classify, storage_error, Failure, Retry};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
@@ -47,9 +50,6 @@ fn seconds_from_env(var: &str, default: Duration) -> Duration {
         .and_then(|s| s.parse().ok())
         .map_or(default, Duration::from_secs)
 }
-/// First backoff; doubles per attempt up to [`BACKOFF_CAP`].
-const BACKOFF_BASE: Duration = Duration::from_millis(100);
-const BACKOFF_CAP: Duration = Duration::from_secs(10);
 
 /// Object Lock retention sent with every object a writer stores.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,6 +92,9 @@ pub struct S3Backend {
     bucket: String,
     /// Empty, or ends with `/`.
     prefix: String,
+    /// The URL as given, without trailing slashes: where this host pins
+    /// the repository's config.
+    url: String,
     opts: S3WriteOptions,
     retry_for: Duration,
     /// Whether PUTs carry `If-None-Match: *`; cleared the first time the
@@ -166,6 +169,7 @@ impl S3Backend {
             client: Client::from_conf(conf.build()),
             bucket,
             prefix,
+            url: url.trim_end_matches('/').to_string(),
             opts,
             retry_for,
             conditional_put: AtomicBool::new(true),
@@ -392,125 +396,6 @@ impl S3Backend {
     }
 }
 
-/// What kind of failure a request had.
-#[derive(Debug, Clone, Copy)]
-struct Failure {
-    transient: bool,
-    status: Option<u16>,
-}
-
-fn classify<E: ProvideErrorMetadata>(e: &SdkError<E>) -> Failure {
-    let status = e.raw_response().map(|r| r.status().as_u16());
-    let transient = match e {
-        SdkError::TimeoutError(_) | SdkError::ResponseError(_) => true,
-        SdkError::DispatchFailure(d) => !d.is_user(),
-        SdkError::ServiceError(s) => {
-            let code = s.err().code().unwrap_or("");
-            matches!(status, Some(408 | 409 | 429 | 500..=599))
-                || matches!(
-                    code,
-                    "SlowDown"
-                        | "Throttling"
-                        | "ThrottlingException"
-                        | "RequestTimeout"
-                        | "RequestTimeTooSkewed"
-                        | "InternalError"
-                        | "ServiceUnavailable"
-                )
-        }
-        _ => false,
-    };
-    Failure { transient, status }
-}
-
-fn storage_error<E>(op: &'static str, url: String, e: &SdkError<E>) -> Error
-where
-    E: std::error::Error + ProvideErrorMetadata + Send + Sync + 'static,
-{
-    let status = e
-        .raw_response()
-        .map(|r| format!("HTTP {}: ", r.status().as_u16()))
-        .unwrap_or_default();
-    let what = match (e.code(), e.message()) {
-        (Some(code), Some(msg)) => format!("{status}{code}: {msg}"),
-        (Some(code), None) => format!("{status}{code}"),
-        _ => format!("{status}{}", cause_chain(e)),
-    };
-    Error::Storage {
-        op,
-        key: url,
-        source: std::io::Error::other(what),
-    }
-}
-
-/// An error and its causes, joined by ": " (the SDK's own rendering adds a
-/// Debug dump).
-fn cause_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut next = e.source();
-    while let Some(cause) = next {
-        let text = cause.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        next = cause.source();
-    }
-    out
-}
-
-/// Backoff state of one request.
-struct Retry {
-    attempts: u32,
-    deadline: tokio::time::Instant,
-}
-
-impl Retry {
-    fn new(limit: Duration) -> Self {
-        Self {
-            attempts: 0,
-            deadline: tokio::time::Instant::now() + limit,
-        }
-    }
-
-    /// Sleeps before the next attempt if `failure` is transient and time is
-    /// left; otherwise returns the error `make_err` builds.
-    async fn after(&mut self, failure: Failure, make_err: impl FnOnce() -> Error) -> Result<()> {
-        let delay = backoff(self.attempts);
-        let now = tokio::time::Instant::now();
-        if !failure.transient || now + delay > self.deadline {
-            let err = make_err();
-            return Err(match err {
-                Error::Storage { op, key, source } if failure.transient => Error::Storage {
-                    op,
-                    key,
-                    source: std::io::Error::other(format!(
-                        "gave up after {} attempts: {source}",
-                        self.attempts + 1
-                    )),
-                },
-                other => other,
-            });
-        }
-        tracing::debug!(
-            attempt = self.attempts + 1,
-            ?delay,
-            "S3 request failed; retrying"
-        );
-        self.attempts += 1;
-        tokio::time::sleep(delay).await;
-        Ok(())
-    }
-}
-
-/// Full jitter: a random delay up to min(cap, base * 2^attempt).
-fn backoff(attempt: u32) -> Duration {
-    let ceiling = BACKOFF_BASE
-        .saturating_mul(1u32 << attempt.min(16))
-        .min(BACKOFF_CAP);
-    ceiling.mul_f64(rand::random::<f64>())
-}
-
 #[async_trait]
 impl ReadBackend for S3Backend {
     async fn get(&self, key: &ObjectKey) -> Result<Vec<u8>> {
@@ -645,6 +530,10 @@ impl Backend for S3Backend {
     fn describe(&self) -> String {
         format!("s3://{}/{}", self.bucket, self.prefix)
     }
+
+    fn location(&self) -> String {
+        self.url.clone()
+    }
 }
 
 #[cfg(test)]
@@ -661,14 +550,5 @@ mod tests {
         assert!(parse_url("s3://").is_err());
         assert!(parse_url("s3://ab/x").is_err());
         assert!(parse_url("/tmp/x").is_err());
-    }
-
-    #[test]
-    fn backoff_grows_and_is_capped() {
-        for attempt in 0..40 {
-            let d = backoff(attempt);
-            assert!(d <= BACKOFF_CAP);
-            assert!(d <= BACKOFF_BASE * 2u32.pow(attempt.min(16)));
-        }
     }
 }

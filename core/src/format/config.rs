@@ -1,0 +1,167 @@
+//! The repository's `config` object: the document and its checks.
+//!
+//! `config` is unencrypted JSON: anyone may read the parameters, the
+//! recipients' certificates and the writers' signing certificates. The
+//! chunk-id key inside it is sealed to the recipients. Making a new one,
+//! unsealing its chunk-id key and the backup hosts' `writer.key` need
+//! OpenPGP: they are in [`crate::crypto::writer_key`].
+
+use crate::error::{Error, Result};
+use serde::{Deserialize, Serialize};
+
+/// The format version this build writes and reads.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Content-defined chunking parameters (FastCDC 2020).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkerParams {
+    /// Always "fastcdc-2020".
+    pub algorithm: String,
+    /// Smallest chunk, bytes; a file below it is one chunk.
+    pub min_size: u32,
+    /// Target average chunk, bytes.
+    pub avg_size: u32,
+    /// Largest chunk, bytes.
+    pub max_size: u32,
+    /// FastCDC normalization level.
+    pub normalization: u8,
+}
+
+impl Default for ChunkerParams {
+    fn default() -> Self {
+        Self {
+            algorithm: "fastcdc-2020".into(),
+            min_size: 512 * 1024,
+            avg_size: 1024 * 1024,
+            max_size: 8 * 1024 * 1024,
+            normalization: 1,
+        }
+    }
+}
+
+/// zstd levels `init` accepts; a config outside them is refused as damaged.
+pub const ZSTD_LEVELS: std::ops::RangeInclusive<i32> = 1..=19;
+
+/// The zstd level of a new repository unless `init` is told otherwise.
+pub const DEFAULT_ZSTD_LEVEL: i32 = 3;
+
+/// What `init` may choose for a new repository.
+#[derive(Debug, Clone, Copy)]
+pub struct RepoSettings {
+    /// Writers reuse a stored blob only if its pack is younger than this.
+    pub dedup_horizon_days: u32,
+    /// zstd level writers compress with; any level decompresses the same way.
+    pub zstd_level: i32,
+}
+
+impl Default for RepoSettings {
+    fn default() -> Self {
+        Self {
+            dedup_horizon_days: 30,
+            zstd_level: DEFAULT_ZSTD_LEVEL,
+        }
+    }
+}
+
+/// The repository's `config` object.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RepoConfig {
+    /// Always "coffer-repository".
+    pub format: String,
+    /// Format version, [`FORMAT_VERSION`].
+    pub version: u32,
+    /// Random repository id (32 hex digits).
+    pub id: String,
+    /// When `init` ran (RFC 3339 UTC).
+    pub created: String,
+    /// Chunking parameters, fixed for the repository's life.
+    pub chunker: ChunkerParams,
+    /// zstd level writers compress with.
+    pub zstd_level: i32,
+    /// Target pack size in bytes.
+    pub pack_size: u64,
+    /// Writers reuse a stored blob only if its pack is younger than this.
+    pub dedup_horizon_days: u32,
+    /// Recipients' certificates, armored.
+    pub recipients: Vec<String>,
+    /// The chunk-id key, as an armored-free binary OpenPGP message in base64,
+    /// sealed to the recipients.
+    pub chunk_id_key_sealed: String,
+    /// The writers' signing certificates, armored: readers accept only
+    /// snapshots one of them signed. Empty in a repository made before
+    /// snapshots were signed (its snapshots are accepted unsigned).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub writers: Vec<String>,
+}
+
+impl RepoConfig {
+    /// Parses and checks `config` bytes; `source` names them in errors.
+    pub fn from_json(bytes: &[u8], source: &str) -> Result<Self> {
+        let config: Self = serde_json::from_slice(bytes)
+            .map_err(|e| Error::damaged(source, format!("not a coffer config: {e}")))?;
+        config.check(source)?;
+        Ok(config)
+    }
+
+    /// Checks the parameters of a parsed config; `source` names it.
+    pub(crate) fn check(&self, source: &str) -> Result<()> {
+        if self.format != "coffer-repository" {
+            return Err(Error::damaged(source, "not a coffer repository config"));
+        }
+        if self.version != FORMAT_VERSION {
+            return Err(Error::Config(format!(
+                "{source}: repository format version {} is not supported by this coffer (it reads {FORMAT_VERSION}); upgrade coffer",
+                self.version
+            )));
+        }
+        let c = &self.chunker;
+        let sane = c.algorithm == "fastcdc-2020"
+            && (64..=1 << 20).contains(&c.min_size)
+            && c.min_size <= c.avg_size
+            && c.avg_size <= c.max_size
+            && c.max_size <= 16 << 20
+            && c.min_size % 2 == 0
+            && c.avg_size % 2 == 0
+            && c.max_size % 2 == 0
+            && c.normalization <= 3;
+        if !sane {
+            return Err(Error::damaged(source, "chunker parameters out of range"));
+        }
+        if !(1 << 20..=1 << 30).contains(&self.pack_size) {
+            return Err(Error::damaged(source, "pack size out of range"));
+        }
+        if !ZSTD_LEVELS.contains(&self.zstd_level) {
+            return Err(Error::damaged(source, "zstd level out of range"));
+        }
+        Ok(())
+    }
+
+    /// Serializes for storage.
+    pub fn to_json(&self) -> Vec<u8> {
+        // A struct of strings and numbers always serializes.
+        serde_json::to_vec_pretty(self).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zstd_level_out_of_range_is_refused_when_read() {
+        let json = br#"{"format":"coffer-repository","version":1,"id":"00","created":"x",
+            "chunker":{"algorithm":"fastcdc-2020","min_size":512,"avg_size":1024,
+            "max_size":4096,"normalization":1},"zstd_level":0,"pack_size":16777216,
+            "dedup_horizon_days":30,"recipients":[],"chunk_id_key_sealed":""}"#;
+        let err = RepoConfig::from_json(json, "config")
+            .err()
+            .map(|e| e.to_string());
+        assert!(
+            err.as_ref()
+                .is_some_and(|e| e.contains("zstd level out of range")),
+            "{err:?}"
+        );
+        let ok = String::from_utf8_lossy(json).replace("\"zstd_level\":0", "\"zstd_level\":1");
+        assert!(RepoConfig::from_json(ok.as_bytes(), "config").is_ok());
+    }
+}

@@ -1,0 +1,298 @@
+//! Trees: the JSON of one directory, and the locations that tie them together.
+//!
+//! A tree lists a directory's entries sorted by name bytes. A file entry
+//! carries the [`Location`] of each of its chunks, a directory entry the
+//! location of its subtree, so a reader walks from a snapshot's root to any
+//! byte without a global index.
+//!
+//! Names and symlink targets are bytes on Unix. In JSON a name is a string
+//! when it is valid UTF-8 and `{"b64": "..."}` otherwise.
+
+use crate::error::{Error, Result};
+use crate::format::id::{BlobId, PackId};
+use serde::{Deserialize, Serialize};
+
+/// Where a blob is stored: enough to fetch it with one ranged read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Location {
+    /// Keyed BLAKE3 of the plaintext, checked after every read.
+    pub id: BlobId,
+    /// The pack holding it.
+    pub pack: PackId,
+    /// Byte offset of the blob (an OpenPGP message) in the pack.
+    pub offset: u64,
+    /// Length of the blob in the pack.
+    pub length: u64,
+    /// Length of the plaintext.
+    pub raw_length: u64,
+}
+
+/// What a directory entry is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// A regular file.
+    File,
+    /// A directory.
+    Dir,
+    /// A symbolic link.
+    Symlink,
+    /// A named pipe.
+    Fifo,
+    /// A character device.
+    Char,
+    /// A block device.
+    Block,
+    /// A Unix socket.
+    Socket,
+}
+
+/// One directory entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// The name, raw bytes.
+    #[serde(with = "bytes_text")]
+    pub name: Vec<u8>,
+    /// What it is.
+    pub kind: Kind,
+    /// Permission bits, including setuid, setgid and sticky (mode & 0o7777).
+    pub mode: u32,
+    /// Owner's numeric id.
+    pub uid: u32,
+    /// Group's numeric id.
+    pub gid: u32,
+    /// Owner's name, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// Group's name, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// Modification time, nanoseconds since the Unix epoch.
+    pub mtime_ns: i64,
+    /// Size in bytes (files: content length; symlinks: target length).
+    pub size: u64,
+    /// A symlink's target, raw bytes.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "opt_bytes_text"
+    )]
+    pub target: Option<Vec<u8>>,
+    /// Device number of a char or block device.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rdev: Option<u64>,
+    /// A file's chunks, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub chunks: Vec<Location>,
+    /// A directory's tree.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subtree: Option<Location>,
+}
+
+/// One directory: its entries, sorted by name bytes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tree {
+    /// The entries.
+    pub entries: Vec<Entry>,
+}
+
+/// Largest plaintext a reference may claim; larger is treated as damage.
+pub const MAX_BLOB_LEN: u64 = 1 << 30;
+
+impl Tree {
+    /// Serializes, sorting entries by name bytes first.
+    pub fn to_json(&mut self) -> Vec<u8> {
+        self.entries.sort_by(|a, b| a.name.cmp(&b.name));
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// Parses a tree and checks it can be trusted by a reader: names are
+    /// single path components, strictly sorted (so unique), and every entry's
+    /// references fit its kind and size. `object` names it in errors.
+    pub fn from_json(bytes: &[u8], object: &str) -> Result<Self> {
+        let tree: Tree = serde_json::from_slice(bytes)
+            .map_err(|e| Error::damaged(object, format!("not a tree: {e}")))?;
+        let mut previous: Option<&[u8]> = None;
+        for entry in &tree.entries {
+            if !is_safe_name(&entry.name) {
+                return Err(Error::damaged(
+                    object,
+                    format!(
+                        "unsafe entry name {:?}",
+                        String::from_utf8_lossy(&entry.name)
+                    ),
+                ));
+            }
+            if previous.is_some_and(|p| p >= entry.name.as_slice()) {
+                return Err(Error::damaged(object, "entries not sorted or not unique"));
+            }
+            previous = Some(&entry.name);
+            entry.check(object)?;
+        }
+        Ok(tree)
+    }
+
+    /// The entry called `name`.
+    pub fn find(&self, name: &[u8]) -> Option<&Entry> {
+        self.entries
+            .binary_search_by(|e| e.name.as_slice().cmp(name))
+            .ok()
+            .map(|i| &self.entries[i])
+    }
+}
+
+impl Entry {
+    fn check(&self, object: &str) -> Result<()> {
+        let bad = |what: &str| {
+            Error::damaged(
+                object,
+                format!("entry {:?}: {what}", String::from_utf8_lossy(&self.name)),
+            )
+        };
+        let ok_loc = |l: &Location| l.raw_length <= MAX_BLOB_LEN && l.length <= 2 * MAX_BLOB_LEN;
+        match self.kind {
+            Kind::File => {
+                let total: u64 = self.chunks.iter().map(|c| c.raw_length).sum();
+                if total != self.size || !self.chunks.iter().all(ok_loc) {
+                    return Err(bad("chunks do not add up to the file size"));
+                }
+            }
+            Kind::Dir => match &self.subtree {
+                Some(l) if ok_loc(l) => {}
+                _ => return Err(bad("directory without a valid subtree")),
+            },
+            Kind::Symlink if self.target.is_none() => return Err(bad("symlink without target")),
+            _ => {}
+        }
+        if self.kind != Kind::File && !self.chunks.is_empty() {
+            return Err(bad("only files have chunks"));
+        }
+        Ok(())
+    }
+
+    /// Where each chunk ends in the file (cumulative raw lengths): the
+    /// mount maps read offsets with it, restore places chunks with it.
+    pub fn chunk_ends(&self) -> impl Iterator<Item = u64> + '_ {
+        self.chunks.iter().scan(0u64, |end, c| {
+            *end = end.saturating_add(c.raw_length);
+            Some(*end)
+        })
+    }
+
+    /// The name as text, lossy, for messages and listings.
+    pub fn display_name(&self) -> String {
+        String::from_utf8_lossy(&self.name).into_owned()
+    }
+}
+
+/// The deepest a snapshot may nest directories. A writer walks by full
+/// path, so what it stores is bounded by PATH_MAX (4096 bytes: at most
+/// 2048 levels); readers that build paths refuse anything deeper as
+/// damage rather than spend memory quadratic in the depth.
+pub const MAX_DEPTH: usize = 4096;
+
+/// Whether `name` is one safe path component: not empty, not `.` or `..`,
+/// no `/` and no NUL.
+pub fn is_safe_name(name: &[u8]) -> bool {
+    !name.is_empty() && name != b"." && name != b".." && !name.iter().any(|&b| b == b'/' || b == 0)
+}
+
+/// Serde for raw bytes: a string when UTF-8, else `{"b64": "..."}`.
+mod bytes_text {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    #[derive(Serialize, Deserialize)]
+    #[serde(untagged)]
+    pub(super) enum Text {
+        Utf8(String),
+        Raw { b64: String },
+    }
+
+    pub(super) fn to_text(bytes: &[u8]) -> Text {
+        match std::str::from_utf8(bytes) {
+            Ok(s) => Text::Utf8(s.to_string()),
+            Err(_) => Text::Raw {
+                b64: crate::format::encoding::base64_encode(bytes),
+            },
+        }
+    }
+
+    pub(super) fn from_text<E: serde::de::Error>(text: Text) -> Result<Vec<u8>, E> {
+        match text {
+            Text::Utf8(s) => Ok(s.into_bytes()),
+            Text::Raw { b64 } => crate::format::encoding::base64_decode(&b64)
+                .ok_or_else(|| E::custom("name is not valid base64")),
+        }
+    }
+
+    pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        to_text(bytes).serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        from_text(Text::deserialize(d)?)
+    }
+}
+
+mod opt_bytes_text {
+    use super::bytes_text::{from_text, to_text, Text};
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
+        bytes.as_deref().map(to_text).serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<u8>>, D::Error> {
+        Option::<Text>::deserialize(d)?.map(from_text).transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(name: &[u8]) -> Entry {
+        Entry {
+            name: name.to_vec(),
+            kind: Kind::Symlink,
+            mode: 0o777,
+            uid: 0,
+            gid: 0,
+            user: None,
+            group: None,
+            mtime_ns: 1,
+            size: 3,
+            target: Some(b"\xffab".to_vec()),
+            rdev: None,
+            chunks: vec![],
+            subtree: None,
+        }
+    }
+
+    #[test]
+    fn non_utf8_names_round_trip_through_json() {
+        let mut tree = Tree {
+            entries: vec![entry(b"zeta"), entry(b"\xff\xfename"), entry(b"alpha")],
+        };
+        let json = tree.to_json();
+        let text = String::from_utf8(json.clone()).unwrap();
+        assert!(text.contains("\"b64\""), "{text}");
+        let back = Tree::from_json(&json, "t").unwrap();
+        assert_eq!(back, tree);
+        assert_eq!(back.entries[0].name, b"alpha");
+        assert!(back.find(b"\xff\xfename").is_some());
+    }
+
+    #[test]
+    fn hostile_names_are_rejected() {
+        for bad in [&b".."[..], b".", b"a/b", b"", b"a\0b"] {
+            let mut tree = Tree {
+                entries: vec![entry(bad)],
+            };
+            let json = tree.to_json();
+            assert!(Tree::from_json(&json, "t").is_err(), "{bad:?}");
+        }
+        let dup = br#"{"entries":[{"name":"a","kind":"fifo","mode":0,"uid":0,"gid":0,"mtime_ns":0,"size":0},{"name":"a","kind":"fifo","mode":0,"uid":0,"gid":0,"mtime_ns":0,"size":0}]}"#;
+        assert!(Tree::from_json(dup, "t").is_err());
+    }
+}

@@ -1,0 +1,23 @@
+//! The operations an admin runs on a repository, one module each, all on top
+//! of [`crate::repository::Repository`] (and, for `status`, the bare
+//! backend):
+//!
+//! - [`restore`]: a snapshot (or a path in it) into a local directory;
+//! - [`export`]: a snapshot as one zip or tar archive, streamed;
+//! - [`diff`]: what changed between two snapshots;
+//! - [`check`]: every snapshot's trees and chunks present and well-formed;
+//! - [`forget`]: drop the snapshots a retention policy does not keep
+//!   ([`forget::retention`] holds the rules);
+//! - [`prune`]: delete the packs no snapshot references;
+//! - [`status`]: how fresh the newest snapshot is, from the listing alone.
+//!
+//! Operations never use each other; what two of them share lives below, in
+//! `repository`, `format` or `crypto`.
+
+pub mod check;
+pub mod diff;
+pub mod export;
+pub mod forget;
+pub mod prune;
+pub mod restore;
+pub mod status;

@@ -1,0 +1,464 @@
+//! `coffer export`: a snapshot, or a path in it, as one zip or tar archive,
+//! streamed.
+//!
+//! An async reader walks the trees depth first and fetches each file's
+//! chunks a few at a time; a blocking thread writes the archive. They meet
+//! in a bounded channel, so memory holds at most [`QUEUE`] chunks (each
+//! at most 8 MiB) whatever the snapshot's size. Modes and mtimes are kept
+//! (zip: permission bits, and the mtime both as DOS time, in UTC, and as
+//! an Info-ZIP extended timestamp; tar: everything, owners and devices
+//! too). Zip has no place for fifos, devices or sockets: they are left out
+//! and counted.
+
+use crate::error::{Error, Result};
+use crate::format::snapshot::Snapshot;
+use crate::format::tree::{is_safe_name, Entry, Kind, Location};
+use crate::repository::Repository;
+use futures_util::stream::{self, StreamExt};
+use std::io::{Read, Seek, Write};
+use std::os::unix::ffi::OsStrExt;
+use tokio::sync::mpsc;
+
+/// Items between reader and writer; each `Data` holds one chunk.
+const QUEUE: usize = 8;
+/// Chunk reads in flight per file.
+const READS: usize = 4;
+
+/// Which archive to write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// Zip, deflated (or stored, with `deflate: false`).
+    Zip {
+        /// Compress with deflate.
+        deflate: bool,
+    },
+    /// POSIX tar (GNU long names).
+    Tar,
+}
+
+/// What went into the archive.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExportReport {
+    /// Regular files.
+    pub files: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Directories.
+    pub dirs: u64,
+    /// Symlinks.
+    pub links: u64,
+    /// Entries the format cannot hold (zip: fifos, devices, sockets),
+    /// by path.
+    pub skipped: Vec<String>,
+}
+
+/// A path in the archive: raw name bytes joined by `/`.
+type ArchivePath = Vec<u8>;
+
+/// One step of the walk, from reader to writer.
+enum Item {
+    Dir(ArchivePath, Entry),
+    /// A file; its chunks follow as `Data`, then `End`.
+    File(ArchivePath, Entry),
+    Data(Vec<u8>),
+    End,
+    Other(ArchivePath, Entry),
+}
+
+/// A path as text, for messages and for zip (whose names are UTF-8).
+fn text(path: &[u8]) -> String {
+    String::from_utf8_lossy(path).into_owned()
+}
+
+/// Where the archive goes.
+pub enum Output {
+    /// A file (zip goes back to fill in each entry's sizes).
+    File(std::fs::File),
+    /// A pipe or anything else that cannot seek (zip then writes each
+    /// entry's sizes after its data).
+    Stream(Box<dyn Write + Send>),
+}
+
+/// Writes `path` of `snapshot` to `out` as `format`.
+pub async fn export(
+    repo: &Repository,
+    snapshot: &Snapshot,
+    path: &str,
+    format: Format,
+    out: Output,
+) -> Result<ExportReport> {
+    let top = repo.resolve(snapshot, path).await?;
+    let (tx, rx) = mpsc::channel(QUEUE);
+    let writer = tokio::task::spawn_blocking(move || write_archive(format, out, rx));
+    let walked = walk(repo, top, &tx).await;
+    drop(tx);
+    let written = writer.await.unwrap_or_else(|e| {
+        Err(Error::Internal(format!(
+            "export: the archive writer failed: {e}"
+        )))
+    });
+    match walked {
+        Ok(()) => written,
+        // A read failed: that is the cause (the writer saw only the end).
+        Err(Stop::Read(e)) => Err(e),
+        Err(Stop::WriterGone) => Err(written
+            .err()
+            .unwrap_or_else(|| Error::Internal("export: the archive writer stopped early".into()))),
+    }
+}
+
+/// Why the walk stopped early.
+enum Stop {
+    Read(Error),
+    /// The writer thread ended (its result says why).
+    WriterGone,
+}
+
+impl From<Error> for Stop {
+    fn from(e: Error) -> Self {
+        Stop::Read(e)
+    }
+}
+
+impl<T> From<mpsc::error::SendError<T>> for Stop {
+    fn from(_: mpsc::error::SendError<T>) -> Self {
+        Stop::WriterGone
+    }
+}
+
+/// Sends every entry below (and including, unless it is the walk's root
+/// directory) `top`.
+async fn walk(repo: &Repository, top: Entry, tx: &mpsc::Sender<Item>) -> Result<(), Stop> {
+    let mut stack: Vec<(ArchivePath, Entry)> = Vec::new();
+    match top.kind {
+        // A directory's contents go at the archive's top level.
+        Kind::Dir => push_children(repo, &top, b"", &mut stack).await?,
+        _ => stack.push((top.name.clone(), top)),
+    }
+    while let Some((name, entry)) = stack.pop() {
+        match entry.kind {
+            Kind::Dir => {
+                push_children(repo, &entry, &name, &mut stack).await?;
+                tx.send(Item::Dir(name, entry)).await?;
+            }
+            Kind::File => {
+                let chunks = entry.chunks.clone();
+                tx.send(Item::File(name.clone(), entry)).await?;
+                let mut reads = stream::iter(chunks)
+                    .map(|loc: Location| async move { repo.read_blob(&loc).await })
+                    .buffered(READS);
+                while let Some(data) = reads.next().await {
+                    let data = data.map_err(|e| Error::At {
+                        path: text(&name),
+                        source: Box::new(e),
+                    })?;
+                    tx.send(Item::Data(data)).await?;
+                }
+                tx.send(Item::End).await?;
+            }
+            _ => tx.send(Item::Other(name, entry)).await?,
+        }
+    }
+    Ok(())
+}
+
+/// Reads `dir`'s tree and pushes its entries so that they pop in name
+/// order, named below `prefix`.
+async fn push_children(
+    repo: &Repository,
+    dir: &Entry,
+    prefix: &[u8],
+    stack: &mut Vec<(ArchivePath, Entry)>,
+) -> Result<()> {
+    let Some(loc) = dir.subtree else {
+        return Ok(());
+    };
+    let tree = repo.read_tree(&loc).await.map_err(|e| Error::At {
+        path: format!("{}/", text(prefix)),
+        source: Box::new(e),
+    })?;
+    for entry in tree.entries.into_iter().rev() {
+        if !is_safe_name(&entry.name) {
+            return Err(Error::damaged(
+                format!("tree {}", loc.id),
+                format!(
+                    "unsafe name {:?} in {}/",
+                    entry.display_name(),
+                    text(prefix)
+                ),
+            ));
+        }
+        let mut name = prefix.to_vec();
+        if !name.is_empty() {
+            name.push(b'/');
+        }
+        name.extend_from_slice(&entry.name);
+        stack.push((name, entry));
+    }
+    Ok(())
+}
+
+/// The archive formats, as the writer thread drives them.
+trait Archive {
+    fn dir(&mut self, path: &[u8], e: &Entry) -> std::io::Result<()>;
+    fn file(&mut self, path: &[u8], e: &Entry, data: &mut dyn Read) -> std::io::Result<()>;
+    /// A symlink or special file; false if the format cannot hold it.
+    fn other(&mut self, path: &[u8], e: &Entry) -> std::io::Result<bool>;
+    fn finish(self: Box<Self>) -> std::io::Result<()>;
+}
+
+fn write_archive(
+    format: Format,
+    out: Output,
+    mut rx: mpsc::Receiver<Item>,
+) -> Result<ExportReport> {
+    let mut archive: Box<dyn Archive> = match (format, out) {
+        (Format::Zip { deflate }, Output::File(f)) => {
+            Box::new(ZipOut::new(zip::ZipWriter::new(f), deflate))
+        }
+        (Format::Zip { deflate }, Output::Stream(w)) => {
+            Box::new(ZipOut::new(zip::ZipWriter::new_stream(w), deflate))
+        }
+        (Format::Tar, Output::File(f)) => Box::new(TarOut(tar::Builder::new(f))),
+        (Format::Tar, Output::Stream(w)) => Box::new(TarOut(tar::Builder::new(w))),
+    };
+    let mut report = ExportReport::default();
+    let io = |path: &[u8], e: std::io::Error| Error::io(text(path), "writing the archive", e);
+    while let Some(item) = rx.blocking_recv() {
+        match item {
+            Item::Dir(path, e) => {
+                archive.dir(&path, &e).map_err(|err| io(&path, err))?;
+                report.dirs += 1;
+            }
+            Item::File(path, e) => {
+                let mut data = ChunkReader {
+                    rx: &mut rx,
+                    chunk: Vec::new(),
+                    at: 0,
+                    read: 0,
+                    size: e.size,
+                };
+                archive
+                    .file(&path, &e, &mut data)
+                    .map_err(|err| io(&path, err))?;
+                if data.read != e.size {
+                    return Err(io(
+                        &path,
+                        std::io::Error::other("the file ended early: its chunks were not all read"),
+                    ));
+                }
+                report.files += 1;
+                report.bytes += e.size;
+            }
+            Item::Other(path, e) => {
+                if archive.other(&path, &e).map_err(|err| io(&path, err))? {
+                    if e.kind == Kind::Symlink {
+                        report.links += 1;
+                    }
+                } else {
+                    report.skipped.push(text(&path));
+                }
+            }
+            Item::Data(_) | Item::End => {
+                return Err(io(
+                    b"export",
+                    std::io::Error::other("file data out of place"),
+                ))
+            }
+        }
+    }
+    archive
+        .finish()
+        .map_err(|err| io(b"the archive's end", err))?;
+    Ok(report)
+}
+
+/// One file's contents, as the reader sends them chunk by chunk.
+struct ChunkReader<'a> {
+    rx: &'a mut mpsc::Receiver<Item>,
+    chunk: Vec<u8>,
+    at: usize,
+    /// Bytes handed out so far.
+    read: u64,
+    /// What the tree says the file holds: more data is an error.
+    size: u64,
+}
+
+impl Read for ChunkReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.at == self.chunk.len() {
+            match self.rx.blocking_recv() {
+                Some(Item::Data(chunk)) => {
+                    self.chunk = chunk;
+                    self.at = 0;
+                }
+                Some(Item::End) => {
+                    // Put nothing back: End is consumed, the file is done.
+                    self.chunk.clear();
+                    self.at = 0;
+                    return Ok(0);
+                }
+                // The reader failed (its error is reported) or is confused.
+                _ => {
+                    return Err(std::io::Error::other(
+                        "reading stopped in the middle of a file",
+                    ))
+                }
+            }
+        }
+        let n = buf.len().min(self.chunk.len() - self.at);
+        buf[..n].copy_from_slice(&self.chunk[self.at..self.at + n]);
+        self.at += n;
+        self.read += n as u64;
+        if self.read > self.size {
+            return Err(std::io::Error::other(
+                "the chunks hold more than the file's size",
+            ));
+        }
+        Ok(n)
+    }
+}
+
+/// Seconds since the epoch of an entry's mtime.
+fn mtime_secs(e: &Entry) -> i64 {
+    e.mtime_ns.div_euclid(1_000_000_000)
+}
+
+struct ZipOut<W: Write + Seek> {
+    zip: zip::ZipWriter<W>,
+    method: zip::CompressionMethod,
+}
+
+impl<W: Write + Seek> ZipOut<W> {
+    fn new(zip: zip::ZipWriter<W>, deflate: bool) -> Self {
+        Self {
+            zip,
+            method: if deflate {
+                zip::CompressionMethod::Deflated
+            } else {
+                zip::CompressionMethod::Stored
+            },
+        }
+    }
+
+    fn options(&self, e: &Entry) -> std::io::Result<zip::write::FullFileOptions<'static>> {
+        let secs = mtime_secs(e);
+        let dos = time::OffsetDateTime::from_unix_timestamp(secs)
+            .ok()
+            .and_then(|t| zip::DateTime::try_from(t).ok())
+            .unwrap_or_default();
+        let mut opts = zip::write::FullFileOptions::default()
+            .compression_method(self.method)
+            .unix_permissions(e.mode)
+            .last_modified_time(dos)
+            .large_file(e.size >= u64::from(u32::MAX));
+        // Info-ZIP's extended timestamp (0x5455): the exact UTC mtime, which
+        // `unzip` restores (DOS time has no zone and 2 s steps).
+        if let Ok(secs) = i32::try_from(secs) {
+            let mut ut = vec![1u8];
+            ut.extend_from_slice(&secs.to_le_bytes());
+            opts.add_extra_data(0x5455, ut, false)
+                .map_err(std::io::Error::other)?;
+        }
+        Ok(opts)
+    }
+}
+
+impl<W: Write + Seek> Archive for ZipOut<W> {
+    fn dir(&mut self, path: &[u8], e: &Entry) -> std::io::Result<()> {
+        let opts = self.options(e)?;
+        self.zip
+            .add_directory(format!("{}/", text(path)), opts)
+            .map_err(std::io::Error::other)
+    }
+
+    fn file(&mut self, path: &[u8], e: &Entry, data: &mut dyn Read) -> std::io::Result<()> {
+        let opts = self.options(e)?;
+        self.zip
+            .start_file(text(path), opts)
+            .map_err(std::io::Error::other)?;
+        std::io::copy(data, &mut self.zip)?;
+        Ok(())
+    }
+
+    fn other(&mut self, path: &[u8], e: &Entry) -> std::io::Result<bool> {
+        if e.kind != Kind::Symlink {
+            return Ok(false);
+        }
+        let target = String::from_utf8_lossy(e.target.as_deref().unwrap_or_default()).into_owned();
+        let opts = self.options(e)?;
+        self.zip
+            .add_symlink(text(path), target, opts)
+            .map_err(std::io::Error::other)?;
+        Ok(true)
+    }
+
+    fn finish(self: Box<Self>) -> std::io::Result<()> {
+        let mut out = self.zip.finish().map_err(std::io::Error::other)?;
+        out.flush()
+    }
+}
+
+/// Raw name bytes as a path (tar stores bytes as they are).
+fn raw(bytes: &[u8]) -> &std::path::Path {
+    std::path::Path::new(std::ffi::OsStr::from_bytes(bytes))
+}
+
+struct TarOut<W: Write>(tar::Builder<W>);
+
+impl<W: Write> TarOut<W> {
+    fn header(e: &Entry, kind: tar::EntryType, size: u64) -> tar::Header {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(kind);
+        h.set_size(size);
+        h.set_mode(e.mode);
+        h.set_uid(u64::from(e.uid));
+        h.set_gid(u64::from(e.gid));
+        h.set_mtime(u64::try_from(mtime_secs(e)).unwrap_or(0));
+        if let Some(user) = &e.user {
+            let _ = h.set_username(user);
+        }
+        if let Some(group) = &e.group {
+            let _ = h.set_groupname(group);
+        }
+        h
+    }
+}
+
+impl<W: Write> Archive for TarOut<W> {
+    fn dir(&mut self, path: &[u8], e: &Entry) -> std::io::Result<()> {
+        let mut h = Self::header(e, tar::EntryType::Directory, 0);
+        self.0.append_data(&mut h, raw(path), std::io::empty())
+    }
+
+    fn file(&mut self, path: &[u8], e: &Entry, data: &mut dyn Read) -> std::io::Result<()> {
+        let mut h = Self::header(e, tar::EntryType::Regular, e.size);
+        self.0.append_data(&mut h, raw(path), data)
+    }
+
+    fn other(&mut self, path: &[u8], e: &Entry) -> std::io::Result<bool> {
+        let path = raw(path);
+        let kind = match e.kind {
+            Kind::Symlink => tar::EntryType::Symlink,
+            Kind::Fifo => tar::EntryType::Fifo,
+            Kind::Char => tar::EntryType::Char,
+            Kind::Block => tar::EntryType::Block,
+            Kind::Socket | Kind::File | Kind::Dir => return Ok(false),
+        };
+        let mut h = Self::header(e, kind, 0);
+        if let Some(target) = &e.target {
+            self.0.append_link(&mut h, path, raw(target))?;
+            return Ok(true);
+        }
+        if let Some(rdev) = e.rdev {
+            h.set_device_major(libc::major(rdev))?;
+            h.set_device_minor(libc::minor(rdev))?;
+        }
+        self.0.append_data(&mut h, path, std::io::empty())?;
+        Ok(true)
+    }
+
+    fn finish(self: Box<Self>) -> std::io::Result<()> {
+        self.0.into_inner()?.flush()
+    }
+}

@@ -1,0 +1,196 @@
+//! The fetch plan: which blobs to read with one ranged request. Blobs that
+//! lie (nearly) back to back in one pack are read together, for file chunks
+//! ([`Fetch`]) and for trees ([`next_tree_batch`]) alike. Pure logic, no
+//! I/O but [`Span::read`].
+
+use crate::error::{Error, Result};
+use crate::format::id::PackId;
+use crate::format::tree::Location;
+use crate::repository::Repository;
+use std::collections::VecDeque;
+
+/// Blobs that lie (nearly) back to back in one pack are read with one
+/// request, up to this many bytes...
+pub(super) const MAX_FETCH: u64 = 8 << 20;
+/// ...skipping at most this many bytes between two of them (reading a few
+/// unneeded kilobytes is cheaper than another round trip).
+pub(super) const MAX_GAP: u64 = 64 << 10;
+/// Trees read with one request at most (trees are small).
+const MAX_TREE_FETCH: u64 = 1 << 20;
+/// How far down the queue of trees to look for ones to read together.
+const TREE_BATCH_SCAN: usize = 256;
+
+/// Bytes `start..end` of one pack: blobs lying back to back, read with one
+/// ranged read. Used for file chunks and for trees alike.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Span {
+    pack: PackId,
+    pub(super) start: u64,
+    pub(super) end: u64,
+}
+
+impl Span {
+    /// The bytes of one blob.
+    pub(super) fn of(loc: &Location) -> Self {
+        Self {
+            pack: loc.pack,
+            start: loc.offset,
+            end: loc.offset.saturating_add(loc.length),
+        }
+    }
+
+    /// Whether `loc` can join: same pack, after the end, a gap of at most
+    /// [`MAX_GAP`], and the span stays within `max` bytes.
+    pub(super) fn can_take(&self, loc: &Location, max: u64) -> bool {
+        self.pack == loc.pack
+            && loc.offset >= self.end
+            && loc.offset - self.end <= MAX_GAP
+            && loc.offset.saturating_add(loc.length) - self.start <= max
+    }
+
+    /// Extends the span to the end of `loc` (which [`Span::can_take`]).
+    pub(super) fn take(&mut self, loc: &Location) {
+        self.end = loc.offset.saturating_add(loc.length);
+    }
+
+    /// The span's stored bytes, with one ranged read.
+    pub(super) async fn read(&self, repo: &Repository) -> Result<Vec<u8>> {
+        repo.fetch_pack_range(&self.pack, self.start, self.end - self.start)
+            .await
+    }
+
+    /// The stored bytes of `loc` in `data`, which [`Span::read`] returned.
+    pub(super) fn blob<'d>(&self, data: &'d [u8], loc: &Location) -> Result<&'d [u8]> {
+        let from = (loc.offset - self.start) as usize;
+        data.get(from..from.saturating_add(loc.length as usize))
+            .ok_or_else(|| {
+                Error::Internal(format!(
+                    "restore: a read of pack {} came back shorter than asked",
+                    self.pack
+                ))
+            })
+    }
+}
+
+/// One ranged read of a pack and the parts (of files) it holds.
+pub(super) struct Fetch<P> {
+    /// `None` while only parts without data (empty files) are queued.
+    pub(super) span: Option<Span>,
+    pub(super) parts: Vec<P>,
+}
+
+impl<P> Fetch<P> {
+    pub(super) fn new() -> Self {
+        Self {
+            span: None,
+            parts: Vec::new(),
+        }
+    }
+
+    /// Whether `loc` can join this read (see [`Span::can_take`]).
+    pub(super) fn can_take(&self, loc: &Location) -> bool {
+        self.span.is_none_or(|s| s.can_take(loc, MAX_FETCH))
+    }
+
+    /// Adds `part`, whose blob is at `loc` (which [`Fetch::can_take`]).
+    pub(super) fn take(&mut self, loc: &Location, part: P) {
+        match &mut self.span {
+            Some(span) => span.take(loc),
+            None => self.span = Some(Span::of(loc)),
+        }
+        self.parts.push(part);
+    }
+}
+
+/// Takes the next tree to read from `waiting`, with the trees queued after
+/// it that lie just behind it in the same pack (sibling directories without
+/// subdirectories were stored one after the other), for one ranged read.
+pub(super) fn next_tree_batch<T>(
+    waiting: &mut VecDeque<(Location, T)>,
+) -> Option<(Span, Vec<(Location, T)>)> {
+    let first = waiting.pop_front()?;
+    let mut span = Span::of(&first.0);
+    let mut batch = vec![first];
+    let mut i = 0;
+    while i < waiting.len().min(TREE_BATCH_SCAN) {
+        if !span.can_take(&waiting[i].0, MAX_TREE_FETCH) {
+            i += 1;
+        } else if let Some(item) = waiting.remove(i) {
+            span.take(&item.0);
+            batch.push(item);
+        }
+    }
+    Some((span, batch))
+}
+
+#[cfg(test)]
+pub(super) mod tests {
+    use super::*;
+    use crate::format::id::BlobId;
+    use std::path::PathBuf;
+
+    /// A blob of `length` bytes at `offset` of pack `[pack; 32]`.
+    pub(in crate::ops::restore) fn loc(pack: u8, offset: u64, length: u64) -> Location {
+        Location {
+            id: BlobId([0; 32]),
+            pack: PackId([pack; 32]),
+            offset,
+            length,
+            raw_length: length,
+        }
+    }
+
+    #[test]
+    fn a_read_takes_blobs_behind_it_in_the_same_pack_only() {
+        let mut fetch = Fetch::new();
+        assert!(fetch.can_take(&loc(1, 100, 10)));
+        fetch.take(&loc(1, 100, 10), 0);
+        assert!(fetch.can_take(&loc(1, 110, 10)), "adjacent");
+        assert!(fetch.can_take(&loc(1, 110 + MAX_GAP, 10)), "small gap");
+        assert!(!fetch.can_take(&loc(1, 111 + MAX_GAP, 10)), "gap too big");
+        assert!(!fetch.can_take(&loc(1, 50, 10)), "behind the start");
+        assert!(!fetch.can_take(&loc(2, 110, 10)), "other pack");
+        assert!(!fetch.can_take(&loc(1, 110, MAX_FETCH)), "too long");
+        fetch.take(&loc(1, 120, 30), 1);
+        let expected = Span {
+            pack: PackId([1; 32]),
+            start: 100,
+            end: 150,
+        };
+        assert_eq!(fetch.span, Some(expected));
+        assert_eq!(fetch.parts, [0, 1]);
+    }
+
+    #[test]
+    fn sibling_trees_stored_back_to_back_are_read_together() {
+        let mut waiting: VecDeque<(Location, PathBuf)> = [
+            loc(1, 0, 100),
+            loc(2, 100, 100), // other pack: stays
+            loc(1, 100, 100),
+            loc(1, 250, 100), // 50-byte gap: taken
+            loc(1, 50, 10),   // behind: stays
+        ]
+        .into_iter()
+        .enumerate()
+        .map(|(i, l)| (l, PathBuf::from(i.to_string())))
+        .collect();
+        let (span, batch) = next_tree_batch(&mut waiting).unwrap();
+        assert_eq!((span.start, span.end), (0, 350));
+        let names: Vec<_> = batch.iter().map(|(_, p)| p.display().to_string()).collect();
+        assert_eq!(names, ["0", "2", "3"]);
+        let left: Vec<_> = waiting
+            .iter()
+            .map(|(_, p)| p.display().to_string())
+            .collect();
+        assert_eq!(left, ["1", "4"]);
+    }
+
+    #[test]
+    fn a_short_read_is_an_internal_error_never_other_bytes() {
+        let span = Span::of(&loc(1, 100, 10));
+        let data = vec![7u8; 5];
+        let err = span.blob(&data, &loc(1, 100, 10)).unwrap_err();
+        assert!(matches!(err, Error::Internal(_)), "{err}");
+        assert_eq!(span.blob(&[7u8; 10], &loc(1, 100, 10)).unwrap(), [7u8; 10]);
+    }
+}

@@ -1,0 +1,163 @@
+//! Everything that touches the restore target: making it, clearing the way
+//! (`--overwrite`), creating directories, files, links and nodes, and
+//! applying metadata. All of restore's libc calls are here.
+//!
+//! Nothing is created outside the target: names come from verified trees
+//! (single components), files are opened with `O_EXCL | O_NOFOLLOW`.
+
+use crate::error::{Error, Result};
+use crate::format::tree::{Entry, Kind};
+use std::ffi::{CString, OsStr};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+/// Makes the target if it is missing; refuses a non-empty one without
+/// `overwrite`.
+pub(super) fn prepare_target(target: &Path, overwrite: bool) -> Result<()> {
+    match std::fs::read_dir(target) {
+        Ok(mut entries) => {
+            if entries.next().is_some() && !overwrite {
+                return Err(Error::Usage(format!(
+                    "target {} is not empty; choose an empty directory or pass --overwrite",
+                    target.display()
+                )));
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::create_dir_all(target)
+            .map_err(|e| Error::io(target, "creating the restore target", e)),
+        Err(e) => Err(Error::io(target, "opening the restore target", e)),
+    }
+}
+
+/// With --overwrite, removes whatever stands where `entry` goes (but keeps
+/// an existing real directory for a directory entry).
+pub(super) fn clear_way(overwrite: bool, entry: &Entry, dest: &Path) -> Result<()> {
+    let Ok(meta) = std::fs::symlink_metadata(dest) else {
+        return Ok(());
+    };
+    if !overwrite {
+        return Err(Error::Usage(format!(
+            "{} already exists; pass --overwrite to replace it",
+            dest.display()
+        )));
+    }
+    if meta.is_dir() {
+        if entry.kind == Kind::Dir {
+            return Ok(());
+        }
+        std::fs::remove_dir_all(dest)
+    } else {
+        std::fs::remove_file(dest)
+    }
+    .map_err(|e| Error::io(dest, "removing what is in the way (--overwrite)", e))
+}
+
+/// Makes directory `dest` unless a real directory is already there.
+pub(super) fn make_dir(dest: &Path) -> Result<()> {
+    if !dest.is_dir() {
+        std::fs::create_dir(dest).map_err(|e| Error::io(dest, "creating a directory", e))?;
+    }
+    Ok(())
+}
+
+/// A symlink at `dest` pointing to the entry's target.
+pub(super) fn make_symlink(entry: &Entry, dest: &Path) -> Result<()> {
+    let target = entry.target.as_deref().unwrap_or_default();
+    std::os::unix::fs::symlink(OsStr::from_bytes(target), dest)
+        .map_err(|e| Error::io(dest, "creating a symlink", e))
+}
+
+/// Creates a new regular file for writing (mode 0600 until its metadata is
+/// applied); never follows a link, never opens an existing file.
+pub(super) fn create_file(dest: &Path) -> Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .mode(0o600)
+        .open(dest)
+        .map_err(|e| Error::io(dest, "creating a file", e))
+}
+
+/// Owner (as root), mode and mtime of `entry` on `dest`. A refused owner
+/// is a warning; a refused mode or mtime an error.
+pub(super) fn apply_metadata(
+    entry: &Entry,
+    dest: &Path,
+    is_root: bool,
+    warnings: &mut Vec<String>,
+) -> Result<()> {
+    let c = cpath(dest)?;
+    if is_root {
+        // SAFETY: `c` is a valid NUL-terminated path.
+        if unsafe { libc::lchown(c.as_ptr(), entry.uid, entry.gid) } != 0 {
+            warnings.push(format!(
+                "{}: cannot set owner: {}",
+                dest.display(),
+                std::io::Error::last_os_error()
+            ));
+        }
+    }
+    if entry.kind != Kind::Symlink {
+        // SAFETY: as above.
+        if unsafe { libc::chmod(c.as_ptr(), (entry.mode & 0o7777) as libc::mode_t) } != 0 {
+            return Err(Error::io(
+                dest,
+                "setting the mode",
+                std::io::Error::last_os_error(),
+            ));
+        }
+    }
+    let times = [
+        libc::timespec {
+            tv_sec: 0,
+            tv_nsec: libc::UTIME_OMIT,
+        },
+        libc::timespec {
+            tv_sec: entry.mtime_ns.div_euclid(1_000_000_000) as libc::time_t,
+            tv_nsec: entry.mtime_ns.rem_euclid(1_000_000_000) as libc::c_long,
+        },
+    ];
+    // SAFETY: valid path and a two-element timespec array.
+    let rc = unsafe {
+        libc::utimensat(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            times.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
+    if rc != 0 {
+        return Err(Error::io(
+            dest,
+            "setting the mtime",
+            std::io::Error::last_os_error(),
+        ));
+    }
+    Ok(())
+}
+
+fn cpath(path: &Path) -> Result<CString> {
+    CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| Error::Internal(format!("{}: path contains a NUL byte", path.display())))
+}
+
+/// A fifo, device or socket node.
+pub(super) fn make_node(entry: &Entry, dest: &Path) -> std::io::Result<()> {
+    let kind = match entry.kind {
+        Kind::Fifo => libc::S_IFIFO,
+        Kind::Char => libc::S_IFCHR,
+        Kind::Block => libc::S_IFBLK,
+        _ => libc::S_IFSOCK,
+    };
+    let c = CString::new(dest.as_os_str().as_bytes())
+        .map_err(|_| std::io::Error::other("path contains a NUL byte"))?;
+    let mode = kind | (entry.mode & 0o7777) as libc::mode_t;
+    // SAFETY: valid path; mknod has no other preconditions.
+    if unsafe { libc::mknod(c.as_ptr(), mode, entry.rdev.unwrap_or(0) as libc::dev_t) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}

@@ -1,0 +1,147 @@
+//! Attributes: what `stat` shows of an entry of a snapshot (its stored
+//! metadata) or of a virtual directory (made from the snapshot list), and
+//! how long the kernel may keep them.
+
+use crate::inode::{EntryMeta, InodeTable, NodeKind};
+use crate::mounted::Mounted;
+use coffer_core::format::tree::Kind;
+use coffer_core::sync::lock;
+use fuser::{Errno, FileAttr, FileType, INodeNo};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Snapshot contents never change: the kernel may cache them for long.
+const CONTENT_TTL: Duration = Duration::from_secs(24 * 3600);
+/// The snapshot list changes: cache the virtual directories briefly.
+const VIRTUAL_TTL: Duration = Duration::from_secs(1);
+
+impl Mounted {
+    /// Lock order: `snapshots` before `table`, never the other way round.
+    pub(crate) fn attr(&self, ino: u64) -> Result<(FileAttr, Duration), Errno> {
+        let virtual_times = self.virtual_times();
+        attr_in(&lock(&self.table), &virtual_times, ino)
+    }
+
+    /// What virtual nodes' attributes show of the snapshot list.
+    pub(crate) fn virtual_times(&self) -> VirtualTimes {
+        let snaps = lock(&self.snapshots);
+        VirtualTimes {
+            newest_ns: snaps
+                .list
+                .last()
+                .and_then(|s| s.snapshot.time())
+                .map_or(0, |t| t.unix_timestamp_nanos() as i64),
+            latest_len: snaps.layout.latest().unwrap_or("").len() as u64,
+            uid: self.uid,
+            gid: self.gid,
+        }
+    }
+}
+
+/// The attributes a node shows.
+struct Meta {
+    kind: FileType,
+    perm: u16,
+    uid: u32,
+    gid: u32,
+    mtime_ns: i64,
+    size: u64,
+    rdev: u32,
+}
+
+impl Meta {
+    fn of(e: &EntryMeta) -> Self {
+        Self {
+            kind: file_type(e.kind),
+            perm: (e.mode & 0o7777) as u16,
+            uid: e.uid,
+            gid: e.gid,
+            mtime_ns: e.mtime_ns,
+            size: e.size,
+            rdev: e.rdev as u32,
+        }
+    }
+
+    fn attr(&self, ino: u64) -> FileAttr {
+        let t = system_time(self.mtime_ns);
+        FileAttr {
+            ino: INodeNo(ino),
+            size: self.size,
+            blocks: self.size.div_ceil(512),
+            atime: t,
+            mtime: t,
+            ctime: t,
+            crtime: t,
+            kind: self.kind,
+            perm: self.perm,
+            nlink: if self.kind == FileType::Directory {
+                2
+            } else {
+                1
+            },
+            uid: self.uid,
+            gid: self.gid,
+            rdev: self.rdev,
+            blksize: 1 << 20,
+            flags: 0,
+        }
+    }
+}
+
+/// What the attributes of virtual nodes (the snapshot list) are made of.
+pub(crate) struct VirtualTimes {
+    newest_ns: i64,
+    latest_len: u64,
+    uid: u32,
+    gid: u32,
+}
+
+/// `ino`'s attributes and how long the kernel may keep them.
+pub(crate) fn attr_in(
+    table: &InodeTable,
+    virtual_times: &VirtualTimes,
+    ino: u64,
+) -> Result<(FileAttr, Duration), Errno> {
+    let node = table.get(ino).ok_or(Errno::ENOENT)?;
+    let dir = |mtime_ns: i64| Meta {
+        kind: FileType::Directory,
+        perm: 0o555,
+        uid: virtual_times.uid,
+        gid: virtual_times.gid,
+        mtime_ns,
+        size: 0,
+        rdev: 0,
+    };
+    let (meta, ttl) = match &node.kind {
+        NodeKind::Entry(e) => (Meta::of(e), CONTENT_TTL),
+        NodeKind::Latest => {
+            let mut m = dir(virtual_times.newest_ns);
+            m.kind = FileType::Symlink;
+            m.perm = 0o777;
+            m.size = virtual_times.latest_len;
+            (m, VIRTUAL_TTL)
+        }
+        NodeKind::SnapshotRoot { mtime_ns, .. } => (dir(*mtime_ns), CONTENT_TTL),
+        _ => (dir(virtual_times.newest_ns), VIRTUAL_TTL),
+    };
+    Ok((meta.attr(ino), ttl))
+}
+
+fn system_time(ns: i64) -> SystemTime {
+    if ns >= 0 {
+        UNIX_EPOCH + Duration::from_nanos(ns as u64)
+    } else {
+        UNIX_EPOCH - Duration::from_nanos(ns.unsigned_abs())
+    }
+}
+
+pub(crate) fn file_type(kind: Kind) -> FileType {
+    match kind {
+        Kind::File => FileType::RegularFile,
+        Kind::Dir => FileType::Directory,
+        Kind::Symlink => FileType::Symlink,
+        Kind::Fifo => FileType::NamedPipe,
+        Kind::Char => FileType::CharDevice,
+        Kind::Block => FileType::BlockDevice,
+        Kind::Socket => FileType::Socket,
+    }
+}

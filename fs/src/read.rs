@@ -1,0 +1,170 @@
+//! File contents: a read answered from the cache on the FUSE thread when
+//! every chunk it needs is there, else fetched on tokio; and read-ahead,
+//! within a file (its next chunks) and across files (the next files' first
+//! chunks, for `cp -r`, `diff -r` and the like).
+
+use crate::inode::{EntryMeta, NodeKind};
+use crate::mounted::Mounted;
+use coffer_core::format::tree::Kind;
+use coffer_core::sync::lock;
+use fuser::Errno;
+use std::sync::Arc;
+
+/// Chunks fetched ahead of a sequential reader.
+const READ_AHEAD_CHUNKS: usize = 4;
+/// When a file's first bytes are read, the first chunks of up to this many
+/// files after it in its directory are fetched ahead...
+const NEXT_FILES_PREFETCH: u64 = 16;
+/// ...up to this many bytes of them.
+const NEXT_FILES_PREFETCH_BYTES: u64 = 8 << 20;
+
+impl Mounted {
+    /// The regular file `ino`.
+    pub(crate) fn file(&self, ino: u64) -> Result<Arc<EntryMeta>, Errno> {
+        let table = lock(&self.table);
+        match &table.get(ino).ok_or(Errno::ENOENT)?.kind {
+            NodeKind::Entry(e) if e.kind == Kind::File => Ok(e.clone()),
+            _ => Err(Errno::EISDIR),
+        }
+    }
+
+    /// [`Mounted::read`] when every chunk it needs is cached: answered on the
+    /// FUSE thread, without handing the request to tokio and back (two
+    /// thread wake-ups per read). `None` if a chunk must be fetched.
+    pub(crate) fn read_cached(
+        &self,
+        ino: u64,
+        entry: &EntryMeta,
+        offset: u64,
+        size: u32,
+    ) -> Option<Vec<u8>> {
+        let pieces = pieces(&entry.chunk_ends, offset, size);
+        let mut out = Vec::with_capacity(pieces.iter().map(|(_, r)| r.len()).sum());
+        for (i, range) in pieces {
+            let data = self.cache.cached(&entry.chunks[i].id)?;
+            out.extend_from_slice(data.get(range)?);
+        }
+        self.read_ahead(ino, entry, offset, size);
+        Some(out)
+    }
+
+    /// `size` bytes of file `ino` (`entry`) from `offset`, fetched as needed.
+    pub(crate) async fn read(
+        &self,
+        ino: u64,
+        entry: &EntryMeta,
+        offset: u64,
+        size: u32,
+    ) -> Result<Vec<u8>, Errno> {
+        let pieces = pieces(&entry.chunk_ends, offset, size);
+        let mut out = Vec::with_capacity(pieces.iter().map(|(_, r)| r.len()).sum());
+        for (i, range) in pieces {
+            let what = || format!("reading inode {ino}");
+            let data = self
+                .cache
+                .get(&entry.chunks[i])
+                .await
+                .map_err(|e| self.eio(&what(), &e))?;
+            let bytes = data.get(range).ok_or_else(|| {
+                let e =
+                    coffer_core::Error::damaged(what(), "a chunk is shorter than its entry says");
+                self.eio(&what(), &e)
+            })?;
+            out.extend_from_slice(bytes);
+        }
+        self.read_ahead(ino, entry, offset, size);
+        Ok(out)
+    }
+
+    /// After a read: fetch the file's next chunks and, at its start, the
+    /// next files' first chunks. Needs to run inside the tokio runtime.
+    fn read_ahead(&self, ino: u64, entry: &EntryMeta, offset: u64, size: u32) {
+        let read_end = offset.saturating_add(u64::from(size));
+        let next = entry.chunk_ends.partition_point(|&e| e <= read_end);
+        self.cache
+            .prefetch(entry.chunks.iter().skip(next).take(READ_AHEAD_CHUNKS));
+        if offset == 0 {
+            self.prefetch_next_files(ino);
+        }
+    }
+
+    /// Read-ahead across files: `cp -r`, `diff -r`, `tar` and `rsync` read a
+    /// directory's files one after the other in name order, and a small
+    /// file is one fetch each, so without this every file waits for the
+    /// disk or the network in turn. A directory's entries get consecutive
+    /// inode numbers in name order (see `InodeTable::load_entries`), so the
+    /// files after `ino` are `ino + 1`, `ino + 2`... while the parent is
+    /// the same.
+    fn prefetch_next_files(&self, ino: u64) {
+        let mut firsts = Vec::new();
+        {
+            let table = lock(&self.table);
+            let Some(parent) = table.get(ino).map(|n| n.parent) else {
+                return;
+            };
+            let mut bytes = 0;
+            for next in ino + 1..=ino + NEXT_FILES_PREFETCH {
+                let Some(node) = table.get(next).filter(|n| n.parent == parent) else {
+                    break;
+                };
+                let NodeKind::Entry(e) = &node.kind else {
+                    continue;
+                };
+                let Some(first) = e.chunks.first().filter(|_| e.kind == Kind::File) else {
+                    continue;
+                };
+                bytes += first.raw_length;
+                if bytes > NEXT_FILES_PREFETCH_BYTES {
+                    break;
+                }
+                firsts.push(*first);
+            }
+        }
+        self.cache.prefetch(firsts.iter());
+    }
+}
+
+/// Which bytes of which chunks make `size` bytes from `offset` of a file
+/// whose chunks end at `ends` (cumulative): (chunk index, range in it).
+fn pieces(ends: &[u64], offset: u64, size: u32) -> Vec<(usize, std::ops::Range<usize>)> {
+    let end = ends
+        .last()
+        .copied()
+        .unwrap_or(0)
+        .min(offset.saturating_add(u64::from(size)));
+    let mut out = Vec::new();
+    if offset >= end {
+        return out;
+    }
+    let mut i = ends.partition_point(|&e| e <= offset);
+    while i < ends.len() {
+        let start = if i == 0 { 0 } else { ends[i - 1] };
+        if start >= end {
+            break;
+        }
+        let from = offset.max(start) - start;
+        let to = end.min(ends[i]) - start;
+        out.push((i, from as usize..to as usize));
+        i += 1;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pieces;
+
+    #[test]
+    fn pieces_cover_exactly_the_bytes_asked_for() {
+        // Chunks of 10, 5 and 20 bytes.
+        let ends = [10, 15, 35];
+        assert_eq!(pieces(&ends, 0, 4), vec![(0, 0..4)]);
+        assert_eq!(pieces(&ends, 8, 10), vec![(0, 8..10), (1, 0..5), (2, 0..3)]);
+        assert_eq!(pieces(&ends, 10, 5), vec![(1, 0..5)]);
+        assert_eq!(pieces(&ends, 30, 100), vec![(2, 15..20)]);
+        assert!(pieces(&ends, 35, 10).is_empty(), "at the end");
+        assert!(pieces(&ends, 99, 10).is_empty(), "past the end");
+        assert!(pieces(&[], 0, 10).is_empty(), "empty file");
+        assert!(pieces(&ends, 3, 0).is_empty(), "nothing asked");
+    }
+}

@@ -1,0 +1,138 @@
+//! `backup`: options into the writer's, the run, its summary.
+
+use super::{mib, mode_check, Outcome};
+use crate::args::{BackupArgs, LockModeArg};
+use crate::command_output::CommandOutput;
+use crate::progress::{Display, Reporter};
+use anyhow::{bail, Context, Result};
+use coffer_core::backend;
+use coffer_core::backend::s3::{LockMode, ObjectLock, S3WriteOptions};
+use coffer_core::crypto::WriterKey;
+use std::path::PathBuf;
+use tokio::runtime::Runtime;
+
+/// The name a backed-up stream is stored under, if this is a stream backup.
+fn stream_name(a: &BackupArgs) -> Result<Option<String>> {
+    match (&a.stdin_name, a.stdin, a.stdin_from_command) {
+        (Some(name), true, _) | (Some(name), _, true) => Ok(Some(name.clone())),
+        (None, _, true) => Ok(Some(CommandOutput::default_name(&a.command))),
+        (Some(_), false, false) => Err(coffer_writer::BackupError::Usage(
+            "--stdin-name goes with --stdin or --stdin-from-command".into(),
+        )
+        .into()),
+        _ => Ok(None),
+    }
+}
+
+pub fn backup(rt: &Runtime, a: &BackupArgs, verbose: bool) -> Result<Outcome> {
+    let result = run_backup(rt, a, verbose);
+    if let Some(path) = &a.metrics_file {
+        let run = crate::metrics::Run {
+            repo: &a.repo.repo,
+            finished: std::time::SystemTime::now(),
+            stats: result.as_ref().ok().map(|(_, stats)| stats),
+        };
+        if let Err(e) = crate::metrics::write(path, &run) {
+            eprintln!(
+                "coffer: warning: {}: cannot write the metrics: {e}",
+                path.display()
+            );
+        }
+    }
+    result.map(|(outcome, _)| outcome)
+}
+
+/// A backup run: its outcome and what it stored.
+fn run_backup(
+    rt: &Runtime,
+    a: &BackupArgs,
+    verbose: bool,
+) -> Result<(Outcome, coffer_core::format::snapshot::SnapshotStats)> {
+    let key = WriterKey::read(&a.writer_key, mode_check(a.insecure_key_permissions))?;
+    let s3 = S3WriteOptions {
+        object_lock: a.object_lock_days.map(|days| ObjectLock {
+            days,
+            mode: match a.object_lock_mode {
+                LockModeArg::Compliance => LockMode::Compliance,
+                LockModeArg::Governance => LockMode::Governance,
+            },
+        }),
+        storage_class: a.storage_class.clone(),
+        uploads: a.uploads.map(usize::from),
+    };
+    let backend = rt.block_on(backend::open(&a.repo.repo, s3))?;
+    let state_dir = match &a.state_dir {
+        Some(d) => d.clone(),
+        None => default_state_dir()?.join(&key.config.id),
+    };
+    let reporter = Reporter::start("backup", Display::choose(a.json));
+    let opts = coffer_writer::BackupOptions {
+        paths: a.paths.clone(),
+        stdin_name: stream_name(a)?,
+        host: a.host.clone(),
+        tags: a.tags.clone(),
+        excludes: a.excludes.clone(),
+        state_dir,
+        workers: None,
+        progress: reporter.progress(),
+    };
+    let summary = if a.stdin_from_command {
+        let output = CommandOutput::spawn(&a.command)?;
+        coffer_writer::backup(backend, &key, &opts, rt.handle(), output)
+    } else {
+        coffer_writer::backup(backend, &key, &opts, rt.handle(), std::io::stdin().lock())
+    }
+    .context("backup failed; no snapshot was written")?;
+    reporter.finish();
+    for w in &summary.warnings {
+        eprintln!("coffer: warning: {w}");
+    }
+    let s = &summary.snapshot.stats;
+    if a.json {
+        let line = serde_json::json!({
+            "type": "summary",
+            "id": summary.id.to_hex(),
+            "time": summary.snapshot.time,
+            "host": summary.snapshot.host,
+            "paths": summary.snapshot.paths,
+            "tags": summary.snapshot.tags,
+            "stats": s,
+            "warnings": summary.warnings,
+        });
+        println!("{line}");
+    }
+    if verbose {
+        eprintln!(
+            "snapshot {} saved: {} files, {} dirs, {:.1} MiB ({} files read, {:.1} MiB new, {:.1} MiB stored in {} packs) in {:.1} s",
+            &summary.id.to_hex()[..8],
+            s.files,
+            s.dirs,
+            mib(s.bytes),
+            s.files_read,
+            mib(s.new_bytes),
+            mib(s.stored_bytes),
+            s.new_packs,
+            s.duration_ms as f64 / 1000.0
+        );
+    }
+    if summary.warnings.is_empty() {
+        Ok((Outcome::Success, summary.snapshot.stats))
+    } else {
+        eprintln!(
+            "coffer: snapshot {} saved, but {} source entries could not be read (listed above)",
+            &summary.id.to_hex()[..8],
+            summary.warnings.len()
+        );
+        Ok((Outcome::Partial, summary.snapshot.stats))
+    }
+}
+
+fn default_state_dir() -> Result<PathBuf> {
+    if let Some(d) = std::env::var_os("XDG_CACHE_HOME").filter(|d| !d.is_empty()) {
+        return Ok(PathBuf::from(d).join("coffer"));
+    }
+    match std::env::var_os("HOME").filter(|d| !d.is_empty()) {
+        Some(h) => Ok(PathBuf::from(h).join(".cache/coffer")),
+        None => bail!("cannot choose a state directory: set --state-dir, COFFER_STATE_DIR or HOME"),
+    }
+}

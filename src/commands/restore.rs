@@ -1,0 +1,161 @@
+//! Getting data out: `restore` into a directory, `cat` to standard output,
+//! `export` as one archive.
+
+use super::{mib, open_repo, split_spec, Outcome};
+use crate::args::{CatArgs, ExportArgs, RestoreArgs};
+use crate::progress::{Display, Reporter};
+use anyhow::{bail, Context, Result};
+use coffer_core::format::tree::Kind;
+use coffer_core::ops::restore::{self, RestoreOptions};
+use std::io::Write;
+use std::path::PathBuf;
+use tokio::runtime::Runtime;
+
+pub fn restore(rt: &Runtime, a: &RestoreArgs, verbose: bool) -> Result<Outcome> {
+    let repo = std::sync::Arc::new(open_repo(rt, &a.repo, &a.key)?);
+    let (snap, path) = split_spec(&a.snapshot);
+    let info = rt.block_on(repo.find_snapshot(snap))?;
+    let reporter = Reporter::start("restore", Display::choose(a.json));
+    let opts = RestoreOptions {
+        target: a.target.clone(),
+        overwrite: a.overwrite,
+        progress: reporter.progress(),
+    };
+    let stats = rt.block_on(restore::restore(&repo, &info.snapshot, path, &opts))?;
+    reporter.finish();
+    if a.json {
+        let line = serde_json::json!({
+            "type": "summary",
+            "snapshot": info.id.to_hex(),
+            "target": a.target,
+            "files": stats.files,
+            "dirs": stats.dirs,
+            "others": stats.others,
+            "bytes": stats.bytes,
+            "warnings": stats.warnings,
+            "damaged": stats.damaged,
+        });
+        println!("{line}");
+    }
+    for w in &stats.warnings {
+        eprintln!("coffer: warning: {w}");
+    }
+    for d in &stats.damaged {
+        eprintln!("coffer: not restored: {d}");
+    }
+    if verbose {
+        eprintln!(
+            "restored snapshot {} to {}: {} files, {} dirs, {} others, {:.1} MiB",
+            &info.id.to_hex()[..8],
+            a.target.display(),
+            stats.files,
+            stats.dirs,
+            stats.others,
+            mib(stats.bytes)
+        );
+    }
+    if !stats.damaged.is_empty() {
+        bail!(
+            "{} files or directories were not restored because their data in the repository \
+             is damaged or missing (listed above); everything else was restored to {}. \
+             Run `coffer check --read-data` to see all damage",
+            stats.damaged.len(),
+            a.target.display()
+        );
+    }
+    Ok(if stats.warnings.is_empty() {
+        Outcome::Success
+    } else {
+        Outcome::Partial
+    })
+}
+
+pub fn cat(rt: &Runtime, a: &CatArgs) -> Result<Outcome> {
+    let repo = open_repo(rt, &a.repo, &a.key)?;
+    let (snap, path) = split_spec(&a.spec);
+    if path.trim_matches('/').is_empty() {
+        bail!("give a file: SNAPSHOT:PATH, e.g. latest:/etc/hosts");
+    }
+    let info = rt.block_on(repo.find_snapshot(snap))?;
+    let entry = rt.block_on(repo.resolve(&info.snapshot, path))?;
+    if entry.kind != Kind::File {
+        bail!(
+            "{path} is not a regular file in snapshot {}",
+            &info.id.to_hex()[..8]
+        );
+    }
+    let mut out = std::io::stdout().lock();
+    for chunk in &entry.chunks {
+        let data = rt
+            .block_on(repo.read_blob(chunk))
+            .with_context(|| format!("reading {path}"))?;
+        out.write_all(&data)?;
+    }
+    out.flush()?;
+    Ok(Outcome::Success)
+}
+
+pub fn export(rt: &Runtime, a: &ExportArgs, verbose: bool) -> Result<Outcome> {
+    use coffer_core::ops::export::{Format, Output};
+    let (format, target) = match (&a.zip, &a.tar) {
+        (Some(zip), _) => (Format::Zip { deflate: !a.store }, zip),
+        (None, Some(tar)) => (Format::Tar, tar),
+        (None, None) => bail!("give --zip FILE or --tar FILE"),
+    };
+    let repo = open_repo(rt, &a.repo, &a.key)?;
+    let (snap, path) = split_spec(&a.snapshot);
+    let info = rt.block_on(repo.find_snapshot(snap))?;
+    let run = |out| {
+        rt.block_on(coffer_core::ops::export::export(
+            &repo,
+            &info.snapshot,
+            path,
+            format,
+            out,
+        ))
+    };
+    let report = if target.as_os_str() == "-" {
+        run(Output::Stream(Box::new(std::io::stdout())))?
+    } else {
+        // Written under a temporary name and linked into place at the end:
+        // a failed export leaves no archive that looks whole, and an
+        // existing file is never replaced.
+        if target.exists() {
+            bail!(
+                "{}: already exists; coffer does not overwrite it",
+                target.display()
+            );
+        }
+        let mut part = target.clone().into_os_string();
+        part.push(".part");
+        let part = PathBuf::from(part);
+        let file = std::fs::File::options()
+            .write(true)
+            .read(true)
+            .create_new(true)
+            .open(&part)
+            .with_context(|| format!("{}: cannot create it", part.display()))?;
+        let finished = run(Output::File(file))
+            .map_err(anyhow::Error::from)
+            .and_then(|report| {
+                std::fs::hard_link(&part, target)
+                    .with_context(|| format!("{}: cannot create it", target.display()))?;
+                Ok(report)
+            });
+        let _ = std::fs::remove_file(&part);
+        finished?
+    };
+    for skipped in &report.skipped {
+        eprintln!("coffer: {skipped}: left out: zip cannot hold fifos, devices or sockets");
+    }
+    if verbose {
+        eprintln!(
+            "exported {} files ({:.1} MiB), {} directories, {} symlinks",
+            report.files,
+            mib(report.bytes),
+            report.dirs,
+            report.links
+        );
+    }
+    Ok(Outcome::Success)
+}

@@ -1,0 +1,394 @@
+//! The operations' logic in process, against the in-memory backend and its
+//! fault injection: check, diff, forget, prune, restore's refusals and the
+//! config pin, each in a second or so (`cargo test --test ops`). The
+//! end-to-end tests drive the same operations through the binary.
+
+use coffer_core::backend::memory::MemoryBackend;
+use coffer_core::backend::{Backend, DeleteBackend, ObjectKey, ObjectKind, ReadBackend};
+use coffer_core::crypto::{self, SecretKeys, WriterKey};
+use coffer_core::format::config::{RepoConfig, RepoSettings};
+use coffer_core::format::snapshot::SnapshotInfo;
+use coffer_core::ops::check::{check, CheckOptions};
+use coffer_core::ops::diff::{diff, Change};
+use coffer_core::ops::forget::retention::Policy;
+use coffer_core::ops::forget::{self, Selection};
+use coffer_core::ops::prune::{prune, PruneOptions};
+use coffer_core::ops::restore::{restore, RestoreOptions};
+use coffer_core::repository::known::KnownRepositories;
+use coffer_core::repository::{self, Repository};
+use coffer_core::Error;
+use coffer_writer::BackupOptions;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A repository in memory, its keys, a source directory and this test's
+/// own pin file.
+struct Fixture {
+    rt: tokio::runtime::Runtime,
+    dir: tempfile::TempDir,
+    backend: Arc<MemoryBackend>,
+    writer_key: WriterKey,
+    admin_secret: Vec<u8>,
+    pins: KnownRepositories,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        let rt = tokio::runtime::Runtime::new().expect("runtime");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let admin = crypto::generate_key("admin").expect("admin key");
+        let certs = crypto::normalize_certs(&admin.cert_armored, "admin").expect("cert");
+        let (config, writer_key) =
+            RepoConfig::create(certs, RepoSettings::default()).expect("config");
+        let backend = Arc::new(MemoryBackend::new());
+        let pins = KnownRepositories::new(dir.path().join("known_repositories"));
+        rt.block_on(repository::init(backend.as_ref(), &config, Some(&pins)))
+            .expect("init");
+        std::fs::create_dir(dir.path().join("src")).expect("src");
+        Self {
+            rt,
+            dir,
+            backend,
+            writer_key,
+            admin_secret: admin.secret_armored,
+            pins,
+        }
+    }
+
+    fn src(&self) -> PathBuf {
+        self.dir.path().join("src")
+    }
+
+    fn write(&self, rel: &str, bytes: &[u8]) {
+        let path = self.src().join(rel);
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        std::fs::write(path, bytes).expect("write");
+    }
+
+    /// Backs up the source directory; the new snapshot.
+    fn backup(&self) -> SnapshotInfo {
+        let opts = BackupOptions {
+            paths: vec![self.src()],
+            stdin_name: None,
+            host: Some("h".into()),
+            tags: vec![],
+            excludes: vec![],
+            state_dir: self.dir.path().join("state"),
+            workers: Some(2),
+            progress: None,
+        };
+        let backend: Arc<dyn Backend> = self.backend.clone();
+        let summary = coffer_writer::backup(
+            backend,
+            &self.writer_key,
+            &opts,
+            self.rt.handle(),
+            std::io::empty(),
+        )
+        .expect("backup");
+        let repo = self.open().expect("open");
+        let all = self.rt.block_on(repo.snapshots()).expect("snapshots");
+        all.into_iter()
+            .find(|s| s.id == summary.id)
+            .expect("the new snapshot is listed")
+    }
+
+    fn open(&self) -> coffer_core::Result<Repository> {
+        let keys = SecretKeys::from_bytes(&self.admin_secret, "admin", None)?;
+        let backend: Arc<dyn Backend> = self.backend.clone();
+        self.rt
+            .block_on(Repository::open(backend, keys, Some(&self.pins)))
+    }
+
+    fn packs(&self) -> Vec<String> {
+        let mut packs = self.backend.keys(ObjectKind::Pack);
+        packs.sort();
+        packs
+    }
+}
+
+/// Bytes no other file holds (a pack of their own once stored).
+fn unique(seed: u32, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(2_654_435_761) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect()
+}
+
+#[test]
+fn check_passes_then_names_the_file_whose_pack_is_damaged_or_gone() {
+    let f = Fixture::new();
+    f.write("a.txt", b"alpha");
+    f.write("dir/b.bin", &unique(1, 300_000));
+    f.backup();
+    let repo = f.open().expect("open");
+    let read_all = CheckOptions {
+        read_data: Some(1.0),
+    };
+    let clean = f.rt.block_on(check(&repo, read_all)).expect("check");
+    assert!(clean.damage.is_empty(), "{:?}", clean.damage);
+    assert_eq!(clean.snapshots, 1);
+    assert!(clean.chunks_read >= 2, "{clean:?}");
+
+    // A flipped bit in the data pack: sizes still match, so only reading
+    // the data finds it, and it names the file.
+    let listed =
+        f.rt.block_on(f.backend.list(ObjectKind::Pack))
+            .expect("list");
+    let big: Vec<ObjectKey> = listed
+        .iter()
+        .filter(|o| o.size > 200_000)
+        .map(|o| ObjectKey::new(ObjectKind::Pack, o.name.clone()))
+        .collect();
+    let [data_pack] = &big[..] else {
+        panic!("expected one pack holding b.bin: {listed:?}");
+    };
+    assert!(f.backend.corrupt(&data_pack.path(), 1000));
+    let quick =
+        f.rt.block_on(check(&repo, CheckOptions::default()))
+            .expect("check");
+    assert!(quick.damage.is_empty(), "{:?}", quick.damage);
+    let deep = f.rt.block_on(check(&repo, read_all)).expect("check");
+    assert!(
+        deep.damage.iter().any(|d| d.path.ends_with("dir/b.bin")),
+        "{:?}",
+        deep.damage
+    );
+
+    // The pack gone: found from the listing alone.
+    f.rt.block_on(f.backend.delete(data_pack)).expect("delete");
+    let gone =
+        f.rt.block_on(check(&repo, CheckOptions::default()))
+            .expect("check");
+    assert!(
+        gone.damage.iter().any(|d| d.path.ends_with("dir/b.bin")),
+        "{:?}",
+        gone.damage
+    );
+}
+
+#[test]
+fn diff_reports_each_kind_of_change_and_skips_identical_subtrees() {
+    let f = Fixture::new();
+    f.write("changed.txt", b"one");
+    f.write("removed.txt", b"bye");
+    f.write("meta/mode.txt", b"same bytes");
+    f.write("same/deep/file.txt", b"untouched");
+    let first = f.backup();
+    f.write("changed.txt", b"two");
+    std::fs::remove_file(f.src().join("removed.txt")).expect("rm");
+    f.write("added.txt", b"hello");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::Permissions::from_mode(0o600);
+    std::fs::set_permissions(f.src().join("meta/mode.txt"), mode).expect("chmod");
+    let second = f.backup();
+
+    let repo = f.open().expect("open");
+    let src = f.src().display().to_string();
+    let a =
+        f.rt.block_on(repo.resolve(&first.snapshot, &src))
+            .expect("resolve");
+    let b =
+        f.rt.block_on(repo.resolve(&second.snapshot, &src))
+            .expect("resolve");
+    let mut seen = Vec::new();
+    let mut out = |change: Change, path: &str| {
+        let rel = path.strip_prefix(src.as_str()).unwrap_or(path).to_string();
+        seen.push((change.symbol(), rel));
+    };
+    let stats =
+        f.rt.block_on(diff(&repo, &a, &b, &src, &mut out))
+            .expect("diff");
+    let expected = [
+        ('+', "/added.txt"),
+        ('M', "/changed.txt"),
+        ('U', "/meta/mode.txt"),
+        ('-', "/removed.txt"),
+    ];
+    let expected: Vec<(char, String)> = expected.iter().map(|(c, p)| (*c, p.to_string())).collect();
+    // Directories whose contents changed show as metadata changes too
+    // (their mtime moved); what matters here is every file, once.
+    let files: Vec<(char, String)> = seen
+        .iter()
+        .filter(|(_, p)| p.ends_with(".txt"))
+        .cloned()
+        .collect();
+    assert_eq!(files, expected, "all: {seen:?}");
+    assert!(stats.trees_skipped >= 1, "same/ was fetched: {stats:?}");
+}
+
+#[test]
+fn forget_keeps_what_the_policy_keeps_and_prune_frees_only_old_unreferenced_packs() {
+    let f = Fixture::new();
+    f.write("old.bin", &unique(2, 400_000));
+    let first = f.backup();
+    std::fs::remove_file(f.src().join("old.bin")).expect("rm");
+    f.write("new.bin", &unique(3, 400_000));
+    let second = f.backup();
+    let repo = f.open().expect("open");
+
+    let policy = Policy {
+        last: 1,
+        ..Policy::default()
+    };
+    let groups =
+        f.rt.block_on(forget::plan(&repo, &policy, &Selection::default()))
+            .expect("plan");
+    let doomed: Vec<_> = forget::doomed(&groups).map(|s| s.id).collect();
+    assert_eq!(doomed, [first.id]);
+    assert_eq!(
+        f.rt.block_on(forget::forget(&repo, &groups))
+            .expect("forget"),
+        1
+    );
+    let left = f.rt.block_on(repo.snapshots()).expect("snapshots");
+    assert_eq!(left.iter().map(|s| s.id).collect::<Vec<_>>(), [second.id]);
+
+    // Within the dedup horizon nothing goes: a running backup may still
+    // reference the old packs.
+    let before = f.packs();
+    let young =
+        f.rt.block_on(prune(&repo, PruneOptions::default()))
+            .expect("prune");
+    assert_eq!(young.deleted.count, 0);
+    assert!(young.young.count >= 1, "{young:?}");
+    assert_eq!(f.packs(), before);
+
+    // Past it: a dry run deletes nothing, a real run the unreferenced only.
+    f.backend.backdate(Duration::from_secs(31 * 86_400));
+    let dry = PruneOptions {
+        dry_run: true,
+        ..PruneOptions::default()
+    };
+    let planned = f.rt.block_on(prune(&repo, dry)).expect("dry run");
+    assert!(planned.deleted.count >= 1, "{planned:?}");
+    assert_eq!(f.packs(), before);
+    let done =
+        f.rt.block_on(prune(&repo, PruneOptions::default()))
+            .expect("prune");
+    assert_eq!(done.deleted.count, planned.deleted.count);
+    assert_eq!(f.packs().len(), before.len() - done.deleted.count as usize);
+    let after =
+        f.rt.block_on(check(
+            &repo,
+            CheckOptions {
+                read_data: Some(1.0),
+            },
+        ))
+        .expect("check");
+    assert!(after.damage.is_empty(), "{:?}", after.damage);
+    assert!(after.chunks_read >= 1);
+}
+
+#[test]
+fn prune_deletes_nothing_when_a_snapshot_cannot_be_read() {
+    let f = Fixture::new();
+    f.write("a.bin", &unique(4, 100_000));
+    let first = f.backup();
+    f.write("a.bin", &unique(5, 100_000));
+    f.backup();
+    f.backend.backdate(Duration::from_secs(31 * 86_400));
+    let repo = f.open().expect("open");
+    // Forget the first by hand, then make the second unreadable: what it
+    // references is unknown, so nothing may go.
+    f.rt.block_on(
+        f.backend
+            .delete(&ObjectKey::new(ObjectKind::Snapshot, first.name.clone())),
+    )
+    .expect("delete");
+    let [second] = &f.backend.keys(ObjectKind::Snapshot)[..] else {
+        panic!("one snapshot left");
+    };
+    f.backend.fail_reads(second);
+    let before = f.packs();
+    let err =
+        f.rt.block_on(prune(&repo, PruneOptions::default()))
+            .expect_err("prune must stop");
+    assert!(err.to_string().contains("snapshots/"), "{err}");
+    assert_eq!(f.packs(), before);
+}
+
+#[test]
+fn restore_refuses_a_non_empty_target_as_bad_usage_and_writes_nothing() {
+    let f = Fixture::new();
+    f.write("a.txt", b"alpha");
+    let snap = f.backup();
+    let repo = Arc::new(f.open().expect("open"));
+    let target = f.dir.path().join("target");
+    std::fs::create_dir(&target).expect("mkdir");
+    std::fs::write(target.join("mine"), b"keep").expect("write");
+    let opts = RestoreOptions {
+        target: target.clone(),
+        overwrite: false,
+        progress: None,
+    };
+    let err =
+        f.rt.block_on(restore(&repo, &snap.snapshot, "", &opts))
+            .expect_err("non-empty target");
+    assert!(matches!(err, Error::Usage(_)), "{err:?}");
+    assert_eq!(err.exit_code(), 2);
+    assert_eq!(names(&target), ["mine"]);
+
+    let missing =
+        f.rt.block_on(restore(&repo, &snap.snapshot, "/no/such/path", &opts))
+            .expect_err("missing path");
+    assert!(matches!(missing, Error::Path(_)), "{missing:?}");
+
+    let fresh = RestoreOptions {
+        target: f.dir.path().join("fresh"),
+        ..opts
+    };
+    let src = f.src().display().to_string();
+    let stats =
+        f.rt.block_on(restore(&repo, &snap.snapshot, &src, &fresh))
+            .expect("restore");
+    assert_eq!(stats.files, 1);
+    assert_eq!(
+        std::fs::read(fresh.target.join("a.txt")).expect("read"),
+        b"alpha"
+    );
+}
+
+#[test]
+fn opening_pins_the_config_and_refuses_a_replaced_one() {
+    let f = Fixture::new();
+    f.open().expect("first use pins");
+    f.open().expect("the same config again");
+    let pinned = std::fs::read_to_string(f.pins.path()).expect("pin file");
+    assert_eq!(pinned.lines().count(), 1, "{pinned}");
+
+    // Someone with access to the store swaps config for their own.
+    let admin = crypto::generate_key("intruder").expect("key");
+    let certs = crypto::normalize_certs(&admin.cert_armored, "intruder").expect("cert");
+    let (theirs, _) = RepoConfig::create(certs, RepoSettings::default()).expect("config");
+    f.rt.block_on(f.backend.delete(&ObjectKey::config()))
+        .expect("delete");
+    let other_pins = KnownRepositories::new(f.dir.path().join("elsewhere"));
+    f.rt.block_on(repository::init(
+        f.backend.as_ref(),
+        &theirs,
+        Some(&other_pins),
+    ))
+    .expect("store");
+    let err = f.open().err().expect("a replaced config must be refused");
+    assert!(matches!(err, Error::Config(_)), "{err:?}");
+    assert!(
+        err.to_string().contains("not the one this host saw first"),
+        "{err}"
+    );
+}
+
+fn names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .expect("read_dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
