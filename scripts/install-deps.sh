@@ -10,7 +10,8 @@ packages=(
   gnupg zstd                           # tests decrypt stored blobs with the real gpg and zstd
   fuse3                                # the mount (fusermount3)
   util-linux                           # setpriv: tests run the writer as an unprivileged user
-  rsync                                # tests copy out of the mount with rsync -a
+  rsync                                # tests copy out of the mount with rsync -a, compare with -AX
+  acl attr libcap2-bin                 # tests set and read ACLs, xattrs and capabilities (setfacl, getcap)
   unzip tar                            # tests unpack what export writes with the standard tools
   python3
 )

@@ -207,6 +207,16 @@ class Restorer:
         link = e["kind"] == "symlink"
         if self.as_root:
             os.chown(path, e["uid"], e["gid"], follow_symlinks=False)
+        # Extended attributes (ACLs, capabilities) after the owner, which
+        # clears capabilities, and before the mode, so an ACL's mask ends as
+        # stored; what the kernel refuses is said, and the rest goes on.
+        for x in e.get("xattrs", []):
+            name = raw(x["name"])
+            try:
+                os.setxattr(path, name, base64.b64decode(x["value"]), follow_symlinks=False)
+            except OSError as err:
+                print("%s: cannot set extended attribute %s: %s"
+                      % (os.fsdecode(path), os.fsdecode(name), err.strerror), file=sys.stderr)
         if not link:
             os.chmod(path, e["mode"])
         mtime = e["mtime_ns"]

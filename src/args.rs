@@ -138,6 +138,11 @@ pub struct BackupArgs {
     /// `/` absolute paths. Repeat for several.
     #[arg(long = "exclude", value_name = "GLOB")]
     pub excludes: Vec<String>,
+    /// Leave out extended attributes (by default every entry keeps them:
+    /// user., security. with file capabilities, trusted. as root, and
+    /// POSIX ACLs).
+    #[arg(long)]
+    pub no_xattrs: bool,
     /// Back up standard input as one file (see --stdin-name).
     #[arg(long, requires = "stdin_name")]
     pub stdin: bool,

@@ -108,6 +108,7 @@ fn entry(name: &[u8], kind: Kind) -> Entry {
         rdev: None,
         chunks: vec![],
         subtree: None,
+        xattrs: Vec::new(),
     }
 }
 

@@ -74,6 +74,7 @@ impl Fixture {
             host: Some("h".into()),
             tags: vec![],
             excludes: vec![],
+            xattrs: true,
             state_dir: self.dir.path().join("state"),
             workers: Some(2),
             progress: None,

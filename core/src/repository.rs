@@ -299,6 +299,7 @@ pub fn root_entry(snapshot: &Snapshot) -> Entry {
         rdev: None,
         chunks: Vec::new(),
         subtree: Some(snapshot.tree),
+        xattrs: Vec::new(),
     }
 }
 

@@ -1,6 +1,8 @@
 //! Attributes: what `stat` shows of an entry of a snapshot (its stored
 //! metadata) or of a virtual directory (made from the snapshot list), and
-//! how long the kernel may keep them.
+//! how long the kernel may keep them; and the extended attributes stored
+//! with an entry (ACLs and capabilities among them), for `getxattr` and
+//! `listxattr`.
 
 use crate::inode::{EntryMeta, InodeTable, NodeKind};
 use crate::mounted::Mounted;
@@ -19,6 +21,34 @@ impl Mounted {
     pub(crate) fn attr(&self, ino: u64) -> Result<(FileAttr, Duration), Errno> {
         let virtual_times = self.virtual_times();
         attr_in(&lock(&self.table), &virtual_times, ino)
+    }
+
+    /// The value of extended attribute `name` of `ino`: ENODATA when it
+    /// has none of that name (virtual nodes have none).
+    pub(crate) fn xattr(&self, ino: u64, name: &[u8]) -> Result<Vec<u8>, Errno> {
+        let table = lock(&self.table);
+        match &table.get(ino).ok_or(Errno::ENOENT)?.kind {
+            NodeKind::Entry(e) => e
+                .xattrs
+                .binary_search_by(|x| x.name.as_slice().cmp(name))
+                .map(|i| e.xattrs[i].value.clone())
+                .map_err(|_| Errno::NO_XATTR),
+            _ => Err(Errno::NO_XATTR),
+        }
+    }
+
+    /// The names of `ino`'s extended attributes, each ended by a NUL, as
+    /// `listxattr(2)` gives them.
+    pub(crate) fn xattr_names(&self, ino: u64) -> Result<Vec<u8>, Errno> {
+        let table = lock(&self.table);
+        let mut out = Vec::new();
+        if let NodeKind::Entry(e) = &table.get(ino).ok_or(Errno::ENOENT)?.kind {
+            for x in e.xattrs.iter() {
+                out.extend_from_slice(&x.name);
+                out.push(0);
+            }
+        }
+        Ok(out)
     }
 
     /// What virtual nodes' attributes show of the snapshot list.

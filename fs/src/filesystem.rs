@@ -92,6 +92,18 @@ impl ErrorReply for ReplyDirectoryPlus {
     }
 }
 
+/// The `getxattr`/`listxattr` protocol: a `size` of 0 asks for the length,
+/// a buffer too small gets ERANGE.
+fn reply_xattr(reply: ReplyXattr, data: &[u8], size: u32) {
+    if size == 0 {
+        reply.size(data.len() as u32);
+    } else if data.len() > size as usize {
+        reply.error(Errno::ERANGE);
+    } else {
+        reply.data(data);
+    }
+}
+
 impl fuser::Filesystem for CofferFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         let _ = config.set_max_readahead(1 << 20);
@@ -246,22 +258,20 @@ impl fuser::Filesystem for CofferFs {
         reply.error(Errno::ENOSYS);
     }
 
-    // Extended attributes are not stored yet. ENOSYS tells the kernel once and
-    // for all (it then answers EOPNOTSUPP itself, without asking again), which
-    // saves `ls -l` and `cp -a` two round trips per file.
-    fn getxattr(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        _name: &OsStr,
-        _size: u32,
-        reply: ReplyXattr,
-    ) {
-        reply.error(Errno::ENOSYS);
+    // Extended attributes as stored (ACLs and capabilities among them), so
+    // getfacl, getcap and `cp -a`/`rsync -X` out of the mount carry them.
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        match self.inner.xattr(ino.0, name.as_bytes()) {
+            Ok(value) => reply_xattr(reply, &value, size),
+            Err(e) => reply.error(e),
+        }
     }
 
-    fn listxattr(&self, _req: &Request, _ino: INodeNo, _size: u32, reply: ReplyXattr) {
-        reply.error(Errno::ENOSYS);
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        match self.inner.xattr_names(ino.0) {
+            Ok(names) => reply_xattr(reply, &names, size),
+            Err(e) => reply.error(e),
+        }
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {

@@ -8,7 +8,7 @@
 //! memory grows with what is browsed, not with the repository; a node holds
 //! only what `stat` and `read` need (about 200 bytes for a small file).
 
-use coffer_core::format::tree::{Entry, Kind, Location};
+use coffer_core::format::tree::{Entry, Kind, Location, Xattr};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -30,6 +30,8 @@ pub(crate) struct EntryMeta {
     /// End offset of each chunk (cumulative sizes), for binary search.
     pub chunk_ends: Box<[u64]>,
     pub subtree: Option<Location>,
+    /// Extended attributes, sorted by name (`getxattr`, `listxattr`).
+    pub xattrs: Box<[Xattr]>,
 }
 
 impl EntryMeta {
@@ -47,6 +49,7 @@ impl EntryMeta {
             chunks: e.chunks.into_boxed_slice(),
             chunk_ends,
             subtree: e.subtree,
+            xattrs: e.xattrs.into_boxed_slice(),
         }
     }
 }
@@ -135,8 +138,13 @@ fn entry_bytes(e: &Entry) -> u64 {
     let chunks = e.chunks.len() * (std::mem::size_of::<Location>() + 8);
     let name = std::mem::size_of::<(Box<[u8]>, u64)>() + e.name.len();
     let target = e.target.as_ref().map_or(0, Vec::len);
+    let xattrs: usize = e
+        .xattrs
+        .iter()
+        .map(|x| std::mem::size_of::<Xattr>() + x.name.len() + x.value.len() + 2 * 16)
+        .sum();
     // Allocator headers and rounding: ~16 bytes for each of up to 5 blocks.
-    (node + meta + chunks + name + target + 5 * 16) as u64
+    (node + meta + chunks + name + target + xattrs + 5 * 16) as u64
 }
 
 impl InodeTable {
@@ -279,6 +287,7 @@ mod tests {
             rdev: None,
             chunks: vec![],
             subtree: None,
+            xattrs: Vec::new(),
         }
     }
 

@@ -72,6 +72,7 @@ fn run_backup(
         host: a.host.clone(),
         tags: a.tags.clone(),
         excludes: a.excludes.clone(),
+        xattrs: !a.no_xattrs,
         state_dir,
         workers: None,
         progress: reporter.progress(),

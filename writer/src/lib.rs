@@ -12,7 +12,7 @@
 //! - `walk`: sources into entries, files into chunks, directories into
 //!   pending trees; `source_file`: how a source file is opened (also by
 //!   `readahead`, which starts the disk on the next files); `owner`: user
-//!   and group names;
+//!   and group names; `xattrs`: an entry's extended attributes;
 //! - [`chunker`]: FastCDC with the repository's parameters;
 //! - `pipeline`: the threads that compress, encrypt, pack and upload, and
 //!   the trees; `pack`: one pack being filled;
@@ -33,6 +33,7 @@ mod readahead;
 mod source_file;
 pub mod state;
 mod walk;
+mod xattrs;
 
 use coffer_core::backend::{ObjectKey, ObjectKind, WriteBackend};
 use coffer_core::crypto::WriterKey;
@@ -102,6 +103,9 @@ pub struct BackupOptions {
     pub tags: Vec<String>,
     /// `--exclude` glob patterns.
     pub excludes: Vec<String>,
+    /// Store each entry's extended attributes (ACLs and capabilities
+    /// included); `backup --no-xattrs` turns it off.
+    pub xattrs: bool,
     /// Where the state database lives.
     pub state_dir: PathBuf,
     /// Compress/encrypt threads (default: one per core).
@@ -193,7 +197,7 @@ fn run(
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
     let pipe = Pipeline::start(shared.clone(), workers);
     let chunker = chunker::Chunker::new(key.config.chunker.clone(), key.chunk_key().chunker_seed());
-    let mut walker = walk::Walker::new(&pipe, chunker, excludes);
+    let mut walker = walk::Walker::new(&pipe, chunker, excludes, opts.xattrs);
     let walked = match &opts.stdin_name {
         Some(name) => walker.backup_stream(name, stdin),
         None => walker.backup_paths(paths),
@@ -321,6 +325,7 @@ mod tests {
             host: Some("h".into()),
             tags: vec![],
             excludes: vec![],
+            xattrs: true,
             state_dir: dir.join("state"),
             workers: Some(2),
             progress: None,

@@ -151,6 +151,8 @@ pub(crate) struct Walker<'a> {
     chunker: Chunker,
     excludes: Excludes,
     owners: Owners,
+    /// Whether entries keep their extended attributes.
+    xattrs: bool,
     /// What the walk saw.
     pub stats: SnapshotStats,
     /// Entries that could not be read, with the reason.
@@ -158,13 +160,14 @@ pub(crate) struct Walker<'a> {
 }
 
 impl<'a> Walker<'a> {
-    pub fn new(pipe: &'a Pipeline, chunker: Chunker, excludes: Excludes) -> Self {
+    pub fn new(pipe: &'a Pipeline, chunker: Chunker, excludes: Excludes, xattrs: bool) -> Self {
         Self {
             pipe,
             read_ahead: ReadAhead::start(READ_AHEAD_THREADS),
             chunker,
             excludes,
             owners: Owners::default(),
+            xattrs,
             stats: SnapshotStats::default(),
             warnings: Vec::new(),
         }
@@ -235,7 +238,8 @@ impl<'a> Walker<'a> {
                 return Ok(None);
             }
         };
-        let entry = self.entry_from(name, Kind::Dir, &meta);
+        let mut entry = self.entry_from(name, Kind::Dir, &meta);
+        self.read_xattrs(path, &mut entry);
         self.stats.dirs += 1;
         let subtree = self.walk_node(node)?;
         Ok(Some(PendingEntry {
@@ -313,6 +317,7 @@ impl<'a> Walker<'a> {
             Kind::Socket
         };
         let mut entry = self.entry_from(name, kind, &meta);
+        self.read_xattrs(path, &mut entry);
         let mut pe = PendingEntry {
             entry: entry.clone(),
             chunks: Vec::new(),
@@ -524,6 +529,20 @@ impl<'a> Walker<'a> {
             rdev: None,
             chunks: Vec::new(),
             subtree: None,
+            xattrs: Vec::new(),
+        }
+    }
+
+    /// Reads `path`'s extended attributes into `entry`, unless the run
+    /// leaves them out; attributes that cannot be read are a warning (the
+    /// entry is stored without them).
+    fn read_xattrs(&mut self, path: &Path, entry: &mut Entry) {
+        if !self.xattrs {
+            return;
+        }
+        match crate::xattrs::read(path) {
+            Ok(xattrs) => entry.xattrs = xattrs,
+            Err(e) => self.warn(path, "cannot read extended attributes", &e),
         }
     }
 

@@ -47,6 +47,23 @@ pub enum Kind {
     Socket,
 }
 
+/// One extended attribute of an entry, raw: its name (e.g. `user.origin`,
+/// `security.capability`, `system.posix_acl_access` for an ACL) and value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Xattr {
+    /// The name, namespace included; bytes without NUL.
+    #[serde(with = "bytes_text")]
+    pub name: Vec<u8>,
+    /// The value, any bytes (standard base64 in JSON).
+    #[serde(with = "base64_bytes")]
+    pub value: Vec<u8>,
+}
+
+/// Longest extended attribute name Linux allows (XATTR_NAME_MAX).
+pub const MAX_XATTR_NAME: usize = 255;
+/// Largest extended attribute value Linux allows (XATTR_SIZE_MAX).
+pub const MAX_XATTR_VALUE: usize = 64 * 1024;
+
 /// One directory entry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Entry {
@@ -87,6 +104,11 @@ pub struct Entry {
     /// A directory's tree.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subtree: Option<Location>,
+    /// Extended attributes (ACLs and file capabilities among them), sorted
+    /// by name; absent from the JSON when there are none, as in every tree
+    /// written before they were kept.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub xattrs: Vec<Xattr>,
 }
 
 /// One directory: its entries, sorted by name bytes.
@@ -167,6 +189,17 @@ impl Entry {
         if self.kind != Kind::File && !self.chunks.is_empty() {
             return Err(bad("only files have chunks"));
         }
+        let mut previous: Option<&[u8]> = None;
+        for x in &self.xattrs {
+            let name_ok = !x.name.is_empty()
+                && x.name.len() <= MAX_XATTR_NAME
+                && !x.name.contains(&0)
+                && previous.is_none_or(|p| p < x.name.as_slice());
+            if !name_ok || x.value.len() > MAX_XATTR_VALUE {
+                return Err(bad("extended attributes malformed, unsorted or too large"));
+            }
+            previous = Some(&x.name);
+        }
         Ok(())
     }
 
@@ -234,6 +267,21 @@ mod bytes_text {
     }
 }
 
+/// Serde for arbitrary bytes as standard base64 text.
+mod base64_bytes {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        crate::format::encoding::base64_encode(bytes).serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let text = String::deserialize(d)?;
+        crate::format::encoding::base64_decode(&text)
+            .ok_or_else(|| serde::de::Error::custom("value is not valid base64"))
+    }
+}
+
 mod opt_bytes_text {
     use super::bytes_text::{from_text, to_text, Text};
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -266,6 +314,58 @@ mod tests {
             rdev: None,
             chunks: vec![],
             subtree: None,
+            xattrs: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_tree_written_before_xattrs_reads_and_writes_back_byte_identical() {
+        // What the writer stored before extended attributes were kept (the
+        // blob id of a tree is the keyed hash of these bytes).
+        let old = br#"{"entries":[{"name":"a","kind":"file","mode":420,"uid":0,"gid":0,"mtime_ns":1,"size":0},{"name":"l","kind":"symlink","mode":511,"uid":0,"gid":0,"user":"root","mtime_ns":2,"size":1,"target":"a"}]}"#;
+        let mut tree = Tree::from_json(old, "old").unwrap();
+        assert!(tree.entries.iter().all(|e| e.xattrs.is_empty()));
+        assert_eq!(tree.to_json(), old.to_vec());
+    }
+
+    #[test]
+    fn xattrs_round_trip_as_raw_bytes_and_malformed_ones_are_damage() {
+        let mut e = entry(b"f");
+        e.xattrs = vec![
+            Xattr {
+                name: b"security.capability".to_vec(),
+                value: vec![0, 0, 0, 2, 0, 0x20, 0, 0, 0xff],
+            },
+            Xattr {
+                name: b"user.\xffodd".to_vec(),
+                value: Vec::new(),
+            },
+        ];
+        let mut tree = Tree {
+            entries: vec![e.clone()],
+        };
+        let json = tree.to_json();
+        assert_eq!(Tree::from_json(&json, "t").unwrap(), tree);
+        for bad in [
+            vec![e.xattrs[1].clone(), e.xattrs[0].clone()],
+            vec![e.xattrs[0].clone(), e.xattrs[0].clone()],
+            vec![Xattr {
+                name: b"user.a\0b".to_vec(),
+                value: Vec::new(),
+            }],
+            vec![Xattr {
+                name: b"user.big".to_vec(),
+                value: vec![0; MAX_XATTR_VALUE + 1],
+            }],
+        ] {
+            let mut bad_entry = e.clone();
+            bad_entry.xattrs = bad;
+            let json = serde_json::to_vec(&Tree {
+                entries: vec![bad_entry],
+            })
+            .unwrap();
+            let err = Tree::from_json(&json, "tree x").unwrap_err();
+            assert!(err.to_string().contains("extended attributes"), "{err}");
         }
     }
 

@@ -175,7 +175,11 @@ impl Differ<'_, '_> {
             Kind::Char | Kind::Block => a.rdev != b.rdev,
             _ => false,
         };
-        let meta = a.mode != b.mode || a.uid != b.uid || a.gid != b.gid || a.mtime_ns != b.mtime_ns;
+        let meta = a.mode != b.mode
+            || a.uid != b.uid
+            || a.gid != b.gid
+            || a.mtime_ns != b.mtime_ns
+            || a.xattrs != b.xattrs;
         if content {
             self.emit(Change::Modified, &path);
         } else if meta {

@@ -68,6 +68,9 @@ pub struct RestoreStats {
     /// Files and directories left out because their data in the repository
     /// is damaged or missing, each with the path and the object at fault.
     pub damaged: Vec<String>,
+    /// Extended attributes the target's file system could not take (it has
+    /// none); one warning in [`RestoreStats::warnings`] says how many.
+    pub xattrs_unsupported: u64,
 }
 
 /// Whether `e` is damage to (or absence of) repository objects, which
@@ -161,12 +164,21 @@ pub async fn restore(
             let _ = std::fs::remove_dir(dest);
             continue;
         }
-        apply_metadata(entry, dest, is_root, &mut stats.warnings)?;
+        apply_metadata(entry, dest, is_root, &mut stats)?;
     }
     stats.files = writer.stats.files;
     stats.bytes = writer.stats.bytes;
     stats.warnings.append(&mut writer.stats.warnings);
     stats.damaged.append(&mut writer.stats.damaged);
+    stats.xattrs_unsupported += writer.stats.xattrs_unsupported;
+    if stats.xattrs_unsupported > 0 {
+        stats.warnings.push(format!(
+            "{}: the file system takes no extended attributes: {} were not restored \
+             (restore onto ext4, xfs or btrfs to keep ACLs and capabilities)",
+            opts.target.display(),
+            stats.xattrs_unsupported
+        ));
+    }
     Ok(stats)
 }
 

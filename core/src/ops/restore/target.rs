@@ -5,6 +5,7 @@
 //! Nothing is created outside the target: names come from verified trees
 //! (single components), files are opened with `O_EXCL | O_NOFOLLOW`.
 
+use super::RestoreStats;
 use crate::error::{Error, Result};
 use crate::format::tree::{Entry, Kind};
 use std::ffi::{CString, OsStr};
@@ -81,25 +82,28 @@ pub(super) fn create_file(dest: &Path) -> Result<std::fs::File> {
         .map_err(|e| Error::io(dest, "creating a file", e))
 }
 
-/// Owner (as root), mode and mtime of `entry` on `dest`. A refused owner
-/// is a warning; a refused mode or mtime an error.
+/// Owner (as root), extended attributes, mode and mtime of `entry` on
+/// `dest`, in that order: a change of owner clears file capabilities, and
+/// the mode set after an ACL keeps its mask as it was. A refused owner or
+/// attribute is a warning; a refused mode or mtime an error.
 pub(super) fn apply_metadata(
     entry: &Entry,
     dest: &Path,
     is_root: bool,
-    warnings: &mut Vec<String>,
+    stats: &mut RestoreStats,
 ) -> Result<()> {
     let c = cpath(dest)?;
     if is_root {
         // SAFETY: `c` is a valid NUL-terminated path.
         if unsafe { libc::lchown(c.as_ptr(), entry.uid, entry.gid) } != 0 {
-            warnings.push(format!(
+            stats.warnings.push(format!(
                 "{}: cannot set owner: {}",
                 dest.display(),
                 std::io::Error::last_os_error()
             ));
         }
     }
+    set_xattrs(entry, dest, &c, stats);
     if entry.kind != Kind::Symlink {
         // SAFETY: as above.
         if unsafe { libc::chmod(c.as_ptr(), (entry.mode & 0o7777) as libc::mode_t) } != 0 {
@@ -137,6 +141,41 @@ pub(super) fn apply_metadata(
         ));
     }
     Ok(())
+}
+
+/// Sets each extended attribute of `entry` on `dest` (not following a
+/// symlink). What the kernel refuses (capabilities or `trusted.` without
+/// root) is a warning naming the file and the attribute; a target file
+/// system without extended attributes is counted, and said once at the end.
+fn set_xattrs(entry: &Entry, dest: &Path, c: &CString, stats: &mut RestoreStats) {
+    for x in &entry.xattrs {
+        let Ok(name) = CString::new(x.name.as_slice()) else {
+            continue; // a verified tree holds no NUL in a name
+        };
+        // SAFETY: valid C strings and a value buffer of the given length.
+        let rc = unsafe {
+            libc::lsetxattr(
+                c.as_ptr(),
+                name.as_ptr(),
+                x.value.as_ptr().cast(),
+                x.value.len(),
+                0,
+            )
+        };
+        if rc == 0 {
+            continue;
+        }
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::ENOTSUP) {
+            stats.xattrs_unsupported += 1;
+        } else {
+            stats.warnings.push(format!(
+                "{}: cannot set extended attribute {}: {e}",
+                dest.display(),
+                String::from_utf8_lossy(&x.name)
+            ));
+        }
+    }
 }
 
 fn cpath(path: &Path) -> Result<CString> {

@@ -206,7 +206,7 @@ impl Walk<'_> {
             return Ok(());
         }
         self.stats.others += 1;
-        apply_metadata(entry, dest, self.is_root, &mut self.stats.warnings)
+        apply_metadata(entry, dest, self.is_root, &mut self.stats)
     }
 }
 

@@ -163,6 +163,7 @@ impl FileWriter {
             self.stats.bytes += done.bytes;
             self.stats.warnings.append(&mut done.warnings);
             self.stats.damaged.append(&mut done.damaged);
+            self.stats.xattrs_unsupported += done.xattrs_unsupported;
         }
         Ok(())
     }
@@ -299,7 +300,7 @@ fn write_part(
     if let Some(p) = progress {
         p.file_done();
     }
-    apply_metadata(&job.entry, &job.dest, is_root, &mut stats.warnings)
+    apply_metadata(&job.entry, &job.dest, is_root, stats)
 }
 
 #[cfg(test)]
@@ -323,6 +324,7 @@ mod tests {
             rdev: None,
             chunks: chunks.iter().map(|c| loc(1, 0, c.len() as u64)).collect(),
             subtree: None,
+            xattrs: Vec::new(),
         };
         Arc::new(FileJob::new(entry, dest.to_path_buf(), Arc::default()))
     }
