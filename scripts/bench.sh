@@ -25,7 +25,8 @@ if ((${#missing[@]})); then
 fi
 cargo build --release --locked --quiet
 cargo bench --locked --quiet --no-run -p coffer-writer --bench stages 2>/dev/null
-coffer="$PWD/target/release/coffer"
+# COFFER_BIN=PATH measures another build (e.g. the one before a change) in the same table.
+coffer="${COFFER_BIN:-$PWD/target/release/coffer}"
 REPO_DIR=$PWD
 W="${1:-/tmp/coffer-bench}"
 export RESTIC_PASSWORD=bench RESTIC_REPOSITORY="$W/restic-repo" RESTIC_CACHE_DIR="$W/restic-cache"
