@@ -143,6 +143,10 @@ pub struct BackupArgs {
     /// POSIX ACLs).
     #[arg(long)]
     pub no_xattrs: bool,
+    /// Stay on each source's file system: a directory where another file
+    /// system is mounted (/proc, NFS, a FUSE mount) is stored empty.
+    #[arg(long, short = 'x')]
+    pub one_file_system: bool,
     /// Back up standard input as one file (see --stdin-name).
     #[arg(long, requires = "stdin_name")]
     pub stdin: bool,

@@ -2,7 +2,7 @@
 //! trusted., file capabilities, POSIX ACLs) through backup and restore,
 //! checked with the real tools (rsync -AX, getfacl, getcap) and byte by
 //! byte; `--no-xattrs`; a restore as non-root that the kernel refuses a
-//! capability warns, names it and exits 3.
+//! capability warns, names it and exits 3; `--one-file-system`.
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 mod util;
@@ -260,24 +260,24 @@ fn a_restore_as_non_root_names_the_refused_capability_exits_3_and_keeps_the_rest
     assert!(acl.contains("user:65534:r--"), "{acl}");
 }
 
-/// A ramfs (no extended attributes) mounted on a directory, unmounted when
-/// dropped.
-struct Ramfs(std::path::PathBuf);
+/// A file system of type `fstype` (ramfs: no extended attributes; tmpfs)
+/// mounted on a directory, unmounted when dropped.
+struct FsMount(std::path::PathBuf);
 
-impl Ramfs {
-    fn mount(dir: &Path) -> Self {
+impl FsMount {
+    fn mount(fstype: &str, dir: &Path) -> Self {
         std::fs::create_dir_all(dir).unwrap();
         let status = Command::new("mount")
-            .args(["-t", "ramfs", "none"])
+            .args(["-t", fstype, "none"])
             .arg(dir)
             .status()
             .unwrap();
-        assert!(status.success(), "mount a ramfs on {}", dir.display());
+        assert!(status.success(), "mount a {fstype} on {}", dir.display());
         Self(dir.to_path_buf())
     }
 }
 
-impl Drop for Ramfs {
+impl Drop for FsMount {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg("-l").arg(&self.0).status();
     }
@@ -294,7 +294,7 @@ fn a_target_without_xattrs_is_said_once_with_the_count_and_the_rest_restored() {
     server_tree(&src);
     env.backup(&[&src], &[]);
     let target = env.path("ramfs");
-    let _ramfs = Ramfs::mount(&target);
+    let _ramfs = FsMount::mount("ramfs", &target);
     let out = env.admin(
         "restore",
         &[
@@ -430,4 +430,37 @@ fn a_repository_from_before_xattrs_checks_restores_and_mounts_byte_identical() {
     assert_pre_xattrs_source(&m.path(&format!("snapshots/latest{src}")));
     let (code, log) = m.unmount();
     assert_eq!(code, Some(0), "{log}");
+}
+
+#[test]
+fn one_file_system_stores_a_mount_point_empty() {
+    if !is_root() {
+        eprintln!("needs root (mount): skipped");
+        return;
+    }
+    let env = Env::new();
+    let src = env.path("src");
+    write(&src.join("here.txt"), b"on the source's file system");
+    let _tmpfs = FsMount::mount("tmpfs", &src.join("mnt"));
+    write(&src.join("mnt/inside.txt"), b"on another file system");
+    write(&src.join("mnt/sub/deep.txt"), b"deeper");
+    let spec = format!("latest:{}", src.display());
+
+    env.backup(&[&src], &["--one-file-system"]);
+    let out = env.path("out");
+    env.restore(&spec, &out);
+    assert_eq!(
+        std::fs::read(out.join("here.txt")).unwrap(),
+        b"on the source's file system"
+    );
+    assert!(out.join("mnt").is_dir(), "the mount point itself is kept");
+    assert_eq!(std::fs::read_dir(out.join("mnt")).unwrap().count(), 0);
+
+    env.backup(&[&src], &[]);
+    let all = env.path("all");
+    env.restore(&spec, &all);
+    assert_eq!(
+        std::fs::read(all.join("mnt/sub/deep.txt")).unwrap(),
+        b"deeper"
+    );
 }

@@ -75,6 +75,7 @@ impl Fixture {
             tags: vec![],
             excludes: vec![],
             xattrs: true,
+            one_file_system: false,
             state_dir: self.dir.path().join("state"),
             workers: Some(2),
             progress: None,

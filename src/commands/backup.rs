@@ -73,6 +73,7 @@ fn run_backup(
         tags: a.tags.clone(),
         excludes: a.excludes.clone(),
         xattrs: !a.no_xattrs,
+        one_file_system: a.one_file_system,
         state_dir,
         workers: None,
         progress: reporter.progress(),

@@ -106,6 +106,9 @@ pub struct BackupOptions {
     /// Store each entry's extended attributes (ACLs and capabilities
     /// included); `backup --no-xattrs` turns it off.
     pub xattrs: bool,
+    /// Stay on each source's file system: a directory where another one is
+    /// mounted is stored empty (`backup --one-file-system`, `-x`).
+    pub one_file_system: bool,
     /// Where the state database lives.
     pub state_dir: PathBuf,
     /// Compress/encrypt threads (default: one per core).
@@ -162,7 +165,8 @@ pub fn backup(
     // Totals for the progress display: a scan of the sources beside the run.
     if let (Some(progress), None) = (&opts.progress, &opts.stdin_name) {
         let (progress, paths, excludes) = (progress.clone(), paths.clone(), excludes.clone());
-        std::thread::spawn(move || walk::scan(&paths, &excludes, &progress));
+        let one_fs = opts.one_file_system;
+        std::thread::spawn(move || walk::scan(&paths, &excludes, one_fs, &progress));
     }
     let result = run(
         &shared, key, opts, &paths, excludes, stdin, start_time, started,
@@ -197,7 +201,11 @@ fn run(
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
     let pipe = Pipeline::start(shared.clone(), workers);
     let chunker = chunker::Chunker::new(key.config.chunker.clone(), key.chunk_key().chunker_seed());
-    let mut walker = walk::Walker::new(&pipe, chunker, excludes, opts.xattrs);
+    let walk_opts = walk::WalkOptions {
+        xattrs: opts.xattrs,
+        one_file_system: opts.one_file_system,
+    };
+    let mut walker = walk::Walker::new(&pipe, chunker, excludes, walk_opts);
     let walked = match &opts.stdin_name {
         Some(name) => walker.backup_stream(name, stdin),
         None => walker.backup_paths(paths),
@@ -326,6 +334,7 @@ mod tests {
             tags: vec![],
             excludes: vec![],
             xattrs: true,
+            one_file_system: false,
             state_dir: dir.join("state"),
             workers: Some(2),
             progress: None,

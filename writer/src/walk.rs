@@ -71,9 +71,15 @@ impl Excludes {
 /// Counts the regular files below `paths` and their bytes, as the walk
 /// will see them, into `progress`'s totals. Runs beside the backup; stops
 /// early when the backup ends.
-pub(crate) fn scan(paths: &[PathBuf], excludes: &Excludes, progress: &Progress) {
-    let mut stack: Vec<PathBuf> = paths.to_vec();
-    while let Some(path) = stack.pop() {
+pub(crate) fn scan(
+    paths: &[PathBuf],
+    excludes: &Excludes,
+    one_file_system: bool,
+    progress: &Progress,
+) {
+    // Each path with the device of its source (with one_file_system).
+    let mut stack: Vec<(PathBuf, Option<u64>)> = paths.iter().map(|p| (p.clone(), None)).collect();
+    while let Some((path, source_dev)) = stack.pop() {
         if progress.stopped() {
             return;
         }
@@ -86,8 +92,12 @@ pub(crate) fn scan(paths: &[PathBuf], excludes: &Excludes, progress: &Progress) 
         if meta.is_file() {
             progress.add_total(meta.len());
         } else if meta.is_dir() {
+            let dev = one_file_system.then(|| source_dev.unwrap_or(meta.dev()));
+            if dev.is_some_and(|d| d != meta.dev()) {
+                continue; // another file system: the walk stores it empty
+            }
             if let Ok(entries) = std::fs::read_dir(&path) {
-                stack.extend(entries.flatten().map(|e| e.path()));
+                stack.extend(entries.flatten().map(|e| (e.path(), dev)));
             }
         }
     }
@@ -144,6 +154,17 @@ struct Child {
     known: Option<FileRecord>,
 }
 
+/// What a walk keeps and where it stops.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct WalkOptions {
+    /// Entries keep their extended attributes.
+    pub xattrs: bool,
+    /// Directories on another file system than their source (mount points:
+    /// /proc, NFS, a FUSE mount) are stored empty, as `tar
+    /// --one-file-system` does.
+    pub one_file_system: bool,
+}
+
 /// Walks sources and feeds the pipeline.
 pub(crate) struct Walker<'a> {
     pipe: &'a Pipeline,
@@ -151,8 +172,10 @@ pub(crate) struct Walker<'a> {
     chunker: Chunker,
     excludes: Excludes,
     owners: Owners,
-    /// Whether entries keep their extended attributes.
-    xattrs: bool,
+    /// What the run keeps and where it stops.
+    opts: WalkOptions,
+    /// With `one_file_system`: the device of the source being walked.
+    source_dev: Option<u64>,
     /// What the walk saw.
     pub stats: SnapshotStats,
     /// Entries that could not be read, with the reason.
@@ -160,14 +183,20 @@ pub(crate) struct Walker<'a> {
 }
 
 impl<'a> Walker<'a> {
-    pub fn new(pipe: &'a Pipeline, chunker: Chunker, excludes: Excludes, xattrs: bool) -> Self {
+    pub fn new(
+        pipe: &'a Pipeline,
+        chunker: Chunker,
+        excludes: Excludes,
+        opts: WalkOptions,
+    ) -> Self {
         Self {
             pipe,
             read_ahead: ReadAhead::start(READ_AHEAD_THREADS),
             chunker,
             excludes,
             owners: Owners::default(),
-            xattrs,
+            opts,
+            source_dev: None,
             stats: SnapshotStats::default(),
             warnings: Vec::new(),
         }
@@ -209,12 +238,22 @@ impl<'a> Walker<'a> {
 
     fn walk_node(&mut self, node: &Node) -> Result<Ref, BackupError> {
         match node {
-            Node::Source(path) => self.walk_dir(path),
+            Node::Source(path) => {
+                let outer = self.enter_source(path);
+                let walked = self.walk_dir(path);
+                self.source_dev = outer;
+                walked
+            }
             Node::Parent(_, children) => {
                 let mut entries = Vec::new();
                 for (name, child) in children {
                     let pe = match child {
-                        Node::Source(path) => self.walk_path(path, name.clone())?,
+                        Node::Source(path) => {
+                            let outer = self.enter_source(path);
+                            let walked = self.walk_path(path, name.clone());
+                            self.source_dev = outer;
+                            walked?
+                        }
                         Node::Parent(path, _) => self.parent_entry(path, name.clone(), child)?,
                     };
                     entries.extend(pe);
@@ -328,7 +367,12 @@ impl<'a> Walker<'a> {
             Kind::File => return self.file(path, &meta, entry, known),
             Kind::Dir => {
                 self.stats.dirs += 1;
-                pe.subtree = Some(self.walk_dir(path)?);
+                pe.subtree = Some(if self.source_dev.is_some_and(|dev| dev != meta.dev()) {
+                    // Another file system mounted here: the mount point only.
+                    self.pipe.store_dir(Vec::new())?
+                } else {
+                    self.walk_dir(path)?
+                });
                 return Ok(Some(pe));
             }
             Kind::Symlink => match std::fs::read_link(path) {
@@ -533,11 +577,22 @@ impl<'a> Walker<'a> {
         }
     }
 
+    /// With `one_file_system`, notes the device of source `path` (the walk
+    /// stays on it); returns the one noted before, to put back after.
+    fn enter_source(&mut self, path: &Path) -> Option<u64> {
+        let dev = self
+            .opts
+            .one_file_system
+            .then(|| std::fs::symlink_metadata(path).ok().map(|m| m.dev()))
+            .flatten();
+        std::mem::replace(&mut self.source_dev, dev)
+    }
+
     /// Reads `path`'s extended attributes into `entry`, unless the run
     /// leaves them out; attributes that cannot be read are a warning (the
     /// entry is stored without them).
     fn read_xattrs(&mut self, path: &Path, entry: &mut Entry) {
-        if !self.xattrs {
+        if !self.opts.xattrs {
             return;
         }
         match crate::xattrs::read(path) {
