@@ -464,3 +464,27 @@ fn one_file_system_stores_a_mount_point_empty() {
         b"deeper"
     );
 }
+
+#[test]
+fn export_says_once_how_many_entries_lose_their_xattrs_in_the_archive() {
+    if !is_root() {
+        eprintln!("needs root (capabilities, trusted.): skipped");
+        return;
+    }
+    let env = Env::new();
+    let src = env.path("src");
+    server_tree(&src);
+    env.backup(&[&src], &[]);
+    for (flag, file) in [("--tar", "a.tar"), ("--zip", "a.zip")] {
+        let spec = format!("latest:{}", src.display());
+        let out = env.admin_ok("export", &[&spec, flag, file]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let said: Vec<&str> = stderr
+            .lines()
+            .filter(|l| l.contains("extended attributes"))
+            .collect();
+        // tagged.txt, shared and ping.
+        assert_eq!(said.len(), 1, "{flag}: {stderr}");
+        assert!(said[0].contains("3 entries"), "{flag}: {stderr}");
+    }
+}

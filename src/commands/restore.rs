@@ -148,6 +148,13 @@ pub fn export(rt: &Runtime, a: &ExportArgs, verbose: bool) -> Result<Outcome> {
     for skipped in &report.skipped {
         eprintln!("coffer: {skipped}: left out: zip cannot hold fifos, devices or sockets");
     }
+    if report.without_xattrs > 0 {
+        eprintln!(
+            "coffer: warning: {} entries have extended attributes (ACLs, capabilities...) \
+             that the archive does not hold; `coffer restore` and the mount keep them",
+            report.without_xattrs
+        );
+    }
     if verbose {
         eprintln!(
             "exported {} files ({:.1} MiB), {} directories, {} symlinks",

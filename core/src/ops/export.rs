@@ -50,6 +50,9 @@ pub struct ExportReport {
     /// Entries the format cannot hold (zip: fifos, devices, sockets),
     /// by path.
     pub skipped: Vec<String>,
+    /// Entries whose extended attributes (ACLs, capabilities) the archive
+    /// does not hold: neither format writes them yet.
+    pub without_xattrs: u64,
 }
 
 /// A path in the archive: raw name bytes joined by `/`.
@@ -225,6 +228,9 @@ fn write_archive(
     let mut report = ExportReport::default();
     let io = |path: &[u8], e: std::io::Error| Error::io(text(path), "writing the archive", e);
     while let Some(item) = rx.blocking_recv() {
+        if let Item::Dir(_, e) | Item::File(_, e) | Item::Other(_, e) = &item {
+            report.without_xattrs += u64::from(!e.xattrs.is_empty());
+        }
         match item {
             Item::Dir(path, e) => {
                 archive.dir(&path, &e).map_err(|err| io(&path, err))?;
