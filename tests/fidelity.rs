@@ -74,6 +74,21 @@ fn server_tree(src: &Path) {
     std::os::unix::fs::symlink("plain.txt", src.join("link")).unwrap();
 }
 
+/// A scratch repository holding one backup (with `extra` options) of
+/// [`server_tree`] in `src`; `None`, said, when not root: capabilities,
+/// `trusted.` and mounts need it (CI runs as root).
+fn backed_up_server_tree(extra: &[&str]) -> Option<(Env, std::path::PathBuf)> {
+    if !is_root() {
+        eprintln!("needs root (capabilities, trusted., mount): skipped");
+        return None;
+    }
+    let env = Env::new();
+    let src = env.path("src");
+    server_tree(&src);
+    env.backup(&[&src], extra);
+    Some((env, src))
+}
+
 /// What rsync sees differ in ACLs, xattrs and everything `-a` compares:
 /// nothing when the trees are the same.
 fn rsync_differences(src: &Path, restored: &Path) -> String {
@@ -87,14 +102,9 @@ fn rsync_differences(src: &Path, restored: &Path) -> String {
 
 #[test]
 fn xattrs_acls_and_capabilities_come_back_from_a_restore() {
-    if !is_root() {
-        eprintln!("needs root (capabilities, trusted.): skipped");
+    let Some((env, src)) = backed_up_server_tree(&[]) else {
         return;
-    }
-    let env = Env::new();
-    let src = env.path("src");
-    server_tree(&src);
-    env.backup(&[&src], &[]);
+    };
     let out = env.path("out");
     env.restore(&format!("latest:{}", src.display()), &out);
 
@@ -125,18 +135,7 @@ fn xattrs_acls_and_capabilities_come_back_from_a_restore() {
     assert_eq!(get_xattr(&out.join("plain.txt"), "user.origin"), None);
 
     // recover.py (python3, gpg and zstd only) gives back the same.
-    let gnupg = env.gnupg_home();
-    let import = Command::new("gpg")
-        .env("GNUPGHOME", &gnupg)
-        .args(["--batch", "--quiet", "--import"])
-        .arg(env.path("admin.key"))
-        .output()
-        .unwrap();
-    assert!(
-        import.status.success(),
-        "{}",
-        String::from_utf8_lossy(&import.stderr)
-    );
+    let gnupg = env.gnupg_with_admin_key();
     let recovered = env.path("recovered");
     let rec = recover_py(
         &env,
@@ -177,14 +176,9 @@ fn xattrs_acls_and_capabilities_come_back_from_a_restore() {
 
 #[test]
 fn no_xattrs_leaves_them_out() {
-    if !is_root() {
-        eprintln!("needs root (capabilities): skipped");
+    let Some((env, src)) = backed_up_server_tree(&["--no-xattrs"]) else {
         return;
-    }
-    let env = Env::new();
-    let src = env.path("src");
-    server_tree(&src);
-    env.backup(&[&src], &["--no-xattrs"]);
+    };
     let out = env.path("out");
     env.restore(&format!("latest:{}", src.display()), &out);
     assert_eq!(std::fs::read(out.join("tagged.txt")).unwrap(), b"tagged");
@@ -198,14 +192,9 @@ fn no_xattrs_leaves_them_out() {
 
 #[test]
 fn a_restore_as_non_root_names_the_refused_capability_exits_3_and_keeps_the_rest() {
-    if !is_root() {
-        eprintln!("needs root to make the capability and switch users: skipped");
+    let Some((env, src)) = backed_up_server_tree(&[]) else {
         return;
-    }
-    let env = Env::new();
-    let src = env.path("src");
-    server_tree(&src);
-    env.backup(&[&src], &[]);
+    };
 
     // The unprivileged admin: its own key, pin file and target.
     let home = env.path("nobody-home");
@@ -285,14 +274,9 @@ impl Drop for FsMount {
 
 #[test]
 fn a_target_without_xattrs_is_said_once_with_the_count_and_the_rest_restored() {
-    if !is_root() {
-        eprintln!("needs root (mount): skipped");
+    let Some((env, src)) = backed_up_server_tree(&[]) else {
         return;
-    }
-    let env = Env::new();
-    let src = env.path("src");
-    server_tree(&src);
-    env.backup(&[&src], &[]);
+    };
     let target = env.path("ramfs");
     let _ramfs = FsMount::mount("ramfs", &target);
     let out = env.admin(
@@ -321,14 +305,9 @@ fn a_target_without_xattrs_is_said_once_with_the_count_and_the_rest_restored() {
 
 #[test]
 fn the_mount_serves_xattrs_acls_and_capabilities_as_stored() {
-    if !is_root() {
-        eprintln!("needs root (capabilities, trusted.): skipped");
+    let Some((env, src)) = backed_up_server_tree(&[]) else {
         return;
-    }
-    let env = Env::new();
-    let src = env.path("src");
-    server_tree(&src);
-    env.backup(&[&src], &[]);
+    };
     let m = util::mount::Mounted::new(&env, &[]);
     let inside = under(&m.path("snapshots/latest"), &src);
     assert_eq!(rsync_differences(&src, &inside), "");
@@ -467,14 +446,9 @@ fn one_file_system_stores_a_mount_point_empty() {
 
 #[test]
 fn export_says_once_how_many_entries_lose_their_xattrs_in_the_archive() {
-    if !is_root() {
-        eprintln!("needs root (capabilities, trusted.): skipped");
+    let Some((env, src)) = backed_up_server_tree(&[]) else {
         return;
-    }
-    let env = Env::new();
-    let src = env.path("src");
-    server_tree(&src);
-    env.backup(&[&src], &[]);
+    };
     for (flag, file) in [("--tar", "a.tar"), ("--zip", "a.zip")] {
         let spec = format!("latest:{}", src.display());
         let out = env.admin_ok("export", &[&spec, flag, file]);

@@ -48,18 +48,7 @@ fn recover_py_restores_snapshots_with_gpg_and_zstd_only() {
     write(&g.join("big.bin"), &big);
     env.backup(&[&src], &[]);
 
-    let gnupg = env.gnupg_home();
-    let import = Command::new("gpg")
-        .env("GNUPGHOME", &gnupg)
-        .args(["--batch", "--quiet", "--import"])
-        .arg(env.path("admin.key"))
-        .output()
-        .unwrap();
-    assert!(
-        import.status.success(),
-        "{}",
-        String::from_utf8_lossy(&import.stderr)
-    );
+    let gnupg = env.gnupg_with_admin_key();
 
     let listed = recover(&env, &gnupg, &["--list"]);
     assert!(

@@ -230,6 +230,24 @@ impl Env {
         home
     }
 
+    /// [`Env::gnupg_home`] with `admin.key` imported: what gpg needs to
+    /// open the repository's blobs (recover.py, the gpg tests).
+    pub fn gnupg_with_admin_key(&self) -> PathBuf {
+        let gnupg = self.gnupg_home();
+        let import = Command::new("gpg")
+            .env("GNUPGHOME", &gnupg)
+            .args(["--batch", "--quiet", "--import"])
+            .arg(self.path("admin.key"))
+            .output()
+            .expect("run gpg");
+        assert!(
+            import.status.success(),
+            "gpg --import admin.key: {}",
+            String::from_utf8_lossy(&import.stderr)
+        );
+        gnupg
+    }
+
     /// The largest pack file.
     pub fn biggest_pack(&self) -> PathBuf {
         self.packs()
