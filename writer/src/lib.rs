@@ -19,9 +19,9 @@
 //! - [`state`]: what this host stored before (SQLite), for dedup;
 //! - [`backup`] here: one run, from options to a stored snapshot.
 //!
-//! `walk` uses `pipeline`, `chunker`, `readahead`, `source_file`, `owner`
-//! and `state`; `pipeline` uses `pack` and `state`; the leaves use none of
-//! the others. From coffer-core it uses `format`, `crypto` and the write
+//! `walk` uses `pipeline`, `chunker`, `readahead`, `source_file`, `owner`,
+//! `xattrs` and `state`; `pipeline` uses `pack` and `state`; the leaves use
+//! none of the others. From coffer-core it uses `format`, `crypto` and the write
 //! half of `backend`, never the read path.
 #![deny(missing_docs)]
 
