@@ -249,36 +249,13 @@ fn a_restore_as_non_root_names_the_refused_capability_exits_3_and_keeps_the_rest
     assert!(acl.contains("user:65534:r--"), "{acl}");
 }
 
-/// A file system of type `fstype` (ramfs: no extended attributes; tmpfs)
-/// mounted on a directory, unmounted when dropped.
-struct FsMount(std::path::PathBuf);
-
-impl FsMount {
-    fn mount(fstype: &str, dir: &Path) -> Self {
-        std::fs::create_dir_all(dir).unwrap();
-        let status = Command::new("mount")
-            .args(["-t", fstype, "none"])
-            .arg(dir)
-            .status()
-            .unwrap();
-        assert!(status.success(), "mount a {fstype} on {}", dir.display());
-        Self(dir.to_path_buf())
-    }
-}
-
-impl Drop for FsMount {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
-
 #[test]
 fn a_target_without_xattrs_is_said_once_with_the_count_and_the_rest_restored() {
     let Some((env, src)) = backed_up_server_tree(&[]) else {
         return;
     };
     let target = env.path("ramfs");
-    let _ramfs = FsMount::mount("ramfs", &target);
+    let _ramfs = FsMount::mount("ramfs", &[], &target);
     let out = env.admin(
         "restore",
         &[
@@ -420,7 +397,7 @@ fn one_file_system_stores_a_mount_point_empty() {
     let env = Env::new();
     let src = env.path("src");
     write(&src.join("here.txt"), b"on the source's file system");
-    let _tmpfs = FsMount::mount("tmpfs", &src.join("mnt"));
+    let _tmpfs = FsMount::mount("tmpfs", &[], &src.join("mnt"));
     write(&src.join("mnt/inside.txt"), b"on another file system");
     write(&src.join("mnt/sub/deep.txt"), b"deeper");
     let spec = format!("latest:{}", src.display());

@@ -5,40 +5,7 @@
 
 mod util;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use util::*;
-
-/// A tmpfs of `size` mounted on a directory, unmounted when dropped.
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    fn mount(dir: &Path, size: &str) -> Self {
-        std::fs::create_dir_all(dir).unwrap();
-        let status = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir)
-            .status()
-            .unwrap();
-        assert!(status.success(), "mount a tmpfs on {}", dir.display());
-        Tmpfs(dir.to_path_buf())
-    }
-
-    fn grow(&self, size: &str) {
-        let status = Command::new("mount")
-            .args(["-o", &format!("remount,size={size}")])
-            .arg(&self.0)
-            .status()
-            .unwrap();
-        assert!(status.success(), "remount {}", self.0.display());
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
 
 #[test]
 fn restore_into_a_full_filesystem_fails_and_leaves_only_whole_files() {
@@ -55,7 +22,7 @@ fn restore_into_a_full_filesystem_fails_and_leaves_only_whole_files() {
     write(&src.join("big"), &random_bytes(99, 6_000_000));
     let snap = env.backup(&[&src], &[]);
     let target = env.path("target");
-    let _full = Tmpfs::mount(&target, "3m");
+    let _full = FsMount::mount("tmpfs", &["size=3m"], &target);
     let out = env.admin(
         "restore",
         &[
@@ -91,7 +58,7 @@ fn backup_into_a_full_repository_fails_and_leaves_every_snapshot_whole() {
         return;
     }
     let space = tempfile::tempdir().unwrap();
-    let full = Tmpfs::mount(space.path(), "4m");
+    let full = FsMount::mount("tmpfs", &["size=4m"], space.path());
     let mut env = Env::bare();
     env.repo = space.path().display().to_string();
     let env = env.init();
@@ -117,7 +84,7 @@ fn backup_into_a_full_repository_fails_and_leaves_every_snapshot_whole() {
 
     // Room again (the failed run's complete packs stay until a prune):
     // the next backup, big file and all, completes, and both restore.
-    full.grow("32m");
+    full.remount("size=32m");
     write(&src.join("second"), &random_bytes(3, 300_000));
     env.backup(&[&src], &[]);
     let snaps = env.snapshots();

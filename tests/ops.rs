@@ -2,6 +2,9 @@
 //! fault injection: check, diff, forget, prune, restore's refusals and the
 //! config pin, each in a second or so (`cargo test --test ops`). The
 //! end-to-end tests drive the same operations through the binary.
+#![allow(clippy::unwrap_used)] // tests/util is shared test code
+
+mod util;
 
 use coffer_core::backend::memory::MemoryBackend;
 use coffer_core::backend::{Backend, DeleteBackend, ObjectKey, ObjectKind, ReadBackend};
@@ -21,6 +24,7 @@ use coffer_writer::BackupOptions;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
+use util::random_bytes;
 
 /// A repository in memory, its keys, a source directory and this test's
 /// own pin file.
@@ -110,24 +114,11 @@ impl Fixture {
     }
 }
 
-/// Bytes no other file holds (a pack of their own once stored).
-fn unique(seed: u32, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(2_654_435_761) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            x as u8
-        })
-        .collect()
-}
-
 #[test]
 fn check_passes_then_names_the_file_whose_pack_is_damaged_or_gone() {
     let f = Fixture::new();
     f.write("a.txt", b"alpha");
-    f.write("dir/b.bin", &unique(1, 300_000));
+    f.write("dir/b.bin", &random_bytes(1, 300_000));
     f.backup();
     let repo = f.open().expect("open");
     let read_all = CheckOptions {
@@ -228,10 +219,10 @@ fn diff_reports_each_kind_of_change_and_skips_identical_subtrees() {
 #[test]
 fn forget_keeps_what_the_policy_keeps_and_prune_frees_only_old_unreferenced_packs() {
     let f = Fixture::new();
-    f.write("old.bin", &unique(2, 400_000));
+    f.write("old.bin", &random_bytes(2, 400_000));
     let first = f.backup();
     std::fs::remove_file(f.src().join("old.bin")).expect("rm");
-    f.write("new.bin", &unique(3, 400_000));
+    f.write("new.bin", &random_bytes(3, 400_000));
     let second = f.backup();
     let repo = f.open().expect("open");
 
@@ -291,9 +282,9 @@ fn forget_keeps_what_the_policy_keeps_and_prune_frees_only_old_unreferenced_pack
 #[test]
 fn prune_deletes_nothing_when_a_snapshot_cannot_be_read() {
     let f = Fixture::new();
-    f.write("a.bin", &unique(4, 100_000));
+    f.write("a.bin", &random_bytes(4, 100_000));
     let first = f.backup();
-    f.write("a.bin", &unique(5, 100_000));
+    f.write("a.bin", &random_bytes(5, 100_000));
     f.backup();
     f.backend.backdate(Duration::from_secs(31 * 86_400));
     let repo = f.open().expect("open");

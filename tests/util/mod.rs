@@ -590,3 +590,37 @@ pub fn change_tree(root: &Path) {
     write(&g.join("big.bin"), &big);
     std::fs::remove_dir_all(g.join("deep/level0/level1/level2")).unwrap();
 }
+
+/// A file system of type `fstype` (tmpfs, ramfs...) mounted on a directory
+/// for a test, with mount `options`; unmounted when dropped. Needs root.
+pub struct FsMount(PathBuf);
+
+impl FsMount {
+    pub fn mount(fstype: &str, options: &[&str], dir: &Path) -> Self {
+        std::fs::create_dir_all(dir).expect("mkdir the mount point");
+        let mut cmd = Command::new("mount");
+        cmd.args(["-t", fstype]);
+        for o in options {
+            cmd.args(["-o", o]);
+        }
+        let status = cmd.arg(fstype).arg(dir).status().expect("run mount");
+        assert!(status.success(), "mount a {fstype} on {}", dir.display());
+        Self(dir.to_path_buf())
+    }
+
+    /// `mount -o remount,OPTIONS` (a tmpfs grows with `size=`).
+    pub fn remount(&self, options: &str) {
+        let status = Command::new("mount")
+            .args(["-o", &format!("remount,{options}")])
+            .arg(&self.0)
+            .status()
+            .expect("run mount");
+        assert!(status.success(), "remount {}", self.0.display());
+    }
+}
+
+impl Drop for FsMount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}

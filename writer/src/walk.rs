@@ -238,21 +238,13 @@ impl<'a> Walker<'a> {
 
     fn walk_node(&mut self, node: &Node) -> Result<Ref, BackupError> {
         match node {
-            Node::Source(path) => {
-                let outer = self.enter_source(path);
-                let walked = self.walk_dir(path);
-                self.source_dev = outer;
-                walked
-            }
+            Node::Source(path) => self.in_source(path, |w| w.walk_dir(path)),
             Node::Parent(_, children) => {
                 let mut entries = Vec::new();
                 for (name, child) in children {
                     let pe = match child {
                         Node::Source(path) => {
-                            let outer = self.enter_source(path);
-                            let walked = self.walk_path(path, name.clone());
-                            self.source_dev = outer;
-                            walked?
+                            self.in_source(path, |w| w.walk_path(path, name.clone()))?
                         }
                         Node::Parent(path, _) => self.parent_entry(path, name.clone(), child)?,
                     };
@@ -577,15 +569,18 @@ impl<'a> Walker<'a> {
         }
     }
 
-    /// With `one_file_system`, notes the device of source `path` (the walk
-    /// stays on it); returns the one noted before, to put back after.
-    fn enter_source(&mut self, path: &Path) -> Option<u64> {
+    /// Runs `walk` over source `path`; with `one_file_system`, the walk
+    /// stays on the device `path` is on.
+    fn in_source<T>(&mut self, path: &Path, walk: impl FnOnce(&mut Self) -> T) -> T {
         let dev = self
             .opts
             .one_file_system
             .then(|| std::fs::symlink_metadata(path).ok().map(|m| m.dev()))
             .flatten();
-        std::mem::replace(&mut self.source_dev, dev)
+        let outer = std::mem::replace(&mut self.source_dev, dev);
+        let walked = walk(self);
+        self.source_dev = outer;
+        walked
     }
 
     /// Reads `path`'s extended attributes into `entry`, unless the run

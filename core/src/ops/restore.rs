@@ -73,6 +73,20 @@ pub struct RestoreStats {
     pub xattrs_unsupported: u64,
 }
 
+impl RestoreStats {
+    /// Adds what another part of the restore did (the walk, the file
+    /// writer, one read's files) to this.
+    fn absorb(&mut self, mut other: RestoreStats) {
+        self.files += other.files;
+        self.dirs += other.dirs;
+        self.others += other.others;
+        self.bytes += other.bytes;
+        self.warnings.append(&mut other.warnings);
+        self.damaged.append(&mut other.damaged);
+        self.xattrs_unsupported += other.xattrs_unsupported;
+    }
+}
+
 /// Whether `e` is damage to (or absence of) repository objects, which
 /// costs only the entries that need them, rather than a failure to reach
 /// the repository or to write the target, which stops the restore.
@@ -166,11 +180,7 @@ pub async fn restore(
         }
         apply_metadata(entry, dest, is_root, &mut stats)?;
     }
-    stats.files = writer.stats.files;
-    stats.bytes = writer.stats.bytes;
-    stats.warnings.append(&mut writer.stats.warnings);
-    stats.damaged.append(&mut writer.stats.damaged);
-    stats.xattrs_unsupported += writer.stats.xattrs_unsupported;
+    stats.absorb(writer.stats);
     if stats.xattrs_unsupported > 0 {
         stats.warnings.push(format!(
             "{}: the file system takes no extended attributes: {} were not restored \

@@ -158,12 +158,7 @@ impl FileWriter {
         .buffer_unordered(FETCHES_IN_FLIGHT);
         let mut written = std::pin::pin!(written);
         while let Some(result) = written.next().await {
-            let mut done = result?;
-            self.stats.files += done.files;
-            self.stats.bytes += done.bytes;
-            self.stats.warnings.append(&mut done.warnings);
-            self.stats.damaged.append(&mut done.damaged);
-            self.stats.xattrs_unsupported += done.xattrs_unsupported;
+            self.stats.absorb(result?);
         }
         Ok(())
     }
