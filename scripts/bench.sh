@@ -10,7 +10,8 @@
 # file (base64 text); version 2 changes, removes and adds ~1% of the files.
 # Needs root (drop_caches, FUSE). Installs restic, borgbackup and python3-llfuse
 # (borg mount) from Debian if missing; builds coffer in release mode.
-# DATA_SRC=/usr/share/doc BIG_BYTES=50000000 makes a quick, small run.
+# DATA_SRC=/usr/share/doc BIG_BYTES=50000000 makes a quick, small run;
+# SPARSE_GIB sets the sparse file's size (default 100; 0 leaves it out).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/install-deps.sh
@@ -119,6 +120,43 @@ borg mount "::" "$W/mnt-borg/snapshots" -f >"$W/borg-mount.log" 2>&1 &
 MOUNT_PID=$!
 measure_mount borg "$W/mnt-borg" "$W/data" "$probe" "$W/mnt-borg/snapshots"
 
+# A sparse file: SPARSE_GIB GiB (default 100) holding 10 MiB of random data
+# in ten pieces. Backups to the same repositories (borg with --sparse, which
+# needs its fixed chunker), then sparse restores (restic --sparse, borg
+# extract --sparse, coffer's default). SPARSE_GIB=0 skips it.
+SPARSE_GIB="${SPARSE_GIB:-100}"
+if [ "$SPARSE_GIB" -gt 0 ]; then
+    echo "sparse file..." >&2
+    unmount_all
+    mkdir -p "$W/sparse"
+    truncate -s "${SPARSE_GIB}G" "$W/sparse/disk.img"
+    for i in $(seq 0 9); do
+        dd if=/dev/urandom of="$W/sparse/disk.img" bs=1M count=1 conv=notrunc status=none \
+            seek=$((i * SPARSE_GIB * 1024 / 10))
+    done
+    drop_caches
+    measured coffer sparse_backup "$coffer" backup --repo "$W/coffer-repo" --writer-key "$W/writer.key" \
+        --state-dir "$W/coffer-state" "$W/sparse"
+    drop_caches
+    measured restic sparse_backup restic backup -q "$W/sparse"
+    drop_caches
+    measured borg sparse_backup borg create --sparse --chunker-params fixed,4194304 "::sparse" "$W/sparse"
+    mkdir -p out-coffer out-restic out-borg
+    drop_caches
+    measured coffer sparse_restore "$coffer" restore --repo "$W/coffer-repo" --key "$W/admin.key" \
+        "latest:$W/sparse" --target "$W/out-coffer"
+    drop_caches
+    measured restic sparse_restore restic restore -q latest --sparse --target "$W/out-restic"
+    drop_caches
+    measured borg sparse_restore sh -c "cd '$W/out-borg' && borg extract --sparse ::sparse"
+    for t in "${TOOLS[@]}"; do
+        img=$(find "$W/out-$t" -name disk.img | head -n 1)
+        R[$t,sparse_disk]=$(( $(stat -c '%b * %B' "$img") ))
+        cmp -s "$img" "$W/sparse/disk.img" || { echo "$t: restored disk.img differs" >&2; exit 1; }
+    done
+    rm -rf out-coffer out-restic out-borg "$W/sparse"
+fi
+
 echo "stages..." >&2
 drop_caches
 stages=$(cd "$REPO_DIR" && cargo bench --locked --quiet -p coffer-writer --bench stages -- "$W/data" 2>/dev/null)
@@ -169,6 +207,13 @@ row "mount: cp -a $(numfmt --to=iec "$SUBTREE_BYTES")B subtree out" cp time
 row "mount: diff -r between the versions" diff time
 row "mount: peak RSS" rss mib
 echo "(ratio: coffer / the best of restic and borg, lower is better; rows ending in x: coffer's speed-up)"
+if [ "$SPARSE_GIB" -gt 0 ]; then
+    echo
+    printf '%-44s %14s %14s %14s %7s\n' "a ${SPARSE_GIB} GiB sparse file with 10 MiB of data" coffer restic borg ratio
+    row "backup (borg: --sparse, fixed chunker)" sparse_backup time
+    row "restore (restic --sparse, borg --sparse)" sparse_restore time
+    row "restored file on disk" sparse_disk bytes
+fi
 echo
 echo "coffer's stages alone on the same data (MiB/s of input; cargo bench -p coffer-writer --bench stages):"
 echo "$stages"

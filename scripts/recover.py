@@ -167,6 +167,7 @@ class Restorer:
         self.repo = repo
         self.as_root = as_root
         self.dirs = []  # (path, entry): metadata applied at the end, deepest first
+        self.links = {}  # (dev, ino) of a hard-linked file: its first path
         self.files = 0
         self.bytes = 0
 
@@ -181,11 +182,27 @@ class Restorer:
                 self.entry(os.path.join(path, name), child)
             self.dirs.append((path, e))
             return
+        link = e.get("link")
+        if link:
+            # Entries with the same device and inode are one file.
+            key = (link["dev"], link["ino"])
+            if key in self.links:
+                os.link(self.links[key], path)
+                return
+            self.links[key] = path
         if kind == "file":
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
             with os.fdopen(fd, "wb") as f:
+                # A sparse file: each hole starts where a chunk (or the file)
+                # ends; seeking over it leaves it unallocated.
+                holes = [(h["offset"], h["length"]) for h in e.get("holes", [])]
                 for loc in e.get("chunks", []):
+                    while holes and holes[0][0] == f.tell():
+                        f.seek(holes.pop(0)[1], os.SEEK_CUR)
                     f.write(self.repo.blob(loc))
+                while holes and holes[0][0] == f.tell():
+                    f.seek(holes.pop(0)[1], os.SEEK_CUR)
+                f.truncate()
                 written = f.tell()
             if written != e["size"]:
                 raise Damaged("%r: %d bytes, the tree says %d" % (path, written, e["size"]))

@@ -349,6 +349,10 @@ pub struct RestoreArgs {
     /// Restore into a non-empty target, replacing what is in the way.
     #[arg(long)]
     pub overwrite: bool,
+    /// Write zeros where the snapshot has holes or blocks of zeros, rather
+    /// than leaving the files sparse (the default).
+    #[arg(long)]
+    pub no_sparse: bool,
     /// Print progress (every second) and a summary as JSON lines on stdout.
     #[arg(long)]
     pub json: bool,

@@ -72,6 +72,66 @@ fn server_tree(src: &Path) {
     std::fs::copy("/bin/true", &ping).unwrap();
     run("setcap", &["cap_net_raw+ep", ping.to_str().unwrap()]);
     std::os::unix::fs::symlink("plain.txt", src.join("link")).unwrap();
+    // One file under three names, two directories apart.
+    let linked = src.join("linked");
+    std::fs::create_dir(&linked).unwrap();
+    write(&linked.join("a.txt"), b"one file, three names");
+    std::fs::hard_link(linked.join("a.txt"), linked.join("b.txt")).unwrap();
+    std::fs::hard_link(linked.join("a.txt"), src.join("c.txt")).unwrap();
+    // 1 GiB holding a few bytes.
+    sparse_file(&src.join("sparse.img"));
+}
+
+/// A sparse file of [`SPARSE_SIZE`] bytes with data only at its start and
+/// in its middle (a hole before the middle and one to the end).
+fn sparse_file(path: &Path) {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::File::create(path).unwrap();
+    f.write_all_at(b"head", 0).unwrap();
+    f.write_all_at(&[7u8; 100_000], SPARSE_SIZE / 2).unwrap();
+    f.set_len(SPARSE_SIZE).unwrap();
+}
+
+const SPARSE_SIZE: u64 = 1 << 30;
+
+/// Bytes a file takes on disk (`du --block-size=1`).
+fn disk_usage(path: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(path).unwrap().blocks() * 512
+}
+
+/// `stat -c '%h %i'` of the three names of `linked/a.txt` in `root`, as
+/// (link counts, whether they share one inode).
+fn link_group(root: &Path) -> (Vec<u64>, bool) {
+    use std::os::unix::fs::MetadataExt;
+    let names = ["linked/a.txt", "linked/b.txt", "c.txt"];
+    let metas: Vec<_> = names
+        .iter()
+        .map(|n| std::fs::symlink_metadata(root.join(n)).unwrap())
+        .collect();
+    let counts = metas.iter().map(|m| m.nlink()).collect();
+    let one = metas
+        .iter()
+        .all(|m| m.ino() == metas[0].ino() && m.dev() == metas[0].dev());
+    (counts, one)
+}
+
+/// What the restored sparse file and hard links must be, like the source's.
+fn assert_links_and_holes(src: &Path, restored: &Path) {
+    assert_eq!(
+        link_group(restored),
+        (vec![3, 3, 3], true),
+        "{}",
+        restored.display()
+    );
+    let (source, copy) = (src.join("sparse.img"), restored.join("sparse.img"));
+    assert_eq!(std::fs::metadata(&copy).unwrap().len(), SPARSE_SIZE);
+    let (used, original) = (disk_usage(&copy), disk_usage(&source));
+    assert!(
+        used.abs_diff(original) < 1 << 20,
+        "{}: {used} bytes on disk, the original {original}",
+        copy.display()
+    );
 }
 
 /// A scratch repository holding one backup (with `extra` options) of
@@ -89,14 +149,14 @@ fn backed_up_server_tree(extra: &[&str]) -> Option<(Env, std::path::PathBuf)> {
     Some((env, src))
 }
 
-/// What rsync sees differ in ACLs, xattrs and everything `-a` compares:
-/// nothing when the trees are the same.
+/// What rsync sees differ in hard links, ACLs, xattrs and everything `-a`
+/// compares: nothing when the trees are the same.
 fn rsync_differences(src: &Path, restored: &Path) -> String {
     let from = format!("{}/", src.display());
     let to = format!("{}/", restored.display());
     run(
         "rsync",
-        &["-naAX", "--numeric-ids", "--itemize-changes", &from, &to],
+        &["-naHAX", "--numeric-ids", "--itemize-changes", &from, &to],
     )
 }
 
@@ -109,6 +169,7 @@ fn xattrs_acls_and_capabilities_come_back_from_a_restore() {
     env.restore(&format!("latest:{}", src.display()), &out);
 
     assert_eq!(rsync_differences(&src, &out), "");
+    assert_links_and_holes(&src, &out);
     assert_eq!(
         get_xattr(&out.join("tagged.txt"), "user.origin").as_deref(),
         Some(BINARY)
@@ -159,6 +220,7 @@ fn xattrs_acls_and_capabilities_come_back_from_a_restore() {
         .filter(|l| !l.ends_with(" ./"))
         .collect();
     assert!(below.is_empty(), "{differences}");
+    assert_links_and_holes(&src, &recovered);
 
     // diff sees an attribute-only change as a metadata change.
     set_xattr(&src.join("plain.txt"), "user.note", b"added later");
@@ -172,6 +234,69 @@ fn xattrs_acls_and_capabilities_come_back_from_a_restore() {
     let diff = text(&diff);
     assert!(diff.contains("U ") && diff.contains("plain.txt"), "{diff}");
     assert!(!diff.contains("tagged.txt"), "{diff}");
+
+    // The second run took the unchanged sparse file and the hard links
+    // from its state: restored, they are still sparse and linked.
+    let again = env.path("again");
+    env.restore(&format!("latest:{}", src.display()), &again);
+    assert_links_and_holes(&src, &again);
+
+    // --no-sparse writes the zeros.
+    let dense = env.path("dense");
+    let spec = format!("latest:{}", src.join("sparse.img").display());
+    env.admin_ok(
+        "restore",
+        &[&spec, "--target", dense.to_str().unwrap(), "--no-sparse"],
+    );
+    let used = disk_usage(&dense.join("sparse.img"));
+    assert!(used >= SPARSE_SIZE, "--no-sparse: {used} bytes on disk");
+    std::fs::remove_dir_all(&dense).unwrap();
+
+    // A name whose other names lie outside the restored path is a file;
+    // the names inside it stay linked.
+    let part = env.path("part");
+    env.restore(&format!("latest:{}", src.join("linked").display()), &part);
+    use std::os::unix::fs::MetadataExt;
+    let (a, b) = (
+        std::fs::metadata(part.join("a.txt")).unwrap(),
+        std::fs::metadata(part.join("b.txt")).unwrap(),
+    );
+    assert_eq!((a.ino(), a.nlink(), b.nlink()), (b.ino(), 2, 2));
+    let single = env.path("single");
+    env.restore(&format!("latest:{}", src.join("c.txt").display()), &single);
+    let c = std::fs::metadata(single.join("c.txt")).unwrap();
+    assert_eq!(c.nlink(), 1);
+    assert_eq!(
+        std::fs::read(single.join("c.txt")).unwrap(),
+        b"one file, three names"
+    );
+
+    // diff sees a name that stopped being a hard link (same bytes, same
+    // mtime) as a metadata change.
+    std::fs::remove_file(src.join("c.txt")).unwrap();
+    std::fs::copy(src.join("linked/a.txt"), src.join("c.txt")).unwrap();
+    let mtime = std::fs::metadata(src.join("linked/a.txt"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(src.join("c.txt"))
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+    env.backup(&[&src], &[]);
+    let last = env.snapshots();
+    let newest = last.last().unwrap()["id"].as_str().unwrap()[..8].to_string();
+    let diff = env.admin_ok("diff", &[&ids[1], &newest, &src.display().to_string()]);
+    let diff = text(&diff);
+    assert!(
+        diff.lines()
+            .any(|l| l.starts_with("U ") && l.ends_with("/c.txt")),
+        "{diff}"
+    );
+    // Its former other names lost a link count only: not a change of them.
+    assert_eq!(diff.lines().count(), 1, "{diff}");
 }
 
 #[test]
@@ -288,6 +413,11 @@ fn the_mount_serves_xattrs_acls_and_capabilities_as_stored() {
     let m = util::mount::Mounted::new(&env, &[]);
     let inside = under(&m.path("snapshots/latest"), &src);
     assert_eq!(rsync_differences(&src, &inside), "");
+    // One inode for the three names, the source's link count; the sparse
+    // file's blocks are its data.
+    assert_eq!(link_group(&inside), (vec![3, 3, 3], true));
+    let used = disk_usage(&inside.join("sparse.img"));
+    assert!(used <= 1 << 20, "the mount says {used} bytes allocated");
     assert_eq!(
         get_xattr(&inside.join("tagged.txt"), "user.origin").as_deref(),
         Some(BINARY)
@@ -422,20 +552,68 @@ fn one_file_system_stores_a_mount_point_empty() {
 }
 
 #[test]
-fn export_says_once_how_many_entries_lose_their_xattrs_in_the_archive() {
+fn a_tar_export_extracted_by_gnu_tar_is_the_source() {
     let Some((env, src)) = backed_up_server_tree(&[]) else {
         return;
     };
-    for (flag, file) in [("--tar", "a.tar"), ("--zip", "a.zip")] {
-        let spec = format!("latest:{}", src.display());
-        let out = env.admin_ok("export", &[&spec, flag, file]);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        let said: Vec<&str> = stderr
+    let spec = format!("latest:{}", src.display());
+    let archive = env.path("a.tar");
+    let out = env.admin_ok("export", &[&spec, "--tar", archive.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("warning"), "{stderr}");
+    let extracted = env.path("extracted");
+    std::fs::create_dir(&extracted).unwrap();
+    run(
+        "tar",
+        &[
+            "--xattrs",
+            "--xattrs-include=*",
+            "--acls",
+            "-xpf",
+            archive.to_str().unwrap(),
+            "-C",
+            extracted.to_str().unwrap(),
+        ],
+    );
+    // (The top directory is tar's, not the snapshot's.)
+    let differences = rsync_differences(&src, &extracted);
+    let below: Vec<&str> = differences
+        .lines()
+        .filter(|l| !l.ends_with(" ./"))
+        .collect();
+    assert!(below.is_empty(), "{differences}");
+    assert_links_and_holes(&src, &extracted);
+    // The sparse file is stored as its data: the archive is small.
+    let size = std::fs::metadata(&archive).unwrap().len();
+    assert!(size < 1 << 20, "the archive is {size} bytes");
+}
+
+#[test]
+fn export_says_once_what_a_zip_leaves_out() {
+    let Some((env, src)) = backed_up_server_tree(&[]) else {
+        return;
+    };
+    let spec = format!("latest:{}", src.display());
+    let out = env.admin_ok("export", &[&spec, "--zip", "a.zip"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let said = |what: &str| -> Vec<String> {
+        stderr
             .lines()
-            .filter(|l| l.contains("extended attributes"))
-            .collect();
-        // tagged.txt, shared and ping.
-        assert_eq!(said.len(), 1, "{flag}: {stderr}");
-        assert!(said[0].contains("3 entries"), "{flag}: {stderr}");
-    }
+            .filter(|l| l.contains(what))
+            .map(str::to_string)
+            .collect()
+    };
+    // tagged.txt, shared and ping.
+    let xattrs = said("extended attributes");
+    assert_eq!(xattrs.len(), 1, "{stderr}");
+    assert!(xattrs[0].contains("3 entries"), "{stderr}");
+    // linked/b.txt and c.txt are copies of linked/a.txt.
+    let links = said("hard-linked");
+    assert_eq!(links.len(), 1, "{stderr}");
+    assert!(links[0].contains("2 names"), "{stderr}");
+    let listing = run("unzip", &["-l", env.path("a.zip").to_str().unwrap()]);
+    assert!(
+        listing.contains("sparse.img") && listing.contains("1073741824"),
+        "{listing}"
+    );
 }

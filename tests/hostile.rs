@@ -109,6 +109,8 @@ fn entry(name: &[u8], kind: Kind) -> Entry {
         chunks: vec![],
         subtree: None,
         xattrs: Vec::new(),
+        link: None,
+        holes: Vec::new(),
     }
 }
 

@@ -319,6 +319,7 @@ fn restore_refuses_a_non_empty_target_as_bad_usage_and_writes_nothing() {
     let opts = RestoreOptions {
         target: target.clone(),
         overwrite: false,
+        sparse: true,
         progress: None,
     };
     let err =

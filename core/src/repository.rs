@@ -300,6 +300,8 @@ pub fn root_entry(snapshot: &Snapshot) -> Entry {
         chunks: Vec::new(),
         subtree: Some(snapshot.tree),
         xattrs: Vec::new(),
+        link: None,
+        holes: Vec::new(),
     }
 }
 

@@ -75,6 +75,9 @@ struct Meta {
     gid: u32,
     mtime_ns: i64,
     size: u64,
+    /// Bytes allocated (`st_blocks` * 512): a sparse file's data only.
+    allocated: u64,
+    nlink: u32,
     rdev: u32,
 }
 
@@ -87,6 +90,8 @@ impl Meta {
             gid: e.gid,
             mtime_ns: e.mtime_ns,
             size: e.size,
+            allocated: e.data_bytes,
+            nlink: e.nlink,
             rdev: e.rdev as u32,
         }
     }
@@ -96,18 +101,14 @@ impl Meta {
         FileAttr {
             ino: INodeNo(ino),
             size: self.size,
-            blocks: self.size.div_ceil(512),
+            blocks: self.allocated.div_ceil(512),
             atime: t,
             mtime: t,
             ctime: t,
             crtime: t,
             kind: self.kind,
             perm: self.perm,
-            nlink: if self.kind == FileType::Directory {
-                2
-            } else {
-                1
-            },
+            nlink: self.nlink,
             uid: self.uid,
             gid: self.gid,
             rdev: self.rdev,
@@ -139,6 +140,8 @@ pub(crate) fn attr_in(
         gid: virtual_times.gid,
         mtime_ns,
         size: 0,
+        allocated: 0,
+        nlink: 2,
         rdev: 0,
     };
     let (meta, ttl) = match &node.kind {
@@ -148,6 +151,8 @@ pub(crate) fn attr_in(
             m.kind = FileType::Symlink;
             m.perm = 0o777;
             m.size = virtual_times.latest_len;
+            m.allocated = m.size;
+            m.nlink = 1;
             (m, VIRTUAL_TTL)
         }
         NodeKind::SnapshotRoot { mtime_ns, .. } => (dir(*mtime_ns), CONTENT_TTL),

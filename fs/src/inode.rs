@@ -27,8 +27,14 @@ pub(crate) struct EntryMeta {
     pub rdev: u64,
     pub target: Option<Box<[u8]>>,
     pub chunks: Box<[Location]>,
-    /// End offset of each chunk (cumulative sizes), for binary search.
+    /// Where each chunk starts in the file (holes lie between some).
+    pub chunk_starts: Box<[u64]>,
+    /// Where each chunk ends in the file, for binary search.
     pub chunk_ends: Box<[u64]>,
+    /// Bytes of data (holes left out), for `st_blocks`.
+    pub data_bytes: u64,
+    /// Its link count (`st_nlink`): the source's, for a hard-linked file.
+    pub nlink: u32,
     pub subtree: Option<Location>,
     /// Extended attributes, sorted by name (`getxattr`, `listxattr`).
     pub xattrs: Box<[Xattr]>,
@@ -36,7 +42,21 @@ pub(crate) struct EntryMeta {
 
 impl EntryMeta {
     pub fn new(e: Entry) -> Self {
-        let chunk_ends = e.chunk_ends().collect();
+        let chunk_starts: Box<[u64]> = e.chunk_starts().collect();
+        let chunk_ends = chunk_starts
+            .iter()
+            .zip(e.chunks.iter())
+            .map(|(start, c)| start.saturating_add(c.raw_length))
+            .collect();
+        let data_bytes = match e.kind {
+            Kind::File => e.data_bytes(),
+            _ => e.size,
+        };
+        let nlink = match (e.kind, e.link) {
+            (Kind::Dir, _) => 2,
+            (_, Some(link)) => u32::try_from(link.nlink).unwrap_or(u32::MAX),
+            _ => 1,
+        };
         Self {
             kind: e.kind,
             mode: e.mode,
@@ -47,7 +67,10 @@ impl EntryMeta {
             rdev: e.rdev.unwrap_or(0),
             target: e.target.map(Vec::into_boxed_slice),
             chunks: e.chunks.into_boxed_slice(),
+            chunk_starts,
             chunk_ends,
+            data_bytes,
+            nlink,
             subtree: e.subtree,
             xattrs: e.xattrs.into_boxed_slice(),
         }
@@ -125,6 +148,9 @@ pub(crate) struct InodeTable {
     /// Estimated heap bytes of the snapshot entries loaded (see
     /// [`entry_bytes`]): counted against the mount's cache size.
     bytes: u64,
+    /// Hard-linked files met so far: (snapshot root inode, device, inode)
+    /// to the one inode number all their names share.
+    links: HashMap<(u64, u64, u64), u64>,
 }
 
 /// About what one loaded entry costs in memory: its node in the map (with
@@ -155,6 +181,7 @@ impl InodeTable {
             virtual_built: HashMap::new(),
             next: ROOT + 1,
             bytes: 0,
+            links: HashMap::new(),
         };
         t.nodes.insert(
             ROOT,
@@ -231,18 +258,42 @@ impl InodeTable {
         }
     }
 
+    /// The snapshot root directory `ino` lies in (`ino` itself for one).
+    fn snapshot_of(&self, mut ino: u64) -> u64 {
+        while let Some(node) = self.nodes.get(&ino) {
+            if matches!(node.kind, NodeKind::SnapshotRoot { .. }) || node.parent == ino {
+                break;
+            }
+            ino = node.parent;
+        }
+        ino
+    }
+
     /// Loads the entries of a snapshot directory `ino` as its children, once:
     /// if another request loaded them first, theirs (and their numbers) stay.
     /// The children get consecutive numbers in name order (the mount's
-    /// read-ahead across files relies on it).
+    /// read-ahead across files relies on it), but for the later names of a
+    /// hard-linked file, which share the number its first name got.
     pub fn load_entries(&mut self, ino: u64, entries: Vec<Entry>) {
         if self.get(ino).is_none_or(|n| n.children.is_some()) {
             return;
         }
+        let snapshot = self.snapshot_of(ino);
         let mut children = Vec::with_capacity(entries.len());
         for e in entries {
+            let link = e
+                .link
+                .filter(|_| e.kind != Kind::Dir)
+                .map(|l| (snapshot, l.dev, l.ino));
+            if let Some(&same) = link.as_ref().and_then(|key| self.links.get(key)) {
+                children.push((e.name.into_boxed_slice(), same));
+                continue;
+            }
             self.bytes += entry_bytes(&e);
             let child = self.fresh();
+            if let Some(key) = link {
+                self.links.insert(key, child);
+            }
             let name = e.name.clone().into_boxed_slice();
             self.nodes.insert(
                 child,
@@ -288,6 +339,8 @@ mod tests {
             chunks: vec![],
             subtree: None,
             xattrs: Vec::new(),
+            link: None,
+            holes: Vec::new(),
         }
     }
 

@@ -38,11 +38,16 @@ impl Mounted {
         offset: u64,
         size: u32,
     ) -> Option<Vec<u8>> {
-        let pieces = pieces(&entry.chunk_ends, offset, size);
-        let mut out = Vec::with_capacity(pieces.iter().map(|(_, r)| r.len()).sum());
-        for (i, range) in pieces {
-            let data = self.cache.cached(&entry.chunks[i].id)?;
-            out.extend_from_slice(data.get(range)?);
+        let pieces = pieces(entry, offset, size);
+        let mut out = Vec::with_capacity(pieces.iter().map(Piece::len).sum());
+        for piece in pieces {
+            match piece {
+                Piece::Chunk(i, range) => {
+                    let data = self.cache.cached(&entry.chunks[i].id)?;
+                    out.extend_from_slice(data.get(range)?);
+                }
+                Piece::Zeros(n) => out.resize(out.len() + n, 0),
+            }
         }
         self.read_ahead(ino, entry, offset, size);
         Some(out)
@@ -56,9 +61,16 @@ impl Mounted {
         offset: u64,
         size: u32,
     ) -> Result<Vec<u8>, Errno> {
-        let pieces = pieces(&entry.chunk_ends, offset, size);
-        let mut out = Vec::with_capacity(pieces.iter().map(|(_, r)| r.len()).sum());
-        for (i, range) in pieces {
+        let pieces = pieces(entry, offset, size);
+        let mut out = Vec::with_capacity(pieces.iter().map(Piece::len).sum());
+        for piece in pieces {
+            let (i, range) = match piece {
+                Piece::Chunk(i, range) => (i, range),
+                Piece::Zeros(n) => {
+                    out.resize(out.len() + n, 0);
+                    continue;
+                }
+            };
             let what = || format!("reading inode {ino}");
             let data = self
                 .cache
@@ -124,47 +136,99 @@ impl Mounted {
     }
 }
 
-/// Which bytes of which chunks make `size` bytes from `offset` of a file
-/// whose chunks end at `ends` (cumulative): (chunk index, range in it).
-fn pieces(ends: &[u64], offset: u64, size: u32) -> Vec<(usize, std::ops::Range<usize>)> {
-    let end = ends
-        .last()
-        .copied()
-        .unwrap_or(0)
-        .min(offset.saturating_add(u64::from(size)));
-    let mut out = Vec::new();
-    if offset >= end {
-        return out;
-    }
-    let mut i = ends.partition_point(|&e| e <= offset);
-    while i < ends.len() {
-        let start = if i == 0 { 0 } else { ends[i - 1] };
-        if start >= end {
-            break;
+/// Part of a read: bytes of a chunk, or zeros (a hole).
+#[derive(Debug, PartialEq, Eq)]
+enum Piece {
+    /// Chunk index, range in it.
+    Chunk(usize, std::ops::Range<usize>),
+    /// This many zeros.
+    Zeros(usize),
+}
+
+impl Piece {
+    fn len(&self) -> usize {
+        match self {
+            Piece::Chunk(_, r) => r.len(),
+            Piece::Zeros(n) => *n,
         }
-        let from = offset.max(start) - start;
-        let to = end.min(ends[i]) - start;
-        out.push((i, from as usize..to as usize));
-        i += 1;
+    }
+}
+
+/// What makes `size` bytes from `offset` of `file`: ranges of its chunks,
+/// and zeros where holes lie between them (or after the last).
+fn pieces(file: &EntryMeta, offset: u64, size: u32) -> Vec<Piece> {
+    spans(
+        &file.chunk_starts,
+        &file.chunk_ends,
+        file.size,
+        offset,
+        size,
+    )
+}
+
+/// [`pieces`] of a file of `file_size` bytes whose chunks lie at
+/// `starts[i]..ends[i]` (in order, holes between).
+fn spans(starts: &[u64], ends: &[u64], file_size: u64, offset: u64, size: u32) -> Vec<Piece> {
+    let end = file_size.min(offset.saturating_add(u64::from(size)));
+    let mut out = Vec::new();
+    let mut at = offset;
+    let mut i = ends.partition_point(|&e| e <= offset);
+    while at < end {
+        match (starts.get(i), ends.get(i)) {
+            (Some(&start), Some(&chunk_end)) if start < end => {
+                if start > at {
+                    out.push(Piece::Zeros((start - at) as usize));
+                    at = start;
+                }
+                let to = end.min(chunk_end);
+                out.push(Piece::Chunk(
+                    i,
+                    (at - start) as usize..(to - start) as usize,
+                ));
+                at = to;
+                i += 1;
+            }
+            _ => {
+                out.push(Piece::Zeros((end - at) as usize));
+                at = end;
+            }
+        }
     }
     out
 }
 
 #[cfg(test)]
 mod tests {
-    use super::pieces;
+    use super::{spans, Piece};
 
     #[test]
     fn pieces_cover_exactly_the_bytes_asked_for() {
         // Chunks of 10, 5 and 20 bytes.
-        let ends = [10, 15, 35];
-        assert_eq!(pieces(&ends, 0, 4), vec![(0, 0..4)]);
-        assert_eq!(pieces(&ends, 8, 10), vec![(0, 8..10), (1, 0..5), (2, 0..3)]);
-        assert_eq!(pieces(&ends, 10, 5), vec![(1, 0..5)]);
-        assert_eq!(pieces(&ends, 30, 100), vec![(2, 15..20)]);
-        assert!(pieces(&ends, 35, 10).is_empty(), "at the end");
-        assert!(pieces(&ends, 99, 10).is_empty(), "past the end");
-        assert!(pieces(&[], 0, 10).is_empty(), "empty file");
-        assert!(pieces(&ends, 3, 0).is_empty(), "nothing asked");
+        let (starts, ends) = ([0, 10, 15], [10, 15, 35]);
+        let pieces = |offset, size| spans(&starts, &ends, 35, offset, size);
+        let c = Piece::Chunk;
+        assert_eq!(pieces(0, 4), vec![c(0, 0..4)]);
+        assert_eq!(pieces(8, 10), vec![c(0, 8..10), c(1, 0..5), c(2, 0..3)]);
+        assert_eq!(pieces(10, 5), vec![c(1, 0..5)]);
+        assert_eq!(pieces(30, 100), vec![c(2, 15..20)]);
+        assert!(pieces(35, 10).is_empty(), "at the end");
+        assert!(pieces(99, 10).is_empty(), "past the end");
+        assert!(spans(&[], &[], 0, 0, 10).is_empty(), "empty file");
+        assert!(pieces(3, 0).is_empty(), "nothing asked");
+    }
+
+    #[test]
+    fn holes_read_as_zeros() {
+        // A hole of 100, a chunk of 10, a hole of 50, a chunk of 5, a
+        // hole of 20: 185 bytes.
+        let (starts, ends) = ([100, 160], [110, 165]);
+        let pieces = |offset, size| spans(&starts, &ends, 185, offset, size);
+        let (c, z) = (Piece::Chunk, Piece::Zeros);
+        assert_eq!(pieces(0, 10), vec![z(10)]);
+        assert_eq!(pieces(95, 10), vec![z(5), c(0, 0..5)]);
+        assert_eq!(pieces(105, 60), vec![c(0, 5..10), z(50), c(1, 0..5)]);
+        assert_eq!(pieces(164, 100), vec![c(1, 4..5), z(20)]);
+        assert_eq!(pieces(170, 100), vec![z(15)]);
+        assert_eq!(spans(&[], &[], 4096, 0, 100), vec![z(100)], "all hole");
     }
 }

@@ -48,7 +48,8 @@ pub fn snapshot(data: &[u8]) {
 pub fn tree(data: &[u8]) {
     if let Ok(mut tree) = Tree::from_json(data, "tree") {
         for entry in &tree.entries {
-            let _ = entry.chunk_ends().last();
+            let _ = entry.chunk_starts().last();
+            let _ = entry.extents().len();
             let _ = entry.display_name();
         }
         let _ = tree.to_json();

@@ -5,9 +5,9 @@ use super::{mib, open_repo, split_spec, Outcome};
 use crate::args::{CatArgs, ExportArgs, RestoreArgs};
 use crate::progress::{Display, Reporter};
 use anyhow::{bail, Context, Result};
-use coffer_core::format::tree::Kind;
+use coffer_core::format::tree::{Extent, Kind};
 use coffer_core::ops::restore::{self, RestoreOptions};
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::PathBuf;
 use tokio::runtime::Runtime;
 
@@ -19,6 +19,7 @@ pub fn restore(rt: &Runtime, a: &RestoreArgs, verbose: bool) -> Result<Outcome> 
     let opts = RestoreOptions {
         target: a.target.clone(),
         overwrite: a.overwrite,
+        sparse: !a.no_sparse,
         progress: reporter.progress(),
     };
     let stats = rt.block_on(restore::restore(&repo, &info.snapshot, path, &opts))?;
@@ -85,11 +86,18 @@ pub fn cat(rt: &Runtime, a: &CatArgs) -> Result<Outcome> {
         );
     }
     let mut out = std::io::stdout().lock();
-    for chunk in &entry.chunks {
-        let data = rt
-            .block_on(repo.read_blob(chunk))
-            .with_context(|| format!("reading {path}"))?;
-        out.write_all(&data)?;
+    for extent in entry.extents() {
+        match extent {
+            Extent::Data(chunk) => {
+                let data = rt
+                    .block_on(repo.read_blob(&chunk))
+                    .with_context(|| format!("reading {path}"))?;
+                out.write_all(&data)?;
+            }
+            Extent::Hole(length) => {
+                std::io::copy(&mut std::io::repeat(0).take(length), &mut out).map(|_| ())?
+            }
+        }
     }
     out.flush()?;
     Ok(Outcome::Success)
@@ -151,8 +159,15 @@ pub fn export(rt: &Runtime, a: &ExportArgs, verbose: bool) -> Result<Outcome> {
     if report.without_xattrs > 0 {
         eprintln!(
             "coffer: warning: {} entries have extended attributes (ACLs, capabilities...) \
-             that the archive does not hold; `coffer restore` and the mount keep them",
+             that zip does not hold; --tar, `coffer restore` and the mount keep them",
             report.without_xattrs
+        );
+    }
+    if report.links_copied > 0 {
+        eprintln!(
+            "coffer: warning: {} names of hard-linked files are separate copies in the zip \
+             (zip has no hard links; --tar keeps them)",
+            report.links_copied
         );
     }
     if verbose {

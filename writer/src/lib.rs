@@ -12,7 +12,8 @@
 //! - `walk`: sources into entries, files into chunks, directories into
 //!   pending trees; `source_file`: how a source file is opened (also by
 //!   `readahead`, which starts the disk on the next files); `owner`: user
-//!   and group names; `xattrs`: an entry's extended attributes;
+//!   and group names; `xattrs`: an entry's extended attributes; `sparse`:
+//!   where a sparse file's data lies;
 //! - [`chunker`]: FastCDC with the repository's parameters;
 //! - `pipeline`: the threads that compress, encrypt, pack and upload, and
 //!   the trees; `pack`: one pack being filled;
@@ -20,7 +21,7 @@
 //! - [`backup`] here: one run, from options to a stored snapshot.
 //!
 //! `walk` uses `pipeline`, `chunker`, `readahead`, `source_file`, `owner`,
-//! `xattrs` and `state`; `pipeline` uses `pack` and `state`; the leaves use
+//! `xattrs`, `sparse` and `state`; `pipeline` uses `pack` and `state`; the leaves use
 //! none of the others. From coffer-core it uses `format`, `crypto` and the write
 //! half of `backend`, never the read path.
 #![deny(missing_docs)]
@@ -31,6 +32,7 @@ mod pack;
 mod pipeline;
 mod readahead;
 mod source_file;
+mod sparse;
 pub mod state;
 mod walk;
 mod xattrs;

@@ -11,7 +11,7 @@
 //! points at a pack that was not fully stored.
 
 use coffer_core::format::id::{BlobId, PackId};
-use coffer_core::format::tree::Location;
+use coffer_core::format::tree::{Hole, Location};
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::{Path, PathBuf};
 
@@ -42,8 +42,22 @@ pub struct FileRecord {
     pub inode: u64,
     /// Where its chunks are.
     pub chunks: Vec<Location>,
+    /// Its holes, for a sparse file.
+    pub holes: Vec<Hole>,
     /// Upload time (Unix seconds) of its oldest chunk's pack.
     pub oldest_upload: i64,
+}
+
+/// A file's row keeps its chunks as JSON: a list of locations, as ever, or
+/// for a sparse file the locations with its holes.
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(untagged)]
+enum StoredChunks {
+    Plain(Vec<Location>),
+    Sparse {
+        chunks: Vec<Location>,
+        holes: Vec<Hole>,
+    },
 }
 
 /// The writer's state database.
@@ -217,13 +231,18 @@ impl State {
             .map_err(self.err("looking up a file"))?;
         Ok(
             row.and_then(|(size, mtime_ns, ctime_ns, inode, chunks, oldest_upload)| {
+                // A row that does not parse is treated as absent: re-read.
+                let (chunks, holes) = match serde_json::from_slice(&chunks).ok()? {
+                    StoredChunks::Plain(chunks) => (chunks, Vec::new()),
+                    StoredChunks::Sparse { chunks, holes } => (chunks, holes),
+                };
                 Some(FileRecord {
                     size: size as u64,
                     mtime_ns,
                     ctime_ns,
                     inode: inode as u64,
-                    // A row that does not parse is treated as absent: re-read.
-                    chunks: serde_json::from_slice(&chunks).ok()?,
+                    chunks,
+                    holes,
                     oldest_upload,
                 })
             }),
@@ -232,7 +251,15 @@ impl State {
 
     /// Records a file's identity and chunks.
     pub fn set_file(&self, path: &[u8], rec: &FileRecord) -> Result<()> {
-        let chunks = serde_json::to_vec(&rec.chunks).unwrap_or_default();
+        let chunks = if rec.holes.is_empty() {
+            serde_json::to_vec(&rec.chunks)
+        } else {
+            serde_json::to_vec(&StoredChunks::Sparse {
+                chunks: rec.chunks.clone(),
+                holes: rec.holes.clone(),
+            })
+        }
+        .unwrap_or_default();
         self.conn
             .prepare_cached(
                 "INSERT OR REPLACE INTO files (path, size, mtime_ns, ctime_ns, inode, chunks, oldest_upload)
@@ -299,10 +326,21 @@ mod tests {
             ctime_ns: 6,
             inode: 7,
             chunks: vec![loc(3)],
+            holes: Vec::new(),
             oldest_upload: 8,
         };
         s.set_file(b"/a/\xffb", &rec).unwrap();
-        assert_eq!(s.file(b"/a/\xffb").unwrap(), Some(rec));
+        assert_eq!(s.file(b"/a/\xffb").unwrap(), Some(rec.clone()));
         assert_eq!(s.file(b"/a/b").unwrap(), None);
+        let sparse = FileRecord {
+            size: 4096 + 30,
+            holes: vec![Hole {
+                offset: 0,
+                length: 4096,
+            }],
+            ..rec
+        };
+        s.set_file(b"/sparse", &sparse).unwrap();
+        assert_eq!(s.file(b"/sparse").unwrap(), Some(sparse));
     }
 }

@@ -10,16 +10,17 @@ use crate::owner::Owners;
 use crate::pipeline::{PendingEntry, Pipeline, Ref};
 use crate::readahead::ReadAhead;
 use crate::source_file::open_for_reading;
+use crate::sparse;
 use crate::state::FileRecord;
 use crate::BackupError;
 use coffer_core::format::snapshot::SnapshotStats;
-use coffer_core::format::tree::{Entry, Kind};
+use coffer_core::format::tree::{Entry, HardLink, Hole, Kind};
 use coffer_core::progress::Progress;
 use coffer_core::sync::lock;
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::Metadata;
-use std::io::Read;
+use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Component, Path, PathBuf};
@@ -154,6 +155,19 @@ struct Child {
     known: Option<FileRecord>,
 }
 
+/// A source file as read (or known from the state): its chunks and holes.
+#[derive(Clone)]
+struct ReadFile {
+    chunks: Vec<Ref>,
+    /// Bytes of data read (holes left out).
+    data: u64,
+    holes: Vec<Hole>,
+    /// Its length: data and holes.
+    size: u64,
+    /// Upload time of the oldest pack its chunks are in.
+    oldest: i64,
+}
+
 /// What a walk keeps and where it stops.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct WalkOptions {
@@ -176,6 +190,9 @@ pub(crate) struct Walker<'a> {
     opts: WalkOptions,
     /// With `one_file_system`: the device of the source being walked.
     source_dev: Option<u64>,
+    /// Hard-linked files read in this run, by (device, inode): their
+    /// chunks, holes and size, for their other names.
+    links: HashMap<(u64, u64), ReadFile>,
     /// What the walk saw.
     pub stats: SnapshotStats,
     /// Entries that could not be read, with the reason.
@@ -197,6 +214,7 @@ impl<'a> Walker<'a> {
             owners: Owners::default(),
             opts,
             source_dev: None,
+            links: HashMap::new(),
             stats: SnapshotStats::default(),
             warnings: Vec::new(),
         }
@@ -429,14 +447,41 @@ impl<'a> Walker<'a> {
     ) -> Result<Option<PendingEntry>, BackupError> {
         let key = path.as_os_str().as_bytes().to_vec();
         let shared = &self.pipe.shared;
+        let linked = entry.link.and_then(|l| self.links.get(&(l.dev, l.ino)));
+        if let Some(same) = linked {
+            // Another name of a file this run has read: stored once.
+            self.stats.files += 1;
+            self.stats.bytes += same.size;
+            shared.progress.add_bytes(same.size);
+            shared.progress.file_done();
+            entry.size = same.size;
+            entry.holes = same.holes.clone();
+            return Ok(Some(PendingEntry {
+                entry,
+                chunks: same.chunks.clone(),
+                subtree: None,
+                record: None,
+            }));
+        }
         if let Some(rec) = known {
             self.stats.files += 1;
             self.stats.bytes += rec.size;
             shared.progress.add_bytes(rec.size);
             shared.progress.file_done();
+            let read = ReadFile {
+                chunks: rec.chunks.into_iter().map(Ref::Known).collect(),
+                data: 0,
+                holes: rec.holes,
+                size: rec.size,
+                oldest: rec.oldest_upload,
+            };
+            entry.holes = read.holes.clone();
+            if let Some(link) = entry.link {
+                self.links.insert((link.dev, link.ino), read.clone());
+            }
             return Ok(Some(PendingEntry {
                 entry,
-                chunks: rec.chunks.into_iter().map(Ref::Known).collect(),
+                chunks: read.chunks,
                 subtree: None,
                 record: None,
             }));
@@ -448,7 +493,7 @@ impl<'a> Walker<'a> {
                 return Ok(None);
             }
         };
-        let (chunks, total, oldest) = match self.read_chunks(file, Some(meta.size())) {
+        let read = match self.read_file(&file, meta) {
             Ok(read) => read,
             Err(BackupError::Source { source, .. }) => {
                 self.warn(path, "cannot read", &source);
@@ -458,12 +503,16 @@ impl<'a> Walker<'a> {
         };
         self.stats.files += 1;
         self.stats.files_read += 1;
-        self.stats.bytes += total;
-        self.stats.bytes_read += total;
+        self.stats.bytes += read.size;
+        self.stats.bytes_read += read.data;
         self.pipe.shared.progress.file_done();
-        entry.size = total;
+        entry.size = read.size;
+        entry.holes = read.holes.clone();
+        if let Some(link) = entry.link {
+            self.links.insert((link.dev, link.ino), read.clone());
+        }
         // Remember the file only if it did not change while we read it.
-        let stable = total == meta.size()
+        let stable = read.size == meta.size()
             && std::fs::symlink_metadata(path).is_ok_and(|after| {
                 after.mtime() == meta.mtime()
                     && after.mtime_nsec() == meta.mtime_nsec()
@@ -474,21 +523,84 @@ impl<'a> Walker<'a> {
             (
                 key,
                 FileRecord {
-                    size: total,
+                    size: read.size,
                     mtime_ns: mtime_ns(meta),
                     ctime_ns: meta.ctime() * 1_000_000_000 + meta.ctime_nsec(),
                     inode: meta.ino(),
                     chunks: Vec::new(),
-                    oldest_upload: oldest,
+                    holes: read.holes,
+                    oldest_upload: read.oldest,
                 },
             )
         });
         Ok(Some(PendingEntry {
             entry,
-            chunks,
+            chunks: read.chunks,
             subtree: None,
             record,
         }))
+    }
+
+    /// Reads an open source file into chunks: all of it, or for a sparse
+    /// file only its data ranges (each chunked on its own, so a chunk never
+    /// spans a hole), the holes between them noted.
+    fn read_file(
+        &mut self,
+        file: &std::fs::File,
+        meta: &Metadata,
+    ) -> Result<ReadFile, BackupError> {
+        let source = |source| BackupError::Source {
+            path: PathBuf::new(),
+            source,
+        };
+        let Some(ranges) = sparse::data_ranges(file, meta.size(), meta.blocks()).map_err(source)?
+        else {
+            let (chunks, size, oldest) = self.read_chunks(file, Some(meta.size()))?;
+            return Ok(ReadFile {
+                chunks,
+                data: size,
+                holes: Vec::new(),
+                size,
+                oldest,
+            });
+        };
+        let mut read = ReadFile {
+            chunks: Vec::new(),
+            data: 0,
+            holes: Vec::new(),
+            size: 0,
+            oldest: self.pipe.shared.now,
+        };
+        let hole = |read: &mut ReadFile, upto: u64| {
+            if upto > read.size {
+                read.holes.push(Hole {
+                    offset: read.size,
+                    length: upto - read.size,
+                });
+                self.pipe.shared.progress.add_bytes(upto - read.size);
+                read.size = upto;
+            }
+        };
+        let mut whole = true;
+        for &(start, end) in &ranges {
+            hole(&mut read, start);
+            let mut input = file;
+            input.seek(SeekFrom::Start(start)).map_err(source)?;
+            let want = end - start;
+            let (chunks, n, oldest) = self.read_chunks(input.take(want), Some(want))?;
+            read.chunks.extend(chunks);
+            read.data += n;
+            read.size += n;
+            read.oldest = read.oldest.min(oldest);
+            if n < want {
+                whole = false; // it shrank while we read: it ends here
+                break;
+            }
+        }
+        if whole {
+            hole(&mut read, meta.size());
+        }
+        Ok(read)
     }
 
     /// Chunks `input` into the pipeline: (references, bytes, oldest upload).
@@ -539,6 +651,11 @@ impl<'a> Walker<'a> {
             mtime_ns(meta),
         );
         e.size = if kind == Kind::File { meta.size() } else { 0 };
+        e.link = (kind != Kind::Dir && meta.nlink() > 1).then(|| HardLink {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            nlink: meta.nlink(),
+        });
         e
     }
 
@@ -566,6 +683,8 @@ impl<'a> Walker<'a> {
             chunks: Vec::new(),
             subtree: None,
             xattrs: Vec::new(),
+            link: None,
+            holes: Vec::new(),
         }
     }
 

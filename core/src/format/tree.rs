@@ -59,6 +59,39 @@ pub struct Xattr {
     pub value: Vec<u8>,
 }
 
+/// Which file a hard-linked entry is: entries of one snapshot with the
+/// same `dev` and `ino` are one file (its content stored once), restored
+/// as hard links and shown by the mount as one inode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct HardLink {
+    /// The source's device number (`st_dev`).
+    pub dev: u64,
+    /// The source's inode number (`st_ino`).
+    pub ino: u64,
+    /// Its link count on the source (`st_nlink`, at least 2); links
+    /// outside the backed-up paths count too, as `stat` says.
+    pub nlink: u64,
+}
+
+/// A range of a sparse file with no data (it reads as zeros): the writer
+/// skipped it (`SEEK_HOLE`), restore leaves it unallocated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hole {
+    /// Where it starts in the file.
+    pub offset: u64,
+    /// Its length in bytes (not zero).
+    pub length: u64,
+}
+
+/// A piece of a file's contents, in order (see [`Entry::extents`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Extent {
+    /// A chunk.
+    Data(Location),
+    /// This many zero bytes, not stored.
+    Hole(u64),
+}
+
 /// Longest extended attribute name Linux allows (XATTR_NAME_MAX).
 pub const MAX_XATTR_NAME: usize = 255;
 /// Largest extended attribute value Linux allows (XATTR_SIZE_MAX).
@@ -109,6 +142,14 @@ pub struct Entry {
     /// written before they were kept.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub xattrs: Vec<Xattr>,
+    /// For a non-directory with more than one hard link: which file it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link: Option<HardLink>,
+    /// A sparse file's holes, in file order. The chunks hold the data
+    /// between them: each chunk lies after the holes that start where the
+    /// chunk before it ended, so `chunks + holes = size`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub holes: Vec<Hole>,
 }
 
 /// One directory: its entries, sorted by name bytes.
@@ -173,11 +214,8 @@ impl Entry {
         };
         let ok_loc = |l: &Location| l.raw_length <= MAX_BLOB_LEN && l.length <= 2 * MAX_BLOB_LEN;
         match self.kind {
-            Kind::File => {
-                let total: u64 = self.chunks.iter().map(|c| c.raw_length).sum();
-                if total != self.size || !self.chunks.iter().all(ok_loc) {
-                    return Err(bad("chunks do not add up to the file size"));
-                }
+            Kind::File if !self.chunks.iter().all(ok_loc) || !self.holes_fit() => {
+                return Err(bad("chunks and holes do not add up to the file size"));
             }
             Kind::Dir => match &self.subtree {
                 Some(l) if ok_loc(l) => {}
@@ -186,8 +224,11 @@ impl Entry {
             Kind::Symlink if self.target.is_none() => return Err(bad("symlink without target")),
             _ => {}
         }
-        if self.kind != Kind::File && !self.chunks.is_empty() {
-            return Err(bad("only files have chunks"));
+        if self.kind != Kind::File && !(self.chunks.is_empty() && self.holes.is_empty()) {
+            return Err(bad("only files have chunks and holes"));
+        }
+        if self.kind == Kind::Dir && self.link.is_some() {
+            return Err(bad("a directory cannot be a hard link"));
         }
         let mut previous: Option<&[u8]> = None;
         for x in &self.xattrs {
@@ -203,13 +244,73 @@ impl Entry {
         Ok(())
     }
 
-    /// Where each chunk ends in the file (cumulative raw lengths): the
-    /// mount maps read offsets with it, restore places chunks with it.
-    pub fn chunk_ends(&self) -> impl Iterator<Item = u64> + '_ {
-        self.chunks.iter().scan(0u64, |end, c| {
-            *end = end.saturating_add(c.raw_length);
-            Some(*end)
+    /// Where each chunk starts in the file: right after the chunk before
+    /// it and the holes that start where that one ended. The mount maps
+    /// read offsets with it, restore and export place chunks with it.
+    pub fn chunk_starts(&self) -> impl Iterator<Item = u64> + '_ {
+        let mut holes = self.holes.iter().peekable();
+        self.chunks.iter().scan(0u64, move |at, c| {
+            while let Some(h) = holes.next_if(|h| h.offset == *at) {
+                *at = at.saturating_add(h.length);
+            }
+            let start = *at;
+            *at = at.saturating_add(c.raw_length);
+            Some(start)
         })
+    }
+
+    /// A file's contents in order: its chunks, and the holes before,
+    /// between and after them.
+    pub fn extents(&self) -> Vec<Extent> {
+        let mut out = Vec::with_capacity(self.chunks.len() + self.holes.len());
+        let mut at = 0u64;
+        for (start, c) in self.chunk_starts().zip(&self.chunks) {
+            if start > at {
+                out.push(Extent::Hole(start - at));
+            }
+            out.push(Extent::Data(*c));
+            at = start.saturating_add(c.raw_length);
+        }
+        if self.size > at {
+            out.push(Extent::Hole(self.size - at));
+        }
+        out
+    }
+
+    /// Bytes of data the file holds (its chunks), holes left out: what
+    /// the mount reports as allocated.
+    pub fn data_bytes(&self) -> u64 {
+        self.chunks.iter().map(|c| c.raw_length).sum()
+    }
+
+    /// Whether the chunks and holes tile the file exactly: every hole
+    /// starts where a chunk (or hole) ends, none is empty, and they end at
+    /// `size`.
+    fn holes_fit(&self) -> bool {
+        let mut at = 0u64;
+        let mut holes = self.holes.iter().peekable();
+        let mut place_holes = |at: &mut u64| {
+            while let Some(h) = holes.next_if(|h| h.offset == *at) {
+                if h.length == 0 {
+                    return false;
+                }
+                *at = match at.checked_add(h.length) {
+                    Some(end) => end,
+                    None => return false,
+                };
+            }
+            true
+        };
+        for c in &self.chunks {
+            if !place_holes(&mut at) {
+                return false;
+            }
+            at = match at.checked_add(c.raw_length) {
+                Some(end) => end,
+                None => return false,
+            };
+        }
+        place_holes(&mut at) && holes.next().is_none() && at == self.size
     }
 
     /// The name as text, lossy, for messages and listings.
@@ -298,6 +399,7 @@ mod opt_bytes_text {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::format::id::{BlobId, PackId};
 
     fn entry(name: &[u8]) -> Entry {
         Entry {
@@ -315,6 +417,8 @@ mod tests {
             chunks: vec![],
             subtree: None,
             xattrs: Vec::new(),
+            link: None,
+            holes: Vec::new(),
         }
     }
 
@@ -367,6 +471,75 @@ mod tests {
             let err = Tree::from_json(&json, "tree x").unwrap_err();
             assert!(err.to_string().contains("extended attributes"), "{err}");
         }
+    }
+
+    fn sparse(size: u64, chunks: &[u64], holes: &[(u64, u64)]) -> Entry {
+        let mut e = entry(b"f");
+        e.kind = Kind::File;
+        e.target = None;
+        e.size = size;
+        e.chunks = chunks
+            .iter()
+            .map(|&len| Location {
+                id: BlobId([1; 32]),
+                pack: PackId([2; 32]),
+                offset: 0,
+                length: len,
+                raw_length: len,
+            })
+            .collect();
+        e.holes = holes
+            .iter()
+            .map(|&(offset, length)| Hole { offset, length })
+            .collect();
+        e
+    }
+
+    #[test]
+    fn holes_place_chunks_and_must_tile_the_file() {
+        // hole 100, chunk 10, chunk 5, hole 50, chunk 20, hole 15: 200.
+        let e = sparse(200, &[10, 5, 20], &[(0, 100), (115, 50), (185, 15)]);
+        e.check("t").unwrap();
+        assert_eq!(e.chunk_starts().collect::<Vec<_>>(), [100, 110, 165]);
+        assert_eq!(e.data_bytes(), 35);
+        let extents: Vec<String> = e
+            .extents()
+            .iter()
+            .map(|x| match x {
+                Extent::Data(c) => format!("d{}", c.raw_length),
+                Extent::Hole(n) => format!("h{n}"),
+            })
+            .collect();
+        assert_eq!(extents, ["h100", "d10", "d5", "h50", "d20", "h15"]);
+        let mut tree = Tree {
+            entries: vec![e.clone()],
+        };
+        assert_eq!(Tree::from_json(&tree.to_json(), "t").unwrap().entries[0], e);
+        for (why, bad) in [
+            (
+                "too short",
+                sparse(199, &[10, 5, 20], &[(0, 100), (115, 50), (185, 15)]),
+            ),
+            (
+                "inside a chunk",
+                sparse(200, &[10, 5, 20], &[(0, 100), (112, 50), (182, 18)]),
+            ),
+            (
+                "out of order",
+                sparse(200, &[10, 5, 20], &[(115, 50), (0, 100), (185, 15)]),
+            ),
+            ("empty hole", sparse(35, &[10, 5, 20], &[(0, 0)])),
+            ("past the end", sparse(35, &[10, 5, 20], &[(40, 5)])),
+        ] {
+            assert!(bad.check("t").is_err(), "{why}");
+        }
+        assert!(
+            sparse(1 << 30, &[], &[(0, 1 << 30)]).check("t").is_ok(),
+            "all hole"
+        );
+        let mut dir = sparse(0, &[], &[(0, 5)]);
+        dir.kind = Kind::Fifo;
+        assert!(dir.check("t").is_err(), "holes on a fifo");
     }
 
     #[test]

@@ -166,6 +166,7 @@ impl Differ<'_, '_> {
         let content = match a.kind {
             Kind::File => {
                 a.size != b.size
+                    || a.holes != b.holes
                     || a.chunks
                         .iter()
                         .map(|c| c.id)
@@ -179,7 +180,11 @@ impl Differ<'_, '_> {
             || a.uid != b.uid
             || a.gid != b.gid
             || a.mtime_ns != b.mtime_ns
-            || a.xattrs != b.xattrs;
+            || a.xattrs != b.xattrs
+            // Became or stopped being a hard link, or another file's name
+            // (not a changed link count: a new name elsewhere is not a
+            // change of this one).
+            || a.link.map(|l| (l.dev, l.ino)) != b.link.map(|l| (l.dev, l.ino));
         if content {
             self.emit(Change::Modified, &path);
         } else if meta {

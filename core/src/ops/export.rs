@@ -12,12 +12,15 @@
 
 use crate::error::{Error, Result};
 use crate::format::snapshot::Snapshot;
-use crate::format::tree::{is_safe_name, Entry, Kind, Location};
+use crate::format::tree::{is_safe_name, Entry, Extent, Kind};
 use crate::repository::Repository;
 use futures_util::stream::{self, StreamExt};
+use std::collections::{HashMap, HashSet};
 use std::io::{Read, Seek, Write};
 use std::os::unix::ffi::OsStrExt;
 use tokio::sync::mpsc;
+
+mod tar_pax;
 
 /// Items between reader and writer; each `Data` holds one chunk.
 const QUEUE: usize = 8;
@@ -51,8 +54,11 @@ pub struct ExportReport {
     /// by path.
     pub skipped: Vec<String>,
     /// Entries whose extended attributes (ACLs, capabilities) the archive
-    /// does not hold: neither format writes them yet.
+    /// does not hold (zip has no place for them; tar keeps them).
     pub without_xattrs: u64,
+    /// Later names of hard-linked files written as copies (zip has no hard
+    /// links; tar writes link entries).
+    pub links_copied: u64,
 }
 
 /// A path in the archive: raw name bytes joined by `/`.
@@ -61,11 +67,17 @@ type ArchivePath = Vec<u8>;
 /// One step of the walk, from reader to writer.
 enum Item {
     Dir(ArchivePath, Entry),
-    /// A file; its chunks follow as `Data`, then `End`.
+    /// A file; its chunks follow as `Data` (and its holes as `Hole`), then
+    /// `End`.
     File(ArchivePath, Entry),
     Data(Vec<u8>),
+    /// This many zero bytes of a sparse file, not stored.
+    Hole(u64),
     End,
     Other(ArchivePath, Entry),
+    /// Another name of a hard-linked file already in the archive (tar):
+    /// its path, entry, and the path it was first written under.
+    HardLink(ArchivePath, Entry, ArchivePath),
 }
 
 /// A path as text, for messages and for zip (whose names are UTF-8).
@@ -93,7 +105,7 @@ pub async fn export(
     let top = repo.resolve(snapshot, path).await?;
     let (tx, rx) = mpsc::channel(QUEUE);
     let writer = tokio::task::spawn_blocking(move || write_archive(format, out, rx));
-    let walked = walk(repo, top, &tx).await;
+    let walked = walk(repo, top, format == Format::Tar, &tx).await;
     drop(tx);
     let written = writer.await.unwrap_or_else(|e| {
         Err(Error::Internal(format!(
@@ -130,32 +142,55 @@ impl<T> From<mpsc::error::SendError<T>> for Stop {
 }
 
 /// Sends every entry below (and including, unless it is the walk's root
-/// directory) `top`.
-async fn walk(repo: &Repository, top: Entry, tx: &mpsc::Sender<Item>) -> Result<(), Stop> {
+/// directory) `top`. With `hard_links`, a later name of a hard-linked file
+/// goes as a link to its first, without its data.
+async fn walk(
+    repo: &Repository,
+    top: Entry,
+    hard_links: bool,
+    tx: &mpsc::Sender<Item>,
+) -> Result<(), Stop> {
     let mut stack: Vec<(ArchivePath, Entry)> = Vec::new();
+    let mut first_names: HashMap<(u64, u64), ArchivePath> = HashMap::new();
     match top.kind {
         // A directory's contents go at the archive's top level.
         Kind::Dir => push_children(repo, &top, b"", &mut stack).await?,
         _ => stack.push((top.name.clone(), top)),
     }
     while let Some((name, entry)) = stack.pop() {
+        if let Some(link) = entry.link.filter(|_| hard_links) {
+            match first_names.get(&(link.dev, link.ino)) {
+                Some(first) => {
+                    tx.send(Item::HardLink(name, entry, first.clone())).await?;
+                    continue;
+                }
+                None => {
+                    first_names.insert((link.dev, link.ino), name.clone());
+                }
+            }
+        }
         match entry.kind {
             Kind::Dir => {
                 push_children(repo, &entry, &name, &mut stack).await?;
                 tx.send(Item::Dir(name, entry)).await?;
             }
             Kind::File => {
-                let chunks = entry.chunks.clone();
+                let extents = entry.extents();
                 tx.send(Item::File(name.clone(), entry)).await?;
-                let mut reads = stream::iter(chunks)
-                    .map(|loc: Location| async move { repo.read_blob(&loc).await })
+                let mut reads = stream::iter(extents)
+                    .map(|extent| async move {
+                        match extent {
+                            Extent::Data(loc) => repo.read_blob(&loc).await.map(Item::Data),
+                            Extent::Hole(length) => Ok(Item::Hole(length)),
+                        }
+                    })
                     .buffered(READS);
-                while let Some(data) = reads.next().await {
-                    let data = data.map_err(|e| Error::At {
+                while let Some(item) = reads.next().await {
+                    let item = item.map_err(|e| Error::At {
                         path: text(&name),
                         source: Box::new(e),
                     })?;
-                    tx.send(Item::Data(data)).await?;
+                    tx.send(item).await?;
                 }
                 tx.send(Item::End).await?;
             }
@@ -207,6 +242,9 @@ trait Archive {
     fn file(&mut self, path: &[u8], e: &Entry, data: &mut dyn Read) -> std::io::Result<()>;
     /// A symlink or special file; false if the format cannot hold it.
     fn other(&mut self, path: &[u8], e: &Entry) -> std::io::Result<bool>;
+    /// Another name of the file written at `first` (tar only: the walk
+    /// sends zip every name with its data).
+    fn hard_link(&mut self, path: &[u8], e: &Entry, first: &[u8]) -> std::io::Result<()>;
     fn finish(self: Box<Self>) -> std::io::Result<()>;
 }
 
@@ -227,9 +265,15 @@ fn write_archive(
     };
     let mut report = ExportReport::default();
     let io = |path: &[u8], e: std::io::Error| Error::io(text(path), "writing the archive", e);
+    // Tar keeps holes (GNU sparse), hard links and extended attributes.
+    let tar = format == Format::Tar;
+    let mut linked: HashSet<(u64, u64)> = HashSet::new();
     while let Some(item) = rx.blocking_recv() {
         if let Item::Dir(_, e) | Item::File(_, e) | Item::Other(_, e) = &item {
-            report.without_xattrs += u64::from(!e.xattrs.is_empty());
+            report.without_xattrs += u64::from(!tar && !e.xattrs.is_empty());
+            if let Some(link) = e.link.filter(|_| e.kind != Kind::Dir) {
+                report.links_copied += u64::from(!linked.insert((link.dev, link.ino)));
+            }
         }
         match item {
             Item::Dir(path, e) => {
@@ -241,6 +285,8 @@ fn write_archive(
                     rx: &mut rx,
                     chunk: Vec::new(),
                     at: 0,
+                    zeros: 0,
+                    skip_holes: tar,
                     read: 0,
                     size: e.size,
                 };
@@ -265,7 +311,13 @@ fn write_archive(
                     report.skipped.push(text(&path));
                 }
             }
-            Item::Data(_) | Item::End => {
+            Item::HardLink(path, e, first) => {
+                archive
+                    .hard_link(&path, &e, &first)
+                    .map_err(|err| io(&path, err))?;
+                report.files += u64::from(e.kind == Kind::File);
+            }
+            Item::Data(_) | Item::Hole(_) | Item::End => {
                 return Err(io(
                     b"export",
                     std::io::Error::other("file data out of place"),
@@ -284,6 +336,10 @@ struct ChunkReader<'a> {
     rx: &'a mut mpsc::Receiver<Item>,
     chunk: Vec<u8>,
     at: usize,
+    /// Zeros of a hole still to hand out (before the next chunk).
+    zeros: u64,
+    /// Hand out the data only, holes left out (tar's sparse entries).
+    skip_holes: bool,
     /// Bytes handed out so far.
     read: u64,
     /// What the tree says the file holds: more data is an error.
@@ -292,12 +348,14 @@ struct ChunkReader<'a> {
 
 impl Read for ChunkReader<'_> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        while self.at == self.chunk.len() {
+        while self.at == self.chunk.len() && self.zeros == 0 {
             match self.rx.blocking_recv() {
                 Some(Item::Data(chunk)) => {
                     self.chunk = chunk;
                     self.at = 0;
                 }
+                Some(Item::Hole(length)) if self.skip_holes => self.read += length,
+                Some(Item::Hole(length)) => self.zeros = length,
                 Some(Item::End) => {
                     // Put nothing back: End is consumed, the file is done.
                     self.chunk.clear();
@@ -312,9 +370,19 @@ impl Read for ChunkReader<'_> {
                 }
             }
         }
-        let n = buf.len().min(self.chunk.len() - self.at);
-        buf[..n].copy_from_slice(&self.chunk[self.at..self.at + n]);
-        self.at += n;
+        let n = if self.zeros > 0 {
+            let n = buf
+                .len()
+                .min(usize::try_from(self.zeros).unwrap_or(usize::MAX));
+            buf[..n].fill(0);
+            self.zeros -= n as u64;
+            n
+        } else {
+            let n = buf.len().min(self.chunk.len() - self.at);
+            buf[..n].copy_from_slice(&self.chunk[self.at..self.at + n]);
+            self.at += n;
+            n
+        };
         self.read += n as u64;
         if self.read > self.size {
             return Err(std::io::Error::other(
@@ -399,6 +467,13 @@ impl<W: Write + Seek> Archive for ZipOut<W> {
         Ok(true)
     }
 
+    fn hard_link(&mut self, path: &[u8], _: &Entry, _: &[u8]) -> std::io::Result<()> {
+        Err(std::io::Error::other(format!(
+            "{}: zip has no hard links",
+            text(path)
+        )))
+    }
+
     fn finish(self: Box<Self>) -> std::io::Result<()> {
         let mut out = self.zip.finish().map_err(std::io::Error::other)?;
         out.flush()
@@ -414,7 +489,10 @@ struct TarOut<W: Write>(tar::Builder<W>);
 
 impl<W: Write> TarOut<W> {
     fn header(e: &Entry, kind: tar::EntryType, size: u64) -> tar::Header {
-        let mut h = tar::Header::new_gnu();
+        Self::header_in(tar::Header::new_gnu(), e, kind, size)
+    }
+
+    fn header_in(mut h: tar::Header, e: &Entry, kind: tar::EntryType, size: u64) -> tar::Header {
         h.set_entry_type(kind);
         h.set_size(size);
         h.set_mode(e.mode);
@@ -431,15 +509,46 @@ impl<W: Write> TarOut<W> {
     }
 }
 
+impl<W: Write> TarOut<W> {
+    /// The entry's PAX records (extended attributes and ACLs), then more.
+    fn pax(&mut self, e: &Entry, more: Vec<(String, Vec<u8>)>) -> std::io::Result<()> {
+        let mut records = tar_pax::xattr_records(&e.xattrs);
+        records.extend(more);
+        self.0.append_pax_extensions(
+            records
+                .iter()
+                .map(|(key, value)| (key.as_str(), value.as_slice())),
+        )
+    }
+}
+
 impl<W: Write> Archive for TarOut<W> {
     fn dir(&mut self, path: &[u8], e: &Entry) -> std::io::Result<()> {
+        self.pax(e, Vec::new())?;
         let mut h = Self::header(e, tar::EntryType::Directory, 0);
         self.0.append_data(&mut h, raw(path), std::io::empty())
     }
 
     fn file(&mut self, path: &[u8], e: &Entry, data: &mut dyn Read) -> std::io::Result<()> {
-        let mut h = Self::header(e, tar::EntryType::Regular, e.size);
-        self.0.append_data(&mut h, raw(path), data)
+        if e.holes.is_empty() {
+            self.pax(e, Vec::new())?;
+            let mut h = Self::header(e, tar::EntryType::Regular, e.size);
+            return self.0.append_data(&mut h, raw(path), data);
+        }
+        // PAX sparse 1.0: the data regions' map, then the data alone.
+        let sparse = tar_pax::Sparse::of(e, path);
+        self.pax(e, sparse.records)?;
+        let size = sparse.map.len() as u64 + e.data_bytes();
+        // A POSIX header: GNU tar reads the sparse records only with one.
+        let mut h = Self::header_in(tar::Header::new_ustar(), e, tar::EntryType::Regular, size);
+        let mut body = std::io::Cursor::new(sparse.map).chain(data);
+        self.0
+            .append_data(&mut h, raw(&sparse.member_name), &mut body)
+    }
+
+    fn hard_link(&mut self, path: &[u8], e: &Entry, first: &[u8]) -> std::io::Result<()> {
+        let mut h = Self::header(e, tar::EntryType::Link, 0);
+        self.0.append_link(&mut h, raw(path), raw(first))
     }
 
     fn other(&mut self, path: &[u8], e: &Entry) -> std::io::Result<bool> {
@@ -451,6 +560,7 @@ impl<W: Write> Archive for TarOut<W> {
             Kind::Block => tar::EntryType::Block,
             Kind::Socket | Kind::File | Kind::Dir => return Ok(false),
         };
+        self.pax(e, Vec::new())?;
         let mut h = Self::header(e, kind, 0);
         if let Some(target) = &e.target {
             self.0.append_link(&mut h, path, raw(target))?;

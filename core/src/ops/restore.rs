@@ -13,10 +13,11 @@
 //! Failing to reach the repository or to write the target stops it.
 //!
 //! The parts: [`walk`] (trees, directories, links; files become queued
-//! reads), [`plan`] (which blobs one ranged read takes), [`write`] (reads run
+//! reads), [`links`] (hard links, made once their file is complete), [`plan`] (which blobs one ranged read takes), [`write`] (reads run
 //! and files written concurrently, unfinished files tracked) and [`target`]
 //! (everything that touches the target directory).
 
+mod links;
 mod plan;
 mod target;
 mod walk;
@@ -27,6 +28,7 @@ use crate::format::snapshot::Snapshot;
 use crate::format::tree::Kind;
 use crate::progress::Progress;
 use crate::repository::Repository;
+use links::HardLinks;
 use std::collections::HashSet;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
@@ -47,6 +49,9 @@ pub struct RestoreOptions {
     pub target: PathBuf,
     /// Restore into a non-empty target, replacing what is in the way.
     pub overwrite: bool,
+    /// Leave holes for the snapshot's holes and for blocks of zeros (the
+    /// default, as `restic restore --sparse`); `false` writes the zeros.
+    pub sparse: bool,
     /// Counters to update as files are found and written.
     pub progress: Option<Arc<Progress>>,
 }
@@ -124,6 +129,7 @@ pub async fn restore(
         repo,
         progress: opts.progress.clone(),
         overwrite: opts.overwrite,
+        sparse: opts.sparse,
         is_root,
         stats: RestoreStats::default(),
         tx,
@@ -131,6 +137,7 @@ pub async fn restore(
         dirs: Vec::new(),
         lost_dirs: HashSet::new(),
         unfinished: unfinished.clone(),
+        links: HardLinks::default(),
     };
     let mut writer = FileWriter {
         repo: repo.clone(),
@@ -158,11 +165,12 @@ pub async fn restore(
             stats,
             dirs,
             lost_dirs,
+            links,
             ..
         } = walk;
-        Ok::<_, Error>((stats, dirs, lost_dirs))
+        Ok::<_, Error>((stats, dirs, lost_dirs, links))
     };
-    let ((mut stats, dirs, lost_dirs), ()) = match tokio::try_join!(walked, writer.run(rx)) {
+    let ((mut stats, dirs, lost_dirs, links), ()) = match tokio::try_join!(walked, writer.run(rx)) {
         Ok(done) => done,
         Err(e) => {
             let removed = unfinished.remove_all();
@@ -172,6 +180,8 @@ pub async fn restore(
             return Err(e);
         }
     };
+    // Every file is complete: its other names, before directory mtimes.
+    links.make(is_root, &mut stats)?;
     for (entry, dest) in dirs.iter().rev() {
         if lost_dirs.contains(dest) {
             // Made empty, its tree unreadable: not left looking restored.

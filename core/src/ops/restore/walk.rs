@@ -3,6 +3,7 @@
 //! and special files made as their trees arrive, and each file's chunks
 //! queued as reads for the writing half ([`super::write`]).
 
+use super::links::HardLinks;
 use super::plan::{next_tree_batch, Span};
 use super::target::{apply_metadata, clear_way, make_dir, make_node, make_symlink};
 use super::write::{FileFetch, FileJob, Part, Unfinished};
@@ -32,6 +33,7 @@ pub(super) struct Walk<'a> {
     pub(super) repo: &'a Repository,
     pub(super) progress: Option<Arc<Progress>>,
     pub(super) overwrite: bool,
+    pub(super) sparse: bool,
     pub(super) is_root: bool,
     pub(super) stats: RestoreStats,
     pub(super) tx: mpsc::Sender<FileFetch>,
@@ -46,6 +48,9 @@ pub(super) struct Walk<'a> {
     pub(super) lost_dirs: HashSet<PathBuf>,
     /// The files being written.
     pub(super) unfinished: Arc<Unfinished>,
+    /// Hard-linked entries: the first name of each file, and the names to
+    /// link to it once it is complete.
+    pub(super) links: HardLinks,
 }
 
 impl Walk<'_> {
@@ -109,6 +114,11 @@ impl Walk<'_> {
     /// Restores a file, symlink or special file.
     pub(super) async fn add_leaf(&mut self, entry: Entry, dest: PathBuf) -> Result<()> {
         clear_way(self.overwrite, &entry, &dest)?;
+        if let Some(link) = entry.link {
+            if self.links.is_known(&link, &entry, &dest) {
+                return Ok(()); // another name of a file restored already
+            }
+        }
         match entry.kind {
             Kind::File => self.add_file(entry, dest).await,
             _ => self.restore_other(&entry, &dest),
@@ -122,7 +132,12 @@ impl Walk<'_> {
         if let Some(p) = &self.progress {
             p.add_total(entry.size);
         }
-        let file = Arc::new(FileJob::new(entry, dest, self.unfinished.clone()));
+        let file = Arc::new(FileJob::new(
+            entry,
+            dest,
+            self.sparse,
+            self.unfinished.clone(),
+        ));
         match file.entry.chunks.as_slice() {
             [] => {
                 if self.open.is_empty() {

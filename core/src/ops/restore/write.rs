@@ -31,6 +31,9 @@ pub(super) struct FileJob {
     pub(super) dest: PathBuf,
     /// Where each chunk goes in the file.
     offsets: Vec<u64>,
+    /// Leave holes where the data is zeros (and where the snapshot has
+    /// holes), rather than writing zeros.
+    sparse: bool,
     /// Created by the first part written.
     out: Mutex<Option<Arc<std::fs::File>>>,
     /// Parts not written yet (an empty file has one part, no chunk).
@@ -43,17 +46,19 @@ pub(super) struct FileJob {
 }
 
 impl FileJob {
-    pub(super) fn new(entry: Entry, dest: PathBuf, unfinished: Arc<Unfinished>) -> Self {
-        // Each chunk starts where the one before it ends.
-        let offsets = std::iter::once(0)
-            .chain(entry.chunk_ends())
-            .take(entry.chunks.len())
-            .collect();
+    pub(super) fn new(
+        entry: Entry,
+        dest: PathBuf,
+        sparse: bool,
+        unfinished: Arc<Unfinished>,
+    ) -> Self {
+        let offsets = entry.chunk_starts().collect();
         let parts = entry.chunks.len().max(1);
         Self {
             entry,
             dest,
             offsets,
+            sparse,
             out: Mutex::new(None),
             parts_left: AtomicUsize::new(parts),
             failed: AtomicBool::new(false),
@@ -250,7 +255,6 @@ fn write_part(
     progress: Option<&Progress>,
     stats: &mut RestoreStats,
 ) -> Result<()> {
-    use std::os::unix::fs::FileExt;
     let job = &part.file;
     match plain {
         Err(lost) => {
@@ -265,7 +269,7 @@ fn write_part(
             let file = job.file()?;
             if let Some(index) = part.chunk {
                 let offset = job.offsets.get(index).copied().unwrap_or_default();
-                file.write_all_at(&plain, offset)
+                write_at(&file, &plain, offset, job.sparse)
                     .map_err(|e| Error::io(&job.dest, "writing a file", e))?;
                 stats.bytes += plain.len() as u64;
                 if let Some(p) = progress {
@@ -277,7 +281,12 @@ fn write_part(
     if job.parts_left.fetch_sub(1, Ordering::AcqRel) != 1 {
         return Ok(());
     }
-    // Every other part is through and its handle dropped: this closes it.
+    // Every other part is through: the holes, then this closes the file.
+    if !job.failed.load(Ordering::Acquire) {
+        let file = job.file()?;
+        finish_holes(&file, &job.entry, job.sparse)
+            .map_err(|e| Error::io(&job.dest, "writing a file", e))?;
+    }
     drop(lock(&job.out).take());
     job.unfinished.finished(&job.dest);
     if job.failed.load(Ordering::Acquire) {
@@ -296,6 +305,62 @@ fn write_part(
         p.file_done();
     }
     apply_metadata(&job.entry, &job.dest, is_root, stats)
+}
+
+/// Blocks of this size that hold only zeros are left as holes.
+const SPARSE_BLOCK: u64 = 4096;
+
+/// Writes `data` at `offset`; with `sparse`, the blocks of it (aligned to
+/// the file's [`SPARSE_BLOCK`]s) that are all zeros are skipped, so the
+/// file system leaves them unallocated, as `cp --sparse=always` does.
+fn write_at(file: &std::fs::File, data: &[u8], offset: u64, sparse: bool) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    if !sparse {
+        return file.write_all_at(data, offset);
+    }
+    let mut at = 0usize;
+    // A run of non-zero blocks being gathered: its start in `data`.
+    let mut run: Option<usize> = None;
+    while at < data.len() {
+        let block_end = (offset + at as u64) / SPARSE_BLOCK * SPARSE_BLOCK + SPARSE_BLOCK;
+        let end = data.len().min((block_end - offset) as usize);
+        let zero = data[at..end].iter().all(|&b| b == 0);
+        match (zero, run) {
+            (true, Some(start)) => {
+                file.write_all_at(&data[start..at], offset + start as u64)?;
+                run = None;
+            }
+            (false, None) => run = Some(at),
+            _ => {}
+        }
+        at = end;
+    }
+    if let Some(start) = run {
+        file.write_all_at(&data[start..], offset + start as u64)?;
+    }
+    Ok(())
+}
+
+/// Once every chunk is written: gives the file its full size (a trailing
+/// hole or zero block was not written) and, without `sparse`, writes the
+/// snapshot's holes as zeros.
+fn finish_holes(file: &std::fs::File, entry: &Entry, sparse: bool) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    if !sparse {
+        let zeros = vec![0u8; 1 << 20];
+        for hole in &entry.holes {
+            let mut done = 0;
+            while done < hole.length {
+                let n = (hole.length - done).min(zeros.len() as u64);
+                file.write_all_at(&zeros[..n as usize], hole.offset + done)?;
+                done += n;
+            }
+        }
+    }
+    if file.metadata()?.len() != entry.size {
+        file.set_len(entry.size)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -320,8 +385,15 @@ mod tests {
             chunks: chunks.iter().map(|c| loc(1, 0, c.len() as u64)).collect(),
             subtree: None,
             xattrs: Vec::new(),
+            link: None,
+            holes: Vec::new(),
         };
-        Arc::new(FileJob::new(entry, dest.to_path_buf(), Arc::default()))
+        Arc::new(FileJob::new(
+            entry,
+            dest.to_path_buf(),
+            true,
+            Arc::default(),
+        ))
     }
 
     #[test]
@@ -348,6 +420,33 @@ mod tests {
         use std::os::unix::fs::MetadataExt;
         assert_eq!((meta.mode() & 0o777, meta.mtime()), (0o640, 1_000_000_000));
         assert!(lock(&file.out).is_none(), "the file was closed");
+    }
+
+    #[test]
+    fn blocks_of_zeros_become_holes_unless_asked_not_to() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().expect("temp dir");
+        // Written at an odd offset: blocks are the file's, not the data's.
+        let mut data = vec![1u8; 100];
+        data.extend(vec![0u8; 1 << 20]);
+        data.extend(vec![2u8; 100]);
+        for (sparse, name) in [(true, "sparse"), (false, "dense")] {
+            let path = dir.path().join(name);
+            let file = std::fs::File::create(&path).expect("create");
+            write_at(&file, &data, 4000, sparse).expect("write");
+            let mut entry = three_part_file(&path, &[]).entry.clone();
+            entry.size = 4000 + data.len() as u64;
+            finish_holes(&file, &entry, sparse).expect("finish");
+            let back = std::fs::read(&path).expect("read");
+            assert_eq!(&back[4000..], &data[..], "{name}");
+            assert!(back[..4000].iter().all(|&b| b == 0));
+            let allocated = file.metadata().expect("stat").blocks() * 512;
+            if sparse {
+                assert!(allocated <= 4 * 4096, "{name}: {allocated} bytes allocated");
+            } else {
+                assert!(allocated >= 1 << 20, "{name}: {allocated} bytes allocated");
+            }
+        }
     }
 
     #[test]
