@@ -13,12 +13,12 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'
 
 BIG_BYTES=${BIG_BYTES:-400000000}
 
-# make_data DIR: version 1 of the data, a copy of /usr/share plus a 400 MB
-# random file.
+# make_data DIR: version 1 of the data, a copy of DATA_SRC (default
+# /usr/share) plus a BIG_BYTES (400 MB) random file.
 make_data() {
-    echo "preparing data (copy of /usr/share + 400 MB random file)..." >&2
+    echo "preparing data (copy of ${DATA_SRC:-/usr/share} + $BIG_BYTES random bytes)..." >&2
     mkdir -p "$1"
-    cp -a /usr/share "$1/share"
+    cp -a "${DATA_SRC:-/usr/share}" "$1/share"
     head -c "$BIG_BYTES" /dev/urandom >"$1/big.bin"
 }
 
@@ -104,9 +104,9 @@ print_mount_rows() {
     # shellcheck disable=SC2059
     {
         printf "$t" "mount: first byte (unopened dir)" "${R[$a,ttfb]}" "${R[$b,ttfb]}" "$(ratio "${R[$a,ttfb]}" "${R[$b,ttfb]}")"
-        printf "$v" "mount: read 400 MB file, cold" "$(mibs $BIG_BYTES "${R[$a,cold]}")" "$(mibs $BIG_BYTES "${R[$b,cold]}")" "$(ratio "${R[$b,cold]}" "${R[$a,cold]}")x"
-        printf "$v" "mount: read 400 MB file, warm" "$(mibs $BIG_BYTES "${R[$a,warm]}")" "$(mibs $BIG_BYTES "${R[$b,warm]}")" "$(ratio "${R[$b,warm]}" "${R[$a,warm]}")x"
-        printf "$t" "mount: ls -lR of the /usr/share copy" "${R[$a,lslr]}" "${R[$b,lslr]}" "$(ratio "${R[$a,lslr]}" "${R[$b,lslr]}")"
+        printf "$v" "mount: read the big file, cold" "$(mibs $BIG_BYTES "${R[$a,cold]}")" "$(mibs $BIG_BYTES "${R[$b,cold]}")" "$(ratio "${R[$b,cold]}" "${R[$a,cold]}")x"
+        printf "$v" "mount: read the big file, warm" "$(mibs $BIG_BYTES "${R[$a,warm]}")" "$(mibs $BIG_BYTES "${R[$b,warm]}")" "$(ratio "${R[$b,warm]}" "${R[$a,warm]}")x"
+        printf "$t" "mount: ls -lR of the ${DATA_SRC:-/usr/share} copy" "${R[$a,lslr]}" "${R[$b,lslr]}" "$(ratio "${R[$a,lslr]}" "${R[$b,lslr]}")"
         printf "$t" "mount: diff -r between the versions" "${R[$a,diff]}" "${R[$b,diff]}" "$(ratio "${R[$a,diff]}" "${R[$b,diff]}")"
         printf "$m" "mount: peak RSS" "${R[$a,rss]}" "${R[$b,rss]}" "$(ratio "${R[$a,rss]}" "${R[$b,rss]}")"
     }

@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
 # S3 benchmark: coffer and restic against the same S3 server (radosgw on
-# 127.0.0.1, scripts/s3-server.sh), on the same data, in one run. Prints one
-# table: backups (first, unchanged re-run, after changing 300 files), restore,
-# and the mount (first byte, cold/warm read, ls -lR, diff -r, peak RSS).
+# 127.0.0.1, scripts/s3-server.sh), on the same data, in one run, near and
+# a WAN away. For each one-way delay in DELAY_MS (default "0 20": local, and
+# 40 ms round trip through scripts/latency-proxy.py), in fresh buckets:
+# backups (first, unchanged re-run, after changing 300 files), a restore and
+# the mount (first byte, cold/warm read, ls -lR, diff -r, peak RSS) as on a
+# new admin box (no cache: restic's cache directory removed), then the mount
+# again with what the first left cached. Prints one table per delay.
 #   scripts/bench-s3.sh [WORKDIR]     (default /tmp/coffer-bench-s3)
+#   DELAY_MS="0 20"  DATA_SRC=/usr/share  BIG_BYTES=400000000
 # Needs root (drop_caches, FUSE). The server's objects live in memory (a
 # memstore OSD), so this measures coffer, restic and radosgw, not disks.
 set -euo pipefail
@@ -15,79 +20,130 @@ cargo build --release --locked --quiet
 coffer="$PWD/target/release/coffer"
 scripts="$PWD/scripts"
 W="${1:-/tmp/coffer-bench-s3}"
+DELAYS="${DELAY_MS:-0 20}"
 unset COFFER_REPO COFFER_KEY COFFER_WRITER_KEY COFFER_STATE_DIR
 
 rm -rf "$W"
 mkdir -p "$W"
 cd "$W"
+PROXY_PID=
+stop_all() {
+    [ -n "$PROXY_PID" ] && kill "$PROXY_PID" 2>/dev/null
+    bash "$scripts/s3-server.sh" stop "$W/s3"
+}
 bash "$scripts/s3-server.sh" start "$W/s3" --owner-pid $$
-trap 'bash "$scripts/s3-server.sh" stop "$W/s3"' EXIT
+trap stop_all EXIT
 set -a
 # shellcheck disable=SC1091
 source "$W/s3/env"
 set +a
 export AWS_ACCESS_KEY_ID="$ADMIN_ACCESS_KEY" AWS_SECRET_ACCESS_KEY="$ADMIN_SECRET_KEY"
-export AWS_ENDPOINT_URL="$S3_ENDPOINT" AWS_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true
-export RESTIC_PASSWORD=bench RESTIC_REPOSITORY="s3:$S3_ENDPOINT/restic-bench"
-export RESTIC_CACHE_DIR="$W/restic-cache"
-# The secret goes to curl on standard input, never on its command line.
-printf 'user = "%s:%s"\n' "$AWS_ACCESS_KEY_ID" "$AWS_SECRET_ACCESS_KEY" |
-    curl -sSf -K - --aws-sigv4 "aws:amz:us-east-1:s3" -X PUT "$S3_ENDPOINT/coffer-bench" \
-        -H "x-amz-content-sha256: $(sha256sum </dev/null | cut -d' ' -f1)" >/dev/null
-repo=s3://coffer-bench/repo
+export AWS_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true
+export RESTIC_PASSWORD=bench RESTIC_CACHE_DIR="$W/restic-cache"
 
-make_data "$W/data"
-bytes=$(du -sb "$W/data" | cut -f1)
-probe=$(probe_file "$W/data")
+make_data "$W/data-v1"
+bytes=$(du -sb "$W/data-v1" | cut -f1)
+probe=$(probe_file "$W/data-v1")
 "$coffer" key generate --secret-out admin.key --cert-out admin.cert 2>/dev/null
-"$coffer" init --repo "$repo" --recipient admin.cert --writer-key-out writer.key 2>/dev/null
-restic init -q
+
+# Starts the latency proxy in front of the S3 server (delay $1 ms each way)
+# and points both tools at it; at 0 ms, straight at the server.
+use_delay() {
+    [ -n "$PROXY_PID" ] && { kill "$PROXY_PID"; wait "$PROXY_PID" 2>/dev/null || true; PROXY_PID=; }
+    if [ "$1" = 0 ]; then
+        export AWS_ENDPOINT_URL="$S3_ENDPOINT"
+        return
+    fi
+    python3 "$scripts/latency-proxy.py" --upstream "${S3_ENDPOINT#http://}" --delay-ms "$1" \
+        >"$W/proxy.port" 2>"$W/proxy.log" &
+    PROXY_PID=$!
+    for _ in $(seq 50); do [ -s "$W/proxy.port" ] && break; sleep 0.1; done
+    export AWS_ENDPOINT_URL="http://127.0.0.1:$(cat "$W/proxy.port")"
+}
 
 declare -A B
-backup_both() { # label
+# backup_both LABEL DELAY
+backup_both() {
     local t
     drop_caches
-    t=$(ms); "$coffer" backup --repo "$repo" --writer-key writer.key --state-dir state "$W/data"
-    B[coffer,$1]=$(elapsed "$t")
+    t=$(ms); "$coffer" backup --repo "$repo" --writer-key writer.key --state-dir "state-$2" "$W/data"
+    B[coffer,$1,$2]=$(elapsed "$t")
     drop_caches
     t=$(ms); restic backup -q "$W/data" >/dev/null
-    B[restic,$1]=$(elapsed "$t")
+    B[restic,$1,$2]=$(elapsed "$t")
 }
-backup_both first
-backup_both same
-change_data "$W/data"
-sleep 1
-backup_both changed
 
+# restore_both DELAY: with no cache, as on a new admin box.
 restore_both() {
     local t
+    rm -rf "$RESTIC_CACHE_DIR"
     drop_caches
     t=$(ms); "$coffer" restore --repo "$repo" --key admin.key --target "$W/r-coffer" latest
-    B[coffer,restore]=$(elapsed "$t")
+    B[coffer,restore,$1]=$(elapsed "$t")
+    rm -rf "$RESTIC_CACHE_DIR"
     drop_caches
     t=$(ms); restic restore -q latest --target "$W/r-restic"
-    B[restic,restore]=$(elapsed "$t")
+    B[restic,restore,$1]=$(elapsed "$t")
     diff -r --no-dereference "$W/data" "$W/r-coffer$W/data" >/dev/null || { echo "coffer's restore differs" >&2; exit 1; }
     rm -rf "$W/r-coffer" "$W/r-restic"
 }
-restore_both
 
-measure_both_mounts "$repo" "$W/data" "$probe"
+# keep_mount_figures SUFFIX: the mount figures just measured, kept as KEY_SUFFIX.
+keep_mount_figures() {
+    local t k
+    for t in coffer restic; do
+        for k in ttfb cold warm lslr diff rss; do R[$t,${k}_$1]=${R[$t,$k]}; done
+    done
+}
 
-row_time() { # label key [bytes]
-    local a=${B[coffer,$2]} b=${B[restic,$2]} ra rb
+for d in $DELAYS; do
+    echo "at ${d} ms each way..." >&2
+    use_delay "$d"
+    # The secret goes to curl on standard input, never on its command line.
+    printf 'user = "%s:%s"\n' "$AWS_ACCESS_KEY_ID" "$AWS_SECRET_ACCESS_KEY" |
+        curl -sSf -K - --aws-sigv4 "aws:amz:us-east-1:s3" -X PUT "$S3_ENDPOINT/coffer-bench-$d" \
+            -H "x-amz-content-sha256: $(sha256sum </dev/null | cut -d' ' -f1)" >/dev/null
+    repo="s3://coffer-bench-$d/repo"
+    export RESTIC_REPOSITORY="s3:$AWS_ENDPOINT_URL/restic-bench-$d"
+    rm -rf "$W/data" "$W/writer.key" "$RESTIC_CACHE_DIR"
+    cp -a "$W/data-v1" "$W/data"
+    "$coffer" init --repo "$repo" --recipient admin.cert --writer-key-out writer.key 2>/dev/null
+    restic init -q
+    backup_both first "$d"
+    backup_both same "$d"
+    change_data "$W/data"
+    sleep 1
+    backup_both changed "$d"
+    restore_both "$d"
+    rm -rf "$RESTIC_CACHE_DIR"
+    measure_both_mounts "$repo" "$W/data" "$probe"
+    keep_mount_figures "fresh_$d"
+    measure_both_mounts "$repo" "$W/data" "$probe"
+    keep_mount_figures "warm_$d"
+done
+
+row_time() { # label key delay [bytes]
+    local a=${B[coffer,$2,$3]} b=${B[restic,$2,$3]} ra rb
     ra="${a}ms" rb="${b}ms"
-    if [ -n "${3:-}" ]; then
-        ra="$ra $(mibs "$3" "$a")" rb="$rb $(mibs "$3" "$b")"
+    if [ -n "${4:-}" ]; then
+        ra="$ra $(mibs "$4" "$a")" rb="$rb $(mibs "$4" "$b")"
     fi
     printf '%-40s %22s %22s %8s\n' "$1" "$ra" "$rb" "$(ratio "$a" "$b")"
 }
-echo
-echo "over S3 (radosgw on 127.0.0.1), $((bytes / 1048576)) MiB in $(find "$W/data" -type f | wc -l) files"
-printf '%-40s %22s %22s %8s\n' "" coffer restic ratio
-row_time "first backup" first "$bytes"
-row_time "backup again, nothing changed" same
-row_time "backup after changing 300 files" changed
-row_time "restore the whole snapshot" restore "$bytes"
-COLW=22 print_mount_rows coffer restic
+for d in $DELAYS; do
+    echo
+    echo "over S3 (radosgw on 127.0.0.1) at $((2 * d)) ms round trip, $((bytes / 1048576)) MiB in $(find "$W/data-v1" -type f | wc -l) files"
+    printf '%-40s %22s %22s %8s\n' "" coffer restic ratio
+    row_time "first backup" first "$d" "$bytes"
+    row_time "backup again, nothing changed" same "$d"
+    row_time "backup after changing 300 files" changed "$d"
+    row_time "restore the whole snapshot (no cache)" restore "$d" "$bytes"
+    for c in fresh warm; do
+        echo "mount, $c cache:"
+        for t in coffer restic; do
+            for k in ttfb cold warm lslr diff rss; do R[$t,$k]=${R[$t,${k}_${c}_$d]}; done
+        done
+        COLW=22 print_mount_rows coffer restic
+    done
+done
 echo "(times and RSS: ratio coffer/restic, lower is better; read throughput: coffer's speed-up)"

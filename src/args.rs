@@ -78,6 +78,20 @@ pub struct RepoArg {
     pub repo: String,
 }
 
+/// The metadata cache of commands that read snapshots.
+#[derive(Debug, Args)]
+pub struct CacheArgs {
+    /// Read straight from the repository, without the metadata cache (whole
+    /// tree packs and snapshots of a remote repository, kept in
+    /// $XDG_CACHE_HOME/coffer/<repo id>/metadata).
+    #[arg(long, env = "COFFER_NO_CACHE")]
+    pub no_cache: bool,
+    /// The most the metadata cache keeps on disk (least recently used
+    /// packs go first).
+    #[arg(long, default_value = "2GiB", value_parser = parse_size, value_name = "SIZE")]
+    pub metadata_cache_size: u64,
+}
+
 #[derive(Debug, Args)]
 pub struct SecretKeyArgs {
     /// The admin's OpenPGP secret key (armored or binary; `gpg
@@ -214,6 +228,8 @@ pub struct SnapshotsArgs {
     pub repo: RepoArg,
     #[command(flatten)]
     pub key: SecretKeyArgs,
+    #[command(flatten)]
+    pub cache: CacheArgs,
     /// Print a JSON array instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -340,6 +356,8 @@ pub struct RestoreArgs {
     pub repo: RepoArg,
     #[command(flatten)]
     pub key: SecretKeyArgs,
+    #[command(flatten)]
+    pub cache: CacheArgs,
     /// `latest` or an id prefix, optionally with `:PATH` inside the snapshot.
     #[arg(value_name = "SNAPSHOT[:PATH]")]
     pub snapshot: String,
@@ -364,6 +382,8 @@ pub struct CatArgs {
     pub repo: RepoArg,
     #[command(flatten)]
     pub key: SecretKeyArgs,
+    #[command(flatten)]
+    pub cache: CacheArgs,
     /// `latest` or an id prefix, then `:PATH` of a file.
     #[arg(value_name = "SNAPSHOT:PATH")]
     pub spec: String,
@@ -376,6 +396,8 @@ pub struct ExportArgs {
     pub repo: RepoArg,
     #[command(flatten)]
     pub key: SecretKeyArgs,
+    #[command(flatten)]
+    pub cache: CacheArgs,
     /// `latest` or an id prefix, optionally with `:PATH` inside the snapshot
     /// (a directory's contents go at the archive's top level).
     #[arg(value_name = "SNAPSHOT[:PATH]")]
@@ -397,6 +419,8 @@ pub struct MountArgs {
     pub repo: RepoArg,
     #[command(flatten)]
     pub key: SecretKeyArgs,
+    #[command(flatten)]
+    pub cache: CacheArgs,
     /// Where to mount (an existing empty directory).
     #[arg(value_name = "MOUNTPOINT")]
     pub mountpoint: PathBuf,
@@ -417,6 +441,8 @@ pub struct DiffArgs {
     pub repo: RepoArg,
     #[command(flatten)]
     pub key: SecretKeyArgs,
+    #[command(flatten)]
+    pub cache: CacheArgs,
     /// The older snapshot (`latest` or an id prefix).
     pub snapshot_a: String,
     /// The newer snapshot.

@@ -17,13 +17,15 @@ pub use mount::mount;
 pub use restore::{cat, export, restore};
 pub use setup::{init, key_generate};
 
-use crate::args::{RepoArg, SecretKeyArgs};
-use anyhow::{Context, Result};
+use crate::args::{CacheArgs, RepoArg, SecretKeyArgs};
+use anyhow::{bail, Context, Result};
 use coffer_core::backend;
 use coffer_core::crypto::keyfile::{self, ModeCheck};
 use coffer_core::crypto::SecretKeys;
 use coffer_core::repository::known::KnownRepositories;
+use coffer_core::repository::metadata_cache::MetadataCache;
 use coffer_core::repository::Repository;
+use std::path::PathBuf;
 use tokio::runtime::Runtime;
 
 /// What a command wants the process to exit with, when it did not fail.
@@ -57,6 +59,40 @@ pub fn open_repo(rt: &Runtime, repo: &RepoArg, key: &SecretKeyArgs) -> Result<Re
     let backend = rt.block_on(backend::open(&repo.repo, Default::default()))?;
     let pins = KnownRepositories::of_this_host();
     Ok(rt.block_on(Repository::open(backend, keys, pins.as_ref()))?)
+}
+
+/// [`open_repo`] for a command that reads snapshots: a remote repository's
+/// trees and snapshots come through the metadata cache (unless
+/// `--no-cache`), in `$XDG_CACHE_HOME/coffer/<repo id>/metadata`. `check`,
+/// `forget` and `prune` read the store itself, never a cached copy.
+pub fn open_repo_cached(
+    rt: &Runtime,
+    repo: &RepoArg,
+    key: &SecretKeyArgs,
+    cache: &CacheArgs,
+) -> Result<Repository> {
+    let opened = open_repo(rt, repo, key)?;
+    if cache.no_cache || opened.backend().is_local() {
+        return Ok(opened);
+    }
+    let Ok(home) = cache_home() else {
+        tracing::warn!("no metadata cache: set XDG_CACHE_HOME or HOME");
+        return Ok(opened);
+    };
+    let dir = home.join(&opened.config().id).join("metadata");
+    Ok(opened.with_metadata_cache(MetadataCache::new(dir, cache.metadata_cache_size)))
+}
+
+/// `$XDG_CACHE_HOME/coffer`, else `$HOME/.cache/coffer`: where the writer's
+/// state and the readers' metadata cache live by default.
+pub fn cache_home() -> Result<PathBuf> {
+    if let Some(d) = std::env::var_os("XDG_CACHE_HOME").filter(|d| !d.is_empty()) {
+        return Ok(PathBuf::from(d).join("coffer"));
+    }
+    match std::env::var_os("HOME").filter(|d| !d.is_empty()) {
+        Some(h) => Ok(PathBuf::from(h).join(".cache/coffer")),
+        None => bail!("cannot choose a cache directory: set XDG_CACHE_HOME or HOME"),
+    }
 }
 
 fn read_passphrase(key: &SecretKeyArgs) -> Result<Option<String>> {

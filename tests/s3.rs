@@ -524,3 +524,149 @@ fn mount_gives_eio_while_the_store_fails_and_recovers_when_it_heals() {
     env.restore("latest", &out);
     assert_same_tree(&src, &under(&out, &src));
 }
+
+/// The GETs of data and tree packs the proxy has seen.
+fn pack_gets(proxy: &Proxy, prefix: &str) -> usize {
+    proxy.requests("GET", &format!("{prefix}/data/")).len()
+}
+
+/// The tree packs in the metadata cache under `env`'s cache directory.
+fn cached_tree_packs(env: &Env) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut dirs = vec![env.path("cache")];
+    while let Some(dir) = dirs.pop() {
+        for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let path = e.path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.components().any(|c| c.as_os_str() == "metadata")
+                && !path.components().any(|c| c.as_os_str() == "snapshots")
+            {
+                out.push(path);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// `ls -lR` of `dir`: what it printed.
+fn ls_lr(dir: &Path) -> String {
+    let out = std::process::Command::new("ls")
+        .arg("-lR")
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The mount 40 ms (round trip) away from the store, through the proxy's
+/// latency mode: it lists a whole tree with one request per tree pack,
+/// reads it correctly, and a second mount lists it from the metadata cache
+/// without a request for the trees or the snapshot. A cached pack that is damaged (a byte
+/// flipped, cut short, replaced by another pack's bytes) is fetched again,
+/// never served.
+#[test]
+fn a_mount_across_a_wan_lists_from_whole_tree_packs_and_then_from_the_cache() {
+    let s3 = server();
+    s3.create_bucket("far", false);
+    let proxy = Proxy::start(&s3.endpoint, 0);
+    let env = Env::on_s3_as_admin(s3, &proxy.endpoint, "s3://far/r", &[]);
+    let src = env.path("src");
+    small_tree(&src);
+    env.backup(&[&src], &[]);
+    proxy.delay_ms.store(20, Ordering::Relaxed);
+
+    let before = pack_gets(&proxy, "/far/r");
+    let started = std::time::Instant::now();
+    let m = Mounted::new(&env, &[]);
+    let inside = under(&m.path("snapshots/latest"), &src);
+    let listing = ls_lr(&inside);
+    let listed = started.elapsed();
+    let tree_gets = pack_gets(&proxy, "/far/r") - before;
+    let packs = cached_tree_packs(&env);
+    assert!(!packs.is_empty(), "nothing cached");
+    assert!(
+        tree_gets <= packs.len(),
+        "{tree_gets} GETs of packs to list {} tree packs",
+        packs.len()
+    );
+    assert_eq!(diff_r(&src, &inside), Vec::<String>::new());
+    eprintln!(
+        "mount at 40 ms RTT: ls -lR in {:.2} s ({tree_gets} pack GETs), whole diff -r in {:.1} s",
+        listed.as_secs_f64(),
+        started.elapsed().as_secs_f64()
+    );
+    let (code, log) = m.unmount();
+    assert_eq!(code, Some(0), "{log}");
+
+    // A new mount: the trees and the snapshot come from the cache.
+    let before = pack_gets(&proxy, "/far/r");
+    let snapshot_gets = || proxy.requests("GET", "/far/r/snapshots/").len();
+    let snapshots_before = snapshot_gets();
+    let m = Mounted::new(&env, &[]);
+    let inside = under(&m.path("snapshots/latest"), &src);
+    assert_eq!(ls_lr(&inside), listing);
+    assert_eq!(pack_gets(&proxy, "/far/r"), before, "trees fetched again");
+    assert_eq!(
+        snapshot_gets(),
+        snapshots_before,
+        "the snapshot fetched again"
+    );
+    let (code, log) = m.unmount();
+    assert_eq!(code, Some(0), "{log}");
+
+    // Damage the cache: every kind is detected and fetched again.
+    let first = packs[0].clone();
+    let good = std::fs::read(&first).unwrap();
+    let flipped = {
+        let mut b = good.clone();
+        let i = b.len() / 2;
+        b[i] ^= 0x40;
+        b
+    };
+    let cut = good[..good.len() / 3].to_vec();
+    let other = random_bytes(99, good.len());
+    for (what, bad) in [("flipped", flipped), ("cut", cut), ("replaced", other)] {
+        std::fs::write(&first, &bad).unwrap();
+        let before = pack_gets(&proxy, "/far/r");
+        let m = Mounted::new(&env, &[]);
+        let inside = under(&m.path("snapshots/latest"), &src);
+        assert_eq!(ls_lr(&inside), listing, "{what}");
+        assert_eq!(diff_r(&src, &inside), Vec::<String>::new(), "{what}");
+        assert!(
+            pack_gets(&proxy, "/far/r") > before,
+            "{what}: not fetched again"
+        );
+        assert_eq!(std::fs::read(&first).unwrap(), good, "{what}: not repaired");
+        let (code, log) = m.unmount();
+        assert_eq!(code, Some(0), "{what}: {log}");
+    }
+
+    // A restore reads its trees from the cache too, and is right.
+    let before = proxy.requests("GET", "/far/r/data/").len();
+    let out = env.path("out");
+    env.restore("latest", &out);
+    assert_same_tree(&src, &under(&out, &src));
+    let whole_packs = proxy.requests("GET", "/far/r/data/")[before..]
+        .iter()
+        .filter(|h| util::proxy::header(h, "range").is_none())
+        .count();
+    assert_eq!(whole_packs, 0, "a restore fetched tree packs again");
+
+    // A cache that cannot be written: said once, and everything works.
+    let metadata = packs[0].parent().unwrap().parent().unwrap().to_path_buf();
+    std::fs::remove_dir_all(&metadata).unwrap();
+    std::fs::write(&metadata, b"in the way").unwrap();
+    let out = env.path("out-uncached");
+    let spec = format!("latest:{}", src.display());
+    let restored = env.admin_ok("restore", &[&spec, "--target", out.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&restored.stderr);
+    assert_eq!(stderr.matches("metadata cache").count(), 1, "{stderr}");
+    assert_same_tree(&src, &out);
+}

@@ -158,6 +158,12 @@ pub trait Backend: ReadBackend + WriteBackend + DeleteBackend {
     /// ([`crate::repository::known`]): a local directory's canonical path,
     /// an S3 URL as given (without trailing slashes).
     fn location(&self) -> String;
+
+    /// Whether it is on this machine's disks (a local directory), where a
+    /// metadata cache would only copy what is already at hand.
+    fn is_local(&self) -> bool {
+        false
+    }
 }
 
 /// Opens the backend a `--repo` argument names: `s3://BUCKET/PREFIX` or a

@@ -7,6 +7,7 @@
 //! CLI read through here.
 
 pub mod known;
+pub mod metadata_cache;
 
 use crate::backend::{Backend, ObjectKey, ObjectKind};
 use crate::crypto::blob;
@@ -19,8 +20,12 @@ use crate::format::index::IndexFile;
 use crate::format::snapshot::{host_tag, parse_object_name, Snapshot, SnapshotInfo};
 use crate::format::tree::{Entry, Kind, Location, Tree};
 use known::{KnownRepositories, Pin};
+use metadata_cache::MetadataCache;
 use std::collections::HashMap;
 use std::sync::Arc;
+
+/// Snapshot objects fetched at once when listing them.
+const SNAPSHOT_LOADS: usize = 32;
 
 /// A repository opened for reading.
 pub struct Repository {
@@ -31,6 +36,9 @@ pub struct Repository {
     writers: Writers,
     /// SHA-256 of the `config` object as read.
     config_digest: ObjectId,
+    /// Tree packs and snapshots kept on local disk (readers of a remote
+    /// repository).
+    cache: Option<MetadataCache>,
 }
 
 impl Repository {
@@ -70,7 +78,20 @@ impl Repository {
             opener,
             writers,
             config_digest,
+            cache: None,
         })
+    }
+
+    /// Reads trees and snapshots through `cache`: the first tree read from
+    /// a tree pack fetches the whole pack and keeps it there.
+    pub fn with_metadata_cache(mut self, cache: MetadataCache) -> Self {
+        self.cache = Some(cache);
+        self
+    }
+
+    /// The metadata cache, if trees are read through one.
+    pub fn metadata_cache(&self) -> Option<&MetadataCache> {
+        self.cache.as_ref()
     }
 
     /// The repository's configuration.
@@ -90,10 +111,15 @@ impl Repository {
     /// out with a warning (`coffer check` reports it), so it hides no other;
     /// failing to read one is an error.
     pub async fn snapshots(&self) -> Result<Vec<SnapshotInfo>> {
+        use futures_util::stream::{self, StreamExt};
         let names = self.snapshot_names().await?;
-        let mut out = Vec::with_capacity(names.len());
-        for name in names {
-            match self.load_snapshot(&name).await {
+        let mut out: Vec<SnapshotInfo> = Vec::with_capacity(names.len());
+        // Several at once: over a WAN each is a round trip.
+        let mut loads = stream::iter(names)
+            .map(|name| async move { self.load_snapshot(&name).await })
+            .buffered(SNAPSHOT_LOADS);
+        while let Some(loaded) = loads.next().await {
+            match loaded {
                 Ok(info) => out.push(info),
                 Err(e @ (Error::Damaged { .. } | Error::Forged { .. })) => {
                     tracing::warn!("{e}; left out (run `coffer check`)");
@@ -160,6 +186,34 @@ impl Repository {
         IndexFile::from_json(&json, &object)
     }
 
+    /// The bytes of object `key` (`name`, whose SHA-256 is `id`): a
+    /// snapshot from the metadata cache when it holds a copy with the right
+    /// SHA-256 (anything else there is dropped), else fetched (and then
+    /// kept). Its signature is checked by the caller either way.
+    async fn get_named(
+        &self,
+        kind: ObjectKind,
+        name: &str,
+        key: &ObjectKey,
+        id: &ObjectId,
+    ) -> Result<Vec<u8>> {
+        let cache = self.cache.as_ref().filter(|_| kind == ObjectKind::Snapshot);
+        if let Some(cache) = cache {
+            match cache.read_snapshot(name) {
+                Some(bytes) if ObjectId::of_bytes(&bytes) == *id => return Ok(bytes),
+                Some(_) => cache.remove_snapshot(name),
+                None => {}
+            }
+        }
+        let bytes = self.backend.get(key).await?;
+        if let Some(cache) = cache {
+            if ObjectId::of_bytes(&bytes) == *id {
+                cache.store_snapshot(name, &bytes);
+            }
+        }
+        Ok(bytes)
+    }
+
     /// Reads an object named by the SHA-256 of its bytes, checks the name
     /// and decrypts it: (id, object path, plaintext).
     async fn load_named(
@@ -174,7 +228,7 @@ impl Repository {
             _ => ObjectId::from_hex(name),
         }
         .ok_or_else(|| Error::damaged(&object, "name is not an object id"))?;
-        let bytes = self.backend.get(&key).await?;
+        let bytes = self.get_named(kind, name, &key, &id).await?;
         if ObjectId::of_bytes(&bytes) != id {
             return Err(Error::damaged(&object, "content does not match its name"));
         }
@@ -236,11 +290,71 @@ impl Repository {
 
     /// Fetches and parses one tree.
     pub async fn read_tree(&self, loc: &Location) -> Result<Tree> {
-        let stored = self.fetch_blob(loc).await?;
-        self.decode_tree(loc, &stored)
+        let json = self.read_tree_json(loc).await?;
+        Tree::from_json(&json, &format!("tree {}", loc.id))
     }
 
-    /// Decrypts, verifies and parses a tree's stored bytes.
+    /// A tree's plaintext (JSON), verified: through the tree cache when
+    /// there is one (a cached copy that fails verification is dropped and
+    /// its pack fetched again), else with one ranged read.
+    pub async fn read_tree_json(&self, loc: &Location) -> Result<Vec<u8>> {
+        let Some(cache) = &self.cache else {
+            return self.read_blob(loc).await;
+        };
+        if let Some(stored) = cache.read(&loc.pack, loc.offset, loc.length) {
+            match self.decode_blob(loc, &stored) {
+                Ok(json) => return Ok(json),
+                Err(e) => {
+                    tracing::warn!(
+                        "metadata cache: tree pack {} failed verification ({e}); fetching it again",
+                        loc.pack
+                    );
+                    cache.remove(&loc.pack);
+                }
+            }
+        }
+        let stored = self.fetch_tree_pack(cache, loc).await?;
+        self.decode_blob(loc, &stored)
+    }
+
+    /// The stored bytes of tree `loc`, its whole pack fetched (by one
+    /// reader at a time: the others then find it cached) and kept.
+    async fn fetch_tree_pack(&self, cache: &MetadataCache, loc: &Location) -> Result<Vec<u8>> {
+        let flight = cache.flight(&loc.pack);
+        let fetched = async {
+            let _one = flight.lock().await;
+            if let Some(stored) = cache.read(&loc.pack, loc.offset, loc.length) {
+                return Ok(stored); // another reader just fetched it
+            }
+            let pack = self.backend.get(&pack_key(&loc.pack)).await?;
+            let blob = usize::try_from(loc.offset)
+                .ok()
+                .zip(usize::try_from(loc.offset.saturating_add(loc.length)).ok())
+                .and_then(|(from, to)| pack.get(from..to))
+                .map(<[u8]>::to_vec)
+                .ok_or_else(|| {
+                    Error::damaged(
+                        pack_key(&loc.pack).path(),
+                        format!(
+                            "truncated: {} bytes, tree {} at {}+{}",
+                            pack.len(),
+                            loc.id,
+                            loc.offset,
+                            loc.length
+                        ),
+                    )
+                })?;
+            cache.store(&loc.pack, &pack);
+            Ok(blob)
+        }
+        .await;
+        drop(flight);
+        cache.landed(&loc.pack);
+        fetched
+    }
+
+    /// Decrypts, verifies and parses a tree's stored bytes (read without
+    /// the tree cache).
     pub fn decode_tree(&self, loc: &Location, stored: &[u8]) -> Result<Tree> {
         let json = self.decode_blob(loc, stored)?;
         Tree::from_json(&json, &format!("tree {}", loc.id))

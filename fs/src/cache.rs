@@ -24,6 +24,13 @@ type Flight = Arc<OnceCell<Arc<Vec<u8>>>>;
 /// slower on 2 cores).
 pub const PREFETCHES_AT_ONCE: usize = 4;
 
+/// What a blob is, for where a miss reads it from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Blob {
+    Chunk,
+    Tree,
+}
+
 /// Decrypted blobs, most recently used kept, at most `limit` bytes.
 pub struct BlobCache {
     repo: Arc<Repository>,
@@ -94,6 +101,16 @@ impl BlobCache {
     /// fetch at once (and a queued prefetch of the same blob then finds it
     /// cached). Does nothing outside a tokio runtime.
     pub fn prefetch<'a>(self: &Arc<Self>, locs: impl IntoIterator<Item = &'a Location>) {
+        self.prefetch_as(Blob::Chunk, locs);
+    }
+
+    /// [`BlobCache::prefetch`] for trees (read through the repository's
+    /// tree cache, when it has one).
+    pub fn prefetch_trees<'a>(self: &Arc<Self>, locs: impl IntoIterator<Item = &'a Location>) {
+        self.prefetch_as(Blob::Tree, locs);
+    }
+
+    fn prefetch_as<'a>(self: &Arc<Self>, what: Blob, locs: impl IntoIterator<Item = &'a Location>) {
         let Ok(rt) = tokio::runtime::Handle::try_current() else {
             return;
         };
@@ -109,7 +126,7 @@ impl BlobCache {
                 // Checked again: a permit is never held waiting for a fetch
                 // that someone else started.
                 if !cache.cached_or_coming(&loc.id) {
-                    let _ = cache.get(&loc).await;
+                    let _ = cache.get_as(what, &loc).await;
                 }
             });
         }
@@ -123,6 +140,16 @@ impl BlobCache {
     /// The plaintext of the blob at `loc`, from the cache or fetched,
     /// decrypted and verified once however many callers ask at the same time.
     pub async fn get(&self, loc: &Location) -> Result<Arc<Vec<u8>>> {
+        self.get_as(Blob::Chunk, loc).await
+    }
+
+    /// [`BlobCache::get`] for a tree: a miss reads it through the
+    /// repository's tree cache (whole tree packs on disk), when it has one.
+    pub async fn get_tree(&self, loc: &Location) -> Result<Arc<Vec<u8>>> {
+        self.get_as(Blob::Tree, loc).await
+    }
+
+    async fn get_as(&self, what: Blob, loc: &Location) -> Result<Arc<Vec<u8>>> {
         if let Some(hit) = lock(&self.lru).map.get(&loc.id) {
             return Ok(hit.clone());
         }
@@ -130,7 +157,10 @@ impl BlobCache {
             .entry(loc.id)
             .or_insert_with(|| Arc::new(OnceCell::new()))
             .clone();
-        let result = flight.get_or_try_init(|| self.fetch(*loc)).await.cloned();
+        let result = flight
+            .get_or_try_init(|| self.fetch(what, *loc))
+            .await
+            .cloned();
         {
             let mut inflight = lock(&self.inflight);
             if inflight
@@ -145,7 +175,11 @@ impl BlobCache {
         Ok(data)
     }
 
-    async fn fetch(&self, loc: Location) -> Result<Arc<Vec<u8>>> {
+    async fn fetch(&self, what: Blob, loc: Location) -> Result<Arc<Vec<u8>>> {
+        if what == Blob::Tree && self.repo.metadata_cache().is_some() {
+            // Trees are small: decoded where they are read.
+            return self.repo.read_tree_json(&loc).await.map(Arc::new);
+        }
         let stored = self.repo.fetch_blob(&loc).await?;
         let repo = self.repo.clone();
         tokio::task::spawn_blocking(move || repo.decode_blob(&loc, &stored))

@@ -80,7 +80,7 @@ impl Mounted {
     /// (`ls -lR`, `find`, `diff -r`) finds them cached: read-ahead for trees.
     fn prefetch_subtrees(&self, tree: &Tree) {
         let subtrees = tree.entries.iter().filter_map(|e| e.subtree.as_ref());
-        self.cache.prefetch(subtrees.take(SUBTREE_PREFETCH));
+        self.cache.prefetch_trees(subtrees.take(SUBTREE_PREFETCH));
     }
 
     /// Whether `ino`'s children are loaded and final (answerable without I/O).
@@ -148,7 +148,11 @@ impl Mounted {
 
     async fn tree(&self, loc: &Location) -> Result<Tree, Errno> {
         let what = format!("tree {}", loc.id);
-        let json = self.cache.get(loc).await.map_err(|e| self.eio(&what, &e))?;
+        let json = self
+            .cache
+            .get_tree(loc)
+            .await
+            .map_err(|e| self.eio(&what, &e))?;
         Tree::from_json(&json, &what).map_err(|e| self.eio(&what, &e))
     }
 

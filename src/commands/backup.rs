@@ -4,11 +4,10 @@ use super::{mib, mode_check, Outcome};
 use crate::args::{BackupArgs, LockModeArg};
 use crate::command_output::CommandOutput;
 use crate::progress::{Display, Reporter};
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use coffer_core::backend;
 use coffer_core::backend::s3::{LockMode, ObjectLock, S3WriteOptions};
 use coffer_core::crypto::WriterKey;
-use std::path::PathBuf;
 use tokio::runtime::Runtime;
 
 /// The name a backed-up stream is stored under, if this is a stream backup.
@@ -63,7 +62,9 @@ fn run_backup(
     let backend = rt.block_on(backend::open(&a.repo.repo, s3))?;
     let state_dir = match &a.state_dir {
         Some(d) => d.clone(),
-        None => default_state_dir()?.join(&key.config.id),
+        None => super::cache_home()
+            .context("cannot choose a state directory: set --state-dir, COFFER_STATE_DIR or HOME")?
+            .join(&key.config.id),
     };
     let reporter = Reporter::start("backup", Display::choose(a.json));
     let opts = coffer_writer::BackupOptions {
@@ -126,15 +127,5 @@ fn run_backup(
             summary.warnings.len()
         );
         Ok((Outcome::Partial, summary.snapshot.stats))
-    }
-}
-
-fn default_state_dir() -> Result<PathBuf> {
-    if let Some(d) = std::env::var_os("XDG_CACHE_HOME").filter(|d| !d.is_empty()) {
-        return Ok(PathBuf::from(d).join("coffer"));
-    }
-    match std::env::var_os("HOME").filter(|d| !d.is_empty()) {
-        Some(h) => Ok(PathBuf::from(h).join(".cache/coffer")),
-        None => bail!("cannot choose a state directory: set --state-dir, COFFER_STATE_DIR or HOME"),
     }
 }

@@ -1,7 +1,7 @@
 //! What is in a repository, without writing anything: `snapshots`,
 //! `status`, `check` and `diff`.
 
-use super::{open_repo, Outcome};
+use super::{open_repo, open_repo_cached, Outcome};
 use crate::args::{CheckArgs, DiffArgs, SnapshotsArgs, StatusArgs};
 use anyhow::{bail, Result};
 use coffer_core::backend;
@@ -12,7 +12,7 @@ use std::io::Write;
 use tokio::runtime::Runtime;
 
 pub fn snapshots(rt: &Runtime, a: &SnapshotsArgs) -> Result<Outcome> {
-    let repo = open_repo(rt, &a.repo, &a.key)?;
+    let repo = open_repo_cached(rt, &a.repo, &a.key, &a.cache)?;
     let all = rt.block_on(repo.snapshots())?;
     let mut out = std::io::stdout().lock();
     if a.json {
@@ -143,7 +143,7 @@ pub fn check(rt: &Runtime, a: &CheckArgs) -> Result<Outcome> {
 }
 
 pub fn diff(rt: &Runtime, a: &DiffArgs, verbose: bool) -> Result<Outcome> {
-    let repo = open_repo(rt, &a.repo, &a.key)?;
+    let repo = open_repo_cached(rt, &a.repo, &a.key, &a.cache)?;
     let (sa, sb) = (
         rt.block_on(repo.find_snapshot(&a.snapshot_a))?,
         rt.block_on(repo.find_snapshot(&a.snapshot_b))?,

@@ -1,12 +1,12 @@
 //! `mount`: serve the repository as a read-only filesystem until unmounted.
 
-use super::{open_repo, Outcome};
+use super::{open_repo_cached, Outcome};
 use crate::args::MountArgs;
 use anyhow::{Context, Result};
 use tokio::runtime::Runtime;
 
 pub fn mount(rt: Runtime, a: &MountArgs) -> Result<Outcome> {
-    let repo = std::sync::Arc::new(open_repo(&rt, &a.repo, &a.key)?);
+    let repo = std::sync::Arc::new(open_repo_cached(&rt, &a.repo, &a.key, &a.cache)?);
     let opts = coffer_fs::MountOptions {
         cache_bytes: a.cache_size,
         allow_other: a.allow_other,

@@ -1,7 +1,7 @@
 //! Getting data out: `restore` into a directory, `cat` to standard output,
 //! `export` as one archive.
 
-use super::{mib, open_repo, split_spec, Outcome};
+use super::{mib, open_repo_cached, split_spec, Outcome};
 use crate::args::{CatArgs, ExportArgs, RestoreArgs};
 use crate::progress::{Display, Reporter};
 use anyhow::{bail, Context, Result};
@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use tokio::runtime::Runtime;
 
 pub fn restore(rt: &Runtime, a: &RestoreArgs, verbose: bool) -> Result<Outcome> {
-    let repo = std::sync::Arc::new(open_repo(rt, &a.repo, &a.key)?);
+    let repo = std::sync::Arc::new(open_repo_cached(rt, &a.repo, &a.key, &a.cache)?);
     let (snap, path) = split_spec(&a.snapshot);
     let info = rt.block_on(repo.find_snapshot(snap))?;
     let reporter = Reporter::start("restore", Display::choose(a.json));
@@ -72,7 +72,7 @@ pub fn restore(rt: &Runtime, a: &RestoreArgs, verbose: bool) -> Result<Outcome> 
 }
 
 pub fn cat(rt: &Runtime, a: &CatArgs) -> Result<Outcome> {
-    let repo = open_repo(rt, &a.repo, &a.key)?;
+    let repo = open_repo_cached(rt, &a.repo, &a.key, &a.cache)?;
     let (snap, path) = split_spec(&a.spec);
     if path.trim_matches('/').is_empty() {
         bail!("give a file: SNAPSHOT:PATH, e.g. latest:/etc/hosts");
@@ -110,7 +110,7 @@ pub fn export(rt: &Runtime, a: &ExportArgs, verbose: bool) -> Result<Outcome> {
         (None, Some(tar)) => (Format::Tar, tar),
         (None, None) => bail!("give --zip FILE or --tar FILE"),
     };
-    let repo = open_repo(rt, &a.repo, &a.key)?;
+    let repo = open_repo_cached(rt, &a.repo, &a.key, &a.cache)?;
     let (snap, path) = split_spec(&a.snapshot);
     let info = rt.block_on(repo.find_snapshot(snap))?;
     let run = |out| {

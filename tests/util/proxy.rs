@@ -4,7 +4,11 @@
 //! before the request is forwarded, one dropped after it was forwarded (the
 //! request happened, the client never hears), or a response body cut short.
 //! With `stall_ms` set, every request is held that long before anything
-//! else happens (a store that stops answering).
+//! else happens (a store that stops answering). With `delay_ms` set, it
+//! plays a WAN: each request reaches the server that much later and each
+//! response the client that much later again (a round trip of twice the
+//! delay; connections are served in parallel, so it is latency, not a
+//! throughput cap).
 //! It keeps every request head it saw, and can play a store without
 //! conditional writes (`501 NotImplemented` to `If-None-Match`).
 
@@ -61,6 +65,8 @@ pub struct Proxy {
     pub reject_conditional: Arc<AtomicBool>,
     /// Hold every request this many milliseconds first (0: none).
     pub stall_ms: Arc<AtomicU64>,
+    /// Latency added each way, milliseconds (0: none).
+    pub delay_ms: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
 }
 
@@ -72,6 +78,7 @@ struct Shared {
     heads: Arc<Mutex<Vec<String>>>,
     reject_conditional: Arc<AtomicBool>,
     stall_ms: Arc<AtomicU64>,
+    delay_ms: Arc<AtomicU64>,
 }
 
 impl Drop for Proxy {
@@ -97,6 +104,7 @@ impl Proxy {
             heads: Arc::new(Mutex::new(Vec::new())),
             reject_conditional: Arc::new(AtomicBool::new(false)),
             stall_ms: Arc::new(AtomicU64::new(0)),
+            delay_ms: Arc::new(AtomicU64::new(0)),
         });
         let stop = Arc::new(AtomicBool::new(false));
         let proxy = Self {
@@ -106,6 +114,7 @@ impl Proxy {
             heads: shared.heads.clone(),
             reject_conditional: shared.reject_conditional.clone(),
             stall_ms: shared.stall_ms.clone(),
+            delay_ms: shared.delay_ms.clone(),
             stop: stop.clone(),
         };
         std::thread::spawn(move || {
@@ -123,13 +132,19 @@ impl Proxy {
 
     /// The heads of the PUT requests seen so far whose path contains `part`.
     pub fn puts(&self, part: &str) -> Vec<String> {
+        self.requests("PUT", part)
+    }
+
+    /// The heads of the `method` requests seen so far whose path contains
+    /// `part`.
+    pub fn requests(&self, method: &str, part: &str) -> Vec<String> {
         let heads = self.heads.lock().unwrap_or_else(|e| e.into_inner());
         heads
             .iter()
             .filter(|h| {
                 h.lines()
                     .next()
-                    .is_some_and(|l| l.starts_with("PUT ") && l.contains(part))
+                    .is_some_and(|l| l.split(' ').next() == Some(method) && l.contains(part))
             })
             .cloned()
             .collect()
@@ -229,6 +244,8 @@ fn serve(client: TcpStream, shared: &Shared) {
         if stall > 0 {
             std::thread::sleep(std::time::Duration::from_millis(stall));
         }
+        let delay = std::time::Duration::from_millis(shared.delay_ms.load(Ordering::Relaxed));
+        std::thread::sleep(delay); // on its way to the server
         let text = String::from_utf8_lossy(&head).into_owned();
         let conditional = header(&text, "if-none-match").is_some();
         shared
@@ -290,6 +307,7 @@ fn serve(client: TcpStream, shared: &Shared) {
             let _ = writer.shutdown(Shutdown::Both);
             return;
         }
+        std::thread::sleep(delay); // on its way back
         if writer.write_all(&response).is_err() {
             return;
         }

@@ -208,6 +208,10 @@ impl Backend for LocalBackend {
             .display()
             .to_string()
     }
+
+    fn is_local(&self) -> bool {
+        true
+    }
 }
 
 #[cfg(test)]

@@ -233,6 +233,17 @@ async fn read_trees(
     span: Span,
     batch: Vec<(Location, PathBuf)>,
 ) -> Result<Vec<(PathBuf, Result<Tree>)>> {
+    if repo.metadata_cache().is_some() {
+        // Whole tree packs come through the cache: read each from there.
+        let mut each = Vec::with_capacity(batch.len());
+        for (loc, path) in batch {
+            match repo.read_tree(&loc).await {
+                Err(e) if !is_damage(&e) => return Err(at(&path, e)),
+                tree => each.push((path, tree)),
+            }
+        }
+        return Ok(each);
+    }
     let data = match span.read(repo).await {
         Ok(data) => data,
         Err(e) if is_damage(&e) => {

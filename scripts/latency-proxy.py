@@ -1,0 +1,89 @@
+#!/usr/bin/env python3
+"""A TCP proxy that adds latency, to measure coffer and its peers as if the
+S3 server were a WAN away: every chunk of bytes is forwarded DELAY_MS after
+it arrived, in each direction (so a request-response round trip costs
+2 x DELAY_MS more), through a queue with due times per direction: latency
+never caps throughput, as on a real long fat pipe. An optional --mbit caps
+each direction of each connection.
+
+    latency-proxy.py --listen 127.0.0.1:PORT --upstream 127.0.0.1:PORT --delay-ms 20
+
+It prints its port (useful with --listen 127.0.0.1:0) on standard output
+once listening, and runs until killed.
+"""
+import argparse
+import asyncio
+import time
+
+
+async def pump(reader, writer, delay, mbit):
+    """Forwards what `reader` gives to `writer`, each chunk `delay` seconds
+    after it arrived; a reader task and a writer task meet in a queue."""
+    queue = asyncio.Queue()
+
+    async def read_side():
+        while True:
+            data = await reader.read(1 << 16)
+            await queue.put((time.monotonic() + delay, data))
+            if not data:
+                return
+
+    async def write_side():
+        next_free = 0.0  # with --mbit: when the pipe is free again
+        while True:
+            due, data = await queue.get()
+            if mbit:
+                start = max(due, next_free)
+                next_free = start + len(data) * 8 / (mbit * 1e6)
+                due = next_free
+            wait = due - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            if not data:
+                try:
+                    writer.write_eof()
+                except OSError:
+                    pass
+                return
+            writer.write(data)
+            await writer.drain()
+
+    try:
+        await asyncio.gather(read_side(), write_side())
+    except (ConnectionError, OSError):
+        pass
+
+
+async def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--listen", default="127.0.0.1:0")
+    p.add_argument("--upstream", required=True)
+    p.add_argument("--delay-ms", type=float, default=20.0, help="added each way")
+    p.add_argument("--mbit", type=float, default=0.0, help="cap per direction (0: none)")
+    a = p.parse_args()
+    up_host, up_port = a.upstream.rsplit(":", 1)
+    delay = a.delay_ms / 1000.0
+
+    async def handle(client_r, client_w):
+        try:
+            # Connecting costs a round trip on a WAN too.
+            await asyncio.sleep(2 * delay)
+            up_r, up_w = await asyncio.open_connection(up_host, int(up_port))
+        except OSError:
+            client_w.close()
+            return
+        await asyncio.gather(
+            pump(client_r, up_w, delay, a.mbit), pump(up_r, client_w, delay, a.mbit)
+        )
+        for w in (client_w, up_w):
+            w.close()
+
+    host, port = a.listen.rsplit(":", 1)
+    server = await asyncio.start_server(handle, host, int(port))
+    print(server.sockets[0].getsockname()[1], flush=True)
+    async with server:
+        await server.serve_forever()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
