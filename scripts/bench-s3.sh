@@ -40,6 +40,8 @@ set +a
 export AWS_ACCESS_KEY_ID="$ADMIN_ACCESS_KEY" AWS_SECRET_ACCESS_KEY="$ADMIN_SECRET_KEY"
 export AWS_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true
 export RESTIC_PASSWORD=bench RESTIC_CACHE_DIR="$W/restic-cache"
+# coffer's metadata cache: $XDG_CACHE_HOME/coffer/<repo id>/metadata.
+export XDG_CACHE_HOME="$W/coffer-cache"
 
 make_data "$W/data-v1"
 bytes=$(du -sb "$W/data-v1" | cut -f1)
@@ -73,14 +75,17 @@ backup_both() {
     B[restic,$1,$2]=$(elapsed "$t")
 }
 
+# no_caches: as on a new admin box.
+no_caches() { rm -rf "$RESTIC_CACHE_DIR" "$XDG_CACHE_HOME"; }
+
 # restore_both DELAY: with no cache, as on a new admin box.
 restore_both() {
     local t
-    rm -rf "$RESTIC_CACHE_DIR"
+    no_caches
     drop_caches
     t=$(ms); "$coffer" restore --repo "$repo" --key admin.key --target "$W/r-coffer" latest
     B[coffer,restore,$1]=$(elapsed "$t")
-    rm -rf "$RESTIC_CACHE_DIR"
+    no_caches
     drop_caches
     t=$(ms); restic restore -q latest --target "$W/r-restic"
     B[restic,restore,$1]=$(elapsed "$t")
@@ -105,7 +110,8 @@ for d in $DELAYS; do
             -H "x-amz-content-sha256: $(sha256sum </dev/null | cut -d' ' -f1)" >/dev/null
     repo="s3://coffer-bench-$d/repo"
     export RESTIC_REPOSITORY="s3:$AWS_ENDPOINT_URL/restic-bench-$d"
-    rm -rf "$W/data" "$W/writer.key" "$RESTIC_CACHE_DIR"
+    rm -rf "$W/data" "$W/writer.key"
+    no_caches
     cp -a "$W/data-v1" "$W/data"
     "$coffer" init --repo "$repo" --recipient admin.cert --writer-key-out writer.key 2>/dev/null
     restic init -q
@@ -115,7 +121,7 @@ for d in $DELAYS; do
     sleep 1
     backup_both changed "$d"
     restore_both "$d"
-    rm -rf "$RESTIC_CACHE_DIR"
+    no_caches
     measure_both_mounts "$repo" "$W/data" "$probe"
     keep_mount_figures "fresh_$d"
     measure_both_mounts "$repo" "$W/data" "$probe"

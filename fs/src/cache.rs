@@ -23,6 +23,9 @@ type Flight = Arc<OnceCell<Arc<Vec<u8>>>>;
 /// (64 subtree prefetches at once made a directory's first lookup 2-3x
 /// slower on 2 cores).
 pub const PREFETCHES_AT_ONCE: usize = 4;
+/// Read-ahead fetches at once from a remote repository, where each waits a
+/// round trip: the cores are idle meanwhile, so more in flight fill it.
+pub const REMOTE_PREFETCHES_AT_ONCE: usize = 16;
 
 /// What a blob is, for where a miss reads it from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,6 +70,11 @@ impl Lru {
 impl BlobCache {
     /// A cache of at most `limit` bytes over `repo`.
     pub fn new(repo: Arc<Repository>, limit: u64) -> Self {
+        let prefetches = if repo.backend().is_local() {
+            PREFETCHES_AT_ONCE
+        } else {
+            REMOTE_PREFETCHES_AT_ONCE
+        };
         Self {
             repo,
             lru: Mutex::new(Lru {
@@ -76,7 +84,7 @@ impl BlobCache {
                 reserved: 0,
             }),
             inflight: Mutex::new(HashMap::new()),
-            prefetch_slots: Semaphore::new(PREFETCHES_AT_ONCE),
+            prefetch_slots: Semaphore::new(prefetches),
         }
     }
 
@@ -96,7 +104,8 @@ impl BlobCache {
     }
 
     /// Starts fetching, in the background, each of `locs` not cached yet
-    /// (read-ahead), at most [`PREFETCHES_AT_ONCE`] at a time in the order
+    /// (read-ahead), at most [`PREFETCHES_AT_ONCE`] at a time (from a remote
+    /// repository [`REMOTE_PREFETCHES_AT_ONCE`]) in the order
     /// given. A reader's own request never waits for these: it starts its
     /// fetch at once (and a queued prefetch of the same blob then finds it
     /// cached). Does nothing outside a tokio runtime.

@@ -20,8 +20,13 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 
-/// Ranged reads in flight while writing files.
+/// Ranged reads in flight while writing files from a local repository
+/// (the disk and the cores are the limit)...
 const FETCHES_IN_FLIGHT: usize = 8;
+/// ...and from a remote one, where each read waits a round trip first:
+/// more in flight fill it (at 40 ms, 8 left a restore at 1.8x restic's
+/// time).
+const REMOTE_FETCHES_IN_FLIGHT: usize = 32;
 
 /// A regular file to write. Its chunks may be written by several decode
 /// tasks at once, each at its own offset; the one that writes the last
@@ -142,7 +147,8 @@ pub(super) struct Part {
 /// One ranged read and the file parts it holds.
 pub(super) type FileFetch = Fetch<Part>;
 
-/// The writing half: runs the queued reads, [`FETCHES_IN_FLIGHT`] at once;
+/// The writing half: runs the queued reads, [`FETCHES_IN_FLIGHT`] at once
+/// ([`REMOTE_FETCHES_IN_FLIGHT`] from a remote repository);
 /// each is decoded and its files written on the blocking pool (all cores),
 /// every chunk at its offset, so files are written in parallel.
 pub(super) struct FileWriter {
@@ -156,11 +162,16 @@ impl FileWriter {
     /// Runs every read the walk queues until it closes the queue.
     pub(super) async fn run(&mut self, rx: mpsc::Receiver<FileFetch>) -> Result<()> {
         let (repo, progress, is_root) = (self.repo.clone(), self.progress.clone(), self.is_root);
+        let in_flight = if repo.backend().is_local() {
+            FETCHES_IN_FLIGHT
+        } else {
+            REMOTE_FETCHES_IN_FLIGHT
+        };
         let written = futures_util::stream::unfold(rx, |mut rx| async move {
             rx.recv().await.map(|fetch| (fetch, rx))
         })
         .map(move |fetch| read_and_write(repo.clone(), fetch, progress.clone(), is_root))
-        .buffer_unordered(FETCHES_IN_FLIGHT);
+        .buffer_unordered(in_flight);
         let mut written = std::pin::pin!(written);
         while let Some(result) = written.next().await {
             self.stats.absorb(result?);
