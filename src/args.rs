@@ -49,6 +49,9 @@ pub enum Command {
     Mount(MountArgs),
     /// List what changed between two snapshots: + added, - removed, M content, U metadata.
     Diff(DiffArgs),
+    /// Show where the metadata cache of a repository is and how big, or
+    /// clear it (needs no key: it reads only `config`, for the id).
+    Cache(CacheCommandArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -265,6 +268,15 @@ fn parse_percent(text: &str) -> Result<f64, String> {
             "{text:?}: the percentage must be above 0 and at most 100"
         ))
     }
+}
+
+#[derive(Debug, Args)]
+pub struct CacheCommandArgs {
+    #[command(flatten)]
+    pub repo: RepoArg,
+    /// Delete it (always safe: what it held is fetched again when needed).
+    #[arg(long)]
+    pub clear: bool,
 }
 
 #[derive(Debug, Args)]

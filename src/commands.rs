@@ -1,6 +1,6 @@
 //! One function per subcommand: validate arguments, call the library,
 //! print. Grouped by what they do: `setup` (key generate, init), `backup`,
-//! `inspect` (snapshots, status, check, diff), `restore` (restore, cat,
+//! `inspect` (snapshots, status, check, diff, cache), `restore` (restore, cat,
 //! export), `mount`, `forget` (forget, prune); here, what they share.
 
 mod backup;
@@ -12,7 +12,7 @@ mod setup;
 
 pub use backup::backup;
 pub use forget::{forget, prune};
-pub use inspect::{check, diff, snapshots, status};
+pub use inspect::{cache, check, diff, snapshots, status};
 pub use mount::mount;
 pub use restore::{cat, export, restore};
 pub use setup::{init, key_generate};
@@ -79,8 +79,14 @@ pub fn open_repo_cached(
         tracing::warn!("no metadata cache: set XDG_CACHE_HOME or HOME");
         return Ok(opened);
     };
-    let dir = home.join(&opened.config().id).join("metadata");
+    let dir = metadata_cache_dir(&home, &opened.config().id);
     Ok(opened.with_metadata_cache(MetadataCache::new(dir, cache.metadata_cache_size)))
+}
+
+/// Where the metadata cache of repository `id` lives under `home`
+/// ([`cache_home`]).
+fn metadata_cache_dir(home: &std::path::Path, id: &str) -> PathBuf {
+    home.join(id).join("metadata")
 }
 
 /// `$XDG_CACHE_HOME/coffer`, else `$HOME/.cache/coffer`: where the writer's

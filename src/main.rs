@@ -53,6 +53,7 @@ fn run(cli: &Cli) -> anyhow::Result<Outcome> {
         Command::Backup(a) => commands::backup(&rt, a, cli.verbose),
         Command::Snapshots(a) => commands::snapshots(&rt, a),
         Command::Status(a) => commands::status(&rt, a),
+        Command::Cache(a) => commands::cache(&rt, a),
         Command::Check(a) => commands::check(&rt, a),
         Command::Forget(a) => commands::forget(&rt, a, cli.verbose),
         Command::Prune(a) => commands::prune(&rt, a, cli.verbose),

@@ -116,6 +116,17 @@ fn link_group(root: &Path) -> (Vec<u64>, bool) {
     (counts, one)
 }
 
+/// [`rsync_differences`] shows nothing below the top directory of `copy`
+/// (which the tool that made it owns: a recover.py target, tar's `-C`).
+fn assert_same_below_top(src: &Path, copy: &Path) {
+    let differences = rsync_differences(src, copy);
+    let below: Vec<&str> = differences
+        .lines()
+        .filter(|l| !l.ends_with(" ./"))
+        .collect();
+    assert!(below.is_empty(), "{differences}");
+}
+
 /// What the restored sparse file and hard links must be, like the source's.
 fn assert_links_and_holes(src: &Path, restored: &Path) {
     assert_eq!(
@@ -214,12 +225,7 @@ fn xattrs_acls_and_capabilities_come_back_from_a_restore() {
         String::from_utf8_lossy(&rec.stderr)
     );
     // (The target directory itself is recover.py's, not the snapshot's.)
-    let differences = rsync_differences(&src, &recovered);
-    let below: Vec<&str> = differences
-        .lines()
-        .filter(|l| !l.ends_with(" ./"))
-        .collect();
-    assert!(below.is_empty(), "{differences}");
+    assert_same_below_top(&src, &recovered);
     assert_links_and_holes(&src, &recovered);
 
     // diff sees an attribute-only change as a metadata change.
@@ -576,12 +582,7 @@ fn a_tar_export_extracted_by_gnu_tar_is_the_source() {
         ],
     );
     // (The top directory is tar's, not the snapshot's.)
-    let differences = rsync_differences(&src, &extracted);
-    let below: Vec<&str> = differences
-        .lines()
-        .filter(|l| !l.ends_with(" ./"))
-        .collect();
-    assert!(below.is_empty(), "{differences}");
+    assert_same_below_top(&src, &extracted);
     assert_links_and_holes(&src, &extracted);
     // The sparse file is stored as its data: the archive is small.
     let size = std::fs::metadata(&archive).unwrap().len();

@@ -659,9 +659,16 @@ fn a_mount_across_a_wan_lists_from_whole_tree_packs_and_then_from_the_cache() {
         .count();
     assert_eq!(whole_packs, 0, "a restore fetched tree packs again");
 
-    // A cache that cannot be written: said once, and everything works.
+    // `coffer cache` says where it is and how big; --clear empties it.
+    let shown = env.ok(&["cache", "--repo", &env.repo]);
+    let shown = String::from_utf8_lossy(&shown.stdout).into_owned();
     let metadata = packs[0].parent().unwrap().parent().unwrap().to_path_buf();
-    std::fs::remove_dir_all(&metadata).unwrap();
+    assert!(shown.contains(&metadata.display().to_string()), "{shown}");
+    assert!(!shown.contains("(0 bytes)"), "{shown}");
+    env.ok(&["cache", "--repo", &env.repo, "--clear"]);
+    assert!(!metadata.exists(), "not cleared");
+
+    // A cache that cannot be written: said once, and everything works.
     std::fs::write(&metadata, b"in the way").unwrap();
     let out = env.path("out-uncached");
     let spec = format!("latest:{}", src.display());

@@ -1,13 +1,14 @@
 //! What is in a repository, without writing anything: `snapshots`,
-//! `status`, `check` and `diff`.
+//! `status`, `check`, `diff`, and `cache` (the local metadata cache).
 
-use super::{open_repo, open_repo_cached, Outcome};
-use crate::args::{CheckArgs, DiffArgs, SnapshotsArgs, StatusArgs};
-use anyhow::{bail, Result};
+use super::{mib, open_repo, open_repo_cached, Outcome};
+use crate::args::{CacheCommandArgs, CheckArgs, DiffArgs, SnapshotsArgs, StatusArgs};
+use anyhow::{bail, Context, Result};
 use coffer_core::backend;
 use coffer_core::format::encoding::display_time;
 use coffer_core::format::snapshot::SnapshotInfo;
 use coffer_core::format::tree::Kind;
+use coffer_core::repository::metadata_cache::MetadataCache;
 use std::io::Write;
 use tokio::runtime::Runtime;
 
@@ -100,6 +101,33 @@ pub fn status(rt: &Runtime, a: &StatusArgs) -> Result<Outcome> {
     } else {
         Outcome::Reported
     })
+}
+
+/// `coffer cache`: where the repository's metadata cache is, how big; or
+/// clears it.
+pub fn cache(rt: &Runtime, a: &CacheCommandArgs) -> Result<Outcome> {
+    let backend = rt.block_on(backend::open(&a.repo.repo, Default::default()))?;
+    let config = rt.block_on(coffer_core::repository::read_config(backend.as_ref()))?;
+    let dir = super::metadata_cache_dir(&super::cache_home()?, &config.id);
+    if backend.is_local() {
+        println!(
+            "{}: a local repository, read without a metadata cache",
+            a.repo.repo
+        );
+    }
+    if a.clear {
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => println!("cleared {}", dir.display()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                println!("{}: nothing cached", dir.display())
+            }
+            Err(e) => return Err(e).with_context(|| format!("clearing {}", dir.display())),
+        }
+        return Ok(Outcome::Success);
+    }
+    let size = MetadataCache::new(dir.clone(), u64::MAX).size();
+    println!("{}\t{:.1} MiB ({size} bytes)", dir.display(), mib(size));
+    Ok(Outcome::Success)
 }
 
 pub fn check(rt: &Runtime, a: &CheckArgs) -> Result<Outcome> {
