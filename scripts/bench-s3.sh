@@ -8,7 +8,7 @@
 # new admin box (no cache: restic's cache directory removed), then the mount
 # again with what the first left cached. Prints one table per delay.
 #   scripts/bench-s3.sh [WORKDIR]     (default /tmp/coffer-bench-s3)
-#   DELAY_MS="0 20"  DATA_SRC=/usr/share  BIG_BYTES=400000000
+#   DELAY_MS="0 20"  DATA_SRC=/usr/share  BIG_BYTES=400000000  SNAPSHOTS=500
 # Needs root (drop_caches, FUSE). The server's objects live in memory (a
 # memstore OSD), so this measures coffer, restic and radosgw, not disks.
 set -euo pipefail
@@ -128,6 +128,35 @@ for d in $DELAYS; do
     keep_mount_figures "warm_$d"
 done
 
+# Listing many snapshots (SNAPSHOTS, default 500; 0 leaves it out), at the
+# last delay: that many tiny `--stdin` backups go straight to the server,
+# then each tool lists them through the proxy with no cache (a new admin
+# box), then again with what that left cached.
+SNAPSHOTS="${SNAPSHOTS:-500}"
+if [ "$SNAPSHOTS" -gt 0 ]; then
+    d=${DELAYS##* }
+    echo "$SNAPSHOTS snapshots, listed at ${d} ms each way..." >&2
+    use_delay 0
+    repo="s3://coffer-bench-$d/many"
+    export RESTIC_REPOSITORY="s3:$S3_ENDPOINT/restic-many-$d"
+    rm -f "$W/writer.key"
+    "$coffer" init --repo "$repo" --recipient admin.cert --writer-key-out writer.key 2>/dev/null
+    restic init -q
+    for i in $(seq "$SNAPSHOTS"); do
+        echo "$i" | "$coffer" backup --repo "$repo" --writer-key writer.key --state-dir state-many --stdin --stdin-name n.txt
+        echo "$i" | restic backup -q --stdin >/dev/null
+    done
+    use_delay "$d"
+    export RESTIC_REPOSITORY="s3:$AWS_ENDPOINT_URL/restic-many-$d"
+    no_caches
+    for c in fresh warm; do
+        t=$(ms); "$coffer" snapshots --repo "$repo" --key admin.key >/dev/null
+        B[coffer,snapshots_$c,$d]=$(elapsed "$t")
+        t=$(ms); restic snapshots -q >/dev/null
+        B[restic,snapshots_$c,$d]=$(elapsed "$t")
+    done
+fi
+
 row_time() { # label key delay [bytes]
     local a=${B[coffer,$2,$3]} b=${B[restic,$2,$3]} ra rb
     ra="${a}ms" rb="${b}ms"
@@ -151,5 +180,9 @@ for d in $DELAYS; do
         done
         COLW=22 print_mount_rows coffer restic
     done
+    if [ -n "${B[coffer,snapshots_fresh,$d]:-}" ]; then
+        row_time "snapshots: list $SNAPSHOTS, no cache" snapshots_fresh "$d"
+        row_time "snapshots: list $SNAPSHOTS, cached" snapshots_warm "$d"
+    fi
 done
 echo "(times and RSS: ratio coffer/restic, lower is better; read throughput: coffer's speed-up)"

@@ -43,16 +43,6 @@ fn get_xattr(path: &Path, name: &str) -> Option<Vec<u8>> {
     (len >= 0).then(|| buf[..len as usize].to_vec())
 }
 
-fn run(cmd: &str, args: &[&str]) -> String {
-    let out = Command::new(cmd).args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{cmd} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 /// A tree with a binary `user.` attribute, a `trusted.` one, a directory
 /// with an access and a default ACL, and a program with a capability.
 fn server_tree(src: &Path) {
@@ -63,14 +53,14 @@ fn server_tree(src: &Path) {
     let shared = src.join("shared");
     std::fs::create_dir(&shared).unwrap();
     write(&shared.join("inside.txt"), b"inside");
-    run("setfacl", &["-m", "u:nobody:r", shared.to_str().unwrap()]);
-    run(
+    run_tool("setfacl", &["-m", "u:nobody:r", shared.to_str().unwrap()]);
+    run_tool(
         "setfacl",
         &["-d", "-m", "u:nobody:rx", shared.to_str().unwrap()],
     );
     let ping = src.join("ping");
     std::fs::copy("/bin/true", &ping).unwrap();
-    run("setcap", &["cap_net_raw+ep", ping.to_str().unwrap()]);
+    run_tool("setcap", &["cap_net_raw+ep", ping.to_str().unwrap()]);
     std::os::unix::fs::symlink("plain.txt", src.join("link")).unwrap();
     // One file under three names, two directories apart.
     let linked = src.join("linked");
@@ -165,7 +155,7 @@ fn backed_up_server_tree(extra: &[&str]) -> Option<(Env, std::path::PathBuf)> {
 fn rsync_differences(src: &Path, restored: &Path) -> String {
     let from = format!("{}/", src.display());
     let to = format!("{}/", restored.display());
-    run(
+    run_tool(
         "rsync",
         &["-naHAX", "--numeric-ids", "--itemize-changes", &from, &to],
     )
@@ -189,10 +179,10 @@ fn xattrs_acls_and_capabilities_come_back_from_a_restore() {
         get_xattr(&out.join("tagged.txt"), "trusted.secret").as_deref(),
         Some(&b"root only"[..])
     );
-    let cap = run("getcap", &[out.join("ping").to_str().unwrap()]);
+    let cap = run_tool("getcap", &[out.join("ping").to_str().unwrap()]);
     assert!(cap.contains("cap_net_raw=ep"), "{cap}");
     let acl = |p: &Path| {
-        run("getfacl", &["-p", "-n", p.to_str().unwrap()])
+        run_tool("getfacl", &["-p", "-n", p.to_str().unwrap()])
             .lines()
             .filter(|l| !l.starts_with("# file:"))
             .collect::<Vec<_>>()
@@ -373,7 +363,7 @@ fn a_restore_as_non_root_names_the_refused_capability_exits_3_and_keeps_the_rest
         std::fs::read(target.join("ping")).unwrap(),
         std::fs::read(src.join("ping")).unwrap()
     );
-    let acl = run(
+    let acl = run_tool(
         "getfacl",
         &["-p", "-n", target.join("shared").to_str().unwrap()],
     );
@@ -429,9 +419,9 @@ fn the_mount_serves_xattrs_acls_and_capabilities_as_stored() {
         Some(BINARY)
     );
     assert_eq!(get_xattr(&inside.join("plain.txt"), "user.origin"), None);
-    let cap = run("getcap", &[inside.join("ping").to_str().unwrap()]);
+    let cap = run_tool("getcap", &[inside.join("ping").to_str().unwrap()]);
     assert!(cap.contains("cap_net_raw=ep"), "{cap}");
-    let acl = run(
+    let acl = run_tool(
         "getfacl",
         &["-p", "-n", inside.join("shared").to_str().unwrap()],
     );
@@ -569,7 +559,7 @@ fn a_tar_export_extracted_by_gnu_tar_is_the_source() {
     assert!(!stderr.contains("warning"), "{stderr}");
     let extracted = env.path("extracted");
     std::fs::create_dir(&extracted).unwrap();
-    run(
+    run_tool(
         "tar",
         &[
             "--xattrs",
@@ -612,7 +602,7 @@ fn export_says_once_what_a_zip_leaves_out() {
     let links = said("hard-linked");
     assert_eq!(links.len(), 1, "{stderr}");
     assert!(links[0].contains("2 names"), "{stderr}");
-    let listing = run("unzip", &["-l", env.path("a.zip").to_str().unwrap()]);
+    let listing = run_tool("unzip", &["-l", env.path("a.zip").to_str().unwrap()]);
     assert!(
         listing.contains("sparse.img") && listing.contains("1073741824"),
         "{listing}"

@@ -552,17 +552,7 @@ fn cached_tree_packs(env: &Env) -> Vec<std::path::PathBuf> {
 
 /// `ls -lR` of `dir`: what it printed.
 fn ls_lr(dir: &Path) -> String {
-    let out = std::process::Command::new("ls")
-        .arg("-lR")
-        .arg(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    run_tool("ls", &["-lR", dir.to_str().unwrap()])
 }
 
 /// The mount 40 ms (round trip) away from the store, through the proxy's

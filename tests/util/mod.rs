@@ -379,6 +379,17 @@ pub fn set_mtime(path: &Path, ns: i64) {
     assert_eq!(rc, 0, "utimensat {}", path.display());
 }
 
+/// Runs a tool (not coffer), asserting exit 0; its standard output.
+pub fn run_tool(cmd: &str, args: &[&str]) -> String {
+    let out = Command::new(cmd).args(args).output().expect("run a tool");
+    assert!(
+        out.status.success(),
+        "{cmd} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// Copies `src` (a directory) to `dst` with `cp -a`.
 pub fn cp_a(src: &Path, dst: &Path) {
     let st = Command::new("cp")
