@@ -56,6 +56,7 @@ use_delay() {
         export AWS_ENDPOINT_URL="$S3_ENDPOINT"
         return
     fi
+    rm -f "$W/proxy.port"
     python3 "$scripts/latency-proxy.py" --upstream "${S3_ENDPOINT#http://}" --delay-ms "$1" \
         >"$W/proxy.port" 2>"$W/proxy.log" &
     PROXY_PID=$!
