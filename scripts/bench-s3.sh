@@ -28,6 +28,11 @@ mkdir -p "$W"
 cd "$W"
 PROXY_PID=
 stop_all() {
+    local m
+    # A run that stopped half way may leave a mount: never leave it behind.
+    for m in "$W"/mnt-*; do
+        mountpoint -q "$m" 2>/dev/null && { fusermount3 -u "$m" || umount -l "$m"; }
+    done
     [ -n "$PROXY_PID" ] && kill "$PROXY_PID" 2>/dev/null
     bash "$scripts/s3-server.sh" stop "$W/s3"
 }
