@@ -186,10 +186,10 @@ impl Repository {
         IndexFile::from_json(&json, &object)
     }
 
-    /// The bytes of object `key` (`name`, whose SHA-256 is `id`): a
-    /// snapshot from the metadata cache when it holds a copy with the right
-    /// SHA-256 (anything else there is dropped), else fetched (and then
-    /// kept). Its signature is checked by the caller either way.
+    /// The bytes of object `key` (`name`), checked to have the SHA-256 `id`
+    /// its name gives: a snapshot from the metadata cache when it holds such
+    /// a copy (anything else there is dropped), else fetched (and a
+    /// snapshot then kept). Its signature is checked by the caller.
     async fn get_named(
         &self,
         kind: ObjectKind,
@@ -206,10 +206,14 @@ impl Repository {
             }
         }
         let bytes = self.backend.get(key).await?;
+        if ObjectId::of_bytes(&bytes) != *id {
+            return Err(Error::damaged(
+                key.path(),
+                "content does not match its name",
+            ));
+        }
         if let Some(cache) = cache {
-            if ObjectId::of_bytes(&bytes) == *id {
-                cache.store_snapshot(name, &bytes);
-            }
+            cache.store_snapshot(name, &bytes);
         }
         Ok(bytes)
     }
@@ -229,9 +233,6 @@ impl Repository {
         }
         .ok_or_else(|| Error::damaged(&object, "name is not an object id"))?;
         let bytes = self.get_named(kind, name, &key, &id).await?;
-        if ObjectId::of_bytes(&bytes) != id {
-            return Err(Error::damaged(&object, "content does not match its name"));
-        }
         let json = if kind == ObjectKind::Snapshot && !self.writers.is_empty() {
             self.opener.open_signed(&object, &bytes, &self.writers)?
         } else {

@@ -437,54 +437,35 @@ impl<'a> Walker<'a> {
         self.pipe.store_dir(entries)
     }
 
-    /// A regular file: the chunks `known` from an earlier run, or read.
+    /// A regular file: reused (another name of a file this run read, or
+    /// unchanged since the state's run), or read.
     fn file(
         &mut self,
         path: &Path,
         meta: &Metadata,
-        mut entry: Entry,
+        entry: Entry,
         known: Option<FileRecord>,
     ) -> Result<Option<PendingEntry>, BackupError> {
         let key = path.as_os_str().as_bytes().to_vec();
-        let shared = &self.pipe.shared;
-        let linked = entry.link.and_then(|l| self.links.get(&(l.dev, l.ino)));
-        if let Some(same) = linked {
-            // Another name of a file this run has read: stored once.
-            self.stats.files += 1;
-            self.stats.bytes += same.size;
-            shared.progress.add_bytes(same.size);
-            shared.progress.file_done();
-            entry.size = same.size;
-            entry.holes = same.holes.clone();
-            return Ok(Some(PendingEntry {
-                entry,
-                chunks: same.chunks.clone(),
-                subtree: None,
-                record: None,
-            }));
-        }
-        if let Some(rec) = known {
-            self.stats.files += 1;
-            self.stats.bytes += rec.size;
-            shared.progress.add_bytes(rec.size);
-            shared.progress.file_done();
-            let read = ReadFile {
+        let progress = &self.pipe.shared.progress;
+        // Another name of a file this run has read (stored once), or a file
+        // the state says is unchanged: not read again.
+        let reused = match entry.link.and_then(|l| self.links.get(&(l.dev, l.ino))) {
+            Some(same) => Some(same.clone()),
+            None => known.map(|rec| ReadFile {
                 chunks: rec.chunks.into_iter().map(Ref::Known).collect(),
                 data: 0,
                 holes: rec.holes,
                 size: rec.size,
                 oldest: rec.oldest_upload,
-            };
-            entry.holes = read.holes.clone();
-            if let Some(link) = entry.link {
-                self.links.insert((link.dev, link.ino), read.clone());
-            }
-            return Ok(Some(PendingEntry {
-                entry,
-                chunks: read.chunks,
-                subtree: None,
-                record: None,
-            }));
+            }),
+        };
+        if let Some(read) = reused {
+            self.stats.files += 1;
+            self.stats.bytes += read.size;
+            progress.add_bytes(read.size);
+            progress.file_done();
+            return Ok(Some(self.file_entry(entry, read, None)));
         }
         let file = match open_for_reading(path) {
             Ok(f) => f,
@@ -506,11 +487,6 @@ impl<'a> Walker<'a> {
         self.stats.bytes += read.size;
         self.stats.bytes_read += read.data;
         self.pipe.shared.progress.file_done();
-        entry.size = read.size;
-        entry.holes = read.holes.clone();
-        if let Some(link) = entry.link {
-            self.links.insert((link.dev, link.ino), read.clone());
-        }
         // Remember the file only if it did not change while we read it.
         let stable = read.size == meta.size()
             && std::fs::symlink_metadata(path).is_ok_and(|after| {
@@ -528,17 +504,35 @@ impl<'a> Walker<'a> {
                     ctime_ns: meta.ctime() * 1_000_000_000 + meta.ctime_nsec(),
                     inode: meta.ino(),
                     chunks: Vec::new(),
-                    holes: read.holes,
+                    holes: read.holes.clone(),
                     oldest_upload: read.oldest,
                 },
             )
         });
-        Ok(Some(PendingEntry {
+        Ok(Some(self.file_entry(entry, read, record)))
+    }
+
+    /// A file's entry with what was read (or reused) of it; a hard-linked
+    /// file is remembered for its other names.
+    fn file_entry(
+        &mut self,
+        mut entry: Entry,
+        read: ReadFile,
+        record: Option<(Vec<u8>, FileRecord)>,
+    ) -> PendingEntry {
+        entry.size = read.size;
+        entry.holes = read.holes.clone();
+        if let Some(link) = entry.link {
+            self.links
+                .entry((link.dev, link.ino))
+                .or_insert_with(|| read.clone());
+        }
+        PendingEntry {
             entry,
             chunks: read.chunks,
             subtree: None,
             record,
-        }))
+        }
     }
 
     /// Reads an open source file into chunks: all of it, or for a sparse

@@ -165,7 +165,7 @@ impl MetadataCache {
         let over = {
             let mut used = lock(&self.used);
             let total = used
-                .get_or_insert_with(|| self.count())
+                .get_or_insert_with(|| self.size())
                 .saturating_add(bytes.len() as u64);
             *used = Some(total);
             total > self.limit
@@ -213,10 +213,6 @@ impl MetadataCache {
         out
     }
 
-    fn count(&self) -> u64 {
-        self.files().iter().map(|f| f.1).sum()
-    }
-
     /// Removes the least recently used packs until the cache holds at most
     /// 90% of its limit (so it does not scan at every store).
     fn evict(&self) {
@@ -237,7 +233,7 @@ impl MetadataCache {
 
     /// Bytes the cache holds now.
     pub fn size(&self) -> u64 {
-        self.count()
+        self.files().iter().map(|f| f.1).sum()
     }
 }
 
