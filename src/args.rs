@@ -49,8 +49,8 @@ pub enum Command {
     Mount(MountArgs),
     /// List what changed between two snapshots: + added, - removed, M content, U metadata.
     Diff(DiffArgs),
-    /// Show where the metadata cache of a repository is and how big, or
-    /// clear it (needs no key: it reads only `config`, for the id).
+    /// Show where the metadata and chunk caches of a repository are and how
+    /// big, or clear them (needs no key: it reads only `config`, for the id).
     Cache(CacheCommandArgs),
 }
 
@@ -274,7 +274,7 @@ fn parse_percent(text: &str) -> Result<f64, String> {
 pub struct CacheCommandArgs {
     #[command(flatten)]
     pub repo: RepoArg,
-    /// Delete it (always safe: what it held is fetched again when needed).
+    /// Delete them (always safe: what they held is fetched again when needed).
     #[arg(long)]
     pub clear: bool,
 }
@@ -439,10 +439,16 @@ pub struct MountArgs {
     /// Memory for decrypted chunks and trees, e.g. 512MiB or 2GiB.
     #[arg(long, default_value = "512MiB", value_parser = parse_size)]
     pub cache_size: u64,
+    /// The most the chunk cache keeps on disk: the chunks read from a
+    /// remote repository, as stored (encrypted), in
+    /// $XDG_CACHE_HOME/coffer/<repo id>/chunks, so reading them again after
+    /// a remount needs no request; 0 keeps none (as --no-cache does).
+    #[arg(long, default_value = "1GiB", value_parser = parse_size, value_name = "SIZE")]
+    pub chunk_cache_size: u64,
     /// Let other users read the mount (non-root needs user_allow_other in /etc/fuse.conf).
     #[arg(long)]
     pub allow_other: bool,
-    /// Re-read the snapshot list when snapshots/ is listed, at most every SECONDS.
+    /// Re-read the snapshot list when snapshots/ is looked at, at most every SECONDS.
     #[arg(long, default_value_t = 60, value_name = "SECONDS")]
     pub snapshot_refresh: u64,
 }

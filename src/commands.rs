@@ -89,6 +89,11 @@ fn metadata_cache_dir(home: &std::path::Path, id: &str) -> PathBuf {
     home.join(id).join("metadata")
 }
 
+/// Where the mount's chunk cache of repository `id` lives under `home`.
+fn chunk_cache_dir(home: &std::path::Path, id: &str) -> PathBuf {
+    home.join(id).join("chunks")
+}
+
 /// `$XDG_CACHE_HOME/coffer`, else `$HOME/.cache/coffer`: where the writer's
 /// state and the readers' metadata cache live by default.
 pub fn cache_home() -> Result<PathBuf> {

@@ -117,6 +117,15 @@ fn mounted_versions_match_the_originals_for_standard_tools() {
         .unwrap(),
         b"new"
     );
+    // The kernel keeps directory listings (no OPENDIR round trips): the
+    // virtual ones must still follow the list, when snapshots go too.
+    let listed = |dir: &str| std::fs::read_dir(m.path(dir)).unwrap().count();
+    let ids_before = listed("ids");
+    env.admin_ok("forget", &["--keep-last", "1"]);
+    wait_until(Duration::from_secs(15), || m.snapshot_names().len() == 1);
+    assert_eq!(m.snapshot_names(), vec![names[2].clone()]);
+    wait_until(Duration::from_secs(15), || listed("ids") == 1);
+    assert!(ids_before > 1, "ids/ listed {ids_before}");
 
     let (code, log) = m.unmount();
     assert_eq!(code, Some(0), "mount log: {log}");

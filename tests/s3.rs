@@ -11,7 +11,7 @@ use aws_sdk_s3::types::ObjectLockRetentionMode;
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
-use util::mount::{diff_r, Mounted};
+use util::mount::{diff_r, wait_until, Mounted};
 use util::proxy::Proxy;
 use util::s3::{aws_vars, rt, server};
 use util::*;
@@ -532,6 +532,12 @@ fn pack_gets(proxy: &Proxy, prefix: &str) -> usize {
 
 /// The tree packs in the metadata cache under `env`'s cache directory.
 fn cached_tree_packs(env: &Env) -> Vec<std::path::PathBuf> {
+    cached_files(env, "metadata")
+}
+
+/// The files under `env`'s cache directory in its `area` (`metadata` or
+/// `chunks`), leaving out cached snapshot objects.
+fn cached_files(env: &Env, area: &str) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
     let mut dirs = vec![env.path("cache")];
     while let Some(dir) = dirs.pop() {
@@ -539,7 +545,7 @@ fn cached_tree_packs(env: &Env) -> Vec<std::path::PathBuf> {
             let path = e.path();
             if path.is_dir() {
                 dirs.push(path);
-            } else if path.components().any(|c| c.as_os_str() == "metadata")
+            } else if path.components().any(|c| c.as_os_str() == area)
                 && !path.components().any(|c| c.as_os_str() == "snapshots")
             {
                 out.push(path);
@@ -575,16 +581,22 @@ fn a_mount_across_a_wan_lists_from_whole_tree_packs_and_then_from_the_cache() {
     let before = pack_gets(&proxy, "/far/r");
     let started = std::time::Instant::now();
     let m = Mounted::new(&env, &[]);
+    // Mounting starts fetching the newest snapshots' tree packs: the
+    // first look into the snapshot then waits for none.
+    wait_until(Duration::from_secs(10), || {
+        !cached_tree_packs(&env).is_empty()
+    });
+    let at_start = pack_gets(&proxy, "/far/r") - before;
     let inside = under(&m.path("snapshots/latest"), &src);
     let listing = ls_lr(&inside);
     let listed = started.elapsed();
     let tree_gets = pack_gets(&proxy, "/far/r") - before;
     let packs = cached_tree_packs(&env);
-    assert!(!packs.is_empty(), "nothing cached");
-    assert!(
-        tree_gets <= packs.len(),
-        "{tree_gets} GETs of packs to list {} tree packs",
-        packs.len()
+    assert_eq!(packs.len(), 1, "one backup run, one tree pack");
+    assert_eq!(
+        (at_start, tree_gets),
+        (1, 1),
+        "GETs of packs: at mount start, after ls -lR"
     );
     assert_eq!(diff_r(&src, &inside), Vec::<String>::new());
     eprintln!(
@@ -595,7 +607,8 @@ fn a_mount_across_a_wan_lists_from_whole_tree_packs_and_then_from_the_cache() {
     let (code, log) = m.unmount();
     assert_eq!(code, Some(0), "{log}");
 
-    // A new mount: the trees and the snapshot come from the cache.
+    // A new mount: the trees and the snapshot come from the metadata
+    // cache, the files' chunks (read by the diff above) from the chunk cache.
     let before = pack_gets(&proxy, "/far/r");
     let snapshot_gets = || proxy.requests("GET", "/far/r/snapshots/").len();
     let snapshots_before = snapshot_gets();
@@ -607,6 +620,46 @@ fn a_mount_across_a_wan_lists_from_whole_tree_packs_and_then_from_the_cache() {
         snapshot_gets(),
         snapshots_before,
         "the snapshot fetched again"
+    );
+    assert_eq!(diff_r(&src, &inside), Vec::<String>::new());
+    assert_eq!(pack_gets(&proxy, "/far/r"), before, "chunks fetched again");
+    let (code, log) = m.unmount();
+    assert_eq!(code, Some(0), "{log}");
+
+    // A damaged cached chunk is fetched again, never served; with the
+    // chunk cache off nothing is read from it.
+    let chunks = cached_files(&env, "chunks");
+    assert!(chunks.len() > 300, "{} chunks cached", chunks.len());
+    let (small, _) = chunks
+        .iter()
+        .map(|p| (p, std::fs::metadata(p).unwrap().len()))
+        .filter(|(_, len)| *len > 1000)
+        .min_by_key(|(_, len)| *len)
+        .unwrap();
+    let good = std::fs::read(small).unwrap();
+    let mut bad = good.clone();
+    bad[good.len() / 2] ^= 1;
+    std::fs::write(small, &bad).unwrap();
+    let before = pack_gets(&proxy, "/far/r");
+    let m = Mounted::new(&env, &[]);
+    let inside = under(&m.path("snapshots/latest"), &src);
+    assert_eq!(diff_r(&src, &inside), Vec::<String>::new());
+    assert_eq!(
+        pack_gets(&proxy, "/far/r"),
+        before + 1,
+        "one chunk refetched"
+    );
+    assert_eq!(std::fs::read(small).unwrap(), good, "not repaired");
+    let (code, log) = m.unmount();
+    assert_eq!(code, Some(0), "{log}");
+    assert!(log.contains("failed verification"), "{log}");
+    let before = pack_gets(&proxy, "/far/r");
+    let m = Mounted::new(&env, &["--chunk-cache-size", "0"]);
+    let inside = under(&m.path("snapshots/latest"), &src);
+    assert_eq!(diff_r(&src, &inside), Vec::<String>::new());
+    assert!(
+        pack_gets(&proxy, "/far/r") > before + 300,
+        "read from the cache"
     );
     let (code, log) = m.unmount();
     assert_eq!(code, Some(0), "{log}");
@@ -666,4 +719,94 @@ fn a_mount_across_a_wan_lists_from_whole_tree_packs_and_then_from_the_cache() {
     let stderr = String::from_utf8_lossy(&restored.stderr);
     assert_eq!(stderr.matches("metadata cache").count(), 1, "{stderr}");
     assert_same_tree(&src, &out);
+}
+
+/// The bytes of object `key` in `bucket`, read straight from the server.
+fn stored_object(s3: &util::s3::S3Server, bucket: &str, key: &str) -> Vec<u8> {
+    let rt = rt();
+    let got = rt
+        .block_on(
+            s3.admin_client()
+                .get_object()
+                .bucket(bucket)
+                .key(key)
+                .send(),
+        )
+        .unwrap_or_else(|e| panic!("GET {key}: {e:?}"));
+    rt.block_on(got.body.collect()).unwrap().to_vec()
+}
+
+/// Two mounts and a restore read one repository through one metadata cache
+/// at the same time, 40 ms away; one mount is killed (SIGKILL) at a
+/// different moment of its fetching in each round. Afterwards every file
+/// the cache holds under a pack's name is byte for byte that stored pack
+/// (a writer that died left at most a temporary file, never served), and
+/// the other mount and the restore are right.
+#[test]
+fn two_mounts_and_a_restore_share_the_cache_and_a_killed_one_leaves_no_part() {
+    let s3 = server();
+    s3.create_bucket("shared", false);
+    let proxy = Proxy::start(&s3.endpoint, 0);
+    let env = Env::on_s3_as_admin(s3, &proxy.endpoint, "s3://shared/r", &[]);
+    let src = env.path("src");
+    small_tree(&src);
+    env.backup(&[&src], &[]);
+    write(&src.join("d1/after"), b"version 2");
+    env.backup(&[&src], &[]);
+    proxy.delay_ms.store(20, Ordering::Relaxed);
+
+    for (round, kill_after_ms) in [60u64, 200, 400].into_iter().enumerate() {
+        let _ = std::fs::remove_dir_all(env.path("cache"));
+        let a = Mounted::new(&env, &[]);
+        let mnt_b = env.path("mnt-b");
+        std::fs::create_dir_all(&mnt_b).unwrap();
+        let mut b = env
+            .admin_cmd("mount", &[])
+            .arg(&mnt_b)
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let out = env.path(&format!("out-{round}"));
+        let restore = {
+            let mut cmd = env.admin_cmd("restore", &["latest", "--target"]);
+            cmd.arg(&out);
+            std::thread::spawn(move || cmd.output().unwrap())
+        };
+        std::thread::sleep(Duration::from_millis(kill_after_ms));
+        b.kill().unwrap();
+        b.wait().unwrap();
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&mnt_b)
+            .status();
+
+        let inside = under(&a.path("snapshots/latest"), &src);
+        assert_eq!(diff_r(&src, &inside), Vec::<String>::new(), "round {round}");
+        let restored = restore.join().unwrap();
+        assert!(
+            restored.status.success(),
+            "round {round}: {}",
+            text(&restored)
+        );
+        assert_same_tree(&src, &under(&out, &src));
+        let (code, log) = a.unmount();
+        assert_eq!(code, Some(0), "round {round}: {log}");
+
+        let packs = cached_tree_packs(&env);
+        let mut whole = 0;
+        for path in &packs {
+            let name = path.file_name().unwrap().to_str().unwrap();
+            if name.starts_with(".tmp") {
+                continue;
+            }
+            let key = format!("r/data/{}/{name}", &name[..2]);
+            assert!(
+                std::fs::read(path).unwrap() == stored_object(s3, "shared", &key),
+                "round {round}: {} is not the stored pack",
+                path.display()
+            );
+            whole += 1;
+        }
+        assert!(whole >= 1, "round {round}: nothing cached");
+    }
 }

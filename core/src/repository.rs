@@ -20,7 +20,7 @@ use crate::format::index::IndexFile;
 use crate::format::snapshot::{host_tag, parse_object_name, Snapshot, SnapshotInfo};
 use crate::format::tree::{Entry, Kind, Location, Tree};
 use known::{KnownRepositories, Pin};
-use metadata_cache::MetadataCache;
+use metadata_cache::{ChunkCache, MetadataCache};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -39,6 +39,8 @@ pub struct Repository {
     /// Tree packs and snapshots kept on local disk (readers of a remote
     /// repository).
     cache: Option<MetadataCache>,
+    /// Chunks kept on local disk (a mount of a remote repository).
+    chunks: Option<ChunkCache>,
 }
 
 impl Repository {
@@ -79,6 +81,7 @@ impl Repository {
             writers,
             config_digest,
             cache: None,
+            chunks: None,
         })
     }
 
@@ -87,6 +90,18 @@ impl Repository {
     pub fn with_metadata_cache(mut self, cache: MetadataCache) -> Self {
         self.cache = Some(cache);
         self
+    }
+
+    /// Keeps the chunks read through [`Repository::chunk_cache`] (the
+    /// mount's reads) in `cache`.
+    pub fn with_chunk_cache(mut self, cache: ChunkCache) -> Self {
+        self.chunks = Some(cache);
+        self
+    }
+
+    /// The chunk cache, if the mount keeps chunks on disk.
+    pub fn chunk_cache(&self) -> Option<&ChunkCache> {
+        self.chunks.as_ref()
     }
 
     /// The metadata cache, if trees are read through one.

@@ -60,6 +60,7 @@ impl Mounted {
                 .last()
                 .and_then(|s| s.snapshot.time())
                 .map_or(0, |t| t.unix_timestamp_nanos() as i64),
+            changed_ns: snaps.changed_ns,
             latest_len: snaps.layout.latest().unwrap_or("").len() as u64,
             uid: self.uid,
             gid: self.gid,
@@ -121,6 +122,7 @@ impl Meta {
 /// What the attributes of virtual nodes (the snapshot list) are made of.
 pub(crate) struct VirtualTimes {
     newest_ns: i64,
+    changed_ns: i64,
     latest_len: u64,
     uid: u32,
     gid: u32,
@@ -156,7 +158,7 @@ pub(crate) fn attr_in(
             (m, VIRTUAL_TTL)
         }
         NodeKind::SnapshotRoot { mtime_ns, .. } => (dir(*mtime_ns), CONTENT_TTL),
-        _ => (dir(virtual_times.newest_ns), VIRTUAL_TTL),
+        _ => (dir(virtual_times.changed_ns), VIRTUAL_TTL),
     };
     Ok((meta.attr(ino), ttl))
 }

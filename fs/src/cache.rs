@@ -189,12 +189,48 @@ impl BlobCache {
             // Trees are small: decoded where they are read.
             return self.repo.read_tree_json(&loc).await.map(Arc::new);
         }
+        if let Some(plain) = self.chunk_from_disk(loc).await {
+            return Ok(plain);
+        }
         let stored = self.repo.fetch_blob(&loc).await?;
         let repo = self.repo.clone();
-        tokio::task::spawn_blocking(move || repo.decode_blob(&loc, &stored))
-            .await
-            .map_err(|e| Error::Internal(format!("decoding blob {}: {e}", loc.id)))?
-            .map(Arc::new)
+        tokio::task::spawn_blocking(move || {
+            let plain = repo.decode_blob(&loc, &stored)?;
+            // Kept only once it proved genuine.
+            if let Some(chunks) = repo.chunk_cache() {
+                chunks.store(&loc.id, &stored);
+            }
+            Ok(plain)
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("decoding blob {}: {e}", loc.id)))?
+        .map(Arc::new)
+    }
+
+    /// Blob `loc` from the repository's chunk cache, verified as a fetched
+    /// one is; a cached copy that fails is dropped (and fetched again by
+    /// the caller).
+    async fn chunk_from_disk(&self, loc: Location) -> Option<Arc<Vec<u8>>> {
+        let repo = self.repo.clone();
+        repo.chunk_cache()?;
+        tokio::task::spawn_blocking(move || {
+            let chunks = repo.chunk_cache()?;
+            let stored = chunks.read(&loc.id, loc.length)?;
+            match repo.decode_blob(&loc, &stored) {
+                Ok(plain) => Some(Arc::new(plain)),
+                Err(e) => {
+                    tracing::warn!(
+                        "chunk cache: blob {} failed verification ({e}); fetching it again",
+                        loc.id
+                    );
+                    chunks.remove(&loc.id);
+                    None
+                }
+            }
+        })
+        .await
+        .ok()
+        .flatten()
     }
 
     fn insert(&self, id: BlobId, data: Arc<Vec<u8>>) {

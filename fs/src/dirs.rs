@@ -5,39 +5,52 @@
 
 use crate::attrs::{attr_in, file_type};
 use crate::inode::{InodeTable, NodeKind};
-use crate::layout::Layout;
-use crate::mounted::{Mounted, SnapshotList, WORKING_BYTES};
+use crate::mounted::{Mounted, WORKING_BYTES};
 use coffer_core::format::tree::{Location, Tree};
 use coffer_core::sync::lock;
 use fuser::{Errno, FileAttr, FileType, Generation, INodeNo, ReplyDirectory, ReplyDirectoryPlus};
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Subdirectory trees fetched ahead when a directory is loaded.
 const SUBTREE_PREFETCH: usize = 64;
+/// Newest snapshots whose root trees are fetched as the mount starts.
+const NEWEST_ROOTS_PREFETCH: usize = 8;
 
 impl Mounted {
     /// Re-reads the snapshot list if it is older than the refresh interval.
     pub(crate) async fn refresh_snapshots(&self) {
-        if lock(&self.snapshots).loaded.elapsed() < self.refresh_every {
+        if !self.snapshots_stale() {
             return;
         }
         match self.cache.repo().snapshots().await {
-            Ok(list) => {
-                let layout = Layout::new(&list);
-                let mut snaps = lock(&self.snapshots);
-                *snaps = SnapshotList {
-                    list,
-                    layout,
-                    loaded: Instant::now(),
-                    generation: snaps.generation + 1,
-                };
-            }
+            Ok(list) => lock(&self.snapshots).replace(list),
             Err(e) => {
                 self.eio("re-reading the snapshot list", &e);
             }
         }
+    }
+
+    /// Starts fetching the root trees of the newest snapshots, the ones
+    /// most often browsed: from a remote repository with a metadata cache
+    /// that brings each one's whole tree pack (the directories of that
+    /// backup run), so the first look into a snapshot waits for no tree.
+    /// Needs a tokio runtime context.
+    pub(crate) fn prefetch_newest_roots(&self) {
+        let roots: Vec<Location> = lock(&self.snapshots)
+            .list
+            .iter()
+            .rev()
+            .take(NEWEST_ROOTS_PREFETCH)
+            .map(|s| s.snapshot.tree)
+            .collect();
+        self.cache.prefetch_trees(&roots);
+    }
+
+    /// Whether the snapshot list is older than the refresh interval.
+    pub(crate) fn snapshots_stale(&self) -> bool {
+        lock(&self.snapshots).stale(self.refresh_every)
     }
 
     /// Makes sure `ino`'s children are in the table, fetching its tree if

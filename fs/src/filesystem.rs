@@ -1,7 +1,7 @@
 //! `impl fuser::Filesystem`: a thin adapter. Each callback converts the
 //! request, answers from the inode table when it can, and otherwise hands
 //! the work to tokio and replies from there, so no storage access ever
-//! blocks the FUSE session thread. What it calls lives in [`crate::dirs`],
+//! blocks a FUSE session thread. What it calls lives in [`crate::dirs`],
 //! [`crate::read`] and [`crate::attrs`], on [`Mounted`].
 
 use crate::inode::NodeKind;
@@ -12,9 +12,9 @@ use coffer_core::format::tree::Kind;
 use coffer_core::repository::Repository;
 use coffer_core::sync::lock;
 use fuser::{
-    Errno, FileHandle, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig, LockOwner,
-    OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry,
-    ReplyOpen, ReplyStatfs, ReplyXattr, Request,
+    Errno, FileHandle, Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags,
+    ReplyAttr, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen,
+    ReplyStatfs, ReplyXattr, Request,
 };
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
@@ -33,15 +33,18 @@ impl CofferFs {
         rt: tokio::runtime::Handle,
         opts: &MountOptions,
     ) -> Self {
-        Self {
-            inner: Arc::new(Mounted::new(repo, snapshots, opts)),
-            rt,
+        let inner = Arc::new(Mounted::new(repo, snapshots, opts));
+        {
+            let _runtime = rt.enter();
+            inner.prefetch_newest_roots();
         }
+        Self { inner, rt }
     }
 
     /// Runs `answer` once directory `ino`'s children are in the table: on
-    /// the FUSE thread if they are, else on tokio after loading them
-    /// (errors go to `reply`). Serves `lookup`, `readdir` and `readdirplus`.
+    /// the FUSE thread that got the request if they are, else on tokio
+    /// after loading them (errors go to `reply`). Serves `lookup`,
+    /// `readdir` and `readdirplus`.
     fn when_loaded<R: ErrorReply>(
         &self,
         ino: u64,
@@ -53,6 +56,34 @@ impl CofferFs {
         }
         let inner = self.inner.clone();
         self.spawn(async move {
+            match inner.load_children(ino).await {
+                Ok(()) => answer(&inner, reply),
+                Err(e) => reply.fail(e),
+            }
+        });
+    }
+
+    /// [`CofferFs::when_loaded`] for `readdir` and `readdirplus`: listing
+    /// `snapshots/` from the start first re-reads the snapshot list (if it
+    /// is older than the refresh interval), so new backups show up.
+    fn listing<R: ErrorReply>(
+        &self,
+        ino: u64,
+        offset: u64,
+        reply: R,
+        answer: impl FnOnce(&Mounted, R) + Send + 'static,
+    ) {
+        let is_snapshots = offset == 0
+            && matches!(
+                lock(&self.inner.table).get(ino).map(|n| &n.kind),
+                Some(NodeKind::Snapshots)
+            );
+        if !is_snapshots {
+            return self.when_loaded(ino, reply, answer);
+        }
+        let inner = self.inner.clone();
+        self.spawn(async move {
+            inner.refresh_snapshots().await;
             match inner.load_children(ino).await {
                 Ok(()) => answer(&inner, reply),
                 Err(e) => reply.fail(e),
@@ -112,6 +143,9 @@ impl fuser::Filesystem for CofferFs {
             InitFlags::FUSE_PARALLEL_DIROPS,
             InitFlags::FUSE_CACHE_SYMLINKS,
             InitFlags::FUSE_DO_READDIRPLUS,
+            // Attributes the kernel re-reads are compared with what it
+            // cached (a virtual directory's mtime, for its listing).
+            InitFlags::FUSE_AUTO_INVAL_DATA,
         ] {
             let _ = config.add_capabilities(flag);
         }
@@ -137,11 +171,26 @@ impl fuser::Filesystem for CofferFs {
         });
     }
 
+    // A virtual directory's attributes come from the snapshot list: re-read
+    // it first when it is old. The kernel asks for them (their TTL is short)
+    // before it lists such a directory from its own cache, and lists it
+    // again only if the mtime moved, which it does when the list changes.
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        match self.inner.attr(ino.0) {
+        let reply_attr = move |inner: &Mounted, reply: ReplyAttr| match inner.attr(ino.0) {
             Ok((attr, ttl)) => reply.attr(&ttl, &attr),
             Err(e) => reply.error(e),
+        };
+        let is_virtual_dir = lock(&self.inner.table)
+            .get(ino.0)
+            .is_some_and(|n| n.kind.is_virtual_dir());
+        if !is_virtual_dir || !self.inner.snapshots_stale() {
+            return reply_attr(&self.inner, reply);
         }
+        let inner = self.inner.clone();
+        self.spawn(async move {
+            inner.refresh_snapshots().await;
+            reply_attr(&inner, reply);
+        });
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
@@ -204,19 +253,15 @@ impl fuser::Filesystem for CofferFs {
         });
     }
 
-    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        let is_snapshots = matches!(
-            lock(&self.inner.table).get(ino.0).map(|n| &n.kind),
-            Some(NodeKind::Snapshots)
-        );
-        if !is_snapshots {
-            return reply.opened(FileHandle(0), FopenFlags::empty());
-        }
-        let inner = self.inner.clone();
-        self.spawn(async move {
-            inner.refresh_snapshots().await;
-            reply.opened(FileHandle(0), FopenFlags::empty());
-        });
+    // Directories need no handle either: ENOSYS to OPENDIR tells the kernel
+    // (5.1 and later) to open directories without asking from then on, to
+    // send no RELEASEDIR, and to keep what it listed (FOPEN_CACHE_DIR and
+    // KEEP_CACHE): two round trips fewer per directory for `ls -lR` and
+    // `find`, and a second walk lists from the kernel's cache. Snapshot
+    // directories never change; a virtual one is listed again when its
+    // mtime moves (`getattr`, FUSE_AUTO_INVAL_DATA).
+    fn opendir(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        reply.error(Errno::ENOSYS);
     }
 
     fn readdir(
@@ -227,7 +272,7 @@ impl fuser::Filesystem for CofferFs {
         offset: u64,
         reply: ReplyDirectory,
     ) {
-        self.when_loaded(ino.0, reply, move |inner, reply| {
+        self.listing(ino.0, offset, reply, move |inner, reply| {
             inner.readdir_loaded(ino.0, offset, reply)
         });
     }
@@ -240,7 +285,7 @@ impl fuser::Filesystem for CofferFs {
         offset: u64,
         reply: ReplyDirectoryPlus,
     ) {
-        self.when_loaded(ino.0, reply, move |inner, reply| {
+        self.listing(ino.0, offset, reply, move |inner, reply| {
             inner.readdirplus_loaded(ino.0, offset, reply)
         });
     }

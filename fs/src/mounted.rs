@@ -1,5 +1,5 @@
-//! The state of a mounted repository, shared by the FUSE session thread
-//! (which answers what it can at once) and the tokio tasks (which fetch):
+//! The state of a mounted repository, shared by the FUSE session threads
+//! (which answer what they can at once) and the tokio tasks (which fetch):
 //! the blob cache, the inode table and the snapshot list. Its methods live
 //! by what they serve: [`crate::dirs`] (loading and listing directories),
 //! [`crate::read`] (file contents) and [`crate::attrs`] (attributes).
@@ -47,6 +47,49 @@ pub(crate) struct SnapshotList {
     /// Bumped on every re-read; virtual directories built from an older
     /// generation are rebuilt on their next lookup.
     pub(crate) generation: u64,
+    /// The virtual directories' mtime: when the list last changed (the
+    /// newest snapshot's time at first). The kernel keeps directory
+    /// listings and drops them when the mtime changes.
+    pub(crate) changed_ns: i64,
+}
+
+impl SnapshotList {
+    /// The list as first read.
+    pub(crate) fn new(list: Vec<SnapshotInfo>) -> Self {
+        let changed_ns = list
+            .last()
+            .and_then(|s| s.snapshot.time())
+            .map_or(0, |t| t.unix_timestamp_nanos() as i64);
+        Self {
+            layout: Layout::new(&list),
+            list,
+            loaded: Instant::now(),
+            generation: 1,
+            changed_ns,
+        }
+    }
+
+    /// Replaces the list with `list` as re-read: the mtime moves on if
+    /// a snapshot came or went.
+    pub(crate) fn replace(&mut self, list: Vec<SnapshotInfo>) {
+        let same =
+            self.list.len() == list.len() && self.list.iter().zip(&list).all(|(a, b)| a.id == b.id);
+        if !same {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as i64);
+            self.changed_ns = now.max(self.changed_ns + 1);
+        }
+        self.layout = Layout::new(&list);
+        self.list = list;
+        self.loaded = Instant::now();
+        self.generation += 1;
+    }
+
+    /// Whether the list is older than `every` (time to re-read it).
+    pub(crate) fn stale(&self, every: Duration) -> bool {
+        self.loaded.elapsed() >= every
+    }
 }
 
 impl Mounted {
@@ -56,7 +99,6 @@ impl Mounted {
         snapshots: Vec<SnapshotInfo>,
         opts: &MountOptions,
     ) -> Self {
-        let layout = Layout::new(&snapshots);
         let cache = Arc::new(BlobCache::new(repo, opts.cache_bytes));
         cache.set_reserved(WORKING_BYTES);
         // SAFETY: getuid/getgid have no preconditions.
@@ -64,12 +106,7 @@ impl Mounted {
         Self {
             cache,
             table: Mutex::new(InodeTable::new()),
-            snapshots: Mutex::new(SnapshotList {
-                list: snapshots,
-                layout,
-                loaded: Instant::now(),
-                generation: 1,
-            }),
+            snapshots: Mutex::new(SnapshotList::new(snapshots)),
             refresh_every: opts.refresh_every,
             uid,
             gid,

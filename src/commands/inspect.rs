@@ -103,30 +103,37 @@ pub fn status(rt: &Runtime, a: &StatusArgs) -> Result<Outcome> {
     })
 }
 
-/// `coffer cache`: where the repository's metadata cache is, how big; or
-/// clears it.
+/// `coffer cache`: where the repository's metadata and chunk caches are,
+/// how big; or clears them.
 pub fn cache(rt: &Runtime, a: &CacheCommandArgs) -> Result<Outcome> {
     let backend = rt.block_on(backend::open(&a.repo.repo, Default::default()))?;
     let config = rt.block_on(coffer_core::repository::read_config(backend.as_ref()))?;
-    let dir = super::metadata_cache_dir(&super::cache_home()?, &config.id);
+    let home = super::cache_home()?;
+    let dirs = [
+        super::metadata_cache_dir(&home, &config.id),
+        super::chunk_cache_dir(&home, &config.id),
+    ];
     if backend.is_local() {
         println!(
             "{}: a local repository, read without a metadata cache",
             a.repo.repo
         );
     }
-    if a.clear {
-        match std::fs::remove_dir_all(&dir) {
-            Ok(()) => println!("cleared {}", dir.display()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                println!("{}: nothing cached", dir.display())
+    for dir in &dirs {
+        if a.clear {
+            match std::fs::remove_dir_all(dir) {
+                Ok(()) => println!("cleared {}", dir.display()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    println!("{}: nothing cached", dir.display())
+                }
+                Err(e) => return Err(e).with_context(|| format!("clearing {}", dir.display())),
             }
-            Err(e) => return Err(e).with_context(|| format!("clearing {}", dir.display())),
+        } else {
+            // Both are sized the same way (files under <2 hex>/).
+            let size = MetadataCache::new(dir.clone(), u64::MAX).size();
+            println!("{}\t{:.1} MiB ({size} bytes)", dir.display(), mib(size));
         }
-        return Ok(Outcome::Success);
     }
-    let size = MetadataCache::new(dir.clone(), u64::MAX).size();
-    println!("{}\t{:.1} MiB ({size} bytes)", dir.display(), mib(size));
     Ok(Outcome::Success)
 }
 

@@ -1,12 +1,19 @@
 //! `mount`: serve the repository as a read-only filesystem until unmounted.
 
-use super::{open_repo_cached, Outcome};
+use super::{chunk_cache_dir, open_repo_cached, Outcome};
 use crate::args::MountArgs;
 use anyhow::{Context, Result};
+use coffer_core::repository::metadata_cache::ChunkCache;
 use tokio::runtime::Runtime;
 
 pub fn mount(rt: Runtime, a: &MountArgs) -> Result<Outcome> {
-    let repo = std::sync::Arc::new(open_repo_cached(&rt, &a.repo, &a.key, &a.cache)?);
+    let mut repo = open_repo_cached(&rt, &a.repo, &a.key, &a.cache)?;
+    // The chunk cache goes with the metadata cache: remote repositories only.
+    if repo.metadata_cache().is_some() && a.chunk_cache_size > 0 {
+        let dir = chunk_cache_dir(&super::cache_home()?, &repo.config().id);
+        repo = repo.with_chunk_cache(ChunkCache::new(dir, a.chunk_cache_size));
+    }
+    let repo = std::sync::Arc::new(repo);
     let opts = coffer_fs::MountOptions {
         cache_bytes: a.cache_size,
         allow_other: a.allow_other,

@@ -17,8 +17,12 @@
 //! one. The total is kept under a byte limit, least recently used first
 //! (a file's mtime is its last use). A cache that cannot be written (full,
 //! read-only) is said once and the reader goes on without storing.
+//!
+//! [`ChunkCache`] keeps, the same way, the chunks a mount read (each blob
+//! as stored, under `<dir>/<first 2 hex>/<blob id>`), so browsing a
+//! snapshot again after a remount reads from local disk.
 
-use crate::format::id::PackId;
+use crate::format::id::{BlobId, PackId};
 use crate::sync::lock;
 use std::collections::HashMap;
 use std::io::Write;
@@ -34,6 +38,8 @@ const STALE_TEMPORARY: std::time::Duration = std::time::Duration::from_secs(3600
 
 /// Tree packs and snapshot objects of one repository on local disk.
 pub struct MetadataCache {
+    /// What it is called in messages.
+    what: &'static str,
     dir: PathBuf,
     limit: u64,
     /// Bytes the cache holds, once counted (at the first store).
@@ -49,7 +55,12 @@ impl MetadataCache {
     /// A cache in `dir` (made when first stored to) of at most `limit`
     /// bytes.
     pub fn new(dir: PathBuf, limit: u64) -> Self {
+        Self::named("metadata cache", dir, limit)
+    }
+
+    fn named(what: &'static str, dir: PathBuf, limit: u64) -> Self {
         Self {
+            what,
             dir,
             limit,
             used: Mutex::new(None),
@@ -155,8 +166,9 @@ impl MetadataCache {
         if let Err(e) = self.write(path, bytes) {
             if !self.read_only.swap(true, Ordering::Relaxed) {
                 tracing::warn!(
-                    "metadata cache {}: cannot store there ({e}); going on without caching \
+                    "{} {}: cannot store there ({e}); going on without caching \
                      (free some room, or use --no-cache)",
+                    self.what,
                     self.dir.display()
                 );
             }
@@ -234,6 +246,45 @@ impl MetadataCache {
     /// Bytes the cache holds now.
     pub fn size(&self) -> u64 {
         self.files().iter().map(|f| f.1).sum()
+    }
+}
+
+/// The chunks a mount read from a remote repository, each blob as stored
+/// (encrypted), bounded and evicted like the [`MetadataCache`]. Only ever
+/// served through the same decryption and keyed-id check as a fresh read.
+pub struct ChunkCache(MetadataCache);
+
+impl ChunkCache {
+    /// A cache in `dir` (made when first stored to) of at most `limit`
+    /// bytes.
+    pub fn new(dir: PathBuf, limit: u64) -> Self {
+        Self(MetadataCache::named("chunk cache", dir, limit))
+    }
+
+    /// Where it is.
+    pub fn dir(&self) -> &Path {
+        self.0.dir()
+    }
+
+    /// The stored bytes of blob `id` (`length` of them), if cached (marked
+    /// as just used); unverified.
+    pub fn read(&self, id: &BlobId, length: u64) -> Option<Vec<u8>> {
+        self.0.read(&PackId(id.0), 0, length)
+    }
+
+    /// Keeps blob `id`'s stored bytes (see [`MetadataCache::store`]).
+    pub fn store(&self, id: &BlobId, stored: &[u8]) {
+        self.0.store(&PackId(id.0), stored);
+    }
+
+    /// Forgets a cached blob that failed verification.
+    pub fn remove(&self, id: &BlobId) {
+        self.0.remove(&PackId(id.0));
+    }
+
+    /// Bytes the cache holds now.
+    pub fn size(&self) -> u64 {
+        self.0.size()
     }
 }
 
