@@ -370,6 +370,7 @@ impl S3Backend {
                     let data = Vec::from(b.into_bytes());
                     tracing::debug!(
                         key = %s3_key,
+                        offset = range.map_or(0, |r| r.0),
                         bytes = data.len(),
                         ms = started.elapsed().as_millis() as u64,
                         "GET"

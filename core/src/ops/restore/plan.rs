@@ -39,18 +39,21 @@ impl Span {
         }
     }
 
-    /// Whether `loc` can join: same pack, after the end, a gap of at most
-    /// [`MAX_GAP`], and the span stays within `max` bytes.
+    /// Whether `loc` can join: same pack, and either inside the span
+    /// already (a chunk several files share, read once) or after its end,
+    /// a gap of at most [`MAX_GAP`], the span staying within `max` bytes.
     pub(super) fn can_take(&self, loc: &Location, max: u64) -> bool {
+        let end = loc.offset.saturating_add(loc.length);
         self.pack == loc.pack
-            && loc.offset >= self.end
-            && loc.offset - self.end <= MAX_GAP
-            && loc.offset.saturating_add(loc.length) - self.start <= max
+            && ((loc.offset >= self.start && end <= self.end)
+                || (loc.offset >= self.end
+                    && loc.offset - self.end <= MAX_GAP
+                    && end - self.start <= max))
     }
 
     /// Extends the span to the end of `loc` (which [`Span::can_take`]).
     pub(super) fn take(&mut self, loc: &Location) {
-        self.end = loc.offset.saturating_add(loc.length);
+        self.end = self.end.max(loc.offset.saturating_add(loc.length));
     }
 
     /// The span's stored bytes, with one ranged read.
@@ -141,6 +144,19 @@ pub(super) mod tests {
     }
 
     #[test]
+    fn a_blob_inside_a_read_joins_it_without_changing_it() {
+        let mut fetch = Fetch::new();
+        fetch.take(&loc(1, 100, 10), 0);
+        fetch.take(&loc(1, 110, 20), 1);
+        assert!(fetch.can_take(&loc(1, 100, 10)), "the same blob again");
+        assert!(!fetch.can_take(&loc(1, 125, 10)), "past the end");
+        fetch.take(&loc(1, 100, 10), 2);
+        let span = fetch.span.expect("a span");
+        assert_eq!((span.start, span.end), (100, 130));
+        assert_eq!(fetch.parts, vec![0, 1, 2]);
+    }
+
+    #[test]
     fn a_read_takes_blobs_behind_it_in_the_same_pack_only() {
         let mut fetch = Fetch::new();
         assert!(fetch.can_take(&loc(1, 100, 10)));
@@ -164,20 +180,21 @@ pub(super) mod tests {
     #[test]
     fn sibling_trees_stored_back_to_back_are_read_together() {
         let mut waiting: VecDeque<(Location, PathBuf)> = [
-            loc(1, 0, 100),
-            loc(2, 100, 100), // other pack: stays
             loc(1, 100, 100),
-            loc(1, 250, 100), // 50-byte gap: taken
+            loc(2, 200, 100), // other pack: stays
+            loc(1, 200, 100),
+            loc(1, 350, 100), // 50-byte gap: taken
             loc(1, 50, 10),   // behind: stays
+            loc(1, 150, 50),  // inside (a tree two directories share): taken
         ]
         .into_iter()
         .enumerate()
         .map(|(i, l)| (l, PathBuf::from(i.to_string())))
         .collect();
         let (span, batch) = next_tree_batch(&mut waiting).unwrap();
-        assert_eq!((span.start, span.end), (0, 350));
+        assert_eq!((span.start, span.end), (100, 450));
         let names: Vec<_> = batch.iter().map(|(_, p)| p.display().to_string()).collect();
-        assert_eq!(names, ["0", "2", "3"]);
+        assert_eq!(names, ["0", "2", "3", "5"]);
         let left: Vec<_> = waiting
             .iter()
             .map(|(_, p)| p.display().to_string())
