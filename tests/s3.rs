@@ -567,15 +567,23 @@ fn ls_lr(dir: &Path) -> String {
 /// without a request for the trees or the snapshot. A cached pack that is damaged (a byte
 /// flipped, cut short, replaced by another pack's bytes) is fetched again,
 /// never served.
-#[test]
-fn a_mount_across_a_wan_lists_from_whole_tree_packs_and_then_from_the_cache() {
+/// A new bucket, a repository `s3://BUCKET/r` reached through a proxy
+/// (no delay yet), and one backup of [`small_tree`]: the proxy, the
+/// environment and the backed-up directory.
+fn small_tree_behind_a_proxy(bucket: &str) -> (Proxy, Env, std::path::PathBuf) {
     let s3 = server();
-    s3.create_bucket("far", false);
+    s3.create_bucket(bucket, false);
     let proxy = Proxy::start(&s3.endpoint, 0);
-    let env = Env::on_s3_as_admin(s3, &proxy.endpoint, "s3://far/r", &[]);
+    let env = Env::on_s3_as_admin(s3, &proxy.endpoint, &format!("s3://{bucket}/r"), &[]);
     let src = env.path("src");
     small_tree(&src);
     env.backup(&[&src], &[]);
+    (proxy, env, src)
+}
+
+#[test]
+fn a_mount_across_a_wan_lists_from_whole_tree_packs_and_then_from_the_cache() {
+    let (proxy, env, src) = small_tree_behind_a_proxy("far");
     proxy.delay_ms.store(20, Ordering::Relaxed);
 
     let before = pack_gets(&proxy, "/far/r");
@@ -744,13 +752,7 @@ fn stored_object(s3: &util::s3::S3Server, bucket: &str, key: &str) -> Vec<u8> {
 /// the other mount and the restore are right.
 #[test]
 fn two_mounts_and_a_restore_share_the_cache_and_a_killed_one_leaves_no_part() {
-    let s3 = server();
-    s3.create_bucket("shared", false);
-    let proxy = Proxy::start(&s3.endpoint, 0);
-    let env = Env::on_s3_as_admin(s3, &proxy.endpoint, "s3://shared/r", &[]);
-    let src = env.path("src");
-    small_tree(&src);
-    env.backup(&[&src], &[]);
+    let (proxy, env, src) = small_tree_behind_a_proxy("shared");
     write(&src.join("d1/after"), b"version 2");
     env.backup(&[&src], &[]);
     proxy.delay_ms.store(20, Ordering::Relaxed);
@@ -801,7 +803,7 @@ fn two_mounts_and_a_restore_share_the_cache_and_a_killed_one_leaves_no_part() {
             }
             let key = format!("r/data/{}/{name}", &name[..2]);
             assert!(
-                std::fs::read(path).unwrap() == stored_object(s3, "shared", &key),
+                std::fs::read(path).unwrap() == stored_object(server(), "shared", &key),
                 "round {round}: {} is not the stored pack",
                 path.display()
             );

@@ -55,12 +55,7 @@ impl CofferFs {
             return answer(&self.inner, reply);
         }
         let inner = self.inner.clone();
-        self.spawn(async move {
-            match inner.load_children(ino).await {
-                Ok(()) => answer(&inner, reply),
-                Err(e) => reply.fail(e),
-            }
-        });
+        self.spawn(async move { load_then_answer(&inner, ino, reply, answer).await });
     }
 
     /// [`CofferFs::when_loaded`] for `readdir` and `readdirplus`: listing
@@ -84,10 +79,7 @@ impl CofferFs {
         let inner = self.inner.clone();
         self.spawn(async move {
             inner.refresh_snapshots().await;
-            match inner.load_children(ino).await {
-                Ok(()) => answer(&inner, reply),
-                Err(e) => reply.fail(e),
-            }
+            load_then_answer(&inner, ino, reply, answer).await;
         });
     }
 
@@ -96,6 +88,20 @@ impl CofferFs {
         F: std::future::Future<Output = ()> + Send + 'static,
     {
         self.rt.spawn(f);
+    }
+}
+
+/// Loads directory `ino`'s children, then runs `answer` (errors go to
+/// `reply`).
+async fn load_then_answer<R: ErrorReply>(
+    inner: &Mounted,
+    ino: u64,
+    reply: R,
+    answer: impl FnOnce(&Mounted, R),
+) {
+    match inner.load_children(ino).await {
+        Ok(()) => answer(inner, reply),
+        Err(e) => reply.fail(e),
     }
 }
 

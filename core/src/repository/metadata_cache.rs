@@ -261,11 +261,6 @@ impl ChunkCache {
         Self(MetadataCache::named("chunk cache", dir, limit))
     }
 
-    /// Where it is.
-    pub fn dir(&self) -> &Path {
-        self.0.dir()
-    }
-
     /// The stored bytes of blob `id` (`length` of them), if cached (marked
     /// as just used); unverified.
     pub fn read(&self, id: &BlobId, length: u64) -> Option<Vec<u8>> {
@@ -280,11 +275,6 @@ impl ChunkCache {
     /// Forgets a cached blob that failed verification.
     pub fn remove(&self, id: &BlobId) {
         self.0.remove(&PackId(id.0));
-    }
-
-    /// Bytes the cache holds now.
-    pub fn size(&self) -> u64 {
-        self.0.size()
     }
 }
 
