@@ -244,6 +244,110 @@ fn backup_killed_at_random_moments_on_s3_loses_nothing() {
     assert!(kills.early + kills.midway >= self::kills() / 3, "{kills:?}");
 }
 
+/// The largest pack a writer stores (16 MiB and the OpenPGP envelope).
+const PACK: u64 = 17 << 20;
+
+/// A first backup killed again and again, each time at a random moment
+/// after it stored a pack more than the run before it, then run to the end:
+/// each run uploads only what the earlier ones had not stored, so the
+/// repository holds the data about once, `check --read-data` passes and the
+/// snapshot restores identical. `stored` gives the packs and bytes under
+/// data/. A kill may cost the packs being uploaded (`uploads` at once): the
+/// store completes a PUT whose body it had when the writer died (radosgw
+/// does, measured), and the writer never learnt it was stored.
+fn resume_after_kills(env: &Env, label: &str, uploads: u64, stored: &dyn Fn() -> (usize, u64)) {
+    let mut rng = Rng::new(label);
+    let src = env.path("src");
+    // Incompressible: the bytes stored are the bytes of data (~7 packs).
+    let data: u64 = (0..8)
+        .map(|i| {
+            let len = 14_000_000 + 100_000 * i as usize;
+            write(
+                &src.join(format!("d{}/f{i}", i % 3)),
+                &random_bytes(500 + i, len),
+            );
+            len as u64
+        })
+        .sum();
+    let mut kills = 0;
+    // Up to 4 kills; a run that stores its snapshot before its kill ends it.
+    while kills < 4 && env.snapshots().is_empty() {
+        let (packs_before, _) = stored();
+        let mut child = env
+            .writer_cmd(&[src.to_str().unwrap()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let start = Instant::now();
+        while stored().0 == packs_before && child.try_wait().unwrap().is_none() {
+            assert!(
+                start.elapsed() < Duration::from_secs(120),
+                "{label}: run {kills} stored no pack in 120 s"
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        // At least 30 ms: the writer has had the store's answer by then.
+        std::thread::sleep(Duration::from_millis(30 + rng.next() % 100));
+        let _ = child.kill();
+        child.wait().unwrap();
+        kills += 1;
+        eprintln!("{label}: kill {kills}: {:?} stored", stored());
+    }
+    if !env.snapshots().is_empty() {
+        kills -= 1; // the last run ended before its kill
+    }
+    assert!(kills >= 2, "{label}: only {kills} runs were killed mid-way");
+    let snap = env.backup(&[&src], &[]);
+    let (packs, bytes) = stored();
+    let new = snap["stats"]["new_bytes"].as_u64().unwrap();
+    eprintln!(
+        "{label}: {data} bytes of data; the repository holds {bytes} in {packs} packs \
+         after {kills} kills; the last run stored {new}"
+    );
+    assert!(
+        bytes <= data + data / 20 + kills * uploads * PACK,
+        "{label}: {bytes} bytes stored for {data} of data after {kills} kills"
+    );
+    // Each killed run had stored a pack (at least 15 MiB) the earlier ones
+    // had not: a run that started over would store all of the data again.
+    assert!(
+        new <= data - kills * (15 << 20),
+        "{label}: the last run stored {new} of {data}"
+    );
+    env.admin_ok("check", &["--read-data"]);
+    let out = env.path("out");
+    env.restore(snap["id"].as_str().unwrap(), &out);
+    assert_same_tree(&src, &under(&out, &src));
+}
+
+#[test]
+fn a_first_backup_killed_again_and_again_resumes_on_a_local_repository() {
+    let env = Env::new();
+    let data = env.path("repo/data");
+    let stored = || {
+        let mut found = (0, 0);
+        for dir in std::fs::read_dir(&data).into_iter().flatten() {
+            for pack in std::fs::read_dir(dir.unwrap().path()).unwrap() {
+                found.0 += 1;
+                found.1 += pack.unwrap().metadata().unwrap().len();
+            }
+        }
+        found
+    };
+    resume_after_kills(&env, "local", 1, &stored);
+}
+
+#[test]
+fn a_first_backup_killed_again_and_again_resumes_on_s3() {
+    let s3 = server();
+    s3.create_bucket("resume", false);
+    s3.allow_writer_put_only("resume");
+    let env = Env::on_s3(s3, "resume", "");
+    // Four uploads at once on S3 (the writer's default).
+    resume_after_kills(&env, "s3", 4, &|| listed(s3, "resume", "data/"));
+}
+
 /// prune over S3 killed at random moments: every kept snapshot stays whole
 /// and the next prune finishes the job. (tests/retention.rs does the same
 /// on a local repository.)
@@ -323,9 +427,14 @@ fn prune_killed_at_random_moments_on_s3_leaves_every_kept_snapshot_whole() {
 
 /// Objects under `prefix` in `bucket`, listed with the admin's credentials.
 fn count_objects(s3: &S3Server, bucket: &str, prefix: &str) -> usize {
+    listed(s3, bucket, prefix).0
+}
+
+/// How many objects lie under `prefix` in `bucket`, and their bytes.
+fn listed(s3: &S3Server, bucket: &str, prefix: &str) -> (usize, u64) {
     let client = s3.admin_client();
     let rt = rt();
-    let mut count = 0;
+    let (mut count, mut bytes) = (0, 0);
     let mut token = None;
     loop {
         let page = rt
@@ -339,9 +448,14 @@ fn count_objects(s3: &S3Server, bucket: &str, prefix: &str) -> usize {
             )
             .unwrap();
         count += page.contents().len();
+        bytes += page
+            .contents()
+            .iter()
+            .map(|o| o.size().unwrap_or(0) as u64)
+            .sum::<u64>();
         token = page.next_continuation_token().map(str::to_string);
         if token.is_none() {
-            return count;
+            return (count, bytes);
         }
     }
 }

@@ -486,7 +486,7 @@ fn damaged_pack_is_an_error_naming_the_object_never_wrong_bytes() {
 
 /// No locks: a second writer started while a first one runs corrupts
 /// nothing. With its own state (another host) both run at once; sharing the
-/// state directory, the second waits for the first's state transaction. The
+/// state directory, the second waits for the first's lock on it. The
 /// first writer backs up a stream the test feeds, so it is provably still
 /// running when the second starts, however fast it is.
 #[test]

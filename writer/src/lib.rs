@@ -51,6 +51,9 @@ use std::sync::Arc;
 use std::time::Instant;
 pub use walk::READ_AHEAD_THREADS;
 
+/// How long a run waits for another one that uses its state directory.
+const STATE_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(600);
+
 /// Why a backup failed (no snapshot was written).
 #[derive(Debug, thiserror::Error)]
 pub enum BackupError {
@@ -150,6 +153,13 @@ pub fn backup(
         path: opts.state_dir.clone(),
         source,
     })?;
+    // One run at a time per state directory; held until this returns.
+    let _held = state::StateLock::acquire(&opts.state_dir, STATE_LOCK_WAIT).map_err(|source| {
+        BackupError::Source {
+            path: opts.state_dir.join("state.lock"),
+            source,
+        }
+    })?;
     let state = state::State::open(&opts.state_dir.join("state.sqlite"), &config.id)?;
     state.begin()?;
     let shared = Arc::new(
@@ -181,7 +191,7 @@ pub fn backup(
             Ok(summary)
         }
         Err(e) => {
-            state.rollback();
+            state.end_failed();
             Err(e)
         }
     }
@@ -343,22 +353,33 @@ mod tests {
         }
     }
 
+    /// A run that fails after its first pack: no snapshot, and the next run
+    /// reuses that pack (it was stored) but reads every file again (their
+    /// records wait for a snapshot).
     #[test]
-    fn a_failed_upload_stores_no_snapshot_and_forgets_its_blobs() {
+    fn a_failed_upload_stores_no_snapshot_and_the_next_run_reuses_its_stored_pack() {
         let rt = tokio::runtime::Runtime::new().unwrap();
         let dir = tempfile::tempdir().unwrap();
         let src = dir.path().join("src");
         std::fs::create_dir(&src).unwrap();
-        for i in 0..50u32 {
-            let data: Vec<u8> = (0..300_000u32)
-                .map(|j| (j.wrapping_mul(i + 7) >> 3) as u8)
+        // Incompressible, so each worker fills 16 MiB packs before the end.
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        for i in 0..120u32 {
+            let data: Vec<u8> = (0..300_000)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x as u8
+                })
                 .collect();
             std::fs::write(src.join(format!("f{i}")), data).unwrap();
         }
+        let total = 120 * 300_000;
         let key = writer_key();
-        let broken = Arc::new(MemoryBackend::failing_after(1));
+        let repo = Arc::new(MemoryBackend::failing_after(1));
         let err = backup(
-            broken.clone(),
+            repo.clone(),
             &key,
             &opts(dir.path()),
             rt.handle(),
@@ -367,22 +388,32 @@ mod tests {
         .unwrap_err();
         assert!(matches!(err, BackupError::Store(_)), "{err}");
         assert!(format!("{:?}", err).contains("injected fault"), "{err:?}");
-        assert!(broken.keys(ObjectKind::Snapshot).is_empty());
+        assert!(repo.keys(ObjectKind::Snapshot).is_empty());
+        assert_eq!(repo.keys(ObjectKind::Pack).len(), 1);
 
-        // The state was rolled back: a working run stores every file again.
-        let good = Arc::new(MemoryBackend::new());
+        repo.heal();
         let summary = backup(
-            good.clone(),
+            repo.clone(),
             &key,
             &opts(dir.path()),
             rt.handle(),
             std::io::empty(),
         )
         .unwrap();
-        assert_eq!(summary.snapshot.stats.files_read, 50);
-        assert_eq!(summary.snapshot.stats.files, 50);
-        assert!(summary.snapshot.stats.new_bytes >= 50 * 300_000);
-        assert_eq!(good.keys(ObjectKind::Snapshot).len(), 1);
-        assert!(!good.keys(ObjectKind::Index).is_empty());
+        let stats = &summary.snapshot.stats;
+        assert_eq!((stats.files_read, stats.files), (120, 120));
+        // The stored pack held about 16 MiB of the 36 MB.
+        assert!(
+            stats.new_bytes < total - 15_000_000 && stats.new_bytes > 15_000_000,
+            "{stats:?}"
+        );
+        assert_eq!(repo.keys(ObjectKind::Snapshot).len(), 1);
+        assert!(!repo.keys(ObjectKind::Index).is_empty());
+
+        // With a snapshot stored, the file records count: nothing is read.
+        let again = backup(repo, &key, &opts(dir.path()), rt.handle(), std::io::empty()).unwrap();
+        assert_eq!(again.snapshot.stats.files_read, 0);
+        // (only trees of ancestors such as /tmp, whose mtimes move, are new)
+        assert!(again.snapshot.stats.new_bytes < 10_000);
     }
 }

@@ -239,6 +239,8 @@ impl Shared {
                 };
                 state.add_blob(&loc, self.now)?;
             }
+            // Known for good: a run killed after this reuses the pack.
+            state.checkpoint()?;
         }
         {
             let mut pending = lock(&self.pending);

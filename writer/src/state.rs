@@ -6,14 +6,21 @@
 //! writer cannot read the repository, so this is all it knows; losing it
 //! costs one slower run, never a wrong one.
 //!
-//! A run holds one transaction ([`State::begin`]) that is committed only when
-//! the snapshot is stored: a crash or an error rolls back, so the state never
-//! points at a pack that was not fully stored.
+//! A blob is recorded, and committed, once its pack is stored
+//! ([`State::checkpoint`]): an interrupted run leaves the blobs it stored
+//! known, and the next run uploads only the rest. A file's record waits in a
+//! temporary table until the snapshot is stored ([`State::commit`]): its
+//! chunks may be in packs still being uploaded, and a record must never
+//! point at a pack that was not fully stored. A crash drops the temporary
+//! table with the connection. One run at a time uses a state directory
+//! ([`StateLock`]).
 
 use coffer_core::format::id::{BlobId, PackId};
 use coffer_core::format::tree::{Hole, Location};
 use rusqlite::{params, Connection, OptionalExtension};
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 const SCHEMA_VERSION: &str = "1";
 
@@ -28,6 +35,53 @@ pub struct StateError {
 }
 
 type Result<T> = std::result::Result<T, StateError>;
+
+/// A state directory held by one run: an exclusive `flock` on its
+/// `state.lock`, released when dropped (or when the process dies). The
+/// state commits as packs are stored, so a transaction no longer keeps a
+/// second run out.
+pub struct StateLock {
+    _file: std::fs::File,
+}
+
+impl StateLock {
+    /// Takes `dir`'s lock, waiting up to `wait` for a run that holds it.
+    pub fn acquire(dir: &Path, wait: Duration) -> std::io::Result<Self> {
+        let path = dir.join("state.lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)?;
+        let start = Instant::now();
+        let mut told = false;
+        loop {
+            // SAFETY: flock on a descriptor this function owns.
+            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+                return Ok(Self { _file: file });
+            }
+            let e = std::io::Error::last_os_error();
+            if e.kind() != std::io::ErrorKind::WouldBlock {
+                return Err(e);
+            }
+            if start.elapsed() >= wait {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::WouldBlock,
+                    format!(
+                        "another backup has used this state directory for {} s; \
+                         give each concurrent backup its own --state-dir",
+                        wait.as_secs()
+                    ),
+                ));
+            }
+            if !told {
+                tracing::info!("waiting for another backup that uses {}", dir.display());
+                told = true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
 
 /// What the state knows about a file from an earlier run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -130,23 +184,46 @@ impl State {
             .map_err(self.err("writing meta"))
     }
 
-    /// Starts the run's transaction.
+    /// Starts a run: its transaction, and an empty table for the records of
+    /// the files it reads.
     pub fn begin(&self) -> Result<()> {
         self.conn
-            .execute_batch("BEGIN IMMEDIATE")
+            .execute_batch(
+                "CREATE TEMP TABLE IF NOT EXISTS run_files (path BLOB PRIMARY KEY,
+                    size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL,
+                    ctime_ns INTEGER NOT NULL, inode INTEGER NOT NULL,
+                    chunks BLOB NOT NULL, oldest_upload INTEGER NOT NULL) WITHOUT ROWID;
+                 DELETE FROM temp.run_files;
+                 BEGIN IMMEDIATE",
+            )
             .map_err(self.err("starting a transaction"))
     }
 
-    /// Commits the run's transaction.
+    /// Commits what is recorded so far (blobs of stored packs) and goes on in
+    /// a new transaction; file records stay pending.
+    pub fn checkpoint(&self) -> Result<()> {
+        self.conn
+            .execute_batch("COMMIT; BEGIN IMMEDIATE")
+            .map_err(self.err("committing stored blobs"))
+    }
+
+    /// Ends a run whose snapshot is stored: its file records join the state.
     pub fn commit(&self) -> Result<()> {
         self.conn
-            .execute_batch("COMMIT")
+            .execute_batch(
+                "INSERT OR REPLACE INTO main.files SELECT * FROM temp.run_files;
+                 DELETE FROM temp.run_files;
+                 COMMIT",
+            )
             .map_err(self.err("committing"))
     }
 
-    /// Rolls the run's transaction back (after a failed run).
-    pub fn rollback(&self) {
-        let _ = self.conn.execute_batch("ROLLBACK");
+    /// Ends a failed run: the blobs of the packs it stored stay known (the
+    /// next run reuses them), its file records are dropped.
+    pub fn end_failed(&self) {
+        let _ = self
+            .conn
+            .execute_batch("DELETE FROM temp.run_files; COMMIT");
     }
 
     /// Where blob `id` is stored, if its pack was uploaded at or after
@@ -208,7 +285,7 @@ impl State {
             .map_err(self.err("recording a blob"))
     }
 
-    /// What an earlier run stored for the file at `path`.
+    /// What an earlier, completed run stored for the file at `path`.
     pub fn file(&self, path: &[u8]) -> Result<Option<FileRecord>> {
         let row = self
             .conn
@@ -249,7 +326,7 @@ impl State {
         )
     }
 
-    /// Records a file's identity and chunks.
+    /// Records a file's identity and chunks, for when the run completes.
     pub fn set_file(&self, path: &[u8], rec: &FileRecord) -> Result<()> {
         let chunks = if rec.holes.is_empty() {
             serde_json::to_vec(&rec.chunks)
@@ -262,7 +339,7 @@ impl State {
         .unwrap_or_default();
         self.conn
             .prepare_cached(
-                "INSERT OR REPLACE INTO files (path, size, mtime_ns, ctime_ns, inode, chunks, oldest_upload)
+                "INSERT OR REPLACE INTO temp.run_files (path, size, mtime_ns, ctime_ns, inode, chunks, oldest_upload)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )
             .and_then(|mut st| {
@@ -296,7 +373,7 @@ mod tests {
     }
 
     #[test]
-    fn horizon_hides_old_blobs_and_rollback_forgets() {
+    fn horizon_hides_old_blobs_and_a_failed_run_keeps_stored_blobs_only() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state.sqlite");
         let s = State::open(&path, "repo").unwrap();
@@ -307,8 +384,11 @@ mod tests {
         s.commit().unwrap();
         s.begin().unwrap();
         s.add_blob(&loc(2), 1000).unwrap();
-        s.rollback();
-        assert!(s.blob(&loc(2).id, 0).unwrap().is_none());
+        s.set_file(b"/f", &record(2)).unwrap();
+        s.end_failed();
+        // A failed run's blobs were in stored packs: kept. Its files: not.
+        assert!(s.blob(&loc(2).id, 0).unwrap().is_some());
+        assert!(s.file(b"/f").unwrap().is_none());
         assert!(s.blob(&loc(1).id, 0).unwrap().is_some());
         drop(s);
         // Another repository id discards the state.
@@ -316,20 +396,63 @@ mod tests {
         assert!(s.blob(&loc(1).id, 0).unwrap().is_none());
     }
 
-    #[test]
-    fn file_records_round_trip() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = State::open(&dir.path().join("s"), "r").unwrap();
-        let rec = FileRecord {
+    fn record(n: u8) -> FileRecord {
+        FileRecord {
             size: 30,
             mtime_ns: 5,
             ctime_ns: 6,
             inode: 7,
-            chunks: vec![loc(3)],
+            chunks: vec![loc(n)],
             holes: Vec::new(),
             oldest_upload: 8,
+        }
+    }
+
+    /// What a killed run leaves is what another connection sees while it
+    /// runs: the blobs of its checkpoints, none of its files.
+    #[test]
+    fn a_killed_run_leaves_the_blobs_of_its_checkpoints() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.sqlite");
+        let s = State::open(&path, "repo").unwrap();
+        s.begin().unwrap();
+        s.add_blob(&loc(1), 1000).unwrap();
+        s.set_file(b"/f", &record(1)).unwrap();
+        s.checkpoint().unwrap();
+        s.add_blob(&loc(2), 1000).unwrap();
+        let other = Connection::open(&path).unwrap();
+        let count = |table: &str| -> i64 {
+            other
+                .query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
+                .unwrap()
         };
+        assert_eq!((count("blobs"), count("files")), (1, 0));
+        s.commit().unwrap();
+        assert_eq!((count("blobs"), count("files")), (2, 1));
+        assert_eq!(s.file(b"/f").unwrap(), Some(record(1)));
+    }
+
+    #[test]
+    fn a_second_run_waits_for_the_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let held = StateLock::acquire(dir.path(), Duration::ZERO).unwrap();
+        let err = StateLock::acquire(dir.path(), Duration::from_millis(120))
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("--state-dir"), "{err}");
+        drop(held);
+        StateLock::acquire(dir.path(), Duration::ZERO).unwrap();
+    }
+
+    #[test]
+    fn file_records_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = State::open(&dir.path().join("s"), "r").unwrap();
+        let rec = record(3);
+        s.begin().unwrap();
         s.set_file(b"/a/\xffb", &rec).unwrap();
+        s.commit().unwrap();
+        s.begin().unwrap();
         assert_eq!(s.file(b"/a/\xffb").unwrap(), Some(rec.clone()));
         assert_eq!(s.file(b"/a/b").unwrap(), None);
         let sparse = FileRecord {
@@ -341,6 +464,7 @@ mod tests {
             ..rec
         };
         s.set_file(b"/sparse", &sparse).unwrap();
+        s.commit().unwrap();
         assert_eq!(s.file(b"/sparse").unwrap(), Some(sparse));
     }
 }

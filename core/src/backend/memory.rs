@@ -20,13 +20,24 @@ struct Stored {
 }
 
 /// Objects held in a map.
-#[derive(Default)]
 pub struct MemoryBackend {
     objects: Mutex<BTreeMap<String, Stored>>,
     puts: AtomicUsize,
-    fail_after: Option<usize>,
+    /// Puts numbered from this one on fail (`usize::MAX`: none).
+    fail_after: AtomicUsize,
     /// Paths whose reads fail as an unreachable store would.
     unreadable: Mutex<HashSet<String>>,
+}
+
+impl Default for MemoryBackend {
+    fn default() -> Self {
+        Self {
+            objects: Mutex::default(),
+            puts: AtomicUsize::new(0),
+            fail_after: AtomicUsize::new(usize::MAX),
+            unreadable: Mutex::default(),
+        }
+    }
 }
 
 impl MemoryBackend {
@@ -37,10 +48,14 @@ impl MemoryBackend {
 
     /// An empty backend whose puts fail after the first `n` succeed.
     pub fn failing_after(n: usize) -> Self {
-        Self {
-            fail_after: Some(n),
-            ..Self::default()
-        }
+        let b = Self::default();
+        b.fail_after.store(n, Ordering::SeqCst);
+        b
+    }
+
+    /// Ends the failures `failing_after` injected: every later put works.
+    pub fn heal(&self) {
+        self.fail_after.store(usize::MAX, Ordering::SeqCst);
     }
 
     /// The keys of every object of `kind`.
@@ -127,7 +142,7 @@ impl ReadBackend for MemoryBackend {
 impl WriteBackend for MemoryBackend {
     async fn put_new(&self, key: &ObjectKey, data: Vec<u8>) -> Result<()> {
         let n = self.puts.fetch_add(1, Ordering::SeqCst);
-        if self.fail_after.is_some_and(|limit| n >= limit) {
+        if n >= self.fail_after.load(Ordering::SeqCst) {
             return Err(Error::Storage {
                 op: "put",
                 key: key.path(),
