@@ -83,6 +83,7 @@ impl Fixture {
             state_dir: self.dir.path().join("state"),
             workers: Some(2),
             progress: None,
+            start_time: None,
         };
         let backend: Arc<dyn Backend> = self.backend.clone();
         let summary = coffer_writer::backup(

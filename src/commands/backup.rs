@@ -78,6 +78,7 @@ fn run_backup(
         state_dir,
         workers: None,
         progress: reporter.progress(),
+        start_time: None,
     };
     let summary = if a.stdin_from_command {
         let output = CommandOutput::spawn(&a.command)?;

@@ -18,15 +18,17 @@
 //! - `pipeline`: the threads that compress, encrypt, pack and upload, and
 //!   the trees; `pack`: one pack being filled;
 //! - [`state`]: what this host stored before (SQLite), for dedup;
+//!   `horizon`: until when a stored blob is reused, and new packs' ids;
 //! - [`backup`] here: one run, from options to a stored snapshot.
 //!
 //! `walk` uses `pipeline`, `chunker`, `readahead`, `source_file`, `owner`,
-//! `xattrs`, `sparse` and `state`; `pipeline` uses `pack` and `state`; the leaves use
+//! `xattrs`, `sparse` and `state`; `pipeline` uses `pack`, `horizon` and `state`; the leaves use
 //! none of the others. From coffer-core it uses `format`, `crypto` and the write
 //! half of `backend`, never the read path.
 #![deny(missing_docs)]
 
 pub mod chunker;
+mod horizon;
 mod owner;
 mod pack;
 mod pipeline;
@@ -121,6 +123,9 @@ pub struct BackupOptions {
     /// Counters for a progress display; with them, the sources are also
     /// scanned for totals beside the run.
     pub progress: Option<Arc<Progress>>,
+    /// The run's start as recorded in the snapshot and counted from by the
+    /// dedup horizon; `None` is now (a simulation of many days sets it).
+    pub start_time: Option<time::OffsetDateTime>,
 }
 
 /// A stored snapshot and what the run could not read.
@@ -143,7 +148,9 @@ pub fn backup(
     stdin: impl Read,
 ) -> Result<BackupSummary, BackupError> {
     let started = Instant::now();
-    let start_time = time::OffsetDateTime::now_utc();
+    let start_time = opts
+        .start_time
+        .unwrap_or_else(time::OffsetDateTime::now_utc);
     let paths = absolute_sources(opts)?;
     let excludes = walk::Excludes::new(&opts.excludes)?;
     let config = &key.config;
@@ -160,7 +167,8 @@ pub fn backup(
             source,
         }
     })?;
-    let state = state::State::open(&opts.state_dir.join("state.sqlite"), &config.id)?;
+    let horizon = i64::from(config.dedup_horizon_days) * 86_400;
+    let state = state::State::open(&opts.state_dir.join("state.sqlite"), &config.id, horizon)?;
     state.begin()?;
     let shared = Arc::new(
         Shared::new(
@@ -350,6 +358,7 @@ mod tests {
             state_dir: dir.join("state"),
             workers: Some(2),
             progress: None,
+            start_time: None,
         }
     }
 
@@ -415,5 +424,80 @@ mod tests {
         assert_eq!(again.snapshot.stats.files_read, 0);
         // (only trees of ancestors such as /tmp, whose mtimes move, are new)
         assert!(again.snapshot.stats.new_bytes < 10_000);
+    }
+
+    /// A store that keeps nothing and counts what it is given.
+    #[derive(Default)]
+    struct CountingStore {
+        bytes: std::sync::atomic::AtomicU64,
+    }
+
+    #[async_trait::async_trait]
+    impl WriteBackend for CountingStore {
+        async fn put_new(&self, _: &ObjectKey, data: Vec<u8>) -> coffer_core::Result<()> {
+            self.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
+            Ok(())
+        }
+    }
+
+    /// 120 days of daily backups of an unchanged tree, 30-day horizon, with a
+    /// test clock: the first upload comes due over the second half of the
+    /// horizon, a little every day, and from then on every blob a whole
+    /// horizon after it was stored again. So no day uploads more than 10% of
+    /// the data, and the total is about one upload per 30 days.
+    #[test]
+    fn an_unchanged_tree_backed_up_daily_for_120_days_is_refreshed_a_little_each_day() {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        std::fs::create_dir(&src).unwrap();
+        // 128 single-chunk files, two to a 1 MiB pack: 64 data packs.
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        for i in 0..128 {
+            let data: Vec<u8> = (0..400 << 10)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x as u8
+                })
+                .collect();
+            std::fs::write(src.join(format!("f{i:03}")), data).unwrap();
+        }
+        let mut key = writer_key();
+        key.config.pack_size = 1 << 20;
+        assert_eq!(key.config.dedup_horizon_days, 30);
+        let start = time::OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap();
+        let mut daily = Vec::new();
+        for day in 0..120 {
+            let store = Arc::new(CountingStore::default());
+            let opts = BackupOptions {
+                start_time: Some(start + time::Duration::days(day)),
+                ..opts(dir.path())
+            };
+            backup(store.clone(), &key, &opts, rt.handle(), std::io::empty()).unwrap();
+            daily.push(store.bytes.load(Ordering::Relaxed));
+        }
+        let data = daily[0];
+        let percent: Vec<String> = daily
+            .iter()
+            .enumerate()
+            .map(|(day, &b)| format!("{day}:{:.1}", 100.0 * b as f64 / data as f64))
+            .collect();
+        eprintln!("day:% of the data uploaded that day: {}", percent.join(" "));
+        let total: u64 = daily.iter().sum();
+        let largest = daily[1..].iter().max().copied().unwrap_or(0);
+        eprintln!(
+            "total {:.2} x the data, largest day after the first {:.1}%",
+            total as f64 / data as f64,
+            100.0 * largest as f64 / data as f64
+        );
+        assert!(largest * 10 <= data, "a day uploaded {largest} of {data}");
+        assert!(total * 2 <= 11 * data, "{total} uploaded for {data}"); // (120/30 + 1.5) x
+                                                                        // Nothing comes due in the first half of the horizon; all of the
+                                                                        // first upload comes due within the second.
+        assert!(daily[1..15].iter().all(|&b| b * 100 < data), "{percent:?}");
+        let first_refresh: u64 = daily[15..=30].iter().sum();
+        assert!(first_refresh * 10 >= data * 9, "{percent:?}");
     }
 }

@@ -1,6 +1,6 @@
 //! Packs: blobs appended back to back under one session key.
 //!
-//! A [`Packer`] gets a random [`PackId`] when it opens, so every blob knows its
+//! A [`Packer`] gets its [`PackId`] when it opens, so every blob knows its
 //! final [`Location`] the moment it is appended, before the pack is sealed or
 //! stored. That lets directories be written as soon as they are walked
 //! (bounded memory) instead of after every pack is stored.
@@ -20,6 +20,8 @@ pub struct Packer {
     sealer: PackSealer,
     bytes: Vec<u8>,
     blobs: Vec<IndexBlob>,
+    /// When each blob comes due (see `horizon`), in the order of `blobs`.
+    dues: Vec<i64>,
     level: i32,
 }
 
@@ -33,6 +35,8 @@ pub struct SealedPack {
     pub bytes: Vec<u8>,
     /// The blobs in it.
     pub blobs: Vec<IndexBlob>,
+    /// When each blob comes due, in the order of `blobs`.
+    pub dues: Vec<i64>,
     /// Sum of the blobs' plaintext lengths.
     pub raw_bytes: u64,
 }
@@ -79,9 +83,10 @@ impl PackBuffers {
 }
 
 impl Packer {
-    /// Opens a pack in `buffer` (cleared): new id, new session key (one
+    /// Opens pack `id` in `buffer` (cleared) with a new session key (one
     /// public-key operation per recipient).
     pub fn new(
+        id: PackId,
         recipients: &Recipients,
         kind: PackKind,
         level: i32,
@@ -89,11 +94,12 @@ impl Packer {
     ) -> coffer_core::Result<Self> {
         buffer.clear();
         Ok(Self {
-            id: PackId::random(),
+            id,
             kind,
             sealer: PackSealer::new(recipients)?,
             bytes: buffer,
             blobs: Vec::new(),
+            dues: Vec::new(),
             level,
         })
     }
@@ -107,8 +113,14 @@ impl Packer {
         self.is_empty() || self.len() + bound <= pack_size
     }
 
-    /// Compresses, encrypts and appends one blob; returns where it is.
-    pub fn add(&mut self, id: BlobId, plain: &[u8]) -> coffer_core::Result<Location> {
+    /// The pack's id.
+    pub fn id(&self) -> &PackId {
+        &self.id
+    }
+
+    /// Compresses, encrypts and appends one blob, due at `due`; returns
+    /// where it is.
+    pub fn add(&mut self, id: BlobId, plain: &[u8], due: i64) -> coffer_core::Result<Location> {
         let offset = self.bytes.len();
         if let Err(e) = blob::encode_into(&self.sealer, self.level, plain, &mut self.bytes) {
             self.bytes.truncate(offset);
@@ -127,6 +139,7 @@ impl Packer {
             length: loc.length,
             raw_length: loc.raw_length,
         });
+        self.dues.push(due);
         Ok(loc)
     }
 
@@ -148,6 +161,7 @@ impl Packer {
             kind: self.kind,
             bytes: self.bytes,
             blobs: self.blobs,
+            dues: self.dues,
             raw_bytes,
         }
     }
@@ -167,7 +181,14 @@ mod tests {
     #[test]
     fn a_pack_filled_while_it_has_room_never_passes_its_size() {
         let pack_size = 1 << 20;
-        let mut packer = Packer::new(&recipients(), PackKind::Data, 3, Vec::new()).expect("pack");
+        let mut packer = Packer::new(
+            PackId::random(),
+            &recipients(),
+            PackKind::Data,
+            3,
+            Vec::new(),
+        )
+        .expect("pack");
         // Incompressible blobs: the encoded size is the bound's worst case.
         let mut state = 7u64;
         let mut blob = |n: usize| -> Vec<u8> {
@@ -184,7 +205,7 @@ mod tests {
             if !packer.has_room(plain.len(), pack_size) {
                 break;
             }
-            packer.add(BlobId([i; 32]), &plain).expect("add");
+            packer.add(BlobId([i; 32]), &plain, 0).expect("add");
             added += 1;
         }
         assert!(added >= 8, "only {added} blobs");
@@ -195,7 +216,14 @@ mod tests {
             packer.len()
         );
         // An empty pack takes any blob, however large.
-        let empty = Packer::new(&recipients(), PackKind::Data, 3, Vec::new()).expect("pack");
+        let empty = Packer::new(
+            PackId::random(),
+            &recipients(),
+            PackKind::Data,
+            3,
+            Vec::new(),
+        )
+        .expect("pack");
         assert!(empty.has_room(10 << 20, pack_size));
     }
 

@@ -13,6 +13,7 @@
 //! the figure). A blob's location is recorded in the state only after its
 //! pack is stored.
 
+use crate::horizon::Horizon;
 use crate::pack::{PackBuffers, Packer, SealedPack};
 use crate::state::{FileRecord, State};
 use crate::BackupError;
@@ -33,10 +34,10 @@ use std::thread::JoinHandle;
 /// Packs listed per index object.
 const INDEX_BATCH: usize = 64;
 
-/// A location that a worker fills in later. `None` means the blob could not
-/// be stored (the run is failing).
+/// A location that a worker fills in later, with when the blob comes due.
+/// `None` means the blob could not be stored (the run is failing).
 pub(crate) struct Slot {
-    value: Mutex<Option<Option<Location>>>,
+    value: Mutex<Option<Option<(Location, i64)>>>,
     ready: Condvar,
 }
 
@@ -48,19 +49,19 @@ impl Slot {
         })
     }
 
-    fn filled(loc: Location) -> Arc<Self> {
+    fn filled(loc: Location, due: i64) -> Arc<Self> {
         let slot = Self::new();
-        slot.set(Some(loc));
+        slot.set(Some((loc, due)));
         slot
     }
 
-    fn set(&self, loc: Option<Location>) {
+    fn set(&self, loc: Option<(Location, i64)>) {
         let mut v = lock(&self.value);
         *v = Some(loc);
         self.ready.notify_all();
     }
 
-    fn wait(&self) -> Option<Location> {
+    fn wait(&self) -> Option<(Location, i64)> {
         let mut v = lock(&self.value);
         loop {
             if let Some(loc) = *v {
@@ -82,9 +83,28 @@ impl Ref {
     fn resolve(&self) -> Option<Location> {
         match self {
             Ref::Known(loc) => Some(*loc),
-            Ref::Pending(slot) => slot.wait(),
+            Ref::Pending(slot) => slot.wait().map(|(loc, _)| loc),
         }
     }
+
+    /// When a blob this run stores comes due (a known one's due time is
+    /// the walker's to count).
+    fn pending_due(&self) -> Option<i64> {
+        match self {
+            Ref::Known(_) => None,
+            Ref::Pending(slot) => slot.wait().map(|(_, due)| due),
+        }
+    }
+}
+
+/// What the state and the run know of a blob.
+enum Lookup {
+    /// Stored (or on its way) and not yet due: reuse, until then.
+    Reuse(Ref, i64),
+    /// Stored, but past due: store again.
+    Due,
+    /// Never stored.
+    New,
 }
 
 /// A directory entry whose blob references may still be pending.
@@ -108,6 +128,8 @@ struct DataJob {
     id: BlobId,
     data: Vec<u8>,
     slot: Arc<Slot>,
+    /// Stored before and past due (so due a whole horizon later).
+    again: bool,
 }
 
 /// Counts shared by the pipeline's threads.
@@ -133,10 +155,8 @@ pub(crate) struct Shared {
     pub rt: tokio::runtime::Handle,
     pub state: Mutex<State>,
     pending: Mutex<HashMap<BlobId, Arc<Slot>>>,
-    /// Blobs stored before this (Unix seconds) are beyond the dedup horizon.
-    pub horizon_start: i64,
-    /// The run's start (Unix seconds): recorded as every new pack's time.
-    pub now: i64,
+    /// Until when stored blobs are reused; new packs' ids.
+    pub horizon: Horizon,
     pub counters: Counters,
     failed: AtomicBool,
     failure: Mutex<Option<BackupError>>,
@@ -167,8 +187,7 @@ impl Shared {
             rt,
             state: Mutex::new(state),
             pending: Mutex::new(HashMap::new()),
-            horizon_start: now - i64::from(config.dedup_horizon_days) * 86_400,
-            now,
+            horizon: Horizon::new(now, config.dedup_horizon_days),
             counters: Counters::default(),
             failed: AtomicBool::new(false),
             failure: Mutex::new(None),
@@ -200,18 +219,22 @@ impl Shared {
         lock(&self.failure).take()
     }
 
-    /// Where blob `id` is, if this run or an earlier one (within the dedup
-    /// horizon) stored it; with the upload time of its pack.
+    /// Where blob `id` is, if this run or an earlier one stored it and it is
+    /// not yet due; with its due time (`i64::MAX` for one this run stores:
+    /// its slot tells).
     fn lookup(
         &self,
         pending: &HashMap<BlobId, Arc<Slot>>,
         id: &BlobId,
-    ) -> Result<Option<(Ref, i64)>, BackupError> {
+    ) -> Result<Lookup, BackupError> {
         if let Some(slot) = pending.get(id) {
-            return Ok(Some((Ref::Pending(slot.clone()), self.now)));
+            return Ok(Lookup::Reuse(Ref::Pending(slot.clone()), i64::MAX));
         }
-        let found = lock(&self.state).blob(id, self.horizon_start)?;
-        Ok(found.map(|(loc, at)| (Ref::Known(loc), at)))
+        Ok(match lock(&self.state).blob(id)? {
+            Some((loc, due)) if self.horizon.reusable(due) => Lookup::Reuse(Ref::Known(loc), due),
+            Some(_) => Lookup::Due,
+            None => Lookup::New,
+        })
     }
 
     /// Sealed packs are written here; in one place so every writer of packs
@@ -229,7 +252,7 @@ impl Shared {
         stored.map_err(BackupError::Store)?;
         {
             let state = lock(&self.state);
-            for b in &pack.blobs {
+            for (b, &due) in pack.blobs.iter().zip(&pack.dues) {
                 let loc = Location {
                     id: b.id,
                     pack: pack.id,
@@ -237,7 +260,7 @@ impl Shared {
                     length: b.length,
                     raw_length: b.raw_length,
                 };
-                state.add_blob(&loc, self.now)?;
+                state.add_blob(&loc, due)?;
             }
             // Known for good: a run killed after this reuses the pack.
             state.checkpoint()?;
@@ -337,29 +360,32 @@ impl Pipeline {
     }
 
     /// Returns a reference to the chunk `data` (id `id`), sending it to the
-    /// workers unless it is already stored or on its way; with the upload
-    /// time of its pack.
+    /// workers unless it is already stored, not yet due, or on its way; with
+    /// its due time if known (`i64::MAX` for one on its way: its slot tells).
     pub fn store_chunk(&self, id: BlobId, data: Vec<u8>) -> Result<(Ref, i64), BackupError> {
         self.check_running()?;
-        let slot = {
+        let (slot, again) = {
             let mut pending = lock(&self.shared.pending);
-            if let Some(found) = self.shared.lookup(&pending, &id)? {
-                return Ok(found);
-            }
+            let again = match self.shared.lookup(&pending, &id)? {
+                Lookup::Reuse(r, due) => return Ok((r, due)),
+                Lookup::Due => true,
+                Lookup::New => false,
+            };
             let slot = Slot::new();
             pending.insert(id, slot.clone());
-            slot
+            (slot, again)
         };
         let job = DataJob {
             id,
             data,
             slot: slot.clone(),
+            again,
         };
         self.data_tx
             .as_ref()
             .and_then(|tx| tx.send(job).ok())
             .ok_or_else(|| BackupError::Pipeline("the packing threads stopped".into()))?;
-        Ok((Ref::Pending(slot), self.shared.now))
+        Ok((Ref::Pending(slot), i64::MAX))
     }
 
     /// Queues a walked directory; returns the reference its parent uses.
@@ -446,7 +472,8 @@ fn packer_with_room<'a>(
         Some(p) => Ok(p),
         None => {
             let buffer = s.buffers.take(s.pack_size as usize);
-            Ok(packer.insert(Packer::new(&s.recipients, kind, s.level, buffer)?))
+            let id = s.horizon.pack_id();
+            Ok(packer.insert(Packer::new(id, &s.recipients, kind, s.level, buffer)?))
         }
     }
 }
@@ -460,8 +487,9 @@ fn worker(s: &Shared, jobs: Receiver<DataJob>, packs: Sender<SealedPack>) {
         }
         let added = (|| {
             let p = packer_with_room(s, PackKind::Data, &mut packer, job.data.len(), &packs)?;
-            let loc = p.add(job.id, &job.data)?;
-            job.slot.set(Some(loc));
+            let due = s.horizon.due(p.id(), job.again);
+            let loc = p.add(job.id, &job.data, due)?;
+            job.slot.set(Some((loc, due)));
             Ok::<_, BackupError>(())
         })();
         if let Err(e) = added {
@@ -489,7 +517,7 @@ fn tree_builder(s: &Shared, dirs: Receiver<PendingDir>, packs: Sender<SealedPack
             continue;
         }
         match build_tree(s, dir.entries, &mut packer, &packs) {
-            Ok(loc) => dir.slot.set(Some(loc)),
+            Ok(placed) => dir.slot.set(Some(placed)),
             Err(e) => {
                 dir.slot.set(None);
                 s.fail(e);
@@ -503,12 +531,13 @@ fn tree_builder(s: &Shared, dirs: Receiver<PendingDir>, packs: Sender<SealedPack
     }
 }
 
+/// Writes one directory's tree; where it is and when it comes due.
 fn build_tree(
     s: &Shared,
     entries: Vec<PendingEntry>,
     packer: &mut Option<Packer>,
     packs: &Sender<SealedPack>,
-) -> Result<Location, BackupError> {
+) -> Result<(Location, i64), BackupError> {
     let unplaced = || BackupError::Pipeline("a blob could not be stored".into());
     let mut tree = Tree {
         entries: Vec::with_capacity(entries.len()),
@@ -527,6 +556,13 @@ fn build_tree(
         };
         if let Some((path, mut record)) = pe.record {
             record.chunks = entry.chunks.clone();
+            // The walker counted the known chunks; the new ones are due
+            // when the packs they went into say.
+            record.due = pe
+                .chunks
+                .iter()
+                .filter_map(Ref::pending_due)
+                .fold(record.due, i64::min);
             lock(&s.state).set_file(&path, &record)?;
         }
         tree.entries.push(entry);
@@ -537,13 +573,19 @@ fn build_tree(
     // uploaders take the map.
     let p = packer_with_room(s, PackKind::Tree, packer, json.len(), packs)?;
     let mut pending = lock(&s.pending);
-    if let Some((r, _)) = s.lookup(&pending, &id)? {
-        drop(pending); // never wait on a slot while holding the map
-        return r.resolve().ok_or_else(unplaced);
-    }
-    let loc = p.add(id, &json)?;
-    pending.insert(id, Slot::filled(loc));
-    Ok(loc)
+    let again = match s.lookup(&pending, &id)? {
+        Lookup::Reuse(Ref::Known(loc), due) => return Ok((loc, due)),
+        Lookup::Reuse(Ref::Pending(slot), _) => {
+            drop(pending); // never wait on a slot while holding the map
+            return slot.wait().ok_or_else(unplaced);
+        }
+        Lookup::Due => true,
+        Lookup::New => false,
+    };
+    let due = s.horizon.due(p.id(), again);
+    let loc = p.add(id, &json, due)?;
+    pending.insert(id, Slot::filled(loc, due));
+    Ok((loc, due))
 }
 
 fn uploader(s: &Shared, packs: Receiver<SealedPack>) {

@@ -98,8 +98,9 @@ pub struct FileRecord {
     pub chunks: Vec<Location>,
     /// Its holes, for a sparse file.
     pub holes: Vec<Hole>,
-    /// Upload time (Unix seconds) of its oldest chunk's pack.
-    pub oldest_upload: i64,
+    /// When the first of its chunks comes due (see `horizon`): until
+    /// then an unchanged file is not read again.
+    pub due: i64,
 }
 
 /// A file's row keeps its chunks as JSON: a list of locations, as ever, or
@@ -115,15 +116,23 @@ enum StoredChunks {
 }
 
 /// The writer's state database.
+///
+/// Deadlines are kept as they were before the horizon was spread: a blob's
+/// `uploaded_at` and a file's `oldest_upload` hold its due time minus H, the
+/// upload time it is reused as, so the old rule (reuse while younger than H)
+/// and the new one (reuse until due) read the same rows the same way.
 pub struct State {
     conn: Connection,
     path: PathBuf,
+    /// H, in seconds.
+    horizon: i64,
 }
 
 impl State {
-    /// Opens (or creates) the state at `path` for repository `repo_id`.
-    /// A state of another schema version or repository is discarded.
-    pub fn open(path: &Path, repo_id: &str) -> Result<Self> {
+    /// Opens (or creates) the state at `path` for repository `repo_id`,
+    /// whose dedup horizon is `horizon` seconds. A state of another schema
+    /// version or repository is discarded.
+    pub fn open(path: &Path, repo_id: &str, horizon: i64) -> Result<Self> {
         let err = |what: &str| {
             let what = what.to_string();
             let path = path.to_path_buf();
@@ -138,6 +147,7 @@ impl State {
         let state = Self {
             conn,
             path: path.to_path_buf(),
+            horizon,
         };
         let version = state.meta("schema_version")?;
         let repo = state.meta("repo_id")?;
@@ -226,16 +236,15 @@ impl State {
             .execute_batch("DELETE FROM temp.run_files; COMMIT");
     }
 
-    /// Where blob `id` is stored, if its pack was uploaded at or after
-    /// `not_before` (Unix seconds): older blobs are beyond the dedup horizon.
-    pub fn blob(&self, id: &BlobId, not_before: i64) -> Result<Option<(Location, i64)>> {
+    /// Where this host stored blob `id`, and when it comes due (Unix
+    /// seconds; a blob past due is not reused, see `horizon`).
+    pub fn blob(&self, id: &BlobId) -> Result<Option<(Location, i64)>> {
         self.conn
             .prepare_cached(
-                "SELECT pack, offset, length, raw_length, uploaded_at FROM blobs
-                 WHERE id = ?1 AND uploaded_at >= ?2",
+                "SELECT pack, offset, length, raw_length, uploaded_at FROM blobs WHERE id = ?1",
             )
             .and_then(|mut st| {
-                st.query_row(params![&id.0[..], not_before], |r| {
+                st.query_row(params![&id.0[..]], |r| {
                     let pack: Vec<u8> = r.get(0)?;
                     Ok((
                         pack,
@@ -258,14 +267,14 @@ impl State {
                             length: length as u64,
                             raw_length: raw_length as u64,
                         },
-                        at,
+                        at + self.horizon,
                     ))
                 })
             })
     }
 
-    /// Records that the blob at `loc` was stored at `uploaded_at`.
-    pub fn add_blob(&self, loc: &Location, uploaded_at: i64) -> Result<()> {
+    /// Records that the blob at `loc` is stored and comes due at `due`.
+    pub fn add_blob(&self, loc: &Location, due: i64) -> Result<()> {
         self.conn
             .prepare_cached(
                 "INSERT OR REPLACE INTO blobs (id, pack, offset, length, raw_length, uploaded_at)
@@ -278,7 +287,7 @@ impl State {
                     loc.offset as i64,
                     loc.length as i64,
                     loc.raw_length as i64,
-                    uploaded_at
+                    due - self.horizon
                 ])
             })
             .map(|_| ())
@@ -320,7 +329,7 @@ impl State {
                     inode: inode as u64,
                     chunks,
                     holes,
-                    oldest_upload,
+                    due: oldest_upload + self.horizon,
                 })
             }),
         )
@@ -350,7 +359,7 @@ impl State {
                     rec.ctime_ns,
                     rec.inode as i64,
                     chunks,
-                    rec.oldest_upload
+                    rec.due - self.horizon
                 ])
             })
             .map(|_| ())
@@ -373,27 +382,33 @@ mod tests {
     }
 
     #[test]
-    fn horizon_hides_old_blobs_and_a_failed_run_keeps_stored_blobs_only() {
+    fn blobs_keep_their_due_time_and_a_failed_run_keeps_stored_blobs_only() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state.sqlite");
-        let s = State::open(&path, "repo").unwrap();
+        let s = State::open(&path, "repo", 100).unwrap();
         s.begin().unwrap();
         s.add_blob(&loc(1), 1000).unwrap();
-        assert_eq!(s.blob(&loc(1).id, 999).unwrap().unwrap().0, loc(1));
-        assert!(s.blob(&loc(1).id, 1001).unwrap().is_none());
+        assert_eq!(s.blob(&loc(1).id).unwrap(), Some((loc(1), 1000)));
+        // Kept as the upload time the old rule (reuse while younger than H)
+        // reads the same way.
+        let at: i64 = s
+            .conn
+            .query_row("SELECT uploaded_at FROM blobs", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(at, 900);
         s.commit().unwrap();
         s.begin().unwrap();
         s.add_blob(&loc(2), 1000).unwrap();
         s.set_file(b"/f", &record(2)).unwrap();
         s.end_failed();
         // A failed run's blobs were in stored packs: kept. Its files: not.
-        assert!(s.blob(&loc(2).id, 0).unwrap().is_some());
+        assert!(s.blob(&loc(2).id).unwrap().is_some());
         assert!(s.file(b"/f").unwrap().is_none());
-        assert!(s.blob(&loc(1).id, 0).unwrap().is_some());
+        assert!(s.blob(&loc(1).id).unwrap().is_some());
         drop(s);
         // Another repository id discards the state.
-        let s = State::open(&path, "other").unwrap();
-        assert!(s.blob(&loc(1).id, 0).unwrap().is_none());
+        let s = State::open(&path, "other", 100).unwrap();
+        assert!(s.blob(&loc(1).id).unwrap().is_none());
     }
 
     fn record(n: u8) -> FileRecord {
@@ -404,7 +419,7 @@ mod tests {
             inode: 7,
             chunks: vec![loc(n)],
             holes: Vec::new(),
-            oldest_upload: 8,
+            due: 8,
         }
     }
 
@@ -414,7 +429,7 @@ mod tests {
     fn a_killed_run_leaves_the_blobs_of_its_checkpoints() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state.sqlite");
-        let s = State::open(&path, "repo").unwrap();
+        let s = State::open(&path, "repo", 100).unwrap();
         s.begin().unwrap();
         s.add_blob(&loc(1), 1000).unwrap();
         s.set_file(b"/f", &record(1)).unwrap();
@@ -447,7 +462,7 @@ mod tests {
     #[test]
     fn file_records_round_trip() {
         let dir = tempfile::tempdir().unwrap();
-        let s = State::open(&dir.path().join("s"), "r").unwrap();
+        let s = State::open(&dir.path().join("s"), "r", 100).unwrap();
         let rec = record(3);
         s.begin().unwrap();
         s.set_file(b"/a/\xffb", &rec).unwrap();

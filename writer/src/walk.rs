@@ -164,8 +164,9 @@ struct ReadFile {
     holes: Vec<Hole>,
     /// Its length: data and holes.
     size: u64,
-    /// Upload time of the oldest pack its chunks are in.
-    oldest: i64,
+    /// When the first of its known chunks comes due (`i64::MAX` if none:
+    /// the new ones' due times come with their locations).
+    due: i64,
 }
 
 /// What a walk keeps and where it stops.
@@ -328,7 +329,7 @@ impl<'a> Walker<'a> {
             let shared = &self.pipe.shared;
             lock(&shared.state)
                 .file(path.as_os_str().as_bytes())?
-                .filter(|r| same_file(r, &meta) && r.oldest_upload >= shared.horizon_start)
+                .filter(|r| same_file(r, &meta) && shared.horizon.reusable(r.due))
         } else {
             None
         };
@@ -457,7 +458,7 @@ impl<'a> Walker<'a> {
                 data: 0,
                 holes: rec.holes,
                 size: rec.size,
-                oldest: rec.oldest_upload,
+                due: rec.due,
             }),
         };
         if let Some(read) = reused {
@@ -505,7 +506,7 @@ impl<'a> Walker<'a> {
                     inode: meta.ino(),
                     chunks: Vec::new(),
                     holes: read.holes.clone(),
-                    oldest_upload: read.oldest,
+                    due: read.due,
                 },
             )
         });
@@ -549,13 +550,13 @@ impl<'a> Walker<'a> {
         };
         let Some(ranges) = sparse::data_ranges(file, meta.size(), meta.blocks()).map_err(source)?
         else {
-            let (chunks, size, oldest) = self.read_chunks(file, Some(meta.size()))?;
+            let (chunks, size, due) = self.read_chunks(file, Some(meta.size()))?;
             return Ok(ReadFile {
                 chunks,
                 data: size,
                 holes: Vec::new(),
                 size,
-                oldest,
+                due,
             });
         };
         let mut read = ReadFile {
@@ -563,7 +564,7 @@ impl<'a> Walker<'a> {
             data: 0,
             holes: Vec::new(),
             size: 0,
-            oldest: self.pipe.shared.now,
+            due: i64::MAX,
         };
         let hole = |read: &mut ReadFile, upto: u64| {
             if upto > read.size {
@@ -581,11 +582,11 @@ impl<'a> Walker<'a> {
             let mut input = file;
             input.seek(SeekFrom::Start(start)).map_err(source)?;
             let want = end - start;
-            let (chunks, n, oldest) = self.read_chunks(input.take(want), Some(want))?;
+            let (chunks, n, due) = self.read_chunks(input.take(want), Some(want))?;
             read.chunks.extend(chunks);
             read.data += n;
             read.size += n;
-            read.oldest = read.oldest.min(oldest);
+            read.due = read.due.min(due);
             if n < want {
                 whole = false; // it shrank while we read: it ends here
                 break;
@@ -597,7 +598,8 @@ impl<'a> Walker<'a> {
         Ok(read)
     }
 
-    /// Chunks `input` into the pipeline: (references, bytes, oldest upload).
+    /// Chunks `input` into the pipeline: (references, bytes, when the first
+    /// known chunk comes due).
     /// A read error is `BackupError::Source`; a pipeline error is fatal.
     fn read_chunks(
         &mut self,
@@ -607,16 +609,16 @@ impl<'a> Walker<'a> {
         let pipe = self.pipe;
         let mut refs = Vec::new();
         let mut total = 0u64;
-        let mut oldest = pipe.shared.now;
+        let mut due = i64::MAX;
         let mut fatal = None;
         let read = self.chunker.chunk(input, size_hint, |data| {
             total += data.len() as u64;
             pipe.shared.progress.add_bytes(data.len() as u64);
             let id = pipe.shared.key.blob_id(&data);
             match pipe.store_chunk(id, data) {
-                Ok((r, at)) => {
+                Ok((r, chunk_due)) => {
                     refs.push(r);
-                    oldest = oldest.min(at);
+                    due = due.min(chunk_due);
                     Ok(())
                 }
                 Err(e) => {
@@ -632,7 +634,7 @@ impl<'a> Walker<'a> {
             path: PathBuf::new(),
             source,
         })?;
-        Ok((refs, total, oldest))
+        Ok((refs, total, due))
     }
 
     fn entry_from(&mut self, name: Vec<u8>, kind: Kind, meta: &Metadata) -> Entry {
