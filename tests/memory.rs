@@ -4,12 +4,17 @@
 //! data in flight (136 MiB worst case with two workers and a local
 //! repository) plus 64 MiB for the process's own code, runtime and SQLite
 //! cache. Measured: 78 MiB (small files) and 119 MiB (the 2 GiB file).
+//!
+//! The mount's memory stays within its `--cache-size` + 64 MiB whatever is
+//! browsed: `find` over 200,000 entries with a 16 MiB cache.
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 mod util;
 
 use std::io::Write;
+use std::os::unix::fs::MetadataExt;
 use std::process::Child;
+use util::mount::Mounted;
 use util::*;
 
 /// For two workers (one per core); each further worker adds a chunk and a
@@ -132,4 +137,74 @@ fn memory_is_bounded_for_many_small_files_and_one_huge_file() {
     );
     let out = env.admin_ok("cat", &[&spec]);
     assert_eq!(out.stdout, b"small file 42/420\n");
+}
+
+/// `find` over a snapshot of 200,000 entries through a mount whose cache is
+/// 16 MiB (the listings alone would take ~80 MiB): the mount's peak RSS
+/// stays within the cache + 64 MiB, and a file's inode number and
+/// attributes are the same before and after, also once the kernel has
+/// forgotten it (as root: caches dropped) and the mount had to load its
+/// directory again.
+#[test]
+fn a_mount_walks_a_tree_far_larger_than_its_cache_within_its_memory_bound() {
+    let env = Env::new();
+    let src = env.path("many");
+    for d in 0..200 {
+        let dir = src.join(format!("d{d:03}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        for f in 0..1000 {
+            std::fs::write(dir.join(format!("f{f:04}")), format!("{d}/{f}\n")).unwrap();
+        }
+    }
+    env.backup(&[&src], &[]);
+    let m = Mounted::new(&env, &["--cache-size", "16MiB"]);
+    let snapshot = m
+        .path("snapshots/latest")
+        .join(src.strip_prefix("/").unwrap());
+    let probe = snapshot.join("d007/f0042");
+    let before = std::fs::metadata(&probe).unwrap();
+    let idle = m.peak_rss_mib();
+    let find = |what: &str| {
+        let t = std::time::Instant::now();
+        let out = std::process::Command::new("find")
+            .arg(&snapshot)
+            .arg("-printf")
+            .arg("%i %s %T@ %p\n")
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        let lines = out
+            .stdout
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .count();
+        eprintln!(
+            "{what}: find listed {lines} entries in {:.1} s, mount peak RSS {} MiB",
+            t.elapsed().as_secs_f64(),
+            m.peak_rss_mib()
+        );
+        assert_eq!(lines, 200_201);
+        out.stdout
+    };
+    let first = find("first walk");
+    if is_root() {
+        // The kernel forgets every dentry and inode it can.
+        std::fs::write("/proc/sys/vm/drop_caches", "2").unwrap();
+    }
+    let second = find("second walk");
+    assert!(first == second, "inode numbers or attributes changed");
+    let after = std::fs::metadata(&probe).unwrap();
+    assert_eq!(
+        (before.ino(), before.size(), before.mtime(), before.mode()),
+        (after.ino(), after.size(), after.mtime(), after.mode())
+    );
+    assert_eq!(std::fs::read(&probe).unwrap(), b"7/42\n");
+    let peak = m.peak_rss_mib();
+    eprintln!("mount: {idle} MiB after mounting, {peak} MiB peak");
+    assert!(
+        peak <= 16 + 64,
+        "peak RSS {peak} MiB over the cache (16) + 64 MiB"
+    );
+    let (code, log) = m.unmount();
+    assert_eq!(code, Some(0), "{log}");
 }

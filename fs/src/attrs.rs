@@ -4,7 +4,7 @@
 //! with an entry (ACLs and capabilities among them), for `getxattr` and
 //! `listxattr`.
 
-use crate::inode::{EntryMeta, InodeTable, NodeKind};
+use crate::inode::{EntryMeta, NodeKind};
 use crate::mounted::Mounted;
 use coffer_core::format::tree::Kind;
 use coffer_core::sync::lock;
@@ -17,40 +17,40 @@ const CONTENT_TTL: Duration = Duration::from_secs(24 * 3600);
 const VIRTUAL_TTL: Duration = Duration::from_secs(1);
 
 impl Mounted {
+    /// The attributes of `ino`, which is `kind`.
     /// Lock order: `snapshots` before `table`, never the other way round.
-    pub(crate) fn attr(&self, ino: u64) -> Result<(FileAttr, Duration), Errno> {
-        let virtual_times = self.virtual_times();
-        attr_in(&lock(&self.table), &virtual_times, ino)
+    pub(crate) fn attr(&self, kind: &NodeKind, ino: u64) -> (FileAttr, Duration) {
+        attr_of(kind, ino, &self.virtual_times())
     }
+}
 
-    /// The value of extended attribute `name` of `ino`: ENODATA when it
-    /// has none of that name (virtual nodes have none).
-    pub(crate) fn xattr(&self, ino: u64, name: &[u8]) -> Result<Vec<u8>, Errno> {
-        let table = lock(&self.table);
-        match &table.get(ino).ok_or(Errno::ENOENT)?.kind {
-            NodeKind::Entry(e) => e
-                .xattrs
-                .binary_search_by(|x| x.name.as_slice().cmp(name))
-                .map(|i| e.xattrs[i].value.clone())
-                .map_err(|_| Errno::NO_XATTR),
-            _ => Err(Errno::NO_XATTR),
+/// The value of extended attribute `name` of a node that is `kind`: ENODATA
+/// when it has none of that name (virtual nodes have none).
+pub(crate) fn xattr(kind: &NodeKind, name: &[u8]) -> Result<Vec<u8>, Errno> {
+    match kind {
+        NodeKind::Entry(e) => e
+            .xattrs
+            .binary_search_by(|x| x.name.as_slice().cmp(name))
+            .map(|i| e.xattrs[i].value.clone())
+            .map_err(|_| Errno::NO_XATTR),
+        _ => Err(Errno::NO_XATTR),
+    }
+}
+
+/// The names of a node's extended attributes, each ended by a NUL, as
+/// `listxattr(2)` gives them.
+pub(crate) fn xattr_names(kind: &NodeKind) -> Vec<u8> {
+    let mut out = Vec::new();
+    if let NodeKind::Entry(e) = kind {
+        for x in e.xattrs.iter() {
+            out.extend_from_slice(&x.name);
+            out.push(0);
         }
     }
+    out
+}
 
-    /// The names of `ino`'s extended attributes, each ended by a NUL, as
-    /// `listxattr(2)` gives them.
-    pub(crate) fn xattr_names(&self, ino: u64) -> Result<Vec<u8>, Errno> {
-        let table = lock(&self.table);
-        let mut out = Vec::new();
-        if let NodeKind::Entry(e) = &table.get(ino).ok_or(Errno::ENOENT)?.kind {
-            for x in e.xattrs.iter() {
-                out.extend_from_slice(&x.name);
-                out.push(0);
-            }
-        }
-        Ok(out)
-    }
-
+impl Mounted {
     /// What virtual nodes' attributes show of the snapshot list.
     pub(crate) fn virtual_times(&self) -> VirtualTimes {
         let snaps = lock(&self.snapshots);
@@ -128,13 +128,13 @@ pub(crate) struct VirtualTimes {
     gid: u32,
 }
 
-/// `ino`'s attributes and how long the kernel may keep them.
-pub(crate) fn attr_in(
-    table: &InodeTable,
-    virtual_times: &VirtualTimes,
+/// The attributes of `ino`, which is `kind`, and how long the kernel may
+/// keep them.
+pub(crate) fn attr_of(
+    kind: &NodeKind,
     ino: u64,
-) -> Result<(FileAttr, Duration), Errno> {
-    let node = table.get(ino).ok_or(Errno::ENOENT)?;
+    virtual_times: &VirtualTimes,
+) -> (FileAttr, Duration) {
     let dir = |mtime_ns: i64| Meta {
         kind: FileType::Directory,
         perm: 0o555,
@@ -146,7 +146,7 @@ pub(crate) fn attr_in(
         nlink: 2,
         rdev: 0,
     };
-    let (meta, ttl) = match &node.kind {
+    let (meta, ttl) = match kind {
         NodeKind::Entry(e) => (Meta::of(e), CONTENT_TTL),
         NodeKind::Latest => {
             let mut m = dir(virtual_times.newest_ns);
@@ -160,7 +160,7 @@ pub(crate) fn attr_in(
         NodeKind::SnapshotRoot { mtime_ns, .. } => (dir(*mtime_ns), CONTENT_TTL),
         _ => (dir(virtual_times.changed_ns), VIRTUAL_TTL),
     };
-    Ok((meta.attr(ino), ttl))
+    (meta.attr(ino), ttl)
 }
 
 fn system_time(ns: i64) -> SystemTime {

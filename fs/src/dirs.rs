@@ -1,10 +1,10 @@
 //! Directories: loading a directory's children into the inode table (its
 //! tree fetched through the cache, or the virtual directories made from the
-//! snapshot list) and listing them for `lookup`, `readdir` and
-//! `readdirplus`.
+//! snapshot list), loading again a listing the table dropped, and listing
+//! them for `lookup`, `readdir` and `readdirplus`.
 
-use crate::attrs::{attr_in, file_type};
-use crate::inode::{InodeTable, NodeKind};
+use crate::attrs::{attr_of, file_type};
+use crate::inode::{Dir, Found, NodeKind};
 use crate::mounted::{Mounted, WORKING_BYTES};
 use coffer_core::format::tree::{Location, Tree};
 use coffer_core::sync::lock;
@@ -53,40 +53,58 @@ impl Mounted {
         lock(&self.snapshots).stale(self.refresh_every)
     }
 
-    /// Makes sure `ino`'s children are in the table, fetching its tree if
-    /// needed. Virtual directories are rebuilt from the snapshot list.
-    pub(crate) async fn load_children(&self, ino: u64) -> Result<(), Errno> {
-        let kind = {
-            let table = lock(&self.table);
-            let node = table.get(ino).ok_or(Errno::ENOENT)?;
-            if !node.kind.is_dir() {
-                return Err(Errno::ENOTDIR);
-            }
-            if node.children.is_some() && !node.kind.is_virtual_dir() {
-                return Ok(());
-            }
-            node.kind.clone()
+    /// What `ino` is, loading the listing it lies in if the table dropped
+    /// it.
+    pub(crate) async fn kind_of(&self, ino: u64) -> Result<NodeKind, Errno> {
+        let found = lock(&self.table).find(ino);
+        let dir = match found {
+            Found::Node(kind) => return Ok(kind),
+            Found::Unknown => return Err(Errno::ENOENT),
+            Found::Unloaded(dir) => dir,
         };
-        if kind.is_virtual_dir() {
-            self.virtual_children(ino, &kind);
-            return Ok(());
+        let tree = lock(&self.table).dir_tree(dir).ok_or(Errno::ENOENT)?;
+        let listing = self.load_listing(dir, tree).await?.listing;
+        lock(&self.table)
+            .kind_in(ino, &listing)
+            .ok_or(Errno::ENOENT)
+    }
+
+    /// Directory `ino` with its children: a snapshot directory's listing
+    /// (loaded from its tree if the table has not kept it), a virtual
+    /// directory rebuilt if the snapshot list changed since it was built.
+    pub(crate) async fn load_dir(&self, ino: u64) -> Result<Dir, Errno> {
+        let kind = self.kind_of(ino).await?;
+        if !kind.is_dir() {
+            return Err(Errno::ENOTDIR);
         }
-        let loc = match &kind {
+        if kind.is_virtual_dir() {
+            return self.virtual_children(ino, &kind).ok_or(Errno::ENOENT);
+        }
+        if let Some(dir) = lock(&self.table).dir(ino) {
+            return Ok(dir);
+        }
+        let tree = match &kind {
             NodeKind::SnapshotRoot { tree, .. } => *tree,
             NodeKind::Entry(e) => e.subtree.ok_or(Errno::EIO)?,
             _ => return Err(Errno::ENOTDIR),
         };
-        let tree = self.tree(&loc).await?;
-        self.prefetch_subtrees(&tree);
-        let table_bytes = {
+        self.load_listing(ino, tree).await
+    }
+
+    /// Loads snapshot directory `ino`'s entries from its tree at `tree` into
+    /// the table (which keeps them while its budget allows) and returns them.
+    async fn load_listing(&self, ino: u64, tree: Location) -> Result<Dir, Errno> {
+        let loaded = self.tree(&tree).await?;
+        self.prefetch_subtrees(&loaded);
+        let (dir, table_bytes) = {
             let mut table = lock(&self.table);
-            table.load_entries(ino, tree.entries);
-            table.bytes()
+            let dir = table.load_entries(ino, tree, loaded.entries);
+            (dir, table.bytes())
         };
-        // The directory listing counts against the cache size: the mount
-        // stays within --cache-size however much is browsed.
+        // The listings count against the cache size: the mount stays within
+        // --cache-size however much is browsed.
         self.cache.set_reserved(table_bytes + WORKING_BYTES);
-        Ok(())
+        dir.ok_or(Errno::EIO)
     }
 
     /// Starts fetching the trees of a directory's subdirectories, so a walk
@@ -96,67 +114,53 @@ impl Mounted {
         self.cache.prefetch_trees(subtrees.take(SUBTREE_PREFETCH));
     }
 
-    /// Whether `ino`'s children are loaded and final (answerable without I/O).
-    pub(crate) fn loaded(&self, ino: u64) -> bool {
-        lock(&self.table)
-            .get(ino)
-            .is_some_and(|n| n.children.is_some() && !n.kind.is_virtual_dir())
+    /// Snapshot directory `ino`, if its listing is loaded (answerable
+    /// without I/O). Virtual directories go through [`Mounted::load_dir`],
+    /// which rebuilds them when the snapshot list changed.
+    pub(crate) fn loaded_dir(&self, ino: u64) -> Option<Dir> {
+        lock(&self.table).dir(ino)
     }
 
-    /// `name` in `parent`, whose children must be loaded.
-    pub(crate) fn lookup_loaded(
-        &self,
-        parent: u64,
-        name: &[u8],
-    ) -> Result<(FileAttr, Duration), Errno> {
-        let ino = {
-            let table = lock(&self.table);
-            let children = table
-                .get(parent)
-                .and_then(|n| n.children.as_ref())
-                .ok_or(Errno::ENOENT)?;
-            match children.binary_search_by(|(n, _)| n[..].cmp(name)) {
-                Ok(i) => children[i].1,
-                Err(_) => return Err(Errno::ENOENT),
-            }
-        };
-        self.attr(ino)
+    /// `name` in directory `dir`: its attributes.
+    pub(crate) fn lookup_in(&self, dir: &Dir, name: &[u8]) -> Result<(FileAttr, Duration), Errno> {
+        let (child, kind) = dir.child(name).ok_or(Errno::ENOENT)?;
+        Ok(attr_of(kind, child, &self.virtual_times()))
     }
 
-    /// Fills `reply` with `ino`'s entries from `offset`; children must be loaded.
-    pub(crate) fn readdir_loaded(&self, ino: u64, offset: u64, mut reply: ReplyDirectory) {
-        let table = lock(&self.table);
-        let listed = each_entry(&table, ino, offset, |child, next, name| {
-            let kind = match table.get(child).map(|n| &n.kind) {
+    /// Fills `reply` with directory `ino`'s entries from `offset`.
+    pub(crate) fn readdir_in(&self, dir: &Dir, ino: u64, offset: u64, mut reply: ReplyDirectory) {
+        each_entry(dir, ino, offset, |child, next, name, kind| {
+            let kind = match kind {
                 Some(NodeKind::Entry(e)) => file_type(e.kind),
                 Some(NodeKind::Latest) => FileType::Symlink,
                 _ => FileType::Directory,
             };
             reply.add(INodeNo(child), next, kind, OsStr::from_bytes(name))
         });
-        match listed {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        reply.ok();
     }
 
-    /// [`Mounted::readdir_loaded`] with each entry's attributes, so that the
+    /// [`Mounted::readdir_in`] with each entry's attributes, so that the
     /// `stat` of every entry that `ls -l`, `find` or `diff -r` does next is
     /// answered by the kernel without a lookup round trip each.
-    pub(crate) fn readdirplus_loaded(&self, ino: u64, offset: u64, mut reply: ReplyDirectoryPlus) {
+    pub(crate) fn readdirplus_in(
+        &self,
+        dir: &Dir,
+        ino: u64,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
         let virtual_times = self.virtual_times();
-        let table = lock(&self.table);
-        let listed = each_entry(&table, ino, offset, |child, next, name| {
-            let Ok((attr, ttl)) = attr_in(&table, &virtual_times, child) else {
-                return false;
+        each_entry(dir, ino, offset, |child, next, name, kind| {
+            // `.` and `..`: the kernel ignores their attributes.
+            let (attr, ttl) = match kind {
+                Some(kind) => attr_of(kind, child, &virtual_times),
+                None => attr_of(&NodeKind::Root, child, &virtual_times),
             };
             let name = OsStr::from_bytes(name);
             reply.add(INodeNo(child), next, name, &ttl, &attr, Generation(0))
         });
-        match listed {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        reply.ok();
     }
 
     async fn tree(&self, loc: &Location) -> Result<Tree, Errno> {
@@ -171,12 +175,12 @@ impl Mounted {
 
     /// The children of a directory made from the snapshot list, rebuilt
     /// only when the list has changed since they were last built.
-    fn virtual_children(&self, ino: u64, kind: &NodeKind) {
+    fn virtual_children(&self, ino: u64, kind: &NodeKind) -> Option<Dir> {
         let snaps = lock(&self.snapshots);
         let layout = &snaps.layout;
         let mut table = lock(&self.table);
         if table.virtual_current(ino, snaps.generation) {
-            return;
+            return table.virtual_dir(ino);
         }
         let mut out = Vec::new();
         let mut add = |name: &str, kind: NodeKind| {
@@ -234,28 +238,31 @@ impl Mounted {
         }
         out.sort();
         table.set_virtual_children(ino, out, snaps.generation);
+        table.virtual_dir(ino)
     }
 }
 
-/// Calls `add(child, next offset, name)` for directory `ino`'s entries from
-/// `offset` on, `.` and `..` first, until it returns true (the reply is
-/// full). The children must be loaded.
+/// Calls `add(child, next offset, name, what the child is)` for directory
+/// `ino`'s entries from `offset` on, `.` and `..` first (with no kind),
+/// until it returns true (the reply is full).
 fn each_entry(
-    table: &InodeTable,
+    dir: &Dir,
     ino: u64,
     offset: u64,
-    mut add: impl FnMut(u64, u64, &[u8]) -> bool,
-) -> Result<(), Errno> {
-    let node = table.get(ino).ok_or(Errno::ENOENT)?;
-    let children = node.children.as_deref().unwrap_or_default();
-    let dots = [(ino, &b"."[..]), (node.parent, &b".."[..])];
-    let entries = dots
-        .into_iter()
-        .chain(children.iter().map(|(n, c)| (*c, &n[..])));
-    for (i, (child, name)) in entries.enumerate().skip(offset as usize) {
-        if add(child, i as u64 + 1, name) {
+    mut add: impl FnMut(u64, u64, &[u8], Option<&NodeKind>) -> bool,
+) {
+    let listing = &dir.listing;
+    let dots = [(ino, &b"."[..], None), (dir.parent, &b".."[..], None)];
+    let entries = dots.into_iter().chain(
+        listing
+            .children
+            .iter()
+            .zip(listing.kinds.iter())
+            .map(|((n, c), k)| (*c, &n[..], Some(k))),
+    );
+    for (i, (child, name, kind)) in entries.enumerate().skip(offset as usize) {
+        if add(child, i as u64 + 1, name, kind) {
             break;
         }
     }
-    Ok(())
 }

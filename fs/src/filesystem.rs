@@ -4,8 +4,10 @@
 //! blocks a FUSE session thread. What it calls lives in [`crate::dirs`],
 //! [`crate::read`] and [`crate::attrs`], on [`Mounted`].
 
-use crate::inode::NodeKind;
+use crate::attrs::{xattr, xattr_names};
+use crate::inode::{Dir, Found, NodeKind};
 use crate::mounted::Mounted;
+use crate::read::regular_file;
 use crate::MountOptions;
 use coffer_core::format::snapshot::SnapshotInfo;
 use coffer_core::format::tree::Kind;
@@ -41,18 +43,18 @@ impl CofferFs {
         Self { inner, rt }
     }
 
-    /// Runs `answer` once directory `ino`'s children are in the table: on
-    /// the FUSE thread that got the request if they are, else on tokio
-    /// after loading them (errors go to `reply`). Serves `lookup`,
-    /// `readdir` and `readdirplus`.
+    /// Runs `answer` with directory `ino` and its children: on the FUSE
+    /// thread that got the request if they are loaded, else on tokio after
+    /// loading them (errors go to `reply`). Serves `lookup`, `readdir` and
+    /// `readdirplus`.
     fn when_loaded<R: ErrorReply>(
         &self,
         ino: u64,
         reply: R,
-        answer: impl FnOnce(&Mounted, R) + Send + 'static,
+        answer: impl FnOnce(&Mounted, &Dir, R) + Send + 'static,
     ) {
-        if self.inner.loaded(ino) {
-            return answer(&self.inner, reply);
+        if let Some(dir) = self.inner.loaded_dir(ino) {
+            return answer(&self.inner, &dir, reply);
         }
         let inner = self.inner.clone();
         self.spawn(async move { load_then_answer(&inner, ino, reply, answer).await });
@@ -66,12 +68,12 @@ impl CofferFs {
         ino: u64,
         offset: u64,
         reply: R,
-        answer: impl FnOnce(&Mounted, R) + Send + 'static,
+        answer: impl FnOnce(&Mounted, &Dir, R) + Send + 'static,
     ) {
         let is_snapshots = offset == 0
             && matches!(
-                lock(&self.inner.table).get(ino).map(|n| &n.kind),
-                Some(NodeKind::Snapshots)
+                lock(&self.inner.table).find(ino),
+                Found::Node(NodeKind::Snapshots)
             );
         if !is_snapshots {
             return self.when_loaded(ino, reply, answer);
@@ -83,6 +85,30 @@ impl CofferFs {
         });
     }
 
+    /// Runs `answer` with what `ino` is: on the FUSE thread if the table
+    /// has it, else on tokio after loading the listing it lies in again
+    /// (the table dropped it). Serves the requests about one inode.
+    fn with_node<R: ErrorReply>(
+        &self,
+        ino: u64,
+        reply: R,
+        answer: impl FnOnce(&Arc<Mounted>, NodeKind, R) + Send + 'static,
+    ) {
+        let found = lock(&self.inner.table).find(ino);
+        match found {
+            Found::Node(kind) => return answer(&self.inner, kind, reply),
+            Found::Unknown => return reply.fail(Errno::ENOENT),
+            Found::Unloaded(_) => {}
+        }
+        let inner = self.inner.clone();
+        self.spawn(async move {
+            match inner.kind_of(ino).await {
+                Ok(kind) => answer(&inner, kind, reply),
+                Err(e) => reply.fail(e),
+            }
+        });
+    }
+
     fn spawn<F>(&self, f: F)
     where
         F: std::future::Future<Output = ()> + Send + 'static,
@@ -91,43 +117,45 @@ impl CofferFs {
     }
 }
 
-/// Loads directory `ino`'s children, then runs `answer` (errors go to
-/// `reply`).
+/// Loads directory `ino` with its children, then runs `answer` (errors go
+/// to `reply`).
 async fn load_then_answer<R: ErrorReply>(
     inner: &Mounted,
     ino: u64,
     reply: R,
-    answer: impl FnOnce(&Mounted, R),
+    answer: impl FnOnce(&Mounted, &Dir, R),
 ) {
-    match inner.load_children(ino).await {
-        Ok(()) => answer(inner, reply),
+    match inner.load_dir(ino).await {
+        Ok(dir) => answer(inner, &dir, reply),
         Err(e) => reply.fail(e),
     }
 }
 
-/// The replies of `lookup`, `readdir` and `readdirplus`, which
-/// [`CofferFs::when_loaded`] answers with an error if loading fails.
+/// The replies that [`CofferFs::when_loaded`] and [`CofferFs::with_node`]
+/// answer with an error if loading fails.
 trait ErrorReply: Send + 'static {
     fn fail(self, e: Errno);
 }
 
-impl ErrorReply for ReplyEntry {
-    fn fail(self, e: Errno) {
-        self.error(e)
-    }
+macro_rules! error_reply {
+    ($($reply:ty),*) => {
+        $(impl ErrorReply for $reply {
+            fn fail(self, e: Errno) {
+                self.error(e)
+            }
+        })*
+    };
 }
 
-impl ErrorReply for ReplyDirectory {
-    fn fail(self, e: Errno) {
-        self.error(e)
-    }
-}
-
-impl ErrorReply for ReplyDirectoryPlus {
-    fn fail(self, e: Errno) {
-        self.error(e)
-    }
-}
+error_reply!(
+    ReplyEntry,
+    ReplyDirectory,
+    ReplyDirectoryPlus,
+    ReplyAttr,
+    ReplyData,
+    ReplyOpen,
+    ReplyXattr
+);
 
 /// The `getxattr`/`listxattr` protocol: a `size` of 0 asks for the length,
 /// a buffer too small gets ERANGE.
@@ -162,15 +190,16 @@ impl fuser::Filesystem for CofferFs {
         let table = lock(&self.inner.table);
         tracing::info!(
             inodes = table.len(),
-            listing_mib = table.bytes() >> 20,
+            listings = table.listings(),
+            table_mib = table.bytes() >> 20,
             "unmounted"
         );
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let name = name.as_bytes().to_vec();
-        self.when_loaded(parent.0, reply, move |inner, reply| {
-            match inner.lookup_loaded(parent.0, &name) {
+        self.when_loaded(parent.0, reply, move |inner, dir, reply| {
+            match inner.lookup_in(dir, &name) {
                 Ok((attr, ttl)) => reply.entry(&ttl, &attr, Generation(0)),
                 Err(e) => reply.error(e),
             }
@@ -182,36 +211,32 @@ impl fuser::Filesystem for CofferFs {
     // before it lists such a directory from its own cache, and lists it
     // again only if the mtime moved, which it does when the list changes.
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        let reply_attr = move |inner: &Mounted, reply: ReplyAttr| match inner.attr(ino.0) {
-            Ok((attr, ttl)) => reply.attr(&ttl, &attr),
-            Err(e) => reply.error(e),
-        };
-        let is_virtual_dir = lock(&self.inner.table)
-            .get(ino.0)
-            .is_some_and(|n| n.kind.is_virtual_dir());
-        if !is_virtual_dir || !self.inner.snapshots_stale() {
-            return reply_attr(&self.inner, reply);
-        }
-        let inner = self.inner.clone();
-        self.spawn(async move {
-            inner.refresh_snapshots().await;
-            reply_attr(&inner, reply);
+        let rt = self.rt.clone();
+        self.with_node(ino.0, reply, move |inner, kind, reply| {
+            if !kind.is_virtual_dir() || !inner.snapshots_stale() {
+                let (attr, ttl) = inner.attr(&kind, ino.0);
+                return reply.attr(&ttl, &attr);
+            }
+            let refreshing = inner.clone();
+            rt.spawn(async move {
+                refreshing.refresh_snapshots().await;
+                let (attr, ttl) = refreshing.attr(&kind, ino.0);
+                reply.attr(&ttl, &attr);
+            });
         });
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
-        let kind = lock(&self.inner.table).get(ino.0).map(|n| n.kind.clone());
-        match kind {
-            Some(NodeKind::Latest) => {
-                let snaps = lock(&self.inner.snapshots);
+        self.with_node(ino.0, reply, |inner, kind, reply| match kind {
+            NodeKind::Latest => {
+                let snaps = lock(&inner.snapshots);
                 reply.data(snaps.layout.latest().unwrap_or("").as_bytes());
             }
-            Some(NodeKind::Entry(e)) if e.kind == Kind::Symlink => {
+            NodeKind::Entry(e) if e.kind == Kind::Symlink => {
                 reply.data(e.target.as_deref().unwrap_or_default());
             }
-            Some(_) => reply.error(Errno::EINVAL),
-            None => reply.error(Errno::ENOENT),
-        }
+            _ => reply.error(Errno::EINVAL),
+        });
     }
 
     // Files need no handle: ENOSYS to a read-only open tells the kernel
@@ -223,10 +248,7 @@ impl fuser::Filesystem for CofferFs {
         if flags.0 & libc::O_ACCMODE != libc::O_RDONLY {
             return reply.error(Errno::EROFS);
         }
-        match self.inner.attr(ino.0) {
-            Ok(_) => reply.error(Errno::ENOSYS),
-            Err(e) => reply.error(e),
-        }
+        self.with_node(ino.0, reply, |_, _, reply| reply.error(Errno::ENOSYS));
     }
 
     fn read(
@@ -240,22 +262,25 @@ impl fuser::Filesystem for CofferFs {
         _lock: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        let entry = match self.inner.file(ino.0) {
-            Ok(entry) => entry,
-            Err(e) => return reply.error(e),
-        };
-        {
-            let _runtime = self.rt.enter(); // for the read-ahead it starts
-            if let Some(data) = self.inner.read_cached(ino.0, &entry, offset, size) {
-                return reply.data(&data);
+        let rt = self.rt.clone();
+        self.with_node(ino.0, reply, move |inner, kind, reply| {
+            let entry = match regular_file(&kind) {
+                Ok(entry) => entry,
+                Err(e) => return reply.error(e),
+            };
+            {
+                let _runtime = rt.enter(); // for the read-ahead it starts
+                if let Some(data) = inner.read_cached(ino.0, &entry, offset, size) {
+                    return reply.data(&data);
+                }
             }
-        }
-        let inner = self.inner.clone();
-        self.spawn(async move {
-            match inner.read(ino.0, &entry, offset, size).await {
-                Ok(data) => reply.data(&data),
-                Err(e) => reply.error(e),
-            }
+            let inner = inner.clone();
+            rt.spawn(async move {
+                match inner.read(ino.0, &entry, offset, size).await {
+                    Ok(data) => reply.data(&data),
+                    Err(e) => reply.error(e),
+                }
+            });
         });
     }
 
@@ -278,8 +303,8 @@ impl fuser::Filesystem for CofferFs {
         offset: u64,
         reply: ReplyDirectory,
     ) {
-        self.listing(ino.0, offset, reply, move |inner, reply| {
-            inner.readdir_loaded(ino.0, offset, reply)
+        self.listing(ino.0, offset, reply, move |inner, dir, reply| {
+            inner.readdir_in(dir, ino.0, offset, reply)
         });
     }
 
@@ -291,8 +316,8 @@ impl fuser::Filesystem for CofferFs {
         offset: u64,
         reply: ReplyDirectoryPlus,
     ) {
-        self.listing(ino.0, offset, reply, move |inner, reply| {
-            inner.readdirplus_loaded(ino.0, offset, reply)
+        self.listing(ino.0, offset, reply, move |inner, dir, reply| {
+            inner.readdirplus_in(dir, ino.0, offset, reply)
         });
     }
 
@@ -312,29 +337,22 @@ impl fuser::Filesystem for CofferFs {
     // Extended attributes as stored (ACLs and capabilities among them), so
     // getfacl, getcap and `cp -a`/`rsync -X` out of the mount carry them.
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
-        match self.inner.xattr(ino.0, name.as_bytes()) {
-            Ok(value) => reply_xattr(reply, &value, size),
-            Err(e) => reply.error(e),
-        }
+        let name = name.as_bytes().to_vec();
+        self.with_node(ino.0, reply, move |_, kind, reply| {
+            match xattr(&kind, &name) {
+                Ok(value) => reply_xattr(reply, &value, size),
+                Err(e) => reply.error(e),
+            }
+        });
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
-        match self.inner.xattr_names(ino.0) {
-            Ok(names) => reply_xattr(reply, &names, size),
-            Err(e) => reply.error(e),
-        }
+        self.with_node(ino.0, reply, move |_, kind, reply| {
+            reply_xattr(reply, &xattr_names(&kind), size)
+        });
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        reply.statfs(
-            0,
-            0,
-            0,
-            lock(&self.inner.table).len() as u64,
-            0,
-            4096,
-            255,
-            4096,
-        );
+        reply.statfs(0, 0, 0, lock(&self.inner.table).len(), 0, 4096, 255, 4096);
     }
 }

@@ -1,15 +1,23 @@
 //! The inode table: what every inode number stands for.
 //!
-//! Snapshot contents never change, so an entry's inode is made once, when its
-//! directory is first loaded, and kept for the life of the mount: numbers are
-//! stable whatever the kernel forgets. Virtual directories (the snapshot list)
-//! are rebuilt on refresh; their children keep their numbers through a
-//! (parent, name) map. Nodes are created as directories are looked at, so
-//! memory grows with what is browsed, not with the repository; a node holds
-//! only what `stat` and `read` need (about 200 bytes for a small file).
+//! Numbers are stable for the life of the mount, whatever is dropped: the
+//! first time a snapshot directory is loaded it gets a block of consecutive
+//! numbers, one per entry in name order, and a small record (its tree's
+//! location, its parent, its block: ~200 bytes) that is kept. Its *listing*
+//! (every entry's metadata, the part that grows with what is browsed) is
+//! kept in a least-recently-used set within a byte budget and dropped when
+//! the budget is full; whoever needs it again (a `stat` of a number the
+//! kernel still holds, a lookup in the directory) loads it again from the
+//! tree, and the block gives every entry the number it had. So the mount's
+//! memory stays within its budget however much is browsed, and the kernel's
+//! references never pin memory: any number can be resolved again from its
+//! directory's record, so `forget` needs no answer. Virtual directories (the
+//! snapshot list) are small and kept; they are rebuilt on refresh and their
+//! children keep their numbers through a (parent, name) map.
 
 use coffer_core::format::tree::{Entry, Kind, Location, Xattr};
-use std::collections::HashMap;
+use lru::LruCache;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 /// The root inode.
@@ -129,39 +137,98 @@ impl NodeKind {
 /// A directory's children: name and inode number, sorted by name.
 pub(crate) type Children = Box<[(Box<[u8]>, u64)]>;
 
-/// One inode.
-pub(crate) struct Node {
-    pub parent: u64,
-    pub kind: NodeKind,
-    /// A directory's children, sorted by name, once loaded.
-    pub children: Option<Children>,
+/// A loaded directory's entries in name order, with what each is. Shared:
+/// whoever answers from it keeps it, even if the table drops it meanwhile.
+pub(crate) struct Listing {
+    pub children: Children,
+    /// What each child is, by position.
+    pub kinds: Box<[NodeKind]>,
+    /// Estimated heap bytes (see [`entry_bytes`]).
+    bytes: u64,
 }
+
+/// A loaded directory: its parent (for `..`) and its entries.
+#[derive(Clone)]
+pub(crate) struct Dir {
+    pub parent: u64,
+    pub listing: Arc<Listing>,
+}
+
+impl Dir {
+    /// Child `name`: its number and what it is.
+    pub fn child(&self, name: &[u8]) -> Option<(u64, &NodeKind)> {
+        let children = &self.listing.children;
+        let i = children.binary_search_by(|(n, _)| n[..].cmp(name)).ok()?;
+        Some((children[i].1, self.listing.kinds.get(i)?))
+    }
+}
+
+/// A node made from the snapshot list (never dropped; a snapshot root's
+/// entries are a listing like any directory's).
+struct VirtualNode {
+    parent: u64,
+    kind: NodeKind,
+    children: Option<Arc<Listing>>,
+}
+
+/// A snapshot directory loaded at least once: what loading it again takes,
+/// and the numbers its entries have. Kept for the life of the mount.
+struct DirRecord {
+    tree: Location,
+    parent: u64,
+    /// The snapshot root it lies in (hard links are per snapshot).
+    snapshot: u64,
+    /// Its entries are `base..base + len`, in name order (but for the later
+    /// names of a hard-linked file, which have the first name's number).
+    base: u64,
+    len: u64,
+}
+
+/// What the table knows of an inode number without loading anything.
+pub(crate) enum Found {
+    /// What it is.
+    Node(NodeKind),
+    /// An entry of directory `dir`, whose listing was dropped: load it.
+    Unloaded(u64),
+    /// No such number.
+    Unknown,
+}
+
+/// Bytes a directory record costs, with its share of the maps.
+const DIR_RECORD_BYTES: u64 = 256;
+/// Bytes a hard-linked file's entry in the links map costs.
+const LINK_BYTES: u64 = 64;
 
 /// Inode numbers and their nodes.
 pub(crate) struct InodeTable {
-    nodes: HashMap<u64, Node>,
+    virtual_nodes: HashMap<u64, VirtualNode>,
     /// Numbers of the children of virtual directories, which are rebuilt.
     virtual_numbers: HashMap<(u64, Vec<u8>), u64>,
     /// The snapshot-list generation each virtual directory was built from.
     virtual_built: HashMap<u64, u64>,
+    /// Every snapshot directory loaded so far, by number.
+    dirs: HashMap<u64, DirRecord>,
+    /// Each record's block, by its first number.
+    blocks: BTreeMap<u64, u64>,
+    /// The snapshot directories' listings kept, least recently used first out.
+    listings: LruCache<u64, Arc<Listing>>,
+    listing_bytes: u64,
+    /// What the listings may take before the least recently used go.
+    budget: u64,
     next: u64,
-    /// Estimated heap bytes of the snapshot entries loaded (see
-    /// [`entry_bytes`]): counted against the mount's cache size.
-    bytes: u64,
     /// Hard-linked files met so far: (snapshot root inode, device, inode)
     /// to the one inode number all their names share.
     links: HashMap<(u64, u64, u64), u64>,
 }
 
-/// About what one loaded entry costs in memory: its node in the map (with
-/// the map's spare room), its metadata, its chunk list and its name in the
-/// parent's list. On the bench's two snapshots (154k entries) this says
-/// 83 MiB; the mount's RSS grew 130 MiB listing them, which includes the
-/// trees' decoded JSON held in the blob cache (counted there).
+/// About what one loaded entry costs in memory: its metadata, its chunk
+/// list and its name in the directory's list. On the bench's two snapshots
+/// (154k entries) this said 83 MiB; the mount's RSS grew 130 MiB listing
+/// them, which includes the trees' decoded JSON held in the blob cache
+/// (counted there).
 fn entry_bytes(e: &Entry) -> u64 {
-    let node = std::mem::size_of::<(u64, Node)>() * 8 / 7;
-    let meta = std::mem::size_of::<EntryMeta>() + 2 * std::mem::size_of::<usize>();
-    let chunks = e.chunks.len() * (std::mem::size_of::<Location>() + 8);
+    let meta = std::mem::size_of::<EntryMeta>() + 4 * std::mem::size_of::<usize>();
+    let chunks = e.chunks.len() * (std::mem::size_of::<Location>() + 16);
     let name = std::mem::size_of::<(Box<[u8]>, u64)>() + e.name.len();
     let target = e.target.as_ref().map_or(0, Vec::len);
     let xattrs: usize = e
@@ -169,23 +236,28 @@ fn entry_bytes(e: &Entry) -> u64 {
         .iter()
         .map(|x| std::mem::size_of::<Xattr>() + x.name.len() + x.value.len() + 2 * 16)
         .sum();
-    // Allocator headers and rounding: ~16 bytes for each of up to 5 blocks.
-    (node + meta + chunks + name + target + xattrs + 5 * 16) as u64
+    // Allocator headers and rounding: ~16 bytes for each of up to 6 blocks.
+    (meta + chunks + name + target + xattrs + 6 * 16) as u64
 }
 
 impl InodeTable {
-    pub fn new() -> Self {
+    /// An empty table whose listings may take `budget` bytes.
+    pub fn new(budget: u64) -> Self {
         let mut t = Self {
-            nodes: HashMap::new(),
+            virtual_nodes: HashMap::new(),
             virtual_numbers: HashMap::new(),
             virtual_built: HashMap::new(),
+            dirs: HashMap::new(),
+            blocks: BTreeMap::new(),
+            listings: LruCache::unbounded(),
+            listing_bytes: 0,
+            budget,
             next: ROOT + 1,
-            bytes: 0,
             links: HashMap::new(),
         };
-        t.nodes.insert(
+        t.virtual_nodes.insert(
             ROOT,
-            Node {
+            VirtualNode {
                 parent: ROOT,
                 kind: NodeKind::Root,
                 children: None,
@@ -194,13 +266,75 @@ impl InodeTable {
         t
     }
 
-    pub fn get(&self, ino: u64) -> Option<&Node> {
-        self.nodes.get(&ino)
+    /// What `ino` is, without loading anything.
+    pub fn find(&self, ino: u64) -> Found {
+        if let Some(node) = self.virtual_nodes.get(&ino) {
+            return Found::Node(node.kind.clone());
+        }
+        let Some((dir, index)) = self.place(ino) else {
+            return Found::Unknown;
+        };
+        match self.listings.peek(&dir) {
+            None => Found::Unloaded(dir),
+            Some(listing) => match listing.kinds.get(index) {
+                Some(kind) => Found::Node(kind.clone()),
+                None => Found::Unknown,
+            },
+        }
     }
 
-    fn fresh(&mut self) -> u64 {
+    /// The directory whose block holds `ino`, and its position there.
+    fn place(&self, ino: u64) -> Option<(u64, usize)> {
+        let (&base, &dir) = self.blocks.range(..=ino).next_back()?;
+        let record = self.dirs.get(&dir)?;
+        (ino < base + record.len).then(|| (dir, (ino - base) as usize))
+    }
+
+    /// What `ino` is in `listing`, the listing of the directory whose block
+    /// holds it (as just loaded: the table may have dropped it since).
+    pub fn kind_in(&self, ino: u64, listing: &Listing) -> Option<NodeKind> {
+        let (_, index) = self.place(ino)?;
+        listing.kinds.get(index).cloned()
+    }
+
+    /// The parent of `ino`, if the table knows it without loading: a
+    /// virtual node's, a loaded directory's, or the directory whose block
+    /// holds an entry.
+    pub fn parent(&self, ino: u64) -> Option<u64> {
+        if let Some(node) = self.virtual_nodes.get(&ino) {
+            return Some(node.parent);
+        }
+        match self.dirs.get(&ino) {
+            Some(record) => Some(record.parent),
+            None => self.place(ino).map(|(dir, _)| dir),
+        }
+    }
+
+    /// Snapshot directory `ino` as loaded, if it is; marks it used.
+    pub fn dir(&mut self, ino: u64) -> Option<Dir> {
+        let listing = self.listings.get(&ino)?.clone();
+        let parent = self.parent(ino)?;
+        Some(Dir { parent, listing })
+    }
+
+    /// Virtual directory `ino` as last built.
+    pub fn virtual_dir(&self, ino: u64) -> Option<Dir> {
+        let node = self.virtual_nodes.get(&ino)?;
+        Some(Dir {
+            parent: node.parent,
+            listing: node.children.clone()?,
+        })
+    }
+
+    /// Where the tree of snapshot directory `ino` is, if it was loaded once
+    /// (what loading its listing again needs).
+    pub fn dir_tree(&self, ino: u64) -> Option<Location> {
+        self.dirs.get(&ino).map(|r| r.tree)
+    }
+
+    fn fresh(&mut self, count: u64) -> u64 {
         let ino = self.next;
-        self.next += 1;
+        self.next += count;
         ino
     }
 
@@ -211,19 +345,17 @@ impl InodeTable {
         let ino = match self.virtual_numbers.get(&key) {
             Some(&ino) => ino,
             None => {
-                let ino = self.fresh();
+                let ino = self.fresh(1);
                 self.virtual_numbers.insert(key, ino);
                 ino
             }
         };
-        match self.nodes.get_mut(&ino) {
-            // A snapshot root keeps its loaded children: trees never change.
-            Some(node) if matches!(node.kind, NodeKind::SnapshotRoot { .. }) => {}
+        match self.virtual_nodes.get_mut(&ino) {
             Some(node) => node.kind = kind,
             None => {
-                self.nodes.insert(
+                self.virtual_nodes.insert(
                     ino,
-                    Node {
+                    VirtualNode {
                         parent,
                         kind,
                         children: None,
@@ -240,82 +372,133 @@ impl InodeTable {
         self.virtual_built.get(&ino) == Some(&generation)
     }
 
-    /// Records the children of virtual directory `ino`, built from
-    /// snapshot-list `generation`.
+    /// Records the children of virtual directory `ino` (made with
+    /// [`InodeTable::virtual_child`]), built from snapshot-list `generation`.
     pub fn set_virtual_children(
         &mut self,
         ino: u64,
         children: Vec<(Box<[u8]>, u64)>,
         generation: u64,
     ) {
-        self.set_children(ino, children);
+        let kinds = children
+            .iter()
+            .map(|(_, child)| match self.virtual_nodes.get(child) {
+                Some(node) => node.kind.clone(),
+                None => NodeKind::Root, // not reached: made by virtual_child
+            })
+            .collect();
+        let listing = Arc::new(Listing {
+            children: children.into_boxed_slice(),
+            kinds,
+            bytes: 0,
+        });
+        if let Some(node) = self.virtual_nodes.get_mut(&ino) {
+            node.children = Some(listing);
+        }
         self.virtual_built.insert(ino, generation);
     }
 
-    fn set_children(&mut self, ino: u64, children: Vec<(Box<[u8]>, u64)>) {
-        if let Some(node) = self.nodes.get_mut(&ino) {
-            node.children = Some(children.into_boxed_slice());
+    /// Loads the entries of snapshot directory `ino` (a snapshot root, or a
+    /// directory entry), whose tree is at `tree`, as its listing, unless
+    /// another request loaded it first; returns the directory. The first
+    /// time, its entries get a block of consecutive numbers in name order
+    /// (the mount's read-ahead across files relies on it), but for the
+    /// later names of a hard-linked file, which share the number its first
+    /// name got; every later time, the same numbers. Then listings are
+    /// dropped, least recently used first, until they fit the budget again.
+    pub fn load_entries(&mut self, ino: u64, tree: Location, entries: Vec<Entry>) -> Option<Dir> {
+        if let Some(dir) = self.dir(ino) {
+            return Some(dir);
         }
-    }
-
-    /// The snapshot root directory `ino` lies in (`ino` itself for one).
-    fn snapshot_of(&self, mut ino: u64) -> u64 {
-        while let Some(node) = self.nodes.get(&ino) {
-            if matches!(node.kind, NodeKind::SnapshotRoot { .. }) || node.parent == ino {
-                break;
+        let (parent, snapshot) = self.parent_and_snapshot(ino)?;
+        let base = match self.dirs.get(&ino) {
+            Some(record) if record.len == entries.len() as u64 => record.base,
+            Some(_) => return None, // a tree never changes: not this directory's
+            None => {
+                let len = entries.len() as u64;
+                let base = self.fresh(len);
+                if len > 0 {
+                    self.blocks.insert(base, ino);
+                }
+                let record = DirRecord {
+                    tree,
+                    parent,
+                    snapshot,
+                    base,
+                    len,
+                };
+                self.dirs.insert(ino, record);
+                base
             }
-            ino = node.parent;
-        }
-        ino
-    }
-
-    /// Loads the entries of a snapshot directory `ino` as its children, once:
-    /// if another request loaded them first, theirs (and their numbers) stay.
-    /// The children get consecutive numbers in name order (the mount's
-    /// read-ahead across files relies on it), but for the later names of a
-    /// hard-linked file, which share the number its first name got.
-    pub fn load_entries(&mut self, ino: u64, entries: Vec<Entry>) {
-        if self.get(ino).is_none_or(|n| n.children.is_some()) {
-            return;
-        }
-        let snapshot = self.snapshot_of(ino);
+        };
         let mut children = Vec::with_capacity(entries.len());
-        for e in entries {
+        let mut kinds = Vec::with_capacity(entries.len());
+        let mut bytes = 0;
+        for (i, e) in entries.into_iter().enumerate() {
+            let own = base + i as u64;
             let link = e
                 .link
                 .filter(|_| e.kind != Kind::Dir)
                 .map(|l| (snapshot, l.dev, l.ino));
-            if let Some(&same) = link.as_ref().and_then(|key| self.links.get(key)) {
-                children.push((e.name.into_boxed_slice(), same));
-                continue;
-            }
-            self.bytes += entry_bytes(&e);
-            let child = self.fresh();
-            if let Some(key) = link {
-                self.links.insert(key, child);
-            }
-            let name = e.name.clone().into_boxed_slice();
-            self.nodes.insert(
-                child,
-                Node {
-                    parent: ino,
-                    kind: NodeKind::Entry(Arc::new(EntryMeta::new(e))),
-                    children: None,
-                },
-            );
-            children.push((name, child));
+            let number = match link {
+                Some(key) => *self.links.entry(key).or_insert(own),
+                None => own,
+            };
+            bytes += entry_bytes(&e);
+            children.push((e.name.clone().into_boxed_slice(), number));
+            kinds.push(NodeKind::Entry(Arc::new(EntryMeta::new(e))));
         }
-        self.set_children(ino, children);
+        self.listing_bytes += bytes;
+        let listing = Arc::new(Listing {
+            children: children.into_boxed_slice(),
+            kinds: kinds.into_boxed_slice(),
+            bytes,
+        });
+        self.listings.put(ino, listing.clone());
+        self.drop_listings_over_budget();
+        Some(Dir { parent, listing })
     }
 
-    /// The number of nodes, for logging.
-    pub fn len(&self) -> usize {
-        self.nodes.len()
+    /// The parent and snapshot root of a snapshot directory: a snapshot
+    /// root's are its virtual parent and itself; an entry's parent is the
+    /// directory whose block holds it.
+    fn parent_and_snapshot(&self, ino: u64) -> Option<(u64, u64)> {
+        if let Some(node) = self.virtual_nodes.get(&ino) {
+            return Some((node.parent, ino));
+        }
+        if let Some(record) = self.dirs.get(&ino) {
+            return Some((record.parent, record.snapshot));
+        }
+        let (dir, _) = self.place(ino)?;
+        Some((dir, self.dirs.get(&dir)?.snapshot))
     }
 
-    /// Estimated memory of the loaded snapshot entries, in bytes.
+    /// Drops the least recently used listings (never the last one) while
+    /// they take more than the budget.
+    fn drop_listings_over_budget(&mut self) {
+        while self.listing_bytes > self.budget && self.listings.len() > 1 {
+            match self.listings.pop_lru() {
+                Some((_, dropped)) => self.listing_bytes -= dropped.bytes,
+                None => break,
+            }
+        }
+    }
+
+    /// Inode numbers handed out so far, for `statfs`.
+    pub fn len(&self) -> u64 {
+        self.next - 1
+    }
+
+    /// Listings kept now, for logging.
+    pub fn listings(&self) -> usize {
+        self.listings.len()
+    }
+
+    /// Estimated memory of the table: the listings kept and every record.
     pub fn bytes(&self) -> u64 {
-        self.bytes
+        self.listing_bytes
+            + DIR_RECORD_BYTES * self.dirs.len() as u64
+            + LINK_BYTES * self.links.len() as u64
     }
 }
 
@@ -344,9 +527,52 @@ mod tests {
         }
     }
 
+    fn dir_entry(name: &[u8]) -> Entry {
+        Entry {
+            kind: Kind::Dir,
+            subtree: Some(loc(name[0])),
+            ..entry(name)
+        }
+    }
+
+    fn linked(name: &[u8], ino: u64) -> Entry {
+        Entry {
+            kind: Kind::File,
+            link: Some(coffer_core::format::tree::HardLink {
+                dev: 1,
+                ino,
+                nlink: 2,
+            }),
+            ..entry(name)
+        }
+    }
+
+    fn loc(n: u8) -> Location {
+        Location {
+            id: coffer_core::format::id::BlobId([n; 32]),
+            pack: coffer_core::format::id::PackId([n; 32]),
+            offset: 0,
+            length: 1,
+            raw_length: 1,
+        }
+    }
+
+    fn snapshot_root(t: &mut InodeTable, name: &[u8]) -> u64 {
+        let snapshots = t.virtual_child(ROOT, b"snapshots", NodeKind::Snapshots);
+        let kind = NodeKind::SnapshotRoot {
+            tree: loc(0),
+            mtime_ns: 0,
+        };
+        t.virtual_child(snapshots, name, kind)
+    }
+
+    fn numbers(dir: &Dir) -> Vec<u64> {
+        dir.listing.children.iter().map(|c| c.1).collect()
+    }
+
     #[test]
     fn numbers_are_stable_per_parent_and_name() {
-        let mut t = InodeTable::new();
+        let mut t = InodeTable::new(1 << 20);
         let a = t.virtual_child(ROOT, b"snapshots", NodeKind::Snapshots);
         let b = t.virtual_child(ROOT, b"hosts", NodeKind::Hosts);
         assert_ne!(a, b);
@@ -354,23 +580,49 @@ mod tests {
         let x = t.virtual_child(a, b"x", NodeKind::Latest);
         let y = t.virtual_child(b, b"x", NodeKind::Latest);
         assert_ne!(x, y, "same name under another parent is another inode");
-        assert_eq!(t.get(x).map(|n| n.parent), Some(a));
+        assert_eq!(t.parent(x), Some(a));
     }
 
     #[test]
     fn entries_load_once_and_keep_their_numbers() {
-        let mut t = InodeTable::new();
-        let dir = t.virtual_child(ROOT, b"d", NodeKind::Snapshots);
-        let numbers = |t: &InodeTable| -> Vec<u64> {
-            let children = t.get(dir).and_then(|n| n.children.as_ref());
-            children.unwrap().iter().map(|c| c.1).collect()
-        };
-        t.load_entries(dir, vec![entry(b"a"), entry(b"b")]);
-        let first = numbers(&t);
+        let mut t = InodeTable::new(1 << 20);
+        let root = snapshot_root(&mut t, b"s");
+        let first = t.load_entries(root, loc(0), vec![entry(b"a"), entry(b"b")]);
+        let first = numbers(&first.unwrap());
         assert_eq!(first[1], first[0] + 1, "consecutive, in name order");
-        t.load_entries(dir, vec![entry(b"a"), entry(b"b")]);
-        let second = numbers(&t);
-        assert_eq!(first, second);
-        assert_eq!(t.len(), 4);
+        let again = t.load_entries(root, loc(0), vec![entry(b"a"), entry(b"b")]);
+        assert_eq!(first, numbers(&again.unwrap()));
+        assert!(matches!(t.find(first[1]), Found::Node(NodeKind::Entry(_))));
+        assert_eq!(t.parent(first[0]), Some(root));
+    }
+
+    /// A budget that holds one listing: loading another drops the first,
+    /// whose entries are then found unloaded, and loading it again gives
+    /// every entry (and a hard-linked file's two names) the same numbers.
+    #[test]
+    fn a_dropped_listing_loads_again_with_the_same_numbers() {
+        let mut t = InodeTable::new(1);
+        let root = snapshot_root(&mut t, b"s");
+        let top = || vec![dir_entry(b"d"), linked(b"l1", 9), entry(b"z")];
+        let inner = || vec![entry(b"x"), linked(b"y", 9)];
+        let top_numbers = numbers(&t.load_entries(root, loc(0), top()).unwrap());
+        let d = top_numbers[0];
+        let inner_numbers = numbers(&t.load_entries(d, loc(b'd'), inner()).unwrap());
+        assert_eq!(inner_numbers[1], top_numbers[1], "one file, one number");
+        assert_eq!(t.listings(), 1, "the budget holds one listing");
+        assert!(matches!(t.find(top_numbers[2]), Found::Unloaded(r) if r == root));
+        assert_eq!(t.dir_tree(root), Some(loc(0)));
+        assert_eq!(
+            numbers(&t.load_entries(root, loc(0), top()).unwrap()),
+            top_numbers
+        );
+        assert!(matches!(t.find(inner_numbers[0]), Found::Unloaded(dir) if dir == d));
+        assert_eq!(t.dir_tree(d), Some(loc(b'd')));
+        assert_eq!(
+            numbers(&t.load_entries(d, loc(b'd'), inner()).unwrap()),
+            inner_numbers
+        );
+        assert_eq!(t.parent(d), Some(root));
+        assert!(t.bytes() < 4 * DIR_RECORD_BYTES + 2_000, "{}", t.bytes());
     }
 }

@@ -23,6 +23,10 @@ use std::time::{Duration, Instant};
 /// peak 671 MiB counting nothing, 583 MiB counting the listings (83 MiB).
 pub(crate) const WORKING_BYTES: u64 = 32 << 20;
 
+/// The share of the cache size the inode table's listings may take (they
+/// count against it, so the blob cache gets the rest).
+const LISTING_SHARE: u64 = 4;
+
 /// Everything a mount holds; cheap to share with tokio tasks in an `Arc`.
 ///
 /// Lock order: `snapshots` before `table`, never the other way round; no
@@ -105,7 +109,7 @@ impl Mounted {
         let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
         Self {
             cache,
-            table: Mutex::new(InodeTable::new()),
+            table: Mutex::new(InodeTable::new(opts.cache_bytes / LISTING_SHARE)),
             snapshots: Mutex::new(SnapshotList::new(snapshots)),
             refresh_every: opts.refresh_every,
             uid,

@@ -3,7 +3,7 @@
 //! within a file (its next chunks) and across files (the next files' first
 //! chunks, for `cp -r`, `diff -r` and the like).
 
-use crate::inode::{EntryMeta, NodeKind};
+use crate::inode::{EntryMeta, Found, NodeKind};
 use crate::mounted::Mounted;
 use coffer_core::format::tree::Kind;
 use coffer_core::sync::lock;
@@ -18,16 +18,15 @@ const NEXT_FILES_PREFETCH: u64 = 16;
 /// ...up to this many bytes of them.
 const NEXT_FILES_PREFETCH_BYTES: u64 = 8 << 20;
 
-impl Mounted {
-    /// The regular file `ino`.
-    pub(crate) fn file(&self, ino: u64) -> Result<Arc<EntryMeta>, Errno> {
-        let table = lock(&self.table);
-        match &table.get(ino).ok_or(Errno::ENOENT)?.kind {
-            NodeKind::Entry(e) if e.kind == Kind::File => Ok(e.clone()),
-            _ => Err(Errno::EISDIR),
-        }
+/// The regular file a node that is `kind` is.
+pub(crate) fn regular_file(kind: &NodeKind) -> Result<Arc<EntryMeta>, Errno> {
+    match kind {
+        NodeKind::Entry(e) if e.kind == Kind::File => Ok(e.clone()),
+        _ => Err(Errno::EISDIR),
     }
+}
 
+impl Mounted {
     /// [`Mounted::read`] when every chunk it needs is cached: answered on the
     /// FUSE thread, without handing the request to tokio and back (two
     /// thread wake-ups per read). `None` if a chunk must be fetched.
@@ -111,15 +110,15 @@ impl Mounted {
         let mut firsts = Vec::new();
         {
             let table = lock(&self.table);
-            let Some(parent) = table.get(ino).map(|n| n.parent) else {
+            let Some(parent) = table.parent(ino) else {
                 return;
             };
             let mut bytes = 0;
             for next in ino + 1..=ino + NEXT_FILES_PREFETCH {
-                let Some(node) = table.get(next).filter(|n| n.parent == parent) else {
+                if table.parent(next) != Some(parent) {
                     break;
-                };
-                let NodeKind::Entry(e) = &node.kind else {
+                }
+                let Found::Node(NodeKind::Entry(e)) = table.find(next) else {
                     continue;
                 };
                 let Some(first) = e.chunks.first().filter(|_| e.kind == Kind::File) else {

@@ -38,6 +38,15 @@ impl Mounted {
         self.dir.join(rel)
     }
 
+    /// The mount process's peak resident memory so far (VmHWM), in MiB.
+    pub fn peak_rss_mib(&self) -> u64 {
+        let pid = self.child.as_ref().map_or(0, Child::id);
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+        let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+        kib / 1024
+    }
+
     /// Snapshot directory names, oldest first (without `latest`).
     pub fn snapshot_names(&self) -> Vec<String> {
         let mut names: Vec<String> = std::fs::read_dir(self.path("snapshots"))
