@@ -488,9 +488,11 @@ impl<'a> Walker<'a> {
         self.stats.bytes += read.size;
         self.stats.bytes_read += read.data;
         self.pipe.shared.progress.file_done();
-        // Remember the file only if it did not change while we read it.
+        // Remember the file only if it did not change while we read it (the
+        // open file's inode: a file renamed over it since is a new inode,
+        // with its own times, and is read next run).
         let stable = read.size == meta.size()
-            && std::fs::symlink_metadata(path).is_ok_and(|after| {
+            && file.metadata().is_ok_and(|after| {
                 after.mtime() == meta.mtime()
                     && after.mtime_nsec() == meta.mtime_nsec()
                     && after.ctime() == meta.ctime()
