@@ -11,6 +11,24 @@ drop_caches() {
 mibs() { awk -v b="$1" -v ms="$2" 'BEGIN { printf "%.0f MiB/s", b / 1048576 / (ms > 0 ? ms / 1000 : 0.001) }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'; }
 
+# measured TOOL KEY CMD...: runs CMD (output discarded); R[TOOL,KEY] = its
+# wall time in ms, R[TOOL,KEY_rss] = its peak RSS in MiB.
+measured() {
+    local tool=$1 key=$2 out ms rss rc
+    shift 2
+    out=$(python3 -c '
+import resource, subprocess, sys, time
+t = time.monotonic()
+r = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL)
+ms = int((time.monotonic() - t) * 1000)
+print(ms, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss // 1024, r.returncode)
+' "$@")
+    read -r ms rss rc <<<"$out"
+    [ "$rc" = 0 ] || { echo "$tool $key failed (exit $rc): $*" >&2; exit 1; }
+    R[$tool,$key]=$ms
+    R[$tool,${key}_rss]=$rss
+}
+
 BIG_BYTES=${BIG_BYTES:-400000000}
 
 # make_data DIR: version 1 of the data, a copy of DATA_SRC (default

@@ -36,24 +36,6 @@ export BORG_RELOCATED_REPO_ACCESS_IS_OK=yes BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS
 unset COFFER_REPO COFFER_KEY COFFER_WRITER_KEY COFFER_STATE_DIR
 TOOLS=(coffer restic borg)
 
-# measured TOOL KEY CMD...: runs CMD (output discarded); R[TOOL,KEY] = its
-# wall time in ms, R[TOOL,KEY_rss] = its peak RSS in MiB.
-measured() {
-    local tool=$1 key=$2 out ms rss rc
-    shift 2
-    out=$(python3 -c '
-import resource, subprocess, sys, time
-t = time.monotonic()
-r = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL)
-ms = int((time.monotonic() - t) * 1000)
-print(ms, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss // 1024, r.returncode)
-' "$@")
-    read -r ms rss rc <<<"$out"
-    [ "$rc" = 0 ] || { echo "$tool $key failed (exit $rc): $*" >&2; exit 1; }
-    R[$tool,$key]=$ms
-    R[$tool,${key}_rss]=$rss
-}
-
 backup_all() { # KEY ARCHIVE_NAME
     drop_caches
     measured coffer "$1" "$coffer" backup --repo "$W/coffer-repo" --writer-key "$W/writer.key" \
