@@ -128,12 +128,18 @@ impl Repository {
     pub async fn snapshots(&self) -> Result<Vec<SnapshotInfo>> {
         use futures_util::stream::{self, StreamExt};
         let names = self.snapshot_names().await?;
-        let mut out: Vec<SnapshotInfo> = Vec::with_capacity(names.len());
-        // Several at once: over a WAN each is a round trip.
-        let mut loads = stream::iter(names)
-            .map(|name| async move { self.load_snapshot(&name).await })
-            .buffered(SNAPSHOT_LOADS);
-        while let Some(loaded) = loads.next().await {
+        // Several fetches at once (over a WAN each is a round trip), then
+        // the opening (two public-key operations each) on every core.
+        let fetched: Vec<(String, Result<Vec<u8>>)> = stream::iter(names)
+            .map(|name| async move {
+                let bytes = self.fetch_named(ObjectKind::Snapshot, &name).await;
+                (name, bytes)
+            })
+            .buffered(SNAPSHOT_LOADS)
+            .collect()
+            .await;
+        let mut out = Vec::with_capacity(fetched.len());
+        for loaded in self.open_snapshots(fetched) {
             match loaded {
                 Ok(info) => out.push(info),
                 Err(e @ (Error::Damaged { .. } | Error::Forged { .. })) => {
@@ -144,6 +150,40 @@ impl Repository {
         }
         out.sort_by_key(|s| (s.snapshot.time(), s.id));
         Ok(out)
+    }
+
+    /// Opens fetched snapshot objects on every core (in their order); a
+    /// fetch that failed stays its error.
+    fn open_snapshots(&self, fetched: Vec<(String, Result<Vec<u8>>)>) -> Vec<Result<SnapshotInfo>> {
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let per_thread = fetched.len().div_ceil(threads).max(16);
+        let mut parts: Vec<Vec<(String, Result<Vec<u8>>)>> = Vec::new();
+        let mut rest = fetched.into_iter().peekable();
+        while rest.peek().is_some() {
+            parts.push(rest.by_ref().take(per_thread).collect());
+        }
+        std::thread::scope(|scope| {
+            let opening: Vec<_> = parts
+                .into_iter()
+                .map(|part| {
+                    scope.spawn(move || {
+                        part.into_iter()
+                            .map(|(name, bytes)| bytes.and_then(|b| self.open_snapshot(&name, &b)))
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            opening
+                .into_iter()
+                .flat_map(|part| {
+                    part.join().unwrap_or_else(|_| {
+                        vec![Err(Error::Config(
+                            "a thread opening snapshots panicked".into(),
+                        ))]
+                    })
+                })
+                .collect()
+        })
     }
 
     /// The names (ids) of every stored snapshot object, sorted.
@@ -175,7 +215,13 @@ impl Repository {
     /// signed by a writer `config` lists (unless it lists none), and its
     /// host tag, if any, must match the host inside.
     pub async fn load_snapshot(&self, name: &str) -> Result<SnapshotInfo> {
-        let (id, object, json) = self.load_named(ObjectKind::Snapshot, name).await?;
+        let bytes = self.fetch_named(ObjectKind::Snapshot, name).await?;
+        self.open_snapshot(name, &bytes)
+    }
+
+    /// Decrypts and checks the fetched snapshot object `name`.
+    fn open_snapshot(&self, name: &str, bytes: &[u8]) -> Result<SnapshotInfo> {
+        let (id, object, json) = self.open_named(ObjectKind::Snapshot, name, bytes)?;
         let snapshot = Snapshot::from_json(&json, &object)?;
         if let Some((Some(tag), _)) = parse_object_name(name) {
             if tag != host_tag(&self.config.id, &snapshot.host) {
@@ -240,18 +286,34 @@ impl Repository {
         kind: ObjectKind,
         name: &str,
     ) -> Result<(ObjectId, String, Vec<u8>)> {
+        let bytes = self.fetch_named(kind, name).await?;
+        self.open_named(kind, name, &bytes)
+    }
+
+    /// The bytes of the object `name` (named by the SHA-256 of its bytes),
+    /// checked against the name.
+    async fn fetch_named(&self, kind: ObjectKind, name: &str) -> Result<Vec<u8>> {
         let key = ObjectKey::new(kind, name);
-        let object = key.path();
-        let id = match kind {
-            ObjectKind::Snapshot => parse_object_name(name).map(|(_, id)| id),
-            _ => ObjectId::from_hex(name),
-        }
-        .ok_or_else(|| Error::damaged(&object, "name is not an object id"))?;
-        let bytes = self.get_named(kind, name, &key, &id).await?;
+        let id = object_id(kind, name)
+            .ok_or_else(|| Error::damaged(key.path(), "name is not an object id"))?;
+        self.get_named(kind, name, &key, &id).await
+    }
+
+    /// Decrypts the object `name`, fetched as `bytes` (a snapshot's
+    /// signature checked too): (id, object path, plaintext).
+    fn open_named(
+        &self,
+        kind: ObjectKind,
+        name: &str,
+        bytes: &[u8],
+    ) -> Result<(ObjectId, String, Vec<u8>)> {
+        let object = ObjectKey::new(kind, name).path();
+        let id = object_id(kind, name)
+            .ok_or_else(|| Error::damaged(&object, "name is not an object id"))?;
         let json = if kind == ObjectKind::Snapshot && !self.writers.is_empty() {
-            self.opener.open_signed(&object, &bytes, &self.writers)?
+            self.opener.open_signed(&object, bytes, &self.writers)?
         } else {
-            self.opener.open(&object, &bytes)?
+            self.opener.open(&object, bytes)?
         };
         Ok((id, object, json))
     }
@@ -498,5 +560,13 @@ fn select_snapshot(all: Vec<SnapshotInfo>, spec: &str) -> Result<SnapshotInfo> {
         n => Err(Error::Snapshot(format!(
             "{n} snapshots match {spec:?}; give more digits of the id"
         ))),
+    }
+}
+
+/// The id an object's name gives (a snapshot's after its host tag).
+fn object_id(kind: ObjectKind, name: &str) -> Option<ObjectId> {
+    match kind {
+        ObjectKind::Snapshot => parse_object_name(name).map(|(_, id)| id),
+        _ => ObjectId::from_hex(name),
     }
 }
