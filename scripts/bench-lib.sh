@@ -29,6 +29,16 @@ print(ms, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss // 1024, r.retu
     R[$tool,${key}_rss]=$rss
 }
 
+# unmount_all: unmounts whatever a run left mounted under $W/mnt-* (borg's
+# mount sits one level down, at mnt-borg/snapshots).
+unmount_all() {
+    local m
+    for m in "$W"/mnt-*/snapshots "$W"/mnt-*; do
+        mountpoint -q "$m" 2>/dev/null && { fusermount3 -u "$m" || umount -l "$m"; }
+    done
+    return 0
+}
+
 BIG_BYTES=${BIG_BYTES:-400000000}
 
 # make_data DIR: version 1 of the data, a copy of DATA_SRC (default

@@ -29,13 +29,6 @@ unset COFFER_REPO COFFER_KEY COFFER_WRITER_KEY COFFER_STATE_DIR
 export RESTIC_PASSWORD=bench RESTIC_CACHE_DIR="$W/restic-cache"
 export XDG_CACHE_HOME="$W/coffer-cache"
 
-unmount_all() {
-    local m
-    for m in "$W"/mnt-*; do
-        mountpoint -q "$m" 2>/dev/null && { fusermount3 -u "$m" || umount -l "$m"; }
-    done
-    return 0
-}
 unmount_all
 trap unmount_all EXIT
 rm -rf "$W"

@@ -46,13 +46,6 @@ backup_all() { # KEY ARCHIVE_NAME
     measured borg "$1" borg create "::$2" "$W/data"
 }
 
-unmount_all() {
-    local m
-    for m in "$W"/mnt-*/snapshots "$W"/mnt-*; do
-        mountpoint -q "$m" 2>/dev/null && { fusermount3 -u "$m" || umount -l "$m"; }
-    done
-    return 0
-}
 unmount_all
 trap unmount_all EXIT
 rm -rf "$W"

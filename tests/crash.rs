@@ -86,6 +86,15 @@ fn change_source(src: &Path, i: u64) {
     }
 }
 
+/// `coffer backup SRC` started with its output discarded (to be killed).
+fn spawn_backup(env: &Env, src: &Path) -> std::process::Child {
+    env.writer_cmd(&[src.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
 /// Ids of the snapshots, oldest first.
 fn snapshot_ids(env: &Env) -> Vec<String> {
     env.snapshots()
@@ -149,12 +158,7 @@ fn kill_backups(env: &Env, label: &str, objects: &dyn Fn() -> usize) -> Kills {
         let copy = copies.join(format!("killed{i}"));
         freeze(&src, &copy);
         let stored = objects();
-        let mut child = env
-            .writer_cmd(&[src.to_str().unwrap()])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut child = spawn_backup(env, &src);
         // Every other kill near the end, where packs and the snapshot are
         // stored (a run's first pack is sealed after 16 MiB of its 20).
         let at = whole.mul_f64(if k % 2 == 0 {
@@ -273,12 +277,7 @@ fn resume_after_kills(env: &Env, label: &str, uploads: u64, stored: &dyn Fn() ->
     // Up to 4 kills; a run that stores its snapshot before its kill ends it.
     while kills < 4 && env.snapshots().is_empty() {
         let (packs_before, _) = stored();
-        let mut child = env
-            .writer_cmd(&[src.to_str().unwrap()])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut child = spawn_backup(env, &src);
         let start = Instant::now();
         while stored().0 == packs_before && child.try_wait().unwrap().is_none() {
             assert!(

@@ -346,6 +346,23 @@ mod tests {
         RepoConfig::create(certs, Default::default()).unwrap().1
     }
 
+    /// `count` files of `len` random-looking bytes in `dir` (made).
+    fn incompressible_files(dir: &std::path::Path, count: usize, len: usize) {
+        std::fs::create_dir(dir).unwrap();
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        for i in 0..count {
+            let data: Vec<u8> = (0..len)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x as u8
+                })
+                .collect();
+            std::fs::write(dir.join(format!("f{i:03}")), data).unwrap();
+        }
+    }
+
     fn opts(dir: &std::path::Path) -> BackupOptions {
         BackupOptions {
             paths: vec![dir.join("src")],
@@ -369,21 +386,8 @@ mod tests {
     fn a_failed_upload_stores_no_snapshot_and_the_next_run_reuses_its_stored_pack() {
         let rt = tokio::runtime::Runtime::new().unwrap();
         let dir = tempfile::tempdir().unwrap();
-        let src = dir.path().join("src");
-        std::fs::create_dir(&src).unwrap();
         // Incompressible, so each worker fills 16 MiB packs before the end.
-        let mut x = 0x9e37_79b9_7f4a_7c15u64;
-        for i in 0..120u32 {
-            let data: Vec<u8> = (0..300_000)
-                .map(|_| {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    x as u8
-                })
-                .collect();
-            std::fs::write(src.join(format!("f{i}")), data).unwrap();
-        }
+        incompressible_files(&dir.path().join("src"), 120, 300_000);
         let total = 120 * 300_000;
         let key = writer_key();
         let repo = Arc::new(MemoryBackend::failing_after(1));
@@ -449,21 +453,8 @@ mod tests {
     fn an_unchanged_tree_backed_up_daily_for_120_days_is_refreshed_a_little_each_day() {
         let rt = tokio::runtime::Runtime::new().unwrap();
         let dir = tempfile::tempdir().unwrap();
-        let src = dir.path().join("src");
-        std::fs::create_dir(&src).unwrap();
         // 128 single-chunk files, two to a 1 MiB pack: 64 data packs.
-        let mut x = 0x2545_f491_4f6c_dd1du64;
-        for i in 0..128 {
-            let data: Vec<u8> = (0..400 << 10)
-                .map(|_| {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    x as u8
-                })
-                .collect();
-            std::fs::write(src.join(format!("f{i:03}")), data).unwrap();
-        }
+        incompressible_files(&dir.path().join("src"), 128, 400 << 10);
         let mut key = writer_key();
         key.config.pack_size = 1 << 20;
         assert_eq!(key.config.dedup_horizon_days, 30);
