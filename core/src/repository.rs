@@ -294,8 +294,7 @@ impl Repository {
     /// checked against the name.
     async fn fetch_named(&self, kind: ObjectKind, name: &str) -> Result<Vec<u8>> {
         let key = ObjectKey::new(kind, name);
-        let id = object_id(kind, name)
-            .ok_or_else(|| Error::damaged(key.path(), "name is not an object id"))?;
+        let id = object_id(&key)?;
         self.get_named(kind, name, &key, &id).await
     }
 
@@ -307,9 +306,9 @@ impl Repository {
         name: &str,
         bytes: &[u8],
     ) -> Result<(ObjectId, String, Vec<u8>)> {
-        let object = ObjectKey::new(kind, name).path();
-        let id = object_id(kind, name)
-            .ok_or_else(|| Error::damaged(&object, "name is not an object id"))?;
+        let key = ObjectKey::new(kind, name);
+        let id = object_id(&key)?;
+        let object = key.path();
         let json = if kind == ObjectKind::Snapshot && !self.writers.is_empty() {
             self.opener.open_signed(&object, bytes, &self.writers)?
         } else {
@@ -564,9 +563,10 @@ fn select_snapshot(all: Vec<SnapshotInfo>, spec: &str) -> Result<SnapshotInfo> {
 }
 
 /// The id an object's name gives (a snapshot's after its host tag).
-fn object_id(kind: ObjectKind, name: &str) -> Option<ObjectId> {
-    match kind {
-        ObjectKind::Snapshot => parse_object_name(name).map(|(_, id)| id),
-        _ => ObjectId::from_hex(name),
+fn object_id(key: &ObjectKey) -> Result<ObjectId> {
+    match key.kind {
+        ObjectKind::Snapshot => parse_object_name(&key.name).map(|(_, id)| id),
+        _ => ObjectId::from_hex(&key.name),
     }
+    .ok_or_else(|| Error::damaged(key.path(), "name is not an object id"))
 }

@@ -3,7 +3,7 @@
 //! Numbers are stable for the life of the mount, whatever is dropped: the
 //! first time a snapshot directory is loaded it gets a block of consecutive
 //! numbers, one per entry in name order, and a small record (its tree's
-//! location, its parent, its block: ~200 bytes) that is kept. Its *listing*
+//! location, its snapshot, its block: ~200 bytes) that is kept. Its *listing*
 //! (every entry's metadata, the part that grows with what is browsed) is
 //! kept in a least-recently-used set within a byte budget and dropped when
 //! the budget is full; whoever needs it again (a `stat` of a number the
@@ -175,7 +175,6 @@ struct VirtualNode {
 /// and the numbers its entries have. Kept for the life of the mount.
 struct DirRecord {
     tree: Location,
-    parent: u64,
     /// The snapshot root it lies in (hard links are per snapshot).
     snapshot: u64,
     /// Its entries are `base..base + len`, in name order (but for the later
@@ -298,14 +297,10 @@ impl InodeTable {
     }
 
     /// The parent of `ino`, if the table knows it without loading: a
-    /// virtual node's, a loaded directory's, or the directory whose block
-    /// holds an entry.
+    /// virtual node's, or the directory whose block holds an entry.
     pub fn parent(&self, ino: u64) -> Option<u64> {
-        if let Some(node) = self.virtual_nodes.get(&ino) {
-            return Some(node.parent);
-        }
-        match self.dirs.get(&ino) {
-            Some(record) => Some(record.parent),
+        match self.virtual_nodes.get(&ino) {
+            Some(node) => Some(node.parent),
             None => self.place(ino).map(|(dir, _)| dir),
         }
     }
@@ -422,7 +417,6 @@ impl InodeTable {
                 }
                 let record = DirRecord {
                     tree,
-                    parent,
                     snapshot,
                     base,
                     len,
@@ -465,9 +459,6 @@ impl InodeTable {
     fn parent_and_snapshot(&self, ino: u64) -> Option<(u64, u64)> {
         if let Some(node) = self.virtual_nodes.get(&ino) {
             return Some((node.parent, ino));
-        }
-        if let Some(record) = self.dirs.get(&ino) {
-            return Some((record.parent, record.snapshot));
         }
         let (dir, _) = self.place(ino)?;
         Some((dir, self.dirs.get(&dir)?.snapshot))

@@ -27,12 +27,17 @@ pub(crate) struct Horizon {
     next_phase: AtomicU64,
 }
 
+/// A horizon of `days`, in seconds.
+pub(crate) fn seconds(days: u32) -> i64 {
+    i64::from(days) * 86_400
+}
+
 impl Horizon {
     /// The horizon of a run started at `now` with H = `days`.
     pub fn new(now: i64, days: u32) -> Self {
         Self {
             now,
-            length: i64::from(days) * 86_400,
+            length: seconds(days),
             next_phase: AtomicU64::new(rand::random()),
         }
     }

@@ -167,7 +167,7 @@ pub fn backup(
             source,
         }
     })?;
-    let horizon = i64::from(config.dedup_horizon_days) * 86_400;
+    let horizon = horizon::seconds(config.dedup_horizon_days);
     let state = state::State::open(&opts.state_dir.join("state.sqlite"), &config.id, horizon)?;
     state.begin()?;
     let shared = Arc::new(
@@ -484,9 +484,10 @@ mod tests {
             100.0 * largest as f64 / data as f64
         );
         assert!(largest * 10 <= data, "a day uploaded {largest} of {data}");
-        assert!(total * 2 <= 11 * data, "{total} uploaded for {data}"); // (120/30 + 1.5) x
-                                                                        // Nothing comes due in the first half of the horizon; all of the
-                                                                        // first upload comes due within the second.
+        // At most (120/30 + 1.5) x the data in all.
+        assert!(total * 2 <= 11 * data, "{total} uploaded for {data}");
+        // Nothing comes due in the first half of the horizon; all of the
+        // first upload comes due within the second.
         assert!(daily[1..15].iter().all(|&b| b * 100 < data), "{percent:?}");
         let first_refresh: u64 = daily[15..=30].iter().sum();
         assert!(first_refresh * 10 >= data * 9, "{percent:?}");

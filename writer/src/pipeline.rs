@@ -36,8 +36,9 @@ const INDEX_BATCH: usize = 64;
 /// New chunks go to the workers in batches of up to this many...
 const JOB_BATCH: usize = 64;
 /// ...and this many bytes (a larger chunk goes alone): one hand-over, one
-/// wake-up per batch, not per chunk (300,000 small files: 440,000
-/// involuntary context switches for the per-chunk hand-over).
+/// wake-up per batch, not per chunk (300,000 small files: 250,000
+/// involuntary context switches with a hand-over per chunk, 23,000 with
+/// batches).
 const JOB_BATCH_BYTES: usize = 1 << 20;
 
 /// A location that a worker fills in later, with when the blob comes due.
