@@ -9,8 +9,10 @@
 # snapshot through each tool's mount with cold caches (and the mount's peak
 # RSS after it, coffer's --cache-size CACHE), a restore; every time with its
 # peak RSS. Then SNAPSHOTS tiny --stdin snapshots of four hosts in one
-# repository per tool (0 leaves it out): `snapshots`, `forget --keep-daily 7
-# --dry-run`, and through the mount `ls snapshots/` and `ls hosts/*/`.
+# repository per tool (0 leaves it out): `snapshots` (the first time and
+# again), `forget --keep-daily 7 --dry-run`, and through the mount
+# `ls snapshots/` and `ls hosts/*/`, measured when the repositories hold
+# SNAPSHOTS/4 snapshots and again at SNAPSHOTS (is it linear?).
 # Prints one table per N and one for the snapshots, with ratios
 # coffer/restic (lower is better) and coffer's growth from the first N.
 # Needs root (drop_caches, FUSE); installs restic if missing.
@@ -125,22 +127,27 @@ if [ "$SNAPSHOTS" -gt 0 ]; then
     rm -f writer.key
     "$coffer" init --repo "$CREPO" --recipient admin.cert --writer-key-out writer.key 2>/dev/null
     restic init -q
+    STEPS=("$((SNAPSHOTS / 4))" "$SNAPSHOTS")
     for i in $(seq "$SNAPSHOTS"); do
         echo "$i" | "$coffer" backup --repo "$CREPO" --writer-key writer.key --state-dir many-state \
             --host "h$((i % 4))" --stdin --stdin-name n.txt
         echo "$i" | restic backup -q --host "h$((i % 4))" --stdin --stdin-filename n.txt >/dev/null
-    done
-    measured coffer snapshots "$coffer" snapshots --repo "$CREPO" --key admin.key
-    measured restic snapshots restic snapshots -q
-    measured coffer forget "$coffer" forget --repo "$CREPO" --key admin.key --keep-daily 7 --dry-run
-    measured restic forget restic forget -q --keep-daily 7 --dry-run
-    measured coffer snapshots_again "$coffer" snapshots --repo "$CREPO" --key admin.key
-    measured restic snapshots_again restic snapshots -q
-    for tool in coffer restic; do
-        mount_and_time "$tool" "$W/mnt-$tool" snapshots ls
-        R[$tool,ls_snapshots]=$TM
-        mount_and_time "$tool" "$W/mnt-$tool" hosts sh -c 'for h in "$0"/*/; do ls "$h"; done'
-        R[$tool,ls_hosts]=$TM
+        [ "$i" = "${STEPS[0]}" ] || [ "$i" = "${STEPS[1]}" ] || continue
+        measured coffer snapshots "$coffer" snapshots --repo "$CREPO" --key admin.key
+        measured restic snapshots restic snapshots -q
+        measured coffer forget "$coffer" forget --repo "$CREPO" --key admin.key --keep-daily 7 --dry-run
+        measured restic forget restic forget -q --keep-daily 7 --dry-run
+        measured coffer snapshots_again "$coffer" snapshots --repo "$CREPO" --key admin.key
+        measured restic snapshots_again restic snapshots -q
+        for tool in coffer restic; do
+            mount_and_time "$tool" "$W/mnt-$tool" snapshots ls
+            R[$tool,ls_snapshots]=$TM
+            mount_and_time "$tool" "$W/mnt-$tool" hosts sh -c 'for h in "$0"/*/; do ls "$h"; done'
+            R[$tool,ls_hosts]=$TM
+            for k in snapshots snapshots_again forget ls_snapshots ls_hosts; do
+                S[$i,$tool,$k]=${R[$tool,$k]}
+            done
+        done
     done
 fi
 
@@ -165,19 +172,24 @@ for n in "${SIZES[@]}"; do
     row "restore, peak RSS (MiB)" "$n" restore_rss
 done
 if [ "$SNAPSHOTS" -gt 0 ]; then
-    echo
-    echo "$SNAPSHOTS snapshots (tiny --stdin ones, four hosts), times in ms"
-    printf '%-44s %12s %12s %8s\n' "" coffer restic ratio
-    for k in snapshots snapshots_again forget ls_snapshots ls_hosts; do
-        label=$k
-        case $k in
-        snapshots) label="snapshots" ;;
-        snapshots_again) label="snapshots, again" ;;
-        forget) label="forget --keep-daily 7 --dry-run" ;;
-        ls_snapshots) label="mount, then ls snapshots/ (from the mount)" ;;
-        ls_hosts) label="mount, then ls hosts/*/ (from the mount)" ;;
-        esac
-        printf '%-44s %12s %12s %8s\n' "$label" "${R[coffer,$k]}" "${R[restic,$k]}" "$(ratio "${R[coffer,$k]}" "${R[restic,$k]}")"
+    for i in "${STEPS[@]}"; do
+        echo
+        echo "$i snapshots (tiny --stdin ones, four hosts), times in ms"
+        printf '%-44s %12s %12s %8s %10s\n' "" coffer restic ratio "vs ${STEPS[0]}"
+        for k in snapshots snapshots_again forget ls_snapshots ls_hosts; do
+            label=$k
+            case $k in
+            snapshots) label="snapshots, after the new backups" ;;
+            snapshots_again) label="snapshots, again" ;;
+            forget) label="forget --keep-daily 7 --dry-run" ;;
+            ls_snapshots) label="mount, then ls snapshots/ (from the mount)" ;;
+            ls_hosts) label="mount, then ls hosts/*/ (from the mount)" ;;
+            esac
+            a=${S[$i,coffer,$k]} growth=""
+            [ "$i" = "${STEPS[0]}" ] || growth="x$(ratio "$a" "${S[${STEPS[0]},coffer,$k]}")"
+            printf '%-44s %12s %12s %8s %10s\n' "$label" "$a" "${S[$i,restic,$k]}" \
+                "$(ratio "$a" "${S[$i,restic,$k]}")" "$growth"
+        done
     done
 fi
 echo "(ratio: coffer/restic, lower is better; growth: coffer's figure over the first N's)"

@@ -85,12 +85,13 @@ pub struct RepoArg {
 #[derive(Debug, Args)]
 pub struct CacheArgs {
     /// Read straight from the repository, without the metadata cache (whole
-    /// tree packs and snapshots of a remote repository, kept in
-    /// $XDG_CACHE_HOME/coffer/<repo id>/metadata).
+    /// tree packs of a remote repository, kept in
+    /// $XDG_CACHE_HOME/coffer/<repo id>/metadata) or the opened-snapshot
+    /// cache (snapshots opened before, sealed, in .../<repo id>/opened).
     #[arg(long, env = "COFFER_NO_CACHE")]
     pub no_cache: bool,
-    /// The most the metadata cache keeps on disk (least recently used
-    /// packs go first).
+    /// The most the metadata cache (and, apart, the opened-snapshot cache)
+    /// keeps on disk (least recently used files go first).
     #[arg(long, default_value = "2GiB", value_parser = parse_size, value_name = "SIZE")]
     pub metadata_cache_size: u64,
 }
@@ -301,6 +302,8 @@ pub struct ForgetArgs {
     pub repo: RepoArg,
     #[command(flatten)]
     pub key: SecretKeyArgs,
+    #[command(flatten)]
+    pub cache: CacheArgs,
     /// Keep the newest N snapshots.
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub keep_last: usize,

@@ -72,7 +72,7 @@ pub fn open_repo_cached(
     cache: &CacheArgs,
 ) -> Result<Repository> {
     let opened = open_repo(rt, repo, key)?;
-    if cache.no_cache || opened.backend().is_local() {
+    if cache.no_cache {
         return Ok(opened);
     }
     let Ok(home) = cache_home() else {
@@ -80,7 +80,27 @@ pub fn open_repo_cached(
         return Ok(opened);
     };
     let dir = metadata_cache_dir(&home, &opened.config().id);
+    let opened = opened_snapshots_cached(opened, cache);
+    // Tree packs of a local repository are already on local disk.
+    if opened.backend().is_local() {
+        return Ok(opened);
+    }
     Ok(opened.with_metadata_cache(MetadataCache::new(dir, cache.metadata_cache_size)))
+}
+
+/// `repo`, keeping the snapshots it opens in the opened-snapshot cache
+/// (`<cache home>/<repo id>/opened`) unless `cache` says no cache.
+pub fn opened_snapshots_cached(repo: Repository, cache: &CacheArgs) -> Repository {
+    if cache.no_cache {
+        return repo;
+    }
+    match cache_home() {
+        Ok(home) => {
+            let dir = home.join(&repo.config().id).join("opened");
+            repo.with_opened_cache(dir, cache.metadata_cache_size)
+        }
+        Err(_) => repo,
+    }
 }
 
 /// Where the metadata cache of repository `id` lives under `home`

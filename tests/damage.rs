@@ -228,14 +228,16 @@ fn damaged_snapshots_index_and_config_are_named_and_hide_nothing_else() {
     };
 
     // The newest snapshot damaged: it is left out with a warning naming it,
-    // and the other one is still listed and restores.
+    // and the other one is still listed and restores. (The copies share a
+    // repository id, so one case's opened-snapshot cache would answer for
+    // the next: these listings read the store, as a first reader does.)
     for how in [Harm::Flip, Harm::Truncate, Harm::Delete] {
         let case = format!("snap-{how:?}");
         let repo = copy(&env, &case);
         let damaged = snapshot_path(&repo, id2);
         let name = object_name(&damaged);
         harm(&damaged, how);
-        let out = on(&env, &case, "snapshots", &["--json"]);
+        let out = on(&env, &case, "snapshots", &["--json", "--no-cache"]);
         assert!(out.status.success(), "{case}: {}", text(&out));
         let listed: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
         assert_eq!(listed.len(), 1, "{case}");
@@ -267,7 +269,7 @@ fn damaged_snapshots_index_and_config_are_named_and_hide_nothing_else() {
     // Two snapshots' contents swapped: neither matches its name.
     let repo = copy(&env, "snap-swap");
     swap(&snapshot_path(&repo, id1), &snapshot_path(&repo, id2));
-    let out = on(&env, "snap-swap", "snapshots", &["--json"]);
+    let out = on(&env, "snap-swap", "snapshots", &["--json", "--no-cache"]);
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(
         text(&out).matches("does not match its name").count(),
@@ -354,4 +356,104 @@ fn damaged_snapshots_index_and_config_are_named_and_hide_nothing_else() {
             assert!(!env.path("config-out").join("f").exists());
         }
     }
+}
+
+/// Every entry of the opened-snapshot cache under `cache` (any repository).
+fn opened_entries(cache: &Path) -> BTreeMap<String, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    for repo in std::fs::read_dir(cache.join("coffer")).unwrap() {
+        let opened = repo.unwrap().path().join("opened");
+        for shard in std::fs::read_dir(opened).into_iter().flatten() {
+            for file in std::fs::read_dir(shard.unwrap().path()).unwrap() {
+                let path = file.unwrap().path();
+                out.insert(object_name(&path), std::fs::read(&path).unwrap());
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn snapshots_opened_before_are_listed_from_their_sealed_copies_and_check_reads_the_store() {
+    let env = Env::new();
+    let src = env.path("src-with-a-telling-name");
+    write(&src.join("f"), b"version one\n");
+    env.backup(&[&src], &[]);
+    write(&src.join("f"), b"version two\n");
+    let v2 = env.backup(&[&src], &[]);
+    let id2 = v2["id"].as_str().unwrap();
+    let listed = |args: &[&str]| -> Vec<String> {
+        let out = on(&env, "repo", "snapshots", &[&["--json"], args].concat());
+        assert!(out.status.success(), "{}", text(&out));
+        let all: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+        all.iter()
+            .map(|s| s["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(listed(&[]).len(), 2);
+    let cache = env.path("cache");
+    let entries = opened_entries(&cache);
+    assert_eq!(entries.len(), 2, "one sealed entry per snapshot opened");
+    for sealed in entries.values() {
+        assert!(
+            !sealed.windows(10).any(|w| w == b"telling-na"),
+            "the snapshot's plaintext is not on disk"
+        );
+    }
+
+    // Damaged in the store after it was opened: listed from its sealed
+    // copy (no public-key work, no read of the object), while check, which
+    // always reads the store, names it.
+    let object = std::fs::read_dir(env.path("repo/snapshots"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| object_name(p).ends_with(id2))
+        .unwrap();
+    let pristine = std::fs::read(&object).unwrap();
+    harm(&object, Harm::Flip);
+    assert_eq!(
+        listed(&[]).len(),
+        2,
+        "served from the opened-snapshot cache"
+    );
+    assert_eq!(
+        listed(&["--no-cache"]).len(),
+        1,
+        "--no-cache reads the store"
+    );
+    let check = on(&env, "repo", "check", &[]);
+    assert_eq!(check.status.code(), Some(1), "{}", text(&check));
+    assert!(text(&check).contains(&object_name(&object)[17..25]));
+    std::fs::write(&object, &pristine).unwrap();
+
+    // A sealed copy damaged in the cache: dropped, opened again from the
+    // store, sealed again.
+    let name = object_name(&object);
+    let entry = cache
+        .join("coffer")
+        .read_dir()
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path()
+        .join("opened")
+        .join(&name[..2])
+        .join(&name);
+    let mut flipped = std::fs::read(&entry).unwrap();
+    let at = flipped.len() / 2;
+    flipped[at] ^= 1;
+    std::fs::write(&entry, &flipped).unwrap();
+    assert_eq!(listed(&[]).len(), 2);
+    let resealed = std::fs::read(&entry).unwrap();
+    assert_ne!(resealed, flipped, "the damaged entry was replaced");
+
+    // Forgetting a snapshot drops its entry too.
+    let out = on(&env, "repo", "forget", &["--keep-last", "1"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(listed(&[]), vec![id2.to_string()]);
+    assert_eq!(
+        opened_entries(&cache).keys().collect::<Vec<_>>(),
+        vec![&name]
+    );
 }

@@ -8,6 +8,7 @@
 
 pub mod known;
 pub mod metadata_cache;
+pub mod opened_cache;
 
 use crate::backend::{Backend, ObjectKey, ObjectKind};
 use crate::crypto::blob;
@@ -21,6 +22,7 @@ use crate::format::snapshot::{host_tag, parse_object_name, Snapshot, SnapshotInf
 use crate::format::tree::{Entry, Kind, Location, Tree};
 use known::{KnownRepositories, Pin};
 use metadata_cache::{ChunkCache, MetadataCache};
+use opened_cache::OpenedCache;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -36,9 +38,10 @@ pub struct Repository {
     writers: Writers,
     /// SHA-256 of the `config` object as read.
     config_digest: ObjectId,
-    /// Tree packs and snapshots kept on local disk (readers of a remote
-    /// repository).
+    /// Tree packs kept on local disk (readers of a remote repository).
     cache: Option<MetadataCache>,
+    /// Snapshots opened before, sealed on local disk.
+    opened: Option<OpenedCache>,
     /// Chunks kept on local disk (a mount of a remote repository).
     chunks: Option<ChunkCache>,
 }
@@ -81,14 +84,23 @@ impl Repository {
             writers,
             config_digest,
             cache: None,
+            opened: None,
             chunks: None,
         })
     }
 
-    /// Reads trees and snapshots through `cache`: the first tree read from
-    /// a tree pack fetches the whole pack and keeps it there.
+    /// Reads trees through `cache`: the first tree read from a tree pack
+    /// fetches the whole pack and keeps it there.
     pub fn with_metadata_cache(mut self, cache: MetadataCache) -> Self {
         self.cache = Some(cache);
+        self
+    }
+
+    /// Keeps every snapshot it opens, sealed, in an [`OpenedCache`] in
+    /// `dir` (at most `limit` bytes), and lists them from there after.
+    pub fn with_opened_cache(mut self, dir: std::path::PathBuf, limit: u64) -> Self {
+        let opened = OpenedCache::new(dir, limit, &self.chunk_key, &self.config_digest);
+        self.opened = Some(opened);
         self
     }
 
@@ -127,10 +139,17 @@ impl Repository {
     /// failing to read one is an error.
     pub async fn snapshots(&self) -> Result<Vec<SnapshotInfo>> {
         use futures_util::stream::{self, StreamExt};
-        let names = self.snapshot_names().await?;
+        let mut out = Vec::new();
+        let mut missing = Vec::new();
+        for name in self.snapshot_names().await? {
+            match self.cached_snapshot(&name) {
+                Some(info) => out.push(info),
+                None => missing.push(name),
+            }
+        }
         // Several fetches at once (over a WAN each is a round trip), then
         // the opening (two public-key operations each) on every core.
-        let fetched: Vec<(String, Result<Vec<u8>>)> = stream::iter(names)
+        let fetched: Vec<(String, Result<Vec<u8>>)> = stream::iter(missing)
             .map(|name| async move {
                 let bytes = self.fetch_named(ObjectKind::Snapshot, &name).await;
                 (name, bytes)
@@ -138,7 +157,6 @@ impl Repository {
             .buffered(SNAPSHOT_LOADS)
             .collect()
             .await;
-        let mut out = Vec::with_capacity(fetched.len());
         for loaded in self.open_snapshots(fetched) {
             match loaded {
                 Ok(info) => out.push(info),
@@ -215,14 +233,52 @@ impl Repository {
     /// signed by a writer `config` lists (unless it lists none), and its
     /// host tag, if any, must match the host inside.
     pub async fn load_snapshot(&self, name: &str) -> Result<SnapshotInfo> {
+        if let Some(info) = self.cached_snapshot(name) {
+            return Ok(info);
+        }
         let bytes = self.fetch_named(ObjectKind::Snapshot, name).await?;
         self.open_snapshot(name, &bytes)
     }
 
-    /// Decrypts and checks the fetched snapshot object `name`.
+    /// Drops snapshot `name` from the opened-snapshot cache (it was
+    /// deleted from the store).
+    pub fn uncache_snapshot(&self, name: &str) {
+        if let Some(opened) = &self.opened {
+            opened.remove(name);
+        }
+    }
+
+    /// Snapshot `name` from the opened-snapshot cache, if it holds it (an
+    /// entry that opens but does not read as this snapshot is dropped).
+    fn cached_snapshot(&self, name: &str) -> Option<SnapshotInfo> {
+        let opened = self.opened.as_ref()?;
+        let json = opened.read(name)?;
+        let read = self.snapshot_info(name, &json);
+        if let Err(e) = &read {
+            tracing::warn!("opened-snapshot cache: {e}; opening it again from the store");
+            opened.remove(name);
+        }
+        read.ok()
+    }
+
+    /// Decrypts and checks the fetched snapshot object `name` (kept in the
+    /// opened-snapshot cache if there is one).
     fn open_snapshot(&self, name: &str, bytes: &[u8]) -> Result<SnapshotInfo> {
-        let (id, object, json) = self.open_named(ObjectKind::Snapshot, name, bytes)?;
-        let snapshot = Snapshot::from_json(&json, &object)?;
+        let (_, _, json) = self.open_named(ObjectKind::Snapshot, name, bytes)?;
+        let info = self.snapshot_info(name, &json)?;
+        if let Some(opened) = &self.opened {
+            opened.store(name, &json);
+        }
+        Ok(info)
+    }
+
+    /// Snapshot object `name`'s decrypted JSON read, its host tag (if
+    /// any) checked against the host inside.
+    fn snapshot_info(&self, name: &str, json: &[u8]) -> Result<SnapshotInfo> {
+        let key = ObjectKey::new(ObjectKind::Snapshot, name);
+        let id = object_id(&key)?;
+        let object = key.path();
+        let snapshot = Snapshot::from_json(json, &object)?;
         if let Some((Some(tag), _)) = parse_object_name(name) {
             if tag != host_tag(&self.config.id, &snapshot.host) {
                 return Err(Error::damaged(
@@ -247,34 +303,16 @@ impl Repository {
         IndexFile::from_json(&json, &object)
     }
 
-    /// The bytes of object `key` (`name`), checked to have the SHA-256 `id`
-    /// its name gives: a snapshot from the metadata cache when it holds such
-    /// a copy (anything else there is dropped), else fetched (and a
-    /// snapshot then kept). Its signature is checked by the caller.
-    async fn get_named(
-        &self,
-        kind: ObjectKind,
-        name: &str,
-        key: &ObjectKey,
-        id: &ObjectId,
-    ) -> Result<Vec<u8>> {
-        let cache = self.cache.as_ref().filter(|_| kind == ObjectKind::Snapshot);
-        if let Some(cache) = cache {
-            match cache.read_snapshot(name) {
-                Some(bytes) if ObjectId::of_bytes(&bytes) == *id => return Ok(bytes),
-                Some(_) => cache.remove_snapshot(name),
-                None => {}
-            }
-        }
+    /// The bytes of object `key`, fetched and checked to have the SHA-256
+    /// `id` its name gives. A snapshot's signature is checked by the
+    /// caller.
+    async fn get_named(&self, key: &ObjectKey, id: &ObjectId) -> Result<Vec<u8>> {
         let bytes = self.backend.get(key).await?;
         if ObjectId::of_bytes(&bytes) != *id {
             return Err(Error::damaged(
                 key.path(),
                 "content does not match its name",
             ));
-        }
-        if let Some(cache) = cache {
-            cache.store_snapshot(name, &bytes);
         }
         Ok(bytes)
     }
@@ -295,7 +333,7 @@ impl Repository {
     async fn fetch_named(&self, kind: ObjectKind, name: &str) -> Result<Vec<u8>> {
         let key = ObjectKey::new(kind, name);
         let id = object_id(&key)?;
-        self.get_named(kind, name, &key, &id).await
+        self.get_named(&key, &id).await
     }
 
     /// Decrypts the object `name`, fetched as `bytes` (a snapshot's

@@ -3,7 +3,7 @@
 //! Silent on success from cron; on a terminal, with `-v` or with
 //! `--dry-run` they list what they decide and sum it up.
 
-use super::{open_repo, Outcome};
+use super::{open_repo, opened_snapshots_cached, Outcome};
 use crate::args::{ForgetArgs, PruneArgs, PruneOptionArgs};
 use anyhow::{bail, Result};
 use coffer_core::format::encoding::display_time;
@@ -42,7 +42,7 @@ pub fn forget(rt: &Runtime, a: &ForgetArgs, verbose: bool) -> Result<Outcome> {
         hosts: a.hosts.clone(),
         tags: a.tags.clone(),
     };
-    let repo = open_repo(rt, &a.repo, &a.key)?;
+    let repo = opened_snapshots_cached(open_repo(rt, &a.repo, &a.key)?, &a.cache);
     let groups = rt.block_on(forget::plan(&repo, &policy, &select))?;
     let talk = talkative(verbose, a.dry_run);
     if talk {

@@ -96,6 +96,7 @@ pub async fn forget(repo: &Repository, groups: &[Group]) -> Result<usize> {
         repo.backend()
             .delete(&ObjectKey::new(ObjectKind::Snapshot, s.name.as_str()))
             .await?;
+        repo.uncache_snapshot(&s.name);
         removed += 1;
     }
     Ok(removed)

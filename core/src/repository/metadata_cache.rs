@@ -1,18 +1,14 @@
-//! The metadata cache: whole tree packs and snapshot objects, as stored
-//! (encrypted), on local disk, so that reading a snapshot's directories
-//! costs one request per tree pack instead of one per directory, listing
-//! snapshots one LIST plus the snapshots not seen before, and the next
-//! time nothing more.
+//! The metadata cache: whole tree packs, as stored (encrypted), on local
+//! disk, so that reading a snapshot's directories costs one request per
+//! tree pack instead of one per directory, and the next time nothing.
 //!
 //! A backup run writes its trees together into tree packs; the first tree
 //! read from a pack fetches the whole pack (one GET) and keeps it here,
-//! under `<dir>/<first 2 hex>/<pack id>`; snapshot objects go under
-//! `<dir>/snapshots/<name>`. Neither ever changes (packs are named by a
-//! random id and never rewritten, snapshots by the SHA-256 of their bytes),
-//! so nothing cached goes stale; it is only ever served through the same
-//! verification as a fresh read (a blob's OpenPGP integrity check and keyed
-//! id, a snapshot's name and signature), and a cached file that fails it
-//! is dropped and fetched again. Files appear by rename
+//! under `<dir>/<first 2 hex>/<pack id>`. A pack never changes (packs are
+//! named by a random id and never rewritten), so nothing cached goes
+//! stale; it is only ever served through the same verification as a fresh
+//! read (a blob's OpenPGP integrity check and keyed id), and a cached file
+//! that fails it is dropped and fetched again. Files appear by rename
 //! only, so concurrent readers (two mounts and a restore) never see part of
 //! one. The total is kept under a byte limit, least recently used first
 //! (a file's mtime is its last use). A cache that cannot be written (full,
@@ -20,7 +16,8 @@
 //!
 //! [`ChunkCache`] keeps, the same way, the chunks a mount read (each blob
 //! as stored, under `<dir>/<first 2 hex>/<blob id>`), so browsing a
-//! snapshot again after a remount reads from local disk.
+//! snapshot again after a remount reads from local disk; the opened
+//! snapshots (`super::opened_cache`) are kept by name the same way too.
 
 use crate::format::id::{BlobId, PackId};
 use crate::sync::lock;
@@ -58,7 +55,7 @@ impl MetadataCache {
         Self::named("metadata cache", dir, limit)
     }
 
-    fn named(what: &'static str, dir: PathBuf, limit: u64) -> Self {
+    pub(super) fn named(what: &'static str, dir: PathBuf, limit: u64) -> Self {
         Self {
             what,
             dir,
@@ -79,15 +76,16 @@ impl MetadataCache {
         self.dir.join(&hex[..2]).join(hex)
     }
 
-    /// Where snapshot object `name` is kept; `None` for a name that is not
-    /// a plain file name.
-    fn snapshot_path(&self, name: &str) -> Option<PathBuf> {
-        let plain = !name.is_empty()
+    /// Where the file named `name` is kept (under its first two
+    /// characters, as packs are); `None` for a name that is not a plain
+    /// file name.
+    fn named_path(&self, name: &str) -> Option<PathBuf> {
+        let plain = name.len() > 2
             && !name.starts_with('.')
             && name
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-');
-        plain.then(|| self.dir.join("snapshots").join(name))
+        plain.then(|| self.dir.join(&name[..2]).join(name))
     }
 
     /// `length` bytes at `offset` of the cached `pack`, if it is here and
@@ -100,26 +98,26 @@ impl MetadataCache {
         Some(buf)
     }
 
-    /// The cached snapshot object `name`, if here; unverified.
-    pub fn read_snapshot(&self, name: &str) -> Option<Vec<u8>> {
-        let path = self.snapshot_path(name)?;
-        let bytes = std::fs::read(&path).ok()?;
-        if let Ok(file) = std::fs::File::open(&path) {
-            let _ = file.set_modified(SystemTime::now());
-        }
+    /// The whole file `name`, if here (marked as just used); unverified.
+    pub fn read_named(&self, name: &str) -> Option<Vec<u8>> {
+        let path = self.named_path(name)?;
+        let mut file = std::fs::File::open(path).ok()?;
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut file, &mut bytes).ok()?;
+        let _ = file.set_modified(SystemTime::now());
         Some(bytes)
     }
 
-    /// Keeps snapshot object `name` (see [`MetadataCache::store`]).
-    pub fn store_snapshot(&self, name: &str, bytes: &[u8]) {
-        if let Some(path) = self.snapshot_path(name) {
+    /// Keeps `bytes` as the file `name` (see [`MetadataCache::store`]).
+    pub fn store_named(&self, name: &str, bytes: &[u8]) {
+        if let Some(path) = self.named_path(name) {
             self.store_at(&path, bytes);
         }
     }
 
-    /// Forgets a cached snapshot object that failed verification.
-    pub fn remove_snapshot(&self, name: &str) {
-        if let Some(path) = self.snapshot_path(name) {
+    /// Forgets the file `name` (it failed verification).
+    pub fn remove_named(&self, name: &str) {
+        if let Some(path) = self.named_path(name) {
             self.remove_at(&path);
         }
     }
@@ -305,13 +303,14 @@ mod tests {
         assert_eq!(cache.read(&pack(5), 0, 1), Some(vec![5]));
         cache.remove(&pack(5));
         assert_eq!(cache.read(&pack(5), 0, 1), None);
-        cache.store_snapshot("ab12.cd34", b"snapshot");
+        cache.store_named("ab12.cd34", b"snapshot");
         assert_eq!(
-            cache.read_snapshot("ab12.cd34").as_deref(),
+            cache.read_named("ab12.cd34").as_deref(),
             Some(&b"snapshot"[..])
         );
-        cache.store_snapshot("../escape", b"x");
-        assert_eq!(cache.read_snapshot("../escape"), None);
+        assert!(dir.path().join("trees/ab/ab12.cd34").exists());
+        cache.store_named("../escape", b"x");
+        assert_eq!(cache.read_named("../escape"), None);
         assert!(!dir.path().join("escape").exists());
         let leftovers = std::fs::read_dir(cache.path_of(&pack(1)).parent().unwrap())
             .unwrap()
