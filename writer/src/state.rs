@@ -24,6 +24,14 @@ use std::time::{Duration, Instant};
 
 const SCHEMA_VERSION: &str = "1";
 
+/// SQLite's page cache for the state, in KiB (its default is 2 MiB). Blob
+/// ids are random, so every lookup and insert lands on a random page of the
+/// blob table (~110 bytes a blob); once the table outgrows the cache, each
+/// is a read of the OS's copy and each dirty page spilled is rewritten in
+/// the WAL. At 1M files (a 366 MB state) 64 MiB took a first backup from
+/// 74 to 45 s (system time 66 to 29 s), now ~x10 the 100k run's.
+const STATE_CACHE_KIB: u32 = 64 * 1024;
+
 /// Errors of the state database.
 #[derive(Debug, thiserror::Error)]
 #[error("writer state {path}: {what}")]
@@ -139,10 +147,11 @@ impl State {
             move |source| StateError { path, what, source }
         };
         let conn = Connection::open(path).map_err(err("opening"))?;
-        conn.execute_batch(
+        conn.execute_batch(&format!(
             "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=600000;
-             CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);",
-        )
+             PRAGMA cache_size=-{STATE_CACHE_KIB};
+             CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+        ))
         .map_err(err("setting up"))?;
         let state = Self {
             conn,

@@ -16,7 +16,16 @@ macro_rules! define_id {
         impl $name {
             /// The id as 64 lowercase hex digits.
             pub fn to_hex(&self) -> String {
-                hex::encode(self.0)
+                self.with_hex(str::to_string)
+            }
+
+            /// Calls `f` with the id as 64 lowercase hex digits, made on
+            /// the stack (trees and state rows hold millions of ids).
+            pub fn with_hex<T>(&self, f: impl FnOnce(&str) -> T) -> T {
+                let mut buf = [0u8; 64];
+                // Neither can fail: 32 bytes fill 64 digits, all ASCII.
+                let _ = hex::encode_to_slice(self.0, &mut buf);
+                f(std::str::from_utf8(&buf).unwrap_or_default())
             }
 
             /// Parses 64 hex digits.
@@ -29,7 +38,7 @@ macro_rules! define_id {
 
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(&self.to_hex())
+                self.with_hex(|hex| f.write_str(hex))
             }
         }
 
@@ -41,7 +50,7 @@ macro_rules! define_id {
 
         impl serde::Serialize for $name {
             fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-                s.serialize_str(&self.to_hex())
+                self.with_hex(|hex| s.serialize_str(hex))
             }
         }
 

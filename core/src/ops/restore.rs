@@ -137,6 +137,7 @@ pub async fn restore(
         dirs: Vec::new(),
         lost_dirs: HashSet::new(),
         unfinished: unfinished.clone(),
+        ahead: Arc::new(tokio::sync::Semaphore::new(walk::FILES_AHEAD)),
         links: HardLinks::default(),
     };
     let mut writer = FileWriter {

@@ -18,7 +18,7 @@ use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
 /// Trees fetched at once while walking.
 const TREES_IN_FLIGHT: usize = 16;
@@ -27,6 +27,12 @@ const TREES_IN_FLIGHT: usize = 16;
 /// unchanged since an earlier backup lie in older packs: one open read per
 /// pack keeps each pack's run mergeable.
 const OPEN_FETCHES: usize = 64;
+/// Files queued (walked, not yet written) at most. Reads merge the blobs
+/// of many small files (an 8 MiB read holds ~50,000 files of 100 bytes),
+/// so a bound on reads queued is none on files: a restore of 1M small
+/// files held every file's job at once (1.3 GB). Each waiting file costs
+/// its entry and path, ~1 KB.
+pub(super) const FILES_AHEAD: usize = 65_536;
 
 /// The walking half: trees, directories, links and special files; files
 /// become queued reads.
@@ -49,6 +55,8 @@ pub(super) struct Walk<'a> {
     pub(super) lost_dirs: HashSet<PathBuf>,
     /// The files being written.
     pub(super) unfinished: Arc<Unfinished>,
+    /// Permits for the files queued ([`FILES_AHEAD`]).
+    pub(super) ahead: Arc<Semaphore>,
     /// Hard-linked entries: the first name of each file, and the names to
     /// link to it once it is complete.
     pub(super) links: HardLinks,
@@ -125,11 +133,13 @@ impl Walk<'_> {
         if let Some(p) = &self.progress {
             p.add_total(entry.size);
         }
+        let ahead = self.place_ahead().await?;
         let file = Arc::new(FileJob::new(
             entry,
             dest,
             self.sparse,
             self.unfinished.clone(),
+            ahead,
         ));
         match file.entry.chunks.as_slice() {
             [] => {
@@ -151,6 +161,21 @@ impl Walk<'_> {
             }
         }
         Ok(())
+    }
+
+    /// A place for one more file among the [`FILES_AHEAD`] queued. When
+    /// none is free, the open reads are sent first: the files waiting in
+    /// them hold places, and only the writer finishing files frees any.
+    async fn place_ahead(&mut self) -> Result<OwnedSemaphorePermit> {
+        if let Ok(permit) = self.ahead.clone().try_acquire_owned() {
+            return Ok(permit);
+        }
+        self.flush().await?;
+        self.ahead
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| Error::Internal("restore: the queue of files closed".into()))
     }
 
     /// Adds a chunk to the open read it fits (same pack, inside it or

@@ -18,7 +18,7 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, OwnedSemaphorePermit};
 
 /// Ranged reads in flight while writing files from a local repository
 /// (the disk and the cores are the limit)...
@@ -48,6 +48,9 @@ pub(super) struct FileJob {
     failed: AtomicBool,
     /// Where the file is listed while it is being written.
     unfinished: Arc<Unfinished>,
+    /// Its place among the files the walk may have queued at once
+    /// (`super::walk::FILES_AHEAD`), given back when the job is dropped.
+    _ahead: OwnedSemaphorePermit,
 }
 
 impl FileJob {
@@ -56,6 +59,7 @@ impl FileJob {
         dest: PathBuf,
         sparse: bool,
         unfinished: Arc<Unfinished>,
+        ahead: OwnedSemaphorePermit,
     ) -> Self {
         let offsets = entry.chunk_starts().collect();
         let parts = entry.chunks.len().max(1);
@@ -68,6 +72,7 @@ impl FileJob {
             parts_left: AtomicUsize::new(parts),
             failed: AtomicBool::new(false),
             unfinished,
+            _ahead: ahead,
         }
     }
 
@@ -399,11 +404,15 @@ mod tests {
             link: None,
             holes: Vec::new(),
         };
+        let ahead = Arc::new(tokio::sync::Semaphore::new(1))
+            .try_acquire_owned()
+            .expect("a free permit");
         Arc::new(FileJob::new(
             entry,
             dest.to_path_buf(),
             true,
             Arc::default(),
+            ahead,
         ))
     }
 
