@@ -61,18 +61,20 @@ pub fn open_repo(rt: &Runtime, repo: &RepoArg, key: &SecretKeyArgs) -> Result<Re
     Ok(rt.block_on(Repository::open(backend, keys, pins.as_ref()))?)
 }
 
-/// [`open_repo`] for a command that reads snapshots: a remote repository's
-/// trees and snapshots come through the metadata cache (unless
-/// `--no-cache`), in `$XDG_CACHE_HOME/coffer/<repo id>/metadata`. `check`,
-/// `forget` and `prune` read the store itself, never a cached copy.
+/// [`open_repo`] for a command that reads snapshots: they are listed
+/// through the opened-snapshot cache ([`opened_snapshots_cached`]), and a
+/// remote repository's trees come through the metadata cache, in
+/// `$XDG_CACHE_HOME/coffer/<repo id>/metadata` (unless `--no-cache`).
+/// `check` and `prune` read the store itself, never a cached copy.
 pub fn open_repo_cached(
     rt: &Runtime,
     repo: &RepoArg,
     key: &SecretKeyArgs,
     cache: &CacheArgs,
 ) -> Result<Repository> {
-    let opened = open_repo(rt, repo, key)?;
-    if cache.no_cache {
+    let opened = opened_snapshots_cached(open_repo(rt, repo, key)?, cache);
+    // Tree packs of a local repository are already on local disk.
+    if cache.no_cache || opened.backend().is_local() {
         return Ok(opened);
     }
     let Ok(home) = cache_home() else {
@@ -80,26 +82,18 @@ pub fn open_repo_cached(
         return Ok(opened);
     };
     let dir = metadata_cache_dir(&home, &opened.config().id);
-    let opened = opened_snapshots_cached(opened, cache);
-    // Tree packs of a local repository are already on local disk.
-    if opened.backend().is_local() {
-        return Ok(opened);
-    }
     Ok(opened.with_metadata_cache(MetadataCache::new(dir, cache.metadata_cache_size)))
 }
 
 /// `repo`, keeping the snapshots it opens in the opened-snapshot cache
 /// (`<cache home>/<repo id>/opened`) unless `cache` says no cache.
 pub fn opened_snapshots_cached(repo: Repository, cache: &CacheArgs) -> Repository {
-    if cache.no_cache {
-        return repo;
-    }
     match cache_home() {
-        Ok(home) => {
+        Ok(home) if !cache.no_cache => {
             let dir = home.join(&repo.config().id).join("opened");
             repo.with_opened_cache(dir, cache.metadata_cache_size)
         }
-        Err(_) => repo,
+        _ => repo,
     }
 }
 

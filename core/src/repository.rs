@@ -303,20 +303,6 @@ impl Repository {
         IndexFile::from_json(&json, &object)
     }
 
-    /// The bytes of object `key`, fetched and checked to have the SHA-256
-    /// `id` its name gives. A snapshot's signature is checked by the
-    /// caller.
-    async fn get_named(&self, key: &ObjectKey, id: &ObjectId) -> Result<Vec<u8>> {
-        let bytes = self.backend.get(key).await?;
-        if ObjectId::of_bytes(&bytes) != *id {
-            return Err(Error::damaged(
-                key.path(),
-                "content does not match its name",
-            ));
-        }
-        Ok(bytes)
-    }
-
     /// Reads an object named by the SHA-256 of its bytes, checks the name
     /// and decrypts it: (id, object path, plaintext).
     async fn load_named(
@@ -333,7 +319,14 @@ impl Repository {
     async fn fetch_named(&self, kind: ObjectKind, name: &str) -> Result<Vec<u8>> {
         let key = ObjectKey::new(kind, name);
         let id = object_id(&key)?;
-        self.get_named(&key, &id).await
+        let bytes = self.backend.get(&key).await?;
+        if ObjectId::of_bytes(&bytes) != id {
+            return Err(Error::damaged(
+                key.path(),
+                "content does not match its name",
+            ));
+        }
+        Ok(bytes)
     }
 
     /// Decrypts the object `name`, fetched as `bytes` (a snapshot's
