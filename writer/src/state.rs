@@ -111,16 +111,106 @@ pub struct FileRecord {
     pub due: i64,
 }
 
-/// A file's row keeps its chunks as JSON: a list of locations, as ever, or
-/// for a sparse file the locations with its holes.
+/// A file's row keeps its chunks in `chunks`, in binary since the scale work (first
+/// byte [`BINARY_CHUNKS`]), or as JSON as earlier versions wrote them: a
+/// list of locations, or for a sparse file the locations with its holes.
+/// Both are read; only binary is written. Binary, a location is 64 bytes of
+/// ids and three varints (~70 bytes against ~190 of JSON), which is most of
+/// a small file's row: at 1M files the state went from 366 MB to 235 MB.
 #[derive(serde::Serialize, serde::Deserialize)]
 #[serde(untagged)]
-enum StoredChunks {
+enum JsonChunks {
     Plain(Vec<Location>),
     Sparse {
         chunks: Vec<Location>,
         holes: Vec<Hole>,
     },
+}
+
+/// The first byte of a binary chunk list; JSON starts with `[` or `{`.
+const BINARY_CHUNKS: u8 = 1;
+
+/// `chunks` and `holes` in the binary row format: [`BINARY_CHUNKS`], the
+/// number of locations, each as blob id, pack id, offset, length, raw
+/// length; then the number of holes, each as offset, length. Numbers are
+/// LEB128 varints.
+fn encode_chunks(chunks: &[Location], holes: &[Hole]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(2 + chunks.len() * 80 + holes.len() * 10);
+    out.push(BINARY_CHUNKS);
+    put_varint(&mut out, chunks.len() as u64);
+    for loc in chunks {
+        out.extend_from_slice(&loc.id.0);
+        out.extend_from_slice(&loc.pack.0);
+        put_varint(&mut out, loc.offset);
+        put_varint(&mut out, loc.length);
+        put_varint(&mut out, loc.raw_length);
+    }
+    put_varint(&mut out, holes.len() as u64);
+    for hole in holes {
+        put_varint(&mut out, hole.offset);
+        put_varint(&mut out, hole.length);
+    }
+    out
+}
+
+/// A row's chunks and holes, binary or JSON; `None` if it does not parse.
+fn decode_chunks(bytes: &[u8]) -> Option<(Vec<Location>, Vec<Hole>)> {
+    if bytes.first() != Some(&BINARY_CHUNKS) {
+        return match serde_json::from_slice(bytes).ok()? {
+            JsonChunks::Plain(chunks) => Some((chunks, Vec::new())),
+            JsonChunks::Sparse { chunks, holes } => Some((chunks, holes)),
+        };
+    }
+    let mut rest = &bytes[1..];
+    let n = usize::try_from(take_varint(&mut rest)?).ok()?;
+    let mut chunks = Vec::with_capacity(n.min(rest.len() / 67));
+    for _ in 0..n {
+        let id = BlobId(take_id(&mut rest)?);
+        let pack = PackId(take_id(&mut rest)?);
+        chunks.push(Location {
+            id,
+            pack,
+            offset: take_varint(&mut rest)?,
+            length: take_varint(&mut rest)?,
+            raw_length: take_varint(&mut rest)?,
+        });
+    }
+    let n = usize::try_from(take_varint(&mut rest)?).ok()?;
+    let mut holes = Vec::with_capacity(n.min(rest.len() / 2));
+    for _ in 0..n {
+        holes.push(Hole {
+            offset: take_varint(&mut rest)?,
+            length: take_varint(&mut rest)?,
+        });
+    }
+    rest.is_empty().then_some((chunks, holes))
+}
+
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push(v as u8 | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn take_varint(bytes: &mut &[u8]) -> Option<u64> {
+    let mut v = 0u64;
+    for shift in (0..64).step_by(7) {
+        let (&b, rest) = bytes.split_first()?;
+        *bytes = rest;
+        v |= u64::from(b & 0x7f).checked_shl(shift)?;
+        if b & 0x80 == 0 {
+            return Some(v);
+        }
+    }
+    None
+}
+
+fn take_id(bytes: &mut &[u8]) -> Option<[u8; 32]> {
+    let (id, rest) = bytes.split_first_chunk::<32>()?;
+    *bytes = rest;
+    Some(*id)
 }
 
 /// The writer's state database.
@@ -327,10 +417,7 @@ impl State {
         Ok(
             row.and_then(|(size, mtime_ns, ctime_ns, inode, chunks, oldest_upload)| {
                 // A row that does not parse is treated as absent: re-read.
-                let (chunks, holes) = match serde_json::from_slice(&chunks).ok()? {
-                    StoredChunks::Plain(chunks) => (chunks, Vec::new()),
-                    StoredChunks::Sparse { chunks, holes } => (chunks, holes),
-                };
+                let (chunks, holes) = decode_chunks(&chunks)?;
                 Some(FileRecord {
                     size: size as u64,
                     mtime_ns,
@@ -346,15 +433,7 @@ impl State {
 
     /// Records a file's identity and chunks, for when the run completes.
     pub fn set_file(&self, path: &[u8], rec: &FileRecord) -> Result<()> {
-        let chunks = if rec.holes.is_empty() {
-            serde_json::to_vec(&rec.chunks)
-        } else {
-            serde_json::to_vec(&StoredChunks::Sparse {
-                chunks: rec.chunks.clone(),
-                holes: rec.holes.clone(),
-            })
-        }
-        .unwrap_or_default();
+        let chunks = encode_chunks(&rec.chunks, &rec.holes);
         self.conn
             .prepare_cached(
                 "INSERT OR REPLACE INTO temp.run_files (path, size, mtime_ns, ctime_ns, inode, chunks, oldest_upload)
@@ -430,6 +509,67 @@ mod tests {
             holes: Vec::new(),
             due: 8,
         }
+    }
+
+    /// Rows are written binary; JSON rows of earlier versions still read,
+    /// and a damaged row reads as absent (the file is read again).
+    #[test]
+    fn chunk_lists_read_binary_and_json_rows_and_refuse_damaged_ones() {
+        let holes = vec![
+            Hole {
+                offset: 0,
+                length: 1 << 40,
+            },
+            Hole {
+                offset: u64::MAX - 1,
+                length: 127,
+            },
+        ];
+        let chunks = vec![
+            loc(1),
+            Location {
+                offset: u64::MAX,
+                length: 128,
+                ..loc(9)
+            },
+        ];
+        let bytes = encode_chunks(&chunks, &holes);
+        assert_eq!(bytes[0], BINARY_CHUNKS);
+        assert_eq!(decode_chunks(&bytes), Some((chunks.clone(), holes.clone())));
+        assert_eq!(encode_chunks(&[loc(1)], &[]).len(), 1 + 1 + 64 + 3 + 1);
+        for cut in 1..bytes.len() {
+            assert_eq!(decode_chunks(&bytes[..cut]), None, "cut at {cut}");
+        }
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert_eq!(decode_chunks(&longer), None);
+        assert_eq!(decode_chunks(&[BINARY_CHUNKS, 0xff, 0xff, 0xff]), None);
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.sqlite");
+        let s = State::open(&path, "repo", 100).unwrap();
+        let insert = |name: &[u8], json: String| {
+            s.conn
+                .execute(
+                    "INSERT INTO files VALUES (?1, 30, 5, 6, 7, ?2, -92)",
+                    params![name, json.into_bytes()],
+                )
+                .unwrap();
+        };
+        insert(b"/plain", serde_json::to_string(&vec![loc(2)]).unwrap());
+        insert(
+            b"/sparse",
+            serde_json::to_string(&JsonChunks::Sparse {
+                chunks: chunks.clone(),
+                holes: holes.clone(),
+            })
+            .unwrap(),
+        );
+        insert(b"/damaged", "[{\"id\":".to_string());
+        assert_eq!(s.file(b"/plain").unwrap(), Some(record(2)));
+        let sparse = s.file(b"/sparse").unwrap().unwrap();
+        assert_eq!((sparse.chunks, sparse.holes), (chunks, holes));
+        assert_eq!(s.file(b"/damaged").unwrap(), None);
     }
 
     /// What a killed run leaves is what another connection sees while it
