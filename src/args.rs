@@ -54,6 +54,35 @@ pub enum Command {
     Cache(CacheCommandArgs),
 }
 
+/// Commands to run when the command ends (see src/hooks.rs).
+#[derive(Debug, Args, Default)]
+pub struct HookArgs {
+    /// Run CMD with /bin/sh -c when the command succeeds (exit 0); repeat
+    /// for several, run in order. The outcome is in the environment:
+    /// COFFER_COMMAND, COFFER_EXIT_CODE, COFFER_SNAPSHOT, COFFER_ERROR (first
+    /// line), COFFER_FILES, COFFER_BYTES, COFFER_DURATION_S (empty when
+    /// unknown). A failing hook is reported and leaves the exit code alone.
+    #[arg(long, value_name = "CMD")]
+    pub on_success: Vec<String>,
+    /// Run CMD with /bin/sh -c when the command fails (any exit code but 0,
+    /// 3 included: a snapshot with unreadable files); as --on-success.
+    #[arg(long, value_name = "CMD")]
+    pub on_failure: Vec<String>,
+}
+
+impl Command {
+    /// The subcommand's name and hooks, if it takes hooks.
+    pub fn hooks(&self) -> Option<(&'static str, &HookArgs)> {
+        match self {
+            Command::Backup(a) => Some(("backup", &a.hooks)),
+            Command::Check(a) => Some(("check", &a.hooks)),
+            Command::Forget(a) => Some(("forget", &a.hooks)),
+            Command::Prune(a) => Some(("prune", &a.hooks)),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum KeyCommand {
     /// Generate a Curve25519 OpenPGP key for reading backups.
@@ -206,6 +235,8 @@ pub struct BackupArgs {
     /// the run succeeds or fails.
     #[arg(long, value_name = "FILE")]
     pub metrics_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub hooks: HookArgs,
     /// Paths to back up.
     #[arg(
         value_name = "PATH",
@@ -253,6 +284,8 @@ pub struct CheckArgs {
     /// id, so the same share picks the same chunks each time.
     #[arg(long, value_name = "PERCENT", value_parser = parse_percent)]
     pub read_data_subset: Option<f64>,
+    #[command(flatten)]
+    pub hooks: HookArgs,
 }
 
 /// `10%` or `10` → 0.1; (0, 100].
@@ -340,6 +373,8 @@ pub struct ForgetArgs {
     pub prune: bool,
     #[command(flatten)]
     pub prune_opts: PruneOptionArgs,
+    #[command(flatten)]
+    pub hooks: HookArgs,
 }
 
 #[derive(Debug, Args)]
@@ -363,6 +398,8 @@ pub struct PruneArgs {
     /// Print what would be deleted; delete nothing.
     #[arg(long)]
     pub dry_run: bool,
+    #[command(flatten)]
+    pub hooks: HookArgs,
 }
 
 #[derive(Debug, Args)]

@@ -32,11 +32,12 @@ use tokio::runtime::Runtime;
 pub enum Outcome {
     /// Everything worked.
     Success,
-    /// The snapshot was written, but some sources could not be read.
-    Partial,
+    /// The snapshot was written, but some sources could not be read (or a
+    /// restore skipped damaged files): exit 3. Says what, in one line.
+    Partial(String),
     /// A problem already reported on standard output (`status`: no recent
-    /// snapshot; `check`: damage): exit 1.
-    Reported,
+    /// snapshot; `check`: damage): exit 1. Says what, in one line.
+    Reported(String),
 }
 
 fn mib(b: u64) -> f64 {

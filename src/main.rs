@@ -5,38 +5,53 @@
 //!
 //! `args` (clap definitions), `commands` (one function per subcommand,
 //! grouped by what they do), `progress` (bars and JSON lines), `metrics`
-//! (the node-exporter file), `command_output` (`--stdin-from-command`).
+//! (the node-exporter file), `command_output` (`--stdin-from-command`), `hooks`
+//! (`--on-success`/`--on-failure`, run once the exit code is known).
 
 mod args;
 mod command_output;
 mod commands;
+mod hooks;
 mod metrics;
 mod progress;
 
 use args::{Cli, Command, KeyCommand};
 use clap::Parser;
 use commands::Outcome;
+use hooks::RunFacts;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose);
     quiet_caught_parser_panics();
-    match run(&cli) {
-        Ok(Outcome::Success) => ExitCode::SUCCESS,
-        Ok(Outcome::Partial) => ExitCode::from(3),
-        Ok(Outcome::Reported) => ExitCode::from(1),
+    let started = std::time::Instant::now();
+    let mut facts = RunFacts::default();
+    let (code, error) = match run(&cli, &mut facts) {
+        Ok(Outcome::Success) => (0, None),
+        Ok(Outcome::Partial(why)) => (3, Some(why)),
+        Ok(Outcome::Reported(why)) => (1, Some(why)),
+        Err(e) if is_broken_pipe(&e) => (0, None),
         Err(e) => {
-            if is_broken_pipe(&e) {
-                return ExitCode::SUCCESS;
-            }
-            eprintln!("coffer: error: {e:#}");
-            ExitCode::from(exit_code_of(&e))
+            let text = format!("{e:#}");
+            eprintln!("coffer: error: {text}");
+            (exit_code_of(&e), Some(text))
         }
+    };
+    if let Some((command, hooks)) = cli.command.hooks() {
+        let ending = hooks::Ending {
+            command,
+            code,
+            error: error.as_deref(),
+            facts: &facts,
+            started,
+        };
+        hooks::run(hooks, &ending);
     }
+    ExitCode::from(code)
 }
 
-fn run(cli: &Cli) -> anyhow::Result<Outcome> {
+fn run(cli: &Cli, facts: &mut RunFacts) -> anyhow::Result<Outcome> {
     if let Command::Key(KeyCommand::Generate(a)) = &cli.command {
         return commands::key_generate(a);
     }
@@ -50,7 +65,7 @@ fn run(cli: &Cli) -> anyhow::Result<Outcome> {
     match &cli.command {
         Command::Key(KeyCommand::Generate(a)) => commands::key_generate(a),
         Command::Init(a) => commands::init(&rt, a),
-        Command::Backup(a) => commands::backup(&rt, a, cli.verbose),
+        Command::Backup(a) => commands::backup(&rt, a, cli.verbose, facts),
         Command::Snapshots(a) => commands::snapshots(&rt, a),
         Command::Status(a) => commands::status(&rt, a),
         Command::Cache(a) => commands::cache(&rt, a),

@@ -3,11 +3,14 @@
 use super::{mib, mode_check, Outcome};
 use crate::args::{BackupArgs, LockModeArg};
 use crate::command_output::CommandOutput;
+use crate::hooks::RunFacts;
 use crate::progress::{Display, Reporter};
 use anyhow::{Context, Result};
 use coffer_core::backend;
 use coffer_core::backend::s3::{LockMode, ObjectLock, S3WriteOptions};
 use coffer_core::crypto::WriterKey;
+use coffer_core::format::id::ObjectId;
+use coffer_core::format::snapshot::SnapshotStats;
 use tokio::runtime::Runtime;
 
 /// The name a backed-up stream is stored under, if this is a stream backup.
@@ -23,13 +26,24 @@ fn stream_name(a: &BackupArgs) -> Result<Option<String>> {
     }
 }
 
-pub fn backup(rt: &Runtime, a: &BackupArgs, verbose: bool) -> Result<Outcome> {
+/// Runs a backup; tells `facts` the snapshot it wrote, for the hooks.
+pub fn backup(
+    rt: &Runtime,
+    a: &BackupArgs,
+    verbose: bool,
+    facts: &mut RunFacts,
+) -> Result<Outcome> {
     let result = run_backup(rt, a, verbose);
+    if let Ok((_, stats, id)) = &result {
+        facts.snapshot = Some(id.to_hex());
+        facts.files = Some(stats.files);
+        facts.bytes = Some(stats.bytes);
+    }
     if let Some(path) = &a.metrics_file {
         let run = crate::metrics::Run {
             repo: &a.repo.repo,
             finished: std::time::SystemTime::now(),
-            stats: result.as_ref().ok().map(|(_, stats)| stats),
+            stats: result.as_ref().ok().map(|(_, stats, _)| stats),
         };
         if let Err(e) = crate::metrics::write(path, &run) {
             eprintln!(
@@ -38,15 +52,15 @@ pub fn backup(rt: &Runtime, a: &BackupArgs, verbose: bool) -> Result<Outcome> {
             );
         }
     }
-    result.map(|(outcome, _)| outcome)
+    result.map(|(outcome, _, _)| outcome)
 }
 
-/// A backup run: its outcome and what it stored.
+/// A backup run: its outcome, what it stored and the snapshot's id.
 fn run_backup(
     rt: &Runtime,
     a: &BackupArgs,
     verbose: bool,
-) -> Result<(Outcome, coffer_core::format::snapshot::SnapshotStats)> {
+) -> Result<(Outcome, SnapshotStats, ObjectId)> {
     let key = WriterKey::read(&a.writer_key, mode_check(a.insecure_key_permissions))?;
     let s3 = S3WriteOptions {
         object_lock: a.object_lock_days.map(|days| ObjectLock {
@@ -120,13 +134,14 @@ fn run_backup(
         );
     }
     if summary.warnings.is_empty() {
-        Ok((Outcome::Success, summary.snapshot.stats))
+        Ok((Outcome::Success, summary.snapshot.stats, summary.id))
     } else {
-        eprintln!(
-            "coffer: snapshot {} saved, but {} source entries could not be read (listed above)",
+        let why = format!(
+            "snapshot {} saved, but {} source entries could not be read (listed above)",
             &summary.id.to_hex()[..8],
             summary.warnings.len()
         );
-        Ok((Outcome::Partial, summary.snapshot.stats))
+        eprintln!("coffer: {why}");
+        Ok((Outcome::Partial(why), summary.snapshot.stats, summary.id))
     }
 }

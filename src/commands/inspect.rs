@@ -99,7 +99,7 @@ pub fn status(rt: &Runtime, a: &StatusArgs) -> Result<Outcome> {
     Ok(if fresh {
         Outcome::Success
     } else {
-        Outcome::Reported
+        Outcome::Reported("no snapshot newer than --max-age".into())
     })
 }
 
@@ -173,7 +173,7 @@ pub fn check(rt: &Runtime, a: &CheckArgs) -> Result<Outcome> {
     Ok(if report.damage.is_empty() {
         Outcome::Success
     } else {
-        Outcome::Reported
+        Outcome::Reported(format!("check found {verdict} (listed on stdout)"))
     })
 }
 

@@ -67,7 +67,10 @@ pub fn restore(rt: &Runtime, a: &RestoreArgs, verbose: bool) -> Result<Outcome> 
     Ok(if stats.warnings.is_empty() {
         Outcome::Success
     } else {
-        Outcome::Partial
+        Outcome::Partial(format!(
+            "{} entries were not restored (listed on stderr)",
+            stats.warnings.len()
+        ))
     })
 }
 

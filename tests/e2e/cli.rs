@@ -1,6 +1,7 @@
 //! The command line's contract, through the real binary: secret files and
 //! keys (GnuPG's included), exit codes and messages of bad usage, progress
-//! output, the metrics file and `status` for monitoring.
+//! output, the metrics file, `status` for monitoring and the --on-success /
+//! --on-failure hooks.
 use super::util::*;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -463,4 +464,98 @@ fn metrics_file_records_each_run_and_keeps_the_last_success_through_failures() {
     );
     assert!(value(&text, "coffer_backup_last_run_timestamp_seconds") > success + 1.0);
     assert!(!text.contains("coffer_backup_files"), "{text}");
+}
+
+/// The COFFER_* variables a hook that ran `env` into `file` saw.
+fn hook_env(file: &Path) -> std::collections::BTreeMap<String, String> {
+    let text = std::fs::read_to_string(file)
+        .unwrap_or_else(|e| panic!("{}: the hook did not run: {e}", file.display()));
+    text.lines()
+        .filter_map(|l| l.split_once('='))
+        .filter(|(k, _)| k.starts_with("COFFER_"))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// `--on-success` / `--on-failure`: the hooks of the outcome run, in order,
+/// with the outcome in COFFER_*; a failing hook is reported without its
+/// text and leaves the exit code alone.
+#[test]
+fn hooks_run_on_success_and_on_failure_with_the_outcome_in_the_environment() {
+    let env = Env::new();
+    let src = env.path("src");
+    write(&src.join("a"), &random_bytes(2, 100_000));
+    write(&src.join("b"), b"bee");
+    let hook = |name: &str| format!("env > {name}");
+    let (ok, never) = (hook("ok.env"), hook("never.env"));
+    let snap = env.backup(&[&src], &["--on-success", &ok, "--on-failure", &never]);
+    let seen = hook_env(&env.path("ok.env"));
+    let want = |k: &str| seen.get(k).map(String::as_str);
+    assert_eq!(want("COFFER_COMMAND"), Some("backup"));
+    assert_eq!(want("COFFER_EXIT_CODE"), Some("0"));
+    assert_eq!(want("COFFER_SNAPSHOT"), snap["id"].as_str());
+    assert_eq!(want("COFFER_FILES"), Some("2"));
+    assert_eq!(want("COFFER_BYTES"), Some("100003"));
+    assert_eq!(want("COFFER_ERROR"), Some(""));
+    let secs: u64 = want("COFFER_DURATION_S").unwrap().parse().unwrap();
+    assert!(secs < 60, "{seen:?}");
+    assert!(!env.path("never.env").exists());
+
+    // A failed backup: its hooks in order, the second failing (reported
+    // without its text), the exit code still the backup's.
+    let failed = hook("failed.env");
+    let out = env
+        .writer_cmd(&[
+            "--on-success",
+            &never,
+            "--on-failure",
+            "exit 7 # token-s3cr3t",
+            "--on-failure",
+            &failed,
+            "--stdin-from-command",
+            "--",
+            "false",
+        ])
+        .output()
+        .unwrap();
+    let stderr = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("--on-failure hook 1 of 2 exited with 7; coffer's exit code stays 1"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("s3cr3t"), "{stderr}");
+    let seen = hook_env(&env.path("failed.env"));
+    assert_eq!(seen["COFFER_EXIT_CODE"], "1");
+    assert_eq!(seen["COFFER_SNAPSHOT"], "");
+    assert_eq!(seen["COFFER_FILES"], "");
+    assert!(
+        seen["COFFER_ERROR"].starts_with("backup failed; no snapshot was written"),
+        "{seen:?}"
+    );
+    assert!(!env.path("never.env").exists());
+
+    // check: damage found is a failure (exit 1) with its reason.
+    let checked = hook("checked.env");
+    env.admin_ok("check", &["--on-success", &checked]);
+    assert_eq!(
+        hook_env(&env.path("checked.env"))["COFFER_COMMAND"],
+        "check"
+    );
+    let forgot = hook("forgot.env");
+    env.admin_ok(
+        "forget",
+        &["--keep-last", "1", "--dry-run", "--on-success", &forgot],
+    );
+    assert_eq!(
+        hook_env(&env.path("forgot.env"))["COFFER_COMMAND"],
+        "forget"
+    );
+    std::fs::remove_file(env.biggest_pack()).unwrap();
+    let damaged = hook("damaged.env");
+    let out = env.admin("check", &["--on-failure", &damaged]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let seen = hook_env(&env.path("damaged.env"));
+    assert_eq!(seen["COFFER_EXIT_CODE"], "1");
+    assert!(seen["COFFER_ERROR"].starts_with("check found "), "{seen:?}");
 }
