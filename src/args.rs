@@ -49,6 +49,9 @@ pub enum Command {
     Mount(MountArgs),
     /// List what changed between two snapshots: + added, - removed, M content, U metadata.
     Diff(DiffArgs),
+    /// Copy a repository's objects into another store, byte for byte (needs
+    /// no key; the destination needs only PutObject). Re-runs copy what is new.
+    Copy(CopyArgs),
     /// Show where the metadata and chunk caches of a repository are and how
     /// big, or clear them (needs no key: it reads only `config`, for the id).
     Cache(CacheCommandArgs),
@@ -78,6 +81,7 @@ impl Command {
             Command::Check(a) => Some(("check", &a.hooks)),
             Command::Forget(a) => Some(("forget", &a.hooks)),
             Command::Prune(a) => Some(("prune", &a.hooks)),
+            Command::Copy(a) => Some(("copy", &a.hooks)),
             _ => None,
         }
     }
@@ -210,18 +214,8 @@ pub struct BackupArgs {
     /// standard output; the last line is the summary.
     #[arg(long)]
     pub json: bool,
-    /// S3: send Object Lock retention of N days with every object (needs
-    /// s3:PutObjectRetention); without it the bucket's default retention applies.
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
-    pub object_lock_days: Option<u32>,
-    /// S3: the Object Lock mode for --object-lock-days.
-    #[arg(
-        long,
-        value_enum,
-        default_value = "compliance",
-        requires = "object_lock_days"
-    )]
-    pub object_lock_mode: LockModeArg,
+    #[command(flatten)]
+    pub object_lock: ObjectLockArgs,
     /// S3: storage class for data packs, e.g. STANDARD_IA or GLACIER_IR
     /// (trees, indexes and snapshots stay in the default class).
     #[arg(long, value_name = "CLASS")]
@@ -268,6 +262,69 @@ pub struct SnapshotsArgs {
     /// Print a JSON array instead of a table.
     #[arg(long)]
     pub json: bool,
+}
+
+/// Object Lock retention sent with each object stored (S3).
+#[derive(Debug, Args)]
+pub struct ObjectLockArgs {
+    /// S3: send Object Lock retention of N days with every object (needs
+    /// s3:PutObjectRetention); without it the bucket's default retention applies.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub object_lock_days: Option<u32>,
+    /// S3: the Object Lock mode for --object-lock-days.
+    #[arg(
+        long,
+        value_enum,
+        default_value = "compliance",
+        requires = "object_lock_days"
+    )]
+    pub object_lock_mode: LockModeArg,
+}
+
+#[derive(Debug, Args)]
+pub struct CopyArgs {
+    /// The repository to copy: a directory or s3://BUCKET/PREFIX. Needs
+    /// list and get only.
+    #[arg(long, value_name = "REPO")]
+    pub from: String,
+    /// Where to copy it: a directory or s3://BUCKET/PREFIX, empty or an
+    /// earlier copy of the same repository. Needs only PutObject (config
+    /// included); it is never listed, read or overwritten.
+    #[arg(long, value_name = "REPO")]
+    pub to: String,
+    /// The AWS profile (in ~/.aws/config and credentials) to read --from
+    /// with, its credentials taking precedence over the environment's.
+    #[arg(long, value_name = "NAME")]
+    pub from_profile: Option<String>,
+    /// The AWS profile to write --to with (another account, say).
+    #[arg(long, value_name = "NAME")]
+    pub to_profile: Option<String>,
+    /// Where the copy's journal of what the destination holds is kept
+    /// (default: $XDG_CACHE_HOME/coffer/copies). Losing it costs one PUT per
+    /// object, each answered "already exists", never a wrong copy.
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Objects copied at once (default 4 for S3, 2 locally).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub uploads: Option<u16>,
+    /// From S3, each object keeps its retention; this sends at least N days
+    /// from now (the later of the two).
+    #[command(flatten)]
+    pub object_lock: ObjectLockArgs,
+    /// S3: storage class for every pack (a copy cannot tell data packs from
+    /// tree packs: use an instant-retrieval class). Without it, packs from
+    /// an S3 source keep their class.
+    #[arg(long, value_name = "CLASS")]
+    pub storage_class: Option<String>,
+    /// Print progress and the summary as JSON lines on standard output.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub hooks: HookArgs,
+    /// Snapshots to copy, by id (as `coffer snapshots` shows them, or a
+    /// prefix); default all. Every pack and index is copied either way.
+    #[arg(value_name = "SNAPSHOT")]
+    pub snapshots: Vec<String>,
 }
 
 #[derive(Debug, Args)]

@@ -1,9 +1,10 @@
 //! One function per subcommand: validate arguments, call the library,
 //! print. Grouped by what they do: `setup` (key generate, init), `backup`,
 //! `inspect` (snapshots, status, check, diff, cache), `restore` (restore, cat,
-//! export), `mount`, `forget` (forget, prune); here, what they share.
+//! export), `mount`, `forget` (forget, prune), `copy`; here, what they share.
 
 mod backup;
+mod copy;
 mod forget;
 mod inspect;
 mod mount;
@@ -11,15 +12,17 @@ mod restore;
 mod setup;
 
 pub use backup::backup;
+pub use copy::copy;
 pub use forget::{forget, prune};
 pub use inspect::{cache, check, diff, snapshots, status};
 pub use mount::mount;
 pub use restore::{cat, export, restore};
 pub use setup::{init, key_generate};
 
-use crate::args::{CacheArgs, RepoArg, SecretKeyArgs};
+use crate::args::{CacheArgs, LockModeArg, ObjectLockArgs, RepoArg, SecretKeyArgs};
 use anyhow::{bail, Context, Result};
 use coffer_core::backend;
+use coffer_core::backend::s3::{LockMode, ObjectLock};
 use coffer_core::crypto::keyfile::{self, ModeCheck};
 use coffer_core::crypto::SecretKeys;
 use coffer_core::repository::known::KnownRepositories;
@@ -38,6 +41,17 @@ pub enum Outcome {
     /// A problem already reported on standard output (`status`: no recent
     /// snapshot; `check`: damage): exit 1. Says what, in one line.
     Reported(String),
+}
+
+/// The retention `--object-lock-days/-mode` ask for.
+fn object_lock(a: &ObjectLockArgs) -> Option<ObjectLock> {
+    a.object_lock_days.map(|days| ObjectLock {
+        days,
+        mode: match a.object_lock_mode {
+            LockModeArg::Compliance => LockMode::Compliance,
+            LockModeArg::Governance => LockMode::Governance,
+        },
+    })
 }
 
 fn mib(b: u64) -> f64 {

@@ -77,6 +77,7 @@ fn run(cli: &Cli, facts: &mut RunFacts) -> anyhow::Result<Outcome> {
         Command::Export(a) => commands::export(&rt, a, cli.verbose),
         Command::Mount(a) => commands::mount(rt, a),
         Command::Diff(a) => commands::diff(&rt, a, cli.verbose),
+        Command::Copy(a) => commands::copy(&rt, a, cli.verbose, facts),
     }
 }
 

@@ -97,6 +97,17 @@ pub struct ObjectInfo {
     pub modified: Option<std::time::SystemTime>,
 }
 
+/// What `coffer copy` carries from one store to another besides an
+/// object's bytes: on S3, its Object Lock retention and storage class, as
+/// the source's GET reports them (nothing elsewhere).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Carried {
+    /// Locked until then, in that mode.
+    pub retention: Option<(std::time::SystemTime, s3::LockMode)>,
+    /// Its storage class, if not the default one.
+    pub storage_class: Option<String>,
+}
+
 /// Reading objects: what readers (restore, mount, check) need.
 #[async_trait]
 pub trait ReadBackend: Send + Sync {
@@ -109,6 +120,11 @@ pub trait ReadBackend: Send + Sync {
 
     /// Every object of `kind`, in no particular order.
     async fn list(&self, kind: ObjectKind) -> Result<Vec<ObjectInfo>>;
+
+    /// [`ReadBackend::get`], with what a copy carries to the destination.
+    async fn get_carried(&self, key: &ObjectKey) -> Result<(Vec<u8>, Carried)> {
+        Ok((self.get(key).await?, Carried::default()))
+    }
 }
 
 /// Writing objects: all a writer may do.
@@ -125,6 +141,21 @@ pub trait WriteBackend: Send + Sync {
     /// kept it), so the writer fills the next pack in memory it already has.
     async fn put_new_data_pack(&self, key: &ObjectKey, data: Vec<u8>) -> Result<Vec<u8>> {
         self.put_new(key, data).await.map(|()| Vec::new())
+    }
+
+    /// [`WriteBackend::put_new`] for a copied object: with the source's
+    /// retention (the later of it and this backend's own, if both) and
+    /// storage class (for a pack, this backend's own class wins: a copy
+    /// cannot tell data packs from tree packs). Stores without either
+    /// ignore `carried`.
+    async fn put_new_carried(
+        &self,
+        key: &ObjectKey,
+        data: Vec<u8>,
+        carried: &Carried,
+    ) -> Result<()> {
+        let _ = carried;
+        self.put_new(key, data).await
     }
 
     /// How many uploads are worth running at once.
@@ -180,6 +211,11 @@ pub async fn open(repo: &str, s3: s3::S3WriteOptions) -> Result<Arc<dyn Backend>
     if s3.object_lock.is_some() || s3.storage_class.is_some() || s3.uploads.is_some() {
         return Err(Error::Config(format!(
             "{repo}: --object-lock-days, --storage-class and --uploads apply to S3 repositories only"
+        )));
+    }
+    if s3.profile.is_some() {
+        return Err(Error::Config(format!(
+            "{repo}: an AWS profile applies to S3 repositories only"
         )));
     }
     Ok(Arc::new(local::LocalBackend::new(repo)))

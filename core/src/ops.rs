@@ -1,6 +1,6 @@
 //! The operations an admin runs on a repository, one module each, all on top
-//! of [`crate::repository::Repository`] (and, for `status`, the bare
-//! backend):
+//! of [`crate::repository::Repository`] (and, for `status` and `copy`, the
+//! bare backends):
 //!
 //! - [`restore`]: a snapshot (or a path in it) into a local directory;
 //! - [`export`]: a snapshot as one zip or tar archive, streamed;
@@ -9,12 +9,14 @@
 //! - [`forget`]: drop the snapshots a retention policy does not keep
 //!   ([`forget::retention`] holds the rules);
 //! - [`prune`]: delete the packs no snapshot references;
-//! - [`status`]: how fresh the newest snapshot is, from the listing alone.
+//! - [`status`]: how fresh the newest snapshot is, from the listing alone;
+//! - [`copy`]: the objects into another store, byte for byte (no key).
 //!
 //! Operations never use each other; what two of them share lives below, in
 //! `repository`, `format` or `crypto`.
 
 pub mod check;
+pub mod copy;
 pub mod diff;
 pub mod export;
 pub mod forget;

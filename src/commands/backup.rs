@@ -1,13 +1,13 @@
 //! `backup`: options into the writer's, the run, its summary.
 
 use super::{mib, mode_check, Outcome};
-use crate::args::{BackupArgs, LockModeArg};
+use crate::args::BackupArgs;
 use crate::command_output::CommandOutput;
 use crate::hooks::RunFacts;
 use crate::progress::{Display, Reporter};
 use anyhow::{Context, Result};
 use coffer_core::backend;
-use coffer_core::backend::s3::{LockMode, ObjectLock, S3WriteOptions};
+use coffer_core::backend::s3::S3WriteOptions;
 use coffer_core::crypto::WriterKey;
 use coffer_core::format::id::ObjectId;
 use coffer_core::format::snapshot::SnapshotStats;
@@ -63,15 +63,10 @@ fn run_backup(
 ) -> Result<(Outcome, SnapshotStats, ObjectId)> {
     let key = WriterKey::read(&a.writer_key, mode_check(a.insecure_key_permissions))?;
     let s3 = S3WriteOptions {
-        object_lock: a.object_lock_days.map(|days| ObjectLock {
-            days,
-            mode: match a.object_lock_mode {
-                LockModeArg::Compliance => LockMode::Compliance,
-                LockModeArg::Governance => LockMode::Governance,
-            },
-        }),
+        object_lock: super::object_lock(&a.object_lock),
         storage_class: a.storage_class.clone(),
         uploads: a.uploads.map(usize::from),
+        profile: None,
     };
     let backend = rt.block_on(backend::open(&a.repo.repo, s3))?;
     let state_dir = match &a.state_dir {

@@ -156,11 +156,16 @@ impl S3Server {
     /// Puts the README's bucket policy on `bucket`: the writer user may
     /// only PutObject under data/, index/ and snapshots/.
     pub fn allow_writer_put_only(&self, bucket: &str) {
+        self.set_policy(bucket, &write_only_policy(bucket, &self.writer_user));
+    }
+
+    /// Puts `policy` on `bucket`, as the admin.
+    pub fn set_policy(&self, bucket: &str, policy: &str) {
         rt().block_on(
             self.admin_client()
                 .put_bucket_policy()
                 .bucket(bucket)
-                .policy(write_only_policy(bucket, &self.writer_user))
+                .policy(policy)
                 .send(),
         )
         .unwrap_or_else(|e| {
@@ -234,6 +239,18 @@ impl Env {
 /// The bucket policy of the README: the writer may PutObject under data/,
 /// index/ and snapshots/, nothing else.
 pub fn write_only_policy(bucket: &str, writer: &str) -> String {
+    put_only_policy(bucket, writer, &["data/*", "index/*", "snapshots/*"])
+}
+
+/// A policy letting user `writer` PutObject on `bucket`'s keys matching
+/// `keys` (patterns such as `data/*`), and nothing else: no read, list,
+/// delete or retention change.
+pub fn put_only_policy(bucket: &str, writer: &str, keys: &[&str]) -> String {
+    let resources: Vec<String> = keys
+        .iter()
+        .map(|k| format!("\"arn:aws:s3:::{bucket}/{k}\""))
+        .collect();
+    let resources = resources.join(", ");
     format!(
         r#"{{
   "Version": "2012-10-17",
@@ -243,8 +260,7 @@ pub fn write_only_policy(bucket: &str, writer: &str) -> String {
       "Effect": "Allow",
       "Principal": {{"AWS": ["arn:aws:iam:::user/{writer}"]}},
       "Action": ["s3:PutObject"],
-      "Resource": ["arn:aws:s3:::{bucket}/data/*", "arn:aws:s3:::{bucket}/index/*",
-                   "arn:aws:s3:::{bucket}/snapshots/*"]
+      "Resource": [{resources}]
     }},
     {{
       "Sid": "CofferWriterMayNotReadListOrDelete",

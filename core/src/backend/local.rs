@@ -203,7 +203,23 @@ impl Backend for LocalBackend {
     }
 
     fn location(&self) -> String {
-        std::fs::canonicalize(&self.root)
+        // A directory not made yet (a copy's destination before its
+        // config) gets the name it will have: its parent's canonical path
+        // joined with its own name.
+        let canonical = std::fs::canonicalize(&self.root).or_else(|e| {
+            match (self.root.parent(), self.root.file_name()) {
+                (Some(parent), Some(name)) => {
+                    let parent = if parent.as_os_str().is_empty() {
+                        Path::new(".")
+                    } else {
+                        parent
+                    };
+                    std::fs::canonicalize(parent).map(|p| p.join(name))
+                }
+                _ => Err(e),
+            }
+        });
+        canonical
             .unwrap_or_else(|_| self.root.clone())
             .display()
             .to_string()
@@ -217,6 +233,20 @@ impl Backend for LocalBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A directory not made yet is located where it will be, so a copy's
+    /// journal, named by its destination's location, is found again.
+    #[test]
+    fn a_directory_not_made_yet_has_the_location_it_will_have() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("real")).unwrap();
+        std::os::unix::fs::symlink(dir.path().join("real"), dir.path().join("link")).unwrap();
+        let backend = LocalBackend::new(dir.path().join("link/repo"));
+        let before = backend.location();
+        std::fs::create_dir(dir.path().join("real/repo")).unwrap();
+        assert_eq!(before, backend.location());
+        assert!(before.ends_with("/real/repo"), "{before}");
+    }
 
     #[tokio::test]
     async fn put_is_write_once_and_ranges_are_checked() {

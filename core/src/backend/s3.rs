@@ -1,8 +1,9 @@
 //! A repository in an S3 bucket (`s3://BUCKET/PREFIX`), through aws-sdk-s3.
 //!
-//! - Credentials, region and endpoint come from the standard AWS chain;
-//!   with `AWS_ENDPOINT_URL` (or `AWS_ENDPOINT_URL_S3`) set, path-style
-//!   addressing is used, as S3-compatible servers expect.
+//! - Credentials, region and endpoint come from the standard AWS chain, or
+//!   a named profile ([`S3WriteOptions::profile`]); with an endpoint set
+//!   (`AWS_ENDPOINT_URL`, `AWS_ENDPOINT_URL_S3`, a profile's
+//!   `endpoint_url`), path-style addressing is used, as S3-compatible servers expect.
 //! - Writes are `PutObject` only, each with `If-None-Match: *` (never
 //!   replace; a store that answers `501 NotImplemented` to it gets plain
 //!   PUTs from then on, see [`S3Backend::put`]), `Content-MD5` (required by Object Lock buckets, and it makes
@@ -20,7 +21,9 @@
 
 mod retry;
 
-use super::{Backend, DeleteBackend, ObjectInfo, ObjectKey, ObjectKind, ReadBackend, WriteBackend};
+use super::{
+    Backend, Carried, DeleteBackend, ObjectInfo, ObjectKey, ObjectKind, ReadBackend, WriteBackend,
+};
 use crate::error::{Error, Result};
 use async_trait::async_trait;
 use aws_sdk_s3::config::retry::RetryConfig;
@@ -79,6 +82,10 @@ pub struct S3WriteOptions {
     pub storage_class: Option<String>,
     /// Uploads at once; `None` is [`DEFAULT_UPLOADS`].
     pub uploads: Option<usize>,
+    /// The AWS profile to take credentials, region and endpoint from
+    /// (`coffer copy --from-profile/--to-profile`: two accounts in one
+    /// process); `None` follows the standard chain (`AWS_PROFILE` too).
+    pub profile: Option<String>,
 }
 
 /// Uploads a writer runs at once unless told otherwise: enough to hide
@@ -137,10 +144,21 @@ impl S3Backend {
                 aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
             ))
             .build_https();
-        let shared = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .http_client(http)
-            .load()
-            .await;
+        let mut loader =
+            aws_config::defaults(aws_config::BehaviorVersion::latest()).http_client(http.clone());
+        if let Some(profile) = &opts.profile {
+            // The profile's credentials, not the chain's: environment
+            // credentials would otherwise win, and a copy between two
+            // accounts would use one account for both ends.
+            let provider = aws_config::provider_config::ProviderConfig::without_region()
+                .with_http_client(http.clone());
+            let creds = aws_config::profile::ProfileFileCredentialsProvider::builder()
+                .configure(&provider)
+                .profile_name(profile)
+                .build();
+            loader = loader.profile_name(profile).credentials_provider(creds);
+        }
+        let shared = loader.load().await;
         let mut conf = aws_sdk_s3::config::Builder::from(&shared)
             .retry_config(RetryConfig::disabled())
             .timeout_config(
@@ -158,10 +176,12 @@ impl S3Backend {
             // S3-compatible servers accept any region; AWS redirects.
             conf = conf.region(Region::from_static("us-east-1"));
         }
-        let custom_endpoint = ["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"]
+        // An endpoint from the environment or the profile: an
+        // S3-compatible server, which expects path-style addressing.
+        let endpoint_var = ["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"]
             .iter()
             .any(|v| std::env::var_os(v).is_some_and(|s| !s.is_empty()));
-        if custom_endpoint {
+        if endpoint_var || shared.endpoint_url().is_some() {
             conf = conf.force_path_style(true);
         }
         let retry_for = seconds_from_env("COFFER_S3_RETRY_SECONDS", RETRY_FOR);
@@ -193,7 +213,24 @@ impl S3Backend {
     /// hash) -- except `config`, whose absence is checked first (only
     /// `init` writes it, with the admin's credentials).
     /// Stores `data`; returns its buffer (as the body it was sent in).
-    async fn put(&self, key: &ObjectKey, data: Vec<u8>, data_pack: bool) -> Result<bytes::Bytes> {
+    /// `data_pack` puts it in `--storage-class`; `carried` is what a copy
+    /// brings from its source ([`WriteBackend::put_new_carried`]).
+    async fn put(
+        &self,
+        key: &ObjectKey,
+        data: Vec<u8>,
+        data_pack: bool,
+        carried: Option<&Carried>,
+    ) -> Result<bytes::Bytes> {
+        let retention = self.retention_for(carried);
+        let class = match carried {
+            Some(c) if key.kind == ObjectKind::Pack => {
+                self.opts.storage_class.clone().or(c.storage_class.clone())
+            }
+            Some(c) => c.storage_class.clone(),
+            None if data_pack => self.opts.storage_class.clone(),
+            None => None,
+        };
         let s3_key = self.key_of(key);
         let md5 = base64::engine::general_purpose::STANDARD.encode(md5::Md5::digest(&data));
         let body = bytes::Bytes::from(data);
@@ -218,19 +255,16 @@ impl S3Backend {
             if conditional {
                 req = req.if_none_match("*");
             }
-            if let Some(lock) = self.opts.object_lock {
-                let until = SystemTime::now() + Duration::from_secs(u64::from(lock.days) * 86_400);
+            if let Some((until, mode)) = retention {
                 req = req
-                    .object_lock_mode(match lock.mode {
+                    .object_lock_mode(match mode {
                         LockMode::Compliance => ObjectLockMode::Compliance,
                         LockMode::Governance => ObjectLockMode::Governance,
                     })
                     .object_lock_retain_until_date(DateTime::from(until));
             }
-            if data_pack {
-                if let Some(class) = &self.opts.storage_class {
-                    req = req.storage_class(StorageClass::from(class.as_str()));
-                }
+            if let Some(class) = &class {
+                req = req.storage_class(StorageClass::from(class.as_str()));
             }
             let err = match req.send().await {
                 Ok(_) => return Ok(body),
@@ -259,6 +293,23 @@ impl S3Backend {
             retry
                 .after(failure, || self.error("put", key, &err))
                 .await?;
+        }
+    }
+
+    /// The retention a PUT sends: `--object-lock-days` from now, a copied
+    /// object's own (if not over yet), the later of the two if both.
+    fn retention_for(&self, carried: Option<&Carried>) -> Option<(SystemTime, LockMode)> {
+        let own = self.opts.object_lock.map(|lock| {
+            let days = Duration::from_secs(u64::from(lock.days) * 86_400);
+            (SystemTime::now() + days, lock.mode)
+        });
+        // An expired retention is not sent: S3 refuses a date in the past.
+        let theirs = carried
+            .and_then(|c| c.retention)
+            .filter(|(until, _)| *until > SystemTime::now());
+        match (own, theirs) {
+            (Some(a), Some(b)) => Some(if b.0 > a.0 { b } else { a }),
+            (a, b) => a.or(b),
         }
     }
 
@@ -335,7 +386,12 @@ impl S3Backend {
             .await
     }
 
-    async fn get_bytes(&self, key: &ObjectKey, range: Option<(u64, u64)>) -> Result<Vec<u8>> {
+    /// The object (or `range` of it), with its retention and storage class.
+    async fn get_bytes(
+        &self,
+        key: &ObjectKey,
+        range: Option<(u64, u64)>,
+    ) -> Result<(Vec<u8>, Carried)> {
         let s3_key = self.key_of(key);
         let mut retry = Retry::new(self.retry_for);
         let started = std::time::Instant::now();
@@ -365,6 +421,20 @@ impl S3Backend {
                     continue;
                 }
             };
+            let carried = Carried {
+                retention: resp
+                    .object_lock_retain_until_date()
+                    .and_then(|t| SystemTime::try_from(*t).ok())
+                    .zip(resp.object_lock_mode().and_then(|m| match m {
+                        ObjectLockMode::Compliance => Some(LockMode::Compliance),
+                        ObjectLockMode::Governance => Some(LockMode::Governance),
+                        _ => None,
+                    })),
+                storage_class: resp
+                    .storage_class()
+                    .map(|c| c.as_str().to_string())
+                    .filter(|c| c != "STANDARD"),
+            };
             match resp.body.collect().await {
                 Ok(b) => {
                     let data = Vec::from(b.into_bytes());
@@ -375,7 +445,7 @@ impl S3Backend {
                         ms = started.elapsed().as_millis() as u64,
                         "GET"
                     );
-                    return Ok(data);
+                    return Ok((data, carried));
                 }
                 Err(e) => {
                     // The connection broke mid-body: transient.
@@ -400,6 +470,10 @@ impl S3Backend {
 #[async_trait]
 impl ReadBackend for S3Backend {
     async fn get(&self, key: &ObjectKey) -> Result<Vec<u8>> {
+        Ok(self.get_bytes(key, None).await?.0)
+    }
+
+    async fn get_carried(&self, key: &ObjectKey) -> Result<(Vec<u8>, Carried)> {
         self.get_bytes(key, None).await
     }
 
@@ -407,7 +481,7 @@ impl ReadBackend for S3Backend {
         if length == 0 {
             return Ok(Vec::new());
         }
-        let data = self.get_bytes(key, Some((offset, length))).await?;
+        let (data, _) = self.get_bytes(key, Some((offset, length))).await?;
         if data.len() as u64 != length {
             return Err(Error::damaged(
                 self.url_of(key),
@@ -473,11 +547,20 @@ impl ReadBackend for S3Backend {
 #[async_trait]
 impl WriteBackend for S3Backend {
     async fn put_new(&self, key: &ObjectKey, data: Vec<u8>) -> Result<()> {
-        self.put(key, data, false).await.map(drop)
+        self.put(key, data, false, None).await.map(drop)
+    }
+
+    async fn put_new_carried(
+        &self,
+        key: &ObjectKey,
+        data: Vec<u8>,
+        carried: &Carried,
+    ) -> Result<()> {
+        self.put(key, data, false, Some(carried)).await.map(drop)
     }
 
     async fn put_new_data_pack(&self, key: &ObjectKey, data: Vec<u8>) -> Result<Vec<u8>> {
-        let body = self.put(key, data, true).await?;
+        let body = self.put(key, data, true, None).await?;
         // The SDK has dropped its clones of the body by now, so this takes
         // the allocation back without copying (it copies if not).
         let mut buffer = Vec::from(body);

@@ -1,0 +1,337 @@
+//! `coffer copy`: a repository's objects into another store, byte for byte.
+//!
+//! Objects are immutable and encrypted, so a copy needs no key: it reads the
+//! source (list and get) and only ever calls `put_new` on the destination,
+//! whose credentials may allow nothing but PutObject. What the destination
+//! has is kept in a local [`journal`], so a re-run stores only what is new
+//! without listing or reading the destination.
+//!
+//! Order, so that a copy stopped at any moment leaves the destination with
+//! only whole snapshots: `config` first (a local destination is created by
+//! it), then packs, then indexes, then snapshots. Snapshots are listed
+//! before packs and indexes: a writer stores a snapshot after every pack
+//! and index it needs, so each snapshot listed has its objects in the
+//! listings made after it. Snapshots and indexes are named by the SHA-256
+//! of their bytes, which is checked before they are stored: a damaged one
+//! is reported and left out (packs have random names; `check` on the
+//! destination verifies their contents with the key).
+//!
+//! From S3, each object keeps its Object Lock retention and storage class
+//! (as its GET reports them; [`crate::backend::Carried`]): a locked
+//! repository copied into a locked bucket stays locked as long.
+
+pub mod journal;
+
+use crate::backend::{Backend, Carried, ObjectInfo, ObjectKey, ObjectKind};
+use crate::error::{Error, Result};
+use crate::format::id::ObjectId;
+use crate::progress::Progress;
+use futures_util::stream::{self, StreamExt};
+use journal::Journal;
+use std::path::{Path, PathBuf};
+
+/// What to copy, and how.
+#[derive(Debug, Clone, Default)]
+pub struct CopyOptions {
+    /// Snapshots to copy, by their id or a prefix of it (as `snapshots`
+    /// shows them); empty copies every snapshot. Packs and indexes are all
+    /// copied either way: without the key nothing says which a snapshot
+    /// needs.
+    pub snapshots: Vec<String>,
+    /// Objects moved at once (each held whole in memory, up to a pack).
+    pub concurrency: usize,
+}
+
+/// Counts of one kind of object.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Tally {
+    /// Objects.
+    pub objects: u64,
+    /// Their bytes.
+    pub bytes: u64,
+}
+
+impl Tally {
+    fn add(&mut self, bytes: u64) {
+        self.objects += 1;
+        self.bytes += bytes;
+    }
+}
+
+/// What a copy did.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct CopyReport {
+    /// Stored at the destination by this run.
+    pub copied: Tally,
+    /// Skipped: the journal says the destination has them.
+    pub known: Tally,
+    /// Found at the destination already (a PUT answered "exists"), e.g.
+    /// stored by a run whose journal line was lost.
+    pub present: Tally,
+    /// Snapshots copied or known, among those selected.
+    pub snapshots: u64,
+    /// Objects left out, each with why (a damaged snapshot or index).
+    pub damaged: Vec<String>,
+    /// Listed, then gone from the source before they were read (deleted
+    /// by `forget`/`prune` meanwhile): not copied, nothing lost.
+    pub gone: u64,
+}
+
+/// Where the journal of copies of repository `repo_id` to `destination`
+/// lives under `dir`: one file per (repository, destination).
+pub fn journal_path(dir: &Path, repo_id: &str, destination: &str) -> PathBuf {
+    let tag = ObjectId::of_bytes(destination.as_bytes()).to_hex();
+    dir.join(format!("{repo_id}-to-{}.journal", &tag[..16]))
+}
+
+/// Copies `from`'s objects to `to` (see the module's description); the
+/// journal lives in `journal_dir` ([`journal_path`]).
+pub async fn copy(
+    from: &dyn Backend,
+    to: &dyn Backend,
+    journal_dir: &Path,
+    opts: &CopyOptions,
+    progress: &Progress,
+) -> Result<CopyReport> {
+    let (config, carried) = from
+        .get_carried(&ObjectKey::config())
+        .await
+        .map_err(|e| match e {
+            Error::NotFound(_) => Error::Config(format!(
+                "{} is not a coffer repository (no config)",
+                from.describe()
+            )),
+            e => e,
+        })?;
+    let repo_id = crate::format::config::RepoConfig::from_json(&config, "config")?.id;
+    let destination = to.location();
+    let header = format!("coffer copy journal 1 {repo_id} {destination}");
+    let journal = Journal::open(&journal_path(journal_dir, &repo_id, &destination), &header)?;
+
+    let snapshots = select(from.list(ObjectKind::Snapshot).await?, &opts.snapshots)?;
+    let indexes = from.list(ObjectKind::Index).await?;
+    let packs = from.list(ObjectKind::Pack).await?;
+    let (objects, bytes) = [&snapshots, &indexes, &packs]
+        .iter()
+        .flat_map(|l| l.iter())
+        .fold((1, config.len() as u64), |(n, b), o| (n + 1, b + o.size));
+    progress.set_totals(objects, bytes);
+
+    let mut run = Copier {
+        from,
+        to,
+        concurrency: opts.concurrency.max(1),
+        journal,
+        report: CopyReport::default(),
+        progress,
+    };
+    run.put_config(config, &carried).await?;
+    for (kind, listed) in [
+        (ObjectKind::Pack, packs),
+        (ObjectKind::Index, indexes),
+        (ObjectKind::Snapshot, snapshots),
+    ] {
+        run.copy_kind(kind, listed).await?;
+    }
+    Ok(run.report)
+}
+
+/// The snapshots `wanted` names (all if empty); each name must match one.
+fn select(listed: Vec<ObjectInfo>, wanted: &[String]) -> Result<Vec<ObjectInfo>> {
+    if wanted.is_empty() {
+        return Ok(listed);
+    }
+    let id_of = |o: &ObjectInfo| o.name.rsplit('.').next().unwrap_or(&o.name).to_string();
+    let mut chosen: Vec<ObjectInfo> = Vec::new();
+    for want in wanted {
+        let want = want.to_ascii_lowercase();
+        let hits: Vec<&ObjectInfo> = listed
+            .iter()
+            .filter(|o| id_of(o).starts_with(&want))
+            .collect();
+        match hits.as_slice() {
+            [one] => {
+                if !chosen.iter().any(|c| c.name == one.name) {
+                    chosen.push((*one).clone());
+                }
+            }
+            [] => {
+                return Err(Error::Snapshot(format!(
+                    "no snapshot id starts with {want:?}; copy names snapshots by id, as \
+                     `coffer snapshots` shows them (it reads no snapshot, so not `latest`)"
+                )))
+            }
+            _ => {
+                return Err(Error::Snapshot(format!(
+                    "{want:?} is the start of {} snapshot ids; give more digits",
+                    hits.len()
+                )))
+            }
+        }
+    }
+    Ok(chosen)
+}
+
+/// One copy under way.
+struct Copier<'a> {
+    from: &'a dyn Backend,
+    to: &'a dyn Backend,
+    concurrency: usize,
+    journal: Journal,
+    report: CopyReport,
+    progress: &'a Progress,
+}
+
+/// What became of one object.
+enum Moved {
+    Copied(u64),
+    Present(u64),
+    Damaged(String),
+    Gone,
+}
+
+impl Copier<'_> {
+    /// Stores `config` unless the journal has it. One already there is
+    /// taken for the source's: the destination is never read (its
+    /// credentials may not allow it, and a denied GET is an alarm in an
+    /// audit log). Were it another repository's, nothing of it would be
+    /// overwritten (every name is random or a content hash); its readers
+    /// would leave our snapshots out as not signed by their writers.
+    async fn put_config(&mut self, config: Vec<u8>, carried: &Carried) -> Result<()> {
+        let key = ObjectKey::config();
+        let size = config.len() as u64;
+        self.progress.file_done();
+        if self.journal.has(&key) {
+            self.report.known.add(size);
+            return Ok(());
+        }
+        match self.to.put_new_carried(&key, config, carried).await {
+            Ok(()) => self.report.copied.add(size),
+            Err(Error::AlreadyExists(_)) => self.report.present.add(size),
+            Err(e) => return Err(e),
+        }
+        self.journal.record(&key)
+    }
+
+    /// Copies the `listed` objects of `kind` the journal does not have,
+    /// `concurrency` at once, recording each once stored.
+    async fn copy_kind(&mut self, kind: ObjectKind, listed: Vec<ObjectInfo>) -> Result<()> {
+        let mut todo = Vec::new();
+        for o in listed {
+            let key = ObjectKey::new(kind, o.name);
+            if self.journal.has(&key) {
+                self.report.known.add(o.size);
+                self.done(&key, o.size);
+            } else {
+                todo.push(key);
+            }
+        }
+        let (from, to) = (self.from, self.to);
+        let mut moves = stream::iter(todo)
+            .map(|key| async move {
+                let moved = move_one(from, to, &key).await;
+                (key, moved)
+            })
+            .buffer_unordered(self.concurrency);
+        while let Some((key, moved)) = moves.next().await {
+            let size = match moved? {
+                Moved::Copied(n) => {
+                    self.report.copied.add(n);
+                    n
+                }
+                Moved::Present(n) => {
+                    self.report.present.add(n);
+                    n
+                }
+                Moved::Damaged(why) => {
+                    self.report.damaged.push(why);
+                    self.progress.file_done();
+                    continue;
+                }
+                Moved::Gone => {
+                    self.report.gone += 1;
+                    self.progress.file_done();
+                    continue;
+                }
+            };
+            self.done(&key, size);
+            self.journal.record(&key)?;
+        }
+        Ok(())
+    }
+
+    /// Counts `key` (of `size` bytes) as at the destination.
+    fn done(&mut self, key: &ObjectKey, size: u64) {
+        self.progress.add_bytes(size);
+        self.progress.file_done();
+        if key.kind == ObjectKind::Snapshot {
+            self.report.snapshots += 1;
+        }
+    }
+}
+
+/// Reads `key` from `from` and stores it at `to`.
+async fn move_one(from: &dyn Backend, to: &dyn Backend, key: &ObjectKey) -> Result<Moved> {
+    // A snapshot deleted since it was listed is not copied; its packs,
+    // copied before it, may be gone too (prune deletes only packs no
+    // remaining snapshot needs).
+    let (bytes, carried) = match from.get_carried(key).await {
+        Ok(got) => got,
+        Err(Error::NotFound(_)) => return Ok(Moved::Gone),
+        Err(e) => return Err(e),
+    };
+    if key.kind != ObjectKind::Pack {
+        let id = key.name.rsplit('.').next().unwrap_or(&key.name);
+        let actual = ObjectId::of_bytes(&bytes).to_hex();
+        if actual != id {
+            return Ok(Moved::Damaged(format!(
+                "{} in {}: its SHA-256 is {actual}, not its name; not copied \
+                 (run `coffer check` on the source)",
+                key,
+                from.describe()
+            )));
+        }
+    }
+    let size = bytes.len() as u64;
+    match to.put_new_carried(key, bytes, &carried).await {
+        Ok(()) => Ok(Moved::Copied(size)),
+        Err(Error::AlreadyExists(_)) => Ok(Moved::Present(size)),
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn listed(names: &[&str]) -> Vec<ObjectInfo> {
+        names
+            .iter()
+            .map(|n| ObjectInfo {
+                name: n.to_string(),
+                size: 1,
+                modified: None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn snapshots_are_chosen_by_a_prefix_of_their_id_once_each() {
+        let all = listed(&["t1.abc1", "t2.abd2", "abe3"]);
+        let names = |wanted: &[&str]| -> Result<Vec<String>> {
+            let wanted: Vec<String> = wanted.iter().map(|w| w.to_string()).collect();
+            Ok(select(all.clone(), &wanted)?
+                .into_iter()
+                .map(|o| o.name)
+                .collect())
+        };
+        assert_eq!(names(&[]).unwrap().len(), 3);
+        assert_eq!(names(&["ABC", "abc1", "abe"]).unwrap(), ["t1.abc1", "abe3"]);
+        let ambiguous = names(&["ab"]).unwrap_err().to_string();
+        assert!(ambiguous.contains("start of 3 snapshot ids"), "{ambiguous}");
+        let none = names(&["latest"]).unwrap_err().to_string();
+        assert!(none.contains("not `latest`"), "{none}");
+        // The host tag is not part of the id.
+        assert!(names(&["t1"]).is_err());
+    }
+}
