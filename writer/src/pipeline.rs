@@ -31,8 +31,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
-/// Packs listed per index object.
+/// An index object is written once this many packs...
 const INDEX_BATCH: usize = 64;
+/// ...or this many blobs wait for one: an index's blobs are held in memory
+/// until it is written, and its JSON is ~120 bytes a blob. With small files
+/// 64 packs held ~2.5M blobs (a 10M-file first backup peaked at 1,135 MiB).
+const INDEX_BLOBS: usize = 100_000;
 /// New chunks go to the workers in batches of up to this many...
 const JOB_BATCH: usize = 64;
 /// ...and this many bytes (a larger chunk goes alone): one hand-over, one
@@ -162,6 +166,14 @@ pub(crate) struct Counters {
     pub new_packs: AtomicU64,
 }
 
+/// Stored packs not yet listed in an index object.
+#[derive(Default)]
+struct PendingIndex {
+    packs: Vec<IndexPack>,
+    /// Blobs in `packs`.
+    blobs: usize,
+}
+
 /// What every pipeline thread shares.
 pub(crate) struct Shared {
     pub key: ChunkIdKey,
@@ -181,7 +193,7 @@ pub(crate) struct Shared {
     pub counters: Counters,
     failed: AtomicBool,
     failure: Mutex<Option<BackupError>>,
-    index: Mutex<Vec<IndexPack>>,
+    index: Mutex<PendingIndex>,
     /// Stored packs' buffers, for the next packs. The pool never holds more
     /// than were in flight at once, so the cap only bounds odd cases.
     buffers: PackBuffers,
@@ -212,7 +224,7 @@ impl Shared {
             counters: Counters::default(),
             failed: AtomicBool::new(false),
             failure: Mutex::new(None),
-            index: Mutex::new(Vec::new()),
+            index: Mutex::new(PendingIndex::default()),
             buffers: PackBuffers::new(8),
         }
     }
@@ -305,15 +317,17 @@ impl Shared {
         c.new_bytes.fetch_add(pack.raw_bytes, Ordering::Relaxed);
         let batch = {
             let mut index = lock(&self.index);
-            index.push(IndexPack {
+            index.blobs += pack.blobs.len();
+            index.packs.push(IndexPack {
                 id: pack.id,
                 kind: pack.kind,
                 size,
                 time: coffer_core::format::encoding::now_rfc3339(),
                 blobs: pack.blobs,
             });
-            if index.len() >= INDEX_BATCH {
-                std::mem::take(&mut *index)
+            if index.packs.len() >= INDEX_BATCH || index.blobs >= INDEX_BLOBS {
+                index.blobs = 0;
+                std::mem::take(&mut index.packs)
             } else {
                 Vec::new()
             }
@@ -337,7 +351,9 @@ impl Shared {
 
     /// Packs stored since the last index object.
     pub fn take_index_rest(&self) -> Vec<IndexPack> {
-        std::mem::take(&mut *lock(&self.index))
+        let mut index = lock(&self.index);
+        index.blobs = 0;
+        std::mem::take(&mut index.packs)
     }
 }
 

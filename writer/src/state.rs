@@ -237,9 +237,14 @@ impl State {
             move |source| StateError { path, what, source }
         };
         let conn = Connection::open(path).map_err(err("opening"))?;
+        // The run's file records (`temp.run_files`, a row per file walked)
+        // go to a temporary file (SQLite puts it in SQLITE_TMPDIR, TMPDIR
+        // or /var/tmp, unlinked at once), not to memory, where the bundled
+        // SQLite keeps temporary tables by default: they grow with the
+        // number of files.
         conn.execute_batch(&format!(
             "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=600000;
-             PRAGMA cache_size=-{STATE_CACHE_KIB};
+             PRAGMA cache_size=-{STATE_CACHE_KIB}; PRAGMA temp_store=FILE;
              CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
         ))
         .map_err(err("setting up"))?;
