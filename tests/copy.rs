@@ -99,7 +99,7 @@ fn copies_local_to_s3_and_s3_to_s3_with_put_only_credentials_and_reruns_store_no
         &["--from", "repo", "--to", to_a, "--to-profile", "putonly"],
     );
     let (objects, bytes) = local_objects(&env);
-    assert_eq!(report["copied"]["objects"], objects, "{report}");
+    assert_eq!(report["copied"]["count"], objects, "{report}");
     assert_eq!(report["copied"]["bytes"], bytes, "{report}");
     assert_eq!(report["snapshots"], 2);
     put_only_user_only_put(&proxy, s3);
@@ -111,7 +111,7 @@ fn copies_local_to_s3_and_s3_to_s3_with_put_only_credentials_and_reruns_store_no
         &["--from", "repo", "--to", to_a, "--to-profile", "putonly"],
     );
     assert_eq!(report["copied"]["bytes"], 0, "{report}");
-    assert_eq!(report["known"]["objects"], objects, "{report}");
+    assert_eq!(report["known"]["count"], objects, "{report}");
     assert_eq!(proxy.puts("").len(), puts);
     // Without the journal: one PUT per object, each answered "exists".
     std::fs::remove_dir_all(env.path("cache/coffer/copies")).unwrap();
@@ -119,8 +119,8 @@ fn copies_local_to_s3_and_s3_to_s3_with_put_only_credentials_and_reruns_store_no
         &env,
         &["--from", "repo", "--to", to_a, "--to-profile", "putonly"],
     );
-    assert_eq!(report["copied"]["objects"], 0, "{report}");
-    assert_eq!(report["present"]["objects"], objects, "{report}");
+    assert_eq!(report["copied"]["count"], 0, "{report}");
+    assert_eq!(report["present"]["count"], objects, "{report}");
 
     // A third backup: only its objects go.
     let before: Vec<_> = env.repo_files().into_iter().map(|(p, _)| p).collect();
@@ -164,10 +164,36 @@ fn copies_local_to_s3_and_s3_to_s3_with_put_only_credentials_and_reruns_store_no
         ],
     );
     let (objects, bytes) = local_objects(&env);
-    assert_eq!(report["copied"]["objects"], objects, "{report}");
+    assert_eq!(report["copied"]["count"], objects, "{report}");
     assert_eq!(report["copied"]["bytes"], bytes, "{report}");
     put_only_user_only_put(&proxy, s3);
     env.repo = to_b.into();
+
+    // The copy pinned copy-b's location to the original's config before
+    // any reader opened it: another repository's config put there (by
+    // someone with wider access) is refused on this host.
+    let put_config = |bytes: Vec<u8>| {
+        util::s3::rt()
+            .block_on(
+                s3.admin_client()
+                    .put_object()
+                    .bucket("copy-b")
+                    .key("r/config")
+                    .body(bytes.into())
+                    .send(),
+            )
+            .unwrap();
+    };
+    let other = env.init_other_repo("other");
+    put_config(std::fs::read(other.join("config")).unwrap());
+    let out = env.admin("snapshots", &["--no-cache"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("not the one this host saw first"),
+        "{}",
+        text(&out)
+    );
+    put_config(std::fs::read(env.path("repo/config")).unwrap());
     env.admin_ok("check", &["--read-data"]);
     assert_eq!(env.snapshots().len(), 3);
     let id = first["id"].as_str().unwrap();

@@ -86,6 +86,23 @@ impl std::fmt::Display for ObjectKey {
     }
 }
 
+/// A number of stored objects and their bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Tally {
+    /// Objects.
+    pub count: u64,
+    /// Their stored bytes.
+    pub bytes: u64,
+}
+
+impl Tally {
+    /// One more object of `bytes`.
+    pub fn add(&mut self, bytes: u64) {
+        self.count += 1;
+        self.bytes += bytes;
+    }
+}
+
 /// One listed object.
 #[derive(Debug, Clone)]
 pub struct ObjectInfo {

@@ -549,18 +549,24 @@ pub async fn read_config(backend: &dyn Backend) -> Result<RepoConfig> {
     Ok(read_config_and_digest(backend).await?.0)
 }
 
+/// `e`, the error of reading `backend`'s config; a missing one means
+/// `backend` holds no repository.
+pub(crate) fn config_error(backend: &dyn Backend, e: Error) -> Error {
+    match e {
+        Error::NotFound(_) => Error::Config(format!(
+            "{} is not a coffer repository (no config); run `coffer init` first",
+            backend.describe()
+        )),
+        e => e,
+    }
+}
+
 /// Reads and parses `config`; also its SHA-256.
 async fn read_config_and_digest(backend: &dyn Backend) -> Result<(RepoConfig, ObjectId)> {
     let bytes = backend
         .get(&ObjectKey::config())
         .await
-        .map_err(|e| match e {
-            Error::NotFound(_) => Error::Config(format!(
-                "{} is not a coffer repository (no config); run `coffer init` first",
-                backend.describe()
-            )),
-            e => e,
-        })?;
+        .map_err(|e| config_error(backend, e))?;
     Ok((
         RepoConfig::from_json(&bytes, "config")?,
         ObjectId::of_bytes(&bytes),

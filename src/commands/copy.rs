@@ -7,6 +7,7 @@ use crate::progress::{Display, Reporter};
 use anyhow::{Context, Result};
 use coffer_core::backend::{self, s3::S3WriteOptions};
 use coffer_core::ops::copy::{self, CopyOptions};
+use coffer_core::repository::known::KnownRepositories;
 use tokio::runtime::Runtime;
 
 /// Runs a copy; tells `facts` what it stored, for the hooks.
@@ -51,12 +52,13 @@ pub fn copy(rt: &Runtime, a: &CopyArgs, verbose: bool, facts: &mut RunFacts) -> 
             from.as_ref(),
             to.as_ref(),
             &journal_dir,
+            KnownRepositories::of_this_host().as_ref(),
             &opts,
             &progress,
         ))
         .with_context(|| format!("copy from {} to {} failed", a.from, a.to))?;
     reporter.finish();
-    facts.files = Some(report.copied.objects);
+    facts.files = Some(report.copied.count);
     facts.bytes = Some(report.copied.bytes);
     for d in &report.damaged {
         eprintln!("coffer: warning: {d}");
@@ -75,11 +77,11 @@ pub fn copy(rt: &Runtime, a: &CopyArgs, verbose: bool, facts: &mut RunFacts) -> 
         eprintln!(
             "copied {} objects ({:.1} MiB); {} ({:.1} MiB) were there already ({} known from \
              the journal); {} snapshots at {}",
-            report.copied.objects,
+            report.copied.count,
             mib(report.copied.bytes),
-            report.known.objects + report.present.objects,
+            report.known.count + report.present.count,
             mib(report.known.bytes + report.present.bytes),
-            report.known.objects,
+            report.known.count,
             report.snapshots,
             a.to
         );

@@ -22,10 +22,11 @@
 
 pub mod journal;
 
-use crate::backend::{Backend, Carried, ObjectInfo, ObjectKey, ObjectKind};
+use crate::backend::{Backend, Carried, ObjectInfo, ObjectKey, ObjectKind, Tally};
 use crate::error::{Error, Result};
 use crate::format::id::ObjectId;
 use crate::progress::Progress;
+use crate::repository::known::KnownRepositories;
 use futures_util::stream::{self, StreamExt};
 use journal::Journal;
 use std::path::{Path, PathBuf};
@@ -40,22 +41,6 @@ pub struct CopyOptions {
     pub snapshots: Vec<String>,
     /// Objects moved at once (each held whole in memory, up to a pack).
     pub concurrency: usize,
-}
-
-/// Counts of one kind of object.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
-pub struct Tally {
-    /// Objects.
-    pub objects: u64,
-    /// Their bytes.
-    pub bytes: u64,
-}
-
-impl Tally {
-    fn add(&mut self, bytes: u64) {
-        self.objects += 1;
-        self.bytes += bytes;
-    }
 }
 
 /// What a copy did.
@@ -85,26 +70,29 @@ pub fn journal_path(dir: &Path, repo_id: &str, destination: &str) -> PathBuf {
 }
 
 /// Copies `from`'s objects to `to` (see the module's description); the
-/// journal lives in `journal_dir` ([`journal_path`]).
+/// journal lives in `journal_dir` ([`journal_path`]). With this host's
+/// `pins`, the source's config must be the one pinned for its location,
+/// and the destination's location is pinned to the same config: a config
+/// later replaced at the copy is refused here as at the original.
 pub async fn copy(
     from: &dyn Backend,
     to: &dyn Backend,
     journal_dir: &Path,
+    pins: Option<&KnownRepositories>,
     opts: &CopyOptions,
     progress: &Progress,
 ) -> Result<CopyReport> {
     let (config, carried) = from
         .get_carried(&ObjectKey::config())
         .await
-        .map_err(|e| match e {
-            Error::NotFound(_) => Error::Config(format!(
-                "{} is not a coffer repository (no config)",
-                from.describe()
-            )),
-            e => e,
-        })?;
+        .map_err(|e| crate::repository::config_error(from, e))?;
     let repo_id = crate::format::config::RepoConfig::from_json(&config, "config")?.id;
     let destination = to.location();
+    if let Some(pins) = pins {
+        let digest = ObjectId::of_bytes(&config);
+        pins.check(&from.location(), &digest)?;
+        pins.check(&destination, &digest)?;
+    }
     let header = format!("coffer copy journal 1 {repo_id} {destination}");
     let journal = Journal::open(&journal_path(journal_dir, &repo_id, &destination), &header)?;
 

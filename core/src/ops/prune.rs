@@ -41,21 +41,7 @@ pub struct PruneOptions {
     pub gone: HashSet<String>,
 }
 
-/// A number of objects and their bytes.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Tally {
-    /// Objects.
-    pub count: u64,
-    /// Their stored bytes.
-    pub bytes: u64,
-}
-
-impl Tally {
-    fn add(&mut self, bytes: u64) {
-        self.count += 1;
-        self.bytes += bytes;
-    }
-}
+pub use crate::backend::Tally;
 
 /// What prune found and did.
 #[derive(Debug, Clone, Default)]
