@@ -6,7 +6,9 @@
 # backups (first, unchanged re-run, after changing 300 files), a restore and
 # the mount (first byte, cold/warm read, ls -lR, diff -r, peak RSS) as on a
 # new admin box (no cache: restic's cache directory removed), then the mount
-# again with what the first left cached. Prints one table per delay.
+# again with what the first left cached; then each tool copies its repository
+# into a fresh bucket of the same server (`coffer copy`, `restic copy`), and
+# again with nothing new. Prints one table per delay.
 #   scripts/bench-s3.sh [WORKDIR]     (default /tmp/coffer-bench-s3)
 #   DELAY_MS="0 20"  DATA_SRC=/usr/share  BIG_BYTES=400000000  SNAPSHOTS=500
 # Needs root (drop_caches, FUSE). The server's objects live in memory (a
@@ -69,7 +71,30 @@ use_delay() {
     export AWS_ENDPOINT_URL="http://127.0.0.1:$(cat "$W/proxy.port")"
 }
 
+# make_bucket NAME: a bucket on the server, as the admin. The secret goes to
+# curl on standard input, never on its command line.
+make_bucket() {
+    printf 'user = "%s:%s"\n' "$AWS_ACCESS_KEY_ID" "$AWS_SECRET_ACCESS_KEY" |
+        curl -sSf -K - --aws-sigv4 "aws:amz:us-east-1:s3" -X PUT "$S3_ENDPOINT/$1" \
+            -H "x-amz-content-sha256: $(sha256sum </dev/null | cut -d' ' -f1)" >/dev/null
+}
+
 declare -A B
+# copy_both DELAY: each tool's repository into a fresh bucket, S3 to S3
+# (restic decrypts and re-encrypts; coffer moves the objects as they are),
+# then the same again with nothing new.
+copy_both() {
+    local t run dst="s3:$AWS_ENDPOINT_URL/restic-copy-$1"
+    make_bucket "coffer-copy-$1"
+    RESTIC_FROM_PASSWORD=bench restic -r "$dst" init -q --from-repo "$RESTIC_REPOSITORY" --copy-chunker-params >/dev/null
+    for run in copy copy_again; do
+        t=$(ms); "$coffer" copy --from "$repo" --to "s3://coffer-copy-$1/repo" --state-dir "$W/copy-state"
+        B[coffer,$run,$1]=$(elapsed "$t")
+        t=$(ms); RESTIC_FROM_PASSWORD=bench restic -r "$dst" copy -q --from-repo "$RESTIC_REPOSITORY" >/dev/null
+        B[restic,$run,$1]=$(elapsed "$t")
+    done
+}
+
 # backup_both LABEL DELAY
 backup_both() {
     local t
@@ -110,10 +135,7 @@ keep_mount_figures() {
 for d in $DELAYS; do
     echo "at ${d} ms each way..." >&2
     use_delay "$d"
-    # The secret goes to curl on standard input, never on its command line.
-    printf 'user = "%s:%s"\n' "$AWS_ACCESS_KEY_ID" "$AWS_SECRET_ACCESS_KEY" |
-        curl -sSf -K - --aws-sigv4 "aws:amz:us-east-1:s3" -X PUT "$S3_ENDPOINT/coffer-bench-$d" \
-            -H "x-amz-content-sha256: $(sha256sum </dev/null | cut -d' ' -f1)" >/dev/null
+    make_bucket "coffer-bench-$d"
     repo="s3://coffer-bench-$d/repo"
     export RESTIC_REPOSITORY="s3:$AWS_ENDPOINT_URL/restic-bench-$d"
     rm -rf "$W/data" "$W/writer.key"
@@ -132,6 +154,7 @@ for d in $DELAYS; do
     keep_mount_figures "fresh_$d"
     measure_both_mounts "$repo" "$W/data" "$probe"
     keep_mount_figures "warm_$d"
+    copy_both "$d"
 done
 
 # Listing many snapshots (SNAPSHOTS, default 500; 0 leaves it out), at the
@@ -179,6 +202,8 @@ for d in $DELAYS; do
     row_time "backup again, nothing changed" same "$d"
     row_time "backup after changing 300 files" changed "$d"
     row_time "restore the whole snapshot (no cache)" restore "$d" "$bytes"
+    row_time "copy the repository, S3 to S3" copy "$d" "$bytes"
+    row_time "copy again, nothing new" copy_again "$d"
     for c in fresh warm; do
         echo "mount, $c cache:"
         for t in coffer restic; do
