@@ -600,7 +600,7 @@ fn select_snapshot(all: Vec<SnapshotInfo>, spec: &str) -> Result<SnapshotInfo> {
 }
 
 /// The id an object's name gives (a snapshot's after its host tag).
-fn object_id(key: &ObjectKey) -> Result<ObjectId> {
+pub(crate) fn object_id(key: &ObjectKey) -> Result<ObjectId> {
     match key.kind {
         ObjectKind::Snapshot => parse_object_name(&key.name).map(|(_, id)| id),
         _ => ObjectId::from_hex(&key.name),

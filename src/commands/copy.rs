@@ -65,7 +65,8 @@ pub fn copy(rt: &Runtime, a: &CopyArgs, verbose: bool, facts: &mut RunFacts) -> 
     }
     if verbose && report.gone > 0 {
         eprintln!(
-            "{} objects were deleted from the source (forget, prune) before they were read;              not copied",
+            "{} objects were deleted from the source (forget, prune) before they were read; \
+             not copied",
             report.gone
         );
     }

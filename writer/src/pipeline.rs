@@ -166,14 +166,6 @@ pub(crate) struct Counters {
     pub new_packs: AtomicU64,
 }
 
-/// Stored packs not yet listed in an index object.
-#[derive(Default)]
-struct PendingIndex {
-    packs: Vec<IndexPack>,
-    /// Blobs in `packs`.
-    blobs: usize,
-}
-
 /// What every pipeline thread shares.
 pub(crate) struct Shared {
     pub key: ChunkIdKey,
@@ -193,7 +185,7 @@ pub(crate) struct Shared {
     pub counters: Counters,
     failed: AtomicBool,
     failure: Mutex<Option<BackupError>>,
-    index: Mutex<PendingIndex>,
+    index: Mutex<Vec<IndexPack>>,
     /// Stored packs' buffers, for the next packs. The pool never holds more
     /// than were in flight at once, so the cap only bounds odd cases.
     buffers: PackBuffers,
@@ -224,7 +216,7 @@ impl Shared {
             counters: Counters::default(),
             failed: AtomicBool::new(false),
             failure: Mutex::new(None),
-            index: Mutex::new(PendingIndex::default()),
+            index: Mutex::new(Vec::new()),
             buffers: PackBuffers::new(8),
         }
     }
@@ -317,17 +309,16 @@ impl Shared {
         c.new_bytes.fetch_add(pack.raw_bytes, Ordering::Relaxed);
         let batch = {
             let mut index = lock(&self.index);
-            index.blobs += pack.blobs.len();
-            index.packs.push(IndexPack {
+            index.push(IndexPack {
                 id: pack.id,
                 kind: pack.kind,
                 size,
                 time: coffer_core::format::encoding::now_rfc3339(),
                 blobs: pack.blobs,
             });
-            if index.packs.len() >= INDEX_BATCH || index.blobs >= INDEX_BLOBS {
-                index.blobs = 0;
-                std::mem::take(&mut index.packs)
+            let blobs: usize = index.iter().map(|p| p.blobs.len()).sum();
+            if index.len() >= INDEX_BATCH || blobs >= INDEX_BLOBS {
+                std::mem::take(&mut *index)
             } else {
                 Vec::new()
             }
@@ -351,9 +342,7 @@ impl Shared {
 
     /// Packs stored since the last index object.
     pub fn take_index_rest(&self) -> Vec<IndexPack> {
-        let mut index = lock(&self.index);
-        index.blobs = 0;
-        std::mem::take(&mut index.packs)
+        std::mem::take(&mut *lock(&self.index))
     }
 }
 

@@ -111,9 +111,9 @@ pub struct FileRecord {
     pub due: i64,
 }
 
-/// A file's row keeps its chunks in `chunks`, in binary since the scale work (first
-/// byte [`BINARY_CHUNKS`]), or as JSON as earlier versions wrote them: a
-/// list of locations, or for a sparse file the locations with its holes.
+/// A file's row keeps its chunks in `chunks`: in binary (first byte
+/// [`BINARY_CHUNKS`]), or as JSON as earlier versions wrote them: a list of
+/// locations, or for a sparse file the locations with its holes.
 /// Both are read; only binary is written. Binary, a location is 64 bytes of
 /// ids and three varints (~70 bytes against ~190 of JSON), which is most of
 /// a small file's row: at 1M files the state went from 366 MB to 235 MB.

@@ -25,6 +25,7 @@ pub mod journal;
 use crate::backend::{Backend, Carried, ObjectInfo, ObjectKey, ObjectKind, Tally};
 use crate::error::{Error, Result};
 use crate::format::id::ObjectId;
+use crate::format::snapshot::parse_object_name;
 use crate::progress::Progress;
 use crate::repository::known::KnownRepositories;
 use futures_util::stream::{self, StreamExt};
@@ -129,13 +130,13 @@ fn select(listed: Vec<ObjectInfo>, wanted: &[String]) -> Result<Vec<ObjectInfo>>
     if wanted.is_empty() {
         return Ok(listed);
     }
-    let id_of = |o: &ObjectInfo| o.name.rsplit('.').next().unwrap_or(&o.name).to_string();
+    let id_of = |o: &ObjectInfo| parse_object_name(&o.name).map(|(_, id)| id.to_hex());
     let mut chosen: Vec<ObjectInfo> = Vec::new();
     for want in wanted {
         let want = want.to_ascii_lowercase();
         let hits: Vec<&ObjectInfo> = listed
             .iter()
-            .filter(|o| id_of(o).starts_with(&want))
+            .filter(|o| id_of(o).is_some_and(|id| id.starts_with(&want)))
             .collect();
         match hits.as_slice() {
             [one] => {
@@ -193,10 +194,9 @@ impl Copier<'_> {
             self.report.known.add(size);
             return Ok(());
         }
-        match self.to.put_new_carried(&key, config, carried).await {
-            Ok(()) => self.report.copied.add(size),
-            Err(Error::AlreadyExists(_)) => self.report.present.add(size),
-            Err(e) => return Err(e),
+        match store(self.to, &key, config, carried).await? {
+            Moved::Present(_) => self.report.present.add(size),
+            _ => self.report.copied.add(size),
         }
         self.journal.record(&key)
     }
@@ -269,9 +269,8 @@ async fn move_one(from: &dyn Backend, to: &dyn Backend, key: &ObjectKey) -> Resu
         Err(e) => return Err(e),
     };
     if key.kind != ObjectKind::Pack {
-        let id = key.name.rsplit('.').next().unwrap_or(&key.name);
-        let actual = ObjectId::of_bytes(&bytes).to_hex();
-        if actual != id {
+        let actual = ObjectId::of_bytes(&bytes);
+        if crate::repository::object_id(key).ok() != Some(actual) {
             return Ok(Moved::Damaged(format!(
                 "{} in {}: its SHA-256 is {actual}, not its name; not copied \
                  (run `coffer check` on the source)",
@@ -280,8 +279,18 @@ async fn move_one(from: &dyn Backend, to: &dyn Backend, key: &ObjectKey) -> Resu
             )));
         }
     }
+    store(to, key, bytes, &carried).await
+}
+
+/// Stores `bytes` as `key` at `to`; one already there counts as present.
+async fn store(
+    to: &dyn Backend,
+    key: &ObjectKey,
+    bytes: Vec<u8>,
+    carried: &Carried,
+) -> Result<Moved> {
     let size = bytes.len() as u64;
-    match to.put_new_carried(key, bytes, &carried).await {
+    match to.put_new_carried(key, bytes, carried).await {
         Ok(()) => Ok(Moved::Copied(size)),
         Err(Error::AlreadyExists(_)) => Ok(Moved::Present(size)),
         Err(e) => Err(e),
@@ -305,7 +314,11 @@ mod tests {
 
     #[test]
     fn snapshots_are_chosen_by_a_prefix_of_their_id_once_each() {
-        let all = listed(&["t1.abc1", "t2.abd2", "abe3"]);
+        let id = |start: &str| format!("{start:0<64}");
+        let tag = "0011223344556677";
+        let (abc, abd, abe) = (id("abc1"), id("abd2"), id("abe3"));
+        let with_tag = format!("{tag}.{abc}");
+        let all = listed(&[&with_tag, &format!("{tag}.{abd}"), &abe]);
         let names = |wanted: &[&str]| -> Result<Vec<String>> {
             let wanted: Vec<String> = wanted.iter().map(|w| w.to_string()).collect();
             Ok(select(all.clone(), &wanted)?
@@ -314,12 +327,12 @@ mod tests {
                 .collect())
         };
         assert_eq!(names(&[]).unwrap().len(), 3);
-        assert_eq!(names(&["ABC", "abc1", "abe"]).unwrap(), ["t1.abc1", "abe3"]);
+        assert_eq!(names(&["ABC", "abc1", "abe"]).unwrap(), [with_tag, abe]);
         let ambiguous = names(&["ab"]).unwrap_err().to_string();
         assert!(ambiguous.contains("start of 3 snapshot ids"), "{ambiguous}");
         let none = names(&["latest"]).unwrap_err().to_string();
         assert!(none.contains("not `latest`"), "{none}");
         // The host tag is not part of the id.
-        assert!(names(&["t1"]).is_err());
+        assert!(names(&["0011"]).is_err());
     }
 }

@@ -13,6 +13,8 @@
 
 use crate::backend::{ObjectKey, ObjectKind};
 use crate::error::{Error, Result};
+use crate::format::id::{ObjectId, PackId};
+use crate::format::snapshot::parse_object_name;
 use std::collections::HashSet;
 use std::io::Write;
 use std::os::fd::AsRawFd;
@@ -118,19 +120,19 @@ impl Journal {
 
 /// Whether `line` is a whole object path (a cut line is not).
 fn is_object_path(line: &str) -> bool {
-    let hex = |s: &str| s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit());
     if line == "config" {
         return true;
     }
     let name = |kind: ObjectKind| line.strip_prefix(kind.prefix());
     if let Some(rest) = name(ObjectKind::Pack) {
-        return rest.split_once('/').is_some_and(|(_, id)| hex(id));
+        return rest
+            .split_once('/')
+            .is_some_and(|(_, id)| PackId::from_hex(id).is_some());
     }
     if let Some(id) = name(ObjectKind::Index) {
-        return hex(id);
+        return ObjectId::from_hex(id).is_some();
     }
-    // `<host tag>.<id>`, or a bare id.
-    name(ObjectKind::Snapshot).is_some_and(|n| hex(n.rsplit('.').next().unwrap_or(n)))
+    name(ObjectKind::Snapshot).is_some_and(|n| parse_object_name(n).is_some())
 }
 
 #[cfg(test)]
