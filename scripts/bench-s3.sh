@@ -8,7 +8,9 @@
 # new admin box (no cache: restic's cache directory removed), then the mount
 # again with what the first left cached; then each tool copies its repository
 # into a fresh bucket of the same server (`coffer copy`, `restic copy`), and
-# again with nothing new. Prints one table per delay.
+# again with nothing new; and coffer backs up an S3 bucket of 1,000 objects (no
+# peer can: coffer alone), first and again with nothing changed. Prints one
+# table per delay.
 #   scripts/bench-s3.sh [WORKDIR]     (default /tmp/coffer-bench-s3)
 #   DELAY_MS="0 20"  DATA_SRC=/usr/share  BIG_BYTES=400000000  SNAPSHOTS=500
 # Needs root (drop_caches, FUSE). The server's objects live in memory (a
@@ -95,6 +97,41 @@ copy_both() {
     done
 }
 
+# put_object BUCKET KEY FILE: FILE's bytes as KEY, as the admin (the secret
+# on curl's standard input, never its command line).
+put_object() {
+    printf 'user = "%s:%s"\n' "$AWS_ACCESS_KEY_ID" "$AWS_SECRET_ACCESS_KEY" |
+        curl -sSf -K - --aws-sigv4 "aws:amz:us-east-1:s3" -X PUT "$S3_ENDPOINT/$1/$2" \
+            --data-binary @"$3" -H "x-amz-content-sha256: $(sha256sum <"$3" | cut -d' ' -f1)" >/dev/null
+}
+
+# bucket_source DELAY: 1,000 objects (999 of the data's files under 4 MiB and
+# its largest file) in a fresh bucket, put straight to the server; coffer
+# backs the bucket up into a fresh repository through the proxy, then again
+# with nothing changed. Sets SRC_BYTES.
+bucket_source() {
+    local t i=0 f run
+    if [ ! -s "$W/src-objects.list" ]; then
+        { find "$W/data-v1" -type f -size -4M | head -999
+          find "$W/data-v1" -type f -printf '%s\t%p\n' | sort -n | tail -1 | cut -f2-
+        } >"$W/src-objects.list"
+    fi
+    SRC_BYTES=$(tr '\n' '\0' <"$W/src-objects.list" | du -cb --files0-from=- | tail -1 | cut -f1)
+    make_bucket "src-$1"
+    while IFS= read -r f; do
+        put_object "src-$1" "obj/$i" "$f"
+        i=$((i + 1))
+    done <"$W/src-objects.list"
+    "$coffer" init --repo "s3://coffer-bench-$1/from-bucket" --recipient admin.cert \
+        --writer-key-out "writer-src-$1.key" 2>/dev/null
+    for run in bucket bucket_again; do
+        t=$(ms)
+        "$coffer" backup --repo "s3://coffer-bench-$1/from-bucket" --writer-key "writer-src-$1.key" \
+            --state-dir "state-src-$1" "s3://src-$1"
+        B[coffer,$run,$1]=$(elapsed "$t")
+    done
+}
+
 # backup_both LABEL DELAY
 backup_both() {
     local t
@@ -155,6 +192,7 @@ for d in $DELAYS; do
     measure_both_mounts "$repo" "$W/data" "$probe"
     keep_mount_figures "warm_$d"
     copy_both "$d"
+    bucket_source "$d"
 done
 
 # Listing many snapshots (SNAPSHOTS, default 500; 0 leaves it out), at the
@@ -204,6 +242,9 @@ for d in $DELAYS; do
     row_time "restore the whole snapshot (no cache)" restore "$d" "$bytes"
     row_time "copy the repository, S3 to S3" copy "$d" "$bytes"
     row_time "copy again, nothing new" copy_again "$d"
+    a=${B[coffer,bucket,$d]} b=${B[coffer,bucket_again,$d]}
+    printf '%-40s %22s %22s %8s\n' "back up a bucket, 1,000 objects" "${a}ms $(mibs "$SRC_BYTES" "$a")" "(none can)" -
+    printf '%-40s %22s %22s %8s\n' "  again, nothing changed" "${b}ms $(mibs "$SRC_BYTES" "$b")" "(none can)" -
     for c in fresh warm; do
         echo "mount, $c cache:"
         for t in coffer restic; do

@@ -231,7 +231,11 @@ pub struct BackupArgs {
     pub metrics_file: Option<PathBuf>,
     #[command(flatten)]
     pub hooks: HookArgs,
-    /// Paths to back up.
+    #[command(flatten)]
+    pub source: SourceArgs,
+    /// Paths to back up, and S3 bucket prefixes (s3://BUCKET/PREFIX: each
+    /// object a file under /s3/BUCKET/, its ETag, content type and user
+    /// metadata kept as user.s3.* attributes).
     #[arg(
         value_name = "PATH",
         required_unless_present_any = ["stdin", "stdin_from_command"]
@@ -240,6 +244,27 @@ pub struct BackupArgs {
     /// The command of --stdin-from-command.
     #[arg(last = true, value_name = "COMMAND", requires = "stdin_from_command")]
     pub command: Vec<String>,
+}
+
+/// How bucket sources (`s3://...` among backup's paths) are reached: their
+/// own account, region and endpoint, apart from the repository's. Keys
+/// come from the environment only (COFFER_SOURCE_ACCESS_KEY_ID,
+/// COFFER_SOURCE_SECRET_ACCESS_KEY, COFFER_SOURCE_SESSION_TOKEN), never
+/// from the command line; without any of these the AWS chain is used, as
+/// for the repository.
+#[derive(Debug, clap::Args)]
+pub struct SourceArgs {
+    /// Bucket sources: the AWS profile to read them as (needs ListBucket
+    /// and GetObject only).
+    #[arg(long, env = "COFFER_SOURCE_PROFILE", value_name = "NAME")]
+    pub source_profile: Option<String>,
+    /// Bucket sources: their S3 endpoint, if not AWS or not the
+    /// repository's (path-style addressing).
+    #[arg(long, env = "COFFER_SOURCE_ENDPOINT_URL", value_name = "URL")]
+    pub source_endpoint: Option<String>,
+    /// Bucket sources: their region.
+    #[arg(long, env = "COFFER_SOURCE_REGION", value_name = "REGION")]
+    pub source_region: Option<String>,
 }
 
 /// Object Lock retention modes.

@@ -8,42 +8,11 @@
 
 mod util;
 
-use std::path::Path;
 use std::time::Duration;
 use util::mount::Mounted;
 use util::proxy::Proxy;
-use util::s3::{put_only_policy, server, S3Server};
+use util::s3::{put_only_policy, server, with_profiles, S3Server};
 use util::*;
-
-/// Points `env`'s commands at `endpoint` with two AWS profiles, `admin`
-/// (the default, `AWS_PROFILE`) and `putonly`, in a credentials file; no
-/// credentials in the environment, so each command uses the profile it
-/// names.
-fn with_profiles(env: &mut Env, s3: &S3Server, endpoint: &str) {
-    let creds = env.path("aws-credentials");
-    let profile = |name: &str, c: &util::s3::Creds| {
-        format!(
-            "[{name}]\naws_access_key_id = {}\naws_secret_access_key = {}\n",
-            c.access_key, c.secret_key
-        )
-    };
-    let text = profile("admin", &s3.admin) + &profile("putonly", &s3.writer);
-    std::fs::write(&creds, text).unwrap();
-    std::fs::write(env.path("aws-config"), "").unwrap();
-    let path = |p: &Path| p.display().to_string();
-    env.vars = [
-        ("AWS_ENDPOINT_URL", endpoint.to_string()),
-        ("AWS_SHARED_CREDENTIALS_FILE", path(&creds)),
-        ("AWS_CONFIG_FILE", path(&env.path("aws-config"))),
-        ("AWS_PROFILE", "admin".into()),
-        ("AWS_REGION", "us-east-1".into()),
-        ("AWS_EC2_METADATA_DISABLED", "true".into()),
-        ("COFFER_S3_RETRY_SECONDS", "30".into()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect();
-}
 
 /// A bucket the put-only user may only PutObject into (config included).
 fn put_only_bucket(s3: &S3Server, bucket: &str) {

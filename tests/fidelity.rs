@@ -33,16 +33,6 @@ fn set_xattr(path: &Path, name: &str, value: &[u8]) {
     assert_eq!(rc, 0, "setxattr {name} on {}", path.display());
 }
 
-fn get_xattr(path: &Path, name: &str) -> Option<Vec<u8>> {
-    let c = CString::new(path.as_os_str().as_bytes()).unwrap();
-    let n = CString::new(name).unwrap();
-    let mut buf = vec![0u8; 65536];
-    // SAFETY: valid C strings; `buf` is writable for its length.
-    let len =
-        unsafe { libc::lgetxattr(c.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-    (len >= 0).then(|| buf[..len as usize].to_vec())
-}
-
 /// A tree with a binary `user.` attribute, a `trusted.` one, a directory
 /// with an access and a default ACL, and a program with a capability.
 fn server_tree(src: &Path) {

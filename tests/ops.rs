@@ -74,6 +74,7 @@ impl Fixture {
     fn backup(&self) -> SnapshotInfo {
         let opts = BackupOptions {
             paths: vec![self.src()],
+            source_access: Default::default(),
             stdin_name: None,
             host: Some("h".into()),
             tags: vec![],

@@ -1,13 +1,13 @@
 //! `backup`: options into the writer's, the run, its summary.
 
 use super::{mib, mode_check, Outcome};
-use crate::args::BackupArgs;
+use crate::args::{BackupArgs, SourceArgs};
 use crate::command_output::CommandOutput;
 use crate::hooks::RunFacts;
 use crate::progress::{Display, Reporter};
 use anyhow::{Context, Result};
 use coffer_core::backend;
-use coffer_core::backend::s3::S3WriteOptions;
+use coffer_core::backend::s3::{AccessKeys, S3Access, S3WriteOptions};
 use coffer_core::crypto::WriterKey;
 use coffer_core::format::id::ObjectId;
 use coffer_core::format::snapshot::SnapshotStats;
@@ -55,6 +55,31 @@ pub fn backup(
     result.map(|(outcome, _, _)| outcome)
 }
 
+/// How bucket sources are reached: flags, then `COFFER_SOURCE_*` keys.
+fn source_access(a: &SourceArgs) -> Result<S3Access> {
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let keys = match (
+        var("COFFER_SOURCE_ACCESS_KEY_ID"),
+        var("COFFER_SOURCE_SECRET_ACCESS_KEY"),
+    ) {
+        (Some(id), Some(secret)) => Some(AccessKeys {
+            id,
+            secret,
+            session_token: var("COFFER_SOURCE_SESSION_TOKEN"),
+        }),
+        (None, None) => None,
+        _ => anyhow::bail!(
+            "set both COFFER_SOURCE_ACCESS_KEY_ID and COFFER_SOURCE_SECRET_ACCESS_KEY, or neither"
+        ),
+    };
+    Ok(S3Access {
+        profile: a.source_profile.clone(),
+        keys,
+        endpoint: a.source_endpoint.clone(),
+        region: a.source_region.clone(),
+    })
+}
+
 /// A backup run: its outcome, what it stored and the snapshot's id.
 fn run_backup(
     rt: &Runtime,
@@ -78,6 +103,7 @@ fn run_backup(
     let reporter = Reporter::start("backup", Display::choose(a.json));
     let opts = coffer_writer::BackupOptions {
         paths: a.paths.clone(),
+        source_access: source_access(&a.source)?,
         stdin_name: stream_name(a)?,
         host: a.host.clone(),
         tags: a.tags.clone(),

@@ -380,6 +380,17 @@ pub fn set_mtime(path: &Path, ns: i64) {
 }
 
 /// Runs a tool (not coffer), asserting exit 0; its standard output.
+/// The extended attribute `name` of `path` (not following a symlink).
+pub fn get_xattr(path: &Path, name: &str) -> Option<Vec<u8>> {
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    let n = std::ffi::CString::new(name).unwrap();
+    let mut buf = vec![0u8; 65536];
+    // SAFETY: valid C strings; `buf` is writable for its length.
+    let len =
+        unsafe { libc::lgetxattr(c.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    (len >= 0).then(|| buf[..len as usize].to_vec())
+}
+
 pub fn run_tool(cmd: &str, args: &[&str]) -> String {
     let out = Command::new(cmd).args(args).output().expect("run a tool");
     assert!(

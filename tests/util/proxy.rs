@@ -240,12 +240,7 @@ fn serve(client: TcpStream, shared: &Shared) {
         if reader.read_exact(&mut body).is_err() {
             return;
         }
-        let stall = shared.stall_ms.load(Ordering::Relaxed);
-        if stall > 0 {
-            std::thread::sleep(std::time::Duration::from_millis(stall));
-        }
-        let delay = std::time::Duration::from_millis(shared.delay_ms.load(Ordering::Relaxed));
-        std::thread::sleep(delay); // on its way to the server
+        // Kept as it arrives: a test sees a request the proxy still holds.
         let text = String::from_utf8_lossy(&head).into_owned();
         let conditional = header(&text, "if-none-match").is_some();
         shared
@@ -253,6 +248,12 @@ fn serve(client: TcpStream, shared: &Shared) {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(text);
+        let stall = shared.stall_ms.load(Ordering::Relaxed);
+        if stall > 0 {
+            std::thread::sleep(std::time::Duration::from_millis(stall));
+        }
+        let delay = std::time::Duration::from_millis(shared.delay_ms.load(Ordering::Relaxed));
+        std::thread::sleep(delay); // on its way to the server
         if conditional && shared.reject_conditional.load(Ordering::Relaxed) {
             counts.not_implemented.fetch_add(1, Ordering::Relaxed);
             let _ = writer.write_all(&error_response("501 Not Implemented", "NotImplemented"));

@@ -96,6 +96,36 @@ fn read_env(dir: PathBuf) -> S3Server {
     }
 }
 
+/// Points `env`'s commands at `endpoint` with two AWS profiles, `admin`
+/// (the default, `AWS_PROFILE`) and `putonly`, in a credentials file; no
+/// credentials in the environment, so each command uses the profile it
+/// names.
+pub fn with_profiles(env: &mut Env, s3: &S3Server, endpoint: &str) {
+    let creds = env.path("aws-credentials");
+    let profile = |name: &str, c: &Creds| {
+        format!(
+            "[{name}]\naws_access_key_id = {}\naws_secret_access_key = {}\n",
+            c.access_key, c.secret_key
+        )
+    };
+    let text = profile("admin", &s3.admin) + &profile("putonly", &s3.writer);
+    std::fs::write(&creds, text).unwrap();
+    std::fs::write(env.path("aws-config"), "").unwrap();
+    let path = |p: &std::path::Path| p.display().to_string();
+    env.vars = [
+        ("AWS_ENDPOINT_URL", endpoint.to_string()),
+        ("AWS_SHARED_CREDENTIALS_FILE", path(&creds)),
+        ("AWS_CONFIG_FILE", path(&env.path("aws-config"))),
+        ("AWS_PROFILE", "admin".into()),
+        ("AWS_REGION", "us-east-1".into()),
+        ("AWS_EC2_METADATA_DISABLED", "true".into()),
+        ("COFFER_S3_RETRY_SECONDS", "30".into()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+}
+
 /// A process environment that points coffer at `endpoint` as `creds`.
 pub fn aws_vars(endpoint: &str, creds: &Creds) -> Vec<(String, String)> {
     [

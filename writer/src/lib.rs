@@ -11,22 +11,28 @@
 //! The modules, in the order a file travels:
 //! - `walk`: sources into entries, files into chunks, directories into
 //!   pending trees; `source_file`: how a source file is opened (also by
-//!   `readahead`, which starts the disk on the next files); `owner`: user
+//!   `readahead`, which starts the disk on the next files); `bucket`: an S3
+//!   bucket source's keys as a tree, its objects fetched ahead; `owner`: user
 //!   and group names; `xattrs`: an entry's extended attributes; `sparse`:
 //!   where a sparse file's data lies;
 //! - [`chunker`]: FastCDC with the repository's parameters;
 //! - `pipeline`: the threads that compress, encrypt, pack and upload, and
 //!   the trees; `pack`: one pack being filled;
-//! - [`state`]: what this host stored before (SQLite), for dedup;
+//! - [`state`]: what this host stored before (SQLite), for dedup; `bloom`:
+//!   which blob ids its table may hold;
 //!   `horizon`: until when a stored blob is reused, and new packs' ids;
 //! - [`backup`] here: one run, from options to a stored snapshot.
 //!
-//! `walk` uses `pipeline`, `chunker`, `readahead`, `source_file`, `owner`,
-//! `xattrs`, `sparse` and `state`; `pipeline` uses `pack`, `horizon` and `state`; the leaves use
-//! none of the others. From coffer-core it uses `format`, `crypto` and the write
-//! half of `backend`, never the read path.
+//! `walk` uses `pipeline`, `chunker`, `readahead`, `source_file`, `bucket`, `owner`,
+//! `xattrs`, `sparse` and `state`; `pipeline` uses `pack`, `horizon` and `state`;
+//! `state` uses `bloom`; the leaves use none of the others. From coffer-core it
+//! uses `format`, `crypto`, the write half of `backend` and the bucket source
+//! reader (`backend::s3::source`: a source, not the repository), never the
+//! repository's read path.
 #![deny(missing_docs)]
 
+mod bloom;
+mod bucket;
 pub mod chunker;
 mod horizon;
 mod owner;
@@ -39,6 +45,8 @@ pub mod state;
 mod walk;
 mod xattrs;
 
+use coffer_core::backend::s3::source::S3Source;
+use coffer_core::backend::s3::S3Access;
 use coffer_core::backend::{ObjectKey, ObjectKind, WriteBackend};
 use coffer_core::crypto::WriterKey;
 use coffer_core::crypto::{self, Recipients};
@@ -80,6 +88,15 @@ pub enum BackupError {
     /// The local state failed.
     #[error(transparent)]
     State(#[from] state::StateError),
+    /// A bucket source could not be listed.
+    #[error("cannot list the source {url}")]
+    SourceBucket {
+        /// `s3://BUCKET/PREFIX` as given.
+        url: String,
+        /// The cause.
+        #[source]
+        source: coffer_core::Error,
+    },
     /// The pipeline broke down.
     #[error("backup pipeline: {0}")]
     Pipeline(String),
@@ -92,7 +109,10 @@ impl BackupError {
         match self {
             BackupError::Usage(_) => 2,
             BackupError::Store(e) | BackupError::Core(e) => e.exit_code(),
-            BackupError::Source { .. } | BackupError::State(_) | BackupError::Pipeline(_) => 1,
+            BackupError::Source { .. }
+            | BackupError::SourceBucket { .. }
+            | BackupError::State(_)
+            | BackupError::Pipeline(_) => 1,
         }
     }
 }
@@ -100,8 +120,12 @@ impl BackupError {
 /// What to back up and how.
 #[derive(Debug, Clone)]
 pub struct BackupOptions {
-    /// Source paths (made absolute here).
+    /// Source paths (made absolute here), and bucket prefixes
+    /// (`s3://BUCKET/PREFIX`, stored under `/s3/BUCKET`).
     pub paths: Vec<PathBuf>,
+    /// How bucket sources are reached: their own credentials, region and
+    /// endpoint (`--source-profile`, `COFFER_SOURCE_*`).
+    pub source_access: S3Access,
     /// Back up standard input as one file with this name instead of paths.
     pub stdin_name: Option<String>,
     /// Host name recorded in the snapshot (default: this machine's).
@@ -151,7 +175,8 @@ pub fn backup(
     let start_time = opts
         .start_time
         .unwrap_or_else(time::OffsetDateTime::now_utc);
-    let paths = absolute_sources(opts)?;
+    let (paths, bucket_urls) = absolute_sources(opts)?;
+    let buckets = list_buckets(&bucket_urls, &opts.source_access, rt)?;
     let excludes = walk::Excludes::new(&opts.excludes)?;
     let config = &key.config;
     let recipients = Recipients::from_armored(&config.recipients)?;
@@ -184,15 +209,23 @@ pub fn backup(
     );
     // Totals for the progress display: a scan of the sources beside the run.
     if let (Some(progress), None) = (&opts.progress, &opts.stdin_name) {
+        for b in &buckets {
+            progress.add_total(b.objects.iter().map(|o| o.size).sum());
+        }
         let (progress, paths, excludes) = (progress.clone(), paths.clone(), excludes.clone());
         let one_fs = opts.one_file_system;
         std::thread::spawn(move || walk::scan(&paths, &excludes, one_fs, &progress));
     }
+    let sources = Sources {
+        paths: &paths,
+        buckets: &buckets,
+        urls: &bucket_urls,
+    };
     let result = run(
-        &shared, key, opts, &paths, excludes, stdin, start_time, started,
+        &shared, key, opts, &sources, excludes, stdin, start_time, started,
     );
     shared.progress.stop();
-    let state = shared.state.lock().unwrap_or_else(|p| p.into_inner());
+    let mut state = shared.state.lock().unwrap_or_else(|p| p.into_inner());
     match result {
         Ok(summary) => {
             state.commit()?;
@@ -205,12 +238,20 @@ pub fn backup(
     }
 }
 
+/// What a run backs up: local paths, and buckets (their URLs as given,
+/// and what their listings hold).
+struct Sources<'a> {
+    paths: &'a [PathBuf],
+    buckets: &'a [bucket::Bucket],
+    urls: &'a [String],
+}
+
 #[allow(clippy::too_many_arguments)]
 fn run(
     shared: &Arc<Shared>,
     key: &WriterKey,
     opts: &BackupOptions,
-    paths: &[PathBuf],
+    sources: &Sources<'_>,
     excludes: walk::Excludes,
     stdin: impl Read,
     start_time: time::OffsetDateTime,
@@ -228,7 +269,7 @@ fn run(
     let mut walker = walk::Walker::new(&pipe, chunker, excludes, walk_opts);
     let walked = match &opts.stdin_name {
         Some(name) => walker.backup_stream(name, stdin),
-        None => walker.backup_paths(paths),
+        None => walker.backup_sources(sources.paths, sources.buckets),
     };
     // A pipeline thread's error is the cause; the walker's is its echo.
     let root = walked.map_err(|e| shared.take_failure().unwrap_or(e))?;
@@ -252,7 +293,9 @@ fn run(
         user: owner::current_user(),
         paths: match &opts.stdin_name {
             Some(name) => vec![name.clone()],
-            None => paths.iter().map(|p| p.display().to_string()).collect(),
+            None => (sources.paths.iter().map(|p| p.display().to_string()))
+                .chain(sources.urls.iter().cloned())
+                .collect(),
         },
         tags: opts.tags.clone(),
         tree,
@@ -289,21 +332,29 @@ fn store_snapshot(
     Ok(id)
 }
 
-/// Source paths made absolute and lexically clean; each must exist.
-fn absolute_sources(opts: &BackupOptions) -> Result<Vec<PathBuf>, BackupError> {
+/// Source paths made absolute and lexically clean, each of which must
+/// exist; and the bucket sources (`s3://...`), trimmed of trailing `/`.
+fn absolute_sources(opts: &BackupOptions) -> Result<(Vec<PathBuf>, Vec<String>), BackupError> {
     if opts.stdin_name.is_some() {
         if !opts.paths.is_empty() {
             return Err(BackupError::Usage("--stdin takes no paths".into()));
         }
-        return Ok(Vec::new());
+        return Ok((Vec::new(), Vec::new()));
     }
     if opts.paths.is_empty() {
         return Err(BackupError::Usage(
-            "nothing to back up: give paths or --stdin".into(),
+            "nothing to back up: give paths, s3://BUCKET/PREFIX or --stdin".into(),
         ));
     }
     let mut out = Vec::new();
+    let mut urls: Vec<String> = Vec::new();
     for p in &opts.paths {
+        if let Some(url) = p.to_str().filter(|s| s.starts_with("s3://")) {
+            coffer_core::backend::s3::parse_url(url)
+                .map_err(|e| BackupError::Usage(e.to_string()))?;
+            urls.push(url.trim_end_matches('/').to_string());
+            continue;
+        }
         let abs = std::path::absolute(p).map_err(|source| BackupError::Source {
             path: p.clone(),
             source,
@@ -315,7 +366,43 @@ fn absolute_sources(opts: &BackupOptions) -> Result<Vec<PathBuf>, BackupError> {
         })?;
         out.push(clean);
     }
-    Ok(out)
+    urls.sort();
+    urls.dedup();
+    Ok((out, urls))
+}
+
+/// Lists every bucket source, one [`bucket::Bucket`] per bucket (prefixes
+/// of one bucket share its directory: their listings are merged).
+fn list_buckets(
+    urls: &[String],
+    access: &S3Access,
+    rt: &tokio::runtime::Handle,
+) -> Result<Vec<bucket::Bucket>, BackupError> {
+    let mut buckets: Vec<bucket::Bucket> = Vec::new();
+    for url in urls {
+        let failed = |source| BackupError::SourceBucket {
+            url: url.clone(),
+            source,
+        };
+        let source = rt.block_on(S3Source::open(url, access)).map_err(failed)?;
+        let objects = rt.block_on(source.list()).map_err(failed)?;
+        tracing::info!(url, objects = objects.len(), "listed the bucket source");
+        match buckets
+            .iter_mut()
+            .find(|b| b.source.bucket() == source.bucket())
+        {
+            Some(b) => {
+                b.objects.extend(objects);
+                b.objects.sort_by(|x, y| x.key.cmp(&y.key));
+                b.objects.dedup_by(|x, y| x.key == y.key);
+            }
+            None => buckets.push(bucket::Bucket {
+                source: Arc::new(source),
+                objects,
+            }),
+        }
+    }
+    Ok(buckets)
 }
 
 /// Removes `.` and resolves `..` without following symlinks.
@@ -366,6 +453,7 @@ mod tests {
     fn opts(dir: &std::path::Path) -> BackupOptions {
         BackupOptions {
             paths: vec![dir.join("src")],
+            source_access: Default::default(),
             stdin_name: None,
             host: Some("h".into()),
             tags: vec![],

@@ -276,13 +276,8 @@ impl Shared {
         };
         stored.map_err(BackupError::Store)?;
         {
-            let state = lock(&self.state);
-            // In id order: the ids are random, so a pack's blobs land all
-            // over the state's table; sorted, each page of it is visited
-            // once per pack instead of once per blob.
-            let mut sorted: Vec<_> = pack.blobs.iter().zip(&pack.dues).collect();
-            sorted.sort_unstable_by_key(|(b, _)| b.id.0);
-            for (b, &due) in sorted {
+            let mut state = lock(&self.state);
+            for (b, &due) in pack.blobs.iter().zip(&pack.dues) {
                 let loc = Location {
                     id: b.id,
                     pack: pack.id,

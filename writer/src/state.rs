@@ -8,16 +8,24 @@
 //!
 //! A blob is recorded, and committed, once its pack is stored
 //! ([`State::checkpoint`]): an interrupted run leaves the blobs it stored
-//! known, and the next run uploads only the rest. A file's record waits in a
+//! known, and the next run uploads only the rest. Blob ids are random, so a
+//! table keyed by id takes each new blob on a random page: the blobs a run
+//! stores are appended to `recent` instead (in store order: a pack's commit
+//! writes a few pages), found through an in-memory map, and merged into
+//! `blobs` in id order every [`MERGE_ROWS`] and when the run ends; lookups
+//! of ids `blobs` cannot hold are answered by a Bloom filter
+//! ([`BlobFilter`]) without reading it. A file's record waits in a
 //! temporary table until the snapshot is stored ([`State::commit`]): its
 //! chunks may be in packs still being uploaded, and a record must never
 //! point at a pack that was not fully stored. A crash drops the temporary
 //! table with the connection. One run at a time uses a state directory
 //! ([`StateLock`]).
 
+use crate::bloom::BlobFilter;
 use coffer_core::format::id::{BlobId, PackId};
-use coffer_core::format::tree::{Hole, Location};
+use coffer_core::format::tree::{Hole, Location, Xattr};
 use rusqlite::{params, Connection, OptionalExtension};
+use std::collections::HashMap;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -31,6 +39,34 @@ const SCHEMA_VERSION: &str = "1";
 /// the WAL. At 1M files (a 366 MB state) 64 MiB took a first backup from
 /// 74 to 45 s (system time 66 to 29 s), now ~x10 the 100k run's.
 const STATE_CACHE_KIB: u32 = 64 * 1024;
+
+/// Rows `recent` holds before they are merged into `blobs`. Its map costs
+/// ~32 bytes a row (32 MiB at most); a merge rewrites every page of `blobs`
+/// its ids land on, which past ~30M rows is all of them.
+const MERGE_ROWS: usize = 1 << 20;
+
+/// Lookups answered by `blobs` itself before the Bloom filter is built
+/// from it, as a fraction of its rows: building reads every id once, which
+/// costs about as much as that many lookups of random ones. A run that
+/// looks up only its trees (nothing changed) never builds it.
+const FILTER_AFTER_FRACTION: u64 = 64;
+
+/// The WAL is cut back to this after a checkpoint: a merge writes much of
+/// the blob table into it once, which need not stay on disk.
+const WAL_KEEP_BYTES: u64 = 64 << 20;
+
+/// Reads the ids `sql` yields into the filter's newest layer.
+fn add_ids(conn: &Connection, sql: &str, filter: &mut BlobFilter) -> rusqlite::Result<()> {
+    let mut st = conn.prepare(sql)?;
+    let mut rows = st.query([])?;
+    while let Some(row) = rows.next()? {
+        let id = row.get_ref(0)?.as_blob()?;
+        if let Ok(id) = <[u8; 32]>::try_from(id) {
+            filter.insert(&BlobId(id));
+        }
+    }
+    Ok(())
+}
 
 /// Errors of the state database.
 #[derive(Debug, thiserror::Error)]
@@ -109,6 +145,10 @@ pub struct FileRecord {
     /// When the first of its chunks comes due (see `horizon`): until
     /// then an unchanged file is not read again.
     pub due: i64,
+    /// Attributes kept with the record: an S3 object's headers, which an
+    /// unchanged object is not fetched for (empty for local files, whose
+    /// attributes are read every run).
+    pub xattrs: Vec<Xattr>,
 }
 
 /// A file's row keeps its chunks in `chunks`: in binary (first byte
@@ -129,14 +169,24 @@ enum JsonChunks {
 
 /// The first byte of a binary chunk list; JSON starts with `[` or `{`.
 const BINARY_CHUNKS: u8 = 1;
+/// The first byte of a binary chunk list followed by extended attributes
+/// (an S3 object's, which are not read again while it is unchanged).
+/// Versions before it read such a row as damaged: the object is read again.
+const BINARY_CHUNKS_XATTRS: u8 = 2;
 
 /// `chunks` and `holes` in the binary row format: [`BINARY_CHUNKS`], the
 /// number of locations, each as blob id, pack id, offset, length, raw
-/// length; then the number of holes, each as offset, length. Numbers are
+/// length; then the number of holes, each as offset, length. With
+/// `xattrs`, [`BINARY_CHUNKS_XATTRS`] and the same, then the number of
+/// attributes, each as name length, name, value length, value. Numbers are
 /// LEB128 varints.
-fn encode_chunks(chunks: &[Location], holes: &[Hole]) -> Vec<u8> {
+fn encode_chunks(chunks: &[Location], holes: &[Hole], xattrs: &[Xattr]) -> Vec<u8> {
     let mut out = Vec::with_capacity(2 + chunks.len() * 80 + holes.len() * 10);
-    out.push(BINARY_CHUNKS);
+    out.push(if xattrs.is_empty() {
+        BINARY_CHUNKS
+    } else {
+        BINARY_CHUNKS_XATTRS
+    });
     put_varint(&mut out, chunks.len() as u64);
     for loc in chunks {
         out.extend_from_slice(&loc.id.0);
@@ -150,17 +200,31 @@ fn encode_chunks(chunks: &[Location], holes: &[Hole]) -> Vec<u8> {
         put_varint(&mut out, hole.offset);
         put_varint(&mut out, hole.length);
     }
+    if !xattrs.is_empty() {
+        put_varint(&mut out, xattrs.len() as u64);
+        for x in xattrs {
+            put_varint(&mut out, x.name.len() as u64);
+            out.extend_from_slice(&x.name);
+            put_varint(&mut out, x.value.len() as u64);
+            out.extend_from_slice(&x.value);
+        }
+    }
     out
 }
 
-/// A row's chunks and holes, binary or JSON; `None` if it does not parse.
-fn decode_chunks(bytes: &[u8]) -> Option<(Vec<Location>, Vec<Hole>)> {
-    if bytes.first() != Some(&BINARY_CHUNKS) {
-        return match serde_json::from_slice(bytes).ok()? {
-            JsonChunks::Plain(chunks) => Some((chunks, Vec::new())),
-            JsonChunks::Sparse { chunks, holes } => Some((chunks, holes)),
-        };
-    }
+/// A row's chunks, holes and attributes (binary) or chunks and holes
+/// (JSON); `None` if it does not parse.
+fn decode_chunks(bytes: &[u8]) -> Option<(Vec<Location>, Vec<Hole>, Vec<Xattr>)> {
+    let with_xattrs = match bytes.first() {
+        Some(&BINARY_CHUNKS) => false,
+        Some(&BINARY_CHUNKS_XATTRS) => true,
+        _ => {
+            return match serde_json::from_slice(bytes).ok()? {
+                JsonChunks::Plain(chunks) => Some((chunks, Vec::new(), Vec::new())),
+                JsonChunks::Sparse { chunks, holes } => Some((chunks, holes, Vec::new())),
+            }
+        }
+    };
     let mut rest = &bytes[1..];
     let n = usize::try_from(take_varint(&mut rest)?).ok()?;
     let mut chunks = Vec::with_capacity(n.min(rest.len() / 67));
@@ -183,7 +247,30 @@ fn decode_chunks(bytes: &[u8]) -> Option<(Vec<Location>, Vec<Hole>)> {
             length: take_varint(&mut rest)?,
         });
     }
-    rest.is_empty().then_some((chunks, holes))
+    let mut xattrs = Vec::new();
+    if with_xattrs {
+        let n = usize::try_from(take_varint(&mut rest)?).ok()?;
+        for _ in 0..n.min(rest.len()) {
+            let name = take_bytes(&mut rest)?;
+            let value = take_bytes(&mut rest)?;
+            xattrs.push(Xattr { name, value });
+        }
+        if xattrs.len() != n {
+            return None;
+        }
+    }
+    rest.is_empty().then_some((chunks, holes, xattrs))
+}
+
+/// A varint length and that many bytes.
+fn take_bytes(bytes: &mut &[u8]) -> Option<Vec<u8>> {
+    let n = usize::try_from(take_varint(bytes)?).ok()?;
+    if n > bytes.len() {
+        return None;
+    }
+    let (taken, rest) = bytes.split_at(n);
+    *bytes = rest;
+    Some(taken.to_vec())
 }
 
 fn put_varint(out: &mut Vec<u8>, mut v: u64) {
@@ -224,6 +311,41 @@ pub struct State {
     path: PathBuf,
     /// H, in seconds.
     horizon: i64,
+    /// The rows of `recent` by the first 8 bytes of their blob id. Two ids
+    /// alike in 8 bytes keep the later: the earlier is then not found, and
+    /// stored again (a chance of 1 in 2^44 per merge of 2^20 rows).
+    recent: HashMap<u64, i64>,
+    /// Which ids `blobs` may hold, once built (see [`FILTER_AFTER_FRACTION`]).
+    filter: Option<BlobFilter>,
+    /// About how many rows `blobs` has (meta `blob_rows`; ids stored again
+    /// count twice).
+    blob_rows: u64,
+    /// Lookups `blobs` answered while there was no filter.
+    table_lookups: u64,
+    /// [`MERGE_ROWS`], smaller in tests.
+    merge_rows: usize,
+}
+
+/// The first 8 bytes of an id, for maps and filters: ids are uniformly
+/// random.
+fn head(id: &BlobId) -> u64 {
+    let mut head = [0u8; 8];
+    head.copy_from_slice(&id.0[..8]);
+    u64::from_le_bytes(head)
+}
+
+/// A blob row's columns after its id: pack, offset, length, raw length,
+/// uploaded_at.
+type BlobRow = (Vec<u8>, i64, i64, i64, i64);
+
+fn blob_row(r: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<BlobRow> {
+    Ok((
+        r.get(first)?,
+        r.get(first + 1)?,
+        r.get(first + 2)?,
+        r.get(first + 3)?,
+        r.get(first + 4)?,
+    ))
 }
 
 impl State {
@@ -245,13 +367,19 @@ impl State {
         conn.execute_batch(&format!(
             "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=600000;
              PRAGMA cache_size=-{STATE_CACHE_KIB}; PRAGMA temp_store=FILE;
+             PRAGMA journal_size_limit={WAL_KEEP_BYTES};
              CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
         ))
         .map_err(err("setting up"))?;
-        let state = Self {
+        let mut state = Self {
             conn,
             path: path.to_path_buf(),
             horizon,
+            recent: HashMap::new(),
+            filter: None,
+            blob_rows: 0,
+            table_lookups: 0,
+            merge_rows: MERGE_ROWS,
         };
         let version = state.meta("schema_version")?;
         let repo = state.meta("repo_id")?;
@@ -260,6 +388,7 @@ impl State {
                 .conn
                 .execute_batch(
                     "DROP TABLE IF EXISTS blobs; DROP TABLE IF EXISTS files;
+                     DROP TABLE IF EXISTS recent; DELETE FROM meta WHERE key = 'blob_rows';
                      CREATE TABLE blobs (id BLOB PRIMARY KEY, pack BLOB NOT NULL,
                         offset INTEGER NOT NULL, length INTEGER NOT NULL,
                         raw_length INTEGER NOT NULL, uploaded_at INTEGER NOT NULL) WITHOUT ROWID;
@@ -272,7 +401,89 @@ impl State {
             state.set_meta("schema_version", SCHEMA_VERSION)?;
             state.set_meta("repo_id", repo_id)?;
         }
+        // Added after schema 1's first release: created where missing.
+        state
+            .conn
+            .execute_batch(
+                "CREATE TABLE IF NOT EXISTS recent (seq INTEGER PRIMARY KEY, id BLOB NOT NULL,
+                    pack BLOB NOT NULL, offset INTEGER NOT NULL, length INTEGER NOT NULL,
+                    raw_length INTEGER NOT NULL, uploaded_at INTEGER NOT NULL);",
+            )
+            .map_err(err("creating tables"))?;
+        state.blob_rows = match state.meta("blob_rows")? {
+            Some(n) => n.parse().unwrap_or(0),
+            // A state from before the count was kept: counted once.
+            None => state
+                .conn
+                .query_row("SELECT count(*) FROM blobs", [], |r| r.get::<_, i64>(0))
+                .map_err(state.err("counting blobs"))? as u64,
+        };
+        // What a killed run stored: merged now, so the map starts empty.
+        state
+            .conn
+            .execute_batch("BEGIN IMMEDIATE")
+            .map_err(state.err("starting a transaction"))?;
+        state.merge_recent()?;
+        state
+            .conn
+            .execute_batch("COMMIT")
+            .map_err(state.err("committing merged blobs"))?;
         Ok(state)
+    }
+
+    /// Moves `recent`'s rows into `blobs` in id order (a later row of an id
+    /// replaces an earlier one) and into the filter, if built. Runs inside
+    /// the caller's transaction.
+    fn merge_recent(&mut self) -> Result<()> {
+        let started = Instant::now();
+        let ids = self
+            .conn
+            .query_row("SELECT count(*) FROM recent", [], |r| r.get::<_, i64>(0))
+            .map_err(self.err("counting recent blobs"))? as u64;
+        if ids > 0 {
+            self.conn
+                .execute_batch(
+                    "INSERT OR REPLACE INTO blobs (id, pack, offset, length, raw_length, uploaded_at)
+                     SELECT id, pack, offset, length, raw_length, uploaded_at FROM recent
+                     ORDER BY id, seq;",
+                )
+                .map_err(self.err("merging recent blobs"))?;
+            let err = self.err("reading recent blob ids");
+            if let Some(filter) = &mut self.filter {
+                filter.add_layer(ids as usize);
+                add_ids(&self.conn, "SELECT id FROM recent", filter).map_err(err)?;
+            }
+            self.conn
+                .execute_batch("DELETE FROM recent")
+                .map_err(self.err("emptying recent blobs"))?;
+            tracing::debug!(
+                rows = ids,
+                table = self.blob_rows + ids,
+                ms = started.elapsed().as_millis() as u64,
+                "merged recent blobs"
+            );
+        }
+        self.recent.clear();
+        self.blob_rows += ids;
+        let rows = self.blob_rows.to_string();
+        self.set_meta("blob_rows", &rows)
+    }
+
+    /// Builds the filter from every id in `blobs`.
+    fn build_filter(&mut self) -> Result<()> {
+        let started = Instant::now();
+        let mut filter = BlobFilter::default();
+        filter.add_layer(self.blob_rows as usize);
+        add_ids(&self.conn, "SELECT id FROM blobs", &mut filter)
+            .map_err(self.err("reading blob ids"))?;
+        tracing::debug!(
+            rows = self.blob_rows,
+            bytes = filter.bytes(),
+            ms = started.elapsed().as_millis() as u64,
+            "built the blob filter"
+        );
+        self.filter = Some(filter);
+        Ok(())
     }
 
     fn err(&self, what: &str) -> impl FnOnce(rusqlite::Error) -> StateError {
@@ -321,14 +532,18 @@ impl State {
             .map_err(self.err("committing stored blobs"))
     }
 
-    /// Ends a run whose snapshot is stored: its file records join the state.
-    pub fn commit(&self) -> Result<()> {
+    /// Ends a run whose snapshot is stored: its file records join the
+    /// state, its blobs the table.
+    pub fn commit(&mut self) -> Result<()> {
         self.conn
             .execute_batch(
                 "INSERT OR REPLACE INTO main.files SELECT * FROM temp.run_files;
-                 DELETE FROM temp.run_files;
-                 COMMIT",
+                 DELETE FROM temp.run_files;",
             )
+            .map_err(self.err("committing"))?;
+        self.merge_recent()?;
+        self.conn
+            .execute_batch("COMMIT")
             .map_err(self.err("committing"))
     }
 
@@ -342,46 +557,70 @@ impl State {
 
     /// Where this host stored blob `id`, and when it comes due (Unix
     /// seconds; a blob past due is not reused, see `horizon`).
-    pub fn blob(&self, id: &BlobId) -> Result<Option<(Location, i64)>> {
-        self.conn
+    pub fn blob(&mut self, id: &BlobId) -> Result<Option<(Location, i64)>> {
+        if let Some(&seq) = self.recent.get(&head(id)) {
+            let row = self
+                .conn
+                .prepare_cached(
+                    "SELECT id, pack, offset, length, raw_length, uploaded_at FROM recent WHERE seq = ?1",
+                )
+                .and_then(|mut st| {
+                    st.query_row([seq], |r| Ok((r.get::<_, Vec<u8>>(0)?, blob_row(r, 1)?)))
+                        .optional()
+                })
+                .map_err(self.err("looking up a recent blob"))?;
+            if let Some((found, row)) = row {
+                if found[..] == id.0[..] {
+                    return Ok(self.location(id, row));
+                }
+            }
+        }
+        if !self.table_may_hold(id)? {
+            return Ok(None);
+        }
+        let row = self
+            .conn
             .prepare_cached(
                 "SELECT pack, offset, length, raw_length, uploaded_at FROM blobs WHERE id = ?1",
             )
             .and_then(|mut st| {
-                st.query_row(params![&id.0[..]], |r| {
-                    let pack: Vec<u8> = r.get(0)?;
-                    Ok((
-                        pack,
-                        r.get::<_, i64>(1)?,
-                        r.get::<_, i64>(2)?,
-                        r.get::<_, i64>(3)?,
-                        r.get::<_, i64>(4)?,
-                    ))
-                })
-                .optional()
+                st.query_row(params![&id.0[..]], |r| blob_row(r, 0))
+                    .optional()
             })
-            .map_err(self.err("looking up a blob"))
-            .map(|row| {
-                row.and_then(|(pack, offset, length, raw_length, at)| {
-                    Some((
-                        Location {
-                            id: *id,
-                            pack: PackId(pack.try_into().ok()?),
-                            offset: offset as u64,
-                            length: length as u64,
-                            raw_length: raw_length as u64,
-                        },
-                        at + self.horizon,
-                    ))
-                })
-            })
+            .map_err(self.err("looking up a blob"))?;
+        Ok(row.and_then(|row| self.location(id, row)))
+    }
+
+    /// Whether `blobs` may hold `id`: the filter says, once built.
+    fn table_may_hold(&mut self, id: &BlobId) -> Result<bool> {
+        if self.filter.is_none() {
+            self.table_lookups += 1;
+            if self.table_lookups > self.blob_rows / FILTER_AFTER_FRACTION {
+                self.build_filter()?;
+            }
+        }
+        Ok(self.filter.as_ref().is_none_or(|f| f.may_contain(id)))
+    }
+
+    fn location(&self, id: &BlobId, row: BlobRow) -> Option<(Location, i64)> {
+        let (pack, offset, length, raw_length, at) = row;
+        Some((
+            Location {
+                id: *id,
+                pack: PackId(pack.try_into().ok()?),
+                offset: offset as u64,
+                length: length as u64,
+                raw_length: raw_length as u64,
+            },
+            at + self.horizon,
+        ))
     }
 
     /// Records that the blob at `loc` is stored and comes due at `due`.
-    pub fn add_blob(&self, loc: &Location, due: i64) -> Result<()> {
+    pub fn add_blob(&mut self, loc: &Location, due: i64) -> Result<()> {
         self.conn
             .prepare_cached(
-                "INSERT OR REPLACE INTO blobs (id, pack, offset, length, raw_length, uploaded_at)
+                "INSERT INTO recent (id, pack, offset, length, raw_length, uploaded_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )
             .and_then(|mut st| {
@@ -394,8 +633,13 @@ impl State {
                     due - self.horizon
                 ])
             })
-            .map(|_| ())
-            .map_err(self.err("recording a blob"))
+            .map_err(self.err("recording a blob"))?;
+        let seq = self.conn.last_insert_rowid();
+        self.recent.insert(head(&loc.id), seq);
+        if self.recent.len() >= self.merge_rows {
+            self.merge_recent()?;
+        }
+        Ok(())
     }
 
     /// What an earlier, completed run stored for the file at `path`.
@@ -422,7 +666,7 @@ impl State {
         Ok(
             row.and_then(|(size, mtime_ns, ctime_ns, inode, chunks, oldest_upload)| {
                 // A row that does not parse is treated as absent: re-read.
-                let (chunks, holes) = decode_chunks(&chunks)?;
+                let (chunks, holes, xattrs) = decode_chunks(&chunks)?;
                 Some(FileRecord {
                     size: size as u64,
                     mtime_ns,
@@ -431,6 +675,7 @@ impl State {
                     chunks,
                     holes,
                     due: oldest_upload + self.horizon,
+                    xattrs,
                 })
             }),
         )
@@ -438,7 +683,7 @@ impl State {
 
     /// Records a file's identity and chunks, for when the run completes.
     pub fn set_file(&self, path: &[u8], rec: &FileRecord) -> Result<()> {
-        let chunks = encode_chunks(&rec.chunks, &rec.holes);
+        let chunks = encode_chunks(&rec.chunks, &rec.holes, &rec.xattrs);
         self.conn
             .prepare_cached(
                 "INSERT OR REPLACE INTO temp.run_files (path, size, mtime_ns, ctime_ns, inode, chunks, oldest_upload)
@@ -478,10 +723,11 @@ mod tests {
     fn blobs_keep_their_due_time_and_a_failed_run_keeps_stored_blobs_only() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state.sqlite");
-        let s = State::open(&path, "repo", 100).unwrap();
+        let mut s = State::open(&path, "repo", 100).unwrap();
         s.begin().unwrap();
         s.add_blob(&loc(1), 1000).unwrap();
         assert_eq!(s.blob(&loc(1).id).unwrap(), Some((loc(1), 1000)));
+        s.commit().unwrap();
         // Kept as the upload time the old rule (reuse while younger than H)
         // reads the same way.
         let at: i64 = s
@@ -489,7 +735,6 @@ mod tests {
             .query_row("SELECT uploaded_at FROM blobs", [], |r| r.get(0))
             .unwrap();
         assert_eq!(at, 900);
-        s.commit().unwrap();
         s.begin().unwrap();
         s.add_blob(&loc(2), 1000).unwrap();
         s.set_file(b"/f", &record(2)).unwrap();
@@ -500,7 +745,7 @@ mod tests {
         assert!(s.blob(&loc(1).id).unwrap().is_some());
         drop(s);
         // Another repository id discards the state.
-        let s = State::open(&path, "other", 100).unwrap();
+        let mut s = State::open(&path, "other", 100).unwrap();
         assert!(s.blob(&loc(1).id).unwrap().is_none());
     }
 
@@ -513,6 +758,7 @@ mod tests {
             chunks: vec![loc(n)],
             holes: Vec::new(),
             due: 8,
+            xattrs: Vec::new(),
         }
     }
 
@@ -538,16 +784,37 @@ mod tests {
                 ..loc(9)
             },
         ];
-        let bytes = encode_chunks(&chunks, &holes);
+        let bytes = encode_chunks(&chunks, &holes, &[]);
         assert_eq!(bytes[0], BINARY_CHUNKS);
-        assert_eq!(decode_chunks(&bytes), Some((chunks.clone(), holes.clone())));
-        assert_eq!(encode_chunks(&[loc(1)], &[]).len(), 1 + 1 + 64 + 3 + 1);
-        for cut in 1..bytes.len() {
-            assert_eq!(decode_chunks(&bytes[..cut]), None, "cut at {cut}");
+        assert_eq!(
+            decode_chunks(&bytes),
+            Some((chunks.clone(), holes.clone(), Vec::new()))
+        );
+        assert_eq!(encode_chunks(&[loc(1)], &[], &[]).len(), 1 + 1 + 64 + 3 + 1);
+        let xattrs = vec![
+            Xattr {
+                name: b"user.s3.content-type".to_vec(),
+                value: b"text/plain".to_vec(),
+            },
+            Xattr {
+                name: b"user.s3.etag".to_vec(),
+                value: Vec::new(),
+            },
+        ];
+        let with = encode_chunks(&chunks, &holes, &xattrs);
+        assert_eq!(with[0], BINARY_CHUNKS_XATTRS);
+        assert_eq!(
+            decode_chunks(&with),
+            Some((chunks.clone(), holes.clone(), xattrs))
+        );
+        for row in [&bytes, &with] {
+            for cut in 1..row.len() {
+                assert_eq!(decode_chunks(&row[..cut]), None, "cut at {cut}");
+            }
+            let mut longer = row.to_vec();
+            longer.push(0);
+            assert_eq!(decode_chunks(&longer), None);
         }
-        let mut longer = bytes.clone();
-        longer.push(0);
-        assert_eq!(decode_chunks(&longer), None);
         assert_eq!(decode_chunks(&[BINARY_CHUNKS, 0xff, 0xff, 0xff]), None);
 
         let dir = tempfile::tempdir().unwrap();
@@ -574,6 +841,7 @@ mod tests {
         assert_eq!(s.file(b"/plain").unwrap(), Some(record(2)));
         let sparse = s.file(b"/sparse").unwrap().unwrap();
         assert_eq!((sparse.chunks, sparse.holes), (chunks, holes));
+        assert!(sparse.xattrs.is_empty());
         assert_eq!(s.file(b"/damaged").unwrap(), None);
     }
 
@@ -583,7 +851,7 @@ mod tests {
     fn a_killed_run_leaves_the_blobs_of_its_checkpoints() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state.sqlite");
-        let s = State::open(&path, "repo", 100).unwrap();
+        let mut s = State::open(&path, "repo", 100).unwrap();
         s.begin().unwrap();
         s.add_blob(&loc(1), 1000).unwrap();
         s.set_file(b"/f", &record(1)).unwrap();
@@ -595,10 +863,88 @@ mod tests {
                 .query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
                 .unwrap()
         };
-        assert_eq!((count("blobs"), count("files")), (1, 0));
+        assert_eq!((count("blobs"), count("recent"), count("files")), (0, 1, 0));
         s.commit().unwrap();
-        assert_eq!((count("blobs"), count("files")), (2, 1));
+        assert_eq!((count("blobs"), count("recent"), count("files")), (2, 0, 1));
         assert_eq!(s.file(b"/f").unwrap(), Some(record(1)));
+    }
+
+    fn random_loc(n: u64) -> Location {
+        let id = |salt: &str| *blake3::hash(format!("{salt}{n}").as_bytes()).as_bytes();
+        Location {
+            id: BlobId(id("blob")),
+            pack: PackId(id("pack")),
+            offset: n,
+            length: 7,
+            raw_length: 9,
+        }
+    }
+
+    /// Blobs are found wherever they are: in `recent` (this run's), in
+    /// `blobs` (merged every few rows here), behind the filter once built;
+    /// an id stored again is found at its new place; a killed run's recent
+    /// rows are merged when the state is opened next.
+    #[test]
+    fn blobs_are_found_across_merges_and_the_filter() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.sqlite");
+        let mut s = State::open(&path, "repo", 100).unwrap();
+        s.merge_rows = 64;
+        s.begin().unwrap();
+        assert_eq!(s.blob(&random_loc(0).id).unwrap(), None);
+        assert!(s.filter.is_some(), "an empty table builds it at once");
+        for n in 0..1000 {
+            s.add_blob(&random_loc(n), 5000).unwrap();
+            if n % 100 == 0 {
+                s.checkpoint().unwrap();
+            }
+        }
+        assert_eq!(s.blob_rows, 960, "15 merges of 64");
+        assert_eq!(s.recent.len(), 40);
+        assert_eq!(s.filter.as_ref().map(|f| f.bytes()), Some(64 + 15 * 128));
+        for n in 0..1000 {
+            assert_eq!(
+                s.blob(&random_loc(n).id).unwrap(),
+                Some((random_loc(n), 5000))
+            );
+        }
+        assert_eq!(s.blob(&random_loc(1000).id).unwrap(), None);
+        // Stored again (past due): the new place wins, before and after the
+        // merge.
+        let again = Location {
+            pack: random_loc(2000).pack,
+            ..random_loc(5)
+        };
+        s.add_blob(&again, 9000).unwrap();
+        assert_eq!(s.blob(&again.id).unwrap(), Some((again, 9000)));
+        s.commit().unwrap();
+        assert_eq!((s.blob_rows, s.recent.len()), (1001, 0));
+        assert_eq!(s.blob(&again.id).unwrap(), Some((again, 9000)));
+        let rows: i64 = s
+            .conn
+            .query_row("SELECT count(*) FROM blobs", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(rows, 1000);
+
+        // A killed run: its committed recent rows are merged at the next
+        // open; the row count is kept in meta.
+        s.begin().unwrap();
+        s.add_blob(&random_loc(3000), 5000).unwrap();
+        s.checkpoint().unwrap();
+        s.add_blob(&random_loc(3001), 5000).unwrap();
+        drop(s);
+        let mut s = State::open(&path, "repo", 100).unwrap();
+        assert_eq!((s.blob_rows, s.recent.len()), (1002, 0));
+        assert!(s.filter.is_none());
+        // Lookups go to the table until there have been 1002/64 of them.
+        for n in 0..15 {
+            assert!(s.blob(&random_loc(n).id).unwrap().is_some());
+        }
+        assert!(s.filter.is_none());
+        assert!(s.blob(&random_loc(3000).id).unwrap().is_some());
+        assert!(s.filter.is_some());
+        assert_eq!(s.blob(&random_loc(3001).id).unwrap(), None, "not committed");
+        assert!((0..1000).all(|n| s.blob(&random_loc(n).id).unwrap().is_some()));
     }
 
     #[test]
@@ -616,7 +962,7 @@ mod tests {
     #[test]
     fn file_records_round_trip() {
         let dir = tempfile::tempdir().unwrap();
-        let s = State::open(&dir.path().join("s"), "r", 100).unwrap();
+        let mut s = State::open(&dir.path().join("s"), "r", 100).unwrap();
         let rec = record(3);
         s.begin().unwrap();
         s.set_file(b"/a/\xffb", &rec).unwrap();
@@ -633,7 +979,17 @@ mod tests {
             ..rec
         };
         s.set_file(b"/sparse", &sparse).unwrap();
+        let object = FileRecord {
+            ctime_ns: 0,
+            xattrs: vec![Xattr {
+                name: b"user.s3.etag".to_vec(),
+                value: b"abc".to_vec(),
+            }],
+            ..record(4)
+        };
+        s.set_file(b"s3://bucket/key", &object).unwrap();
         s.commit().unwrap();
         assert_eq!(s.file(b"/sparse").unwrap(), Some(sparse));
+        assert_eq!(s.file(b"s3://bucket/key").unwrap(), Some(object));
     }
 }

@@ -5,6 +5,7 @@
 //! gives a root tree with `srv`, which holds `app`. Entries that vanish or
 //! cannot be read are reported as warnings and left out; the run goes on.
 
+use crate::bucket::{self, Bucket, Fetcher, Item, KeyDir};
 use crate::chunker::Chunker;
 use crate::owner::Owners;
 use crate::pipeline::{PendingEntry, Pipeline, Ref};
@@ -13,8 +14,9 @@ use crate::source_file::open_for_reading;
 use crate::sparse;
 use crate::state::FileRecord;
 use crate::BackupError;
+use coffer_core::backend::s3::source::{ObjectHeaders, SourceObject};
 use coffer_core::format::snapshot::SnapshotStats;
-use coffer_core::format::tree::{Entry, HardLink, Hole, Kind};
+use coffer_core::format::tree::{Entry, HardLink, Hole, Kind, Xattr};
 use coffer_core::progress::Progress;
 use coffer_core::sync::lock;
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
@@ -221,10 +223,30 @@ impl<'a> Walker<'a> {
         }
     }
 
-    /// Walks absolute source `paths`; returns the root tree's reference.
-    pub fn backup_paths(&mut self, paths: &[PathBuf]) -> Result<Ref, BackupError> {
+    /// Walks absolute source `paths` and `buckets` (stored under `/s3`);
+    /// returns the root tree's reference.
+    pub fn backup_sources(
+        &mut self,
+        paths: &[PathBuf],
+        buckets: &[Bucket],
+    ) -> Result<Ref, BackupError> {
         let root = source_tree(paths);
-        self.walk_node(&root)
+        if buckets.is_empty() {
+            return self.walk_node(&root);
+        }
+        let Node::Parent(_, children) = &root else {
+            return Err(BackupError::Usage(
+                "a bucket is stored under /s3: it cannot go with / as a source".into(),
+            ));
+        };
+        if children.contains_key(BUCKETS_DIR.as_bytes()) {
+            return Err(BackupError::Usage(format!(
+                "buckets are stored under /{BUCKETS_DIR}: a local source there would be mixed with them"
+            )));
+        }
+        let mut entries = self.parent_entries(children)?;
+        entries.push(self.buckets_entry(buckets)?);
+        self.pipe.store_dir(entries)
     }
 
     /// Stores `input` as one file called `name` in an otherwise empty root.
@@ -259,19 +281,196 @@ impl<'a> Walker<'a> {
         match node {
             Node::Source(path) => self.in_source(path, |w| w.walk_dir(path)),
             Node::Parent(_, children) => {
-                let mut entries = Vec::new();
-                for (name, child) in children {
-                    let pe = match child {
-                        Node::Source(path) => {
-                            self.in_source(path, |w| w.walk_path(path, name.clone()))?
-                        }
-                        Node::Parent(path, _) => self.parent_entry(path, name.clone(), child)?,
-                    };
-                    entries.extend(pe);
-                }
+                let entries = self.parent_entries(children)?;
                 self.pipe.store_dir(entries)
             }
         }
+    }
+
+    fn parent_entries(
+        &mut self,
+        children: &BTreeMap<Vec<u8>, Node>,
+    ) -> Result<Vec<PendingEntry>, BackupError> {
+        let mut entries = Vec::new();
+        for (name, child) in children {
+            let pe = match child {
+                Node::Source(path) => self.in_source(path, |w| w.walk_path(path, name.clone()))?,
+                Node::Parent(path, _) => self.parent_entry(path, name.clone(), child)?,
+            };
+            entries.extend(pe);
+        }
+        Ok(entries)
+    }
+
+    /// The `/s3` directory: a directory per bucket, the tree of its keys
+    /// in it.
+    fn buckets_entry(&mut self, buckets: &[Bucket]) -> Result<PendingEntry, BackupError> {
+        let mut entries = Vec::new();
+        let mut newest = 0;
+        for b in buckets {
+            let mut left_out = Vec::new();
+            let tree = bucket::key_tree(&b.objects, |key, why| {
+                left_out.push(format!("{}: {why}", b.source.url_of(&key)));
+            });
+            self.stats.errors += left_out.len() as u64;
+            self.warnings.extend(left_out);
+            let mut order = Vec::new();
+            tree.objects_in_walk_order(&mut order);
+            let mut to_read = Vec::new();
+            for &i in &order {
+                if self.known_object(b, &b.objects[i])?.is_none() {
+                    to_read.push(b.objects[i].clone());
+                }
+            }
+            let mut fetcher = Fetcher::new(b.source.clone(), self.pipe.shared.rt.clone(), to_read);
+            newest = newest.max(tree.mtime_ns);
+            let name = b.source.bucket().as_bytes().to_vec();
+            entries.push(self.key_dir_entry(b, &mut fetcher, name, &tree)?);
+        }
+        let entry = self.synthetic(BUCKETS_DIR.as_bytes().to_vec(), Kind::Dir, newest);
+        self.stats.dirs += 1;
+        Ok(PendingEntry {
+            entry,
+            chunks: Vec::new(),
+            subtree: Some(self.pipe.store_dir(entries)?),
+            record: None,
+        })
+    }
+
+    /// A directory of a bucket's keys, with everything below it.
+    fn key_dir_entry(
+        &mut self,
+        b: &Bucket,
+        fetcher: &mut Fetcher,
+        name: Vec<u8>,
+        dir: &KeyDir,
+    ) -> Result<PendingEntry, BackupError> {
+        let mut entries = Vec::new();
+        for (name, item) in dir.items() {
+            match item {
+                Item::Dir(sub) => {
+                    entries.push(self.key_dir_entry(b, fetcher, name.to_vec(), sub)?)
+                }
+                Item::File(i) => {
+                    entries.extend(self.object(b, fetcher, name.to_vec(), &b.objects[i])?)
+                }
+            }
+        }
+        self.stats.dirs += 1;
+        Ok(PendingEntry {
+            entry: self.synthetic(name, Kind::Dir, dir.mtime_ns),
+            chunks: Vec::new(),
+            subtree: Some(self.pipe.store_dir(entries)?),
+            record: None,
+        })
+    }
+
+    /// An entry the walk makes up (for `/s3` and what is below it): owned
+    /// by the user running the backup, 0755 for a directory, 0644 else.
+    fn synthetic(&mut self, name: Vec<u8>, kind: Kind, mtime_ns: i64) -> Entry {
+        // SAFETY: getuid/getgid have no preconditions.
+        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+        let mode = if kind == Kind::Dir { 0o755 } else { 0o644 };
+        self.entry(name, kind, mode, uid, gid, mtime_ns)
+    }
+
+    /// What the state holds of `obj`, if it is the object stored then
+    /// (same size, `LastModified` and ETag) and not yet due.
+    fn known_object(
+        &mut self,
+        b: &Bucket,
+        obj: &SourceObject,
+    ) -> Result<Option<FileRecord>, BackupError> {
+        let shared = &self.pipe.shared;
+        let url = b.source.url_of(&obj.key);
+        Ok(lock(&shared.state).file(url.as_bytes())?.filter(|r| {
+            r.size == obj.size
+                && r.mtime_ns == obj.modified_ns
+                && r.ctime_ns == 0
+                && r.inode == bucket::etag_identity(&obj.etag)
+                && shared.horizon.reusable(r.due)
+        }))
+    }
+
+    /// One object: reused as the state knows it, or read from the bucket
+    /// (the fetcher's next reader: objects are asked for in walk order).
+    /// `None` when it could not be read (a warning says why).
+    fn object(
+        &mut self,
+        b: &Bucket,
+        fetcher: &mut Fetcher,
+        name: Vec<u8>,
+        obj: &SourceObject,
+    ) -> Result<Option<PendingEntry>, BackupError> {
+        let url = b.source.url_of(&obj.key);
+        let mut entry = self.synthetic(name, Kind::File, obj.modified_ns);
+        entry.size = obj.size;
+        let progress = self.pipe.shared.progress.clone();
+        if let Some(rec) = self.known_object(b, obj)? {
+            self.stats.files += 1;
+            self.stats.bytes += rec.size;
+            progress.add_bytes(rec.size);
+            progress.file_done();
+            if self.opts.xattrs {
+                entry.xattrs = rec.xattrs;
+            }
+            let read = ReadFile {
+                chunks: rec.chunks.into_iter().map(Ref::Known).collect(),
+                data: 0,
+                holes: Vec::new(),
+                size: rec.size,
+                due: rec.due,
+            };
+            return Ok(Some(self.file_entry(entry, read, None)));
+        }
+        let mut reader = fetcher
+            .next()
+            .ok_or_else(|| BackupError::Pipeline(format!("no reader for {url}")))?;
+        let xattrs = match reader.headers() {
+            Ok(headers) => object_xattrs(&obj.etag, &headers),
+            Err(e) => {
+                self.warn(Path::new(&url), "cannot read", &e);
+                return Ok(None);
+            }
+        };
+        let (chunks, size, due) = match self.read_chunks(reader, Some(obj.size)) {
+            Ok(read) => read,
+            Err(BackupError::Source { source, .. }) => {
+                self.warn(Path::new(&url), "cannot read", &source);
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+        };
+        self.stats.files += 1;
+        self.stats.files_read += 1;
+        self.stats.bytes += size;
+        self.stats.bytes_read += size;
+        progress.file_done();
+        if self.opts.xattrs {
+            entry.xattrs = xattrs.clone();
+        }
+        let record = FileRecord {
+            size,
+            mtime_ns: obj.modified_ns,
+            ctime_ns: 0,
+            inode: bucket::etag_identity(&obj.etag),
+            chunks: Vec::new(),
+            holes: Vec::new(),
+            due,
+            xattrs,
+        };
+        let read = ReadFile {
+            chunks,
+            data: size,
+            holes: Vec::new(),
+            size,
+            due,
+        };
+        Ok(Some(self.file_entry(
+            entry,
+            read,
+            Some((url.into_bytes(), record)),
+        )))
     }
 
     fn parent_entry(
@@ -509,6 +708,7 @@ impl<'a> Walker<'a> {
                     chunks: Vec::new(),
                     holes: read.holes.clone(),
                     due: read.due,
+                    xattrs: Vec::new(),
                 },
             )
         });
@@ -718,6 +918,24 @@ impl<'a> Walker<'a> {
         self.warnings
             .push(format!("{}: {what}: {e}", path.display()));
     }
+}
+
+/// The directory of the root that holds the bucket sources.
+pub(crate) const BUCKETS_DIR: &str = "s3";
+
+/// An object's ETag (unquoted) and headers as `user.s3.*` attributes,
+/// sorted by name.
+fn object_xattrs(etag: &str, headers: &ObjectHeaders) -> Vec<Xattr> {
+    let mut xattrs: Vec<Xattr> = std::iter::once(("etag", etag.trim_matches('"')))
+        .chain(headers.iter().map(|(n, v)| (n.as_str(), v.as_str())))
+        .map(|(name, value)| Xattr {
+            name: format!("user.s3.{name}").into_bytes(),
+            value: value.as_bytes().to_vec(),
+        })
+        .collect();
+    xattrs.sort_by(|a, b| a.name.cmp(&b.name));
+    xattrs.dedup_by(|a, b| a.name == b.name);
+    xattrs
 }
 
 fn mtime_ns(meta: &Metadata) -> i64 {

@@ -66,7 +66,7 @@ where
 
 /// An error and its causes, joined by ": " (the SDK's own rendering adds a
 /// Debug dump).
-fn cause_chain(e: &dyn std::error::Error) -> String {
+pub(super) fn cause_chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut next = e.source();
     while let Some(cause) = next {
