@@ -558,49 +558,62 @@ impl ReadBackend for S3Backend {
     async fn list(&self, kind: ObjectKind) -> Result<Vec<ObjectInfo>> {
         let prefix = format!("{}{}", self.prefix, kind.prefix());
         let mut out = Vec::new();
-        let mut token: Option<String> = None;
-        loop {
-            let mut retry = Retry::new(self.retry_for);
-            let page = loop {
-                let req = self
-                    .client
-                    .list_objects_v2()
-                    .bucket(&self.bucket)
-                    .prefix(&prefix)
-                    .set_continuation_token(token.clone());
-                match req.send().await {
-                    Ok(page) => break page,
-                    Err(e) => {
-                        let url = format!("s3://{}/{prefix}", self.bucket);
-                        retry
-                            .after(classify(&e), || storage_error("list", url, &e))
-                            .await?;
-                    }
-                }
+        list_objects(&self.client, &self.bucket, &prefix, self.retry_for, |obj| {
+            let Some(full) = obj.key() else { return };
+            let Some(rest) = full.strip_prefix(&prefix) else {
+                return;
             };
-            for obj in page.contents() {
-                let Some(full) = obj.key() else { continue };
-                let Some(rest) = full.strip_prefix(&prefix) else {
-                    continue;
-                };
-                let name = match kind {
-                    ObjectKind::Config if rest != "config" => continue,
-                    ObjectKind::Pack => rest.rsplit('/').next().unwrap_or(rest),
-                    _ if rest.contains('/') => continue,
-                    _ => rest,
-                };
-                out.push(ObjectInfo {
-                    name: name.to_string(),
-                    size: obj.size().and_then(|s| u64::try_from(s).ok()).unwrap_or(0),
-                    modified: obj
-                        .last_modified()
-                        .and_then(|t| std::time::SystemTime::try_from(*t).ok()),
-                });
+            let name = match kind {
+                ObjectKind::Config if rest != "config" => return,
+                ObjectKind::Pack => rest.rsplit('/').next().unwrap_or(rest),
+                _ if rest.contains('/') => return,
+                _ => rest,
+            };
+            out.push(ObjectInfo {
+                name: name.to_string(),
+                size: obj.size().and_then(|s| u64::try_from(s).ok()).unwrap_or(0),
+                modified: obj
+                    .last_modified()
+                    .and_then(|t| std::time::SystemTime::try_from(*t).ok()),
+            });
+        })
+        .await?;
+        Ok(out)
+    }
+}
+
+/// Calls `each` on every object under `prefix` of `bucket`, a page of
+/// ListObjectsV2 (up to 1,000 objects) at a time, each page retried.
+async fn list_objects(
+    client: &Client,
+    bucket: &str,
+    prefix: &str,
+    retry_for: Duration,
+    mut each: impl FnMut(&aws_sdk_s3::types::Object),
+) -> Result<()> {
+    let mut token: Option<String> = None;
+    loop {
+        let mut retry = Retry::new(retry_for);
+        let page = loop {
+            let req = client
+                .list_objects_v2()
+                .bucket(bucket)
+                .prefix(prefix)
+                .set_continuation_token(token.clone());
+            match req.send().await {
+                Ok(page) => break page,
+                Err(e) => {
+                    let url = format!("s3://{bucket}/{prefix}");
+                    retry
+                        .after(classify(&e), || storage_error("list", url, &e))
+                        .await?;
+                }
             }
-            token = page.next_continuation_token().map(String::from);
-            if token.is_none() || page.is_truncated() != Some(true) {
-                return Ok(out);
-            }
+        };
+        page.contents().iter().for_each(&mut each);
+        token = page.next_continuation_token().map(String::from);
+        if token.is_none() || page.is_truncated() != Some(true) {
+            return Ok(());
         }
     }
 }

@@ -11,7 +11,7 @@
 //! condition, up to [`RESUMES`] times.
 
 use super::retry::{cause_chain, classify, storage_error, Retry};
-use super::{client, parse_url, seconds_from_env, S3Access, RETRY_FOR};
+use super::{client, list_objects, parse_url, seconds_from_env, S3Access, RETRY_FOR};
 use crate::error::{Error, Result};
 use aws_sdk_s3::Client;
 use bytes::Bytes;
@@ -96,28 +96,13 @@ impl S3Source {
     /// Every object under the prefix, in key order.
     pub async fn list(&self) -> Result<Vec<SourceObject>> {
         let mut out = Vec::new();
-        let mut token: Option<String> = None;
-        loop {
-            let mut retry = Retry::new(self.retry_for);
-            let page = loop {
-                let req = self
-                    .client
-                    .list_objects_v2()
-                    .bucket(&self.bucket)
-                    .prefix(&self.prefix)
-                    .set_continuation_token(token.clone());
-                match req.send().await {
-                    Ok(page) => break page,
-                    Err(e) => {
-                        let url = self.url_of(&self.prefix);
-                        retry
-                            .after(classify(&e), || storage_error("list", url, &e))
-                            .await?;
-                    }
-                }
-            };
-            for obj in page.contents() {
-                let Some(key) = obj.key() else { continue };
+        list_objects(
+            &self.client,
+            &self.bucket,
+            &self.prefix,
+            self.retry_for,
+            |obj| {
+                let Some(key) = obj.key() else { return };
                 let modified_ns = obj
                     .last_modified()
                     .and_then(|t| {
@@ -132,13 +117,11 @@ impl S3Source {
                     etag: obj.e_tag().unwrap_or("").to_string(),
                     modified_ns,
                 });
-            }
-            token = page.next_continuation_token().map(String::from);
-            if token.is_none() || page.is_truncated() != Some(true) {
-                out.sort_by(|a, b| a.key.cmp(&b.key));
-                return Ok(out);
-            }
-        }
+            },
+        )
+        .await?;
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
     }
 
     /// Starts reading `obj` on `rt` (its headers, then its bytes, a few
