@@ -51,6 +51,9 @@ export AWS_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true
 export RESTIC_PASSWORD=bench RESTIC_CACHE_DIR="$W/restic-cache"
 # coffer's metadata cache: $XDG_CACHE_HOME/coffer/<repo id>/metadata.
 export XDG_CACHE_HOME="$W/coffer-cache"
+# Config pins (known_repositories) of this run only: a bench of another day
+# used the same URLs for repositories with other configs.
+export XDG_CONFIG_HOME="$W/coffer-config"
 
 make_data "$W/data-v1"
 bytes=$(du -sb "$W/data-v1" | cut -f1)

@@ -30,6 +30,9 @@ SNAPSHOTS="${SNAPSHOTS:-2000}"
 unset COFFER_REPO COFFER_KEY COFFER_WRITER_KEY COFFER_STATE_DIR
 export RESTIC_PASSWORD=bench RESTIC_CACHE_DIR="$W/restic-cache"
 export XDG_CACHE_HOME="$W/coffer-cache"
+# Config pins (known_repositories) of this run only: a bench of another day
+# used the same URLs for repositories with other configs.
+export XDG_CONFIG_HOME="$W/coffer-config"
 
 unmount_all
 trap unmount_all EXIT
