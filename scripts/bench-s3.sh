@@ -115,7 +115,7 @@ put_object() {
 bucket_source() {
     local t i=0 f run
     if [ ! -s "$W/src-objects.list" ]; then
-        { find "$W/data-v1" -type f -size -4M | head -999
+        { find "$W/data-v1" -type f -size -4M | awk 'NR <= 999' # (head would SIGPIPE find: pipefail)
           find "$W/data-v1" -type f -printf '%s\t%p\n' | sort -n | tail -1 | cut -f2-
         } >"$W/src-objects.list"
     fi
