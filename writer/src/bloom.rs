@@ -21,6 +21,14 @@ const PROBES: usize = 8;
 /// Bits per id a layer is sized for.
 const BITS_PER_ID: usize = 10;
 
+/// The first 8 bytes of an id as a number, for maps and filters: ids are
+/// uniformly random.
+pub(crate) fn id_head(id: &BlobId) -> u64 {
+    let mut head = [0u8; 8];
+    head.copy_from_slice(&id.0[..8]);
+    u64::from_le_bytes(head)
+}
+
 /// One fixed-size blocked Bloom filter.
 struct Layer {
     blocks: Vec<[u64; BLOCK_WORDS]>,
@@ -36,9 +44,7 @@ impl Layer {
 
     /// The block and the bit positions in it for `id`.
     fn positions(&self, id: &BlobId) -> (usize, [u16; PROBES]) {
-        let mut head = [0u8; 8];
-        head.copy_from_slice(&id.0[..8]);
-        let h = u64::from_le_bytes(head);
+        let h = id_head(id);
         // Multiply-shift maps h onto 0..blocks without a division's bias.
         let block = ((u128::from(h) * self.blocks.len() as u128) >> 64) as usize;
         let mut bits = [0u16; PROBES];

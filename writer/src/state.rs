@@ -21,7 +21,7 @@
 //! table with the connection. One run at a time uses a state directory
 //! ([`StateLock`]).
 
-use crate::bloom::BlobFilter;
+use crate::bloom::{id_head, BlobFilter};
 use coffer_core::format::id::{BlobId, PackId};
 use coffer_core::format::tree::{Hole, Location, Xattr};
 use rusqlite::{params, Connection, OptionalExtension};
@@ -326,14 +326,6 @@ pub struct State {
     merge_rows: usize,
 }
 
-/// The first 8 bytes of an id, for maps and filters: ids are uniformly
-/// random.
-fn head(id: &BlobId) -> u64 {
-    let mut head = [0u8; 8];
-    head.copy_from_slice(&id.0[..8]);
-    u64::from_le_bytes(head)
-}
-
 /// A blob row's columns after its id: pack, offset, length, raw length,
 /// uploaded_at.
 type BlobRow = (Vec<u8>, i64, i64, i64, i64);
@@ -558,7 +550,7 @@ impl State {
     /// Where this host stored blob `id`, and when it comes due (Unix
     /// seconds; a blob past due is not reused, see `horizon`).
     pub fn blob(&mut self, id: &BlobId) -> Result<Option<(Location, i64)>> {
-        if let Some(&seq) = self.recent.get(&head(id)) {
+        if let Some(&seq) = self.recent.get(&id_head(id)) {
             let row = self
                 .conn
                 .prepare_cached(
@@ -635,7 +627,7 @@ impl State {
             })
             .map_err(self.err("recording a blob"))?;
         let seq = self.conn.last_insert_rowid();
-        self.recent.insert(head(&loc.id), seq);
+        self.recent.insert(id_head(&loc.id), seq);
         if self.recent.len() >= self.merge_rows {
             self.merge_recent()?;
         }
