@@ -14,9 +14,12 @@ packages=(
   acl attr libcap2-bin                 # tests set and read ACLs, xattrs and capabilities (setfacl, getcap)
   unzip tar                            # tests unpack what export writes with the standard tools
   python3
+  make perl                            # scripts/package.sh: OpenSSL built from source (openssl-src)
+  binutils                             # scripts/package.sh: objdump reads the glibc the binary needs
 )
 if [[ ${COFFER_DEPS:-} == tests ]]; then
   packages+=(ceph-mon ceph-osd radosgw ceph-common)
+  packages+=(man-db systemd)           # tests/package.sh: man -l each page, systemd-analyze verify
 fi
 
 missing=()

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: installs what is missing, checks
-# formatting and lints, then runs every unit and end-to-end test.
+# formatting and lints, then runs every unit and end-to-end test, then builds
+# the Debian package and tests it (tests/package.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 COFFER_DEPS=tests source scripts/install-deps.sh
@@ -11,3 +12,5 @@ unset COFFER_REPO COFFER_KEY COFFER_WRITER_KEY COFFER_STATE_DIR COFFER_KEY_PASSP
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
 cargo test --workspace --locked -- --test-threads=2
+# The Debian package: built, installed into a throwaway root, checked.
+bash tests/package.sh

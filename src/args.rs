@@ -11,6 +11,15 @@ pub struct Cli {
     /// Print more: a summary after each command, and progress messages.
     #[arg(short, long, global = true)]
     pub verbose: bool,
+    /// Take options from this profile of the config file: each key of
+    /// [profiles.NAME] sets the option of the same name (flags and
+    /// environment variables still win). See `coffer config show`.
+    #[arg(long, global = true, env = "COFFER_PROFILE", value_name = "NAME")]
+    pub profile: Option<String>,
+    /// The config file to read, instead of /etc/coffer/config.toml and then
+    /// $XDG_CONFIG_HOME/coffer/config.toml.
+    #[arg(long, global = true, env = "COFFER_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -55,6 +64,37 @@ pub enum Command {
     /// Show where the metadata and chunk caches of a repository are and how
     /// big, or clear them (needs no key: it reads only `config`, for the id).
     Cache(CacheCommandArgs),
+    /// The config file's profiles.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Print the completion script for SHELL on standard output, e.g.
+    /// `coffer completions bash > /etc/bash_completion.d/coffer`.
+    Completions(CompletionsArgs),
+    /// Write a man page for coffer and each subcommand into DIR (for
+    /// packages: scripts/package.sh).
+    #[command(hide = true)]
+    GenerateMan(GenerateManArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Print the settings of --profile (or of every profile): each value in
+    /// effect and where it came from (file and line, or the environment).
+    Show,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+#[derive(Debug, Args)]
+pub struct GenerateManArgs {
+    /// The directory to write coffer.1, coffer-backup.1, ... into.
+    #[arg(value_name = "DIR")]
+    pub dir: PathBuf,
 }
 
 /// Commands to run when the command ends (see src/hooks.rs).
@@ -235,11 +275,9 @@ pub struct BackupArgs {
     pub source: SourceArgs,
     /// Paths to back up, and S3 bucket prefixes (s3://BUCKET/PREFIX: each
     /// object a file under /s3/BUCKET/, its ETag, content type and user
-    /// metadata kept as user.s3.* attributes).
-    #[arg(
-        value_name = "PATH",
-        required_unless_present_any = ["stdin", "stdin_from_command"]
-    )]
+    /// metadata kept as user.s3.* attributes). Needed unless --stdin,
+    /// --stdin-from-command or the profile's `sources` give what to back up.
+    #[arg(value_name = "PATH")]
     pub paths: Vec<PathBuf>,
     /// The command of --stdin-from-command.
     #[arg(last = true, value_name = "COMMAND", requires = "stdin_from_command")]

@@ -1,13 +1,16 @@
 //! One function per subcommand: validate arguments, call the library,
 //! print. Grouped by what they do: `setup` (key generate, init), `backup`,
 //! `inspect` (snapshots, status, check, diff, cache), `restore` (restore, cat,
-//! export), `mount`, `forget` (forget, prune), `copy`; here, what they share.
+//! export), `mount`, `forget` (forget, prune), `copy`, `packaging`
+//! (completions, man pages), `profiles` (config show); here, what they share.
 
 mod backup;
 mod copy;
 mod forget;
 mod inspect;
 mod mount;
+mod packaging;
+mod profiles;
 mod restore;
 mod setup;
 
@@ -16,6 +19,8 @@ pub use copy::copy;
 pub use forget::{forget, prune};
 pub use inspect::{cache, check, diff, snapshots, status};
 pub use mount::mount;
+pub use packaging::{completions, generate_man};
+pub use profiles::config_show;
 pub use restore::{cat, export, restore};
 pub use setup::{init, key_generate};
 

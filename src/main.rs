@@ -3,7 +3,8 @@
 //! was written); 2 bad usage or configuration; 3 snapshot written but some
 //! source files could not be read (they are listed).
 //!
-//! `args` (clap definitions), `commands` (one function per subcommand,
+//! `args` (clap definitions), `config` (profiles in TOML files, applied as
+//! the defaults of the options), `commands` (one function per subcommand,
 //! grouped by what they do), `progress` (bars and JSON lines), `metrics`
 //! (the node-exporter file), `command_output` (`--stdin-from-command`), `hooks`
 //! (`--on-success`/`--on-failure`, run once the exit code is known).
@@ -11,23 +12,30 @@
 mod args;
 mod command_output;
 mod commands;
+mod config;
 mod hooks;
 mod metrics;
 mod progress;
 
-use args::{Cli, Command, KeyCommand};
-use clap::Parser;
+use args::{Cli, Command, ConfigCommand, KeyCommand};
 use commands::Outcome;
 use hooks::RunFacts;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let parsed = match config::parse_command_line(std::env::args_os().collect()) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("coffer: error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let cli = &parsed.cli;
     init_logging(cli.verbose);
     quiet_caught_parser_panics();
     let started = std::time::Instant::now();
     let mut facts = RunFacts::default();
-    let (code, error) = match run(&cli, &mut facts) {
+    let (code, error) = match run(&parsed, &mut facts) {
         Ok(Outcome::Success) => (0, None),
         Ok(Outcome::Partial(why)) => (3, Some(why)),
         Ok(Outcome::Reported(why)) => (1, Some(why)),
@@ -51,9 +59,16 @@ fn main() -> ExitCode {
     ExitCode::from(code)
 }
 
-fn run(cli: &Cli, facts: &mut RunFacts) -> anyhow::Result<Outcome> {
-    if let Command::Key(KeyCommand::Generate(a)) = &cli.command {
-        return commands::key_generate(a);
+fn run(parsed: &config::Parsed, facts: &mut RunFacts) -> anyhow::Result<Outcome> {
+    let cli: &Cli = &parsed.cli;
+    match &cli.command {
+        Command::Key(KeyCommand::Generate(a)) => return commands::key_generate(a),
+        Command::Completions(a) => return commands::completions(a),
+        Command::GenerateMan(a) => return commands::generate_man(a),
+        Command::Config(ConfigCommand::Show) => {
+            return commands::config_show(parsed.config.as_ref(), cli.profile.as_deref());
+        }
+        _ => {}
     }
     if let Command::Mount(_) = &cli.command {
         limit_malloc_arenas();
@@ -63,7 +78,12 @@ fn run(cli: &Cli, facts: &mut RunFacts) -> anyhow::Result<Outcome> {
         .thread_name("coffer-io")
         .build()?;
     match &cli.command {
-        Command::Key(KeyCommand::Generate(a)) => commands::key_generate(a),
+        Command::Key(_)
+        | Command::Completions(_)
+        | Command::GenerateMan(_)
+        | Command::Config(_) => {
+            unreachable!("handled before the runtime starts")
+        }
         Command::Init(a) => commands::init(&rt, a),
         Command::Backup(a) => commands::backup(&rt, a, cli.verbose, facts),
         Command::Snapshots(a) => commands::snapshots(&rt, a),
@@ -129,7 +149,9 @@ fn init_logging(verbose: bool) {
 fn exit_code_of(e: &anyhow::Error) -> u8 {
     e.chain()
         .filter_map(|cause| {
-            if let Some(e) = cause.downcast_ref::<coffer_core::Error>() {
+            if cause.downcast_ref::<config::ConfigError>().is_some() {
+                Some(2)
+            } else if let Some(e) = cause.downcast_ref::<coffer_core::Error>() {
                 Some(e.exit_code())
             } else if let Some(e) = cause.downcast_ref::<coffer_writer::BackupError>() {
                 Some(e.exit_code())

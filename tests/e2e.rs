@@ -8,6 +8,9 @@ mod util;
 // status) is a module of this binary, not a binary of its own.
 #[path = "e2e/cli.rs"]
 mod cli;
+// Config profiles, completions and man pages.
+#[path = "e2e/config.rs"]
+mod config;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
