@@ -243,7 +243,11 @@ fn parse(
         #[serde(default)]
         profiles: BTreeMap<String, SpannedTable>,
     }
-    let line_of = |offset: usize| 1 + text[..offset.min(text.len())].matches('\n').count();
+    // Bytes, not `str` slicing: no offset can panic here.
+    let line_of = |offset: usize| {
+        let before = &text.as_bytes()[..offset.min(text.len())];
+        1 + before.iter().filter(|&&b| b == b'\n').count()
+    };
     let file: File = toml::from_str(text).map_err(|e| ConfigError::Syntax {
         path: path.to_path_buf(),
         line: e.span().map_or(1, |s| line_of(s.start)),
@@ -525,7 +529,7 @@ mod tests {
     #[test]
     fn values_are_read_with_their_lines() -> Result<(), ConfigError> {
         let p = profile(
-            "# comment\n[profiles.p]\nrepo = \"/r\"\nuploads = 8\none-file-system = true\nexclude = [\"*.tmp\", \"cache\"]\n",
+            "# Sauvegardes é, ü\n[profiles.p]\nrepo = \"/r\"\nuploads = 8\none-file-system = true\nexclude = [\"*.tmp\", \"cache\"]\n",
         )?;
         p.check(&cli())?;
         let repo = &p.settings["repo"];
