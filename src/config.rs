@@ -20,6 +20,7 @@
 //! command line.
 
 use clap::{Arg, ArgAction, Command};
+use coffer_core::repository::known::user_config_dir;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use toml::Spanned;
@@ -156,29 +157,29 @@ pub struct Profile {
 /// The profiles of the config files read, merged.
 #[derive(Debug, Default)]
 pub struct Config {
-    /// The files read, in order (only those that exist, unless explicit).
+    /// The files looked for, in order.
+    pub searched: Vec<PathBuf>,
+    /// Those read (all of them must exist when one was given explicitly).
     pub files: Vec<PathBuf>,
     pub profiles: BTreeMap<String, Profile>,
 }
 
 impl Config {
-    /// The files to read: `explicit` alone (it must exist), else the system
-    /// file and the user's, those that exist.
-    pub fn locate(explicit: Option<&Path>) -> Vec<(PathBuf, bool)> {
-        if let Some(file) = explicit {
-            return vec![(file.to_path_buf(), true)];
-        }
-        let mut files = vec![(PathBuf::from(SYSTEM_FILE), false)];
-        if let Some(dir) = user_config_dir() {
-            files.push((dir.join("coffer/config.toml"), false));
-        }
-        files
-    }
-
-    /// Reads and merges `files`; a file marked required must exist.
-    pub fn load(files: &[(PathBuf, bool)]) -> Result<Config, ConfigError> {
-        let mut config = Config::default();
-        for (path, required) in files {
+    /// Reads and merges the config files: `explicit` alone (it must exist),
+    /// else the system file and the user's, those that exist.
+    pub fn read(explicit: Option<&Path>) -> Result<Config, ConfigError> {
+        let required = explicit.is_some();
+        let searched = match explicit {
+            Some(file) => vec![file.to_path_buf()],
+            None => std::iter::once(PathBuf::from(SYSTEM_FILE))
+                .chain(user_config_dir().map(|d| d.join("coffer/config.toml")))
+                .collect(),
+        };
+        let mut config = Config {
+            searched,
+            ..Config::default()
+        };
+        for path in &config.searched {
             let text = match std::fs::read_to_string(path) {
                 Ok(t) => t,
                 Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => continue,
@@ -200,32 +201,19 @@ impl Config {
     }
 
     /// The profile called `name`.
-    pub fn profile(
-        &self,
-        name: &str,
-        searched: &[(PathBuf, bool)],
-    ) -> Result<&Profile, ConfigError> {
+    pub fn profile(&self, name: &str) -> Result<&Profile, ConfigError> {
         self.profiles
             .get(name)
             .ok_or_else(|| ConfigError::NoProfile {
                 name: name.to_owned(),
-                searched: searched
+                searched: self
+                    .searched
                     .iter()
-                    .map(|(p, _)| p.display().to_string())
+                    .map(|p| p.display().to_string())
                     .collect::<Vec<_>>()
                     .join(" or "),
                 known: self.profiles.keys().cloned().collect(),
             })
-    }
-}
-
-/// `$XDG_CONFIG_HOME`, else `~/.config`.
-fn user_config_dir() -> Option<PathBuf> {
-    let var = |name| std::env::var_os(name).filter(|v| !v.is_empty());
-    match (var("XDG_CONFIG_HOME"), var("HOME")) {
-        (Some(d), _) => Some(PathBuf::from(d)),
-        (None, Some(home)) => Some(PathBuf::from(home).join(".config")),
-        (None, None) => None,
     }
 }
 
@@ -299,7 +287,7 @@ fn convert(value: toml::Value) -> Result<Value, &'static str> {
 }
 
 /// Every subcommand, nested ones too.
-fn subcommands(cmd: &Command) -> Vec<&Command> {
+pub fn subcommands(cmd: &Command) -> Vec<&Command> {
     let mut out = Vec::new();
     for sub in cmd.get_subcommands() {
         out.push(sub);
@@ -309,7 +297,7 @@ fn subcommands(cmd: &Command) -> Vec<&Command> {
 }
 
 /// The profile key of an argument, if a profile may set it.
-fn key_of(arg: &Arg) -> Option<String> {
+pub fn key_of(arg: &Arg) -> Option<String> {
     if arg.is_positional() {
         return (arg.get_id() == "paths").then(|| SOURCES_KEY.to_owned());
     }
@@ -457,7 +445,7 @@ fn clap_message(e: &clap::Error) -> String {
 pub struct Parsed {
     pub cli: crate::args::Cli,
     /// The config read, if `--profile` or `--config` asked for one.
-    pub config: Option<(Config, Vec<(PathBuf, bool)>)>,
+    pub config: Option<Config>,
 }
 
 /// Parses `argv`: a first pass finds `--profile` and `--config` (or
@@ -479,14 +467,13 @@ pub fn parse_command_line(argv: Vec<std::ffi::OsString>) -> Result<Parsed, Confi
     let mut cmd = crate::args::Cli::command();
     let mut config = None;
     if explicit.is_some() || name.is_some() {
-        let files = Config::locate(explicit.as_deref());
-        let loaded = Config::load(&files)?;
+        let loaded = Config::read(explicit.as_deref())?;
         if let Some(name) = &name {
-            let profile = loaded.profile(name, &files)?;
+            let profile = loaded.profile(name)?;
             profile.check(&cmd)?;
             cmd = profile.apply(cmd);
         }
-        config = Some((loaded, files));
+        config = Some(loaded);
     }
     let matches = cmd.try_get_matches_from(argv).unwrap_or_else(|e| e.exit());
     let mut cli = crate::args::Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());

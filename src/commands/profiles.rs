@@ -2,11 +2,10 @@
 
 use super::Outcome;
 use crate::args::Cli;
-use crate::config::{toml_string, Config, Profile};
+use crate::config::{key_of, subcommands, toml_string, Config, Profile};
 use anyhow::Result;
 use clap::CommandFactory;
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 
 /// Prints `profile` (or every profile) of the config: each key with the value
 /// in effect, as TOML, and a comment saying where it came from. An
@@ -14,23 +13,20 @@ use std::path::PathBuf;
 /// does not) is shown with its value: they hold paths and names, never
 /// secrets (those are read from files, or from variables no option names).
 /// `config`: the files already read for `--profile`/`--config`, if any.
-pub fn config_show(
-    config: Option<&(Config, Vec<(PathBuf, bool)>)>,
-    profile: Option<&str>,
-) -> Result<Outcome> {
+pub fn config_show(config: Option<&Config>, profile: Option<&str>) -> Result<Outcome> {
     let read;
-    let (config, searched) = match config {
-        Some((config, files)) => (config, files.as_slice()),
+    let config = match config {
+        Some(config) => config,
         None => {
-            let files = Config::locate(None);
-            read = (Config::load(&files)?, files);
-            (&read.0, read.1.as_slice())
+            read = Config::read(None)?;
+            &read
         }
     };
     if config.files.is_empty() {
-        let names: Vec<String> = searched
+        let names: Vec<String> = config
+            .searched
             .iter()
-            .map(|(p, _)| p.display().to_string())
+            .map(|p| p.display().to_string())
             .collect();
         println!("# no config file ({} not found)", names.join(", "));
     } else {
@@ -42,7 +38,7 @@ pub fn config_show(
         println!("# read from {}", names.join(", then "));
     }
     let profiles: Vec<&Profile> = match profile {
-        Some(name) => vec![config.profile(name, searched)?],
+        Some(name) => vec![config.profile(name)?],
         None => config.profiles.values().collect(),
     };
     for p in &profiles {
@@ -80,25 +76,22 @@ pub fn config_show(
     Ok(Outcome::Success)
 }
 
-/// Options set by environment variables now: key → (variable, value).
+/// Options a profile may set that environment variables set now:
+/// key → (variable, value).
 fn environment_settings() -> BTreeMap<String, (String, String)> {
     let mut cli = Cli::command();
     cli.build();
     let mut out = BTreeMap::new();
-    let mut stack = vec![&cli];
-    while let Some(cmd) = stack.pop() {
-        stack.extend(cmd.get_subcommands());
-        for arg in cmd.get_arguments() {
-            let (Some(long), Some(var)) = (arg.get_long(), arg.get_env()) else {
-                continue;
-            };
-            if matches!(long, "profile" | "config") {
-                continue;
-            }
-            if let Some(value) = std::env::var_os(var).filter(|v| !v.is_empty()) {
-                let var = var.to_string_lossy().into_owned();
-                out.insert(long.to_owned(), (var, value.to_string_lossy().into_owned()));
-            }
+    for arg in subcommands(&cli)
+        .into_iter()
+        .flat_map(|c| c.get_arguments())
+    {
+        let (Some(key), Some(var)) = (key_of(arg), arg.get_env()) else {
+            continue;
+        };
+        if let Some(value) = std::env::var_os(var).filter(|v| !v.is_empty()) {
+            let var = var.to_string_lossy().into_owned();
+            out.insert(key, (var, value.to_string_lossy().into_owned()));
         }
     }
     out

@@ -51,15 +51,9 @@ impl KnownRepositories {
         if let Some(file) = var("COFFER_KNOWN_REPOSITORIES") {
             return Some(Self::new(file));
         }
-        let dir = match (var("XDG_CONFIG_HOME"), var("HOME")) {
-            (Some(d), _) => PathBuf::from(d),
-            (None, Some(home)) => PathBuf::from(home).join(".config"),
-            (None, None) => {
-                tracing::warn!(
-                    "neither COFFER_KNOWN_REPOSITORIES nor HOME is set: config not pinned"
-                );
-                return None;
-            }
+        let Some(dir) = user_config_dir() else {
+            tracing::warn!("neither COFFER_KNOWN_REPOSITORIES nor HOME is set: config not pinned");
+            return None;
         };
         Some(Self::new(dir.join("coffer/known_repositories")))
     }
@@ -196,6 +190,18 @@ fn parse_line(line: &str) -> Line<'_> {
     match line.split_once(' ') {
         Some((hex, at)) => Line::Pin(hex, at),
         None => Line::Malformed,
+    }
+}
+
+/// The user's configuration directory: `$XDG_CONFIG_HOME`, else
+/// `~/.config`; `None` without either variable. Holds `coffer/` (the config
+/// pins here, the CLI's `config.toml`).
+pub fn user_config_dir() -> Option<PathBuf> {
+    let var = |name| std::env::var_os(name).filter(|v| !v.is_empty());
+    match (var("XDG_CONFIG_HOME"), var("HOME")) {
+        (Some(d), _) => Some(PathBuf::from(d)),
+        (None, Some(home)) => Some(PathBuf::from(home).join(".config")),
+        (None, None) => None,
     }
 }
 
