@@ -123,6 +123,12 @@ pub fn toml_string(s: &str) -> String {
     toml::Value::String(s.to_owned()).to_string()
 }
 
+/// The paths, displayed, joined by `separator`.
+pub fn join_paths(paths: &[PathBuf], separator: &str) -> String {
+    let names: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+    names.join(separator)
+}
+
 /// One key of a profile and where it was written.
 #[derive(Debug, Clone)]
 pub struct Setting {
@@ -206,12 +212,7 @@ impl Config {
             .get(name)
             .ok_or_else(|| ConfigError::NoProfile {
                 name: name.to_owned(),
-                searched: self
-                    .searched
-                    .iter()
-                    .map(|p| p.display().to_string())
-                    .collect::<Vec<_>>()
-                    .join(" or "),
+                searched: join_paths(&self.searched, " or "),
                 known: self.profiles.keys().cloned().collect(),
             })
     }

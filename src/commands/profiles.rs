@@ -2,7 +2,7 @@
 
 use super::Outcome;
 use crate::args::Cli;
-use crate::config::{key_of, subcommands, toml_string, Config, Profile};
+use crate::config::{join_paths, key_of, subcommands, toml_string, Config, Profile};
 use anyhow::Result;
 use clap::CommandFactory;
 use std::collections::BTreeMap;
@@ -23,19 +23,12 @@ pub fn config_show(config: Option<&Config>, profile: Option<&str>) -> Result<Out
         }
     };
     if config.files.is_empty() {
-        let names: Vec<String> = config
-            .searched
-            .iter()
-            .map(|p| p.display().to_string())
-            .collect();
-        println!("# no config file ({} not found)", names.join(", "));
+        println!(
+            "# no config file ({} not found)",
+            join_paths(&config.searched, ", ")
+        );
     } else {
-        let names: Vec<String> = config
-            .files
-            .iter()
-            .map(|p| p.display().to_string())
-            .collect();
-        println!("# read from {}", names.join(", then "));
+        println!("# read from {}", join_paths(&config.files, ", then "));
     }
     let profiles: Vec<&Profile> = match profile {
         Some(name) => vec![config.profile(name)?],
