@@ -25,23 +25,72 @@ import stat
 import subprocess
 import sys
 import tempfile
+import threading
+
+# What coffer's readers take, and so what this script takes (docs/format.md
+# "Limits"): anything larger is damage (or planted by someone with write
+# access alone) and is refused before it is read whole.
+CONFIG_MAX = 4 << 20
+SNAPSHOT_MAX = 16 << 20
+MAX_BLOB_LEN = 1 << 30
 
 
 class Damaged(Exception):
     """Something in the repository is not what the format says."""
 
 
-def run(cmd, data):
-    """Runs cmd with data on stdin; its stdout, or Damaged with its stderr."""
-    proc = subprocess.run(cmd, input=data, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    if proc.returncode != 0:
-        raise Damaged("%s failed: %s" % (cmd[0], proc.stderr.decode(errors="replace").strip()))
-    return proc.stdout
+def run_capped(cmd, data, limit):
+    """Runs cmd with data on stdin: (exit code, stdout, stderr lines). Stdout past
+    limit bytes is Damaged and the command is stopped: a message that inflates (gpg
+    decompresses what coffer never compresses) never fills this process's memory."""
+    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    err = []
+
+    def feed():
+        try:
+            proc.stdin.write(data)
+            proc.stdin.close()
+        except OSError:
+            pass  # it stopped reading (killed, or failed): its exit code says
+
+    def drain():
+        err.append(proc.stderr.read())
+
+    threads = [threading.Thread(target=feed), threading.Thread(target=drain)]
+    for t in threads:
+        t.start()
+    out = bytearray()
+    while len(out) <= limit:
+        part = proc.stdout.read(1 << 20)
+        if not part:
+            break
+        out += part
+    if len(out) > limit:
+        proc.kill()
+    proc.stdout.close()
+    code = proc.wait()
+    for t in threads:
+        t.join()
+    if len(out) > limit:
+        raise Damaged("%s: its output passes %d bytes, more than this object may hold "
+                      "(an OpenPGP message that inflates: coffer never compresses inside "
+                      "OpenPGP)" % (cmd[0], limit))
+    return code, bytes(out), b"".join(err).decode(errors="replace").splitlines()
+
+
+def run(cmd, data, limit):
+    """Runs cmd with data on stdin; its stdout (at most limit bytes), or Damaged."""
+    code, out, err = run_capped(cmd, data, limit)
+    if code != 0:
+        raise Damaged("%s failed: %s" % (cmd[0], " ".join(err).strip()))
+    return out
 
 
 def gpg_decrypt(message):
-    """Decrypts one OpenPGP message with the keyring's secret key."""
-    return run(["gpg", "--batch", "--quiet", "--decrypt"], message)
+    """Decrypts one OpenPGP message with the keyring's secret key. coffer never
+    compresses inside OpenPGP, so the plaintext is shorter than the message."""
+    return run(["gpg", "--batch", "--quiet", "--decrypt"], message, len(message))
 
 
 class Writers:
@@ -54,8 +103,8 @@ class Writers:
             return
         gpg = ["gpg", "--batch", "--quiet", "--trust-model", "always", "--no-default-keyring",
                "--keyring", self.keyring]
-        run(gpg + ["--import"], "".join(certs).encode())
-        listing = run(gpg + ["--with-colons", "--list-keys"], b"").decode()
+        run(gpg + ["--import"], "".join(certs).encode(), CONFIG_MAX)
+        listing = run(gpg + ["--with-colons", "--list-keys"], b"", CONFIG_MAX).decode()
         primary = False
         for line in listing.splitlines():
             fields = line.split(":")
@@ -68,27 +117,32 @@ class Writers:
         """Decrypts a snapshot; Forged unless a listed writer signed it. A repository
         whose config lists no writer predates signed snapshots: nothing to check."""
         if not self.fingerprints:
-            return gpg_decrypt(message)
+            try:
+                return gpg_decrypt(message)
+            except Damaged as e:
+                raise Damaged("%s: %s" % (name, e))
         cmd = ["gpg", "--batch", "--quiet", "--no-auto-key-retrieve", "--trust-model", "always",
                "--keyring", self.keyring, "--status-fd", "2", "--decrypt"]
-        proc = subprocess.run(cmd, input=message, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        lines = proc.stderr.decode(errors="replace").splitlines()
-        if proc.returncode != 0:
+        try:
+            code, plain, lines = run_capped(cmd, message, len(message))
+        except Damaged as e:
+            raise Damaged("%s: %s" % (name, e))
+        if code != 0:
             said = [l for l in lines if not l.startswith("[GNUPG:]")]
             raise Damaged("%s: gpg failed: %s" % (name, " ".join(said).strip()))
         # [GNUPG:] VALIDSIG <fpr> ... <primary key fpr>: a good signature, and by whom.
         signers = {l.split()[-1].upper() for l in lines if l.startswith("[GNUPG:] VALIDSIG ")}
         if not signers & self.fingerprints:
             raise Forged("%s: not signed by a writer that config lists" % name)
-        return proc.stdout
+        return plain
 
 
 class Forged(Exception):
     """An object that only a writer can make, made by someone else."""
 
 
-def unzstd(frame):
-    return run(["zstd", "-d", "-q", "-c"], frame)
+def unzstd(frame, raw_length):
+    return run(["zstd", "-d", "-q", "-c"], frame, raw_length)
 
 
 class Repo:
@@ -97,6 +151,8 @@ class Repo:
         config = os.path.join(root, "config")
         if not os.path.isfile(config):
             sys.exit("%s: no config here; this is not a coffer repository" % root)
+        if os.path.getsize(config) > CONFIG_MAX:
+            sys.exit("%s: config is over %d bytes: not a coffer config" % (root, CONFIG_MAX))
         with open(config, "rb") as f:
             self.writers = Writers(json.load(f).get("writers", []), scratch)
 
@@ -106,8 +162,13 @@ class Repo:
         out = []
         folder = os.path.join(self.root, "snapshots")
         for name in sorted(os.listdir(folder)):
-            with open(os.path.join(folder, name), "rb") as f:
-                data = f.read()
+            path = os.path.join(folder, name)
+            if os.path.getsize(path) > SNAPSHOT_MAX:
+                print("recover.py: snapshots/%s: over %d bytes, not a snapshot; left out"
+                      % (name, SNAPSHOT_MAX), file=sys.stderr)
+                continue
+            with open(path, "rb") as f:
+                data = f.read(SNAPSHOT_MAX)
             # <host tag>.<SHA-256 of the bytes>, or the bare SHA-256.
             sid = name.split(".")[-1]
             try:
@@ -123,19 +184,30 @@ class Repo:
     def blob(self, loc):
         """The plaintext of the blob at a location (a chunk or a tree's JSON)."""
         pack = loc["pack"]
+        if not plausible(loc):
+            raise Damaged("blob %s: a reference out of range" % loc.get("id"))
         path = os.path.join(self.root, "data", pack[:2], pack)
         with open(path, "rb") as f:
             f.seek(loc["offset"])
             stored = f.read(loc["length"])
         if len(stored) != loc["length"]:
             raise Damaged("data/%s/%s: truncated (blob at %d)" % (pack[:2], pack, loc["offset"]))
-        plain = unzstd(gpg_decrypt(stored))
+        plain = unzstd(gpg_decrypt(stored), loc["raw_length"])
         if len(plain) != loc["raw_length"]:
             raise Damaged("blob %s: %d bytes, expected %d" % (loc["id"], len(plain), loc["raw_length"]))
         return plain
 
     def tree(self, loc):
         return json.loads(self.blob(loc))["entries"]
+
+
+def plausible(loc):
+    """Whether a reference is one coffer's readers take (as Location::is_plausible)."""
+    pack = loc.get("pack", "")
+    return (len(pack) == 64 and all(c in "0123456789abcdef" for c in pack)
+            and 0 <= loc.get("raw_length", -1) <= MAX_BLOB_LEN
+            and 0 <= loc.get("length", -1) <= 2 * MAX_BLOB_LEN
+            and loc.get("offset", -1) >= 0)
 
 
 def raw(text):
@@ -187,9 +259,15 @@ class Restorer:
             # Entries with the same device and inode are one file.
             key = (link["dev"], link["ino"])
             if key in self.links:
-                os.link(self.links[key], path)
+                first, first_kind = self.links[key]
+                if first_kind != kind:
+                    # One file has one kind: a group mixing them could make a
+                    # link to, or a copy of, something else.
+                    raise Damaged("%r: a hard link of %r, but a %s where that is a %s"
+                                  % (path, first, kind, first_kind))
+                os.link(first, path, follow_symlinks=False)
                 return
-            self.links[key] = path
+            self.links[key] = (path, kind)
         if kind == "file":
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
             with os.fdopen(fd, "wb") as f:
@@ -235,7 +313,11 @@ class Restorer:
                 print("%s: cannot set extended attribute %s: %s"
                       % (os.fsdecode(path), os.fsdecode(name), err.strerror), file=sys.stderr)
         if not link:
-            os.chmod(path, e["mode"])
+            mode = e["mode"] & 0o7777
+            if not self.as_root:
+                # Set-uid/set-gid only with the owner (as GNU tar and coffer do).
+                mode &= ~0o4000 if e["kind"] == "dir" else ~0o6000
+            os.chmod(path, mode)
         mtime = e["mtime_ns"]
         os.utime(path, ns=(mtime, mtime), follow_symlinks=False)
 

@@ -379,6 +379,11 @@ pub struct CopyArgs {
     /// an S3 source keep their class.
     #[arg(long, value_name = "CLASS")]
     pub storage_class: Option<String>,
+    /// To a store that does not support conditional writes (it answers
+    /// If-None-Match with 501): copy with plain PUTs anyway. Without it such
+    /// a copy stops, since a plain PUT replaces an object already there.
+    #[arg(long)]
+    pub allow_unconditional_puts: bool,
     /// Print progress and the summary as JSON lines on standard output.
     #[arg(long)]
     pub json: bool,

@@ -65,6 +65,20 @@ impl Ending<'_> {
     }
 }
 
+/// Variables of coffer's environment a hook does not get: credentials and
+/// the key's passphrase. A hook is a notification (a ping, a mail), and
+/// whatever it runs need not hold what can read or write the repository.
+/// (The COFFER_* outcome variables are set; the rest of the environment is
+/// passed as it is.)
+pub const WITHHELD: [&str; 6] = [
+    "COFFER_KEY_PASSPHRASE",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_SECURITY_TOKEN",
+    "AWS_CONTAINER_AUTHORIZATION_TOKEN",
+];
+
 /// Runs the hooks `ending` calls for; reports each that fails on stderr.
 /// Returns how many failed.
 pub fn run(hooks: &HookArgs, ending: &Ending) -> usize {
@@ -81,12 +95,7 @@ pub fn run(hooks: &HookArgs, ending: &Ending) -> usize {
         } else {
             format!("{flag} hook {} of {}", i + 1, commands.len())
         };
-        let status = Command::new("/bin/sh")
-            .arg("-c")
-            .arg(command)
-            .envs(env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
-            .status();
+        let status = hook_command(command, &env).status();
         let problem = match status {
             Ok(s) if s.success() => continue,
             Ok(s) => match s.code() {
@@ -102,6 +111,20 @@ pub fn run(hooks: &HookArgs, ending: &Ending) -> usize {
         );
     }
     failed
+}
+
+/// `/bin/sh -c command`, stdin from /dev/null, with coffer's environment
+/// less [`WITHHELD`], plus `env`.
+fn hook_command(command: &str, env: &[(&str, String)]) -> Command {
+    let mut hook = Command::new("/bin/sh");
+    for secret in WITHHELD {
+        hook.env_remove(secret);
+    }
+    hook.arg("-c")
+        .arg(command)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null());
+    hook
 }
 
 #[cfg(test)]
@@ -150,6 +173,20 @@ mod tests {
             error: None,
             ..ending
         };
+        // Credentials and the passphrase are withheld from hooks (removed
+        // from what the shell inherits), the outcome is not.
+        let hook = hook_command("true", &ending.environment());
+        let envs: Vec<_> = hook.get_envs().collect();
+        for secret in WITHHELD {
+            assert!(
+                envs.contains(&(std::ffi::OsStr::new(secret), None)),
+                "{secret}"
+            );
+        }
+        assert!(envs
+            .iter()
+            .any(|(k, v)| *k == "COFFER_COMMAND" && v.is_some()));
+
         let h = hooks(&[append.as_str()], &["echo never >> /dev/full"]);
         std::fs::remove_file(&out).unwrap();
         assert_eq!(run(&h, &ok), 0);

@@ -8,6 +8,7 @@
 
 use coffer_core::format::snapshot::SnapshotStats;
 use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -31,7 +32,17 @@ pub fn write(path: &Path, run: &Run) -> std::io::Result<()> {
     tmp.push(format!(".tmp.{}", std::process::id()));
     let tmp = std::path::PathBuf::from(tmp);
     let written = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
+        // Created here, never an existing file or a symlink planted at
+        // the name (the metrics directory may be shared with a collector).
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&tmp)?;
+        // Readable by a collector whatever the umask (the unit's is 0077):
+        // counts and times, nothing secret.
+        f.set_permissions(std::fs::Permissions::from_mode(0o644))?;
         f.write_all(text.as_bytes())?;
         f.sync_all()?;
         std::fs::rename(&tmp, path)

@@ -8,6 +8,7 @@
 
 mod util;
 
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 use util::mount::Mounted;
 use util::proxy::Proxy;
@@ -348,4 +349,53 @@ fn a_copy_keeps_each_objects_retention_and_puts_the_storage_class_on_packs() {
         assert_eq!(mode, "COMPLIANCE", "{key}");
         assert!(until > now + 5 * 86_400 - 600, "{key}: {until}");
     }
+}
+
+/// To a store without conditional writes (it answers `If-None-Match` with
+/// 501), a plain PUT would replace what is there: the copy stops at once,
+/// having replaced nothing, and says which flag copies anyway.
+#[test]
+fn a_copy_never_overwrites_on_a_store_without_conditional_writes_unless_told() {
+    let s3 = server();
+    let proxy = Proxy::start(&s3.endpoint, 0);
+    proxy.reject_conditional.store(true, Ordering::Relaxed);
+    let mut env = Env::new();
+    with_profiles(&mut env, s3, &proxy.endpoint);
+    let src = env.path("src");
+    write(&src.join("a.txt"), b"alpha\n");
+    env.backup(&[&src], &[]);
+    put_only_bucket(s3, "copy-plain");
+    let to = "s3://copy-plain/r";
+    let out = env.run(&[
+        "copy",
+        "--from",
+        "repo",
+        "--to",
+        to,
+        "--to-profile",
+        "putonly",
+    ]);
+    let said = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{said}");
+    assert!(said.contains("--allow-unconditional-puts"), "{said}");
+    // Only conditional PUTs were sent (each answered 501), no plain one.
+    let puts = proxy.puts("/copy-plain/");
+    assert!(!puts.is_empty());
+    for h in &puts {
+        assert!(util::proxy::header(h, "if-none-match").is_some(), "{h}");
+    }
+    let report = copy(
+        &env,
+        &[
+            "--from",
+            "repo",
+            "--to",
+            to,
+            "--to-profile",
+            "putonly",
+            "--allow-unconditional-puts",
+        ],
+    );
+    let (objects, _) = local_objects(&env);
+    assert_eq!(report["copied"]["count"], objects, "{report}");
 }

@@ -48,7 +48,17 @@ fn snapshots_stored_without_the_writer_key_are_rejected_everywhere() {
 
     // 1: encrypted to the recipient, unsigned: anyone can make it.
     let cert = env.path("admin.cert").display().to_string();
-    let encrypt = ["--trust-model", "always", "--recipient-file", &cert];
+    // Without compression (gpg compresses by default): a compressed message
+    // is refused before its signature is looked at (tests/hostile.rs), and
+    // this test is about the signature.
+    let encrypt = [
+        "--trust-model",
+        "always",
+        "--compress-algo",
+        "none",
+        "--recipient-file",
+        &cert,
+    ];
     let unsigned = gpg(&gnupg, &[&encrypt[..], &["--encrypt"]].concat(), &forged);
     assert!(unsigned.status.success(), "{}", text(&unsigned));
     let unsigned_name = store_snapshot(&env, &tag, &unsigned.stdout);

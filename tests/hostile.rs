@@ -486,3 +486,401 @@ fn a_directory_pointing_back_at_its_parent_is_damage_not_a_loop() {
     let (code, log) = m.unmount();
     assert_eq!(code, Some(0), "{log}");
 }
+
+// ---------------------------------------------------------------------------
+// The store's half: objects a stolen put-only credential (or a compromised
+// writer host) can store beside the real ones. Every admin command must
+// finish, in bounded memory and time, name what it left out, and still
+// restore every good snapshot byte for byte.
+
+/// Peak memory any admin command may reach with planted objects present.
+const PEAK_MIB: u64 = 256;
+
+/// An OpenPGP message to `admin.cert` whose Compressed Data packet
+/// inflates to `inflated` zero bytes (`gpg -e -z 9 --compress-algo zlib`,
+/// as the attack was first tried): about 1/1000 of that stored.
+fn compressed_bomb(env: &Env, inflated: usize) -> Vec<u8> {
+    use std::io::Write;
+    let home = env.path("bomb-gnupg");
+    if !home.exists() {
+        std::fs::create_dir(&home).unwrap();
+        std::fs::set_permissions(&home, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .unwrap();
+    }
+    let mut child = std::process::Command::new("gpg")
+        .env("GNUPGHOME", &home)
+        .args(["--batch", "--quiet", "--trust-model", "always"])
+        .args(["--compress-algo", "zlib", "-z", "9", "--encrypt"])
+        .arg("--recipient-file")
+        .arg(env.path("admin.cert"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .expect("run gpg");
+    let mut input = child.stdin.take().unwrap();
+    let feeder = std::thread::spawn(move || {
+        let zeros = vec![0u8; 1 << 20];
+        for _ in 0..inflated / zeros.len() {
+            input.write_all(&zeros).unwrap();
+        }
+    });
+    let out = child.wait_with_output().unwrap();
+    feeder.join().unwrap();
+    assert!(out.status.success(), "gpg could not make the bomb");
+    assert!(out.stdout.len() < inflated / 100, "{}", out.stdout.len());
+    out.stdout
+}
+
+/// Runs an admin's `cmd` with `planted` objects in the store and checks
+/// it stayed within bounds: under [`PEAK_MIB`], under 10 s per planted
+/// object, no panic. Prints the figures.
+fn within_bounds(env: &Env, label: &str, cmd: std::process::Command, planted: usize) -> Measured {
+    let m = measured(cmd, &env.path(&format!("run-{}", label.replace(' ', "-"))));
+    eprintln!(
+        "{label}: exit {}, peak {} MiB, {:.2} s",
+        m.code,
+        m.peak_mib,
+        m.took.as_secs_f64()
+    );
+    assert!(
+        m.peak_mib < PEAK_MIB,
+        "{label}: {} MiB\n{}",
+        m.peak_mib,
+        m.text
+    );
+    assert!(
+        m.took.as_secs() < 10 * planted as u64,
+        "{label}: {:?}",
+        m.took
+    );
+    assert!(!m.text.contains("panicked"), "{label}: {}", m.text);
+    m
+}
+
+/// Stores `bytes` as `repo/<dir>/<its SHA-256>` (how snapshots and
+/// indexes are named); the object's path in the repository.
+fn plant_named(env: &Env, dir: &str, bytes: &[u8]) -> String {
+    let name = format!("{dir}/{}", ObjectId::of_bytes(bytes).to_hex());
+    write(&env.path(&format!("repo/{name}")), bytes);
+    name
+}
+
+/// A signed snapshot (a compromised writer's) of a tree with a well-formed
+/// file `ok.txt`, a file `bomb.bin` whose only chunk is a compressed bomb,
+/// and a hard-link group led by a symlink to `secret`: `a-link` (the
+/// symlink), `b-file` (a regular file, the same dev and inode).
+fn forged_with_bomb_and_links(forge: &Forge, bomb: &[u8], secret: &Path) -> String {
+    let pack = PackId::random();
+    let hex = pack.to_hex();
+    write(
+        &forge.env.path(&format!("repo/data/{}/{hex}", &hex[..2])),
+        bomb,
+    );
+    let mut bomb_file = entry(b"bomb.bin", Kind::File);
+    bomb_file.size = 1 << 20;
+    bomb_file.chunks = vec![Location {
+        id: forge.key.chunk_key().blob_id(b"claimed"),
+        pack,
+        offset: 0,
+        length: bomb.len() as u64,
+        raw_length: 1 << 20,
+    }];
+    let group = coffer_core::format::tree::HardLink {
+        dev: 7,
+        ino: 7,
+        nlink: 2,
+    };
+    let mut lead = entry(b"a-link", Kind::Symlink);
+    lead.target = Some(secret.as_os_str().as_encoded_bytes().to_vec());
+    lead.link = Some(group);
+    let mut later = file(forge, b"b-file", b"");
+    later.link = Some(group);
+    let ok = file(forge, b"ok.txt", b"fine\n");
+    forge.snapshot(forge.tree(vec![lead, later, bomb_file, ok]))
+}
+
+#[test]
+fn planted_objects_cost_admin_commands_nothing_and_block_nothing() {
+    let env = Env::new();
+    let src = env.path("src");
+    write(&src.join("a.txt"), b"alpha\n");
+    write(&src.join("big.bin"), &random_bytes(3, 3_000_000));
+    let good = env.backup(&[&src], &[]);
+    let good_id = good["id"].as_str().unwrap().to_string();
+    let forge = Forge::new(&env);
+    let secret = env.path("secret");
+    write(&secret, b"not for the target\n");
+
+    // 512 MiB of zeros in ~0.5 MB: before the cap, `snapshots` alone
+    // inflated it in memory.
+    let bomb = compressed_bomb(&env, 512 << 20);
+    let forged = forged_with_bomb_and_links(&forge, &bomb, &secret);
+    let mut planted = vec![
+        plant_named(&env, "snapshots", &bomb),
+        plant_named(&env, "index", &bomb),
+    ];
+    // Over the snapshot cap (16 MiB): refused from its size, never read.
+    let oversized = random_bytes(9, (16 << 20) + 1);
+    planted.push(plant_named(&env, "snapshots", &oversized));
+    // Names no reader takes.
+    for junk in [
+        "snapshots/not-a-snapshot",
+        "index/junk",
+        "data/zz/not-a-pack",
+    ] {
+        write(&env.path(&format!("repo/{junk}")), b"junk");
+        planted.push(junk.to_string());
+    }
+    let run = |label: &str, cmd| within_bounds(&env, label, cmd, planted.len());
+
+    // Listings leave each planted snapshot object out, naming it.
+    let m = run("snapshots", env.admin_cmd("snapshots", &["--json"]));
+    assert_eq!(m.code, 0, "{}", m.text);
+    for name in planted.iter().filter(|n| n.starts_with("snapshots/")) {
+        assert!(
+            m.text.contains(name.as_str()),
+            "{name} not named: {}",
+            m.text
+        );
+    }
+    assert!(m.text.contains("Compressed Data"), "{}", m.text);
+    assert!(
+        m.text.contains(&good_id) && m.text.contains(&forged),
+        "{}",
+        m.text
+    );
+
+    // check lists every planted object and the forged snapshot's damage.
+    let m = run("check", env.admin_cmd("check", &[]));
+    assert_eq!(m.code, 1, "{}", m.text);
+    for name in &planted {
+        assert!(
+            m.text.contains(name.as_str()),
+            "{name} not listed: {}",
+            m.text
+        );
+    }
+
+    // The good snapshot restores byte for byte; the forged one restores
+    // what is whole and names the rest, and never copies `secret`.
+    let out = env.path("out-good");
+    let m = run(
+        "restore-good",
+        env.admin_cmd("restore", &[&good_id, "--target", out.to_str().unwrap()]),
+    );
+    assert_eq!(m.code, 0, "{}", m.text);
+    assert_same_tree(&src, &under(&out, &src));
+    let out = env.path("out-forged");
+    let m = run(
+        "restore-forged",
+        env.admin_cmd("restore", &[&forged, "--target", out.to_str().unwrap()]),
+    );
+    assert_eq!(m.code, 1, "{}", m.text);
+    assert!(
+        m.text
+            .contains(&format!("{}: ", out.join("bomb.bin").display())),
+        "{}",
+        m.text
+    );
+    assert!(m.text.contains("Compressed Data"), "{}", m.text);
+    assert!(
+        m.text.contains(&format!(
+            "{}: not restored: damaged tree",
+            out.join("b-file").display()
+        )),
+        "{}",
+        m.text
+    );
+    assert_eq!(std::fs::read(out.join("ok.txt")).unwrap(), b"fine\n");
+    assert_eq!(std::fs::read_link(out.join("a-link")).unwrap(), secret);
+    assert_eq!(listing(&out), ["a-link", "ok.txt"]);
+
+    // The mount lists and reads; the planted objects are not there.
+    let m = Mounted::new(&env, &[]);
+    let walked = std::process::Command::new("ls")
+        .arg("-lR")
+        .arg(m.path("snapshots"))
+        .output()
+        .unwrap();
+    assert!(walked.status.success(), "{}", text(&walked));
+    assert_eq!(m.snapshot_names().len(), 2);
+    let newest = m.path("ids").join(&good_id[..8]);
+    assert_eq!(
+        std::fs::read(under(&newest, &src).join("a.txt")).unwrap(),
+        b"alpha\n"
+    );
+    let peak = m.peak_rss_mib();
+    let (code, log) = m.unmount();
+    assert_eq!(code, Some(0), "{log}");
+    assert!(peak < PEAK_MIB, "mount: {peak} MiB");
+    assert!(log.contains(&planted[0]), "{log}");
+
+    // recover.py, gpg and zstd alone: the same objects left out.
+    let gnupg = env.gnupg_with_admin_key();
+    let listed = recover_py(&env, &gnupg, &["--list"]);
+    let said = text(&listed);
+    assert!(listed.status.success(), "{said}");
+    assert!(
+        said.contains(&good_id[..8]) && said.contains(&forged[..8]),
+        "{said}"
+    );
+    assert!(
+        said.contains(&planted[0]) && said.contains(&planted[2]),
+        "{said}"
+    );
+
+    // forget and prune run to the end (nothing of the good is lost).
+    let m = run(
+        "forget-prune",
+        env.admin_cmd("forget", &["--keep-last", "9", "--prune"]),
+    );
+    assert!(matches!(m.code, 0 | 3), "{}", m.text);
+    assert!(m.text.contains(&planted[0]), "{}", m.text);
+    let out = env.path("out-after-prune");
+    env.restore(&good_id, &out);
+    assert_same_tree(&src, &under(&out, &src));
+
+    // copy carries what is well-named and within its caps, and says what
+    // it left out; the copy lists the same good snapshots.
+    let copy_to = env.path("copy");
+    let m = run(
+        "copy",
+        env.cmd(&["copy", "--from", "repo", "--to", copy_to.to_str().unwrap()]),
+    );
+    assert_eq!(m.code, 3, "{}", m.text);
+    for junk in &planted[2..] {
+        assert!(m.text.contains(junk.as_str()), "{junk}: {}", m.text);
+    }
+    let copied = env
+        .cmd(&[
+            "snapshots",
+            "--repo",
+            copy_to.to_str().unwrap(),
+            "--key",
+            "admin.key",
+        ])
+        .output()
+        .unwrap();
+    assert!(text(&copied).contains(&good_id[..8]), "{}", text(&copied));
+
+    // Nothing was deleted because it could not be read.
+    for name in &planted {
+        assert!(env.path(&format!("repo/{name}")).exists(), "{name} deleted");
+    }
+}
+
+/// A `config` whose repository id is a path is refused before the id
+/// becomes one: `cache --clear` removes nothing outside the cache.
+#[test]
+fn a_repository_id_that_is_a_path_is_refused_before_anything_is_touched() {
+    let env = Env::new();
+    let victim = env.path("victim");
+    write(&victim.join("chunks/keep"), b"keep\n");
+    write(&victim.join("metadata/keep"), b"keep\n");
+    let config = env.path("repo/config");
+    let text_of = std::fs::read_to_string(&config).unwrap();
+    let mut json: serde_json::Value = serde_json::from_str(&text_of).unwrap();
+    json["id"] = serde_json::Value::String(victim.display().to_string());
+    std::fs::remove_file(&config).unwrap();
+    write(&config, &serde_json::to_vec_pretty(&json).unwrap());
+    for args in [
+        &["cache", "--repo", "repo", "--clear"][..],
+        &["cache", "--repo", "repo"],
+    ] {
+        let out = env.run(args);
+        let said = text(&out);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {said}");
+        assert!(
+            said.contains("repository id") && said.contains("config"),
+            "{said}"
+        );
+    }
+    assert!(victim.join("chunks/keep").exists() && victim.join("metadata/keep").exists());
+    // Every reader refuses it the same way (this host's pin too).
+    let out = env.admin("snapshots", &[]);
+    assert_ne!(out.status.code(), Some(0), "{}", text(&out));
+}
+
+/// The same attack over S3, as it would come: radosgw, the README's bucket
+/// policy, and the planted objects PUT with the writer's put-only
+/// credential. Every admin command over S3 finishes in bounded memory and
+/// names them.
+#[test]
+fn objects_planted_with_a_put_only_credential_on_s3_block_nothing() {
+    use util::s3::{rt, server};
+    let s3 = server();
+    s3.create_bucket("planted", false);
+    s3.allow_writer_put_only("planted");
+    let env = Env::on_s3(s3, "planted", "");
+    let src = env.path("src");
+    write(&src.join("a.txt"), b"alpha\n");
+    let good = env.backup(&[&src], &[]);
+    let good_id = good["id"].as_str().unwrap().to_string();
+
+    let bomb = compressed_bomb(&env, 512 << 20);
+    let oversized = random_bytes(9, (16 << 20) + 1);
+    let named = |dir: &str, bytes: &[u8]| format!("{dir}/{}", ObjectId::of_bytes(bytes).to_hex());
+    let planted = [
+        (named("snapshots", &bomb), bomb.clone()),
+        (named("index", &bomb), bomb.clone()),
+        (named("snapshots", &oversized), oversized),
+        ("snapshots/not-a-snapshot".to_string(), b"junk".to_vec()),
+        ("data/zz/not-a-pack".to_string(), b"junk".to_vec()),
+    ];
+    let w = s3.writer_client();
+    rt().block_on(async {
+        for (key, bytes) in &planted {
+            w.put_object()
+                .bucket("planted")
+                .key(key)
+                .body(bytes.clone().into())
+                .acl(aws_sdk_s3::types::ObjectCannedAcl::BucketOwnerFullControl)
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("{key}: {e:?}"));
+        }
+        // Without bucket-owner-full-control the writer would own the object
+        // on radosgw and the admin could not even read it: the README's
+        // policy refuses such a PUT.
+        let err = w
+            .put_object()
+            .bucket("planted")
+            .key("snapshots/unreadable")
+            .body(b"junk".to_vec().into())
+            .send()
+            .await
+            .unwrap_err();
+        use aws_sdk_s3::error::ProvideErrorMetadata;
+        assert_eq!(err.code(), Some("AccessDenied"), "{err:?}");
+    });
+
+    let run = |label: &str, cmd| within_bounds(&env, &format!("S3 {label}"), cmd, planted.len());
+    let m = run("snapshots", env.admin_cmd("snapshots", &["--json"]));
+    assert_eq!(m.code, 0, "{}", m.text);
+    for (key, _) in planted.iter().filter(|(k, _)| k.starts_with("snapshots/")) {
+        assert!(m.text.contains(key.as_str()), "{key} not named: {}", m.text);
+    }
+    assert!(m.text.contains(&good_id), "{}", m.text);
+    let m = run("check", env.admin_cmd("check", &[]));
+    assert_eq!(m.code, 1, "{}", m.text);
+    for (key, _) in &planted {
+        assert!(
+            m.text.contains(key.as_str()),
+            "{key} not listed: {}",
+            m.text
+        );
+    }
+    let m = run(
+        "forget-prune",
+        env.admin_cmd("forget", &["--keep-last", "9", "--prune"]),
+    );
+    assert!(matches!(m.code, 0 | 3), "{}", m.text);
+    let out = env.path("restored");
+    let m = run(
+        "restore",
+        env.admin_cmd("restore", &["latest", "--target", out.to_str().unwrap()]),
+    );
+    assert_eq!(m.code, 0, "{}", m.text);
+    assert_same_tree(&src, &under(&out, &src));
+}

@@ -14,7 +14,6 @@ mod util;
 
 use std::io::Write;
 use std::os::unix::fs::MetadataExt;
-use std::process::Child;
 use util::mount::Mounted;
 use util::*;
 
@@ -25,19 +24,6 @@ const BOUND_MIB: u64 = 200;
 fn bound_mib() -> u64 {
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get()) as u64;
     BOUND_MIB + 24 * workers.saturating_sub(2)
-}
-
-/// Waits for `child`; returns (exit code, peak RSS in MiB).
-fn wait_rss(child: Child) -> (i32, u64) {
-    let pid = child.id() as libc::pid_t;
-    let mut status = 0;
-    // SAFETY: zeroed rusage is a valid out-parameter.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: pid is our child; pointers are valid.
-    let rc = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-    assert_eq!(rc, pid, "wait4 failed");
-    std::mem::forget(child); // already reaped
-    (libc::WEXITSTATUS(status), usage.ru_maxrss as u64 / 1024)
 }
 
 fn backup_rss(env: &Env, src: &std::path::Path) -> u64 {

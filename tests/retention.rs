@@ -134,14 +134,21 @@ fn forget_keeps_what_the_policy_says_and_prune_frees_the_rest_after_the_horizon(
         "freed {freed}: {t}"
     );
 
-    // A snapshot that cannot be read stops prune before it deletes anything.
+    // A tree that cannot be read stops prune before it deletes anything:
+    // what it references is unknown. (The new run's smallest pack is its
+    // tree pack; its data pack holds the 3 MB file.)
+    let packs_then = files(&data);
     write(&src.join("f"), &random_bytes(4, 3_000_000));
     env.backup(&[&src], &["--host", "h1"]);
     env.admin_ok("forget", &["--keep-last", "1", "--host", "h1"]);
     age_packs(&env, 40);
-    let snap = files(&env.path("repo/snapshots"))[0].clone();
-    let good = std::fs::read(&snap).unwrap();
-    std::fs::write(&snap, b"garbage").unwrap();
+    let tree_pack = files(&data)
+        .into_iter()
+        .filter(|p| !packs_then.contains(p))
+        .min_by_key(|p| std::fs::metadata(p).unwrap().len())
+        .unwrap();
+    let good = std::fs::read(&tree_pack).unwrap();
+    std::fs::write(&tree_pack, &good[..good.len() / 2]).unwrap();
     let packs_before = files(&data);
     let out = env.admin("prune", &[]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
@@ -151,7 +158,17 @@ fn forget_keeps_what_the_policy_says_and_prune_frees_the_rest_after_the_horizon(
         text(&out)
     );
     assert_eq!(files(&data), packs_before);
-    std::fs::write(&snap, &good).unwrap();
+    std::fs::write(&tree_pack, &good).unwrap();
+
+    // A snapshot object no reader takes (junk that a put-only credential
+    // could store) is left out with a warning and stops nothing.
+    let junk = env.path("repo/snapshots").join("0".repeat(64));
+    std::fs::write(&junk, b"garbage").unwrap();
+    let t = text(&env.admin_ok("prune", &["--dry-run"]));
+    assert!(t.contains("prune leaves it out"), "{t}");
+    assert!(t.contains(&format!("snapshots/{}", "0".repeat(64))), "{t}");
+    std::fs::remove_file(&junk).unwrap();
+    age_packs(&env, 40);
 
     // The dry run deletes nothing; the real one frees the forgotten 3 MB.
     let t = text(&env.admin_ok("prune", &["--dry-run"]));

@@ -8,7 +8,9 @@
 //! tokio's blocking pool; S3 (`s3.rs`) goes through aws-sdk-s3.
 
 use crate::error::{Error, Result};
+use crate::format::tree::MAX_BLOB_LEN;
 use async_trait::async_trait;
+use std::io::Read;
 use std::sync::Arc;
 
 mod direct;
@@ -29,7 +31,36 @@ pub enum ObjectKind {
     Pack,
 }
 
+/// Largest `config` a reader takes: JSON with the recipients' and writers'
+/// certificates (a few KiB each; a GnuPG key with many signatures, tens).
+pub const CONFIG_MAX: u64 = 4 << 20;
+/// Largest snapshot object a reader takes. Its JSON holds the backed-up
+/// paths, tags and counts: a few KiB ([`crate::format::snapshot`]); the
+/// writer refuses to store one over it.
+pub const SNAPSHOT_MAX: u64 = 16 << 20;
+/// Largest index object a reader takes. A writer now stores one per 64
+/// packs or 100,000 blobs (~12 MiB); before that, one per run (a run of
+/// 1M new blobs: ~120 MiB).
+pub const INDEX_MAX: u64 = 256 << 20;
+/// Largest pack: a pack is sealed before a blob would take it past the
+/// pack size (at most 1 GiB, [`crate::format::config`]), so it is at most
+/// that plus one blob (stored, at most twice [`MAX_BLOB_LEN`]).
+pub const PACK_MAX: u64 = (1 << 30) + 2 * MAX_BLOB_LEN;
+
 impl ObjectKind {
+    /// The largest object of this kind a reader takes, in stored bytes. A
+    /// bigger one is damage: refused from its size (stat, Content-Length)
+    /// before it is read, and while it streams, so what a put-only
+    /// credential stores cannot make a reader allocate more than this.
+    pub fn max_size(self) -> u64 {
+        match self {
+            ObjectKind::Config => CONFIG_MAX,
+            ObjectKind::Snapshot => SNAPSHOT_MAX,
+            ObjectKind::Index => INDEX_MAX,
+            ObjectKind::Pack => PACK_MAX,
+        }
+    }
+
     /// The prefix objects of this kind are listed under.
     pub fn prefix(self) -> &'static str {
         match self {
@@ -128,8 +159,11 @@ pub struct Carried {
 /// Reading objects: what readers (restore, mount, check) need.
 #[async_trait]
 pub trait ReadBackend: Send + Sync {
-    /// The whole object. [`Error::NotFound`] if it does not exist.
-    async fn get(&self, key: &ObjectKey) -> Result<Vec<u8>>;
+    /// The whole object, if it is at most `limit` bytes (else
+    /// [`Error::Damaged`], decided before its bytes are read where the
+    /// store tells the size, and enforced while they arrive).
+    /// [`Error::NotFound`] if it does not exist.
+    async fn get(&self, key: &ObjectKey, limit: u64) -> Result<Vec<u8>>;
 
     /// `length` bytes from `offset`. Fails with [`Error::Damaged`] if the
     /// object is shorter: a short read is never returned as data.
@@ -139,8 +173,8 @@ pub trait ReadBackend: Send + Sync {
     async fn list(&self, kind: ObjectKind) -> Result<Vec<ObjectInfo>>;
 
     /// [`ReadBackend::get`], with what a copy carries to the destination.
-    async fn get_carried(&self, key: &ObjectKey) -> Result<(Vec<u8>, Carried)> {
-        Ok((self.get(key).await?, Carried::default()))
+    async fn get_carried(&self, key: &ObjectKey, limit: u64) -> Result<(Vec<u8>, Carried)> {
+        Ok((self.get(key, limit).await?, Carried::default()))
     }
 }
 
@@ -214,6 +248,70 @@ pub trait Backend: ReadBackend + WriteBackend + DeleteBackend {
     }
 }
 
+/// The name a listing gives the object at `relative` (its path below
+/// `data/`): the pack id when it stands where [`ObjectKey::path`] puts
+/// that id (`<first 2 hex>/<id>`), else the whole relative path, which is
+/// no pack id, so readers leave it alone and `check` names it as it is
+/// stored.
+pub(crate) fn pack_name(relative: &str) -> &str {
+    match relative.split_once('/') {
+        Some((fan, name))
+            if name.get(..2) == Some(fan)
+                && crate::format::id::PackId::from_hex(name).is_some() =>
+        {
+            name
+        }
+        _ => relative,
+    }
+}
+
+/// Refuses object `key` (as messages name it) when `size`, its size as
+/// the store reports it, passes `limit`.
+pub(crate) fn check_size(key: &str, size: u64, limit: u64) -> Result<()> {
+    if size > limit {
+        return Err(oversized(key, Some(size), limit));
+    }
+    Ok(())
+}
+
+/// The error for an object over its kind's cap.
+pub(crate) fn oversized(key: &str, size: Option<u64>, limit: u64) -> Error {
+    let size = size.map_or_else(
+        || "more than".to_string(),
+        |s| format!("{s} bytes, more than"),
+    );
+    Error::damaged(
+        key,
+        format!(
+            "{size} the {limit} bytes an object of its kind may have (never written by coffer; \
+             left unread)"
+        ),
+    )
+}
+
+/// Reads `reader` to its end, but never more than `limit` bytes: one byte
+/// more is [`oversized`] damage to `key`; a read error goes through
+/// `on_io`. `expected` (a size the store gave) only sizes the first
+/// allocation.
+pub(crate) fn read_capped(
+    reader: impl Read,
+    key: &str,
+    limit: u64,
+    expected: u64,
+    on_io: impl FnOnce(std::io::Error) -> Error,
+) -> Result<Vec<u8>> {
+    let first = usize::try_from(expected.min(limit)).unwrap_or(0);
+    let mut out = Vec::with_capacity(first);
+    reader
+        .take(limit.saturating_add(1))
+        .read_to_end(&mut out)
+        .map_err(on_io)?;
+    if out.len() as u64 > limit {
+        return Err(oversized(key, None, limit));
+    }
+    Ok(out)
+}
+
 /// Opens the backend a `--repo` argument names: `s3://BUCKET/PREFIX` or a
 /// local directory. `s3` only matters to writers of an S3 repository.
 pub async fn open(repo: &str, s3: s3::S3WriteOptions) -> Result<Arc<dyn Backend>> {
@@ -236,4 +334,24 @@ pub async fn open(repo: &str, s3: s3::S3WriteOptions) -> Result<Arc<dyn Backend>
         )));
     }
     Ok(Arc::new(local::LocalBackend::new(repo)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_listed_pack_is_named_by_its_id_only_where_readers_look_for_it() {
+        let id = "ab".repeat(32);
+        assert_eq!(pack_name(&format!("ab/{id}")), id);
+        // Elsewhere, or not an id: the path as stored, which is no pack id.
+        for junk in [
+            format!("cd/{id}"),
+            format!("ab/x/{id}"),
+            "ab/abfoo".into(),
+            "junk".into(),
+        ] {
+            assert_eq!(pack_name(&junk), junk);
+        }
+    }
 }

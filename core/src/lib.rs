@@ -2,8 +2,9 @@
 //! backends, the read path and the operations on a repository.
 //!
 //! The modules, bottom up (docs/DESIGN.md "Where things are"):
-//! - [`error`], [`sync`], [`progress`]: the error type, a lock helper and
-//!   progress counters, used by every layer;
+//! - [`error`], [`sync`], [`progress`], [`private_dir`]: the error type, a
+//!   lock helper, progress counters and this host's private directories
+//!   (0700/0600), used by every layer;
 //! - [`format`]: the documents and names of the format (ids, `config`,
 //!   trees, snapshots, indexes, the chunk-id key, their text encodings);
 //!   data only, no keys, no storage;
@@ -27,6 +28,7 @@
 #![deny(missing_docs)]
 
 pub mod error;
+pub mod private_dir;
 pub mod progress;
 pub mod sync;
 

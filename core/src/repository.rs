@@ -28,6 +28,8 @@ use std::sync::Arc;
 
 /// Snapshot objects fetched at once when listing them.
 const SNAPSHOT_LOADS: usize = 32;
+/// Stored bytes of snapshot objects fetched and opened as one batch.
+const SNAPSHOT_BATCH_BYTES: u64 = 64 << 20;
 
 /// A repository opened for reading.
 pub struct Repository {
@@ -104,16 +106,11 @@ impl Repository {
         self
     }
 
-    /// Keeps the chunks read through [`Repository::chunk_cache`] (the
+    /// Keeps the chunks read through [`Repository::read_chunk`] (the
     /// mount's reads) in `cache`.
     pub fn with_chunk_cache(mut self, cache: ChunkCache) -> Self {
         self.chunks = Some(cache);
         self
-    }
-
-    /// The chunk cache, if the mount keeps chunks on disk.
-    pub fn chunk_cache(&self) -> Option<&ChunkCache> {
-        self.chunks.as_ref()
     }
 
     /// The metadata cache, if trees are read through one.
@@ -141,29 +138,34 @@ impl Repository {
         use futures_util::stream::{self, StreamExt};
         let mut out = Vec::new();
         let mut missing = Vec::new();
-        for name in self.snapshot_names().await? {
-            match self.cached_snapshot(&name) {
+        for listed in self.backend.list(ObjectKind::Snapshot).await? {
+            match self.cached_snapshot(&listed.name) {
                 Some(info) => out.push(info),
-                None => missing.push(name),
+                None => missing.push(listed),
             }
         }
+        missing.sort_by(|a, b| a.name.cmp(&b.name));
         // Several fetches at once (over a WAN each is a round trip), then
-        // the opening (two public-key operations each) on every core.
-        let fetched: Vec<(String, Result<Vec<u8>>)> = stream::iter(missing)
-            .map(|name| async move {
-                let bytes = self.fetch_named(ObjectKind::Snapshot, &name).await;
-                (name, bytes)
-            })
-            .buffered(SNAPSHOT_LOADS)
-            .collect()
-            .await;
-        for loaded in self.open_snapshots(fetched) {
-            match loaded {
-                Ok(info) => out.push(info),
-                Err(e @ (Error::Damaged { .. } | Error::Forged { .. })) => {
-                    tracing::warn!("{e}; left out (run `coffer check`)");
+        // the opening (two public-key operations each) on every core; a
+        // batch at a time, so what is held at once is bounded by
+        // SNAPSHOT_BATCH_BYTES however many (or large) objects are listed.
+        for batch in byte_batches(missing, SNAPSHOT_BATCH_BYTES, ObjectKind::Snapshot) {
+            let fetched: Vec<(String, Result<Vec<u8>>)> = stream::iter(batch)
+                .map(|name| async move {
+                    let bytes = self.fetch_named(ObjectKind::Snapshot, &name).await;
+                    (name, bytes)
+                })
+                .buffered(SNAPSHOT_LOADS)
+                .collect()
+                .await;
+            for loaded in self.open_snapshots(fetched) {
+                match loaded {
+                    Ok(info) => out.push(info),
+                    Err(e @ (Error::Damaged { .. } | Error::Forged { .. })) => {
+                        tracing::warn!("{e}; left out (run `coffer check`)");
+                    }
+                    Err(e) => return Err(e),
                 }
-                Err(e) => return Err(e),
             }
         }
         out.sort_by_key(|s| (s.snapshot.time(), s.id));
@@ -319,7 +321,7 @@ impl Repository {
     async fn fetch_named(&self, kind: ObjectKind, name: &str) -> Result<Vec<u8>> {
         let key = ObjectKey::new(kind, name);
         let id = object_id(&key)?;
-        let bytes = self.backend.get(&key).await?;
+        let bytes = self.backend.get(&key, kind.max_size()).await?;
         if ObjectId::of_bytes(&bytes) != id {
             return Err(Error::damaged(
                 key.path(),
@@ -396,6 +398,50 @@ impl Repository {
         )
     }
 
+    /// A file chunk's plaintext, verified, for readers that come back to
+    /// the same chunks (the mount): from the chunk cache on disk when it
+    /// holds the blob (a copy that fails verification is dropped, with a
+    /// warning, and fetched again), else fetched; a fetched blob is kept
+    /// there only once it proved genuine. Decryption runs on the blocking
+    /// pool. The one place the chunk cache's bytes are read or stored.
+    pub async fn read_chunk(self: &Arc<Self>, loc: &Location) -> Result<Vec<u8>> {
+        let loc = *loc;
+        if self.chunks.is_some() {
+            let repo = self.clone();
+            let cached = blocking(move || Ok(repo.chunk_from_disk(&loc))).await?;
+            if let Some(plain) = cached {
+                return Ok(plain);
+            }
+        }
+        let stored = self.fetch_blob(&loc).await?;
+        let repo = self.clone();
+        blocking(move || {
+            let plain = repo.decode_blob(&loc, &stored)?;
+            if let Some(chunks) = &repo.chunks {
+                chunks.store(&loc.id, &stored);
+            }
+            Ok(plain)
+        })
+        .await
+    }
+
+    /// Blob `loc` from the chunk cache, verified as a fetched one is.
+    fn chunk_from_disk(&self, loc: &Location) -> Option<Vec<u8>> {
+        let chunks = self.chunks.as_ref()?;
+        let stored = chunks.read(&loc.id, loc.length)?;
+        match self.decode_blob(loc, &stored) {
+            Ok(plain) => Some(plain),
+            Err(e) => {
+                tracing::warn!(
+                    "chunk cache: blob {} failed verification ({e}); fetching it again",
+                    loc.id
+                );
+                chunks.remove(&loc.id);
+                None
+            }
+        }
+    }
+
     /// Fetches and parses one tree.
     pub async fn read_tree(&self, loc: &Location) -> Result<Tree> {
         let json = self.read_tree_json(loc).await?;
@@ -434,7 +480,14 @@ impl Repository {
             if let Some(stored) = cache.read(&loc.pack, loc.offset, loc.length) {
                 return Ok(stored); // another reader just fetched it
             }
-            let pack = self.backend.get(&pack_key(&loc.pack)).await?;
+            // A pack too large to keep (or refused as over its cap) is
+            // not fetched whole: the tree alone, with a ranged read.
+            let limit = cache.largest_kept().min(ObjectKind::Pack.max_size());
+            let pack = match self.backend.get(&pack_key(&loc.pack), limit).await {
+                Ok(pack) => pack,
+                Err(Error::Damaged { .. }) => return self.fetch_blob(loc).await,
+                Err(e) => return Err(e),
+            };
             let blob = usize::try_from(loc.offset)
                 .ok()
                 .zip(usize::try_from(loc.offset.saturating_add(loc.length)).ok())
@@ -495,6 +548,13 @@ impl Repository {
         }
         Ok(current)
     }
+}
+
+/// Runs `f` on tokio's blocking pool (decryption: CPU work).
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Internal(format!("a decoding task failed: {e}")))?
 }
 
 /// The key of a pack object.
@@ -564,13 +624,38 @@ pub(crate) fn config_error(backend: &dyn Backend, e: Error) -> Error {
 /// Reads and parses `config`; also its SHA-256.
 async fn read_config_and_digest(backend: &dyn Backend) -> Result<(RepoConfig, ObjectId)> {
     let bytes = backend
-        .get(&ObjectKey::config())
+        .get(&ObjectKey::config(), ObjectKind::Config.max_size())
         .await
         .map_err(|e| config_error(backend, e))?;
     Ok((
         RepoConfig::from_json(&bytes, "config")?,
         ObjectId::of_bytes(&bytes),
     ))
+}
+
+/// The names of `listed` objects of `kind` in batches of at most `bytes`
+/// stored bytes (an object counted at no more than its kind's cap, which
+/// its read enforces), in their order; one object over `bytes` is a batch
+/// of its own.
+fn byte_batches(
+    listed: Vec<crate::backend::ObjectInfo>,
+    bytes: u64,
+    kind: ObjectKind,
+) -> Vec<Vec<String>> {
+    let mut batches: Vec<Vec<String>> = Vec::new();
+    let mut held = u64::MAX;
+    for object in listed {
+        let size = object.size.min(kind.max_size());
+        if held.saturating_add(size) > bytes {
+            batches.push(Vec::new());
+            held = 0;
+        }
+        held += size;
+        if let Some(batch) = batches.last_mut() {
+            batch.push(object.name);
+        }
+    }
+    batches
 }
 
 fn select_snapshot(all: Vec<SnapshotInfo>, spec: &str) -> Result<SnapshotInfo> {

@@ -6,7 +6,7 @@
 //! bytes (single flight). Decryption runs on tokio's blocking pool so async
 //! threads keep serving requests.
 
-use coffer_core::error::{Error, Result};
+use coffer_core::error::Result;
 use coffer_core::format::id::BlobId;
 use coffer_core::format::tree::Location;
 use coffer_core::repository::Repository;
@@ -184,53 +184,17 @@ impl BlobCache {
         Ok(data)
     }
 
+    /// A miss: read and verified by the repository (through its tree or
+    /// chunk cache on disk, when it has one); this cache only keeps the
+    /// result.
     async fn fetch(&self, what: Blob, loc: Location) -> Result<Arc<Vec<u8>>> {
-        if what == Blob::Tree && self.repo.metadata_cache().is_some() {
-            // Trees are small: decoded where they are read.
-            return self.repo.read_tree_json(&loc).await.map(Arc::new);
-        }
-        if let Some(plain) = self.chunk_from_disk(loc).await {
-            return Ok(plain);
-        }
-        let stored = self.repo.fetch_blob(&loc).await?;
-        let repo = self.repo.clone();
-        tokio::task::spawn_blocking(move || {
-            let plain = repo.decode_blob(&loc, &stored)?;
-            // Kept only once it proved genuine.
-            if let Some(chunks) = repo.chunk_cache() {
-                chunks.store(&loc.id, &stored);
+        let plain = match what {
+            Blob::Tree if self.repo.metadata_cache().is_some() => {
+                self.repo.read_tree_json(&loc).await?
             }
-            Ok(plain)
-        })
-        .await
-        .map_err(|e| Error::Internal(format!("decoding blob {}: {e}", loc.id)))?
-        .map(Arc::new)
-    }
-
-    /// Blob `loc` from the repository's chunk cache, verified as a fetched
-    /// one is; a cached copy that fails is dropped (and fetched again by
-    /// the caller).
-    async fn chunk_from_disk(&self, loc: Location) -> Option<Arc<Vec<u8>>> {
-        let repo = self.repo.clone();
-        repo.chunk_cache()?;
-        tokio::task::spawn_blocking(move || {
-            let chunks = repo.chunk_cache()?;
-            let stored = chunks.read(&loc.id, loc.length)?;
-            match repo.decode_blob(&loc, &stored) {
-                Ok(plain) => Some(Arc::new(plain)),
-                Err(e) => {
-                    tracing::warn!(
-                        "chunk cache: blob {} failed verification ({e}); fetching it again",
-                        loc.id
-                    );
-                    chunks.remove(&loc.id);
-                    None
-                }
-            }
-        })
-        .await
-        .ok()
-        .flatten()
+            _ => self.repo.read_chunk(&loc).await?,
+        };
+        Ok(Arc::new(plain))
     }
 
     fn insert(&self, id: BlobId, data: Arc<Vec<u8>>) {

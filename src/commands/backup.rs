@@ -92,6 +92,7 @@ fn run_backup(
         storage_class: a.storage_class.clone(),
         uploads: a.uploads.map(usize::from),
         profile: None,
+        unconditional_copy: false,
     };
     let backend = rt.block_on(backend::open(&a.repo.repo, s3))?;
     let state_dir = match &a.state_dir {

@@ -26,6 +26,7 @@ pub fn copy(rt: &Runtime, a: &CopyArgs, verbose: bool, facts: &mut RunFacts) -> 
             uploads: a.uploads.map(usize::from),
             object_lock: super::object_lock(&a.object_lock),
             storage_class: a.storage_class.clone(),
+            unconditional_copy: a.allow_unconditional_puts,
         },
     ))?;
     if from.location() == to.location() {

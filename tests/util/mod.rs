@@ -7,7 +7,7 @@ use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 
 pub mod mount;
 pub mod proxy;
@@ -644,5 +644,58 @@ impl FsMount {
 impl Drop for FsMount {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// Waits for `child`; returns (exit code, peak RSS in MiB) (`wait4`'s
+/// `ru_maxrss`: this process alone, not its children).
+pub fn wait_rss(child: Child) -> (i32, u64) {
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    // SAFETY: zeroed rusage is a valid out-parameter.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: pid is our child; pointers are valid.
+    let rc = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    assert_eq!(rc, pid, "wait4 failed");
+    std::mem::forget(child); // already reaped
+    let code = if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else {
+        -1
+    };
+    (code, usage.ru_maxrss as u64 / 1024)
+}
+
+/// One command's run, measured.
+pub struct Measured {
+    /// Its exit code (-1 if a signal ended it).
+    pub code: i32,
+    /// Its stdout then stderr.
+    pub text: String,
+    /// Its peak RSS, MiB.
+    pub peak_mib: u64,
+    /// How long it ran.
+    pub took: std::time::Duration,
+}
+
+/// Runs `cmd` (its output into files beside `scratch`, so nothing blocks
+/// on a pipe) and measures it.
+pub fn measured(mut cmd: Command, scratch: &Path) -> Measured {
+    let (out, err) = (scratch.with_extension("out"), scratch.with_extension("err"));
+    let started = std::time::Instant::now();
+    let child = cmd
+        .stdout(std::fs::File::create(&out).expect("create stdout file"))
+        .stderr(std::fs::File::create(&err).expect("create stderr file"))
+        .spawn()
+        .expect("spawn");
+    let (code, peak_mib) = wait_rss(child);
+    let took = started.elapsed();
+    let read =
+        |p: &Path| String::from_utf8_lossy(&std::fs::read(p).unwrap_or_default()).into_owned();
+    Measured {
+        code,
+        text: format!("{}{}", read(&out), read(&err)),
+        peak_mib,
+        took,
     }
 }

@@ -274,7 +274,10 @@ pub fn write_only_policy(bucket: &str, writer: &str) -> String {
 
 /// A policy letting user `writer` PutObject on `bucket`'s keys matching
 /// `keys` (patterns such as `data/*`), and nothing else: no read, list,
-/// delete or retention change.
+/// delete or retention change. A PUT must hand the object to the bucket's
+/// owner (`x-amz-acl: bucket-owner-full-control`, which coffer sends):
+/// else, on stores without object ownership enforcement (radosgw), the
+/// writer would own it and the admin could not read what it planted.
 pub fn put_only_policy(bucket: &str, writer: &str, keys: &[&str]) -> String {
     let resources: Vec<String> = keys
         .iter()
@@ -290,7 +293,8 @@ pub fn put_only_policy(bucket: &str, writer: &str, keys: &[&str]) -> String {
       "Effect": "Allow",
       "Principal": {{"AWS": ["arn:aws:iam:::user/{writer}"]}},
       "Action": ["s3:PutObject"],
-      "Resource": [{resources}]
+      "Resource": [{resources}],
+      "Condition": {{"StringEquals": {{"s3:x-amz-acl": "bucket-owner-full-control"}}}}
     }},
     {{
       "Sid": "CofferWriterMayNotReadListOrDelete",

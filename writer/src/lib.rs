@@ -181,7 +181,7 @@ pub fn backup(
     let config = &key.config;
     let recipients = Recipients::from_armored(&config.recipients)?;
 
-    std::fs::create_dir_all(&opts.state_dir).map_err(|source| BackupError::Source {
+    coffer_core::private_dir::create(&opts.state_dir).map_err(|source| BackupError::Source {
         path: opts.state_dir.clone(),
         source,
     })?;
@@ -322,6 +322,16 @@ fn store_snapshot(
         Some(signer) => crypto::seal_signed(&shared.recipients, signer, &json)?,
         None => crypto::seal_message(&shared.recipients, &json)?,
     };
+    // Readers refuse a larger snapshot object (what a put-only credential
+    // stores must not cost them memory): never store one they refuse.
+    let cap = ObjectKind::Snapshot.max_size();
+    if sealed.len() as u64 > cap {
+        return Err(BackupError::Usage(format!(
+            "the snapshot would be {} bytes, more than the {cap} readers take: fewer \
+             source paths or tags; nothing was stored as a snapshot",
+            sealed.len()
+        )));
+    }
     let id = ObjectId::of_bytes(&sealed);
     let name = snapshot::object_name(&shared.repo_id, &snapshot.host, &id);
     let key = ObjectKey::new(ObjectKind::Snapshot, name);

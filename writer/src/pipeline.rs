@@ -22,7 +22,7 @@ use coffer_core::crypto::{self, Recipients};
 use coffer_core::format::chunk_key::ChunkIdKey;
 use coffer_core::format::id::{BlobId, ObjectId};
 use coffer_core::format::index::{IndexFile, IndexPack, PackKind};
-use coffer_core::format::tree::{Entry, Location, Tree};
+use coffer_core::format::tree::{Entry, Location, Tree, MAX_BLOB_LEN};
 use coffer_core::progress::Progress;
 use coffer_core::sync::lock;
 use crossbeam_channel::{bounded, Receiver, Sender};
@@ -644,6 +644,7 @@ fn build_tree(
         tree.entries.push(entry);
     }
     let json = tree.to_json();
+    fits_readers(json.len(), tree.entries.len())?;
     let id = s.key.blob_id(&json);
     // Before taking the map: sending a pack waits for an uploader, and
     // uploaders take the map.
@@ -664,6 +665,19 @@ fn build_tree(
     Ok((loc, due))
 }
 
+/// Fails the run when a directory's tree (of `entries` entries) would be
+/// `len` bytes, more than readers take ([`MAX_BLOB_LEN`]): a snapshot
+/// holding it would never restore, so none is written.
+fn fits_readers(len: usize, entries: usize) -> Result<(), BackupError> {
+    if len as u64 > MAX_BLOB_LEN {
+        return Err(BackupError::Pipeline(format!(
+            "a directory of {entries} entries makes a tree of {len} bytes, more than the \
+             {MAX_BLOB_LEN} readers take; split it or exclude part of it"
+        )));
+    }
+    Ok(())
+}
+
 fn uploader(s: &Shared, packs: Receiver<SealedPack>) {
     for pack in packs {
         if s.failed() {
@@ -672,5 +686,23 @@ fn uploader(s: &Shared, packs: Receiver<SealedPack>) {
         if let Err(e) = s.store_pack(pack) {
             s.fail(e);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A tree readers would refuse (over MAX_BLOB_LEN) fails the run; one
+    /// at the limit is stored.
+    #[test]
+    fn a_tree_over_the_readers_limit_fails_the_run() {
+        let limit = MAX_BLOB_LEN as usize;
+        assert!(fits_readers(limit, 5).is_ok());
+        let err = fits_readers(limit + 1, 5_000_000).unwrap_err().to_string();
+        assert!(
+            err.contains("5000000 entries") && err.contains("readers take"),
+            "{err}"
+        );
     }
 }

@@ -412,7 +412,7 @@ impl<'a> Walker<'a> {
             progress.add_bytes(rec.size);
             progress.file_done();
             if self.opts.xattrs {
-                entry.xattrs = rec.xattrs;
+                entry.xattrs = self.storable_xattrs(Path::new(&url), rec.xattrs);
             }
             let read = ReadFile {
                 chunks: rec.chunks.into_iter().map(Ref::Known).collect(),
@@ -427,7 +427,9 @@ impl<'a> Walker<'a> {
             .next()
             .ok_or_else(|| BackupError::Pipeline(format!("no reader for {url}")))?;
         let xattrs = match reader.headers() {
-            Ok(headers) => object_xattrs(&obj.etag, &headers),
+            Ok(headers) => {
+                self.storable_xattrs(Path::new(&url), object_xattrs(&obj.etag, &headers))
+            }
             Err(e) => {
                 self.warn(Path::new(&url), "cannot read", &e);
                 return Ok(None);
@@ -908,9 +910,24 @@ impl<'a> Walker<'a> {
             return;
         }
         match crate::xattrs::read(path) {
-            Ok(xattrs) => entry.xattrs = xattrs,
+            Ok(xattrs) => entry.xattrs = self.storable_xattrs(path, xattrs),
             Err(e) => self.warn(path, "cannot read extended attributes", &e),
         }
+    }
+
+    /// `xattrs` without those readers would refuse (each left out with a
+    /// warning, so the run ends with exit 3): a tree holding one would be
+    /// refused whole, and with it the entry's neighbours.
+    fn storable_xattrs(&mut self, path: &Path, xattrs: Vec<Xattr>) -> Vec<Xattr> {
+        let (kept, refused) = crate::xattrs::storable(xattrs);
+        for why in refused {
+            self.warn(
+                path,
+                "extended attribute left out",
+                &std::io::Error::other(why),
+            );
+        }
+        kept
     }
 
     fn warn(&mut self, path: &Path, what: &str, e: &std::io::Error) {

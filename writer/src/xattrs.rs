@@ -85,9 +85,54 @@ fn sized(call: impl Fn(&mut [u8]) -> isize) -> io::Result<Vec<u8>> {
     }
 }
 
+/// `xattrs` split into those readers take ([`Xattr::is_storable`]) and a
+/// description of each they would refuse (an S3 object's metadata can pass
+/// Linux's limits; a tree holding one would be refused whole).
+pub(crate) fn storable(mut xattrs: Vec<Xattr>) -> (Vec<Xattr>, Vec<String>) {
+    let mut refused = Vec::new();
+    xattrs.retain(|x| {
+        let ok = x.is_storable();
+        if !ok {
+            refused.push(format!(
+                "{:?} ({} bytes of name, {} of value): past Linux's limits (255-byte \
+                 name, 64 KiB value), which readers enforce",
+                String::from_utf8_lossy(&x.name[..x.name.len().min(64)]),
+                x.name.len(),
+                x.value.len()
+            ));
+        }
+        ok
+    });
+    (xattrs, refused)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Each limit readers enforce on an attribute: what passes it is left
+    /// out and described; the rest is kept as it was.
+    #[test]
+    fn attributes_readers_would_refuse_are_left_out_and_named() {
+        let x = |name: Vec<u8>, value: usize| Xattr {
+            name,
+            value: vec![b'v'; value],
+        };
+        let long_name = [b"user.s3.meta.".to_vec(), vec![b'k'; 1024]].concat();
+        let (kept, refused) = storable(vec![
+            x(b"user.ok".to_vec(), 10),
+            x(long_name, 1),
+            x(b"user.big".to_vec(), 64 * 1024 + 1),
+            x(b"user.a\0b".to_vec(), 1),
+            x(Vec::new(), 1),
+            x(vec![b'n'; 255], 64 * 1024),
+        ]);
+        assert_eq!(kept.len(), 2, "{refused:?}");
+        assert_eq!(kept[0].name, b"user.ok");
+        assert_eq!(refused.len(), 4, "{refused:?}");
+        assert!(refused[0].contains("1037 bytes of name"), "{}", refused[0]);
+        assert!(refused[1].contains("65537 of value"), "{}", refused[1]);
+    }
 
     fn set(path: &Path, name: &str, value: &[u8]) -> bool {
         let c = CString::new(path.as_os_str().as_bytes()).unwrap();

@@ -4,7 +4,10 @@
 //! name (`link(2)` fails if the name exists, so nothing is ever replaced) and
 //! the directory is fsynced. A crash leaves at most a stray file in `tmp/`.
 
-use super::{Backend, DeleteBackend, ObjectInfo, ObjectKey, ObjectKind, ReadBackend, WriteBackend};
+use super::{
+    check_size, read_capped, Backend, DeleteBackend, ObjectInfo, ObjectKey, ObjectKind,
+    ReadBackend, WriteBackend,
+};
 use crate::error::{Error, Result};
 use async_trait::async_trait;
 use std::fs::{self, File};
@@ -47,10 +50,21 @@ fn storage_err(op: &'static str, key: &ObjectKey, e: std::io::Error) -> Error {
 
 #[async_trait]
 impl ReadBackend for LocalBackend {
-    async fn get(&self, key: &ObjectKey) -> Result<Vec<u8>> {
+    async fn get(&self, key: &ObjectKey, limit: u64) -> Result<Vec<u8>> {
         let path = self.path_of(key);
         let key = key.clone();
-        blocking(move || fs::read(&path).map_err(|e| storage_err("get", &key, e))).await
+        blocking(move || {
+            let file = File::open(&path).map_err(|e| storage_err("get", &key, e))?;
+            let size = file
+                .metadata()
+                .map_err(|e| storage_err("get", &key, e))?
+                .len();
+            check_size(&key.path(), size, limit)?;
+            read_capped(file, &key.path(), limit, size, |e| {
+                storage_err("get", &key, e)
+            })
+        })
+        .await
     }
 
     async fn get_range(&self, key: &ObjectKey, offset: u64, length: u64) -> Result<Vec<u8>> {
@@ -58,22 +72,28 @@ impl ReadBackend for LocalBackend {
         let key = key.clone();
         blocking(move || {
             let mut f = File::open(&path).map_err(|e| storage_err("get", &key, e))?;
+            let size = f.metadata().map_err(|e| storage_err("get", &key, e))?.len();
+            let truncated = |got: u64| {
+                Error::damaged(
+                    key.path(),
+                    format!("truncated: wanted {length} bytes at offset {offset}, got {got}"),
+                )
+            };
+            // Asked for more than the file holds (a reference to a range
+            // past the end): no allocation of the claimed size.
+            if offset.checked_add(length).is_none_or(|end| end > size) {
+                return Err(truncated(size.saturating_sub(offset)));
+            }
             f.seek(SeekFrom::Start(offset))
                 .map_err(|e| storage_err("get", &key, e))?;
-            let len = usize::try_from(length)
-                .map_err(|_| Error::damaged(key.path(), "range too large"))?;
-            let mut buf = Vec::with_capacity(len);
+            // The range lies inside the file, so its length is bounded by
+            // what is stored.
+            let mut buf = Vec::with_capacity(usize::try_from(length).unwrap_or(0));
             f.take(length)
                 .read_to_end(&mut buf)
                 .map_err(|e| storage_err("get", &key, e))?;
-            if buf.len() != len {
-                return Err(Error::damaged(
-                    key.path(),
-                    format!(
-                        "truncated: wanted {length} bytes at offset {offset}, got {}",
-                        buf.len()
-                    ),
-                ));
+            if buf.len() as u64 != length {
+                return Err(truncated(buf.len() as u64));
             }
             Ok(buf)
         })
@@ -108,9 +128,22 @@ fn list_kind(root: &Path, kind: ObjectKind) -> Result<Vec<ObjectInfo>> {
                 continue;
             }
             if let Some(name) = entry.file_name().to_str() {
+                let name = match kind {
+                    ObjectKind::Pack => {
+                        let relative = entry.path();
+                        let relative = relative
+                            .strip_prefix(root.join(kind.prefix()))
+                            .ok()
+                            .and_then(Path::to_str)
+                            .unwrap_or(name)
+                            .to_string();
+                        super::pack_name(&relative).to_string()
+                    }
+                    _ => name.to_string(),
+                };
                 if kind != ObjectKind::Config || name == "config" {
                     out.push(ObjectInfo {
-                        name: name.to_string(),
+                        name,
                         size: meta.len(),
                         modified: meta.modified().ok(),
                     });
@@ -261,8 +294,21 @@ mod tests {
         assert!(dir.path().join("data/ab").join("ab".repeat(32)).exists());
         let again = b.put_new(&key, b"other".to_vec()).await.unwrap_err();
         assert!(matches!(again, Error::AlreadyExists(_)));
-        assert_eq!(b.get(&key).await.unwrap(), b"hello world");
+        assert_eq!(b.get(&key, 1 << 20).await.unwrap(), b"hello world");
+        assert_eq!(b.get(&key, 11).await.unwrap(), b"hello world");
+        // Over the cap: refused from the size, before a byte is read.
+        let over = b.get(&key, 10).await.unwrap_err();
+        assert!(matches!(over, Error::Damaged { .. }), "{over}");
+        assert!(
+            over.to_string().contains("11 bytes, more than the 10"),
+            "{over}"
+        );
         assert_eq!(b.get_range(&key, 6, 5).await.unwrap(), b"world");
+        // A claimed range far past the end allocates nothing of its size.
+        assert!(matches!(
+            b.get_range(&key, 0, u64::MAX).await.unwrap_err(),
+            Error::Damaged { .. }
+        ));
         assert!(matches!(
             b.get_range(&key, 6, 6).await.unwrap_err(),
             Error::Damaged { .. }
@@ -273,7 +319,7 @@ mod tests {
         assert!(b.list(ObjectKind::Snapshot).await.unwrap().is_empty());
         let missing = ObjectKey::new(ObjectKind::Snapshot, "00".repeat(32));
         assert!(matches!(
-            b.get(&missing).await.unwrap_err(),
+            b.get(&missing, 1 << 20).await.unwrap_err(),
             Error::NotFound(_)
         ));
     }

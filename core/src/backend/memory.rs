@@ -99,22 +99,14 @@ impl MemoryBackend {
 
 #[async_trait]
 impl ReadBackend for MemoryBackend {
-    async fn get(&self, key: &ObjectKey) -> Result<Vec<u8>> {
-        if crate::sync::lock(&self.unreadable).contains(&key.path()) {
-            return Err(Error::Storage {
-                op: "get",
-                key: key.path(),
-                source: std::io::Error::other("injected fault"),
-            });
-        }
-        self.lock()
-            .get(&key.path())
-            .map(|o| o.data.clone())
-            .ok_or_else(|| Error::NotFound(key.path()))
+    async fn get(&self, key: &ObjectKey, limit: u64) -> Result<Vec<u8>> {
+        let data = self.get_any(key)?;
+        super::check_size(&key.path(), data.len() as u64, limit)?;
+        Ok(data)
     }
 
     async fn get_range(&self, key: &ObjectKey, offset: u64, length: u64) -> Result<Vec<u8>> {
-        let all = self.get(key).await?;
+        let all = self.get_any(key)?;
         let end = offset
             .checked_add(length)
             .filter(|&e| e <= all.len() as u64);
@@ -135,6 +127,23 @@ impl ReadBackend for MemoryBackend {
                 modified: Some(o.at),
             })
             .collect())
+    }
+}
+
+impl MemoryBackend {
+    /// The whole object, whatever its size (or the injected fault).
+    fn get_any(&self, key: &ObjectKey) -> Result<Vec<u8>> {
+        if crate::sync::lock(&self.unreadable).contains(&key.path()) {
+            return Err(Error::Storage {
+                op: "get",
+                key: key.path(),
+                source: std::io::Error::other("injected fault"),
+            });
+        }
+        self.lock()
+            .get(&key.path())
+            .map(|o| o.data.clone())
+            .ok_or_else(|| Error::NotFound(key.path()))
     }
 }
 

@@ -87,6 +87,10 @@ pub struct S3WriteOptions {
     /// (`coffer copy --from-profile/--to-profile`: two accounts in one
     /// process); `None` follows the standard chain (`AWS_PROFILE` too).
     pub profile: Option<String>,
+    /// A copy to a store without conditional writes sends plain PUTs
+    /// (`coffer copy --allow-unconditional-puts`); without it such a copy
+    /// stops at its first PUT (see [`S3Backend::put`]).
+    pub unconditional_copy: bool,
 }
 
 /// Where a client takes its credentials, region and endpoint from: the
@@ -272,7 +276,11 @@ impl S3Backend {
     /// PUTs, which is still safe because no two writes share a key (packs
     /// have random names, every other object is named by its content's
     /// hash) -- except `config`, whose absence is checked first (only
-    /// `init` writes it, with the admin's credentials).
+    /// `init` writes it, with the admin's credentials). A copy (`carried`)
+    /// is different: it stores what another store holds under names this
+    /// store may hold already, and a plain PUT would replace them, so it
+    /// stops with a [`Error::Config`] unless
+    /// [`S3WriteOptions::unconditional_copy`].
     /// Stores `data`; returns its buffer (as the body it was sent in).
     /// `data_pack` puts it in `--storage-class`; `carried` is what a copy
     /// brings from its source ([`WriteBackend::put_new_carried`]).
@@ -298,7 +306,11 @@ impl S3Backend {
         let mut retry = Retry::new(self.retry_for);
         loop {
             let conditional = self.conditional_put.load(Ordering::Relaxed);
-            if !conditional && key.kind == ObjectKind::Config && self.exists(key).await? {
+            // (Not for a copy told to send plain PUTs: its destination may
+            // allow nothing but PutObject, and the copy's config is the one
+            // pinned for it.)
+            let init = key.kind == ObjectKind::Config && carried.is_none();
+            if !conditional && init && self.exists(key).await? {
                 return if retry.attempts > 0 {
                     Ok(body)
                 } else {
@@ -334,6 +346,15 @@ impl S3Backend {
             let failure = classify(&err);
             if conditional && (failure.status == Some(501) || err.code() == Some("NotImplemented"))
             {
+                if carried.is_some() && !self.opts.unconditional_copy {
+                    return Err(Error::Config(format!(
+                        "{}: the store does not support conditional writes (If-None-Match), so \
+                         a copy could replace objects it already holds (after a lost journal, \
+                         or from a source whose packs were swapped); nothing was replaced. \
+                         To copy with plain PUTs anyway, pass --allow-unconditional-puts",
+                        self.describe()
+                    )));
+                }
                 if self.conditional_put.swap(false, Ordering::Relaxed) {
                     tracing::warn!(
                         repo = %self.describe(),
@@ -447,11 +468,14 @@ impl S3Backend {
             .await
     }
 
-    /// The object (or `range` of it), with its retention and storage class.
+    /// The object (or `range` of it), with its retention and storage class;
+    /// one of more than `limit` bytes is damage, refused from its
+    /// Content-Length before the body is read, and cut off while it streams.
     async fn get_bytes(
         &self,
         key: &ObjectKey,
         range: Option<(u64, u64)>,
+        limit: u64,
     ) -> Result<(Vec<u8>, Carried)> {
         let s3_key = self.key_of(key);
         let mut retry = Retry::new(self.retry_for);
@@ -496,9 +520,12 @@ impl S3Backend {
                     .map(|c| c.as_str().to_string())
                     .filter(|c| c != "STANDARD"),
             };
-            match resp.body.collect().await {
-                Ok(b) => {
-                    let data = Vec::from(b.into_bytes());
+            let expected = resp.content_length().and_then(|n| u64::try_from(n).ok());
+            if let Some(size) = expected {
+                super::check_size(&self.url_of(key), size, limit)?;
+            }
+            match collect_capped(resp.body, expected.unwrap_or(0), limit).await {
+                Ok(Some(data)) => {
                     tracing::debug!(
                         key = %s3_key,
                         offset = range.map_or(0, |r| r.0),
@@ -508,6 +535,7 @@ impl S3Backend {
                     );
                     return Ok((data, carried));
                 }
+                Ok(None) => return Err(super::oversized(&self.url_of(key), None, limit)),
                 Err(e) => {
                     // The connection broke mid-body: transient.
                     let failure = Failure {
@@ -528,21 +556,39 @@ impl S3Backend {
     }
 }
 
+/// A response body, read to its end unless it passes `limit` bytes
+/// (`None` then: the rest is left unread). `expected`, the length the
+/// response announced, sizes the first allocation.
+async fn collect_capped(
+    mut body: aws_sdk_s3::primitives::ByteStream,
+    expected: u64,
+    limit: u64,
+) -> std::result::Result<Option<Vec<u8>>, aws_sdk_s3::primitives::ByteStreamError> {
+    let mut data = Vec::with_capacity(usize::try_from(expected.min(limit)).unwrap_or(0));
+    while let Some(part) = body.try_next().await? {
+        if (data.len() + part.len()) as u64 > limit {
+            return Ok(None);
+        }
+        data.extend_from_slice(&part);
+    }
+    Ok(Some(data))
+}
+
 #[async_trait]
 impl ReadBackend for S3Backend {
-    async fn get(&self, key: &ObjectKey) -> Result<Vec<u8>> {
-        Ok(self.get_bytes(key, None).await?.0)
+    async fn get(&self, key: &ObjectKey, limit: u64) -> Result<Vec<u8>> {
+        Ok(self.get_bytes(key, None, limit).await?.0)
     }
 
-    async fn get_carried(&self, key: &ObjectKey) -> Result<(Vec<u8>, Carried)> {
-        self.get_bytes(key, None).await
+    async fn get_carried(&self, key: &ObjectKey, limit: u64) -> Result<(Vec<u8>, Carried)> {
+        self.get_bytes(key, None, limit).await
     }
 
     async fn get_range(&self, key: &ObjectKey, offset: u64, length: u64) -> Result<Vec<u8>> {
         if length == 0 {
             return Ok(Vec::new());
         }
-        let (data, _) = self.get_bytes(key, Some((offset, length))).await?;
+        let (data, _) = self.get_bytes(key, Some((offset, length)), length).await?;
         if data.len() as u64 != length {
             return Err(Error::damaged(
                 self.url_of(key),
@@ -565,7 +611,7 @@ impl ReadBackend for S3Backend {
             };
             let name = match kind {
                 ObjectKind::Config if rest != "config" => return,
-                ObjectKind::Pack => rest.rsplit('/').next().unwrap_or(rest),
+                ObjectKind::Pack => super::pack_name(rest),
                 _ if rest.contains('/') => return,
                 _ => rest,
             };

@@ -157,10 +157,20 @@ impl Opener {
                 .map_err(damaged)?
                 .with_policy(&POLICY, None, helper)
                 .map_err(damaged)?;
+            // Without compression (refused by `inspect`) the plaintext is
+            // shorter than the message; never read more than that.
+            let limit = message.len() as u64;
             let mut out = Vec::new();
-            decryptor
+            (&mut decryptor)
+                .take(limit + 1)
                 .read_to_end(&mut out)
                 .map_err(|e| Error::damaged(object, format!("cannot decrypt: {e}")))?;
+            if out.len() as u64 > limit {
+                return Err(Error::damaged(
+                    object,
+                    "its plaintext is longer than the message (coffer never writes that)",
+                ));
+            }
             Ok((out, decryptor.into_helper()))
         });
         GUARDED_PARSE.with(|g| g.set(true));
@@ -220,6 +230,20 @@ impl<'a> Helper<'a> {
 }
 
 impl VerificationHelper for Helper<'_> {
+    /// Refuses a Compressed Data packet before it is inflated: coffer
+    /// never writes one (blobs hold zstd frames; snapshots, indexes and
+    /// the chunk-id key are stored as they are), and one that inflates a
+    /// few megabytes into gigabytes is the cheapest way to exhaust a
+    /// reader's memory.
+    fn inspect(&mut self, pp: &openpgp::parse::PacketParser<'_>) -> openpgp::Result<()> {
+        if let Packet::CompressedData(_) = pp.packet {
+            return Err(openpgp::anyhow::anyhow!(
+                "it holds a Compressed Data packet, which coffer never writes (left unread)"
+            ));
+        }
+        Ok(())
+    }
+
     fn get_certs(&mut self, _ids: &[KeyHandle]) -> openpgp::Result<Vec<Cert>> {
         Ok(self.writers.map(|w| w.certs.clone()).unwrap_or_default())
     }
@@ -413,6 +437,51 @@ mod tests {
         // needed: the certificate alone signs nothing.
         let generated = generate_signing_key("w").unwrap();
         assert!(SnapshotSigner::from_armored(&generated.cert_armored, "w.cert").is_err());
+    }
+
+    /// What a put-only credential can store: an encrypted message whose
+    /// Compressed Data packet inflates a few hundred KiB into 256 MiB. It
+    /// is refused before any of it is inflated (coffer never compresses
+    /// inside OpenPGP), signed or not.
+    #[test]
+    fn a_compressed_message_is_refused_before_it_inflates() {
+        use openpgp::serialize::stream::Compressor;
+        use openpgp::types::CompressionAlgorithm;
+        let (recipients, opener) = keys();
+        let (signer, writers) = writer("w");
+        let sealer = PackSealer::new(&recipients).unwrap();
+        let mut bomb = sealer.pkesk_bytes.clone();
+        {
+            let message = Message::new(&mut bomb);
+            let message = Encryptor::with_session_key(message, SYM, sealer.session_key.clone())
+                .unwrap()
+                .build()
+                .unwrap();
+            let message = Compressor::new(message)
+                .algo(CompressionAlgorithm::Zlib)
+                .level(openpgp::types::CompressionLevel::best())
+                .build()
+                .unwrap();
+            let mut literal = LiteralWriter::new(message).build().unwrap();
+            let zeros = vec![0u8; 1 << 20];
+            for _ in 0..256 {
+                literal.write_all(&zeros).unwrap();
+            }
+            literal.finalize().unwrap();
+        }
+        assert!(bomb.len() < 1 << 20, "{}", bomb.len());
+        let started = std::time::Instant::now();
+        let err = opener.open("snapshots/bomb", &bomb).unwrap_err();
+        assert!(matches!(err, Error::Damaged { .. }), "{err}");
+        assert!(err.to_string().contains("Compressed Data"), "{err}");
+        let err = opener
+            .open_signed("snapshots/bomb", &bomb, &writers)
+            .unwrap_err();
+        assert!(matches!(err, Error::Damaged { .. }), "{err}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(2));
+        // The same message uncompressed and signed still opens.
+        let plain = seal_signed(&recipients, &signer, b"{}").unwrap();
+        assert_eq!(opener.open_signed("s", &plain, &writers).unwrap(), b"{}");
     }
 
     /// Found by fuzz/ (target config): a message whose SEIPD v1 body is

@@ -114,6 +114,17 @@ impl RepoConfig {
                 self.version
             )));
         }
+        // The id names cache directories, journals and host tags: it must
+        // be what `init` makes, never a path.
+        if !is_repository_id(&self.id) {
+            return Err(Error::damaged(
+                source,
+                format!(
+                    "repository id {:?} is not 32 lowercase hex digits (coffer never writes that)",
+                    self.id.chars().take(80).collect::<String>()
+                ),
+            ));
+        }
         let c = &self.chunker;
         let sane = c.algorithm == "fastcdc-2020"
             && (64..=1 << 20).contains(&c.min_size)
@@ -143,13 +154,19 @@ impl RepoConfig {
     }
 }
 
+/// Whether `id` is a repository id as `init` makes them: 32 lowercase hex
+/// digits (so it is safe as a file name).
+pub fn is_repository_id(id: &str) -> bool {
+    id.len() == 32 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn zstd_level_out_of_range_is_refused_when_read() {
-        let json = br#"{"format":"coffer-repository","version":1,"id":"00","created":"x",
+        let json = br#"{"format":"coffer-repository","version":1,"id":"0123456789abcdef0123456789abcdef","created":"x",
             "chunker":{"algorithm":"fastcdc-2020","min_size":512,"avg_size":1024,
             "max_size":4096,"normalization":1},"zstd_level":0,"pack_size":16777216,
             "dedup_horizon_days":30,"recipients":[],"chunk_id_key_sealed":""}"#;
@@ -163,5 +180,18 @@ mod tests {
         );
         let ok = String::from_utf8_lossy(json).replace("\"zstd_level\":0", "\"zstd_level\":1");
         assert!(RepoConfig::from_json(ok.as_bytes(), "config").is_ok());
+        // An id that is not what init makes (a path, upper case, short) is
+        // refused before anything joins it into a path.
+        for bad in [
+            "/srv/x",
+            "../../etc",
+            "0123456789ABCDEF0123456789abcdef",
+            "00",
+            "",
+        ] {
+            let json = ok.replace("0123456789abcdef0123456789abcdef", bad);
+            let err = RepoConfig::from_json(json.as_bytes(), "config").unwrap_err();
+            assert!(err.to_string().contains("repository id"), "{bad}: {err}");
+        }
     }
 }

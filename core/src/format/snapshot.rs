@@ -74,6 +74,12 @@ impl Snapshot {
             .map_err(|e| Error::damaged(object, format!("not a snapshot: {e}")))?;
         parse_rfc3339(&snap.time)
             .ok_or_else(|| Error::damaged(object, format!("bad time {:?}", snap.time)))?;
+        if !snap.tree.is_plausible() {
+            return Err(Error::damaged(
+                object,
+                "its root tree reference is out of range",
+            ));
+        }
         Ok(snap)
     }
 

@@ -27,6 +27,18 @@ pub struct Location {
     pub raw_length: u64,
 }
 
+impl Location {
+    /// Whether a reader takes this reference at all: a plaintext of at
+    /// most [`MAX_BLOB_LEN`], stored in at most twice that, inside a pack
+    /// a reader can address. Checked before anything of these lengths is
+    /// allocated or asked for.
+    pub fn is_plausible(&self) -> bool {
+        self.raw_length <= MAX_BLOB_LEN
+            && self.length <= 2 * MAX_BLOB_LEN
+            && self.offset.checked_add(self.length).is_some()
+    }
+}
+
 /// What a directory entry is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -57,6 +69,19 @@ pub struct Xattr {
     /// The value, any bytes (standard base64 in JSON).
     #[serde(with = "base64_bytes")]
     pub value: Vec<u8>,
+}
+
+impl Xattr {
+    /// Whether readers take this attribute: a name of 1 to
+    /// [`MAX_XATTR_NAME`] bytes without NUL and a value of at most
+    /// [`MAX_XATTR_VALUE`] (Linux's own limits). A writer leaves out, with
+    /// a warning, what fails this (an S3 object's metadata may).
+    pub fn is_storable(&self) -> bool {
+        !self.name.is_empty()
+            && self.name.len() <= MAX_XATTR_NAME
+            && !self.name.contains(&0)
+            && self.value.len() <= MAX_XATTR_VALUE
+    }
 }
 
 /// Which file a hard-linked entry is: entries of one snapshot with the
@@ -212,7 +237,7 @@ impl Entry {
                 format!("entry {:?}: {what}", String::from_utf8_lossy(&self.name)),
             )
         };
-        let ok_loc = |l: &Location| l.raw_length <= MAX_BLOB_LEN && l.length <= 2 * MAX_BLOB_LEN;
+        let ok_loc = Location::is_plausible;
         match self.kind {
             Kind::File if !self.chunks.iter().all(ok_loc) || !self.holes_fit() => {
                 return Err(bad("chunks and holes do not add up to the file size"));
@@ -232,11 +257,8 @@ impl Entry {
         }
         let mut previous: Option<&[u8]> = None;
         for x in &self.xattrs {
-            let name_ok = !x.name.is_empty()
-                && x.name.len() <= MAX_XATTR_NAME
-                && !x.name.contains(&0)
-                && previous.is_none_or(|p| p < x.name.as_slice());
-            if !name_ok || x.value.len() > MAX_XATTR_VALUE {
+            let sorted = previous.is_none_or(|p| p < x.name.as_slice());
+            if !sorted || !x.is_storable() {
                 return Err(bad("extended attributes malformed, unsorted or too large"));
             }
             previous = Some(&x.name);

@@ -69,7 +69,7 @@ const CHUNK_READS: usize = 8;
 /// Each step is linear in the snapshot's distinct trees, however often
 /// they are referenced. Memory: the trees of one snapshot, at most.
 pub async fn check(repo: &Repository, opts: CheckOptions) -> Result<CheckReport> {
-    let packs = repo.pack_sizes().await?;
+    let (packs, junk) = listed_packs(repo).await?;
     let mut checker = Checker {
         packs: &packs,
         read_share: opts
@@ -87,6 +87,7 @@ pub async fn check(repo: &Repository, opts: CheckOptions) -> Result<CheckReport>
         },
         snapshot: String::new(),
     };
+    checker.report.damage.extend(junk);
     checker.indexes(repo).await?;
     for name in repo.snapshot_names().await? {
         checker.snapshot = crate::format::snapshot::short_name(&name);
@@ -106,6 +107,33 @@ pub async fn check(repo: &Repository, opts: CheckOptions) -> Result<CheckReport>
         }
     }
     Ok(checker.report)
+}
+
+/// The size of every stored pack, by id, and a problem for each object
+/// under `data/` no reader takes: a name that is not a pack id (every
+/// reader leaves it alone), a size over [`ObjectKind::max_size`].
+async fn listed_packs(repo: &Repository) -> Result<(HashMap<PackId, u64>, Vec<Damage>)> {
+    let mut packs = HashMap::new();
+    let mut junk = Vec::new();
+    let limit = ObjectKind::Pack.max_size();
+    for info in repo.backend().list(ObjectKind::Pack).await? {
+        let problem = match PackId::from_hex(&info.name) {
+            None => "its name is not a pack id (no reader uses it; delete it by hand)".to_string(),
+            Some(_) if info.size > limit => {
+                format!("{} bytes, more than a pack may have ({limit})", info.size)
+            }
+            Some(id) => {
+                packs.insert(id, info.size);
+                continue;
+            }
+        };
+        junk.push(Damage {
+            snapshot: String::new(),
+            path: format!("data/{}", info.name),
+            problem,
+        });
+    }
+    Ok((packs, junk))
 }
 
 /// A file chunk to read and verify, and where it was found.

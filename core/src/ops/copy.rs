@@ -24,7 +24,7 @@ pub mod journal;
 
 use crate::backend::{Backend, Carried, ObjectInfo, ObjectKey, ObjectKind, Tally};
 use crate::error::{Error, Result};
-use crate::format::id::ObjectId;
+use crate::format::id::{ObjectId, PackId};
 use crate::format::snapshot::parse_object_name;
 use crate::progress::Progress;
 use crate::repository::known::KnownRepositories;
@@ -84,7 +84,7 @@ pub async fn copy(
     progress: &Progress,
 ) -> Result<CopyReport> {
     let (config, carried) = from
-        .get_carried(&ObjectKey::config())
+        .get_carried(&ObjectKey::config(), ObjectKind::Config.max_size())
         .await
         .map_err(|e| crate::repository::config_error(from, e))?;
     let repo_id = crate::format::config::RepoConfig::from_json(&config, "config")?.id;
@@ -206,6 +206,16 @@ impl Copier<'_> {
     async fn copy_kind(&mut self, kind: ObjectKind, listed: Vec<ObjectInfo>) -> Result<()> {
         let mut todo = Vec::new();
         for o in listed {
+            if let Some(why) = refused(kind, &o) {
+                self.report.damaged.push(format!(
+                    "{}{} in {}: {why}; not copied (run `coffer check` on the source)",
+                    kind.prefix(),
+                    o.name,
+                    self.from.describe()
+                ));
+                self.progress.file_done();
+                continue;
+            }
             let key = ObjectKey::new(kind, o.name);
             if self.journal.has(&key) {
                 self.report.known.add(o.size);
@@ -258,14 +268,36 @@ impl Copier<'_> {
     }
 }
 
+/// Why a listed object is not copied at all, if it is not: a name that is
+/// not of its kind (no reader takes it, and a name is a path at the
+/// destination), or a size over its kind's cap. Decided from the listing,
+/// before any request for it.
+fn refused(kind: ObjectKind, listed: &ObjectInfo) -> Option<String> {
+    let named = match kind {
+        ObjectKind::Pack => PackId::from_hex(&listed.name).is_some(),
+        _ => crate::repository::object_id(&ObjectKey::new(kind, listed.name.clone())).is_ok(),
+    };
+    if !named {
+        return Some("its name is not an object id".into());
+    }
+    let limit = kind.max_size();
+    (listed.size > limit).then(|| {
+        format!(
+            "{} bytes, more than its kind may have ({limit})",
+            listed.size
+        )
+    })
+}
+
 /// Reads `key` from `from` and stores it at `to`.
 async fn move_one(from: &dyn Backend, to: &dyn Backend, key: &ObjectKey) -> Result<Moved> {
     // A snapshot deleted since it was listed is not copied; its packs,
     // copied before it, may be gone too (prune deletes only packs no
     // remaining snapshot needs).
-    let (bytes, carried) = match from.get_carried(key).await {
+    let (bytes, carried) = match from.get_carried(key, key.kind.max_size()).await {
         Ok(got) => got,
         Err(Error::NotFound(_)) => return Ok(Moved::Gone),
+        Err(e @ Error::Damaged { .. }) => return Ok(Moved::Damaged(e.to_string())),
         Err(e) => return Err(e),
     };
     if key.kind != ObjectKind::Pack {

@@ -10,9 +10,12 @@
 //!
 //! Crash-safe: snapshots are walked before anything is deleted; then packs
 //! go, then index objects. Stopping anywhere leaves every snapshot whole and
-//! at most some unreferenced objects for the next prune. A snapshot or tree
-//! that cannot be read stops prune before it deletes anything: what it
-//! references is unknown.
+//! at most some unreferenced objects for the next prune. A tree of a
+//! snapshot that cannot be read stops prune before it deletes anything:
+//! what it references is unknown. A snapshot object no reader takes
+//! (forged, damaged, a bad name, over its cap) is left out with a warning,
+//! as every listing leaves it out: junk a put-only credential stores never
+//! blocks prune.
 
 use crate::backend::{ObjectInfo, ObjectKey, ObjectKind};
 use crate::error::{Error, Result};
@@ -214,8 +217,9 @@ struct Reach<'a> {
     gone: &'a HashSet<String>,
     /// Snapshot objects walked.
     snapshots: HashSet<String>,
-    /// Snapshot objects no writer signed: not walked.
-    forged: HashSet<String>,
+    /// Snapshot objects no reader takes (not signed by a writer, damaged):
+    /// not walked.
+    left_out: HashSet<String>,
     /// Trees read (by id).
     trees: HashSet<BlobId>,
     /// Every pack referenced, by a tree or a file chunk.
@@ -228,7 +232,7 @@ impl<'a> Reach<'a> {
             repo,
             gone,
             snapshots: HashSet::new(),
-            forged: HashSet::new(),
+            left_out: HashSet::new(),
             trees: HashSet::new(),
             packs: HashSet::new(),
         }
@@ -237,17 +241,21 @@ impl<'a> Reach<'a> {
     /// Lists the snapshots and walks those not walked yet.
     async fn walk_new_snapshots(&mut self) -> Result<()> {
         for name in self.repo.snapshot_names().await? {
-            let seen = self.snapshots.contains(&name) || self.forged.contains(&name);
+            let seen = self.snapshots.contains(&name) || self.left_out.contains(&name);
             if seen || self.gone.contains(&name) {
                 continue;
             }
             let info = match self.repo.load_snapshot(&name).await {
                 Ok(info) => info,
-                // Not from a writer: whatever it points at, no genuine
-                // snapshot needs it for that. Never deleted here either.
-                Err(e @ Error::Forged { .. }) => {
-                    tracing::warn!("{e}; prune ignores it");
-                    self.forged.insert(name);
+                // Not from a writer, or not a snapshot a reader takes (a
+                // bad name, content that does not match it, over its size
+                // cap, not decryptable): whatever it points at, no
+                // snapshot a reader lists needs it for that. A put-only
+                // credential can store such an object and Object Lock
+                // keep it, so it must not stop prune. Never deleted here.
+                Err(e @ (Error::Forged { .. } | Error::Damaged { .. })) => {
+                    tracing::warn!("{e}; prune leaves it out (`coffer check` lists it)");
+                    self.left_out.insert(name);
                     continue;
                 }
                 Err(e) => return Err(stop(&name, e)),

@@ -76,6 +76,9 @@ pub struct RestoreStats {
     /// Extended attributes the target's file system could not take (it has
     /// none); one warning in [`RestoreStats::warnings`] says how many.
     pub xattrs_unsupported: u64,
+    /// Entries whose set-uid or set-gid bit was left off because their
+    /// owner was not restored (not root, or the owner refused).
+    pub setid_dropped: u64,
 }
 
 impl RestoreStats {
@@ -89,6 +92,7 @@ impl RestoreStats {
         self.warnings.append(&mut other.warnings);
         self.damaged.append(&mut other.damaged);
         self.xattrs_unsupported += other.xattrs_unsupported;
+        self.setid_dropped += other.setid_dropped;
     }
 }
 
@@ -192,6 +196,14 @@ pub async fn restore(
         apply_metadata(entry, dest, is_root, &mut stats)?;
     }
     stats.absorb(writer.stats);
+    if stats.setid_dropped > 0 {
+        tracing::info!(
+            "{}: {} entries restored without their set-uid/set-gid bits: their owner was \
+             not restored (restore as root to keep both)",
+            opts.target.display(),
+            stats.setid_dropped
+        );
+    }
     if stats.xattrs_unsupported > 0 {
         stats.warnings.push(format!(
             "{}: the file system takes no extended attributes: {} were not restored \

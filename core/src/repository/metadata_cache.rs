@@ -22,7 +22,7 @@
 use crate::format::id::{BlobId, PackId};
 use crate::sync::lock;
 use std::collections::HashMap;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -66,6 +66,11 @@ impl MetadataCache {
         }
     }
 
+    /// The largest file it keeps: a quarter of its bound.
+    pub fn largest_kept(&self) -> u64 {
+        self.limit / 4
+    }
+
     /// Where it is.
     pub fn dir(&self) -> &Path {
         &self.dir
@@ -92,6 +97,12 @@ impl MetadataCache {
     /// that long (marked as just used); unverified.
     pub fn read(&self, pack: &PackId, offset: u64, length: u64) -> Option<Vec<u8>> {
         let file = std::fs::File::open(self.path_of(pack)).ok()?;
+        // The range must lie in the file before anything of its claimed
+        // length is allocated.
+        let size = file.metadata().ok()?.len();
+        if offset.checked_add(length)? > size {
+            return None;
+        }
         let mut buf = vec![0; usize::try_from(length).ok()?];
         file.read_exact_at(&mut buf, offset).ok()?;
         let _ = file.set_modified(SystemTime::now());
@@ -101,9 +112,13 @@ impl MetadataCache {
     /// The whole file `name`, if here (marked as just used); unverified.
     pub fn read_named(&self, name: &str) -> Option<Vec<u8>> {
         let path = self.named_path(name)?;
-        let mut file = std::fs::File::open(path).ok()?;
+        let file = std::fs::File::open(path).ok()?;
+        // Never larger than what is kept (a bigger file is not the cache's).
+        if file.metadata().ok()?.len() > self.largest_kept() {
+            return None;
+        }
         let mut bytes = Vec::new();
-        std::io::Read::read_to_end(&mut file, &mut bytes).ok()?;
+        std::io::Read::read_to_end(&mut (&file).take(self.largest_kept()), &mut bytes).ok()?;
         let _ = file.set_modified(SystemTime::now());
         Some(bytes)
     }
@@ -158,7 +173,7 @@ impl MetadataCache {
     }
 
     fn store_at(&self, path: &Path, bytes: &[u8]) {
-        if self.read_only.load(Ordering::Relaxed) || bytes.len() as u64 > self.limit / 4 {
+        if self.read_only.load(Ordering::Relaxed) || bytes.len() as u64 > self.largest_kept() {
             return;
         }
         if let Err(e) = self.write(path, bytes) {
@@ -187,7 +202,8 @@ impl MetadataCache {
 
     fn write(&self, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         let parent = path.parent().unwrap_or(&self.dir);
-        std::fs::create_dir_all(parent)?;
+        crate::private_dir::create(parent)?;
+        // A temporary file is 0600; renamed, it stays so.
         let mut tmp = tempfile::NamedTempFile::new_in(parent)?;
         tmp.write_all(bytes)?;
         tmp.persist(path).map_err(|e| e.error)?;

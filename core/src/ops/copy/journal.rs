@@ -40,14 +40,9 @@ impl Journal {
             }
         };
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(io("creating the copy journal's directory"))?;
+            crate::private_dir::create(dir).map_err(io("creating the copy journal's directory"))?;
         }
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create(true)
-            .open(path)
-            .map_err(io("opening the copy journal"))?;
+        let file = crate::private_dir::open_append(path).map_err(io("opening the copy journal"))?;
         // SAFETY: flock on a descriptor this function owns.
         if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
             let e = std::io::Error::last_os_error();

@@ -14,26 +14,47 @@ use std::path::{Path, PathBuf};
 /// Hard-linked files met so far, and the names still to link.
 #[derive(Default)]
 pub(super) struct HardLinks {
-    /// Each file's first name (restored as the file itself).
-    first: HashMap<(u64, u64), PathBuf>,
+    /// Each file's first name (restored as the file itself) and its kind.
+    first: HashMap<(u64, u64), (PathBuf, Kind)>,
     /// Later names: the entry, its path, and the first name to link to.
     later: Vec<(Entry, PathBuf, PathBuf)>,
+}
+
+/// What [`HardLinks::is_known`] makes of a name with a link.
+pub(super) enum Linked {
+    /// The first name met: the caller restores it.
+    First,
+    /// A later name of a file met before: it is linked at the end.
+    Later,
+    /// A later name whose kind is not its first name's: one file has one
+    /// kind, so the tree is damaged (it could make a restore link or copy
+    /// a file of another kind); the name is not restored, for this reason.
+    Mismatch(String),
 }
 
 impl HardLinks {
     /// Whether `entry` at `dest` is a later name of a file met before: then
     /// it is remembered, to be linked by [`HardLinks::make`]. Otherwise
     /// `dest` becomes the file's first name and the caller restores it.
-    pub(super) fn is_known(&mut self, link: &HardLink, entry: &Entry, dest: &Path) -> bool {
+    pub(super) fn is_known(&mut self, link: &HardLink, entry: &Entry, dest: &Path) -> Linked {
         match self.first.get(&(link.dev, link.ino)) {
-            Some(first) => {
+            Some((first, kind)) if *kind != entry.kind => Linked::Mismatch(format!(
+                "{}: not restored: damaged tree: it is a hard link of {}, but a {:?} where that \
+                 name is a {:?}",
+                dest.display(),
+                first.display(),
+                entry.kind,
+                kind
+            )),
+            Some((first, _)) => {
                 self.later
                     .push((entry.clone(), dest.to_path_buf(), first.clone()));
-                true
+                Linked::Later
             }
             None => {
-                self.first.insert((link.dev, link.ino), dest.to_path_buf());
-                false
+                self.first
+                    .insert((link.dev, link.ino), (dest.to_path_buf(), entry.kind));
+                Linked::First
             }
         }
     }
@@ -64,8 +85,7 @@ impl HardLinks {
                         dest.display(),
                         first.display()
                     ));
-                    std::fs::copy(&first, &dest)
-                        .map_err(|e| Error::io(&dest, "copying a hard-linked file", e))?;
+                    copy_regular(&first, &dest)?;
                     apply_metadata(&entry, &dest, is_root, stats)?;
                 }
                 Err(e) => {
@@ -84,4 +104,36 @@ impl HardLinks {
         }
         Ok(())
     }
+}
+
+/// Copies the regular file `from` (this restore made it) to the new file
+/// `to`, never following a symlink at either name: whatever stands at
+/// `from` now, only a regular file's bytes are copied, and `to` is created,
+/// never opened through a link.
+fn copy_regular(from: &Path, to: &Path) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut source = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(from)
+        .map_err(|e| Error::io(from, "opening a hard-linked file to copy it", e))?;
+    let meta = source
+        .metadata()
+        .map_err(|e| Error::io(from, "opening a hard-linked file to copy it", e))?;
+    if !meta.is_file() {
+        return Err(Error::io(
+            from,
+            "copying a hard-linked file",
+            std::io::Error::other("not a regular file any more; nothing copied"),
+        ));
+    }
+    let mut dest = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(to)
+        .map_err(|e| Error::io(to, "copying a hard-linked file", e))?;
+    std::io::copy(&mut source, &mut dest)
+        .map_err(|e| Error::io(to, "copying a hard-linked file", e))?;
+    Ok(())
 }

@@ -93,6 +93,7 @@ pub(super) fn apply_metadata(
     stats: &mut RestoreStats,
 ) -> Result<()> {
     let c = cpath(dest)?;
+    let mut owner_restored = false;
     if is_root {
         // SAFETY: `c` is a valid NUL-terminated path.
         if unsafe { libc::lchown(c.as_ptr(), entry.uid, entry.gid) } != 0 {
@@ -101,12 +102,18 @@ pub(super) fn apply_metadata(
                 dest.display(),
                 std::io::Error::last_os_error()
             ));
+        } else {
+            owner_restored = true;
         }
     }
     set_xattrs(entry, dest, &c, stats);
     if entry.kind != Kind::Symlink {
+        let mode = mode_to_set(entry, owner_restored);
+        if mode != entry.mode & 0o7777 {
+            stats.setid_dropped += 1;
+        }
         // SAFETY: as above.
-        if unsafe { libc::chmod(c.as_ptr(), (entry.mode & 0o7777) as libc::mode_t) } != 0 {
+        if unsafe { libc::chmod(c.as_ptr(), mode as libc::mode_t) } != 0 {
             return Err(Error::io(
                 dest,
                 "setting the mode",
@@ -141,6 +148,19 @@ pub(super) fn apply_metadata(
         ));
     }
     Ok(())
+}
+
+/// The permission bits to give `entry`: its own, but set-uid and set-gid
+/// only where its owner was restored (as GNU tar does): otherwise the
+/// file would run as whoever restored it, with bits the snapshot chose.
+/// A directory keeps set-gid (it only makes new entries take its group).
+fn mode_to_set(entry: &Entry, owner_restored: bool) -> u32 {
+    let mode = entry.mode & 0o7777;
+    match (owner_restored, entry.kind) {
+        (true, _) => mode,
+        (false, Kind::Dir) => mode & !0o4000,
+        (false, _) => mode & !0o6000,
+    }
 }
 
 /// Sets each extended attribute of `entry` on `dest` (not following a
@@ -193,7 +213,8 @@ pub(super) fn make_node(entry: &Entry, dest: &Path) -> std::io::Result<()> {
     };
     let c = CString::new(dest.as_os_str().as_bytes())
         .map_err(|_| std::io::Error::other("path contains a NUL byte"))?;
-    let mode = kind | (entry.mode & 0o7777) as libc::mode_t;
+    // Set-uid and set-gid come with the owner (apply_metadata), never here.
+    let mode = kind | (entry.mode & 0o1777) as libc::mode_t;
     // SAFETY: valid path; mknod has no other preconditions.
     if unsafe { libc::mknod(c.as_ptr(), mode, entry.rdev.unwrap_or(0) as libc::dev_t) } != 0 {
         return Err(std::io::Error::last_os_error());

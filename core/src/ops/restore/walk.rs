@@ -3,7 +3,7 @@
 //! and special files made in the writer's order, and each file's chunks
 //! queued as reads for the writing half ([`super::write`]).
 
-use super::links::HardLinks;
+use super::links::{HardLinks, Linked};
 use super::plan::{next_tree_batch, Span};
 use super::target::{apply_metadata, clear_way, make_dir, make_node, make_symlink};
 use super::write::{FileFetch, FileJob, Part, Unfinished};
@@ -117,8 +117,13 @@ impl Walk<'_> {
     pub(super) async fn add_leaf(&mut self, entry: Entry, dest: PathBuf) -> Result<()> {
         clear_way(self.overwrite, &entry, &dest)?;
         if let Some(link) = entry.link {
-            if self.links.is_known(&link, &entry, &dest) {
-                return Ok(()); // another name of a file restored already
+            match self.links.is_known(&link, &entry, &dest) {
+                Linked::First => {}
+                Linked::Later => return Ok(()), // another name of a file restored already
+                Linked::Mismatch(why) => {
+                    self.stats.damaged.push(why);
+                    return Ok(());
+                }
             }
         }
         match entry.kind {
