@@ -34,12 +34,23 @@ pub fn write(path: &Path, run: &Run) -> std::io::Result<()> {
     let written = (|| {
         // Created here, never an existing file or a symlink planted at
         // the name (the metrics directory may be shared with a collector).
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o644)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&tmp)?;
+        // One left by a crashed run of the same PID is removed (the link
+        // itself, never what it points at) and the creation tried once more.
+        let create = || {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o644)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(&tmp)
+        };
+        let mut f = match create() {
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                std::fs::remove_file(&tmp)?;
+                create()?
+            }
+            other => other?,
+        };
         // Readable by a collector whatever the umask (the unit's is 0077):
         // counts and times, nothing secret.
         f.set_permissions(std::fs::Permissions::from_mode(0o644))?;
@@ -149,6 +160,35 @@ fn read_value(text: &str, name: &str) -> Option<f64> {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    /// A symlink planted where the temporary goes (its name is guessable:
+    /// the PID) is replaced, never written through; the file is 0644
+    /// whatever the umask.
+    #[test]
+    fn the_temporary_never_writes_through_a_planted_symlink() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, b"keep").unwrap();
+        let path = dir.path().join("coffer.prom");
+        let tmp = dir
+            .path()
+            .join(format!("coffer.prom.tmp.{}", std::process::id()));
+        std::os::unix::fs::symlink(&victim, &tmp).unwrap();
+        let run = Run {
+            repo: "r",
+            finished: UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+            stats: None,
+        };
+        write(&path, &run).unwrap();
+        assert_eq!(std::fs::read(&victim).unwrap(), b"keep");
+        assert!(!tmp.exists());
+        let meta = std::fs::metadata(&path).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o644);
+        assert!(std::fs::read_to_string(&path)
+            .unwrap()
+            .contains("coffer_backup_success"));
+    }
 
     #[test]
     fn a_failed_run_keeps_the_last_success_time() {

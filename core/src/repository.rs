@@ -692,3 +692,35 @@ pub(crate) fn object_id(key: &ObjectKey) -> Result<ObjectId> {
     }
     .ok_or_else(|| Error::damaged(key.path(), "name is not an object id"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::ObjectInfo;
+
+    fn listed(sizes: &[u64]) -> Vec<ObjectInfo> {
+        sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &size)| ObjectInfo {
+                name: format!("s{i}"),
+                size,
+                modified: None,
+            })
+            .collect()
+    }
+
+    /// Batches hold at most their bytes (an object counted at no more than
+    /// its kind's cap), in order; one larger object is a batch alone.
+    #[test]
+    fn snapshot_objects_are_opened_in_batches_bounded_in_bytes() {
+        let names = |b: &[Vec<String>]| b.iter().map(|v| v.join(",")).collect::<Vec<_>>();
+        let b = byte_batches(listed(&[40, 30, 30, 100, 5]), 70, ObjectKind::Snapshot);
+        assert_eq!(names(&b), ["s0,s1", "s2", "s3", "s4"]);
+        // A listed size past the cap counts as the cap: its read stops there.
+        let huge = ObjectKind::Snapshot.max_size();
+        let b = byte_batches(listed(&[u64::MAX, 1, 1]), huge + 1, ObjectKind::Snapshot);
+        assert_eq!(names(&b), ["s0,s1", "s2"]);
+        assert!(byte_batches(Vec::new(), 10, ObjectKind::Snapshot).is_empty());
+    }
+}

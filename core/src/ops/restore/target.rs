@@ -221,3 +221,42 @@ pub(super) fn make_node(entry: &Entry, dest: &Path) -> std::io::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(kind: Kind, mode: u32) -> Entry {
+        Entry {
+            name: b"x".to_vec(),
+            kind,
+            mode,
+            uid: 0,
+            gid: 0,
+            user: None,
+            group: None,
+            mtime_ns: 0,
+            size: 0,
+            target: None,
+            rdev: None,
+            chunks: Vec::new(),
+            subtree: None,
+            xattrs: Vec::new(),
+            link: None,
+            holes: Vec::new(),
+        }
+    }
+
+    /// Set-uid and set-gid come only with the owner; a directory keeps
+    /// set-gid (new entries take its group), the sticky bit always stays.
+    #[test]
+    fn set_id_bits_only_where_the_owner_was_restored() {
+        let file = entry(Kind::File, 0o106_755 | 0o1000);
+        assert_eq!(mode_to_set(&file, true), 0o7755);
+        assert_eq!(mode_to_set(&file, false), 0o1755);
+        let dir = entry(Kind::Dir, 0o040_000 | 0o3775);
+        assert_eq!(mode_to_set(&dir, true), 0o3775);
+        assert_eq!(mode_to_set(&dir, false), 0o3775);
+        assert_eq!(mode_to_set(&entry(Kind::Dir, 0o4755), false), 0o755);
+    }
+}
