@@ -95,22 +95,8 @@ impl<'a> Forge<'a> {
 
 fn entry(name: &[u8], kind: Kind) -> Entry {
     Entry {
-        name: name.to_vec(),
-        kind,
-        mode: 0o644,
-        uid: 0,
-        gid: 0,
-        user: None,
-        group: None,
         mtime_ns: 1_700_000_000_000_000_000,
-        size: 0,
-        target: None,
-        rdev: None,
-        chunks: vec![],
-        subtree: None,
-        xattrs: Vec::new(),
-        link: None,
-        holes: Vec::new(),
+        ..Entry::new(name.to_vec(), kind, 0o644)
     }
 }
 

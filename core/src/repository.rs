@@ -565,25 +565,12 @@ pub fn pack_key(pack: &PackId) -> ObjectKey {
 /// The root of a snapshot as a directory entry.
 pub fn root_entry(snapshot: &Snapshot) -> Entry {
     Entry {
-        name: b"/".to_vec(),
-        kind: Kind::Dir,
-        mode: 0o755,
-        uid: 0,
-        gid: 0,
-        user: None,
-        group: None,
         mtime_ns: snapshot
             .time()
             .map(|t| t.unix_timestamp_nanos() as i64)
             .unwrap_or(0),
-        size: 0,
-        target: None,
-        rdev: None,
-        chunks: Vec::new(),
         subtree: Some(snapshot.tree),
-        xattrs: Vec::new(),
-        link: None,
-        holes: Vec::new(),
+        ..Entry::new(b"/".to_vec(), Kind::Dir, 0o755)
     }
 }
 

@@ -498,24 +498,7 @@ mod tests {
     use super::*;
 
     fn entry(name: &[u8]) -> Entry {
-        Entry {
-            name: name.to_vec(),
-            kind: Kind::Fifo,
-            mode: 0o644,
-            uid: 0,
-            gid: 0,
-            user: None,
-            group: None,
-            mtime_ns: 0,
-            size: 0,
-            target: None,
-            rdev: None,
-            chunks: vec![],
-            subtree: None,
-            xattrs: Vec::new(),
-            link: None,
-            holes: Vec::new(),
-        }
+        Entry::new(name.to_vec(), Kind::Fifo, 0o644)
     }
 
     fn dir_entry(name: &[u8]) -> Entry {

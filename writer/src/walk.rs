@@ -869,22 +869,12 @@ impl<'a> Walker<'a> {
         mtime_ns: i64,
     ) -> Entry {
         Entry {
-            name,
-            kind,
-            mode,
             uid,
             gid,
             user: self.owners.user(uid),
             group: self.owners.group(gid),
             mtime_ns,
-            size: 0,
-            target: None,
-            rdev: None,
-            chunks: Vec::new(),
-            subtree: None,
-            xattrs: Vec::new(),
-            link: None,
-            holes: Vec::new(),
+            ..Entry::new(name, kind, mode)
         }
     }
 

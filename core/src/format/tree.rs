@@ -230,6 +230,30 @@ impl Tree {
 }
 
 impl Entry {
+    /// An entry called `name` of `kind` and `mode`, owned by uid and gid 0
+    /// with no names, at mtime 0, with nothing else: the start of one the
+    /// writer, the read path or a test fills in.
+    pub fn new(name: Vec<u8>, kind: Kind, mode: u32) -> Self {
+        Self {
+            name,
+            kind,
+            mode,
+            uid: 0,
+            gid: 0,
+            user: None,
+            group: None,
+            mtime_ns: 0,
+            size: 0,
+            target: None,
+            rdev: None,
+            chunks: Vec::new(),
+            subtree: None,
+            xattrs: Vec::new(),
+            link: None,
+            holes: Vec::new(),
+        }
+    }
+
     fn check(&self, object: &str) -> Result<()> {
         let bad = |what: &str| {
             Error::damaged(
@@ -425,22 +449,10 @@ mod tests {
 
     fn entry(name: &[u8]) -> Entry {
         Entry {
-            name: name.to_vec(),
-            kind: Kind::Symlink,
-            mode: 0o777,
-            uid: 0,
-            gid: 0,
-            user: None,
-            group: None,
             mtime_ns: 1,
             size: 3,
             target: Some(b"\xffab".to_vec()),
-            rdev: None,
-            chunks: vec![],
-            subtree: None,
-            xattrs: Vec::new(),
-            link: None,
-            holes: Vec::new(),
+            ..Entry::new(name.to_vec(), Kind::Symlink, 0o777)
         }
     }
 

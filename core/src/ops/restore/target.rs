@@ -227,24 +227,7 @@ mod tests {
     use super::*;
 
     fn entry(kind: Kind, mode: u32) -> Entry {
-        Entry {
-            name: b"x".to_vec(),
-            kind,
-            mode,
-            uid: 0,
-            gid: 0,
-            user: None,
-            group: None,
-            mtime_ns: 0,
-            size: 0,
-            target: None,
-            rdev: None,
-            chunks: Vec::new(),
-            subtree: None,
-            xattrs: Vec::new(),
-            link: None,
-            holes: Vec::new(),
-        }
+        Entry::new(b"x".to_vec(), kind, mode)
     }
 
     /// Set-uid and set-gid come only with the owner; a directory keeps

@@ -387,22 +387,10 @@ mod tests {
 
     fn three_part_file(dest: &Path, chunks: &[Vec<u8>]) -> Arc<FileJob> {
         let entry = Entry {
-            name: b"f".to_vec(),
-            kind: Kind::File,
-            mode: 0o640,
-            uid: 0,
-            gid: 0,
-            user: None,
-            group: None,
             mtime_ns: 1_000_000_000_000_000_000,
             size: 18,
-            target: None,
-            rdev: None,
             chunks: chunks.iter().map(|c| loc(1, 0, c.len() as u64)).collect(),
-            subtree: None,
-            xattrs: Vec::new(),
-            link: None,
-            holes: Vec::new(),
+            ..Entry::new(b"f".to_vec(), Kind::File, 0o640)
         };
         let ahead = Arc::new(tokio::sync::Semaphore::new(1))
             .try_acquire_owned()
