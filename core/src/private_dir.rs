@@ -25,14 +25,20 @@ pub fn create(dir: &Path) -> io::Result<()> {
 
 /// `options` for a file only its owner may read: created 0600, never
 /// opened through a symlink at its name.
-pub fn options(options: &mut OpenOptions) -> &mut OpenOptions {
+fn options(options: &mut OpenOptions) -> &mut OpenOptions {
     options.mode(0o600).custom_flags(libc::O_NOFOLLOW)
 }
 
 /// Creates (or opens) the file `path` 0600, appending, readable: for
-/// journals and lock files.
+/// journals.
 pub fn open_append(path: &Path) -> io::Result<File> {
     options(OpenOptions::new().read(true).append(true).create(true)).open(path)
+}
+
+/// Creates (or opens, never truncating) the file `path` 0600 for writing:
+/// for lock files, and a database made before its library opens it.
+pub fn open_write(path: &Path) -> io::Result<File> {
+    options(OpenOptions::new().write(true).create(true).truncate(false)).open(path)
 }
 
 #[cfg(test)]

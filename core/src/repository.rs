@@ -20,6 +20,7 @@ use crate::format::id::{ObjectId, PackId};
 use crate::format::index::IndexFile;
 use crate::format::snapshot::{host_tag, parse_object_name, Snapshot, SnapshotInfo};
 use crate::format::tree::{Entry, Kind, Location, Tree};
+use crate::sync::blocking;
 use known::{KnownRepositories, Pin};
 use metadata_cache::{ChunkCache, MetadataCache};
 use opened_cache::OpenedCache;
@@ -408,14 +409,17 @@ impl Repository {
         let loc = *loc;
         if self.chunks.is_some() {
             let repo = self.clone();
-            let cached = blocking(move || Ok(repo.chunk_from_disk(&loc))).await?;
+            let cached = blocking("reading the chunk cache", move || {
+                Ok(repo.chunk_from_disk(&loc))
+            })
+            .await?;
             if let Some(plain) = cached {
                 return Ok(plain);
             }
         }
         let stored = self.fetch_blob(&loc).await?;
         let repo = self.clone();
-        blocking(move || {
+        blocking("decoding a chunk", move || {
             let plain = repo.decode_blob(&loc, &stored)?;
             if let Some(chunks) = &repo.chunks {
                 chunks.store(&loc.id, &stored);
@@ -548,13 +552,6 @@ impl Repository {
         }
         Ok(current)
     }
-}
-
-/// Runs `f` on tokio's blocking pool (decryption: CPU work).
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| Error::Internal(format!("a decoding task failed: {e}")))?
 }
 
 /// The key of a pack object.

@@ -92,13 +92,7 @@ impl StateLock {
     /// Takes `dir`'s lock, waiting up to `wait` for a run that holds it.
     pub fn acquire(dir: &Path, wait: Duration) -> std::io::Result<Self> {
         let path = dir.join("state.lock");
-        let file = coffer_core::private_dir::options(
-            std::fs::OpenOptions::new()
-                .create(true)
-                .truncate(false)
-                .write(true),
-        )
-        .open(&path)?;
+        let file = coffer_core::private_dir::open_write(&path)?;
         let start = Instant::now();
         let mut told = false;
         loop {
@@ -354,13 +348,7 @@ impl State {
         };
         // Made 0600 before SQLite opens it (SQLite makes its -wal and -shm
         // files with the database's mode): it lists every backed-up path.
-        let _ = coffer_core::private_dir::options(
-            std::fs::OpenOptions::new()
-                .create(true)
-                .truncate(false)
-                .write(true),
-        )
-        .open(path); // if this fails, so does the open below, and says why
+        let _ = coffer_core::private_dir::open_write(path); // if this fails, so does the open below
         let conn = Connection::open(path).map_err(err("opening"))?;
         // The run's file records (`temp.run_files`, a row per file walked)
         // go to a temporary file (SQLite puts it in SQLITE_TMPDIR, TMPDIR

@@ -30,10 +30,9 @@ impl LocalBackend {
     }
 }
 
+/// [`crate::sync::blocking`] for this backend's file I/O.
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| Error::Internal(format!("a local I/O task failed: {e}")))?
+    crate::sync::blocking("a local I/O task", f).await
 }
 
 fn storage_err(op: &'static str, key: &ObjectKey, e: std::io::Error) -> Error {
@@ -108,8 +107,8 @@ impl ReadBackend for LocalBackend {
 
 fn list_kind(root: &Path, kind: ObjectKind) -> Result<Vec<ObjectInfo>> {
     let mut out = Vec::new();
-    let dir = root.join(kind.prefix());
-    let mut dirs = vec![dir];
+    let base = root.join(kind.prefix());
+    let mut dirs = vec![base.clone()];
     while let Some(dir) = dirs.pop() {
         let entries = match fs::read_dir(&dir) {
             Ok(e) => e,
@@ -132,7 +131,7 @@ fn list_kind(root: &Path, kind: ObjectKind) -> Result<Vec<ObjectInfo>> {
                     ObjectKind::Pack => {
                         let relative = entry.path();
                         let relative = relative
-                            .strip_prefix(root.join(kind.prefix()))
+                            .strip_prefix(&base)
                             .ok()
                             .and_then(Path::to_str)
                             .unwrap_or(name)

@@ -311,16 +311,20 @@ mod tests {
         (Recipients::from_armored(&certs).unwrap(), Opener::new(keys))
     }
 
+    /// Sequoia's streaming encryptor writing into `out` (which holds the
+    /// pack's PKESK packets) with the pack's session key.
+    fn sequoia_encryptor<'a>(sealer: &PackSealer, out: &'a mut Vec<u8>) -> Message<'a> {
+        Encryptor::with_session_key(Message::new(out), SYM, sealer.session_key.clone())
+            .unwrap()
+            .build()
+            .unwrap()
+    }
+
     /// How blobs were sealed before core/src/crypto/seipd.rs: sequoia's streaming
     /// writer (partial body lengths). Repositories hold such blobs.
     fn seal_with_sequoia(sealer: &PackSealer, payload: &[u8]) -> Vec<u8> {
         let mut out = sealer.pkesk_bytes.clone();
-        let message = Message::new(&mut out);
-        let message = Encryptor::with_session_key(message, SYM, sealer.session_key.clone())
-            .unwrap()
-            .build()
-            .unwrap();
-        let mut literal = LiteralWriter::new(message)
+        let mut literal = LiteralWriter::new(sequoia_encryptor(sealer, &mut out))
             .format(DataFormat::Binary)
             .build()
             .unwrap();
@@ -452,12 +456,7 @@ mod tests {
         let sealer = PackSealer::new(&recipients).unwrap();
         let mut bomb = sealer.pkesk_bytes.clone();
         {
-            let message = Message::new(&mut bomb);
-            let message = Encryptor::with_session_key(message, SYM, sealer.session_key.clone())
-                .unwrap()
-                .build()
-                .unwrap();
-            let message = Compressor::new(message)
+            let message = Compressor::new(sequoia_encryptor(&sealer, &mut bomb))
                 .algo(CompressionAlgorithm::Zlib)
                 .level(openpgp::types::CompressionLevel::best())
                 .build()

@@ -24,7 +24,7 @@ pub mod journal;
 
 use crate::backend::{Backend, Carried, ObjectInfo, ObjectKey, ObjectKind, Tally};
 use crate::error::{Error, Result};
-use crate::format::id::{ObjectId, PackId};
+use crate::format::id::ObjectId;
 use crate::format::snapshot::parse_object_name;
 use crate::progress::Progress;
 use crate::repository::known::KnownRepositories;
@@ -273,11 +273,8 @@ impl Copier<'_> {
 /// destination), or a size over its kind's cap. Decided from the listing,
 /// before any request for it.
 fn refused(kind: ObjectKind, listed: &ObjectInfo) -> Option<String> {
-    let named = match kind {
-        ObjectKind::Pack => PackId::from_hex(&listed.name).is_some(),
-        _ => crate::repository::object_id(&ObjectKey::new(kind, listed.name.clone())).is_ok(),
-    };
-    if !named {
+    let key = ObjectKey::new(kind, listed.name.clone());
+    if crate::repository::object_id(&key).is_err() {
         return Some("its name is not an object id".into());
     }
     let limit = kind.max_size();
