@@ -18,6 +18,7 @@ checks that too.
 
 import argparse
 import base64
+import collections
 import hashlib
 import json
 import os
@@ -33,6 +34,13 @@ import threading
 CONFIG_MAX = 4 << 20
 SNAPSHOT_MAX = 16 << 20
 MAX_BLOB_LEN = 1 << 30
+# Directories nested deeper are damage (a writer walks by full path, so it
+# stores at most PATH_MAX / 2 levels); Linux's limits on what can be made.
+MAX_DEPTH = 4096
+NAME_MAX = 255
+PATH_MAX = 4095
+# Trees kept parsed, so a subtree many directories share is read once.
+TREES_KEPT = 1024
 
 
 class Damaged(Exception):
@@ -148,6 +156,7 @@ def unzstd(frame, raw_length):
 class Repo:
     def __init__(self, root, scratch):
         self.root = root
+        self.trees = collections.OrderedDict()
         config = os.path.join(root, "config")
         if not os.path.isfile(config):
             sys.exit("%s: no config here; this is not a coffer repository" % root)
@@ -198,7 +207,15 @@ class Repo:
         return plain
 
     def tree(self, loc):
-        return json.loads(self.blob(loc))["entries"]
+        """A tree's entries; the last TREES_KEPT read are kept, by location."""
+        key = tuple(loc.get(k) for k in ("id", "pack", "offset", "length", "raw_length"))
+        entries = self.trees.pop(key, None)
+        if entries is None:
+            entries = json.loads(self.blob(loc))["entries"]
+            if len(self.trees) >= TREES_KEPT:
+                self.trees.popitem(last=False)
+        self.trees[key] = entries
+        return entries
 
 
 def plausible(loc):
@@ -242,16 +259,26 @@ class Restorer:
         self.links = {}  # (dev, ino) of a hard-linked file: its first path
         self.files = 0
         self.bytes = 0
+        self.skipped = 0
 
-    def entry(self, path, e):
+    def entry(self, path, e, depth=0):
         kind = e["kind"]
+        name = os.path.basename(path)
+        if len(name) > NAME_MAX or len(path) > PATH_MAX:
+            # Past what Linux can make here: said, and the rest goes on.
+            print("%s: not restored: name or path too long for this target"
+                  % os.fsdecode(path[:200]), file=sys.stderr)
+            self.skipped += 1
+            return
         if kind == "dir":
+            if depth >= MAX_DEPTH:
+                raise Damaged("%r: directories nested deeper than %d" % (path[:200], MAX_DEPTH))
             os.mkdir(path, 0o700)
             for child in self.repo.tree(e["subtree"]):
                 name = raw(child["name"])
                 if not safe(name):
                     raise Damaged("unsafe name %r in %r" % (name, path))
-                self.entry(os.path.join(path, name), child)
+                self.entry(os.path.join(path, name), child, depth + 1)
             self.dirs.append((path, e))
             return
         link = e.get("link")
@@ -327,6 +354,8 @@ class Restorer:
 
 
 def main():
+    # One frame per directory level, up to MAX_DEPTH of them.
+    sys.setrecursionlimit(max(sys.getrecursionlimit(), 2 * MAX_DEPTH + 200))
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--repo", required=True, help="a local copy of the repository")
     p.add_argument("--list", action="store_true", help="list the snapshots and exit")
@@ -377,6 +406,9 @@ def recover(a, repo):
         r.finish()
         print("restored %d files (%d bytes) of snapshot %s into %s"
               % (r.files, r.bytes, sid[:8], a.target), file=sys.stderr)
+        if r.skipped:
+            print("%d entries were not restored (listed above)" % r.skipped, file=sys.stderr)
+            return 3
         return 0
     except Damaged as e:
         sys.exit("recover.py: %s" % e)

@@ -401,3 +401,46 @@ fn objects_changed_or_deleted_after_the_listing_are_reported_and_the_rest_stored
     assert_eq!(files.keys().collect::<Vec<_>>(), ["c.txt"]);
     assert!(files["c.txt"] == objects["c.txt"].bytes);
 }
+
+/// An object whose user metadata passes what readers take (S3 allows 2 KiB
+/// of metadata; a 1 KiB key makes a `user.s3.meta.*` attribute name past
+/// Linux's 255 bytes). radosgw refuses such a key (500), so the proxy adds
+/// it to the object's GET answer, as AWS would send it. The attribute is
+/// left out with a warning (exit 3), and the object and its neighbours
+/// restore: never a success that does not restore.
+#[test]
+fn a_metadata_key_readers_would_refuse_is_left_out_and_the_object_restores() {
+    let s3 = server();
+    let proxy = Proxy::start(&s3.endpoint, 0);
+    let env = two_accounts(s3, &proxy, "src-longmeta", "src-longmeta-repo");
+    let objects: BTreeMap<String, Obj> = ["app/ok.txt", "app/long.txt"]
+        .iter()
+        .enumerate()
+        .map(|(n, k)| (k.to_string(), plain(random_bytes(n as u64 + 40, 3000))))
+        .collect();
+    put_objects(s3, "src-longmeta", &objects);
+    let long_key = "k".repeat(1024);
+    *proxy.added_header.lock().unwrap() = Some((
+        "/src-longmeta/app/long.txt".into(),
+        format!("x-amz-meta-{long_key}: planted"),
+    ));
+    let (code, summary, log) = backup(&env, &["s3://src-longmeta/app"]);
+    assert_eq!(code, 3, "{log}");
+    assert!(
+        log.contains("s3://src-longmeta/app/long.txt: extended attribute left out"),
+        "{log}"
+    );
+    assert_eq!(summary["stats"]["files"], 2, "{summary}");
+
+    let restored = env.path("restored");
+    env.restore("latest", &restored);
+    let (files, _) = walk(&restored.join("s3/src-longmeta/app"));
+    assert_eq!(files.keys().collect::<Vec<_>>(), ["long.txt", "ok.txt"]);
+    for (name, file) in &files {
+        assert!(file == &objects[&format!("app/{name}")].bytes, "{name}");
+    }
+    let long = restored.join("s3/src-longmeta/app/long.txt");
+    assert!(get_xattr(&long, "user.s3.etag").is_some());
+    let out = env.admin("check", &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+}

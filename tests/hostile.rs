@@ -305,9 +305,49 @@ fn shared_and_deep_trees_cost_check_one_walk_and_break_no_reader() {
             target.to_str().unwrap(),
         ],
     );
+    // As deep as a path can reach: a warning where it cannot, the rest
+    // restored (exit 3), nothing outside the target.
     let said = text(&out);
     assert!(!said.contains("panicked"), "{said}");
-    assert_ne!(out.status.code(), Some(0), "{said}");
+    assert_eq!(out.status.code(), Some(3), "{said}");
+    assert!(said.contains("not restored: its path is"), "{said}");
+    let (mut below, mut depth) = (target.clone(), 0);
+    while below.join("d").is_dir() {
+        below.push("d");
+        depth += 1;
+    }
+    assert!(depth > 1500, "{depth} levels restored: {said}");
+
+    // Export stops at the depth check uses, naming it.
+    let archive = env.path("deep.tar");
+    let out = env.admin(
+        "export",
+        &[&format!("{deep}:/deep"), "--tar", archive.to_str().unwrap()],
+    );
+    let said = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(said.contains("nested deeper than 4096"), "{said}");
+
+    // A subtree many paths share is read once (the repository's memo of
+    // trees): 2^12 paths through 12 shared levels. (At 16 levels: 12 s,
+    // 21 s when each path's trees were read again; the rest is the 2^17
+    // files and directories it makes.)
+    let wide = bomb_and_chain(&forge, 12, 3, b"x\n");
+    let target = env.path("wide");
+    let started = std::time::Instant::now();
+    let out = env.admin(
+        "restore",
+        &[
+            &format!("{wide}:/bomb"),
+            "--target",
+            target.to_str().unwrap(),
+        ],
+    );
+    let took = started.elapsed();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let far = format!("{}f", "b/a/".repeat(6));
+    assert_eq!(std::fs::read(target.join(far)).unwrap(), b"bomb\n");
+    eprintln!("restore of 2^12 paths through 12 shared trees: {took:?}");
 
     // The mount fetches only what is looked at: the file 40 shared levels
     // down reads, and so does the chain as far as a path can reach.
@@ -321,6 +361,44 @@ fn shared_and_deep_trees_cost_check_one_walk_and_break_no_reader() {
     let (code, log) = m.unmount();
     assert_eq!(code, Some(0), "{log}");
     assert!(!log.contains("panicked"), "{log}");
+}
+
+/// recover.py keeps the same limits: an entry whose path would pass
+/// Linux's 4095 bytes under the target is said and left out (exit 3),
+/// the rest restored.
+#[test]
+fn recover_py_leaves_out_what_the_target_cannot_hold_and_restores_the_rest() {
+    let env = Env::new();
+    let forge = Forge::new(&env);
+    let id = bomb_and_chain(&forge, 3, 3, b"bottom\n");
+    // A target 4080 bytes long: `bomb/a/b/a/f` (13 more) fits,
+    // `deep/d/d/d/bottom` (18 more) does not.
+    let mut target = env.path("t");
+    let base = target.as_os_str().len();
+    let mut left = 4080 - base;
+    while left > 0 {
+        let part = (left - 1).min(250);
+        target.push("x".repeat(part));
+        left -= part + 1;
+    }
+    assert_eq!(target.as_os_str().len(), 4080);
+    std::fs::create_dir_all(&target).unwrap();
+    let gnupg = env.gnupg_with_admin_key();
+    let t = target.to_str().unwrap();
+    let out = recover_py(&env, &gnupg, &["--snapshot", &id[..8], "--target", t]);
+    let said = text(&out);
+    assert_eq!(out.status.code(), Some(3), "{said}");
+    assert!(
+        said.contains("not restored: name or path too long"),
+        "{said}"
+    );
+    assert!(said.contains("1 entries were not restored"), "{said}");
+    assert_eq!(
+        std::fs::read(target.join("bomb/a/b/a/f")).unwrap(),
+        b"bomb\n"
+    );
+    assert!(target.join("deep/d/d/d").is_dir());
+    assert!(!target.join("deep/d/d/d/bottom").exists());
 }
 
 /// `message` with its SEIPD packet (tag 18, the last) cut to the first `n`
@@ -482,11 +560,16 @@ fn a_directory_pointing_back_at_its_parent_is_damage_not_a_loop() {
 /// Peak memory any admin command may reach with planted objects present.
 const PEAK_MIB: u64 = 256;
 
-/// An OpenPGP message to `admin.cert` whose Compressed Data packet
-/// inflates to `inflated` zero bytes (`gpg -e -z 9 --compress-algo zlib`,
-/// as the attack was first tried): about 1/1000 of that stored.
-fn compressed_bomb(env: &Env, inflated: usize) -> Vec<u8> {
-    use std::io::Write;
+/// An OpenPGP message to `admin.cert` of what `feed` writes, encrypted
+/// by gpg with `args` (as anyone holding the public certificate can),
+/// written to `out` (never held by this process: a command measured
+/// later starts with the RSS this process had when it forked).
+fn gpg_to_admin(
+    env: &Env,
+    args: &[&str],
+    out: &Path,
+    feed: impl FnOnce(&mut std::process::ChildStdin) + Send + 'static,
+) {
     let home = env.path("bomb-gnupg");
     if !home.exists() {
         std::fs::create_dir(&home).unwrap();
@@ -495,27 +578,75 @@ fn compressed_bomb(env: &Env, inflated: usize) -> Vec<u8> {
     }
     let mut child = std::process::Command::new("gpg")
         .env("GNUPGHOME", &home)
-        .args(["--batch", "--quiet", "--trust-model", "always"])
-        .args(["--compress-algo", "zlib", "-z", "9", "--encrypt"])
+        .args(["--batch", "--quiet", "--yes", "--trust-model", "always"])
+        .args(args)
+        .arg("--output")
+        .arg(out)
+        .arg("--encrypt")
         .arg("--recipient-file")
         .arg(env.path("admin.cert"))
         .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::inherit())
         .spawn()
         .expect("run gpg");
     let mut input = child.stdin.take().unwrap();
-    let feeder = std::thread::spawn(move || {
+    let feeder = std::thread::spawn(move || feed(&mut input));
+    let status = child.wait().unwrap();
+    feeder.join().unwrap();
+    assert!(status.success(), "gpg could not encrypt");
+}
+
+/// An OpenPGP message to `admin.cert` whose Compressed Data packet
+/// inflates to `inflated` zero bytes (`gpg -e -z 9 --compress-algo zlib`,
+/// as the attack was first tried): about 1/1000 of that stored.
+fn compressed_bomb(env: &Env, inflated: usize) -> Vec<u8> {
+    use std::io::Write;
+    let out = env.path("bomb.gpg");
+    let args = ["--compress-algo", "zlib", "-z", "9"];
+    gpg_to_admin(env, &args, &out, move |input| {
         let zeros = vec![0u8; 1 << 20];
         for _ in 0..inflated / zeros.len() {
             input.write_all(&zeros).unwrap();
         }
     });
-    let out = child.wait_with_output().unwrap();
-    feeder.join().unwrap();
-    assert!(out.status.success(), "gpg could not make the bomb");
-    assert!(out.stdout.len() < inflated / 100, "{}", out.stdout.len());
-    out.stdout
+    let bomb = std::fs::read(out).unwrap();
+    assert!(bomb.len() < inflated / 100, "{}", bomb.len());
+    bomb
+}
+
+/// Plants a well-formed index object of about `bytes` bytes, as anyone
+/// who may write can store one (indexes are not signed): it lists `pack`
+/// (a real one, with its real size) with as many made-up blobs as fit.
+/// Its name, `index/<SHA-256>`.
+fn plant_large_index(env: &Env, pack: &Path, bytes: usize) -> String {
+    use sha2::Digest;
+    use std::io::Write;
+    let id = pack.file_name().unwrap().to_str().unwrap().to_string();
+    let size = std::fs::metadata(pack).unwrap().len();
+    let blob = format!(
+        r#"{{"id":"{}","offset":0,"length":100,"raw_length":100}}"#,
+        "ab".repeat(32)
+    );
+    let made = env.path("large-index.gpg");
+    gpg_to_admin(env, &["--compress-algo", "none"], &made, move |input| {
+        let head = format!(
+            r#"{{"packs":[{{"id":"{id}","kind":"data","size":{size},"time":"2026-12-06T00:00:00Z","blobs":["#
+        );
+        input.write_all(head.as_bytes()).unwrap();
+        let run = vec![blob.as_str(); 10_000].join(",");
+        for n in 0..bytes / run.len() {
+            if n > 0 {
+                input.write_all(b",").unwrap();
+            }
+            input.write_all(run.as_bytes()).unwrap();
+        }
+        input.write_all(b"]}]}").unwrap();
+    });
+    let mut hasher = sha2::Sha256::new();
+    std::io::copy(&mut std::fs::File::open(&made).unwrap(), &mut hasher).unwrap();
+    let name = format!("index/{}", hex::encode(hasher.finalize()));
+    std::fs::rename(&made, env.path(&format!("repo/{name}"))).unwrap();
+    name
 }
 
 /// Runs an admin's `cmd` with `planted` objects in the store and checks
@@ -618,7 +749,30 @@ fn planted_objects_cost_admin_commands_nothing_and_block_nothing() {
         write(&env.path(&format!("repo/{junk}")), b"junk");
         planted.push(junk.to_string());
     }
-    let run = |label: &str, cmd| within_bounds(&env, label, cmd, planted.len());
+    // A well-formed index of 120 MiB (indexes are not signed, and may be
+    // up to 256 MiB): read whole, it cost check and prune 2.7 times its
+    // size (a 232 MiB one: 633 MiB); read as a stream, 43 MiB.
+    let pack = std::fs::read_dir(env.path("repo/data"))
+        .unwrap()
+        .flat_map(|d| std::fs::read_dir(d.unwrap().path()).unwrap())
+        .map(|f| f.unwrap().path())
+        .next()
+        .unwrap();
+    let big_index = plant_large_index(&env, &pack, 120 << 20);
+    // Two "packs" of 160 MiB under well-formed names (no reader can tell
+    // a pack's bytes from junk before it reads them): copy carries each
+    // whole, and holds objects within a byte budget (256 MiB of listed
+    // sizes; to a local directory one at a time anyway), so never both.
+    let mut big_packs = Vec::new();
+    for n in [0x5au8, 0xa5] {
+        let name = hex::encode([n; 32]);
+        let path = env.path(&format!("repo/data/{}/{name}", &name[..2]));
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let f = std::fs::File::create(&path).unwrap();
+        f.set_len(160 << 20).unwrap();
+        big_packs.push(format!("data/{}/{name}", &name[..2]));
+    }
+    let run = |label: &str, cmd| within_bounds(&env, label, cmd, planted.len() + 3);
 
     // Listings leave each planted snapshot object out, naming it.
     let m = run("snapshots", env.admin_cmd("snapshots", &["--json"]));
@@ -637,9 +791,11 @@ fn planted_objects_cost_admin_commands_nothing_and_block_nothing() {
         m.text
     );
 
-    // check lists every planted object and the forged snapshot's damage.
+    // check lists every planted object and the forged snapshot's damage;
+    // the large index is whole (it lists a stored pack at its size).
     let m = run("check", env.admin_cmd("check", &[]));
     assert_eq!(m.code, 1, "{}", m.text);
+    assert!(!m.text.contains(&big_index), "{}", m.text);
     for name in &planted {
         assert!(
             m.text.contains(name.as_str()),
@@ -730,10 +886,8 @@ fn planted_objects_cost_admin_commands_nothing_and_block_nothing() {
     // copy carries what is well-named and within its caps, and says what
     // it left out; the copy lists the same good snapshots.
     let copy_to = env.path("copy");
-    let m = run(
-        "copy",
-        env.cmd(&["copy", "--from", "repo", "--to", copy_to.to_str().unwrap()]),
-    );
+    let to = copy_to.to_str().unwrap();
+    let m = run("copy", env.cmd(&["copy", "--from", "repo", "--to", to]));
     assert_eq!(m.code, 3, "{}", m.text);
     for junk in &planted[2..] {
         assert!(m.text.contains(junk.as_str()), "{junk}: {}", m.text);
@@ -749,9 +903,14 @@ fn planted_objects_cost_admin_commands_nothing_and_block_nothing() {
         .output()
         .unwrap();
     assert!(text(&copied).contains(&good_id[..8]), "{}", text(&copied));
+    for pack in &big_packs {
+        let copied = std::fs::metadata(copy_to.join(pack)).unwrap();
+        assert_eq!(copied.len(), 160 << 20, "{pack}");
+    }
 
-    // Nothing was deleted because it could not be read.
-    for name in &planted {
+    // Nothing was deleted because it could not be read; the large index
+    // lists a pack still stored, so prune kept it.
+    for name in planted.iter().chain([&big_index]) {
         assert!(env.path(&format!("repo/{name}")).exists(), "{name} deleted");
     }
 }

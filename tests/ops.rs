@@ -13,6 +13,7 @@ use coffer_core::format::config::{RepoConfig, RepoSettings};
 use coffer_core::format::snapshot::SnapshotInfo;
 use coffer_core::ops::check::{check, CheckOptions};
 use coffer_core::ops::diff::{diff, Change};
+use coffer_core::ops::export::{export, Format, Output};
 use coffer_core::ops::forget::retention::Policy;
 use coffer_core::ops::forget::{self, Selection};
 use coffer_core::ops::prune::{prune, PruneOptions};
@@ -348,6 +349,76 @@ fn restore_refuses_a_non_empty_target_as_bad_usage_and_writes_nothing() {
     assert_eq!(
         std::fs::read(fresh.target.join("a.txt")).expect("read"),
         b"alpha"
+    );
+}
+
+/// Directories `dNNN/` (`copies` of them), each holding the same
+/// `inner/deeper/f` (names, bytes, modes and times alike): one tree each
+/// for `inner` and `deeper`, met from every copy.
+fn shared_subtrees(f: &Fixture, copies: usize) {
+    let when = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_600_000_000);
+    let set = |path: PathBuf| {
+        let file = std::fs::File::open(path).expect("open");
+        file.set_modified(when).expect("set mtime");
+    };
+    for n in 0..copies {
+        let dir = format!("d{n:03}");
+        f.write(&format!("{dir}/inner/deeper/f"), b"same\n");
+        for rel in ["inner/deeper/f", "inner/deeper", "inner"] {
+            set(f.src().join(&dir).join(rel));
+        }
+    }
+}
+
+#[test]
+fn a_subtree_many_directories_share_is_read_once_by_restore_and_export() {
+    let f = Fixture::new();
+    let copies = 400;
+    shared_subtrees(&f, copies);
+    let snap = f.backup();
+    let repo = Arc::new(f.open().expect("open"));
+    let src = f.src().display().to_string();
+
+    let before = f.backend.reads();
+    let opts = RestoreOptions {
+        target: f.dir.path().join("target"),
+        overwrite: false,
+        sparse: true,
+        progress: None,
+    };
+    let stats =
+        f.rt.block_on(restore(&repo, &snap.snapshot, &src, &opts))
+            .expect("restore");
+    let restore_reads = f.backend.reads() - before;
+    assert_eq!(stats.files, copies as u64);
+    assert!(
+        stats.damaged.is_empty() && stats.warnings.is_empty(),
+        "{stats:?}"
+    );
+    let last = opts
+        .target
+        .join(format!("d{:03}/inner/deeper/f", copies - 1));
+    assert_eq!(std::fs::read(last).expect("restored"), b"same\n");
+
+    let before = f.backend.reads();
+    let out = Output::Stream(Box::new(std::io::sink()));
+    let report =
+        f.rt.block_on(export(&repo, &snap.snapshot, &src, Format::Tar, out))
+            .expect("export");
+    let export_reads = f.backend.reads() - before;
+    assert_eq!(report.files, copies as u64);
+    eprintln!(
+        "{copies} copies of one subtree: restore {restore_reads} reads, export {export_reads}"
+    );
+    // Each distinct tree once (the path down to the source, its tree,
+    // `dNNN`, `inner`, `deeper`): restore reads them and the one chunk in
+    // a few ranged reads; export reads each file's chunk as it streams it
+    // (1,604 reads when every copy's trees were read again).
+    assert!(restore_reads < 24, "restore: {restore_reads} reads");
+    let trees = export_reads - copies;
+    assert!(
+        trees < 24,
+        "export: {export_reads} reads, {trees} besides the files'"
     );
 }
 

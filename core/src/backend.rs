@@ -16,6 +16,7 @@ use std::sync::Arc;
 mod direct;
 pub mod local;
 pub mod memory;
+pub mod ranged;
 pub mod s3;
 
 /// The kinds of stored object.

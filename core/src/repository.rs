@@ -9,23 +9,27 @@
 pub mod known;
 pub mod metadata_cache;
 pub mod opened_cache;
+pub mod tree_memo;
 
-use crate::backend::{Backend, ObjectKey, ObjectKind};
+use crate::backend::ranged::RangedReader;
+use crate::backend::{Backend, ObjectInfo, ObjectKey, ObjectKind};
 use crate::crypto::blob;
 use crate::crypto::{Opener, SecretKeys, Writers};
 use crate::error::{Error, Result};
+use crate::format;
 use crate::format::chunk_key::ChunkIdKey;
 use crate::format::config::RepoConfig;
 use crate::format::id::{ObjectId, PackId};
-use crate::format::index::IndexFile;
+use crate::format::index::PackSummary;
 use crate::format::snapshot::{host_tag, parse_object_name, Snapshot, SnapshotInfo};
 use crate::format::tree::{Entry, Kind, Location, Tree};
-use crate::sync::blocking;
+use crate::sync::{self, blocking};
 use known::{KnownRepositories, Pin};
 use metadata_cache::{ChunkCache, MetadataCache};
 use opened_cache::OpenedCache;
 use std::collections::HashMap;
 use std::sync::Arc;
+use tree_memo::TreeMemo;
 
 /// Snapshot objects fetched at once when listing them.
 const SNAPSHOT_LOADS: usize = 32;
@@ -37,7 +41,7 @@ pub struct Repository {
     backend: Arc<dyn Backend>,
     config: RepoConfig,
     chunk_key: ChunkIdKey,
-    opener: Opener,
+    opener: Arc<Opener>,
     writers: Writers,
     /// SHA-256 of the `config` object as read.
     config_digest: ObjectId,
@@ -47,6 +51,8 @@ pub struct Repository {
     opened: Option<OpenedCache>,
     /// Chunks kept on local disk (a mount of a remote repository).
     chunks: Option<ChunkCache>,
+    /// Trees read lately by the walks that meet one tree from many paths.
+    trees: TreeMemo,
 }
 
 impl Repository {
@@ -83,12 +89,13 @@ impl Repository {
             backend,
             config,
             chunk_key,
-            opener,
+            opener: Arc::new(opener),
             writers,
             config_digest,
             cache: None,
             opened: None,
             chunks: None,
+            trees: TreeMemo::default(),
         })
     }
 
@@ -300,21 +307,46 @@ impl Repository {
         })
     }
 
-    /// Reads, checks and decrypts the index object `name`.
-    pub async fn load_index(&self, name: &str) -> Result<IndexFile> {
-        let (_, object, json) = self.load_named(ObjectKind::Index, name).await?;
-        IndexFile::from_json(&json, &object)
-    }
-
-    /// Reads an object named by the SHA-256 of its bytes, checks the name
-    /// and decrypts it: (id, object path, plaintext).
-    async fn load_named(
+    /// Reads the index object `info` (as listed) as a stream, a range at a
+    /// time, decrypting and parsing on the way, and folds each pack it
+    /// lists into `acc` with `f`: memory stays flat however large the index
+    /// (one may be 256 MiB, and anyone who may write can store one). Its
+    /// hash and integrity are known only at its end: what `f` saw counts
+    /// only if this returns `Ok`.
+    pub async fn fold_index<T: Send + 'static>(
         &self,
-        kind: ObjectKind,
-        name: &str,
-    ) -> Result<(ObjectId, String, Vec<u8>)> {
-        let bytes = self.fetch_named(kind, name).await?;
-        self.open_named(kind, name, &bytes)
+        info: &ObjectInfo,
+        acc: T,
+        mut f: impl FnMut(&mut T, PackSummary) + Send + 'static,
+    ) -> Result<T> {
+        let key = ObjectKey::new(ObjectKind::Index, info.name.clone());
+        let id = object_id(&key)?;
+        let object = key.path();
+        crate::backend::check_size(&object, info.size, ObjectKind::Index.max_size())?;
+        let (reader, outcome) = RangedReader::new(
+            tokio::runtime::Handle::current(),
+            self.backend.clone(),
+            key,
+            info.size,
+        );
+        let opener = self.opener.clone();
+        let limit = info.size;
+        let opened = blocking("reading an index", move || {
+            let mut acc = acc;
+            let parsed = opener.open_streaming(&object, reader, limit, |plain| {
+                format::index::each_pack(plain, &object, |pack| f(&mut acc, pack))
+            });
+            let mut outcome = sync::lock(&outcome);
+            if let Some(failed) = outcome.failed.take() {
+                return Err(failed); // the store's error, not the parser's
+            }
+            parsed?;
+            if outcome.digest != Some(id) {
+                return Err(Error::damaged(&object, "content does not match its name"));
+            }
+            Ok(acc)
+        });
+        opened.await
     }
 
     /// The bytes of the object `name` (named by the SHA-256 of its bytes),
@@ -518,11 +550,37 @@ impl Repository {
         fetched
     }
 
+    /// A tree for a walk that may meet it again from another path
+    /// (restore, export, diff): from the [`TreeMemo`] when it was read
+    /// lately, else read ([`Repository::read_tree_json`]) and kept there.
+    pub async fn shared_tree(&self, loc: &Location) -> Result<Arc<Tree>> {
+        if let Some(tree) = self.remembered_tree(loc) {
+            return Ok(tree);
+        }
+        let json = self.read_tree_json(loc).await?;
+        self.remember_tree(loc, &json)
+    }
+
+    /// Tree `loc` if the [`TreeMemo`] holds it (no I/O).
+    pub fn remembered_tree(&self, loc: &Location) -> Option<Arc<Tree>> {
+        self.trees.get(loc)
+    }
+
     /// Decrypts, verifies and parses a tree's stored bytes (read without
-    /// the tree cache).
-    pub fn decode_tree(&self, loc: &Location, stored: &[u8]) -> Result<Tree> {
+    /// the tree cache), keeping it as [`Repository::shared_tree`] does.
+    pub fn decode_tree(&self, loc: &Location, stored: &[u8]) -> Result<Arc<Tree>> {
+        if let Some(tree) = self.remembered_tree(loc) {
+            return Ok(tree);
+        }
         let json = self.decode_blob(loc, stored)?;
-        Tree::from_json(&json, &format!("tree {}", loc.id))
+        self.remember_tree(loc, &json)
+    }
+
+    /// Parses tree `loc`'s verified plaintext and keeps it in the memo.
+    fn remember_tree(&self, loc: &Location, json: &[u8]) -> Result<Arc<Tree>> {
+        let tree = Arc::new(Tree::from_json(json, &format!("tree {}", loc.id))?);
+        self.trees.keep(*loc, tree.clone(), json.len() as u64);
+        Ok(tree)
     }
 
     /// The entry at `path` (slash-separated, relative to the snapshot root;
@@ -540,7 +598,7 @@ impl Repository {
                     )))
                 }
             };
-            let tree = self.read_tree(&subtree).await?;
+            let tree = self.shared_tree(&subtree).await?;
             walked.push('/');
             walked.push_str(part);
             current = tree.find(part.as_bytes()).cloned().ok_or_else(|| {

@@ -12,7 +12,7 @@ use coffer_core::crypto::{Opener, SecretKeys, Writers};
 use coffer_core::format::chunk_key::ChunkIdKey;
 use coffer_core::format::config::RepoConfig;
 use coffer_core::format::id::{BlobId, PackId};
-use coffer_core::format::index::IndexFile;
+use coffer_core::format::index::{self, IndexFile};
 use coffer_core::format::snapshot::Snapshot;
 use coffer_core::format::tree::{Location, Tree};
 use std::sync::OnceLock;
@@ -58,7 +58,40 @@ pub fn tree(data: &[u8]) {
 
 /// An index object's JSON.
 pub fn index(data: &[u8]) {
-    let _ = IndexFile::from_json(data, "index/x");
+    // The streaming parse `check` and `prune` use takes exactly what the
+    // whole parse takes, and sees the same packs.
+    let whole = IndexFile::from_json(data, "index/x");
+    let mut seen = Vec::new();
+    let streamed = index::each_pack(data, "index/x", |p| seen.push(p));
+    match (&whole, &streamed) {
+        (Ok(whole), Ok(())) => {
+            assert_eq!(whole.packs.len(), seen.len());
+            for (pack, summary) in whole.packs.iter().zip(&seen) {
+                assert_eq!(
+                    (
+                        pack.id,
+                        pack.kind,
+                        pack.size,
+                        &pack.time,
+                        pack.blobs.len() as u64
+                    ),
+                    (
+                        summary.id,
+                        summary.kind,
+                        summary.size,
+                        &summary.time,
+                        summary.blob_count.0
+                    )
+                );
+            }
+        }
+        (Err(_), Err(_)) => {}
+        _ => panic!(
+            "whole: {:?}, streamed: {:?}",
+            whole.as_ref().map(|_| ()),
+            streamed
+        ),
+    }
 }
 
 /// A stored blob: 4 bytes of claimed plaintext length (little endian),
@@ -83,9 +116,20 @@ pub fn message(data: &[u8]) {
     let (opener, _, writers) = keys();
     // The bound every reader relies on: no Compressed Data packet is
     // inflated, so what opens is never longer than the message.
+    let streamed = opener.open_streaming("index/x", data, data.len() as u64, |plain| {
+        let mut out = Vec::new();
+        plain
+            .read_to_end(&mut out)
+            .map_err(|e| coffer_core::Error::damaged("index/x", e.to_string()))?;
+        Ok(out)
+    });
+    if let (Ok(streamed), Ok(whole)) = (&streamed, &opener.open("data/00/00", data)) {
+        assert!(streamed == whole, "a stream opened to other bytes");
+    }
     for opened in [
         opener.open("data/00/00", data),
         opener.open_signed("snapshots/x", data, writers),
+        streamed,
     ] {
         if let Ok(plain) = opened {
             assert!(

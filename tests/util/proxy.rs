@@ -67,6 +67,10 @@ pub struct Proxy {
     pub stall_ms: Arc<AtomicU64>,
     /// Latency added each way, milliseconds (0: none).
     pub delay_ms: Arc<AtomicU64>,
+    /// A header line (`name: value`) added to the answer of every GET
+    /// whose path contains the first string, as a store that allows what
+    /// the test server refuses would send it.
+    pub added_header: Arc<Mutex<Option<(String, String)>>>,
     stop: Arc<AtomicBool>,
 }
 
@@ -79,6 +83,7 @@ struct Shared {
     reject_conditional: Arc<AtomicBool>,
     stall_ms: Arc<AtomicU64>,
     delay_ms: Arc<AtomicU64>,
+    added_header: Arc<Mutex<Option<(String, String)>>>,
 }
 
 impl Drop for Proxy {
@@ -105,6 +110,7 @@ impl Proxy {
             reject_conditional: Arc::new(AtomicBool::new(false)),
             stall_ms: Arc::new(AtomicU64::new(0)),
             delay_ms: Arc::new(AtomicU64::new(0)),
+            added_header: Arc::new(Mutex::new(None)),
         });
         let stop = Arc::new(AtomicBool::new(false));
         let proxy = Self {
@@ -115,6 +121,7 @@ impl Proxy {
             reject_conditional: shared.reject_conditional.clone(),
             stall_ms: shared.stall_ms.clone(),
             delay_ms: shared.delay_ms.clone(),
+            added_header: shared.added_header.clone(),
             stop: stop.clone(),
         };
         std::thread::spawn(move || {
@@ -247,7 +254,7 @@ fn serve(client: TcpStream, shared: &Shared) {
             .heads
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .push(text);
+            .push(text.clone());
         let stall = shared.stall_ms.load(Ordering::Relaxed);
         if stall > 0 {
             std::thread::sleep(std::time::Duration::from_millis(stall));
@@ -292,10 +299,11 @@ fn serve(client: TcpStream, shared: &Shared) {
                 _ => {}
             }
         }
-        let Some(response) = forward(upstream, &head, &body) else {
+        let Some(mut response) = forward(upstream, &head, &body) else {
             let _ = writer.shutdown(Shutdown::Both);
             return;
         };
+        add_header(shared, &text, &mut response);
         if faulty && kind == 3 {
             counts.dropped_after.fetch_add(1, Ordering::Relaxed);
             let _ = writer.shutdown(Shutdown::Both);
@@ -312,6 +320,26 @@ fn serve(client: TcpStream, shared: &Shared) {
         if writer.write_all(&response).is_err() {
             return;
         }
+    }
+}
+
+/// Adds the proxy's `added_header` after the status line of `response` to
+/// `request` (its head), if it is a GET of a path that asks for it.
+fn add_header(shared: &Shared, request: &str, response: &mut Vec<u8>) {
+    let added = shared
+        .added_header
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    let Some((part, line)) = added.as_ref() else {
+        return;
+    };
+    let path = request.split(' ').nth(1).unwrap_or("");
+    if !request.starts_with("GET ") || !path.split('?').next().unwrap_or("").contains(part) {
+        return;
+    }
+    if let Some(at) = response.windows(2).position(|w| w == b"\r\n") {
+        let insert = format!("\r\n{line}");
+        response.splice(at..at, insert.into_bytes());
     }
 }
 

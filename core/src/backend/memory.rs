@@ -1,7 +1,8 @@
 //! A repository in memory, for tests: the same write-once contract as the
 //! real backends, plus fault injection (fail every put after the n-th,
 //! fail the reads of chosen objects, flip a bit of one) and a clock to
-//! turn back (objects listed as stored earlier, for prune's horizon).
+//! turn back (objects listed as stored earlier, for prune's horizon), and
+//! a count of reads.
 
 use super::{Backend, DeleteBackend, ObjectInfo, ObjectKey, ObjectKind, ReadBackend, WriteBackend};
 use crate::error::{Error, Result};
@@ -27,6 +28,8 @@ pub struct MemoryBackend {
     fail_after: AtomicUsize,
     /// Paths whose reads fail as an unreachable store would.
     unreadable: Mutex<HashSet<String>>,
+    /// Reads (whole or ranged) so far.
+    reads: AtomicUsize,
 }
 
 impl Default for MemoryBackend {
@@ -36,6 +39,7 @@ impl Default for MemoryBackend {
             puts: AtomicUsize::new(0),
             fail_after: AtomicUsize::new(usize::MAX),
             unreadable: Mutex::default(),
+            reads: AtomicUsize::new(0),
         }
     }
 }
@@ -92,6 +96,11 @@ impl MemoryBackend {
         crate::sync::lock(&self.unreadable).insert(path.to_string());
     }
 
+    /// Reads (whole or ranged, of any object) served so far.
+    pub fn reads(&self) -> usize {
+        self.reads.load(Ordering::SeqCst)
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Stored>> {
         crate::sync::lock(&self.objects)
     }
@@ -133,6 +142,7 @@ impl ReadBackend for MemoryBackend {
 impl MemoryBackend {
     /// The whole object, whatever its size (or the injected fault).
     fn get_any(&self, key: &ObjectKey) -> Result<Vec<u8>> {
+        self.reads.fetch_add(1, Ordering::SeqCst);
         if crate::sync::lock(&self.unreadable).contains(&key.path()) {
             return Err(Error::Storage {
                 op: "get",

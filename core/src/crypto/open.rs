@@ -139,44 +139,94 @@ impl Opener {
 
     /// Runs sequoia's decryptor with `helper`; fails unless the message was
     /// encrypted. Returns the plaintext and the helper (what it saw).
-    ///
-    /// sequoia 2.4 panics on some malformed messages (found by fuzzing: a
-    /// SEIPD v1 packet too short for its prefix and MDC hits an `unwrap` in
-    /// `PacketParser::decrypt_`; docs/upstream/ holds the report to file);
-    /// a panic there is damage to `object`, never the end of the process.
     fn decrypt_with<'a>(
         &'a self,
         object: &str,
         message: &[u8],
         helper: Helper<'a>,
     ) -> Result<(Vec<u8>, Helper<'a>)> {
+        // Without compression (refused by `inspect`) the plaintext is
+        // shorter than the message; never read more than that.
+        let limit = message.len() as u64;
+        let builder = || DecryptorBuilder::from_bytes(message);
+        self.decrypt_reading(object, builder, limit, helper, |plain| {
+            let mut out = Vec::new();
+            plain
+                .read_to_end(&mut out)
+                .map_err(|e| Error::damaged(object, format!("cannot decrypt: {e}")))?;
+            Ok(out)
+        })
+    }
+
+    /// Opens the message `reader` yields (at most `limit` bytes long) as a
+    /// stream: `consume` reads the plaintext as it is decrypted, so no more
+    /// than sequoia's buffer of it is ever held. The message's integrity is
+    /// known only at its end: what `consume` made counts only if this
+    /// returns `Ok` (an index read this way, never a snapshot, whose
+    /// signature must hold before anything in it is believed).
+    pub fn open_streaming<T>(
+        &self,
+        object: &str,
+        reader: impl Read + Send + Sync,
+        limit: u64,
+        consume: impl FnOnce(&mut dyn Read) -> Result<T>,
+    ) -> Result<T> {
+        let builder =
+            || DecryptorBuilder::from_reader(reader).map(|b| b.buffer_size(STREAM_BUFFER));
+        Ok(self
+            .decrypt_reading(object, builder, limit, Helper::new(self, None), consume)?
+            .0)
+    }
+
+    /// Runs sequoia's decryptor over the message `builder` makes, with
+    /// `helper`, and hands its plaintext to `consume`; then reads what
+    /// `consume` left, to the end, so that the integrity check (MDC) has
+    /// run. More than `limit` bytes of plaintext is damage (without
+    /// compression, which `inspect` refuses, the plaintext is shorter than
+    /// the message). Fails unless the message was encrypted. Returns what
+    /// `consume` made and the helper (what it saw).
+    ///
+    /// sequoia 2.4 panics on some malformed messages (found by fuzzing: a
+    /// SEIPD v1 packet too short for its prefix and MDC hits an `unwrap` in
+    /// `PacketParser::decrypt_`; docs/upstream/ holds the report to file);
+    /// a panic there is damage to `object`, never the end of the process.
+    fn decrypt_reading<'a, 'm, T>(
+        &'a self,
+        object: &str,
+        builder: impl FnOnce() -> openpgp::Result<DecryptorBuilder<'m>>,
+        limit: u64,
+        helper: Helper<'a>,
+        consume: impl FnOnce(&mut dyn Read) -> Result<T>,
+    ) -> Result<(T, Helper<'a>)>
+    where
+        'a: 'm,
+    {
         let damaged =
             |e: openpgp::anyhow::Error| Error::damaged(object, format!("cannot decrypt: {e:#}"));
         let run = std::panic::AssertUnwindSafe(|| {
-            let mut decryptor = DecryptorBuilder::from_bytes(message)
+            let mut decryptor = builder()
                 .map_err(damaged)?
                 .with_policy(&POLICY, None, helper)
                 .map_err(damaged)?;
-            // Without compression (refused by `inspect`) the plaintext is
-            // shorter than the message; never read more than that.
-            let limit = message.len() as u64;
-            let mut out = Vec::new();
-            (&mut decryptor)
-                .take(limit + 1)
-                .read_to_end(&mut out)
+            let mut plain = Counted {
+                inner: (&mut decryptor).take(limit + 1),
+                read: 0,
+            };
+            let made = consume(&mut plain)?;
+            std::io::copy(&mut plain, &mut std::io::sink())
                 .map_err(|e| Error::damaged(object, format!("cannot decrypt: {e}")))?;
-            if out.len() as u64 > limit {
+            if plain.read > limit {
                 return Err(Error::damaged(
                     object,
                     "its plaintext is longer than the message (coffer never writes that)",
                 ));
             }
-            Ok((out, decryptor.into_helper()))
+            Ok((made, decryptor.into_helper()))
         });
         GUARDED_PARSE.with(|g| g.set(true));
         let caught = std::panic::catch_unwind(run);
         GUARDED_PARSE.with(|g| g.set(false));
-        let (out, helper) = caught.unwrap_or_else(|_| {
+        let (made, helper) = caught.unwrap_or_else(|_| {
             Err(Error::damaged(
                 object,
                 "malformed OpenPGP message (the parser gave up on it)",
@@ -185,7 +235,7 @@ impl Opener {
         if !helper.encrypted {
             return Err(Error::damaged(object, "not an encrypted message"));
         }
-        Ok((out, helper))
+        Ok((made, helper))
     }
 
     fn cached(&self, pkesks: &[u8]) -> Option<SessionKey> {
@@ -203,6 +253,24 @@ impl Opener {
             }
             map.insert(pkesks, key);
         }
+    }
+}
+
+/// Plaintext sequoia holds back at most while a message is read as a
+/// stream ([`Opener::open_streaming`]).
+const STREAM_BUFFER: usize = 1 << 20;
+
+/// A reader that counts the bytes read through it.
+struct Counted<R> {
+    inner: R,
+    read: u64,
+}
+
+impl<R: Read> Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.read += n as u64;
+        Ok(n)
     }
 }
 

@@ -13,7 +13,7 @@ use crate::format::id::{BlobId, PackId};
 use serde::{Deserialize, Serialize};
 
 /// Where a blob is stored: enough to fetch it with one ranged read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Location {
     /// Keyed BLAKE3 of the plaintext, checked after every read.
     pub id: BlobId,

@@ -10,7 +10,8 @@ use crate::format::id::{BlobId, PackId};
 use crate::format::tree::{Kind, Location, Tree, MAX_DEPTH};
 use crate::repository::{root_entry, Repository};
 use futures_util::stream::{FuturesUnordered, StreamExt};
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 
 /// One problem found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,8 +71,9 @@ const CHUNK_READS: usize = 8;
 /// they are referenced. Memory: the trees of one snapshot, at most.
 pub async fn check(repo: &Repository, opts: CheckOptions) -> Result<CheckReport> {
     let (packs, junk) = listed_packs(repo).await?;
+    let stored = packs.len();
     let mut checker = Checker {
-        packs: &packs,
+        packs: Arc::new(packs),
         read_share: opts
             .read_data
             .map(|s| (s.clamp(0.0, 1.0) * f64::from(u32::MAX)) as u32),
@@ -82,7 +84,7 @@ pub async fn check(repo: &Repository, opts: CheckOptions) -> Result<CheckReport>
         reads: Vec::new(),
         whole_if_read: Vec::new(),
         report: CheckReport {
-            packs: packs.len(),
+            packs: stored,
             ..CheckReport::default()
         },
         snapshot: String::new(),
@@ -190,8 +192,8 @@ enum Enter {
     Known(Verdict),
 }
 
-struct Checker<'a> {
-    packs: &'a HashMap<PackId, u64>,
+struct Checker {
+    packs: Arc<HashMap<PackId, u64>>,
     /// With read-data: chunks whose id's first 4 bytes are at most this
     /// are read.
     read_share: Option<u32>,
@@ -215,7 +217,7 @@ struct Checker<'a> {
     snapshot: String,
 }
 
-impl Checker<'_> {
+impl Checker {
     fn damaged(&mut self, path: String, problem: String) {
         self.report.damage.push(Damage {
             snapshot: self.snapshot.clone(),
@@ -231,26 +233,34 @@ impl Checker<'_> {
     async fn indexes(&mut self, repo: &Repository) -> Result<()> {
         for info in repo.backend().list(ObjectKind::Index).await? {
             let path = format!("index/{}", info.name);
-            match repo.load_index(&info.name).await {
+            // Read as a stream: what it says of each pack is compared as it
+            // is parsed, and only the disagreements are kept.
+            let packs = self.packs.clone();
+            // Once per pack, however often it is listed.
+            let mismatches = repo
+                .fold_index(&info, BTreeMap::new(), move |wrong, pack| {
+                    match packs.get(&pack.id) {
+                        Some(&size) if size != pack.size => {
+                            wrong.insert(pack.id, (size, pack.size));
+                        }
+                        _ => {}
+                    }
+                })
+                .await;
+            match mismatches {
                 Err(e) => self.report.damage.push(Damage {
                     snapshot: String::new(),
                     path,
                     problem: e.to_string(),
                 }),
-                Ok(index) => {
+                Ok(wrong) => {
                     self.report.indexes += 1;
-                    for pack in index.packs {
-                        match self.packs.get(&pack.id) {
-                            Some(&size) if size != pack.size => self.report.damage.push(Damage {
-                                snapshot: String::new(),
-                                path: path.clone(),
-                                problem: format!(
-                                    "pack {} is {size} bytes; the index says {}",
-                                    pack.id, pack.size
-                                ),
-                            }),
-                            _ => {}
-                        }
+                    for (pack, (size, said)) in wrong {
+                        self.report.damage.push(Damage {
+                            snapshot: String::new(),
+                            path: path.clone(),
+                            problem: format!("pack {pack} is {size} bytes; the index says {said}"),
+                        });
                     }
                 }
             }

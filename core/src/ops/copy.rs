@@ -31,6 +31,8 @@ use crate::repository::known::KnownRepositories;
 use futures_util::stream::{self, StreamExt};
 use journal::Journal;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tokio::sync::Semaphore;
 
 /// What to copy, and how.
 #[derive(Debug, Clone, Default)]
@@ -221,14 +223,21 @@ impl Copier<'_> {
                 self.report.known.add(o.size);
                 self.done(&key, o.size);
             } else {
-                todo.push(key);
+                todo.push((key, o.size));
             }
         }
         let (from, to) = (self.from, self.to);
+        let budget = Arc::new(Semaphore::new(BUDGET_UNITS as usize));
         let mut moves = stream::iter(todo)
-            .map(|key| async move {
-                let moved = move_one(from, to, &key).await;
-                (key, moved)
+            .map(|(key, size)| {
+                let budget = budget.clone();
+                async move {
+                    let moved = match budget.acquire_many_owned(budget_units(size)).await {
+                        Ok(_held) => move_one(from, to, &key).await,
+                        Err(_) => Err(Error::Internal("copy: the byte budget closed".into())),
+                    };
+                    (key, moved)
+                }
             })
             .buffer_unordered(self.concurrency);
         while let Some((key, moved)) = moves.next().await {
@@ -266,6 +275,22 @@ impl Copier<'_> {
             self.report.snapshots += 1;
         }
     }
+}
+
+/// Listed bytes of the objects a copy holds at once (each is read whole,
+/// then stored): objects start only while their sizes fit, so many large
+/// ones (honest 1 GiB packs, or ones anyone who may write planted) cost
+/// no more than the largest alone, and the default 4 uploads of 16 MiB
+/// packs (or 16 of them, for a long link) never wait for it.
+const BYTES_IN_FLIGHT: u64 = 256 << 20;
+/// The budget is counted in MiB.
+const BUDGET_UNIT: u64 = 1 << 20;
+const BUDGET_UNITS: u64 = BYTES_IN_FLIGHT / BUDGET_UNIT;
+
+/// The share of [`BYTES_IN_FLIGHT`] an object of `size` listed bytes
+/// takes: at least one unit, and at most all (a larger one goes alone).
+fn budget_units(size: u64) -> u32 {
+    size.div_ceil(BUDGET_UNIT).clamp(1, BUDGET_UNITS) as u32
 }
 
 /// Why a listed object is not copied at all, if it is not: a name that is
@@ -339,6 +364,17 @@ mod tests {
                 modified: None,
             })
             .collect()
+    }
+
+    #[test]
+    fn objects_take_their_size_of_the_byte_budget_and_a_large_one_all_of_it() {
+        assert_eq!(budget_units(0), 1);
+        assert_eq!(budget_units(1), 1);
+        assert_eq!(budget_units(16 << 20), 16);
+        assert_eq!(budget_units((16 << 20) + 1), 17);
+        assert_eq!(budget_units(3 << 30), BUDGET_UNITS as u32);
+        // Sixteen default packs at once fit.
+        assert!(16 * budget_units(16 << 20) as u64 <= BUDGET_UNITS);
     }
 
     #[test]

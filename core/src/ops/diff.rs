@@ -13,6 +13,7 @@ use crate::repository::Repository;
 use std::collections::HashSet;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 
 /// One change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,7 +90,7 @@ struct Differ<'a, 'o> {
 impl Differ<'_, '_> {
     /// Reads the tree of directory `e`, found at `path`, `self.depth`
     /// directories down.
-    async fn tree(&mut self, e: &Entry, path: &str) -> Result<Tree> {
+    async fn tree(&mut self, e: &Entry, path: &str) -> Result<Arc<Tree>> {
         if self.depth >= MAX_DEPTH {
             return Err(Error::damaged(
                 path.to_string(),
@@ -99,9 +100,9 @@ impl Differ<'_, '_> {
         match &e.subtree {
             Some(loc) => {
                 self.stats.trees_read += 1;
-                self.repo.read_tree(loc).await
+                self.repo.shared_tree(loc).await
             }
-            None => Ok(Tree::default()),
+            None => Ok(Arc::new(Tree::default())),
         }
     }
 

@@ -12,7 +12,7 @@
 
 use crate::error::{Error, Result};
 use crate::format::snapshot::Snapshot;
-use crate::format::tree::{is_safe_name, Entry, Extent, Kind};
+use crate::format::tree::{is_safe_name, Entry, Extent, Kind, MAX_DEPTH};
 use crate::repository::Repository;
 use futures_util::stream::{self, StreamExt};
 use std::collections::{HashMap, HashSet};
@@ -150,14 +150,15 @@ async fn walk(
     hard_links: bool,
     tx: &mpsc::Sender<Item>,
 ) -> Result<(), Stop> {
-    let mut stack: Vec<(ArchivePath, Entry)> = Vec::new();
+    // Each entry with the depth of the directory it is in.
+    let mut stack: Vec<(ArchivePath, Entry, usize)> = Vec::new();
     let mut first_names: HashMap<(u64, u64), ArchivePath> = HashMap::new();
     match top.kind {
         // A directory's contents go at the archive's top level.
-        Kind::Dir => push_children(repo, &top, b"", &mut stack).await?,
-        _ => stack.push((top.name.clone(), top)),
+        Kind::Dir => push_children(repo, &top, b"", 0, &mut stack).await?,
+        _ => stack.push((top.name.clone(), top, 0)),
     }
-    while let Some((name, entry)) = stack.pop() {
+    while let Some((name, entry, depth)) = stack.pop() {
         if let Some(link) = entry.link.filter(|_| hard_links) {
             match first_names.get(&(link.dev, link.ino)) {
                 Some(first) => {
@@ -171,7 +172,7 @@ async fn walk(
         }
         match entry.kind {
             Kind::Dir => {
-                push_children(repo, &entry, &name, &mut stack).await?;
+                push_children(repo, &entry, &name, depth + 1, &mut stack).await?;
                 tx.send(Item::Dir(name, entry)).await?;
             }
             Kind::File => {
@@ -200,22 +201,32 @@ async fn walk(
     Ok(())
 }
 
-/// Reads `dir`'s tree and pushes its entries so that they pop in name
-/// order, named below `prefix`.
+/// Reads `dir`'s tree (`depth` directories below the export's top) and
+/// pushes its entries so that they pop in name order, named below
+/// `prefix`. A tree met before comes from the repository's memo of trees,
+/// so a subtree many paths share is read once.
 async fn push_children(
     repo: &Repository,
     dir: &Entry,
     prefix: &[u8],
-    stack: &mut Vec<(ArchivePath, Entry)>,
+    depth: usize,
+    stack: &mut Vec<(ArchivePath, Entry, usize)>,
 ) -> Result<()> {
     let Some(loc) = dir.subtree else {
         return Ok(());
     };
-    let tree = repo.read_tree(&loc).await.map_err(|e| Error::At {
+    let within = |e: Error| Error::At {
         path: format!("{}/", text(prefix)),
         source: Box::new(e),
-    })?;
-    for entry in tree.entries.into_iter().rev() {
+    };
+    if depth >= MAX_DEPTH {
+        return Err(within(Error::damaged(
+            format!("tree {}", loc.id),
+            format!("directories nested deeper than {MAX_DEPTH}: not a snapshot coffer writes"),
+        )));
+    }
+    let tree = repo.shared_tree(&loc).await.map_err(within)?;
+    for entry in tree.entries.iter().rev() {
         if !is_safe_name(&entry.name) {
             return Err(Error::damaged(
                 format!("tree {}", loc.id),
@@ -231,7 +242,7 @@ async fn push_children(
             name.push(b'/');
         }
         name.extend_from_slice(&entry.name);
-        stack.push((name, entry));
+        stack.push((name, entry.clone(), depth));
     }
     Ok(())
 }

@@ -24,6 +24,7 @@ use crate::format::tree::Location;
 use crate::repository::{pack_key, Repository};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 /// Trees read at once while walking snapshots.
@@ -182,22 +183,26 @@ async fn prune_indexes(
     // listing. The other order could miss the packs of an index a running
     // backup stores in between, and delete that index.
     let indexes = repo.backend().list(ObjectKind::Index).await?;
-    let stored: HashSet<PackId> = repo
-        .pack_sizes()
-        .await?
-        .into_keys()
-        .filter(|id| !deleted.contains(id))
-        .collect();
+    let stored: Arc<HashSet<PackId>> = Arc::new(
+        repo.pack_sizes()
+            .await?
+            .into_keys()
+            .filter(|id| !deleted.contains(id))
+            .collect(),
+    );
     for info in indexes {
-        let index = match repo.load_index(&info.name).await {
-            Ok(index) => index,
+        // Read as a stream: whether it lists a pack still stored.
+        let stored = stored.clone();
+        let listed = repo.fold_index(&info, false, move |any, pack| {
+            *any |= stored.contains(&pack.id);
+        });
+        match listed.await {
+            Ok(true) => continue,
+            Ok(false) => {}
             Err(e) => {
                 report.indexes_unreadable.push(e.to_string());
                 continue;
             }
-        };
-        if index.packs.iter().any(|p| stored.contains(&p.id)) {
-            continue;
         }
         if !dry_run {
             let key = ObjectKey::new(ObjectKind::Index, info.name);

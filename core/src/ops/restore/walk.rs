@@ -9,7 +9,7 @@ use super::target::{apply_metadata, clear_way, make_dir, make_node, make_symlink
 use super::write::{FileFetch, FileJob, Part, Unfinished};
 use super::{at, is_damage, RestoreStats};
 use crate::error::{Error, Result};
-use crate::format::tree::{Entry, Kind, Location, Tree};
+use crate::format::tree::{Entry, Kind, Location, Tree, MAX_DEPTH};
 use crate::progress::Progress;
 use crate::repository::Repository;
 use futures_util::stream::{FuturesOrdered, StreamExt};
@@ -77,13 +77,24 @@ impl Walk<'_> {
             return Ok(());
         };
         let mut trees = TreesAhead::new(self.repo, root, path);
-        // Directories being restored, innermost last: the entries left.
-        let mut within: Vec<(std::vec::IntoIter<Entry>, PathBuf)> = Vec::new();
+        // Directories being restored, innermost last: each one's tree and
+        // the index of its next entry.
+        let mut within: Vec<(Arc<Tree>, usize, PathBuf)> = Vec::new();
         let mut next_dir = Some(path.to_path_buf());
         loop {
             if let Some(dir) = next_dir.take() {
-                match trees.get(&dir).await? {
-                    Ok(tree) => within.push((tree.entries.into_iter(), dir)),
+                let tree = if within.len() >= MAX_DEPTH {
+                    Ok(Err(Error::damaged(
+                        dir.display().to_string(),
+                        format!(
+                            "directories nested deeper than {MAX_DEPTH}: not a snapshot coffer writes"
+                        ),
+                    )))
+                } else {
+                    trees.get(&dir).await
+                };
+                match tree? {
+                    Ok(tree) => within.push((tree, 0, dir)),
                     Err(e) if is_damage(&e) => {
                         self.stats.damaged.push(at(&dir, e).to_string());
                         self.lost_dirs.insert(dir);
@@ -91,14 +102,19 @@ impl Walk<'_> {
                     Err(e) => return Err(at(&dir, e)),
                 }
             }
-            let Some((entries, path)) = within.last_mut() else {
+            let Some((tree, next, path)) = within.last_mut() else {
                 return Ok(());
             };
-            let Some(child) = entries.next() else {
+            let Some(child) = tree.entries.get(*next).cloned() else {
                 within.pop();
                 continue;
             };
+            *next += 1;
             let dest = path.join(OsStr::from_bytes(&child.name));
+            if let Some(why) = past_path_limits(&dest, &child.name) {
+                self.stats.warnings.push(why);
+                continue;
+            }
             if child.kind == Kind::Dir {
                 clear_way(self.overwrite, &child, &dest)?;
                 make_dir(&dest)?;
@@ -246,16 +262,21 @@ impl Walk<'_> {
 
 /// The trees of a restore, fetched ahead of the walk in the order it needs
 /// them (depth first: a tree's subdirectories go to the front of the
-/// queue as it arrives), several at once, and held until the walk asks.
+/// queue as it arrives), several at once, and held until the walk asks. A
+/// tree the repository read lately (a subtree many directories share)
+/// comes from its memo without a read; none deeper than [`MAX_DEPTH`] is
+/// queued.
 struct TreesAhead<'r> {
     repo: &'r Repository,
     waiting: VecDeque<(Location, PathBuf)>,
     fetching: FuturesOrdered<TreeBatch<'r>>,
-    fetched: HashMap<PathBuf, Result<Tree>>,
+    fetched: HashMap<PathBuf, Result<Arc<Tree>>>,
+    /// Components of the restore's top directory, to count depths from.
+    top: usize,
 }
 
 type TreeBatch<'r> = std::pin::Pin<
-    Box<dyn std::future::Future<Output = Result<Vec<(PathBuf, Result<Tree>)>>> + Send + 'r>,
+    Box<dyn std::future::Future<Output = Result<Vec<(PathBuf, Result<Arc<Tree>>)>>> + Send + 'r>,
 >;
 
 impl<'r> TreesAhead<'r> {
@@ -265,18 +286,24 @@ impl<'r> TreesAhead<'r> {
             waiting: VecDeque::from([(root, path.to_path_buf())]),
             fetching: FuturesOrdered::new(),
             fetched: HashMap::new(),
+            top: path.components().count(),
         }
     }
 
     /// The tree of directory `dir` (queued when its parent's arrived),
     /// waiting for it if needed. The outer error stops the restore; the
     /// inner one is that tree's (damaged or missing).
-    async fn get(&mut self, dir: &Path) -> Result<Result<Tree>> {
+    async fn get(&mut self, dir: &Path) -> Result<Result<Arc<Tree>>> {
         loop {
             if let Some(tree) = self.fetched.remove(dir) {
                 return Ok(tree);
             }
             while self.fetching.len() < TREES_IN_FLIGHT {
+                if let Some(known) = self.remembered() {
+                    self.fetching
+                        .push_back(Box::pin(std::future::ready(Ok(vec![known]))));
+                    continue;
+                }
                 let Some((span, batch)) = next_tree_batch(&mut self.waiting) else {
                     break;
                 };
@@ -291,16 +318,43 @@ impl<'r> TreesAhead<'r> {
             };
             for (path, tree) in trees? {
                 if let Ok(tree) = &tree {
-                    let subdirs = tree.entries.iter().filter(|e| e.kind == Kind::Dir);
-                    let subtrees: Vec<_> = subdirs
-                        .filter_map(|e| Some((e.subtree?, path.join(OsStr::from_bytes(&e.name)))))
-                        .collect();
-                    for item in subtrees.into_iter().rev() {
-                        self.waiting.push_front(item);
-                    }
+                    self.queue_subtrees(tree, &path);
                 }
                 self.fetched.insert(path, tree);
             }
+        }
+    }
+
+    /// The next waiting tree, taken from the queue, if the repository's
+    /// memo holds it.
+    fn remembered(&mut self) -> Option<(PathBuf, Result<Arc<Tree>>)> {
+        let (loc, _) = self.waiting.front()?;
+        let tree = self.repo.remembered_tree(loc)?;
+        let (_, path) = self.waiting.pop_front()?;
+        Some((path, Ok(tree)))
+    }
+
+    /// Queues the subdirectories of `tree` (directory `path`) first, in
+    /// name order, but none the walk leaves out without asking for its
+    /// tree: nested past [`MAX_DEPTH`], or past Linux's name and path
+    /// limits ([`past_path_limits`]).
+    fn queue_subtrees(&mut self, tree: &Tree, path: &Path) {
+        let depth = path.components().count().saturating_sub(self.top);
+        if depth + 1 >= MAX_DEPTH {
+            return;
+        }
+        let subdirs = tree.entries.iter().filter(|e| e.kind == Kind::Dir);
+        let subtrees: Vec<_> = subdirs
+            .filter_map(|e| {
+                let dest = path.join(OsStr::from_bytes(&e.name));
+                match past_path_limits(&dest, &e.name) {
+                    None => Some((e.subtree?, dest)),
+                    Some(_) => None,
+                }
+            })
+            .collect();
+        for item in subtrees.into_iter().rev() {
+            self.waiting.push_front(item);
         }
     }
 }
@@ -312,12 +366,12 @@ async fn read_trees(
     repo: &Repository,
     span: Span,
     batch: Vec<(Location, PathBuf)>,
-) -> Result<Vec<(PathBuf, Result<Tree>)>> {
+) -> Result<Vec<(PathBuf, Result<Arc<Tree>>)>> {
     if repo.metadata_cache().is_some() {
         // Whole tree packs come through the cache: read each from there.
         let mut each = Vec::with_capacity(batch.len());
         for (loc, path) in batch {
-            match repo.read_tree(&loc).await {
+            match repo.shared_tree(&loc).await {
                 Err(e) if !is_damage(&e) => return Err(at(&path, e)),
                 tree => each.push((path, tree)),
             }
@@ -330,7 +384,7 @@ async fn read_trees(
             // Each tree alone: a cut pack still holds those before the cut.
             let mut each = Vec::with_capacity(batch.len());
             for (loc, path) in batch {
-                each.push((path, repo.read_tree(&loc).await));
+                each.push((path, repo.shared_tree(&loc).await));
             }
             return Ok(each);
         }
@@ -350,4 +404,56 @@ async fn read_trees(
             (path, tree)
         })
         .collect())
+}
+
+/// Why `dest` (named `name`) cannot be made, if it is past Linux's limits
+/// (a name of 255 bytes, a path of 4095): that entry, and what is below it,
+/// is left out with a warning and the restore goes on.
+fn past_path_limits(dest: &Path, name: &[u8]) -> Option<String> {
+    const NAME_MAX: usize = 255;
+    const PATH_MAX: usize = libc::PATH_MAX as usize - 1;
+    let length = dest.as_os_str().len();
+    let why = if name.len() > NAME_MAX {
+        format!("its name is {} bytes, past Linux's {NAME_MAX}", name.len())
+    } else if length > PATH_MAX {
+        format!(
+            "its path is {length} bytes, past Linux's {PATH_MAX} \
+             (restore it into a shorter target, or a directory below it by name)"
+        )
+    } else {
+        return None;
+    };
+    let shown = dest.display().to_string();
+    let shown = match shown.char_indices().nth(200) {
+        Some((cut, _)) => format!("{}...", &shown[..cut]),
+        None => shown,
+    };
+    Some(format!("{shown}: not restored: {why}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_past_linux_name_and_path_limits_are_named_not_attempted() {
+        let target = Path::new("/restore/target");
+        assert_eq!(past_path_limits(&target.join("f"), b"f"), None);
+        let name = vec![b'n'; 256];
+        let dest = target.join(OsStr::from_bytes(&name));
+        let why = past_path_limits(&dest, &name).unwrap();
+        assert!(
+            why.contains("its name is 256 bytes, past Linux's 255"),
+            "{why}"
+        );
+        assert!(why.starts_with("/restore/target/nnn") && why.contains("...: not restored"));
+        let deep = target.join("d/".repeat(2100));
+        let why = past_path_limits(&deep, b"d").unwrap();
+        assert!(
+            why.contains("its path is 4216 bytes, past Linux's 4095"),
+            "{why}"
+        );
+        let at_limit = target.join("d".repeat(4095 - "/restore/target/".len()));
+        assert_eq!(past_path_limits(&at_limit, b"d"), None);
+    }
 }
