@@ -61,6 +61,13 @@ fn copies_local_to_s3_and_s3_to_s3_with_put_only_credentials_and_reruns_store_no
     let first = env.backup(&[&src], &[]);
     change_tree(&src);
     env.backup(&[&src], &[]);
+    // A pack over the spool threshold (40 MiB; made-up bytes, which copy
+    // cannot tell from a pack's): carried through a file 8 MiB at a time
+    // and sent from it, never held whole.
+    let big = random_bytes(77, 40 << 20);
+    let big_id = "b1".repeat(32);
+    let big_rel = format!("data/{}/{big_id}", &big_id[..2]);
+    write(&env.path(&format!("repo/{big_rel}")), &big);
 
     put_only_bucket(s3, "copy-a");
     let to_a = "s3://copy-a/r";
@@ -137,6 +144,26 @@ fn copies_local_to_s3_and_s3_to_s3_with_put_only_credentials_and_reruns_store_no
     assert_eq!(report["copied"]["count"], objects, "{report}");
     assert_eq!(report["copied"]["bytes"], bytes, "{report}");
     put_only_user_only_put(&proxy, s3);
+    // The large one: read from copy-a in 8 MiB ranges, stored in copy-b
+    // with one conditional PUT carrying its MD5, byte for byte.
+    let ranged = proxy.requests("GET", &format!("/copy-a/r/{big_rel}"));
+    assert_eq!(ranged.len(), 5, "{ranged:?}");
+    let put = proxy.puts(&format!("/copy-b/r/{big_rel}"));
+    assert_eq!(put.len(), 1, "{put:?}");
+    assert_eq!(util::proxy::header(&put[0], "if-none-match"), Some("*"));
+    assert!(util::proxy::header(&put[0], "content-md5").is_some());
+    let stored = util::s3::rt().block_on(async {
+        let got = s3
+            .admin_client()
+            .get_object()
+            .bucket("copy-b")
+            .key(format!("r/{big_rel}"))
+            .send()
+            .await
+            .unwrap();
+        got.body.collect().await.unwrap().into_bytes()
+    });
+    assert!(stored[..] == big[..], "the large object differs");
     env.repo = to_b.into();
 
     // The copy pinned copy-b's location to the original's config before
@@ -308,6 +335,21 @@ fn a_copy_keeps_each_objects_retention_and_puts_the_storage_class_on_packs() {
         "governance",
     ];
     env.backup(&[&src], &lock);
+    // A pack over the spool threshold (carried through a file, its
+    // retention from the first ranged GET) keeps its own as well.
+    let in_three_days = std::time::SystemTime::now() + Duration::from_secs(3 * 86_400);
+    util::s3::rt()
+        .block_on(
+            s3.admin_client()
+                .put_object()
+                .bucket("lock-src")
+                .key(format!("r/data/b1/{}", "b1".repeat(32)))
+                .body(random_bytes(5, 40 << 20).into())
+                .object_lock_mode(aws_sdk_s3::types::ObjectLockMode::Governance)
+                .object_lock_retain_until_date(in_three_days.into())
+                .send(),
+        )
+        .unwrap();
     let source = retentions(s3, "lock-src");
     assert!(source.len() > 3, "{source:?}");
 

@@ -761,8 +761,7 @@ fn planted_objects_cost_admin_commands_nothing_and_block_nothing() {
     let big_index = plant_large_index(&env, &pack, 120 << 20);
     // Two "packs" of 160 MiB under well-formed names (no reader can tell
     // a pack's bytes from junk before it reads them): copy carries each
-    // whole, and holds objects within a byte budget (256 MiB of listed
-    // sizes; to a local directory one at a time anyway), so never both.
+    // through a file, 8 MiB at a time (whole, it peaked at 177 MiB).
     let mut big_packs = Vec::new();
     for n in [0x5au8, 0xa5] {
         let name = hex::encode([n; 32]);
@@ -889,6 +888,7 @@ fn planted_objects_cost_admin_commands_nothing_and_block_nothing() {
     let to = copy_to.to_str().unwrap();
     let m = run("copy", env.cmd(&["copy", "--from", "repo", "--to", to]));
     assert_eq!(m.code, 3, "{}", m.text);
+    assert!(m.peak_mib < 100, "copy: {} MiB", m.peak_mib);
     for junk in &planted[2..] {
         assert!(m.text.contains(junk.as_str()), "{junk}: {}", m.text);
     }

@@ -177,6 +177,33 @@ pub trait ReadBackend: Send + Sync {
     async fn get_carried(&self, key: &ObjectKey, limit: u64) -> Result<(Vec<u8>, Carried)> {
         Ok((self.get(key, limit).await?, Carried::default()))
     }
+
+    /// [`ReadBackend::get_range`], with what a copy carries to the
+    /// destination (a large object is copied a range at a time).
+    async fn get_range_carried(
+        &self,
+        key: &ObjectKey,
+        offset: u64,
+        length: u64,
+    ) -> Result<(Vec<u8>, Carried)> {
+        Ok((
+            self.get_range(key, offset, length).await?,
+            Carried::default(),
+        ))
+    }
+}
+
+/// An object a copy has carried into a local file (a large one: read a
+/// range at a time, so that its size costs no memory): where, how long,
+/// and the MD5 of its bytes (S3's `Content-MD5`).
+#[derive(Debug, Clone)]
+pub struct Spooled {
+    /// The file; the store reads it, the copy removes it after.
+    pub path: std::path::PathBuf,
+    /// Its length.
+    pub size: u64,
+    /// MD5 of its bytes.
+    pub md5: [u8; 16],
 }
 
 /// Writing objects: all a writer may do.
@@ -208,6 +235,26 @@ pub trait WriteBackend: Send + Sync {
     ) -> Result<()> {
         let _ = carried;
         self.put_new(key, data).await
+    }
+
+    /// [`WriteBackend::put_new_carried`] from a file a copy spooled: a
+    /// store that can read it from disk as it sends (S3) or link it into
+    /// place (a local directory) never holds it in memory; this default
+    /// reads it whole.
+    async fn put_new_spooled(
+        &self,
+        key: &ObjectKey,
+        spooled: &Spooled,
+        carried: &Carried,
+    ) -> Result<()> {
+        let data = tokio::fs::read(&spooled.path)
+            .await
+            .map_err(|e| Error::Storage {
+                op: "put",
+                key: key.path(),
+                source: e,
+            })?;
+        self.put_new_carried(key, data, carried).await
     }
 
     /// How many uploads are worth running at once.

@@ -41,6 +41,12 @@ pub fn open_write(path: &Path) -> io::Result<File> {
     options(OpenOptions::new().write(true).create(true).truncate(false)).open(path)
 }
 
+/// Creates the new file `path` 0600 for reading and writing (it must not
+/// exist): for temporaries, such as a large object a copy carries.
+pub fn create_new(path: &Path) -> io::Result<File> {
+    options(OpenOptions::new().read(true).write(true).create_new(true)).open(path)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,8 +5,8 @@
 //! the directory is fsynced. A crash leaves at most a stray file in `tmp/`.
 
 use super::{
-    check_size, read_capped, Backend, DeleteBackend, ObjectInfo, ObjectKey, ObjectKind,
-    ReadBackend, WriteBackend,
+    check_size, read_capped, Backend, Carried, DeleteBackend, ObjectInfo, ObjectKey, ObjectKind,
+    ReadBackend, Spooled, WriteBackend,
 };
 use crate::error::{Error, Result};
 use async_trait::async_trait;
@@ -175,6 +175,28 @@ impl WriteBackend for LocalBackend {
         .await
     }
 
+    /// The spooled file copied into this directory's `tmp/` by the kernel
+    /// (`copy_file_range`), then linked into place as every object is.
+    async fn put_new_spooled(
+        &self,
+        key: &ObjectKey,
+        spooled: &Spooled,
+        _carried: &Carried,
+    ) -> Result<()> {
+        let root = self.root.clone();
+        let key = key.clone();
+        let from = spooled.path.clone();
+        blocking(move || {
+            put_new_by(&root, &key, |tmp| {
+                let mut source = File::open(&from)?;
+                let mut file = File::options().write(true).create_new(true).open(tmp)?;
+                std::io::copy(&mut source, &mut file)?;
+                file.sync_all()
+            })
+        })
+        .await
+    }
+
     /// One: a pack is written (`O_DIRECT`) in a few ms, far faster than
     /// the workers fill the next, and every upload in flight holds a pack.
     fn upload_concurrency(&self) -> usize {
@@ -183,6 +205,17 @@ impl WriteBackend for LocalBackend {
 }
 
 fn put_new_sync(root: &Path, key: &ObjectKey, data: &[u8]) -> Result<()> {
+    put_new_by(root, key, |tmp| super::direct::write_new_synced(tmp, data))
+}
+
+/// Stores `key` under `root`: `fill` writes and syncs a new temporary file
+/// in `tmp/`, which is then hard-linked into place (never over an
+/// existing object) and removed.
+fn put_new_by(
+    root: &Path,
+    key: &ObjectKey,
+    fill: impl FnOnce(&Path) -> std::io::Result<()>,
+) -> Result<()> {
     // Only `init` (which stores `config`) may create the repository: a
     // mistyped --repo must fail, not start a new repository.
     if key.kind != ObjectKind::Config && !root.is_dir() {
@@ -203,7 +236,7 @@ fn put_new_sync(root: &Path, key: &ObjectKey, data: &[u8]) -> Result<()> {
         std::process::id()
     ));
     let result = (|| {
-        super::direct::write_new_synced(&tmp_path, data)?;
+        fill(&tmp_path)?;
         fs::hard_link(&tmp_path, &final_path)?;
         File::open(&parent)?.sync_all()
     })();

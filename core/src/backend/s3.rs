@@ -23,7 +23,8 @@ mod retry;
 pub mod source;
 
 use super::{
-    Backend, Carried, DeleteBackend, ObjectInfo, ObjectKey, ObjectKind, ReadBackend, WriteBackend,
+    Backend, Carried, DeleteBackend, ObjectInfo, ObjectKey, ObjectKind, ReadBackend, Spooled,
+    WriteBackend,
 };
 use crate::error::{Error, Result};
 use async_trait::async_trait;
@@ -281,16 +282,17 @@ impl S3Backend {
     /// store may hold already, and a plain PUT would replace them, so it
     /// stops with a [`Error::Config`] unless
     /// [`S3WriteOptions::unconditional_copy`].
-    /// Stores `data`; returns its buffer (as the body it was sent in).
-    /// `data_pack` puts it in `--storage-class`; `carried` is what a copy
-    /// brings from its source ([`WriteBackend::put_new_carried`]).
+    /// Stores `body` (whose MD5 is `md5`). `data_pack` puts it in
+    /// `--storage-class`; `carried` is what a copy brings from its source
+    /// ([`WriteBackend::put_new_carried`]).
     async fn put(
         &self,
         key: &ObjectKey,
-        data: Vec<u8>,
+        body: &PutBody,
+        md5: &[u8],
         data_pack: bool,
         carried: Option<&Carried>,
-    ) -> Result<bytes::Bytes> {
+    ) -> Result<()> {
         let retention = self.retention_for(carried);
         let class = match carried {
             Some(c) if key.kind == ObjectKind::Pack => {
@@ -301,8 +303,7 @@ impl S3Backend {
             None => None,
         };
         let s3_key = self.key_of(key);
-        let md5 = base64::engine::general_purpose::STANDARD.encode(md5::Md5::digest(&data));
-        let body = bytes::Bytes::from(data);
+        let md5 = base64::engine::general_purpose::STANDARD.encode(md5);
         let mut retry = Retry::new(self.retry_for);
         loop {
             let conditional = self.conditional_put.load(Ordering::Relaxed);
@@ -312,7 +313,7 @@ impl S3Backend {
             let init = key.kind == ObjectKind::Config && carried.is_none();
             if !conditional && init && self.exists(key).await? {
                 return if retry.attempts > 0 {
-                    Ok(body)
+                    Ok(())
                 } else {
                     Err(Error::AlreadyExists(self.url_of(key)))
                 };
@@ -322,7 +323,7 @@ impl S3Backend {
                 .put_object()
                 .bucket(&self.bucket)
                 .key(&s3_key)
-                .body(ByteStream::from(body.clone()))
+                .body(body.stream(key).await?)
                 .content_md5(&md5)
                 .acl(ObjectCannedAcl::BucketOwnerFullControl);
             if conditional {
@@ -340,7 +341,7 @@ impl S3Backend {
                 req = req.storage_class(StorageClass::from(class.as_str()));
             }
             let err = match req.send().await {
-                Ok(_) => return Ok(body),
+                Ok(_) => return Ok(()),
                 Err(e) => e,
             };
             let failure = classify(&err);
@@ -367,7 +368,7 @@ impl S3Backend {
             if failure.status == Some(412) {
                 return if retry.attempts > 0 {
                     // An earlier attempt of ours stored it.
-                    Ok(body)
+                    Ok(())
                 } else {
                     Err(Error::AlreadyExists(self.url_of(key)))
                 };
@@ -556,6 +557,29 @@ impl S3Backend {
     }
 }
 
+/// What a PUT sends: bytes in memory, or a file read as it is sent (a
+/// large object a copy spooled).
+enum PutBody {
+    Bytes(bytes::Bytes),
+    File(std::path::PathBuf),
+}
+
+impl PutBody {
+    /// A fresh body for one attempt.
+    async fn stream(&self, key: &ObjectKey) -> Result<ByteStream> {
+        match self {
+            PutBody::Bytes(bytes) => Ok(ByteStream::from(bytes.clone())),
+            PutBody::File(path) => ByteStream::from_path(path)
+                .await
+                .map_err(|e| Error::Storage {
+                    op: "put",
+                    key: key.path(),
+                    source: std::io::Error::other(format!("{}: {e}", path.display())),
+                }),
+        }
+    }
+}
+
 /// A response body, read to its end unless it passes `limit` bytes
 /// (`None` then: the rest is left unread). `expected`, the length the
 /// response announced, sizes the first allocation.
@@ -585,10 +609,19 @@ impl ReadBackend for S3Backend {
     }
 
     async fn get_range(&self, key: &ObjectKey, offset: u64, length: u64) -> Result<Vec<u8>> {
+        Ok(self.get_range_carried(key, offset, length).await?.0)
+    }
+
+    async fn get_range_carried(
+        &self,
+        key: &ObjectKey,
+        offset: u64,
+        length: u64,
+    ) -> Result<(Vec<u8>, Carried)> {
         if length == 0 {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), Carried::default()));
         }
-        let (data, _) = self.get_bytes(key, Some((offset, length)), length).await?;
+        let (data, carried) = self.get_bytes(key, Some((offset, length)), length).await?;
         if data.len() as u64 != length {
             return Err(Error::damaged(
                 self.url_of(key),
@@ -598,7 +631,7 @@ impl ReadBackend for S3Backend {
                 ),
             ));
         }
-        Ok(data)
+        Ok((data, carried))
     }
 
     async fn list(&self, kind: ObjectKind) -> Result<Vec<ObjectInfo>> {
@@ -667,7 +700,9 @@ async fn list_objects(
 #[async_trait]
 impl WriteBackend for S3Backend {
     async fn put_new(&self, key: &ObjectKey, data: Vec<u8>) -> Result<()> {
-        self.put(key, data, false, None).await.map(drop)
+        let md5 = md5::Md5::digest(&data);
+        let body = PutBody::Bytes(bytes::Bytes::from(data));
+        self.put(key, &body, &md5, false, None).await
     }
 
     async fn put_new_carried(
@@ -676,14 +711,34 @@ impl WriteBackend for S3Backend {
         data: Vec<u8>,
         carried: &Carried,
     ) -> Result<()> {
-        self.put(key, data, false, Some(carried)).await.map(drop)
+        let md5 = md5::Md5::digest(&data);
+        let body = PutBody::Bytes(bytes::Bytes::from(data));
+        self.put(key, &body, &md5, false, Some(carried)).await
+    }
+
+    /// Sent from the file as it is read: a pack of any size costs no
+    /// memory, and each retry reads the file again.
+    async fn put_new_spooled(
+        &self,
+        key: &ObjectKey,
+        spooled: &Spooled,
+        carried: &Carried,
+    ) -> Result<()> {
+        let body = PutBody::File(spooled.path.clone());
+        self.put(key, &body, &spooled.md5, false, Some(carried))
+            .await
     }
 
     async fn put_new_data_pack(&self, key: &ObjectKey, data: Vec<u8>) -> Result<Vec<u8>> {
-        let body = self.put(key, data, true, None).await?;
+        let md5 = md5::Md5::digest(&data);
+        let body = PutBody::Bytes(bytes::Bytes::from(data));
+        self.put(key, &body, &md5, true, None).await?;
         // The SDK has dropped its clones of the body by now, so this takes
         // the allocation back without copying (it copies if not).
-        let mut buffer = Vec::from(body);
+        let mut buffer = match body {
+            PutBody::Bytes(bytes) => Vec::from(bytes),
+            PutBody::File(_) => Vec::new(),
+        };
         buffer.clear();
         Ok(buffer)
     }

@@ -21,6 +21,7 @@
 //! repository copied into a locked bucket stays locked as long.
 
 pub mod journal;
+mod spool;
 
 use crate::backend::{Backend, Carried, ObjectInfo, ObjectKey, ObjectKind, Tally};
 use crate::error::{Error, Result};
@@ -42,7 +43,8 @@ pub struct CopyOptions {
     /// copied either way: without the key nothing says which a snapshot
     /// needs.
     pub snapshots: Vec<String>,
-    /// Objects moved at once (each held whole in memory, up to a pack).
+    /// Objects moved at once (within a byte budget; each held whole in
+    /// memory, but one over 32 MiB is carried through a file).
     pub concurrency: usize,
 }
 
@@ -98,6 +100,7 @@ pub async fn copy(
     }
     let header = format!("coffer copy journal 1 {repo_id} {destination}");
     let journal = Journal::open(&journal_path(journal_dir, &repo_id, &destination), &header)?;
+    spool::remove_stale(journal_dir);
 
     let snapshots = select(from.list(ObjectKind::Snapshot).await?, &opts.snapshots)?;
     let indexes = from.list(ObjectKind::Index).await?;
@@ -111,6 +114,7 @@ pub async fn copy(
     let mut run = Copier {
         from,
         to,
+        spool_dir: journal_dir,
         concurrency: opts.concurrency.max(1),
         journal,
         report: CopyReport::default(),
@@ -167,6 +171,9 @@ fn select(listed: Vec<ObjectInfo>, wanted: &[String]) -> Result<Vec<ObjectInfo>>
 struct Copier<'a> {
     from: &'a dyn Backend,
     to: &'a dyn Backend,
+    /// Where large objects are carried through a file (the journal's
+    /// directory: this host's, private, on disk).
+    spool_dir: &'a Path,
     concurrency: usize,
     journal: Journal,
     report: CopyReport,
@@ -226,13 +233,16 @@ impl Copier<'_> {
                 todo.push((key, o.size));
             }
         }
-        let (from, to) = (self.from, self.to);
+        let (from, to, spool_dir) = (self.from, self.to, self.spool_dir);
         let budget = Arc::new(Semaphore::new(BUDGET_UNITS as usize));
         let mut moves = stream::iter(todo)
             .map(|(key, size)| {
                 let budget = budget.clone();
                 async move {
                     let moved = match budget.acquire_many_owned(budget_units(size)).await {
+                        Ok(_held) if size > spool::SPOOL_OVER => {
+                            spool::move_spooled(from, to, &key, size, spool_dir).await
+                        }
                         Ok(_held) => move_one(from, to, &key).await,
                         Err(_) => Err(Error::Internal("copy: the byte budget closed".into())),
                     };
@@ -278,10 +288,11 @@ impl Copier<'_> {
 }
 
 /// Listed bytes of the objects a copy holds at once (each is read whole,
-/// then stored): objects start only while their sizes fit, so many large
-/// ones (honest 1 GiB packs, or ones anyone who may write planted) cost
-/// no more than the largest alone, and the default 4 uploads of 16 MiB
-/// packs (or 16 of them, for a long link) never wait for it.
+/// then stored; one over [`spool::SPOOL_OVER`] goes through a file, a
+/// range at a time, and counts as that size): objects start only while
+/// their sizes fit, so many large ones cost no more than the budget, and
+/// the default 4 uploads of 16 MiB packs (or 16 of them, for a long link)
+/// never wait for it.
 const BYTES_IN_FLIGHT: u64 = 256 << 20;
 /// The budget is counted in MiB.
 const BUDGET_UNIT: u64 = 1 << 20;
@@ -290,7 +301,9 @@ const BUDGET_UNITS: u64 = BYTES_IN_FLIGHT / BUDGET_UNIT;
 /// The share of [`BYTES_IN_FLIGHT`] an object of `size` listed bytes
 /// takes: at least one unit, and at most all (a larger one goes alone).
 fn budget_units(size: u64) -> u32 {
-    size.div_ceil(BUDGET_UNIT).clamp(1, BUDGET_UNITS) as u32
+    size.min(spool::SPOOL_OVER)
+        .div_ceil(BUDGET_UNIT)
+        .clamp(1, BUDGET_UNITS) as u32
 }
 
 /// Why a listed object is not copied at all, if it is not: a name that is
@@ -372,7 +385,8 @@ mod tests {
         assert_eq!(budget_units(1), 1);
         assert_eq!(budget_units(16 << 20), 16);
         assert_eq!(budget_units((16 << 20) + 1), 17);
-        assert_eq!(budget_units(3 << 30), BUDGET_UNITS as u32);
+        // Carried through a file: one spool's worth, however large.
+        assert_eq!(budget_units(3 << 30), 32);
         // Sixteen default packs at once fit.
         assert!(16 * budget_units(16 << 20) as u64 <= BUDGET_UNITS);
     }
