@@ -36,6 +36,8 @@ const INDEX_BATCH: usize = 64;
 /// ...or this many blobs wait for one: an index's blobs are held in memory
 /// until it is written, and its JSON is ~120 bytes a blob. With small files
 /// 64 packs held ~2.5M blobs (a 10M-file first backup peaked at 1,135 MiB).
+/// A pack that would take the waiting blobs past this goes into the next
+/// index, so one holds at most this many blobs, or one pack's.
 const INDEX_BLOBS: usize = 100_000;
 /// New chunks go to the workers in batches of up to this many...
 const JOB_BATCH: usize = 64;
@@ -302,8 +304,16 @@ impl Shared {
         c.new_blobs
             .fetch_add(pack.blobs.len() as u64, Ordering::Relaxed);
         c.new_bytes.fetch_add(pack.raw_bytes, Ordering::Relaxed);
-        let batch = {
+        let batches = {
             let mut index = lock(&self.index);
+            let mut batches = Vec::new();
+            // A pack that would take the waiting index past INDEX_BLOBS
+            // starts the next one: an index holds at most INDEX_BLOBS blobs,
+            // or one pack's.
+            let held: usize = index.iter().map(|p| p.blobs.len()).sum();
+            if !index.is_empty() && held + pack.blobs.len() > INDEX_BLOBS {
+                batches.push(std::mem::take(&mut *index));
+            }
             index.push(IndexPack {
                 id: pack.id,
                 kind: pack.kind,
@@ -313,12 +323,14 @@ impl Shared {
             });
             let blobs: usize = index.iter().map(|p| p.blobs.len()).sum();
             if index.len() >= INDEX_BATCH || blobs >= INDEX_BLOBS {
-                std::mem::take(&mut *index)
-            } else {
-                Vec::new()
+                batches.push(std::mem::take(&mut *index));
             }
+            batches
         };
-        self.write_index(batch)
+        for batch in batches {
+            self.write_index(batch)?;
+        }
+        Ok(())
     }
 
     /// Writes an index object listing `packs` (nothing if empty).
