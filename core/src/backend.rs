@@ -194,14 +194,12 @@ pub trait ReadBackend: Send + Sync {
 }
 
 /// An object a copy has carried into a local file (a large one: read a
-/// range at a time, so that its size costs no memory): where, how long,
-/// and the MD5 of its bytes (S3's `Content-MD5`).
+/// range at a time, so that its size costs no memory): where, and the MD5
+/// of its bytes (S3's `Content-MD5`).
 #[derive(Debug, Clone)]
 pub struct Spooled {
     /// The file; the store reads it, the copy removes it after.
     pub path: std::path::PathBuf,
-    /// Its length.
-    pub size: u64,
     /// MD5 of its bytes.
     pub md5: [u8; 16],
 }

@@ -371,6 +371,11 @@ impl Entry {
 /// damage rather than spend memory quadratic in the depth.
 pub const MAX_DEPTH: usize = 4096;
 
+/// What every reader says of directories nested past [`MAX_DEPTH`].
+pub fn nested_too_deep() -> String {
+    format!("directories nested deeper than {MAX_DEPTH}: not a snapshot coffer writes")
+}
+
 /// Whether `name` is one safe path component: not empty, not `.` or `..`,
 /// no `/` and no NUL.
 pub fn is_safe_name(name: &[u8]) -> bool {

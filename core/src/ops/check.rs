@@ -7,7 +7,7 @@
 use crate::backend::ObjectKind;
 use crate::error::Result;
 use crate::format::id::{BlobId, PackId};
-use crate::format::tree::{Kind, Location, Tree, MAX_DEPTH};
+use crate::format::tree::{nested_too_deep, Kind, Location, Tree, MAX_DEPTH};
 use crate::repository::{root_entry, Repository};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -410,9 +410,7 @@ impl Checker {
             return Enter::Known(verdict);
         }
         let problem = if depth >= MAX_DEPTH {
-            Some(format!(
-                "directories nested deeper than {MAX_DEPTH}: not a snapshot coffer writes"
-            ))
+            Some(nested_too_deep())
         } else if let Err(problem) = self.stored(&loc) {
             Some(format!("directory listing lost: {problem}"))
         } else {

@@ -326,30 +326,51 @@ fn refused(kind: ObjectKind, listed: &ObjectInfo) -> Option<String> {
 
 /// Reads `key` from `from` and stores it at `to`.
 async fn move_one(from: &dyn Backend, to: &dyn Backend, key: &ObjectKey) -> Result<Moved> {
-    // A snapshot deleted since it was listed is not copied; its packs,
-    // copied before it, may be gone too (prune deletes only packs no
-    // remaining snapshot needs).
     let (bytes, carried) = match from.get_carried(key, key.kind.max_size()).await {
         Ok(got) => got,
-        Err(Error::NotFound(_)) => return Ok(Moved::Gone),
-        Err(e @ Error::Damaged { .. }) => return Ok(Moved::Damaged(e.to_string())),
-        Err(e) => return Err(e),
+        Err(e) => return unread(e),
     };
-    if key.kind != ObjectKind::Pack {
-        let actual = ObjectId::of_bytes(&bytes);
-        if crate::repository::object_id(key).ok() != Some(actual) {
-            return Ok(Moved::Damaged(format!(
-                "{} in {}: its SHA-256 is {actual}, not its name; not copied \
-                 (run `coffer check` on the source)",
-                key,
-                from.describe()
-            )));
-        }
+    if let Some(damaged) = misnamed(from, key, || ObjectId::of_bytes(&bytes)) {
+        return Ok(damaged);
     }
     store(to, key, bytes, &carried).await
 }
 
-/// Stores `bytes` as `key` at `to`; one already there counts as present.
+/// What a failed read of an object at the source comes to: gone since
+/// the listing (a snapshot deleted meanwhile is not copied; its packs,
+/// copied before it, may be gone too: prune deletes only packs no
+/// remaining snapshot needs), damaged (reported, the copy goes on), or an
+/// error that stops the copy.
+fn unread(e: Error) -> Result<Moved> {
+    match e {
+        Error::NotFound(_) => Ok(Moved::Gone),
+        e @ Error::Damaged { .. } => Ok(Moved::Damaged(e.to_string())),
+        e => Err(e),
+    }
+}
+
+/// Why `key`, read from `from`, is not copied, if its SHA-256 (`digest`,
+/// computed only for objects named by it: not packs, whose names are
+/// random) is not its name.
+fn misnamed(
+    from: &dyn Backend,
+    key: &ObjectKey,
+    digest: impl FnOnce() -> ObjectId,
+) -> Option<Moved> {
+    if key.kind == ObjectKind::Pack {
+        return None;
+    }
+    let actual = digest();
+    (crate::repository::object_id(key).ok() != Some(actual)).then(|| {
+        Moved::Damaged(format!(
+            "{key} in {}: its SHA-256 is {actual}, not its name; not copied \
+             (run `coffer check` on the source)",
+            from.describe()
+        ))
+    })
+}
+
+/// Stores `bytes` as `key` at `to`.
 async fn store(
     to: &dyn Backend,
     key: &ObjectKey,
@@ -357,7 +378,12 @@ async fn store(
     carried: &Carried,
 ) -> Result<Moved> {
     let size = bytes.len() as u64;
-    match to.put_new_carried(key, bytes, carried).await {
+    stored(to.put_new_carried(key, bytes, carried).await, size)
+}
+
+/// What a put of `size` bytes came to: one already there counts as present.
+fn stored(put: Result<()>, size: u64) -> Result<Moved> {
+    match put {
         Ok(()) => Ok(Moved::Copied(size)),
         Err(Error::AlreadyExists(_)) => Ok(Moved::Present(size)),
         Err(e) => Err(e),

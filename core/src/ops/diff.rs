@@ -8,7 +8,7 @@
 
 use crate::error::{Error, Result};
 use crate::format::id::BlobId;
-use crate::format::tree::{Entry, Kind, Tree, MAX_DEPTH};
+use crate::format::tree::{nested_too_deep, Entry, Kind, Tree, MAX_DEPTH};
 use crate::repository::Repository;
 use std::collections::HashSet;
 use std::future::Future;
@@ -92,10 +92,7 @@ impl Differ<'_, '_> {
     /// directories down.
     async fn tree(&mut self, e: &Entry, path: &str) -> Result<Arc<Tree>> {
         if self.depth >= MAX_DEPTH {
-            return Err(Error::damaged(
-                path.to_string(),
-                format!("directories nested deeper than {MAX_DEPTH}: not a snapshot coffer writes"),
-            ));
+            return Err(Error::damaged(path.to_string(), nested_too_deep()));
         }
         match &e.subtree {
             Some(loc) => {

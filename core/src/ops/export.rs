@@ -12,7 +12,7 @@
 
 use crate::error::{Error, Result};
 use crate::format::snapshot::Snapshot;
-use crate::format::tree::{is_safe_name, Entry, Extent, Kind, MAX_DEPTH};
+use crate::format::tree::{is_safe_name, nested_too_deep, Entry, Extent, Kind, MAX_DEPTH};
 use crate::repository::Repository;
 use futures_util::stream::{self, StreamExt};
 use std::collections::{HashMap, HashSet};
@@ -222,7 +222,7 @@ async fn push_children(
     if depth >= MAX_DEPTH {
         return Err(within(Error::damaged(
             format!("tree {}", loc.id),
-            format!("directories nested deeper than {MAX_DEPTH}: not a snapshot coffer writes"),
+            nested_too_deep(),
         )));
     }
     let tree = repo.shared_tree(&loc).await.map_err(within)?;

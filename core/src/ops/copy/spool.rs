@@ -6,7 +6,7 @@
 //! can store one.
 
 use super::Moved;
-use crate::backend::{Backend, Carried, ObjectKey, ObjectKind, Spooled};
+use crate::backend::{Backend, Carried, ObjectKey, Spooled};
 use crate::error::{Error, Result};
 use crate::format::id::ObjectId;
 use crate::sync::blocking;
@@ -93,9 +93,7 @@ async fn carry(
                 }
                 range
             }
-            Err(Error::NotFound(_)) => return Ok(Moved::Gone),
-            Err(e @ Error::Damaged { .. }) => return Ok(Moved::Damaged(e.to_string())),
-            Err(e) => return Err(e),
+            Err(e) => return super::unread(e),
         };
         sha256.update(&range);
         md5::Digest::update(&mut md5, &range);
@@ -119,26 +117,14 @@ async fn carry(
         })
         .await?;
     }
-    if key.kind != ObjectKind::Pack {
-        let actual = ObjectId(sha256.finalize().into());
-        if crate::repository::object_id(key).ok() != Some(actual) {
-            return Ok(Moved::Damaged(format!(
-                "{key} in {}: its SHA-256 is {actual}, not its name; not copied \
-                 (run `coffer check` on the source)",
-                from.describe()
-            )));
-        }
+    if let Some(damaged) = super::misnamed(from, key, || ObjectId(sha256.finalize().into())) {
+        return Ok(damaged);
     }
     let spooled = Spooled {
         path: PathBuf::from(path),
-        size,
         md5: md5::Digest::finalize(md5).into(),
     };
-    match to.put_new_spooled(key, &spooled, &carried).await {
-        Ok(()) => Ok(Moved::Copied(size)),
-        Err(Error::AlreadyExists(_)) => Ok(Moved::Present(size)),
-        Err(e) => Err(e),
-    }
+    super::stored(to.put_new_spooled(key, &spooled, &carried).await, size)
 }
 
 #[cfg(test)]

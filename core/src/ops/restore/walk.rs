@@ -9,7 +9,7 @@ use super::target::{apply_metadata, clear_way, make_dir, make_node, make_symlink
 use super::write::{FileFetch, FileJob, Part, Unfinished};
 use super::{at, is_damage, RestoreStats};
 use crate::error::{Error, Result};
-use crate::format::tree::{Entry, Kind, Location, Tree, MAX_DEPTH};
+use crate::format::tree::{nested_too_deep, Entry, Kind, Location, Tree, MAX_DEPTH};
 use crate::progress::Progress;
 use crate::repository::Repository;
 use futures_util::stream::{FuturesOrdered, StreamExt};
@@ -86,9 +86,7 @@ impl Walk<'_> {
                 let tree = if within.len() >= MAX_DEPTH {
                     Ok(Err(Error::damaged(
                         dir.display().to_string(),
-                        format!(
-                            "directories nested deeper than {MAX_DEPTH}: not a snapshot coffer writes"
-                        ),
+                        nested_too_deep(),
                     )))
                 } else {
                     trees.get(&dir).await
