@@ -9,9 +9,11 @@ step by step, in docs/RECOVERY.md.
     recover.py --repo DIR --list
     recover.py --repo DIR --snapshot latest|ID-PREFIX [--path /srv/app] --target OUT
 
-What it checks: each snapshot's name is the SHA-256 of its bytes and its signature is by a
-writer certificate that `config` lists (a snapshot anyone else stored is left out with a
-warning), and gpg checks every blob's integrity (MDC). What it cannot check without BLAKE3
+What it checks: the key changes under keys/ (each signed by an admin of the state before it,
+in sequence, each following the one before: else it stops); each snapshot's name is the
+SHA-256 of its bytes and its signature is by a writer that `config` or a key change lists,
+not revoked before it was stored (a snapshot anyone else stored, or a revoked writer signed
+afterwards, is left out with a warning); and gpg checks every blob's integrity (MDC). What it cannot check without BLAKE3
 (not in the standard library): that a blob is the one its reference names; coffer itself
 checks that too.
 """
@@ -33,6 +35,7 @@ import threading
 # access alone) and is refused before it is read whole.
 CONFIG_MAX = 4 << 20
 SNAPSHOT_MAX = 16 << 20
+KEYS_MAX = 16 << 20
 MAX_BLOB_LEN = 1 << 30
 # Directories nested deeper are damage (a writer walks by full path, so it
 # stores at most PATH_MAX / 2 levels); Linux's limits on what can be made.
@@ -101,48 +104,160 @@ def gpg_decrypt(message):
     return run(["gpg", "--batch", "--quiet", "--decrypt"], message, len(message))
 
 
-class Writers:
-    """The writers' signing certificates from config, in a keyring of their own."""
+class Keyring:
+    """A gpg keyring of its own in the scratch folder, holding public certificates."""
 
-    def __init__(self, certs, folder):
-        self.keyring = os.path.join(folder, "writers.kbx")
-        self.fingerprints = set()
-        if not certs:
-            return
-        gpg = ["gpg", "--batch", "--quiet", "--trust-model", "always", "--no-default-keyring",
-               "--keyring", self.keyring]
-        run(gpg + ["--import"], "".join(certs).encode(), CONFIG_MAX)
-        listing = run(gpg + ["--with-colons", "--list-keys"], b"", CONFIG_MAX).decode()
-        primary = False
+    count = 0
+
+    def __init__(self, folder, certs):
+        Keyring.count += 1
+        self.path = os.path.join(folder, "keyring-%d.kbx" % Keyring.count)
+        self.gpg = ["gpg", "--batch", "--quiet", "--no-auto-key-retrieve", "--trust-model",
+                    "always", "--no-default-keyring", "--keyring", self.path]
+        if certs:
+            run(self.gpg + ["--import"], "".join(certs).encode(), KEYS_MAX + CONFIG_MAX)
+
+    def fingerprints(self):
+        """The primary keys' fingerprints, in the order gpg lists them."""
+        listing = run(self.gpg + ["--with-colons", "--list-keys"], b"", KEYS_MAX).decode()
+        out, primary = [], False
         for line in listing.splitlines():
             fields = line.split(":")
             if fields[0] in ("pub", "sub"):
                 primary = fields[0] == "pub"
             elif fields[0] == "fpr" and primary:
-                self.fingerprints.add(fields[9].upper())
+                out.append(fields[9].upper())
+        return out
 
-    def decrypt_signed(self, name, message):
-        """Decrypts a snapshot; Forged unless a listed writer signed it. A repository
-        whose config lists no writer predates signed snapshots: nothing to check."""
-        if not self.fingerprints:
-            try:
-                return gpg_decrypt(message)
-            except Damaged as e:
-                raise Damaged("%s: %s" % (name, e))
-        cmd = ["gpg", "--batch", "--quiet", "--no-auto-key-retrieve", "--trust-model", "always",
-               "--keyring", self.keyring, "--status-fd", "2", "--decrypt"]
+    def open(self, name, message, decrypt=True):
+        """(plaintext, primary fingerprints of good signatures) of a message; with
+        decrypt=False, of a signed message that is not encrypted."""
+        # Without --no-default-keyring: the secret key is in the user's keyring. Only
+        # the signatures' fingerprints count, checked by the caller.
+        cmd = [a for a in self.gpg if a != "--no-default-keyring"]
+        cmd += ["--status-fd", "2", "--decrypt"]
         try:
             code, plain, lines = run_capped(cmd, message, len(message))
         except Damaged as e:
             raise Damaged("%s: %s" % (name, e))
-        if code != 0:
+        if code != 0 and (decrypt or not plain):
             said = [l for l in lines if not l.startswith("[GNUPG:]")]
             raise Damaged("%s: gpg failed: %s" % (name, " ".join(said).strip()))
+        if not decrypt and any(l.startswith("[GNUPG:] BEGIN_DECRYPTION") for l in lines):
+            raise Damaged("%s: encrypted, but a key change is only signed" % name)
         # [GNUPG:] VALIDSIG <fpr> ... <primary key fpr>: a good signature, and by whom.
         signers = {l.split()[-1].upper() for l in lines if l.startswith("[GNUPG:] VALIDSIG ")}
-        if not signers & self.fingerprints:
-            raise Forged("%s: not signed by a writer that config lists" % name)
-        return plain
+        return plain, signers
+
+
+def one_fingerprint(folder, cert, name):
+    """The primary fingerprint of the one certificate in cert (armored)."""
+    fprs = Keyring(folder, [cert]).fingerprints()
+    if len(fprs) != 1:
+        raise Damaged("%s: expected one certificate, found %d" % (name, len(fprs)))
+    return fprs[0]
+
+
+class KeyState:
+    """Writers and recipients: config's, then each key change under keys/ applied in
+    order (docs/format.md section 10). Anything in the chain that does not hold stops
+    the script, as it stops coffer: a change left out could be a revocation."""
+
+    def __init__(self, root, config, config_digest, folder):
+        self.folder = folder
+        # name -> {"fprs": [...], "revoked": None or (seq, set of kept snapshot names)}
+        self.writers = collections.OrderedDict()
+        certs = config.get("writers", [])
+        names = config.get("writer_names", [])
+        for i, cert in enumerate(certs):
+            name = names[i] if i < len(names) else ("default" if len(certs) == 1
+                                                    else "config-%d" % (i + 1))
+            self.add_writer(name, cert, "config")
+        self.recipients = [one_fingerprint(folder, c, "config: recipient")
+                           for c in config.get("recipients", [])]
+        self.seq, self.head = 0, config_digest
+        folder_keys = os.path.join(root, "keys")
+        names = sorted(os.listdir(folder_keys)) if os.path.isdir(folder_keys) else []
+        seqs = [n for n in names if len(n) == 8 and n.isdigit() and int(n) > 0]
+        for i, n in enumerate(seqs):
+            if int(n) != i + 1:
+                raise Damaged("keys/%08d is missing, yet keys/%s is stored" % (i + 1, n))
+            self.apply(config["id"], "keys/" + n, os.path.join(folder_keys, n))
+        self.keyring = Keyring(folder, [c for w in self.writers.values() for c in w["certs"]])
+
+    def add_writer(self, name, cert, where):
+        fpr = one_fingerprint(self.folder, cert, where)
+        if any(fpr in w["fprs"] for w in self.writers.values()):
+            raise Damaged("%s: writer certificate %s was added before" % (where, fpr))
+        w = self.writers.setdefault(name, {"fprs": [], "certs": [], "revoked": None})
+        w["fprs"].append(fpr)
+        w["certs"].append(cert)
+
+    def apply(self, repo_id, name, path):
+        if os.path.getsize(path) > KEYS_MAX:
+            raise Damaged("%s: over %d bytes, not a key change" % (name, KEYS_MAX))
+        with open(path, "rb") as f:
+            data = f.read(KEYS_MAX)
+        # Read without checking first, to learn whose certificate to check it with.
+        unverified, _ = Keyring(self.folder, []).open(name, data, decrypt=False)
+        claimed = json.loads(unverified)
+        signer = one_fingerprint(self.folder, claimed["signer_cert"], name)
+        if signer not in self.recipients:
+            raise Forged("%s: signed by %s, who is not an admin (a recipient) here"
+                         % (name, signer))
+        plain, signers = Keyring(self.folder, [claimed["signer_cert"]]).open(
+            name, data, decrypt=False)
+        if signer not in signers:
+            raise Forged("%s: no good signature by an admin" % name)
+        c = json.loads(plain)
+        if c.get("format") != "coffer-key-change" or c.get("repository") != repo_id:
+            raise Forged("%s: not a key change of this repository" % name)
+        if c.get("seq") != self.seq + 1 or c.get("previous", "").lower() != self.head:
+            raise Forged("%s: does not follow the change before it" % name)
+        change = c["change"]
+        kind = change.get("type")
+        if kind == "writer-add":
+            if change["name"] in self.writers:
+                raise Damaged("%s: writer %r exists already" % (name, change["name"]))
+            self.add_writer(change["name"], change["cert"], name)
+        elif kind in ("writer-reissue", "writer-revoke"):
+            w = self.writers.get(change["name"])
+            if w is None or w["revoked"] is not None:
+                raise Damaged("%s: no writer %r that is not revoked" % (name, change["name"]))
+            if kind == "writer-reissue":
+                self.add_writer(change["name"], change["cert"], name)
+            else:
+                w["revoked"] = (c["seq"], set(change.get("kept", [])))
+        elif kind == "recipient-add":
+            self.recipients.append(one_fingerprint(self.folder, change["cert"], name))
+        elif kind == "recipient-remove":
+            fpr = change["fingerprint"].upper()
+            if fpr not in self.recipients or len(self.recipients) == 1:
+                raise Damaged("%s: cannot remove recipient %s" % (name, fpr))
+            self.recipients.remove(fpr)
+        else:
+            raise Damaged("%s: a key change of type %r, unknown to this script: use a newer "
+                          "recover.py" % (name, kind))
+        self.seq, self.head = c["seq"], hashlib.sha256(data).hexdigest()
+
+    def decrypt_signed(self, name, message):
+        """Decrypts snapshot object `name`; Forged unless a writer signed it and that
+        writer was not revoked before it was stored. A repository whose config lists no
+        writer predates signed snapshots: nothing to check."""
+        if not self.writers:
+            try:
+                return gpg_decrypt(message)
+            except Damaged as e:
+                raise Damaged("snapshots/%s: %s" % (name, e))
+        plain, signers = self.keyring.open("snapshots/" + name, message)
+        for wname, w in self.writers.items():
+            if signers & set(w["fprs"]):
+                revoked = w["revoked"]
+                if revoked is not None and name not in revoked[1]:
+                    raise Forged("snapshots/%s: signed by writer %r after keys/%08d revoked it"
+                                 % (name, wname, revoked[0]))
+                return plain
+        raise Forged("snapshots/%s: not signed by a writer of the repository" % name)
 
 
 class Forged(Exception):
@@ -163,7 +278,8 @@ class Repo:
         if os.path.getsize(config) > CONFIG_MAX:
             sys.exit("%s: config is over %d bytes: not a coffer config" % (root, CONFIG_MAX))
         with open(config, "rb") as f:
-            self.writers = Writers(json.load(f).get("writers", []), scratch)
+            data = f.read(CONFIG_MAX)
+        self.keys = KeyState(root, json.loads(data), hashlib.sha256(data).hexdigest(), scratch)
 
     def snapshots(self):
         """(id, snapshot JSON) of every genuine snapshot, oldest first. A damaged or
@@ -183,7 +299,7 @@ class Repo:
             try:
                 if hashlib.sha256(data).hexdigest() != sid:
                     raise Damaged("snapshots/%s: content does not match its name" % name)
-                plain = self.writers.decrypt_signed("snapshots/" + name, data)
+                plain = self.keys.decrypt_signed(name, data)
                 out.append((sid, json.loads(plain)))
             except (Damaged, Forged, ValueError) as e:
                 print("recover.py: %s; left out" % e, file=sys.stderr)
@@ -367,8 +483,8 @@ def main():
     with tempfile.TemporaryDirectory() as scratch:
         try:
             repo = Repo(a.repo, scratch)
-        except Damaged as e:
-            sys.exit("recover.py: config: %s" % e)
+        except (Damaged, Forged, ValueError, KeyError, TypeError) as e:
+            sys.exit("recover.py: config or key changes: %s" % e)
         return recover(a, repo)
 
 

@@ -31,6 +31,14 @@ pub enum Command {
     Key(KeyCommand),
     /// Create a repository and the writer key for backup hosts.
     Init(InitArgs),
+    /// The writers: one key per backup host, each revocable (needs the
+    /// admin key; every change is signed with it).
+    #[command(subcommand)]
+    Writer(WriterCommand),
+    /// The recipients: the admins whose keys read what is written (needs
+    /// the admin key; every change is signed with it).
+    #[command(subcommand)]
+    Recipient(RecipientCommand),
     /// Back up paths, or standard input, into the repository.
     Backup(BackupArgs),
     /// List snapshots (needs the admin key).
@@ -74,6 +82,112 @@ pub enum Command {
     /// packages: scripts/package.sh).
     #[command(hide = true)]
     GenerateMan(GenerateManArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WriterCommand {
+    /// Add a writer with a key of its own, written to --writer-key-out: one
+    /// per backup host, so that one can be revoked without the others.
+    Add(WriterKeyArgs),
+    /// List the writers: name, key fingerprints, when added and revoked,
+    /// their snapshots and the newest.
+    List(KeyListArgs),
+    /// Revoke a writer: the snapshots it made before stay; any it signs
+    /// after is left out by every reader, whatever time it claims.
+    Revoke(WriterRevokeArgs),
+    /// Make a writer a new key file (after a recipient change: it encrypts
+    /// to the recipients as they are now). Its earlier key stays valid
+    /// until the writer is revoked.
+    Reissue(WriterKeyArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RecipientCommand {
+    /// Add a recipient (an admin): key files issued after it encrypt to it
+    /// too; reissue each writer's (`coffer writer reissue`).
+    Add(RecipientAddArgs),
+    /// Remove a recipient: key files issued after it no longer encrypt to
+    /// it; what was written before stays readable with its key.
+    Remove(RecipientRemoveArgs),
+    /// List the recipients: fingerprint and user id.
+    List(KeyListArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct WriterKeyArgs {
+    #[command(flatten)]
+    pub repo: RepoArg,
+    #[command(flatten)]
+    pub key: SecretKeyArgs,
+    #[command(flatten)]
+    pub object_lock: ObjectLockArgs,
+    /// The writer's name (letters, digits, '.', '-', '_'), e.g. the host's.
+    pub name: String,
+    /// Where to write its key file (mode 0600; must not exist yet).
+    #[arg(long, value_name = "FILE")]
+    pub writer_key_out: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct WriterRevokeArgs {
+    #[command(flatten)]
+    pub repo: RepoArg,
+    #[command(flatten)]
+    pub key: SecretKeyArgs,
+    #[command(flatten)]
+    pub object_lock: ObjectLockArgs,
+    /// The writer to revoke.
+    pub name: String,
+    /// Keep only its snapshots the store received before this time (RFC
+    /// 3339, e.g. 2026-12-01T00:00:00Z): when the key may have been stolen
+    /// earlier. The store's time (S3 LastModified, file mtime), never the
+    /// time a snapshot claims. Default: keep every snapshot it has now.
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    pub keep_stored_before: Option<std::time::SystemTime>,
+}
+
+/// An RFC 3339 time (`2026-12-01T00:00:00Z`) as a `SystemTime`.
+fn parse_time(text: &str) -> Result<std::time::SystemTime, String> {
+    coffer_core::format::encoding::parse_rfc3339(text)
+        .map(std::time::SystemTime::from)
+        .ok_or_else(|| format!("{text:?}: expected an RFC 3339 time such as 2026-12-01T00:00:00Z"))
+}
+
+#[derive(Debug, Args)]
+pub struct RecipientAddArgs {
+    #[command(flatten)]
+    pub repo: RepoArg,
+    #[command(flatten)]
+    pub key: SecretKeyArgs,
+    #[command(flatten)]
+    pub object_lock: ObjectLockArgs,
+    /// The new recipient's OpenPGP certificate (armored or binary).
+    pub cert: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct RecipientRemoveArgs {
+    #[command(flatten)]
+    pub repo: RepoArg,
+    #[command(flatten)]
+    pub key: SecretKeyArgs,
+    #[command(flatten)]
+    pub object_lock: ObjectLockArgs,
+    /// The fingerprint of the recipient's certificate (`coffer recipient list`).
+    pub fingerprint: String,
+}
+
+#[derive(Debug, Args)]
+pub struct KeyListArgs {
+    #[command(flatten)]
+    pub repo: RepoArg,
+    #[command(flatten)]
+    pub key: SecretKeyArgs,
+    #[command(flatten)]
+    pub cache: CacheArgs,
+    /// Print a JSON array instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -129,8 +243,23 @@ impl Command {
 
 #[derive(Debug, Subcommand)]
 pub enum KeyCommand {
-    /// Generate a Curve25519 OpenPGP key for reading backups.
+    /// Generate a Curve25519 OpenPGP key for reading backups (with a
+    /// signing subkey, for key changes).
     Generate(KeyGenerateArgs),
+    /// Write a copy of an admin key with a signing subkey added: keys made
+    /// by `key generate` before key changes have none, and every change to
+    /// writers or recipients is signed.
+    AddSigning(KeyAddSigningArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct KeyAddSigningArgs {
+    #[command(flatten)]
+    pub key: SecretKeyArgs,
+    /// Where to write the key with its new signing subkey (mode 0600; must
+    /// not exist). Use it as --key from then on.
+    #[arg(long, value_name = "FILE")]
+    pub secret_out: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -196,6 +325,11 @@ pub struct InitArgs {
     /// Where to write the writer key for backup hosts (mode 0600).
     #[arg(long, value_name = "FILE")]
     pub writer_key_out: PathBuf,
+    /// The name of the writer this key is (`coffer writer list` shows it;
+    /// `writer revoke NAME` revokes it). Give each host its own key with
+    /// `coffer writer add` rather than sharing this one.
+    #[arg(long, default_value = "default", value_name = "NAME")]
+    pub writer_name: String,
     /// Writers reuse stored data only from packs younger than this.
     #[arg(long, default_value_t = 30, value_name = "DAYS")]
     pub dedup_horizon_days: u32,

@@ -1,6 +1,7 @@
 //! One function per subcommand: validate arguments, call the library,
 //! print. Grouped by what they do: `setup` (key generate, init), `backup`,
-//! `inspect` (snapshots, status, check, diff, cache), `restore` (restore, cat,
+//! `inspect` (snapshots, status, check, diff, cache), `keys` (writer
+//! and recipient changes), `restore` (restore, cat,
 //! export), `mount`, `forget` (forget, prune), `copy`, `packaging`
 //! (completions, man pages), `profiles` (config show); here, what they share.
 
@@ -8,6 +9,7 @@ mod backup;
 mod copy;
 mod forget;
 mod inspect;
+mod keys;
 mod mount;
 mod packaging;
 mod profiles;
@@ -18,11 +20,15 @@ pub use backup::backup;
 pub use copy::copy;
 pub use forget::{forget, prune};
 pub use inspect::{cache, check, diff, snapshots, status};
+pub use keys::{
+    recipient_add, recipient_list, recipient_remove, writer_add, writer_list, writer_reissue,
+    writer_revoke,
+};
 pub use mount::mount;
 pub use packaging::{completions, generate_man};
 pub use profiles::config_show;
 pub use restore::{cat, export, restore};
-pub use setup::{init, key_generate};
+pub use setup::{init, key_add_signing, key_generate};
 
 use crate::args::{CacheArgs, LockModeArg, ObjectLockArgs, RepoArg, SecretKeyArgs};
 use anyhow::{bail, Context, Result};

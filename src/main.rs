@@ -17,7 +17,7 @@ mod hooks;
 mod metrics;
 mod progress;
 
-use args::{Cli, Command, ConfigCommand, KeyCommand};
+use args::{Cli, Command, ConfigCommand, KeyCommand, RecipientCommand, WriterCommand};
 use commands::Outcome;
 use hooks::RunFacts;
 use std::process::ExitCode;
@@ -63,6 +63,7 @@ fn run(parsed: &config::Parsed, facts: &mut RunFacts) -> anyhow::Result<Outcome>
     let cli: &Cli = &parsed.cli;
     match &cli.command {
         Command::Key(KeyCommand::Generate(a)) => return commands::key_generate(a),
+        Command::Key(KeyCommand::AddSigning(a)) => return commands::key_add_signing(a),
         Command::Completions(a) => return commands::completions(a),
         Command::GenerateMan(a) => return commands::generate_man(a),
         Command::Config(ConfigCommand::Show) => {
@@ -85,6 +86,13 @@ fn run(parsed: &config::Parsed, facts: &mut RunFacts) -> anyhow::Result<Outcome>
             unreachable!("handled before the runtime starts")
         }
         Command::Init(a) => commands::init(&rt, a),
+        Command::Writer(WriterCommand::Add(a)) => commands::writer_add(&rt, a),
+        Command::Writer(WriterCommand::List(a)) => commands::writer_list(&rt, a),
+        Command::Writer(WriterCommand::Revoke(a)) => commands::writer_revoke(&rt, a),
+        Command::Writer(WriterCommand::Reissue(a)) => commands::writer_reissue(&rt, a),
+        Command::Recipient(RecipientCommand::Add(a)) => commands::recipient_add(&rt, a),
+        Command::Recipient(RecipientCommand::Remove(a)) => commands::recipient_remove(&rt, a),
+        Command::Recipient(RecipientCommand::List(a)) => commands::recipient_list(&rt, a),
         Command::Backup(a) => commands::backup(&rt, a, cli.verbose, facts),
         Command::Snapshots(a) => commands::snapshots(&rt, a),
         Command::Status(a) => commands::status(&rt, a),

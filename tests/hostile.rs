@@ -1029,3 +1029,77 @@ fn objects_planted_with_a_put_only_credential_on_s3_block_nothing() {
     assert_eq!(m.code, 0, "{}", m.text);
     assert_same_tree(&src, &under(&out, &src));
 }
+
+/// Key changes (issue 33) are stored by admins only (the writers' policy
+/// does not cover keys/), but a reader opens them before anything else:
+/// one over its cap, or one whose signed literal inflates, is refused
+/// before it is read or inflated, naming it, and stops the reader (a
+/// change left out could be a revocation).
+#[test]
+fn key_changes_over_their_cap_or_that_inflate_are_refused_before_they_cost_anything() {
+    use std::io::Write;
+    let env = Env::new();
+    let src = env.path("src");
+    write(&src.join("a.txt"), b"a\n");
+    env.backup(&[&src], &[]);
+    let keys = env.path("repo/keys");
+    std::fs::create_dir_all(&keys).unwrap();
+    let change = keys.join("00000001");
+    // 16 MiB and one byte (a sparse file: nothing held here).
+    let f = std::fs::File::create(&change).unwrap();
+    f.set_len((16 << 20) + 1).unwrap();
+    drop(f);
+    let m = within_bounds(&env, "keys over cap", env.admin_cmd("snapshots", &[]), 1);
+    assert_eq!(m.code, 2, "{}", m.text);
+    assert!(
+        m.text.contains("keys/00000001") && m.text.contains("more than"),
+        "{}",
+        m.text
+    );
+    // Signed by the admin's own key, compressed: 256 MiB of zeros in a
+    // few hundred KiB.
+    let gnupg = env.gnupg_with_admin_key();
+    let mut child = std::process::Command::new("gpg")
+        .env("GNUPGHOME", &gnupg)
+        .args([
+            "--batch",
+            "--quiet",
+            "--yes",
+            "--compress-algo",
+            "zlib",
+            "-z",
+            "9",
+        ])
+        .arg("--output")
+        .arg(&change)
+        .arg("--sign")
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    let zeros = vec![0u8; 1 << 20];
+    for _ in 0..256 {
+        input.write_all(&zeros).unwrap();
+    }
+    drop(input);
+    drop(zeros);
+    assert!(child.wait().unwrap().success());
+    assert!(std::fs::metadata(&change).unwrap().len() < 2 << 20);
+    for cmd in ["snapshots", "check", "prune"] {
+        let m = within_bounds(
+            &env,
+            &format!("keys bomb {cmd}"),
+            env.admin_cmd(cmd, &[]),
+            1,
+        );
+        assert_eq!(m.code, 2, "{cmd}: {}", m.text);
+        assert!(
+            m.text.contains("keys/00000001") && m.text.contains("Compressed Data"),
+            "{cmd}: {}",
+            m.text
+        );
+    }
+    // Gone again, the repository reads as before.
+    std::fs::remove_file(&change).unwrap();
+    env.admin_ok("check", &[]);
+}

@@ -45,7 +45,7 @@ impl Fixture {
         let admin = crypto::generate_key("admin").expect("admin key");
         let certs = crypto::normalize_certs(&admin.cert_armored, "admin").expect("cert");
         let (config, writer_key) =
-            RepoConfig::create(certs, RepoSettings::default()).expect("config");
+            RepoConfig::create(certs, RepoSettings::default(), "default").expect("config");
         let backend = Arc::new(MemoryBackend::new());
         let pins = KnownRepositories::new(dir.path().join("known_repositories"));
         rt.block_on(repository::init(backend.as_ref(), &config, Some(&pins)))
@@ -433,7 +433,8 @@ fn opening_pins_the_config_and_refuses_a_replaced_one() {
     // Someone with access to the store swaps config for their own.
     let admin = crypto::generate_key("intruder").expect("key");
     let certs = crypto::normalize_certs(&admin.cert_armored, "intruder").expect("cert");
-    let (theirs, _) = RepoConfig::create(certs, RepoSettings::default()).expect("config");
+    let (theirs, _) =
+        RepoConfig::create(certs, RepoSettings::default(), "default").expect("config");
     f.rt.block_on(f.backend.delete(&ObjectKey::config()))
         .expect("delete");
     let other_pins = KnownRepositories::new(f.dir.path().join("elsewhere"));

@@ -30,6 +30,8 @@ pub enum ObjectKind {
     Index,
     /// `data/<2 hex>/<pack id>`
     Pack,
+    /// `keys/<8 digits>`: an admin's signed key change.
+    Keys,
 }
 
 /// Largest `config` a reader takes: JSON with the recipients' and writers'
@@ -43,6 +45,10 @@ pub const SNAPSHOT_MAX: u64 = 16 << 20;
 /// packs or 100,000 blobs (~12 MiB); before that, one per run (a run of
 /// 1M new blobs: ~120 MiB).
 pub const INDEX_MAX: u64 = 256 << 20;
+/// Largest key change a reader takes: a certificate or two and, for a
+/// revocation, the names of the writer's snapshots that stay (~90 bytes
+/// each: 16 MiB is some 180,000).
+pub const KEYS_MAX: u64 = 16 << 20;
 /// Largest pack: a pack is sealed before a blob would take it past the
 /// pack size (at most 1 GiB, [`crate::format::config`]), so it is at most
 /// that plus one blob (stored, at most twice [`MAX_BLOB_LEN`]).
@@ -59,6 +65,7 @@ impl ObjectKind {
             ObjectKind::Snapshot => SNAPSHOT_MAX,
             ObjectKind::Index => INDEX_MAX,
             ObjectKind::Pack => PACK_MAX,
+            ObjectKind::Keys => KEYS_MAX,
         }
     }
 
@@ -69,6 +76,7 @@ impl ObjectKind {
             ObjectKind::Snapshot => "snapshots/",
             ObjectKind::Index => "index/",
             ObjectKind::Pack => "data/",
+            ObjectKind::Keys => "keys/",
         }
     }
 }

@@ -23,6 +23,7 @@
 //! - `seipd`: the SEIPD v1 packet with OpenSSL (private);
 //! - [`blob`]: plaintext → zstd → sealed message, and back with every check;
 //! - [`keyfile`]: reading secret files only their owner may read;
+//! - [`signed`]: signed, unencrypted messages (admins' key changes);
 //! - [`writer_key`]: a new repository's secrets, unsealing the chunk-id key,
 //!   and the backup hosts' `writer.key`.
 //!
@@ -37,6 +38,7 @@ pub mod keys;
 pub mod open;
 pub mod seal;
 mod seipd;
+pub mod signed;
 pub mod writer_key;
 
 pub use keys::{

@@ -143,6 +143,13 @@ impl Error {
         }
     }
 
+    /// Whether this is a message that opened with none of the given keys:
+    /// not damage, but encrypted to other recipients (a snapshot from
+    /// before this admin was added, or after it was removed).
+    pub fn is_not_for_this_key(&self) -> bool {
+        matches!(self, Error::Damaged { what, .. } if what.contains(crate::crypto::open::NO_KEY_FITS))
+    }
+
     /// Says that the object `key` is damaged.
     pub fn damaged(key: impl Into<String>, what: impl Into<String>) -> Self {
         Error::Damaged {

@@ -8,15 +8,18 @@
 //! - [`config`]: the repository's `config` document and its checks;
 //! - [`tree`]: one directory, and the [`tree::Location`]s that tie blobs together;
 //! - [`snapshot`]: one backup version, and snapshot object names;
-//! - [`index`]: which blobs one backup run stored, and where.
+//! - [`index`]: which blobs one backup run stored, and where;
+//! - [`key_change`]: the admins' signed changes to writers and recipients.
 //!
 //! Within the layer: `encoding` and `id` use nothing; `chunk_key` and `index`
-//! use `id`; `tree` uses `id` and `encoding`; `snapshot` uses `tree`.
+//! use `id`; `tree` uses `id` and `encoding`; `snapshot` uses `tree`;
+//! `key_change` uses `config`, `id` and `encoding`.
 
 pub mod chunk_key;
 pub mod config;
 pub mod encoding;
 pub mod id;
 pub mod index;
+pub mod key_change;
 pub mod snapshot;
 pub mod tree;

@@ -9,6 +9,8 @@
 //! - [`forget`]: drop the snapshots a retention policy does not keep
 //!   ([`forget::retention`] holds the rules);
 //! - [`prune`]: delete the packs no snapshot references;
+//! - [`keys`]: key changes: writers added, reissued, revoked; recipients
+//!   added and removed;
 //! - [`status`]: how fresh the newest snapshot is, from the listing alone;
 //! - [`copy`]: the objects into another store, byte for byte (no key).
 //!
@@ -20,6 +22,7 @@ pub mod copy;
 pub mod diff;
 pub mod export;
 pub mod forget;
+pub mod keys;
 pub mod prune;
 pub mod restore;
 pub mod status;

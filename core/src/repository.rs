@@ -6,6 +6,7 @@
 //! each, and verified. Every operation (`crate::ops`), the mount and the
 //! CLI read through here.
 
+pub mod key_chain;
 pub mod known;
 pub mod metadata_cache;
 pub mod opened_cache;
@@ -21,9 +22,11 @@ use crate::format::chunk_key::ChunkIdKey;
 use crate::format::config::RepoConfig;
 use crate::format::id::{ObjectId, PackId};
 use crate::format::index::PackSummary;
+use crate::format::key_change::{self, KeyState};
 use crate::format::snapshot::{host_tag, parse_object_name, Snapshot, SnapshotInfo};
 use crate::format::tree::{Entry, Kind, Location, Tree};
 use crate::sync::{self, blocking};
+use key_chain::KeyChain;
 use known::{KnownRepositories, Pin};
 use metadata_cache::{ChunkCache, MetadataCache};
 use opened_cache::OpenedCache;
@@ -42,7 +45,11 @@ pub struct Repository {
     config: RepoConfig,
     chunk_key: ChunkIdKey,
     opener: Arc<Opener>,
+    /// Every writer's certificate, revoked ones too (their kept snapshots
+    /// still verify): a snapshot signed by none of them is forged.
     writers: Writers,
+    /// The writers and recipients after the key changes under `keys/`.
+    keys: KeyChain,
     /// SHA-256 of the `config` object as read.
     config_digest: ObjectId,
     /// Tree packs kept on local disk (readers of a remote repository).
@@ -67,18 +74,25 @@ impl Repository {
         pins: Option<&KnownRepositories>,
     ) -> Result<Self> {
         let (config, config_digest) = read_config_and_digest(backend.as_ref()).await?;
+        let chain = key_chain::read(backend.as_ref(), &config, config_digest).await?;
         if let Some(known) = pins {
             let location = backend.location();
-            if known.check(&location, &config_digest)? == Pin::New {
-                tracing::info!(
+            match known.check(&location, &config_digest, &chain.digests())? {
+                Pin::New => tracing::info!(
                     "pinned the config of {location} in {}",
                     known.path().display()
-                );
+                ),
+                Pin::Extended => tracing::info!(
+                    "pinned {location}'s key changes to keys/{} in {}",
+                    key_change::object_name(chain.state.seq),
+                    known.path().display()
+                ),
+                Pin::Same => {}
             }
         }
         let opener = Opener::new(keys);
-        let chunk_key = config.unseal_chunk_key(&opener)?;
-        let writers = Writers::from_armored(&config.writers)?;
+        let chunk_key = unseal_chunk_key(&config, &chain.state, &opener)?;
+        let writers = Writers::from_armored(&chain.state.writer_certs())?;
         if writers.is_empty() {
             tracing::warn!(
                 "this repository predates signed snapshots: a snapshot forged by someone \
@@ -91,6 +105,7 @@ impl Repository {
             chunk_key,
             opener: Arc::new(opener),
             writers,
+            keys: chain,
             config_digest,
             cache: None,
             opened: None,
@@ -109,7 +124,9 @@ impl Repository {
     /// Keeps every snapshot it opens, sealed, in an [`OpenedCache`] in
     /// `dir` (at most `limit` bytes), and lists them from there after.
     pub fn with_opened_cache(mut self, dir: std::path::PathBuf, limit: u64) -> Self {
-        let opened = OpenedCache::new(dir, limit, &self.chunk_key, &self.config_digest);
+        // Keyed by the key state too: a snapshot opened before a writer was
+        // revoked is checked again after.
+        let opened = OpenedCache::new(dir, limit, &self.chunk_key, &self.keys.state.head);
         self.opened = Some(opened);
         self
     }
@@ -129,6 +146,17 @@ impl Repository {
     /// The repository's configuration.
     pub fn config(&self) -> &RepoConfig {
         &self.config
+    }
+
+    /// The chunk-id key (an admin seals it to new recipients and puts it
+    /// in the key files of new writers).
+    pub fn chunk_key(&self) -> &ChunkIdKey {
+        &self.chunk_key
+    }
+
+    /// The writers and recipients now, and the key changes that made them.
+    pub fn key_chain(&self) -> &KeyChain {
+        &self.keys
     }
 
     /// SHA-256 of the `config` object this repository was opened with
@@ -153,6 +181,7 @@ impl Repository {
             }
         }
         missing.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut not_for_us = 0;
         // Several fetches at once (over a WAN each is a round trip), then
         // the opening (two public-key operations each) on every core; a
         // batch at a time, so what is held at once is bounded by
@@ -169,12 +198,22 @@ impl Repository {
             for loaded in self.open_snapshots(fetched) {
                 match loaded {
                     Ok(info) => out.push(info),
+                    Err(e) if e.is_not_for_this_key() => {
+                        tracing::debug!("{e}");
+                        not_for_us += 1;
+                    }
                     Err(e @ (Error::Damaged { .. } | Error::Forged { .. })) => {
                         tracing::warn!("{e}; left out (run `coffer check`)");
                     }
                     Err(e) => return Err(e),
                 }
             }
+        }
+        if not_for_us > 0 {
+            tracing::warn!(
+                "{not_for_us} snapshots are not encrypted to this key (written before it became \
+                 a recipient, or after it was removed): left out"
+            );
         }
         out.sort_by_key(|s| (s.snapshot.time(), s.id));
         Ok(out)
@@ -262,8 +301,8 @@ impl Repository {
     /// entry that opens but does not read as this snapshot is dropped).
     fn cached_snapshot(&self, name: &str) -> Option<SnapshotInfo> {
         let opened = self.opened.as_ref()?;
-        let json = opened.read(name)?;
-        let read = self.snapshot_info(name, &json);
+        let (signer, json) = opened.read(name)?;
+        let read = self.snapshot_info(name, &json, signer);
         if let Err(e) = &read {
             tracing::warn!("opened-snapshot cache: {e}; opening it again from the store");
             opened.remove(name);
@@ -274,17 +313,23 @@ impl Repository {
     /// Decrypts and checks the fetched snapshot object `name` (kept in the
     /// opened-snapshot cache if there is one).
     fn open_snapshot(&self, name: &str, bytes: &[u8]) -> Result<SnapshotInfo> {
-        let (_, _, json) = self.open_named(ObjectKind::Snapshot, name, bytes)?;
-        let info = self.snapshot_info(name, &json)?;
+        let (json, signer) = self.open_snapshot_object(name, bytes)?;
+        let info = self.snapshot_info(name, &json, signer)?;
         if let Some(opened) = &self.opened {
-            opened.store(name, &json);
+            opened.store(name, info.signer.as_deref(), &json);
         }
         Ok(info)
     }
 
     /// Snapshot object `name`'s decrypted JSON read, its host tag (if
-    /// any) checked against the host inside.
-    fn snapshot_info(&self, name: &str, json: &[u8]) -> Result<SnapshotInfo> {
+    /// any) checked against the host inside; `signer` is the fingerprint
+    /// of the writer certificate that signed it.
+    fn snapshot_info(
+        &self,
+        name: &str,
+        json: &[u8],
+        signer: Option<String>,
+    ) -> Result<SnapshotInfo> {
         let key = ObjectKey::new(ObjectKind::Snapshot, name);
         let id = object_id(&key)?;
         let object = key.path();
@@ -304,6 +349,7 @@ impl Repository {
             name: name.to_string(),
             id,
             snapshot,
+            signer,
         })
     }
 
@@ -364,23 +410,40 @@ impl Repository {
         Ok(bytes)
     }
 
-    /// Decrypts the object `name`, fetched as `bytes` (a snapshot's
-    /// signature checked too): (id, object path, plaintext).
-    fn open_named(
-        &self,
-        kind: ObjectKind,
-        name: &str,
-        bytes: &[u8],
-    ) -> Result<(ObjectId, String, Vec<u8>)> {
-        let key = ObjectKey::new(kind, name);
-        let id = object_id(&key)?;
-        let object = key.path();
-        let json = if kind == ObjectKind::Snapshot && !self.writers.is_empty() {
-            self.opener.open_signed(&object, bytes, &self.writers)?
-        } else {
-            self.opener.open(&object, bytes)?
+    /// Decrypts the snapshot object `name`, fetched as `bytes`, and checks
+    /// its signature: its JSON, and the fingerprint of the writer
+    /// certificate that signed it (`None` in a repository from before
+    /// signed snapshots).
+    fn open_snapshot_object(&self, name: &str, bytes: &[u8]) -> Result<(Vec<u8>, Option<String>)> {
+        let object = ObjectKey::new(ObjectKind::Snapshot, name).path();
+        if self.writers.is_empty() {
+            return Ok((self.opener.open(&object, bytes)?, None));
+        }
+        let (json, signer) = self.opener.open_signed(&object, bytes, &self.writers)?;
+        self.check_not_revoked(&object, name, &signer)?;
+        Ok((json, Some(signer)))
+    }
+
+    /// Refuses snapshot `name`, signed by the writer certificate `signer`,
+    /// if that writer was revoked before it was stored: whatever time it
+    /// claims, only the snapshots the revocation names stay.
+    fn check_not_revoked(&self, object: &str, name: &str, signer: &str) -> Result<()> {
+        let Some(writer) = self.keys.state.writer_by_fingerprint(signer) else {
+            return Ok(()); // (every certificate `writers` holds is a writer's)
         };
-        Ok((id, object, json))
+        match &writer.revoked {
+            Some(revoked) if !revoked.kept.contains(name) => Err(Error::Forged {
+                key: object.to_string(),
+                what: format!(
+                    "signed by writer {:?}, which keys/{} revoked ({}) before this snapshot \
+                     was stored",
+                    writer.name,
+                    key_change::object_name(revoked.seq),
+                    revoked.time
+                ),
+            }),
+            _ => Ok(()),
+        }
     }
 
     /// The storage backend (retention deletes through it).
@@ -644,6 +707,24 @@ pub async fn init(
         known.replace(&backend.location(), &digest)?;
     }
     Ok(())
+}
+
+/// The chunk-id key, unsealed from the newest sealed copy `opener` can
+/// open: an admin added by a key change finds it in that change, one from
+/// the start in `config`.
+fn unseal_chunk_key(config: &RepoConfig, state: &KeyState, opener: &Opener) -> Result<ChunkIdKey> {
+    let mut first_error = None;
+    for sealed in &state.sealed_chunk_keys {
+        let mut copy = config.clone();
+        copy.chunk_id_key_sealed = sealed.clone();
+        match copy.unseal_chunk_key(opener) {
+            Ok(key) => return Ok(key),
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    Err(first_error.unwrap_or_else(|| Error::damaged("config", "no sealed chunk-id key")))
 }
 
 /// Reads and parses `config`.

@@ -99,6 +99,7 @@ mod tests {
                 program: String::new(),
                 stats: SnapshotStats::default(),
             },
+            signer: None,
         }
     }
 

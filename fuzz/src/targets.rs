@@ -25,6 +25,7 @@ pub const TARGETS: &[(&str, fn(&[u8]))] = &[
     ("index", index),
     ("blob", blob),
     ("message", message),
+    ("key_change", key_change),
 ];
 
 /// `config` as stored.
@@ -128,8 +129,13 @@ pub fn message(data: &[u8]) {
     }
     for opened in [
         opener.open("data/00/00", data),
-        opener.open_signed("snapshots/x", data, writers),
+        opener
+            .open_signed("snapshots/x", data, writers)
+            .map(|(plain, _)| plain),
         streamed,
+        // A key change is read before its signature is checked (to learn
+        // its signer): the same bound, no panic.
+        coffer_core::crypto::signed::unverified_payload("keys/x", data),
     ] {
         if let Ok(plain) = opened {
             assert!(
@@ -144,6 +150,57 @@ pub fn message(data: &[u8]) {
 
 /// The fuzzing keys: an opener over fuzz/keys/admin.key, a fixed chunk-id
 /// key, and the writer certificate of fuzz/keys/writer.cert.
+/// A key change as stored (a signed message), or its JSON: read unverified
+/// as a reader does first, then parsed and applied to a state whose admin
+/// is taken to have signed it and whose head it follows (so the rules
+/// past the signature and the link, and the certificates inside, are what
+/// the fuzzer reaches).
+pub fn key_change(data: &[u8]) {
+    use coffer_core::crypto::keys::CertParser;
+    use coffer_core::crypto::signed::unverified_payload;
+    use coffer_core::format::id::ObjectId;
+    use coffer_core::format::key_change::{KeyChange, KeyState};
+    let plain = unverified_payload("keys/x", data).ok();
+    if let Some(plain) = &plain {
+        assert!(
+            plain.len() <= data.len(),
+            "{} from {}",
+            plain.len(),
+            data.len()
+        );
+    }
+    for json in [plain.as_deref(), Some(data)].into_iter().flatten() {
+        let Ok(change) = KeyChange::from_json(json, "keys/x") else {
+            continue;
+        };
+        let admin = String::from_utf8_lossy(include_bytes!("../keys/admin.cert")).into_owned();
+        let writer = String::from_utf8_lossy(include_bytes!("../keys/writer.cert")).into_owned();
+        let head = ObjectId::from_hex(&change.previous).unwrap_or(ObjectId([0; 32]));
+        let mut state = KeyState {
+            writers: Vec::new(),
+            recipients: vec![admin],
+            recipient_fingerprints: vec!["ADMIN".into()],
+            chunk_id_key_sealed: String::new(),
+            sealed_chunk_keys: Vec::new(),
+            seq: change.seq.saturating_sub(1),
+            head,
+        };
+        let applied = state.apply(
+            &change,
+            "keys/x",
+            head,
+            "ADMIN",
+            &change.repository,
+            &CertParser,
+        );
+        if applied.is_ok() {
+            let _ = state.writer_certs();
+            let _ = state.writer_by_fingerprint(&writer);
+        }
+        let _ = change.to_json();
+    }
+}
+
 fn keys() -> &'static (Opener, ChunkIdKey, Writers) {
     static KEYS: OnceLock<(Opener, ChunkIdKey, Writers)> = OnceLock::new();
     KEYS.get_or_init(|| {

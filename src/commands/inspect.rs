@@ -17,7 +17,12 @@ pub fn snapshots(rt: &Runtime, a: &SnapshotsArgs) -> Result<Outcome> {
     let all = rt.block_on(repo.snapshots())?;
     let mut out = std::io::stdout().lock();
     if a.json {
-        let list: Vec<_> = all.iter().map(snapshot_json).collect();
+        let state = &repo.key_chain().state;
+        let writer = |s: &SnapshotInfo| {
+            let signer = s.signer.as_deref()?;
+            Some(state.writer_by_fingerprint(signer)?.name.clone())
+        };
+        let list: Vec<_> = all.iter().map(|s| snapshot_json(s, writer(s))).collect();
         writeln!(out, "{}", serde_json::to_string_pretty(&list)?)?;
         return Ok(Outcome::Success);
     }
@@ -46,9 +51,12 @@ pub fn snapshots(rt: &Runtime, a: &SnapshotsArgs) -> Result<Outcome> {
     Ok(Outcome::Success)
 }
 
-fn snapshot_json(s: &SnapshotInfo) -> serde_json::Value {
+/// A snapshot as `snapshots --json` prints it; `writer` is the name of
+/// the writer that signed it.
+fn snapshot_json(s: &SnapshotInfo, writer: Option<String>) -> serde_json::Value {
     let snap = &s.snapshot;
     serde_json::json!({
+        "writer": writer,
         "id": s.id.to_hex(),
         "short_id": &s.id.to_hex()[..8],
         "time": snap.time,
@@ -152,6 +160,12 @@ pub fn check(rt: &Runtime, a: &CheckArgs) -> Result<Outcome> {
             (false, true) => println!("snapshot {}: {}", d.snapshot, d.problem),
             (false, false) => println!("snapshot {} {}: {}", d.snapshot, d.path, d.problem),
         }
+    }
+    for (writer, seq, snapshot) in &report.kept_from_revoked {
+        println!(
+            "snapshot {snapshot}: by writer {writer}, stored before keys/{} revoked it: kept",
+            coffer_core::format::key_change::object_name(*seq)
+        );
     }
     let verdict = match report.damage.len() {
         0 => "no damage".to_string(),

@@ -1,7 +1,7 @@
 //! `key generate` and `init`: making the admin's key and a repository.
 
 use super::Outcome;
-use crate::args::{InitArgs, KeyGenerateArgs};
+use crate::args::{InitArgs, KeyAddSigningArgs, KeyGenerateArgs};
 use anyhow::{Context, Result};
 use coffer_core::backend;
 use coffer_core::crypto;
@@ -20,6 +20,25 @@ pub fn key_generate(a: &KeyGenerateArgs) -> Result<Outcome> {
         key.fingerprint,
         a.secret_out.display(),
         a.cert_out.display()
+    );
+    Ok(Outcome::Success)
+}
+
+pub fn key_add_signing(a: &KeyAddSigningArgs) -> Result<Outcome> {
+    let check = super::mode_check(a.key.insecure_key_permissions);
+    let passphrase = super::read_passphrase(&a.key)?;
+    let secret = crypto::keyfile::read_secret(&a.key.key, "the secret key", check)?;
+    let key = crypto::keys::add_signing_subkey(
+        &secret,
+        &a.key.key.display().to_string(),
+        passphrase.as_deref(),
+    )?;
+    write_new_file(&a.secret_out, &key.secret_armored, 0o600).context("writing the secret key")?;
+    eprintln!(
+        "key {} with a signing subkey written to {}: use it as --key (its certificate in \
+         repositories stays valid; each key change carries the new one)",
+        key.fingerprint,
+        a.secret_out.display()
     );
     Ok(Outcome::Success)
 }
@@ -54,6 +73,7 @@ pub fn init(rt: &Runtime, a: &InitArgs) -> Result<Outcome> {
             dedup_horizon_days: a.dedup_horizon_days,
             zstd_level: a.zstd_level,
         },
+        &a.writer_name,
     )?;
     writer_key.write_new(&a.writer_key_out)?;
     let pins = KnownRepositories::of_this_host();

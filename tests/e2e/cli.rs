@@ -253,6 +253,28 @@ fn keys_made_by_gnupg_work_including_a_passphrase() {
         !String::from_utf8_lossy(&wrong.stderr).contains("wrong\""),
         "passphrase echoed"
     );
+    // Its [SC] primary key signs key changes, unlocked with the passphrase.
+    let out = env
+        .cmd(&[
+            "writer",
+            "add",
+            "--repo",
+            "repo",
+            "--key",
+            "gpg-secret.bin",
+            "host2",
+            "--writer-key-out",
+            "host2.key",
+        ])
+        .env("COFFER_KEY_PASSPHRASE", "hunter2")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(env.path("repo/keys/00000001").is_file());
 }
 
 #[test]

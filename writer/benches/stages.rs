@@ -42,7 +42,7 @@ fn main() -> Result<(), Failure> {
     let generated = crypto::generate_key("bench")?;
     let certs = crypto::normalize_certs(&generated.cert_armored, "bench")?;
     // The defaults `coffer init` writes.
-    let (config, writer_key) = RepoConfig::create(certs.clone(), Default::default())?;
+    let (config, writer_key) = RepoConfig::create(certs.clone(), Default::default(), "default")?;
     let key = writer_key.chunk_key();
     let chunker = Chunker::new(config.chunker.clone(), key.chunker_seed());
     let sealer = PackSealer::new(&Recipients::from_armored(&certs)?)?;

@@ -179,7 +179,9 @@ pub fn backup(
     let buckets = list_buckets(&bucket_urls, &opts.source_access, rt)?;
     let excludes = walk::Excludes::new(&opts.excludes)?;
     let config = &key.config;
-    let recipients = Recipients::from_armored(&config.recipients)?;
+    // The recipients the key file was issued for (config's, in a key file
+    // from before key changes).
+    let recipients = Recipients::from_armored(key.recipients())?;
 
     coffer_core::private_dir::create(&opts.state_dir).map_err(|source| BackupError::Source {
         path: opts.state_dir.clone(),
@@ -193,7 +195,11 @@ pub fn backup(
         }
     })?;
     let horizon = horizon::seconds(config.dedup_horizon_days);
-    let state = state::State::open(&opts.state_dir.join("state.sqlite"), &config.id, horizon)?;
+    let state = state::State::open(
+        &opts.state_dir.join("state.sqlite"),
+        &key.state_scope(),
+        horizon,
+    )?;
     state.begin()?;
     let shared = Arc::new(
         Shared::new(
@@ -440,7 +446,9 @@ mod tests {
     fn writer_key() -> WriterKey {
         let key = coffer_core::crypto::generate_key("t").unwrap();
         let certs = coffer_core::crypto::normalize_certs(&key.cert_armored, "t").unwrap();
-        RepoConfig::create(certs, Default::default()).unwrap().1
+        RepoConfig::create(certs, Default::default(), "default")
+            .unwrap()
+            .1
     }
 
     /// `count` files of `len` random-looking bytes in `dir` (made).

@@ -337,9 +337,11 @@ fn blob_row(r: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<BlobRow> {
 }
 
 impl State {
-    /// Opens (or creates) the state at `path` for repository `repo_id`,
-    /// whose dedup horizon is `horizon` seconds. A state of another schema
-    /// version or repository is discarded.
+    /// Opens (or creates) the state at `path` for repository `repo_id`
+    /// (with the key file's recipients where they are not config's:
+    /// `WriterKey::state_scope`), whose dedup horizon is `horizon`
+    /// seconds. A state of another schema version, repository or set of
+    /// recipients is discarded.
     pub fn open(path: &Path, repo_id: &str, horizon: i64) -> Result<Self> {
         let err = |what: &str| {
             let what = what.to_string();

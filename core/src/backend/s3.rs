@@ -276,8 +276,8 @@ impl S3Backend {
     /// that with `501 NotImplemented`; from then on this backend sends plain
     /// PUTs, which is still safe because no two writes share a key (packs
     /// have random names, every other object is named by its content's
-    /// hash) -- except `config`, whose absence is checked first (only
-    /// `init` writes it, with the admin's credentials). A copy (`carried`)
+    /// hash) -- except `config` and key changes, whose absence is checked
+    /// first (only admins write them, with their credentials). A copy (`carried`)
     /// is different: it stores what another store holds under names this
     /// store may hold already, and a plain PUT would replace them, so it
     /// stops with a [`Error::Config`] unless
@@ -310,7 +310,10 @@ impl S3Backend {
             // (Not for a copy told to send plain PUTs: its destination may
             // allow nothing but PutObject, and the copy's config is the one
             // pinned for it.)
-            let init = key.kind == ObjectKind::Config && carried.is_none();
+            // (Key changes too: `keys/<seq>` is named by its place, and
+            // two admins at once must not both take it.)
+            let init =
+                matches!(key.kind, ObjectKind::Config | ObjectKind::Keys) && carried.is_none();
             if !conditional && init && self.exists(key).await? {
                 return if retry.attempts > 0 {
                     Ok(())

@@ -35,9 +35,11 @@ pub struct GeneratedKey {
 }
 
 /// Generates a Curve25519 OpenPGP key (v4, SEIPD v1 feature only, so GnuPG 2.2
-/// can use it) with one encryption subkey.
+/// can use it) with an encryption subkey and a signing subkey (an admin
+/// signs key changes with it).
 pub fn generate_key(user_id: &str) -> Result<GeneratedKey> {
     let (cert, _revocation) = v4_builder(user_id)?
+        .add_signing_subkey()
         .add_subkey(
             KeyFlags::empty()
                 .set_storage_encryption()
@@ -47,6 +49,74 @@ pub fn generate_key(user_id: &str) -> Result<GeneratedKey> {
         )
         .generate()
         .map_err(|e| Error::pgp("generating a key", e))?;
+    armor_generated(&cert)
+}
+
+/// Adds a Curve25519 signing subkey to the one secret key in `secret`
+/// (armored or binary; `source` names it): for an admin key made before
+/// key changes, which has none. The primary key must be there (not a
+/// GnuPG stub); a passphrase-protected one is unlocked with `passphrase`,
+/// which then protects the new subkey too.
+pub fn add_signing_subkey(
+    secret: &[u8],
+    source: &str,
+    passphrase: Option<&str>,
+) -> Result<GeneratedKey> {
+    let certs = parse_certs(secret, source)?;
+    let [cert] = &certs[..] else {
+        return Err(Error::Config(format!(
+            "{source} holds {} keys; give it one (gpg --export-secret-keys FINGERPRINT)",
+            certs.len()
+        )));
+    };
+    let fpr = cert.fingerprint();
+    let valid = cert
+        .with_policy(&POLICY, None)
+        .map_err(|e| Error::pgp(format!("key {fpr} from {source}"), e))?;
+    if valid
+        .keys()
+        .secret()
+        .alive()
+        .revoked(false)
+        .for_signing()
+        .next()
+        .is_some()
+    {
+        return Err(Error::Config(format!(
+            "the key {fpr} in {source} has a signing key already"
+        )));
+    }
+    let primary = cert
+        .primary_key()
+        .key()
+        .clone()
+        .parts_into_secret()
+        .map_err(|_| {
+            Error::Config(format!(
+                "{source} holds no secret primary key for {fpr} (needed to bind a subkey)"
+            ))
+        })?;
+    let password = passphrase.map(Password::from);
+    let primary = match (&password, primary.secret().is_encrypted()) {
+        (_, false) => primary,
+        (Some(p), true) => primary.decrypt_secret(p).map_err(|e| {
+            Error::pgp(format!("unlocking the primary key of {fpr} (wrong passphrase?)"), e)
+        })?,
+        (None, true) => {
+            return Err(Error::Config(format!(
+                "the primary key of {fpr} in {source} is protected by a passphrase: set                  COFFER_KEY_PASSPHRASE or use --passphrase-file"
+            )))
+        }
+    };
+    let primary = primary
+        .into_keypair()
+        .map_err(|e| Error::pgp(format!("using the primary key of {fpr}"), e))?;
+    let cert = KeyBuilder::new(KeyFlags::empty().set_signing())
+        .set_cipher_suite(CipherSuite::Cv25519)
+        .set_password(password)
+        .subkey(valid)
+        .and_then(|b| b.set_primary_key_signer(primary).attach_cert())
+        .map_err(|e| Error::pgp(format!("adding a signing subkey to {fpr}"), e))?;
     armor_generated(&cert)
 }
 
@@ -67,7 +137,7 @@ pub fn normalize_certs(bytes: &[u8], source: &str) -> Result<Vec<String>> {
     Ok(out)
 }
 
-fn parse_certs(bytes: &[u8], source: &str) -> Result<Vec<Cert>> {
+pub(crate) fn parse_certs(bytes: &[u8], source: &str) -> Result<Vec<Cert>> {
     let parser = openpgp::cert::CertParser::from_bytes(bytes)
         .map_err(|e| Error::pgp(format!("reading certificates from {source}"), e))?;
     let certs = parser
@@ -79,6 +149,23 @@ fn parse_certs(bytes: &[u8], source: &str) -> Result<Vec<Cert>> {
         )));
     }
     Ok(certs)
+}
+
+/// Refuses a certificate with a self-signature that does not verify:
+/// sequoia would drop the key or user id it binds and go on, so a
+/// damaged certificate in the repository could lose a recipient or a
+/// signing subkey without a word.
+pub(crate) fn whole(cert: &Cert, source: &str) -> Result<()> {
+    if cert.bad_signatures().next().is_some() {
+        return Err(Error::damaged(
+            source,
+            format!(
+                "certificate {} has a self-signature that does not verify",
+                cert.fingerprint()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn encryption_keys(cert: &Cert, source: &str) -> Result<Vec<Key<PublicParts, UnspecifiedRole>>> {
@@ -116,8 +203,10 @@ impl Recipients {
     pub fn from_armored(certs: &[String]) -> Result<Self> {
         let mut keys = Vec::new();
         for (i, armored) in certs.iter().enumerate() {
-            for cert in parse_certs(armored.as_bytes(), &format!("recipient #{}", i + 1))? {
-                keys.extend(encryption_keys(&cert, &format!("recipient #{}", i + 1))?);
+            let source = format!("recipient #{}", i + 1);
+            for cert in parse_certs(armored.as_bytes(), &source)? {
+                whole(&cert, &source)?;
+                keys.extend(encryption_keys(&cert, &source)?);
             }
         }
         if keys.is_empty() {
@@ -226,10 +315,11 @@ impl Writers {
     pub fn from_armored(certs: &[String]) -> Result<Self> {
         let mut out = Vec::new();
         for (i, armored) in certs.iter().enumerate() {
-            out.extend(parse_certs(
-                armored.as_bytes(),
-                &format!("config: writer #{}", i + 1),
-            )?);
+            let source = format!("config: writer #{}", i + 1);
+            for cert in parse_certs(armored.as_bytes(), &source)? {
+                whole(&cert, &source)?;
+                out.push(cert);
+            }
         }
         Ok(Self { certs: out })
     }
@@ -246,6 +336,63 @@ impl Writers {
             .iter()
             .any(|c| c.fingerprint().to_hex().eq_ignore_ascii_case(fingerprint))
     }
+}
+
+/// The one certificate in `armored`, whole (see [`whole`]).
+fn one_whole_cert(armored: &str, source: &str) -> Result<Cert> {
+    let certs = parse_certs(armored.as_bytes(), source)?;
+    let [cert] = &certs[..] else {
+        return Err(Error::damaged(
+            source,
+            format!("expected one certificate, found {}", certs.len()),
+        ));
+    };
+    whole(cert, source)?;
+    Ok(cert.clone())
+}
+
+/// Parses certificates from the repository (config, key changes) for
+/// [`crate::format::key_change::KeyState`], strictly: one whole
+/// certificate, usable for its role.
+pub struct CertParser;
+
+impl crate::format::key_change::CertCheck for CertParser {
+    fn writer_fingerprint(&self, armored: &str, source: &str) -> Result<String> {
+        let cert = one_whole_cert(armored, source)?;
+        let valid = cert
+            .with_policy(&POLICY, None)
+            .map_err(|e| Error::pgp(format!("writer certificate in {source}"), e))?;
+        if valid.keys().supported().for_signing().next().is_none() {
+            return Err(Error::damaged(
+                source,
+                format!(
+                    "writer certificate {} has no signing key",
+                    cert.fingerprint()
+                ),
+            ));
+        }
+        Ok(cert.fingerprint().to_hex())
+    }
+
+    fn recipient_fingerprint(&self, armored: &str, source: &str) -> Result<String> {
+        let cert = one_whole_cert(armored, source)?;
+        encryption_keys(&cert, source)?;
+        Ok(cert.fingerprint().to_hex())
+    }
+}
+
+/// The first user id of the certificate in `armored`, if it has one that
+/// is UTF-8 (for listings).
+pub fn cert_user_id(armored: &str) -> Option<String> {
+    let certs = parse_certs(armored.as_bytes(), "certificate").ok()?;
+    let uid = certs.first()?.userids().next()?;
+    String::from_utf8(uid.userid().value().to_vec()).ok()
+}
+
+/// The certificate an admin's key change carries, if it is whole: what
+/// its signature is checked against once its fingerprint is an admin's.
+pub fn signer_cert(armored: &str, source: &str) -> Result<Cert> {
+    one_whole_cert(armored, source)
 }
 
 /// Secret keys that can open blobs. No `Debug`; key material is zeroed by

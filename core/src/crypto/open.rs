@@ -36,6 +36,11 @@ pub fn in_guarded_parse() -> bool {
     GUARDED_PARSE.with(std::cell::Cell::get)
 }
 
+/// What opening a message encrypted to none of the given keys says: a
+/// snapshot written before this admin became a recipient, or after it
+/// was removed, reads so (`Error::is_not_for_this_key`).
+pub(crate) const NO_KEY_FITS: &str = "no secret key given fits this message";
+
 /// Opens sealed messages, caching one session key per set of PKESK packets.
 pub struct Opener {
     keys: SecretKeys,
@@ -64,17 +69,23 @@ impl Opener {
     /// Decrypts a message that must also carry a valid signature by one of
     /// `writers` (a snapshot). An unsigned message, or one signed by any
     /// other key, is [`Error::Forged`]: anyone with the public certificates
-    /// can encrypt, only a writer can sign.
-    pub fn open_signed(&self, object: &str, message: &[u8], writers: &Writers) -> Result<Vec<u8>> {
+    /// can encrypt, only a writer can sign. Returns the plaintext and the
+    /// fingerprint of the writer certificate whose key signed it.
+    pub fn open_signed(
+        &self,
+        object: &str,
+        message: &[u8],
+        writers: &Writers,
+    ) -> Result<(Vec<u8>, String)> {
         let (plain, helper) =
             self.decrypt_with(object, message, Helper::new(self, Some(writers)))?;
-        if !helper.signed {
-            return Err(Error::Forged {
+        match helper.signer {
+            Some(signer) => Ok((plain, signer)),
+            None => Err(Error::Forged {
                 key: object.to_string(),
-                what: "it carries no valid signature of a writer listed in config".into(),
-            });
+                what: "it carries no valid signature of a writer of the repository".into(),
+            }),
         }
-        Ok(plain)
     }
 
     /// Opens a message of exactly the shape coffer writes, or returns `None`
@@ -280,8 +291,9 @@ struct Helper<'a> {
     encrypted: bool,
     /// Whose signatures count; `None` ignores signatures.
     writers: Option<&'a Writers>,
-    /// Whether one of `writers` signed it, and the signature checked out.
-    signed: bool,
+    /// The certificate (fingerprint) of the first of `writers` whose
+    /// signature checked out.
+    signer: Option<String>,
 }
 
 impl<'a> Helper<'a> {
@@ -292,7 +304,7 @@ impl<'a> Helper<'a> {
             opener,
             encrypted: false,
             writers,
-            signed: false,
+            signer: None,
         }
     }
 }
@@ -322,8 +334,14 @@ impl VerificationHelper for Helper<'_> {
                 MessageLayer::Encryption { .. } => self.encrypted = true,
                 // Signatures inside the encryption only: one outside it
                 // could have been added by anyone to any ciphertext.
-                MessageLayer::SignatureGroup { results } if self.encrypted => {
-                    self.signed |= self.writers.is_some() && results.iter().any(|r| r.is_ok());
+                MessageLayer::SignatureGroup { results }
+                    if self.encrypted && self.writers.is_some() && self.signer.is_none() =>
+                {
+                    self.signer = results
+                        .iter()
+                        .flatten()
+                        .next()
+                        .map(|good| good.ka.cert().fingerprint().to_hex());
                 }
                 _ => {}
             }
@@ -356,7 +374,7 @@ impl DecryptionHelper for Helper<'_> {
             }
         }
         Err(openpgp::anyhow::anyhow!(
-            "no secret key given fits this message (is it the admin key of this repository?)"
+            "{NO_KEY_FITS} (is it the admin key of this repository?)"
         ))
     }
 }
@@ -480,10 +498,11 @@ mod tests {
         let (signer, writers) = writer("writer");
         let (other, _) = writer("someone else");
         let sealed = seal_signed(&recipients, &signer, b"{\"snapshot\":1}").unwrap();
-        let opened = opener
+        let (opened, by) = opener
             .open_signed("snapshots/a", &sealed, &writers)
             .unwrap();
         assert_eq!(opened, b"{\"snapshot\":1}");
+        assert_eq!(by, signer.fingerprint(), "the signer is named");
         // What anyone with the public certificate can make: encrypted, unsigned.
         let unsigned = seal_message(&recipients, b"{}").unwrap();
         let err = opener
@@ -548,7 +567,7 @@ mod tests {
         assert!(started.elapsed() < std::time::Duration::from_secs(2));
         // The same message uncompressed and signed still opens.
         let plain = seal_signed(&recipients, &signer, b"{}").unwrap();
-        assert_eq!(opener.open_signed("s", &plain, &writers).unwrap(), b"{}");
+        assert_eq!(opener.open_signed("s", &plain, &writers).unwrap().0, b"{}");
     }
 
     /// Found by fuzz/ (target config): a message whose SEIPD v1 body is

@@ -9,6 +9,7 @@
 
 use crate::crypto::keys::{Recipients, SnapshotSigner, SYM};
 use crate::crypto::seipd;
+use crate::crypto::signed::write_signed_literal;
 use crate::error::{Error, Result};
 use sequoia_openpgp as openpgp;
 
@@ -75,8 +76,7 @@ pub fn seal_signed(
     signer: &SnapshotSigner,
     payload: &[u8],
 ) -> Result<Vec<u8>> {
-    use openpgp::serialize::stream::{Encryptor, LiteralWriter, Message, Signer};
-    use std::io::Write;
+    use openpgp::serialize::stream::{Encryptor, Message};
     let sealer = PackSealer::new(recipients)?;
     let keypair = signer
         .key
@@ -84,23 +84,12 @@ pub fn seal_signed(
         .into_keypair()
         .map_err(|e| Error::pgp("using the writer's signing key", e))?;
     let mut out = sealer.pkesk_bytes.clone();
-    let failed = |e| Error::pgp("signing and encrypting a snapshot", e);
+    let what = "signing and encrypting a snapshot";
     let message = Message::new(&mut out);
     let message = Encryptor::with_session_key(message, SYM, sealer.session_key.clone())
-        .map_err(failed)?
+        .map_err(|e| Error::pgp(what, e))?
         .build()
-        .map_err(failed)?;
-    let message = Signer::new(message, keypair)
-        .map_err(failed)?
-        .build()
-        .map_err(failed)?;
-    let mut literal = LiteralWriter::new(message)
-        .format(openpgp::types::DataFormat::Binary)
-        .build()
-        .map_err(failed)?;
-    literal
-        .write_all(payload)
-        .map_err(|e| Error::pgp("signing and encrypting a snapshot", e))?;
-    literal.finalize().map_err(failed)?;
+        .map_err(|e| Error::pgp(what, e))?;
+    write_signed_literal(message, keypair, payload, what)?;
     Ok(out)
 }

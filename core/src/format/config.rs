@@ -9,8 +9,14 @@
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
 
-/// The format version this build writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// The format version of the repositories this build makes: 2, whose
+/// readers apply the key changes under `keys/` (a build that reads only 1
+/// refuses it with "upgrade coffer" rather than miss a revocation).
+pub const FORMAT_VERSION: u32 = 2;
+
+/// The format versions this build reads: 1 (made before key changes; it
+/// may have gained some since) and 2.
+pub const READ_VERSIONS: std::ops::RangeInclusive<u32> = 1..=FORMAT_VERSION;
 
 /// Content-defined chunking parameters (FastCDC 2020).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -92,6 +98,10 @@ pub struct RepoConfig {
     /// snapshots were signed (its snapshots are accepted unsigned).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub writers: Vec<String>,
+    /// The names of `writers`, in their order (`init --writer-name`).
+    /// Absent before key changes: a lone writer is then `default`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub writer_names: Vec<String>,
 }
 
 impl RepoConfig {
@@ -108,11 +118,23 @@ impl RepoConfig {
         if self.format != "coffer-repository" {
             return Err(Error::damaged(source, "not a coffer repository config"));
         }
-        if self.version != FORMAT_VERSION {
+        if !READ_VERSIONS.contains(&self.version) {
             return Err(Error::Config(format!(
-                "{source}: repository format version {} is not supported by this coffer (it reads {FORMAT_VERSION}); upgrade coffer",
-                self.version
+                "{source}: repository format version {} is not supported by this coffer (it reads {} to {}); upgrade coffer",
+                self.version,
+                READ_VERSIONS.start(),
+                READ_VERSIONS.end()
             )));
+        }
+        if self.writer_names.len() > self.writers.len() {
+            return Err(Error::damaged(source, "more writer names than writers"));
+        }
+        if let Some(bad) = self
+            .writer_names
+            .iter()
+            .find_map(|n| crate::format::key_change::check_writer_name(n).err())
+        {
+            return Err(Error::damaged(source, bad));
         }
         // The id names cache directories, journals and host tags: it must
         // be what `init` makes, never a path.
@@ -180,6 +202,13 @@ mod tests {
         );
         let ok = String::from_utf8_lossy(json).replace("\"zstd_level\":0", "\"zstd_level\":1");
         assert!(RepoConfig::from_json(ok.as_bytes(), "config").is_ok());
+        // Version 2 reads; a later one asks for a newer coffer, as this
+        // build's version 2 does of a coffer that reads only 1.
+        let v2 = ok.replace("\"version\":1", "\"version\":2");
+        assert!(RepoConfig::from_json(v2.as_bytes(), "config").is_ok());
+        let v3 = ok.replace("\"version\":1", "\"version\":3");
+        let err = RepoConfig::from_json(v3.as_bytes(), "config").unwrap_err();
+        assert!(err.to_string().contains("upgrade coffer"), "{err}");
         // An id that is not what init makes (a path, upper case, short) is
         // refused before anything joins it into a path.
         for bad in [

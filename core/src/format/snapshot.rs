@@ -65,6 +65,9 @@ pub struct SnapshotInfo {
     pub id: ObjectId,
     /// Its contents.
     pub snapshot: Snapshot,
+    /// The fingerprint of the writer certificate that signed it (`None`
+    /// in a repository from before signed snapshots).
+    pub signer: Option<String>,
 }
 
 impl Snapshot {

@@ -51,8 +51,12 @@ pub struct CheckReport {
     pub chunks_read: u64,
     /// Their stored bytes.
     pub bytes_read: u64,
-    /// Everything wrong, in the order found.
+    /// Everything wrong, in the order found. A snapshot a revoked writer
+    /// signed after its revocation is here, as forged.
     pub damage: Vec<Damage>,
+    /// Snapshots of revoked writers that stay (made before the
+    /// revocation): (writer, the key change that revoked it, snapshot).
+    pub kept_from_revoked: Vec<(String, u64, String)>,
 }
 
 /// Trees read at once.
@@ -96,6 +100,17 @@ pub async fn check(repo: &Repository, opts: CheckOptions) -> Result<CheckReport>
         checker.report.snapshots += 1;
         match repo.load_snapshot(&name).await {
             Ok(info) => {
+                let state = &repo.key_chain().state;
+                let writer = info
+                    .signer
+                    .as_deref()
+                    .and_then(|f| state.writer_by_fingerprint(f));
+                if let Some(w) = writer {
+                    if let Some(revoked) = &w.revoked {
+                        let kept = (w.name.clone(), revoked.seq, checker.snapshot.clone());
+                        checker.report.kept_from_revoked.push(kept);
+                    }
+                }
                 let root = root_entry(&info.snapshot);
                 if let Some(loc) = root.subtree {
                     checker.fetch_trees(repo, loc).await;

@@ -91,12 +91,16 @@ pub async fn copy(
         .get_carried(&ObjectKey::config(), ObjectKind::Config.max_size())
         .await
         .map_err(|e| crate::repository::config_error(from, e))?;
-    let repo_id = crate::format::config::RepoConfig::from_json(&config, "config")?.id;
+    let parsed = crate::format::config::RepoConfig::from_json(&config, "config")?;
+    let repo_id = parsed.id.clone();
     let destination = to.location();
+    // The key changes must hold together (their signatures need no secret
+    // key): a copy never spreads a forged or broken chain.
+    let digest = ObjectId::of_bytes(&config);
+    let chain = crate::repository::key_chain::read(from, &parsed, digest).await?;
     if let Some(pins) = pins {
-        let digest = ObjectId::of_bytes(&config);
-        pins.check(&from.location(), &digest)?;
-        pins.check(&destination, &digest)?;
+        pins.check(&from.location(), &digest, &chain.digests())?;
+        pins.check(&destination, &digest, &chain.digests())?;
     }
     let header = format!("coffer copy journal 1 {repo_id} {destination}");
     let journal = Journal::open(&journal_path(journal_dir, &repo_id, &destination), &header)?;
@@ -105,7 +109,13 @@ pub async fn copy(
     let snapshots = select(from.list(ObjectKind::Snapshot).await?, &opts.snapshots)?;
     let indexes = from.list(ObjectKind::Index).await?;
     let packs = from.list(ObjectKind::Pack).await?;
-    let (objects, bytes) = [&snapshots, &indexes, &packs]
+    let keys: Vec<ObjectInfo> = from
+        .list(ObjectKind::Keys)
+        .await?
+        .into_iter()
+        .filter(|o| crate::format::key_change::parse_object_name(&o.name).is_some())
+        .collect();
+    let (objects, bytes) = [&keys, &snapshots, &indexes, &packs]
         .iter()
         .flat_map(|l| l.iter())
         .fold((1, config.len() as u64), |(n, b), o| (n + 1, b + o.size));
@@ -121,7 +131,10 @@ pub async fn copy(
         progress,
     };
     run.put_config(config, &carried).await?;
+    // Key changes before any snapshot: a reader of the copy must never see
+    // a revoked writer's snapshot without the revocation.
     for (kind, listed) in [
+        (ObjectKind::Keys, keys),
         (ObjectKind::Pack, packs),
         (ObjectKind::Index, indexes),
         (ObjectKind::Snapshot, snapshots),
@@ -312,7 +325,11 @@ fn budget_units(size: u64) -> u32 {
 /// before any request for it.
 fn refused(kind: ObjectKind, listed: &ObjectInfo) -> Option<String> {
     let key = ObjectKey::new(kind, listed.name.clone());
-    if crate::repository::object_id(&key).is_err() {
+    let named = match kind {
+        ObjectKind::Keys => crate::format::key_change::parse_object_name(&key.name).is_some(),
+        _ => crate::repository::object_id(&key).is_ok(),
+    };
+    if !named {
         return Some("its name is not an object id".into());
     }
     let limit = kind.max_size();
@@ -351,13 +368,14 @@ fn unread(e: Error) -> Result<Moved> {
 
 /// Why `key`, read from `from`, is not copied, if its SHA-256 (`digest`,
 /// computed only for objects named by it: not packs, whose names are
-/// random) is not its name.
+/// random, nor key changes, named by their place in the chain and checked
+/// by their signatures) is not its name.
 fn misnamed(
     from: &dyn Backend,
     key: &ObjectKey,
     digest: impl FnOnce() -> ObjectId,
 ) -> Option<Moved> {
-    if key.kind == ObjectKind::Pack {
+    if matches!(key.kind, ObjectKind::Pack | ObjectKind::Keys) {
         return None;
     }
     let actual = digest();

@@ -17,6 +17,7 @@
 
 use crate::error::{Error, Result};
 use crate::format::id::ObjectId;
+use crate::format::key_change::object_name;
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -32,8 +33,11 @@ pub struct KnownRepositories {
 pub enum Pin {
     /// First use: the digest is pinned now.
     New,
-    /// The digest pinned before.
+    /// What was pinned before.
     Same,
+    /// The config pinned before, and key changes beyond the pinned ones
+    /// (pinned now).
+    Extended,
 }
 
 impl KnownRepositories {
@@ -63,35 +67,67 @@ impl KnownRepositories {
         &self.path
     }
 
-    /// Checks `digest` (of the config stored at `location`) against the
-    /// one pinned for `location`, pinning it if there is none.
-    pub fn check(&self, location: &str, digest: &ObjectId) -> Result<Pin> {
-        match self.pinned(location)? {
-            Some(pinned) if pinned == *digest => Ok(Pin::Same),
-            Some(pinned) => Err(Error::Config(format!(
+    /// Checks `digest` (of the config stored at `location`) and `keys`
+    /// (the digests of its key changes, in order) against what is pinned
+    /// for `location`, pinning them if nothing is. Key changes only ever
+    /// extend the pin: the pinned ones must still be there, unchanged.
+    pub fn check(&self, location: &str, digest: &ObjectId, keys: &[ObjectId]) -> Result<Pin> {
+        let Some(pinned) = self.pinned(location)? else {
+            self.pin(location, digest, keys)?;
+            return Ok(Pin::New);
+        };
+        if pinned.config != *digest {
+            return Err(Error::Config(format!(
                 "the config of {location} is not the one this host saw first (SHA-256 {} \
                  then, {} now; pinned in {}): someone who can write to the store may have \
                  replaced it, and with it the keys that make snapshots genuine. If you \
                  re-created the repository there on purpose, remove its line from that file",
-                pinned.to_hex(),
+                pinned.config.to_hex(),
                 digest.to_hex(),
                 self.path.display()
-            ))),
-            None => {
-                self.pin(location, digest)?;
-                Ok(Pin::New)
+            )));
+        }
+        let seen = pinned.keys.map_or(0, |(seq, _)| seq);
+        if let Some((seq, head)) = pinned.keys {
+            let now = usize::try_from(seq - 1).ok().and_then(|i| keys.get(i));
+            if now != Some(&head) {
+                let what = match now {
+                    None => format!("holds {} key changes, this host saw {seq}", keys.len()),
+                    Some(_) => format!("holds a different keys/{}", object_name(seq)),
+                };
+                return Err(Error::Config(format!(
+                    "{location} {what} (pinned in {}): someone who can write to the store may \
+                     have removed or replaced a key change, such as a writer's revocation. \
+                     Nothing is read until it is back",
+                    self.path.display()
+                )));
             }
         }
+        if keys.len() as u64 > seen {
+            self.remove(location)?;
+            self.pin(location, digest, keys)?;
+            return Ok(Pin::Extended);
+        }
+        Ok(Pin::Same)
     }
 
     /// Pins `digest` for `location`, replacing any earlier pin: for `init`,
     /// which has just made a new repository there (the old one's config
     /// was gone, or init would have failed).
     pub fn replace(&self, location: &str, digest: &ObjectId) -> Result<()> {
+        self.remove(location)?;
+        self.pin(location, digest, &[])
+    }
+
+    /// Rewrites the file without the pin of `location` (and the comment
+    /// written above a pin of key changes).
+    fn remove(&self, location: &str) -> Result<()> {
         let text = self.read()?;
+        let comment = keys_comment(location);
         let others: Vec<&str> = text
             .lines()
             .filter(|line| !matches!(parse_line(line), Line::Pin(_, at) if at == location))
+            .filter(|line| *line != comment)
             .collect();
         if others.len() < text.lines().count() {
             let tmp = self.path.with_extension("new");
@@ -109,15 +145,15 @@ impl KnownRepositories {
                 .and_then(|()| std::fs::rename(&tmp, &self.path))
                 .map_err(|e| Error::io(&self.path, "rewriting the known repositories", e))?;
         }
-        self.pin(location, digest)
+        Ok(())
     }
 
-    /// The digest pinned for `location` (the first line for it).
-    fn pinned(&self, location: &str) -> Result<Option<ObjectId>> {
+    /// What is pinned for `location` (the first line for it).
+    fn pinned(&self, location: &str) -> Result<Option<Pinned>> {
         for (n, line) in self.read()?.lines().enumerate() {
             match parse_line(line) {
-                Line::Pin(hex, at) if at == location => {
-                    return ObjectId::from_hex(hex)
+                Line::Pin(field, at) if at == location => {
+                    return Pinned::parse(field)
                         .map(Some)
                         .ok_or_else(|| self.malformed(n));
                 }
@@ -139,14 +175,16 @@ impl KnownRepositories {
 
     fn malformed(&self, line: usize) -> Error {
         Error::Config(format!(
-            "{} line {}: expected `<sha256-hex> <repository>`; fix or remove the line",
+            "{} line {}: expected `<sha256-hex>[+<seq>.<sha256-hex>] <repository>`; fix or remove the line",
             self.path.display(),
             line + 1
         ))
     }
 
-    /// Appends the pin (directory 0700, file 0600, both made if missing).
-    fn pin(&self, location: &str, digest: &ObjectId) -> Result<()> {
+    /// Appends the pin (directory 0700, file 0600, both made if missing);
+    /// one with key changes goes under a comment that says why a coffer
+    /// from before key changes stops at it.
+    fn pin(&self, location: &str, digest: &ObjectId, keys: &[ObjectId]) -> Result<()> {
         if location.contains('\n') {
             return Err(Error::Config(format!(
                 "cannot pin a repository location with a line break: {location:?}"
@@ -165,10 +203,55 @@ impl KnownRepositories {
             .mode(0o600)
             .open(&self.path)
             .map_err(|e| Error::io(&self.path, "opening the known repositories", e))?;
-        writeln!(file, "{} {location}", digest.to_hex())
+        let line = match keys.last() {
+            None => format!("{} {location}", digest.to_hex()),
+            Some(head) => format!(
+                "{}\n{}+{}.{} {location}",
+                keys_comment(location),
+                digest.to_hex(),
+                object_name(keys.len() as u64),
+                head.to_hex()
+            ),
+        };
+        writeln!(file, "{line}")
             .and_then(|()| file.sync_all())
             .map_err(|e| Error::io(&self.path, "pinning a repository", e))
     }
+}
+
+/// What a line pins: the config's digest, and the number of key changes
+/// with the last one's digest.
+struct Pinned {
+    config: ObjectId,
+    keys: Option<(u64, ObjectId)>,
+}
+
+impl Pinned {
+    /// `<config hex>` or `<config hex>+<8-digit seq>.<head hex>`.
+    fn parse(field: &str) -> Option<Self> {
+        let (config, keys) = match field.split_once('+') {
+            None => (field, None),
+            Some((config, keys)) => {
+                let (seq, head) = keys.split_once('.')?;
+                let seq = crate::format::key_change::parse_object_name(seq)?;
+                (config, Some((seq, ObjectId::from_hex(head)?)))
+            }
+        };
+        Some(Self {
+            config: ObjectId::from_hex(config)?,
+            keys,
+        })
+    }
+}
+
+/// The comment above a pin of key changes. A coffer from before key
+/// changes reads the pin below it as malformed and stops: that is meant,
+/// as it would not see a revocation.
+fn keys_comment(location: &str) -> String {
+    format!(
+        "# {location}: key changes pinned below; a coffer without key changes stops at that \
+         line (it would miss a revocation): upgrade it, do not edit the line"
+    )
 }
 
 /// One line of the file.
@@ -221,22 +304,31 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let known = KnownRepositories::new(dir.path().join("coffer/known_repositories"));
         let (a, b) = two_digests();
-        assert_eq!(known.check("s3://bucket/r", &a).expect("pin"), Pin::New);
         assert_eq!(
-            known.check("/srv/repo with space", &b).expect("pin"),
+            known.check("s3://bucket/r", &a, &[]).expect("pin"),
             Pin::New
         );
-        assert_eq!(known.check("s3://bucket/r", &a).expect("same"), Pin::Same);
         assert_eq!(
-            known.check("/srv/repo with space", &b).expect("same"),
+            known.check("/srv/repo with space", &b, &[]).expect("pin"),
+            Pin::New
+        );
+        assert_eq!(
+            known.check("s3://bucket/r", &a, &[]).expect("same"),
             Pin::Same
         );
-        let err = known.check("s3://bucket/r", &b).expect_err("replaced");
+        assert_eq!(
+            known.check("/srv/repo with space", &b, &[]).expect("same"),
+            Pin::Same
+        );
+        let err = known.check("s3://bucket/r", &b, &[]).expect_err("replaced");
         let said = err.to_string();
         assert!(said.contains("s3://bucket/r"), "{said}");
         assert!(said.contains("known_repositories"), "{said}");
         // The refused digest is not pinned.
-        assert_eq!(known.check("s3://bucket/r", &a).expect("same"), Pin::Same);
+        assert_eq!(
+            known.check("s3://bucket/r", &a, &[]).expect("same"),
+            Pin::Same
+        );
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(known.path())
             .expect("stat")
@@ -251,17 +343,68 @@ mod tests {
         let known = KnownRepositories::new(dir.path().join("known"));
         let (a, b) = two_digests();
         known.replace("/srv/one", &a).expect("first");
-        known.check("/srv/two", &a).expect("other");
+        known.check("/srv/two", &a, &[]).expect("other");
         known.replace("/srv/one", &b).expect("re-created");
-        assert_eq!(known.check("/srv/one", &b).expect("new pin"), Pin::Same);
-        assert!(known.check("/srv/one", &a).is_err());
-        assert_eq!(known.check("/srv/two", &a).expect("kept"), Pin::Same);
+        assert_eq!(
+            known.check("/srv/one", &b, &[]).expect("new pin"),
+            Pin::Same
+        );
+        assert!(known.check("/srv/one", &a, &[]).is_err());
+        assert_eq!(known.check("/srv/two", &a, &[]).expect("kept"), Pin::Same);
         let text = std::fs::read_to_string(known.path()).expect("read");
         assert_eq!(text.lines().count(), 2, "{text}");
         // A line edited by hand (trailing blank) is the same pin to both.
         std::fs::write(known.path(), format!("{} /srv/one \n", a.to_hex())).expect("write");
         known.replace("/srv/one", &b).expect("re-created");
-        assert_eq!(known.check("/srv/one", &b).expect("new pin"), Pin::Same);
+        assert_eq!(
+            known.check("/srv/one", &b, &[]).expect("new pin"),
+            Pin::Same
+        );
+    }
+
+    #[test]
+    fn key_changes_extend_the_pin_and_none_may_go_or_change() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let known = KnownRepositories::new(dir.path().join("known"));
+        let (config, other) = two_digests();
+        let k1 = ObjectId::of_bytes(b"keys 1");
+        let k2 = ObjectId::of_bytes(b"keys 2");
+        assert_eq!(known.check("/r", &config, &[]).expect("pin"), Pin::New);
+        // A pin from before key changes is the plain line a coffer without
+        // them reads.
+        let text = std::fs::read_to_string(known.path()).expect("read");
+        assert_eq!(text, format!("{} /r\n", config.to_hex()));
+        assert_eq!(
+            known.check("/r", &config, &[k1]).expect("extend"),
+            Pin::Extended
+        );
+        assert_eq!(known.check("/r", &config, &[k1]).expect("same"), Pin::Same);
+        assert_eq!(
+            known.check("/r", &config, &[k1, k2]).expect("extend"),
+            Pin::Extended
+        );
+        let text = std::fs::read_to_string(known.path()).expect("read");
+        assert_eq!(text.lines().count(), 2, "one comment, one pin: {text}");
+        assert!(
+            text.contains(&format!("+00000002.{} /r", k2.to_hex())),
+            "{text}"
+        );
+        // A change gone (a revocation deleted) or replaced: refused.
+        let err = known.check("/r", &config, &[k1]).expect_err("gone");
+        assert!(
+            err.to_string()
+                .contains("holds 1 key changes, this host saw 2"),
+            "{err}"
+        );
+        let err = known
+            .check("/r", &config, &[k1, other])
+            .expect_err("replaced");
+        assert!(err.to_string().contains("different keys/00000002"), "{err}");
+        assert!(known.check("/r", &config, &[]).is_err());
+        // init on the location starts over, comment and all.
+        known.replace("/r", &other).expect("re-created");
+        let text = std::fs::read_to_string(known.path()).expect("read");
+        assert_eq!(text, format!("{} /r\n", other.to_hex()));
     }
 
     #[test]
@@ -270,7 +413,7 @@ mod tests {
         let path = dir.path().join("known");
         std::fs::write(&path, "# pins\n\nnot-a-pin\n").expect("write");
         let err = KnownRepositories::new(&path)
-            .check("x", &ObjectId::of_bytes(b"c"))
+            .check("x", &ObjectId::of_bytes(b"c"), &[])
             .expect_err("malformed");
         assert!(err.to_string().contains("line 3"), "{err}");
     }

@@ -5,12 +5,13 @@
 //! public-key operations (a PKESK decryption and an Ed25519 check).
 //!
 //! The key is derived (BLAKE3 `derive_key`) from the chunk-id key and the
-//! SHA-256 of the `config` object the repository was opened with: only a
-//! holder of the repository's secrets can make an entry the reader
-//! accepts, and a new config (another writer trusted, a writer dropped)
-//! changes the key, so every entry opened under the old one is dropped and
-//! opened again from the store. The object's name is the associated data:
-//! an entry cannot be served for another snapshot. A file is `1` (format),
+//! SHA-256 of the last object of the key state the repository was opened
+//! with (its last key change, or `config` before any): only a holder of
+//! the repository's secrets can make an entry the reader accepts, and a
+//! key change (a writer added or revoked) changes the key, so every entry
+//! opened under the old one is dropped and opened again from the store.
+//! An entry keeps the fingerprint of the writer that signed the snapshot. The object's name is the associated data:
+//! an entry cannot be served for another snapshot. A file is `2` (format),
 //! a 12-byte random nonce, the ciphertext, the 16-byte tag; one that fails
 //! to open is deleted. Kept by the [`MetadataCache`]'s rules (rename into
 //! place, bounded, least recently used first), in its own directory, for
@@ -23,8 +24,9 @@ use openssl::symm::{decrypt_aead, encrypt_aead, Cipher};
 use std::path::PathBuf;
 use zeroize::Zeroizing;
 
-/// The first byte of every entry: the format described above.
-const FORMAT: u8 = 1;
+/// The first byte of every entry: the format described above. (1 held the
+/// JSON alone; 2 puts the signer's fingerprint and a line feed before it.)
+const FORMAT: u8 = 2;
 const NONCE: usize = 12;
 const TAG: usize = 16;
 
@@ -36,7 +38,7 @@ pub struct OpenedCache {
 
 impl OpenedCache {
     /// A cache in `dir` of at most `limit` bytes, for the repository
-    /// whose chunk-id key and config digest these are.
+    /// whose chunk-id key and key state (its head's digest) these are.
     pub fn new(dir: PathBuf, limit: u64, chunk_key: &ChunkIdKey, config: &ObjectId) -> Self {
         let mut material = Zeroizing::new([0u8; 64]);
         material[..32].copy_from_slice(chunk_key.expose());
@@ -48,11 +50,17 @@ impl OpenedCache {
         }
     }
 
-    /// The plaintext of snapshot object `name`, if an entry for it opens
-    /// (one that does not is deleted).
-    pub fn read(&self, name: &str) -> Option<Vec<u8>> {
+    /// The fingerprint of the writer that signed snapshot object `name`
+    /// (`None`: the repository predates signing) and its plaintext, if an
+    /// entry for it opens (one that does not is deleted).
+    pub fn read(&self, name: &str) -> Option<(Option<String>, Vec<u8>)> {
         let sealed = self.files.read_named(name)?;
-        let opened = self.open(name, &sealed);
+        let opened = self.open(name, &sealed).and_then(|mut plain| {
+            let line = plain.iter().position(|&b| b == b'\n')?;
+            let signer = String::from_utf8(plain[..line].to_vec()).ok()?;
+            plain.drain(..=line);
+            Some(((!signer.is_empty()).then_some(signer), plain))
+        });
         if opened.is_none() {
             tracing::debug!("opened-snapshot cache: entry {name} does not open; dropped");
             self.files.remove_named(name);
@@ -61,8 +69,12 @@ impl OpenedCache {
     }
 
     /// Keeps the checked plaintext of snapshot object `name`.
-    pub fn store(&self, name: &str, plaintext: &[u8]) {
-        if let Some(sealed) = self.seal(name, plaintext) {
+    pub fn store(&self, name: &str, signer: Option<&str>, json: &[u8]) {
+        let mut plaintext = Vec::with_capacity(41 + json.len());
+        plaintext.extend_from_slice(signer.unwrap_or("").as_bytes());
+        plaintext.push(b'\n');
+        plaintext.extend_from_slice(json);
+        if let Some(sealed) = self.seal(name, &plaintext) {
             self.files.store_named(name, &sealed);
         }
     }
@@ -127,11 +139,14 @@ mod tests {
     fn an_entry_opens_only_for_its_name_under_the_same_key_and_config() {
         let dir = tempfile::tempdir().expect("temp dir");
         let opened = cache(dir.path(), 1);
-        opened.store("ab12.cd34", b"{\"snapshot\":1}");
+        opened.store("ab12.cd34", Some("ABCD"), b"{\"snapshot\":1}");
         assert_eq!(
-            opened.read("ab12.cd34").as_deref(),
-            Some(&b"{\"snapshot\":1}"[..])
+            opened.read("ab12.cd34"),
+            Some((Some("ABCD".to_string()), b"{\"snapshot\":1}".to_vec()))
         );
+        // An unsigned snapshot (a repository from before signing).
+        opened.store("ab13.cd34", None, b"{}");
+        assert_eq!(opened.read("ab13.cd34"), Some((None, b"{}".to_vec())));
         let file = dir.path().join("opened/ab/ab12.cd34");
         let sealed = std::fs::read(&file).expect("entry on disk");
         assert!(
@@ -145,12 +160,12 @@ mod tests {
         assert_eq!(opened.read("ef56.0000"), None);
         assert!(!dir.path().join("opened/ef/ef56.0000").exists());
 
-        // Another config (a writer added or dropped): not opened.
+        // Another key state (a writer added or revoked): not opened.
         assert_eq!(cache(dir.path(), 2).read("ab12.cd34"), None);
         assert!(!file.exists(), "dropped once it failed");
 
         // A flipped byte: refused.
-        opened.store("ab12.cd34", b"{\"snapshot\":1}");
+        opened.store("ab12.cd34", Some("ABCD"), b"{\"snapshot\":1}");
         let mut flipped = std::fs::read(&file).expect("entry");
         let last = flipped.len() - 20;
         flipped[last] ^= 1;

@@ -127,6 +127,9 @@ fn is_object_path(line: &str) -> bool {
     if let Some(id) = name(ObjectKind::Index) {
         return ObjectId::from_hex(id).is_some();
     }
+    if let Some(seq) = name(ObjectKind::Keys) {
+        return crate::format::key_change::parse_object_name(seq).is_some();
+    }
     name(ObjectKind::Snapshot).is_some_and(|n| parse_object_name(n).is_some())
 }
 
