@@ -91,6 +91,13 @@ pub fn writer_reissue(rt: &Runtime, a: &WriterKeyArgs) -> Result<Outcome> {
 
 pub fn writer_revoke(rt: &Runtime, a: &WriterRevokeArgs) -> Result<Outcome> {
     let admin = open_admin(rt, &a.repo, &a.key, &a.object_lock)?;
+    if admin.repo.config().version == 1 {
+        eprintln!(
+            "coffer: warning: this repository is format version 1 (made before key changes): \
+             a coffer from before key changes, on a host where no newer one has pinned them, \
+             does not see this revocation. Upgrade coffer on every admin host"
+        );
+    }
     let (seq, kept) = rt
         .block_on(keys::writer_revoke(
             &admin.repo,

@@ -16,6 +16,7 @@ use crate::error::{Error, Result};
 use crate::format::config::RepoConfig;
 use crate::format::id::ObjectId;
 use crate::format::key_change::{self, KeyChange, KeyState};
+use futures_util::stream::{self, StreamExt};
 
 /// The key state of a repository and what it was built from.
 #[derive(Debug, Clone)]
@@ -63,8 +64,7 @@ pub async fn read(
         }
     }
     seqs.sort_unstable();
-    let mut changes = Vec::new();
-    for (i, seq) in seqs.into_iter().enumerate() {
+    for (i, &seq) in seqs.iter().enumerate() {
         let expected = i as u64 + 1;
         if seq != expected {
             return Err(refused(Error::damaged(
@@ -75,28 +75,41 @@ pub async fn read(
                 ),
             )));
         }
-        let applied = read_one(backend, &mut state, &config.id, seq)
-            .await
+    }
+    // Fetched several at once (over a WAN each is a round trip), applied
+    // in order.
+    let mut fetched = stream::iter(seqs)
+        .map(|seq| async move {
+            let key = ObjectKey::new(ObjectKind::Keys, key_change::object_name(seq));
+            let bytes = backend.get(&key, ObjectKind::Keys.max_size()).await;
+            (key.path(), bytes)
+        })
+        .buffered(FETCHES);
+    let mut changes = Vec::new();
+    while let Some((object, bytes)) = fetched.next().await {
+        let applied = bytes
+            .and_then(|bytes| apply_one(&mut state, &config.id, &object, &bytes))
             .map_err(refused)?;
         changes.push(applied);
     }
     Ok(KeyChain { state, changes })
 }
 
-/// Reads change `seq`, checks it and applies it to `state`.
-async fn read_one(
-    backend: &dyn Backend,
+/// Key changes fetched at once.
+const FETCHES: usize = 16;
+
+/// Checks the change `object`, stored as `bytes`, and applies it to `state`.
+fn apply_one(
     state: &mut KeyState,
     repository: &str,
-    seq: u64,
+    object: &str,
+    bytes: &[u8],
 ) -> Result<Applied> {
-    let key = ObjectKey::new(ObjectKind::Keys, key_change::object_name(seq));
-    let object = key.path();
-    let bytes = backend.get(&key, ObjectKind::Keys.max_size()).await?;
-    let digest = ObjectId::of_bytes(&bytes);
+    let object = object.to_string();
+    let digest = ObjectId::of_bytes(bytes);
     // Which certificate to check it with is in it: read it unverified
     // first, believe nothing of it until the signature holds.
-    let claimed = KeyChange::from_json(&unverified_payload(&object, &bytes)?, &object)?;
+    let claimed = KeyChange::from_json(&unverified_payload(&object, bytes)?, &object)?;
     let cert = signer_cert(&claimed.signer_cert, &object)?;
     let fingerprint = cert.fingerprint().to_hex();
     if !state.is_admin(&fingerprint) {
@@ -105,7 +118,7 @@ async fn read_one(
             what: format!("signed by {fingerprint}, who is not an admin (a recipient) here"),
         });
     }
-    let (json, signer) = verify_signed(&object, &bytes, vec![cert])?;
+    let (json, signer) = verify_signed(&object, bytes, vec![cert])?;
     let change = KeyChange::from_json(&json, &object)?;
     state.apply(&change, &object, digest, &signer, repository, &CertParser)?;
     Ok(Applied {
