@@ -321,7 +321,12 @@ fn prepare(repo: &Repository, signer: &AdminSigner, change: Change) -> Result<Ke
             &repo.config().id,
             &CertParser,
         )
-        .map_err(|e| Error::Config(format!("cannot make this change: {e}")))?;
+        .map_err(|e| match e {
+            Error::Damaged { what, .. } | Error::Forged { what, .. } => {
+                Error::Config(format!("cannot make this change: {what}"))
+            }
+            e => e,
+        })?;
     Ok(change)
 }
 
