@@ -838,3 +838,37 @@ fn a_copy_carries_the_key_changes_before_any_snapshot_and_its_readers_honour_the
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(text(&out).contains("keys/00000003"), "{}", text(&out));
 }
+
+#[test]
+fn a_mount_running_through_a_revocation_leaves_the_writer_out_from_then_on() {
+    let env = Env::new();
+    admin_sub_ok(
+        &env,
+        "writer",
+        "add",
+        &["host2", "--writer-key-out", "host2.key"],
+    );
+    let (src1, src2) = (env.path("src1"), env.path("src2"));
+    write(&src1.join("one.txt"), b"one\n");
+    write(&src2.join("two.txt"), b"two\n");
+    backup_as(&env, "writer.key", "host1", &[&src1]);
+    backup_as(&env, "host2.key", "host2", &[&src2]);
+    let m = util::mount::Mounted::new(&env, &[]);
+    assert_eq!(m.snapshot_names().len(), 2);
+    admin_sub_ok(&env, "writer", "revoke", &["host2"]);
+    write(&src2.join("two.txt"), b"two, after\n");
+    backup_as(&env, "host2.key", "host2", &[&src2]);
+    // host1's next snapshot shows the mount has listed again since.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    write(&src1.join("one.txt"), b"one, after\n");
+    backup_as(&env, "writer.key", "host1", &[&src1]);
+    util::mount::wait_until(std::time::Duration::from_secs(20), || {
+        m.snapshot_names().len() >= 3
+    });
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    let names = m.snapshot_names();
+    assert_eq!(names.len(), 3, "{names:?}");
+    let (code, log) = m.unmount();
+    assert_eq!(code, Some(0), "{log}");
+    assert!(log.contains("signed by writer \"host2\""), "{log}");
+}

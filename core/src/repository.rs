@@ -15,7 +15,7 @@ pub mod tree_memo;
 use crate::backend::ranged::RangedReader;
 use crate::backend::{Backend, ObjectInfo, ObjectKey, ObjectKind};
 use crate::crypto::blob;
-use crate::crypto::{Opener, SecretKeys, Writers};
+use crate::crypto::{Opener, SecretKeys};
 use crate::error::{Error, Result};
 use crate::format;
 use crate::format::chunk_key::ChunkIdKey;
@@ -31,7 +31,7 @@ use known::{KnownRepositories, Pin};
 use metadata_cache::{ChunkCache, MetadataCache};
 use opened_cache::OpenedCache;
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use tree_memo::TreeMemo;
 
 /// Snapshot objects fetched at once when listing them.
@@ -45,11 +45,11 @@ pub struct Repository {
     config: RepoConfig,
     chunk_key: ChunkIdKey,
     opener: Arc<Opener>,
-    /// Every writer's certificate, revoked ones too (their kept snapshots
-    /// still verify): a snapshot signed by none of them is forged.
-    writers: Writers,
-    /// The writers and recipients after the key changes under `keys/`.
-    keys: KeyChain,
+    /// The writers and recipients after the key changes under `keys/`
+    /// (read again by [`Repository::refresh_key_chain`]).
+    keys: RwLock<Arc<KeyChain>>,
+    /// This host's pins, which a key change read later extends.
+    pins: Option<KnownRepositories>,
     /// SHA-256 of the `config` object as read.
     config_digest: ObjectId,
     /// Tree packs kept on local disk (readers of a remote repository).
@@ -92,8 +92,7 @@ impl Repository {
         }
         let opener = Opener::new(keys);
         let chunk_key = unseal_chunk_key(&config, &chain.state, &opener)?;
-        let writers = Writers::from_armored(&chain.state.writer_certs())?;
-        if writers.is_empty() {
+        if chain.writers.is_empty() {
             tracing::warn!(
                 "this repository predates signed snapshots: a snapshot forged by someone \
                  with write access cannot be told from a real one"
@@ -104,8 +103,8 @@ impl Repository {
             config,
             chunk_key,
             opener: Arc::new(opener),
-            writers,
-            keys: chain,
+            keys: RwLock::new(Arc::new(chain)),
+            pins: pins.cloned(),
             config_digest,
             cache: None,
             opened: None,
@@ -126,7 +125,8 @@ impl Repository {
     pub fn with_opened_cache(mut self, dir: std::path::PathBuf, limit: u64) -> Self {
         // Keyed by the key state too: a snapshot opened before a writer was
         // revoked is checked again after.
-        let opened = OpenedCache::new(dir, limit, &self.chunk_key, &self.keys.state.head);
+        let head = self.key_chain().state.head;
+        let opened = OpenedCache::new(dir, limit, &self.chunk_key, &head);
         self.opened = Some(opened);
         self
     }
@@ -155,8 +155,49 @@ impl Repository {
     }
 
     /// The writers and recipients now, and the key changes that made them.
-    pub fn key_chain(&self) -> &KeyChain {
-        &self.keys
+    pub fn key_chain(&self) -> Arc<KeyChain> {
+        self.keys
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Reads the key changes again (a long-running mount, between
+    /// listings): if there are new ones, checks them and this host's pin
+    /// as opening does, and applies them from now on (the opened-snapshot
+    /// cache is re-keyed, so every snapshot is checked again). Whether the
+    /// chain changed. On error the chain in use stays.
+    pub async fn refresh_key_chain(&self) -> Result<bool> {
+        let listed = self.backend.list(ObjectKind::Keys).await?;
+        let stored = listed
+            .iter()
+            .filter(|o| key_change::parse_object_name(&o.name).is_some())
+            .count() as u64;
+        if stored == self.key_chain().state.seq {
+            return Ok(false);
+        }
+        let chain =
+            key_chain::read(self.backend.as_ref(), &self.config, self.config_digest).await?;
+        if let Some(known) = &self.pins {
+            known.check(
+                &self.backend.location(),
+                &self.config_digest,
+                &chain.digests(),
+            )?;
+        }
+        let head = chain.state.head;
+        *self
+            .keys
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(chain);
+        if let Some(opened) = &self.opened {
+            opened.rekey(&self.chunk_key, &head);
+        }
+        tracing::info!(
+            "key changes read again: now keys/{}",
+            key_change::object_name(self.key_chain().state.seq)
+        );
+        Ok(true)
     }
 
     /// SHA-256 of the `config` object this repository was opened with
@@ -416,34 +457,13 @@ impl Repository {
     /// signed snapshots).
     fn open_snapshot_object(&self, name: &str, bytes: &[u8]) -> Result<(Vec<u8>, Option<String>)> {
         let object = ObjectKey::new(ObjectKind::Snapshot, name).path();
-        if self.writers.is_empty() {
+        let chain = self.key_chain();
+        if chain.writers.is_empty() {
             return Ok((self.opener.open(&object, bytes)?, None));
         }
-        let (json, signer) = self.opener.open_signed(&object, bytes, &self.writers)?;
-        self.check_not_revoked(&object, name, &signer)?;
+        let (json, signer) = self.opener.open_signed(&object, bytes, &chain.writers)?;
+        check_not_revoked(&chain, &object, name, &signer)?;
         Ok((json, Some(signer)))
-    }
-
-    /// Refuses snapshot `name`, signed by the writer certificate `signer`,
-    /// if that writer was revoked before it was stored: whatever time it
-    /// claims, only the snapshots the revocation names stay.
-    fn check_not_revoked(&self, object: &str, name: &str, signer: &str) -> Result<()> {
-        let Some(writer) = self.keys.state.writer_by_fingerprint(signer) else {
-            return Ok(()); // (every certificate `writers` holds is a writer's)
-        };
-        match &writer.revoked {
-            Some(revoked) if !revoked.kept.contains(name) => Err(Error::Forged {
-                key: object.to_string(),
-                what: format!(
-                    "signed by writer {:?}, which keys/{} revoked ({}) before this snapshot \
-                     was stored",
-                    writer.name,
-                    key_change::object_name(revoked.seq),
-                    revoked.time
-                ),
-            }),
-            _ => Ok(()),
-        }
     }
 
     /// The storage backend (retention deletes through it).
@@ -707,6 +727,28 @@ pub async fn init(
         known.replace(&backend.location(), &digest)?;
     }
     Ok(())
+}
+
+/// Refuses snapshot `name`, signed by the writer certificate `signer`, if
+/// that writer was revoked before it was stored: whatever time it claims,
+/// only the snapshots the revocation names stay.
+fn check_not_revoked(chain: &KeyChain, object: &str, name: &str, signer: &str) -> Result<()> {
+    let Some(writer) = chain.state.writer_by_fingerprint(signer) else {
+        return Ok(()); // (every certificate `writers` holds is a writer's)
+    };
+    match &writer.revoked {
+        Some(revoked) if !revoked.kept.contains(name) => Err(Error::Forged {
+            key: object.to_string(),
+            what: format!(
+                "signed by writer {:?}, which keys/{} revoked ({}) before this snapshot \
+                 was stored",
+                writer.name,
+                key_change::object_name(revoked.seq),
+                revoked.time
+            ),
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// The chunk-id key, unsealed from the newest sealed copy `opener` can

@@ -24,6 +24,13 @@ impl Mounted {
         if !self.snapshots_stale() {
             return;
         }
+        // Key changes first: a writer revoked while mounted is left out
+        // from this listing on. A chain that no longer holds keeps the
+        // listing as it was (and says why).
+        if let Err(e) = self.cache.repo().refresh_key_chain().await {
+            self.eio("re-reading the key changes", &e);
+            return;
+        }
         match self.cache.repo().snapshots().await {
             Ok(list) => lock(&self.snapshots).replace(list),
             Err(e) => {

@@ -12,6 +12,7 @@
 use crate::backend::{Backend, ObjectKey, ObjectKind};
 use crate::crypto::keys::{signer_cert, CertParser};
 use crate::crypto::signed::{unverified_payload, verify_signed};
+use crate::crypto::Writers;
 use crate::error::{Error, Result};
 use crate::format::config::RepoConfig;
 use crate::format::id::ObjectId;
@@ -19,12 +20,14 @@ use crate::format::key_change::{self, KeyChange, KeyState};
 use futures_util::stream::{self, StreamExt};
 
 /// The key state of a repository and what it was built from.
-#[derive(Debug, Clone)]
 pub struct KeyChain {
     /// The writers and recipients now.
     pub state: KeyState,
     /// Every change applied, in order, with whose admin key signed it.
     pub changes: Vec<Applied>,
+    /// Every writer's certificate, revoked ones too (their kept snapshots
+    /// still verify), parsed: a snapshot signed by none of them is forged.
+    pub writers: Writers,
 }
 
 /// One change as applied.
@@ -92,7 +95,12 @@ pub async fn read(
             .map_err(refused)?;
         changes.push(applied);
     }
-    Ok(KeyChain { state, changes })
+    let writers = Writers::from_armored(&state.writer_certs())?;
+    Ok(KeyChain {
+        state,
+        changes,
+        writers,
+    })
 }
 
 /// Key changes fetched at once.

@@ -33,21 +33,45 @@ const TAG: usize = 16;
 /// Opened snapshots of one repository, sealed on local disk.
 pub struct OpenedCache {
     files: MetadataCache,
-    key: Zeroizing<[u8; 32]>,
+    key: std::sync::RwLock<Zeroizing<[u8; 32]>>,
+}
+
+/// The key entries are sealed with, for this chunk-id key and key state.
+fn derive(chunk_key: &ChunkIdKey, head: &ObjectId) -> Zeroizing<[u8; 32]> {
+    let mut material = Zeroizing::new([0u8; 64]);
+    material[..32].copy_from_slice(chunk_key.expose());
+    material[32..].copy_from_slice(&head.0);
+    Zeroizing::new(blake3::derive_key(
+        "coffer 2026 opened snapshot cache v1",
+        &material[..],
+    ))
 }
 
 impl OpenedCache {
     /// A cache in `dir` of at most `limit` bytes, for the repository
     /// whose chunk-id key and key state (its head's digest) these are.
     pub fn new(dir: PathBuf, limit: u64, chunk_key: &ChunkIdKey, config: &ObjectId) -> Self {
-        let mut material = Zeroizing::new([0u8; 64]);
-        material[..32].copy_from_slice(chunk_key.expose());
-        material[32..].copy_from_slice(&config.0);
-        let key = blake3::derive_key("coffer 2026 opened snapshot cache v1", &material[..]);
         Self {
             files: MetadataCache::named("opened-snapshot cache", dir, limit),
-            key: Zeroizing::new(key),
+            key: std::sync::RwLock::new(derive(chunk_key, config)),
         }
+    }
+
+    /// Seals and opens with the key of another key state from now on (a
+    /// key change seen while running): what was opened under the old one
+    /// is opened again from the store.
+    pub fn rekey(&self, chunk_key: &ChunkIdKey, head: &ObjectId) {
+        *self
+            .key
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = derive(chunk_key, head);
+    }
+
+    fn key(&self) -> Zeroizing<[u8; 32]> {
+        self.key
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// The fingerprint of the writer that signed snapshot object `name`
@@ -91,7 +115,7 @@ impl OpenedCache {
         let cipher = Cipher::aes_256_gcm();
         let body = encrypt_aead(
             cipher,
-            &self.key[..],
+            &self.key()[..],
             Some(&nonce),
             name.as_bytes(),
             plaintext,
@@ -116,7 +140,7 @@ impl OpenedCache {
         let cipher = Cipher::aes_256_gcm();
         decrypt_aead(
             cipher,
-            &self.key[..],
+            &self.key()[..],
             Some(nonce),
             name.as_bytes(),
             body,
