@@ -2,9 +2,9 @@
 //! backends, the read path and the operations on a repository.
 //!
 //! The modules, bottom up (docs/DESIGN.md "Where things are"):
-//! - [`error`], [`sync`], [`progress`], [`private_dir`]: the error type, a
-//!   lock helper, progress counters and this host's private directories
-//!   (0700/0600), used by every layer;
+//! - [`error`], [`sync`], [`progress`], [`private_dir`], [`user`]: the error
+//!   type, a lock helper, progress counters, this host's private directories
+//!   (0700/0600) and the user the process runs as, used by every layer;
 //! - [`format`]: the documents and names of the format (ids, `config`,
 //!   trees, snapshots, indexes, the chunk-id key, their text encodings);
 //!   data only, no keys, no storage;
@@ -16,7 +16,7 @@
 //!   pinned on this host, snapshots listed and verified, trees and chunks
 //!   read by location;
 //! - [`ops`]: what an admin runs: restore, export, diff, check, forget,
-//!   prune, status.
+//!   prune, status, copy, key changes.
 //!
 //! The rule: a module uses only the layers listed before it (`backend` uses
 //! only `error`; `format` and `crypto` never touch storage), and modules of
@@ -31,6 +31,7 @@ pub mod error;
 pub mod private_dir;
 pub mod progress;
 pub mod sync;
+pub mod user;
 
 pub mod format;
 

@@ -15,8 +15,7 @@ use std::path::Path;
 pub fn create(dir: &Path) -> io::Result<()> {
     DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
     let meta = std::fs::symlink_metadata(dir)?;
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let me = unsafe { libc::geteuid() };
+    let me = crate::user::euid();
     if meta.is_dir() && meta.mode() & 0o077 != 0 && meta.uid() == me {
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
     }

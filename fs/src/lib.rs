@@ -24,9 +24,9 @@
 //!   `cache`: the byte-bounded LRU of decrypted blobs;
 //! - [`Mount`] here: mounting, serving, unmounting.
 //!
-//! `filesystem` uses the rest; `dirs`, `read` and `attrs` use `mounted`,
-//! `inode` and `cache` (and `dirs` uses `attrs`); `mounted` uses only the
-//! leaves `cache`, `inode` and `layout`.
+//! `filesystem` uses the rest; `dirs`, `read` and `attrs` use `mounted` and
+//! `inode` (and `dirs` uses `attrs`), reaching the cache only through
+//! `mounted`; `mounted` uses only the leaves `cache`, `inode` and `layout`.
 #![deny(missing_docs)]
 
 mod attrs;

@@ -105,8 +105,7 @@ impl Mounted {
     ) -> Self {
         let cache = Arc::new(BlobCache::new(repo, opts.cache_bytes));
         cache.set_reserved(WORKING_BYTES);
-        // SAFETY: getuid/getgid have no preconditions.
-        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+        let (uid, gid) = (coffer_core::user::uid(), coffer_core::user::gid());
         Self {
             cache,
             table: Mutex::new(InodeTable::new(opts.cache_bytes / LISTING_SHARE)),

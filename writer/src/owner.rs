@@ -64,8 +64,7 @@ fn group_name(gid: u32) -> Option<String> {
 
 /// The name of the user running this process.
 pub(crate) fn current_user() -> String {
-    // SAFETY: getuid has no preconditions.
-    let uid = unsafe { libc::getuid() };
+    let uid = coffer_core::user::uid();
     user_name(uid).unwrap_or_else(|| uid.to_string())
 }
 

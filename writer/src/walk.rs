@@ -251,8 +251,7 @@ impl<'a> Walker<'a> {
 
     /// Stores `input` as one file called `name` in an otherwise empty root.
     pub fn backup_stream(&mut self, name: &str, input: impl Read) -> Result<Ref, BackupError> {
-        // SAFETY: getuid/getgid have no preconditions.
-        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+        let (uid, gid) = (coffer_core::user::uid(), coffer_core::user::gid());
         let now = time::OffsetDateTime::now_utc().unix_timestamp_nanos() as i64;
         let mut entry = self.entry(name.as_bytes().to_vec(), Kind::File, 0o600, uid, gid, now);
         let (chunks, total, _) = self.read_chunks(input, None).map_err(|e| match e {
@@ -368,8 +367,7 @@ impl<'a> Walker<'a> {
     /// An entry the walk makes up (for `/s3` and what is below it): owned
     /// by the user running the backup, 0755 for a directory, 0644 else.
     fn synthetic(&mut self, name: Vec<u8>, kind: Kind, mtime_ns: i64) -> Entry {
-        // SAFETY: getuid/getgid have no preconditions.
-        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+        let (uid, gid) = (coffer_core::user::uid(), coffer_core::user::gid());
         let mode = if kind == Kind::Dir { 0o755 } else { 0o644 };
         self.entry(name, kind, mode, uid, gid, mtime_ns)
     }

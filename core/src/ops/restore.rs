@@ -126,7 +126,7 @@ pub async fn restore(
 ) -> Result<RestoreStats> {
     let entry = repo.resolve(snapshot, path).await?;
     prepare_target(&opts.target, opts.overwrite)?;
-    let is_root = unsafe { libc::geteuid() } == 0;
+    let is_root = crate::user::is_root();
     let (tx, rx) = mpsc::channel(QUEUED_FETCHES);
     let unfinished = Arc::new(Unfinished::default());
     let mut walk = Walk {
