@@ -483,15 +483,7 @@ fn assert_pre_xattrs_source(root: &Path) {
 
 #[test]
 fn a_repository_from_before_xattrs_checks_restores_and_mounts_byte_identical() {
-    let env = Env::bare();
-    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pre-xattrs");
-    cp_a(&fixture.join("repo"), &env.path("repo"));
-    std::fs::copy(fixture.join("admin.key"), env.path("admin.key")).unwrap();
-    std::fs::set_permissions(
-        env.path("admin.key"),
-        std::fs::Permissions::from_mode(0o600),
-    )
-    .unwrap();
+    let env = Env::from_fixture("pre-xattrs");
     env.admin_ok("check", &["--read-data"]);
     let src = "/tmp/coffer-pre-xattrs/src";
     let out = env.path("out");

@@ -604,15 +604,7 @@ fn a_second_admin_reads_new_backups_and_a_removed_one_cannot_open_what_is_writte
 
 #[test]
 fn a_repository_from_before_key_changes_takes_them_and_its_old_snapshots_restore_byte_identical() {
-    let env = Env::bare();
-    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pre-xattrs");
-    cp_a(&fixture.join("repo"), &env.path("repo"));
-    std::fs::copy(fixture.join("admin.key"), env.path("admin.key")).unwrap();
-    std::fs::set_permissions(
-        env.path("admin.key"),
-        std::os::unix::fs::PermissionsExt::from_mode(0o600),
-    )
-    .unwrap();
+    let env = Env::from_fixture("pre-xattrs");
     let (old, _) = listed(&env, "admin.key");
     assert_eq!(old.len(), 1);
     let before = env.path("before");

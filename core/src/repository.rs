@@ -91,7 +91,7 @@ impl Repository {
             }
         }
         let opener = Opener::new(keys);
-        let chunk_key = unseal_chunk_key(&config, &chain.state, &opener)?;
+        let chunk_key = unseal_chunk_key(&chain.state, &opener)?;
         if chain.writers.is_empty() {
             tracing::warn!(
                 "this repository predates signed snapshots: a snapshot forged by someone \
@@ -754,12 +754,10 @@ fn check_not_revoked(chain: &KeyChain, object: &str, name: &str, signer: &str) -
 /// The chunk-id key, unsealed from the newest sealed copy `opener` can
 /// open: an admin added by a key change finds it in that change, one from
 /// the start in `config`.
-fn unseal_chunk_key(config: &RepoConfig, state: &KeyState, opener: &Opener) -> Result<ChunkIdKey> {
+fn unseal_chunk_key(state: &KeyState, opener: &Opener) -> Result<ChunkIdKey> {
     let mut first_error = None;
     for sealed in &state.sealed_chunk_keys {
-        let mut copy = config.clone();
-        copy.chunk_id_key_sealed = sealed.clone();
-        match copy.unseal_chunk_key(opener) {
+        match crate::crypto::writer_key::unseal_chunk_key(sealed, opener) {
             Ok(key) => return Ok(key),
             Err(e) => {
                 first_error.get_or_insert(e);

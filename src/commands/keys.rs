@@ -10,7 +10,7 @@ use anyhow::{Context, Result};
 use coffer_core::backend::{self, s3::S3WriteOptions};
 use coffer_core::crypto::keys::cert_user_id;
 use coffer_core::crypto::signed::AdminSigner;
-use coffer_core::crypto::SecretKeys;
+use coffer_core::crypto::{keyfile, SecretKeys};
 use coffer_core::format::encoding::{display_time, parse_rfc3339};
 use coffer_core::format::key_change::object_name;
 use coffer_core::ops::keys;
@@ -35,7 +35,11 @@ fn open_admin(
 ) -> Result<Admin> {
     let passphrase = read_passphrase(key)?;
     let check = mode_check(key.insecure_key_permissions);
-    let keys = SecretKeys::from_file(&key.key, passphrase.as_deref(), check)?;
+    // Read once: its decryption keys open the repository, its signing key
+    // signs the change.
+    let secret = keyfile::read_secret(&key.key, "the secret key", check)?;
+    let source = key.key.display().to_string();
+    let keys = SecretKeys::from_bytes(&secret, &source, passphrase.as_deref())?;
     let s3 = S3WriteOptions {
         object_lock: object_lock(lock),
         ..Default::default()
@@ -44,7 +48,7 @@ fn open_admin(
     let pins = KnownRepositories::of_this_host();
     let repo = rt.block_on(Repository::open(backend, keys, pins.as_ref()))?;
     let admins = &repo.key_chain().state.recipient_fingerprints;
-    let signer = AdminSigner::from_file(&key.key, passphrase.as_deref(), check, admins)?;
+    let signer = AdminSigner::from_bytes(&secret, &source, passphrase.as_deref(), admins)?;
     Ok(Admin { repo, signer, pins })
 }
 

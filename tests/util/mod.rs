@@ -86,6 +86,24 @@ impl Env {
         other
     }
 
+    /// A scratch directory holding a copy of `tests/fixtures/<name>/repo`
+    /// as `repo/` and its `admin.key` (mode 0600): a repository written by
+    /// an earlier coffer.
+    pub fn from_fixture(name: &str) -> Self {
+        let env = Self::bare();
+        let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures")
+            .join(name);
+        cp_a(&fixture.join("repo"), &env.path("repo"));
+        std::fs::copy(fixture.join("admin.key"), env.path("admin.key")).expect("copy admin.key");
+        std::fs::set_permissions(
+            env.path("admin.key"),
+            std::fs::Permissions::from_mode(0o600),
+        )
+        .expect("chmod admin.key");
+        env
+    }
+
     /// A scratch directory without keys or repository.
     pub fn bare() -> Self {
         Self {

@@ -255,6 +255,22 @@ fn armor_generated(cert: &Cert) -> Result<GeneratedKey> {
     })
 }
 
+/// The first secret key of `valid` that may sign now: supported, alive,
+/// not revoked, flagged for signing (a writer's, or an admin's).
+pub(crate) fn secret_signing_key(
+    valid: &ValidCert<'_>,
+) -> Option<Key<SecretParts, UnspecifiedRole>> {
+    valid
+        .keys()
+        .supported()
+        .alive()
+        .revoked(false)
+        .for_signing()
+        .secret()
+        .next()
+        .map(|ka| ka.key().clone().role_into_unspecified())
+}
+
 /// A writer's secret signing key (from writer.key). No `Debug`.
 pub struct SnapshotSigner {
     pub(super) key: Key<SecretParts, UnspecifiedRole>,
@@ -275,18 +291,9 @@ impl SnapshotSigner {
         let valid = cert
             .with_policy(&POLICY, None)
             .map_err(|e| Error::pgp(format!("signing key from {source}"), e))?;
-        let key = valid
-            .keys()
-            .supported()
-            .alive()
-            .revoked(false)
-            .for_signing()
-            .secret()
-            .next()
-            .ok_or_else(|| Error::Config(format!("{source}: holds no usable secret signing key")))?
-            .key()
-            .clone()
-            .role_into_unspecified();
+        let key = secret_signing_key(&valid).ok_or_else(|| {
+            Error::Config(format!("{source}: holds no usable secret signing key"))
+        })?;
         if key.secret().is_encrypted() {
             return Err(Error::Config(format!(
                 "{source}: the signing key is protected by a passphrase; writers need it unlocked"

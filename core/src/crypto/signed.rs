@@ -7,11 +7,10 @@
 //! as their secret key; [`verify_signed`] checks a message against the
 //! admins' certificates and says whose primary key the signer belongs to.
 
-use crate::crypto::keys::{parse_certs, POLICY};
+use crate::crypto::keys::{parse_certs, secret_signing_key, POLICY};
 use crate::error::{Error, Result};
 use sequoia_openpgp as openpgp;
 use std::io::{Read, Write};
-use std::path::Path;
 
 use openpgp::crypto::{KeyPair, Password};
 use openpgp::packet::Packet;
@@ -29,20 +28,10 @@ pub struct AdminSigner {
 }
 
 impl AdminSigner {
-    /// The signing key, in the secret key file at `path`, of one of the
-    /// certificates whose fingerprints are `admins` (a file may hold
-    /// several keys, as `gpg --export-secret-keys` writes them).
-    pub fn from_file(
-        path: &Path,
-        passphrase: Option<&str>,
-        check: crate::crypto::keyfile::ModeCheck,
-        admins: &[String],
-    ) -> Result<Self> {
-        let bytes = crate::crypto::keyfile::read_secret(path, "the secret key", check)?;
-        Self::from_bytes(&bytes, &path.display().to_string(), passphrase, admins)
-    }
-
-    /// Like [`AdminSigner::from_file`], from bytes; `source` names them.
+    /// The signing key, in the secret key bytes `bytes` (`source` names
+    /// them), of one of the certificates whose fingerprints are `admins` (a
+    /// file may hold several keys, as `gpg --export-secret-keys` writes
+    /// them).
     pub fn from_bytes(
         bytes: &[u8],
         source: &str,
@@ -64,15 +53,7 @@ impl AdminSigner {
         let valid = cert
             .with_policy(&POLICY, None)
             .map_err(|e| Error::pgp(format!("key {fpr} from {source}"), e))?;
-        let Some(ka) = valid
-            .keys()
-            .supported()
-            .alive()
-            .revoked(false)
-            .for_signing()
-            .secret()
-            .next()
-        else {
+        let Some(mut key) = secret_signing_key(&valid) else {
             return Err(Error::Config(format!(
                 "the key {fpr} in {source} has no signing-capable key (keys from \
                  `coffer key generate` before key changes had none). Add one with \
@@ -80,7 +61,6 @@ impl AdminSigner {
                  `gpg --quick-add-key {fpr} ed25519 sign` and export the secret key again"
             )));
         };
-        let mut key = ka.key().clone().role_into_unspecified();
         if key.secret().is_encrypted() {
             let Some(p) = passphrase else {
                 return Err(Error::Config(format!(

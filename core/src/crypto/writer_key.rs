@@ -66,12 +66,18 @@ impl RepoConfig {
 
     /// Unseals the chunk-id key with the admin's secret key.
     pub fn unseal_chunk_key(&self, opener: &Opener) -> Result<ChunkIdKey> {
-        let sealed = base64_decode(&self.chunk_id_key_sealed)
-            .ok_or_else(|| Error::damaged("config", "chunk_id_key_sealed is not base64"))?;
-        let raw = opener.open("config (chunk_id_key_sealed)", &sealed)?;
-        ChunkIdKey::from_slice(&raw)
-            .ok_or_else(|| Error::damaged("config", "sealed chunk-id key is not 32 bytes"))
+        unseal_chunk_key(&self.chunk_id_key_sealed, opener)
     }
+}
+
+/// Unseals a chunk-id key sealed as config's `chunk_id_key_sealed` is (a
+/// key change carries one too) with the admin's secret key.
+pub fn unseal_chunk_key(sealed: &str, opener: &Opener) -> Result<ChunkIdKey> {
+    let sealed = base64_decode(sealed)
+        .ok_or_else(|| Error::damaged("config", "chunk_id_key_sealed is not base64"))?;
+    let raw = opener.open("config (chunk_id_key_sealed)", &sealed)?;
+    ChunkIdKey::from_slice(&raw)
+        .ok_or_else(|| Error::damaged("config", "sealed chunk-id key is not 32 bytes"))
 }
 
 /// What a backup host holds: the repository's config, the chunk-id key and

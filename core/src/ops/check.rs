@@ -95,16 +95,16 @@ pub async fn check(repo: &Repository, opts: CheckOptions) -> Result<CheckReport>
     };
     checker.report.damage.extend(junk);
     checker.indexes(repo).await?;
+    let chain = repo.key_chain();
     for name in repo.snapshot_names().await? {
         checker.snapshot = crate::format::snapshot::short_name(&name);
         checker.report.snapshots += 1;
         match repo.load_snapshot(&name).await {
             Ok(info) => {
-                let state = &repo.key_chain().state;
                 let writer = info
                     .signer
                     .as_deref()
-                    .and_then(|f| state.writer_by_fingerprint(f));
+                    .and_then(|f| chain.state.writer_by_fingerprint(f));
                 if let Some(w) = writer {
                     if let Some(revoked) = &w.revoked {
                         let kept = (w.name.clone(), revoked.seq, checker.snapshot.clone());

@@ -188,14 +188,18 @@ pub async fn writer_revoke(
         )));
     };
     // When the store received each snapshot object (S3 LastModified, file
-    // mtime): set by the store, not by whoever signed it.
-    let stored: std::collections::HashMap<String, Option<std::time::SystemTime>> = repo
-        .backend()
-        .list(crate::backend::ObjectKind::Snapshot)
-        .await?
-        .into_iter()
-        .map(|o| (o.name, o.modified))
-        .collect();
+    // mtime): set by the store, not by whoever signed it. Listed only when
+    // a cutoff asks for it.
+    let mut stored = std::collections::HashMap::new();
+    if stored_before.is_some() {
+        for o in repo
+            .backend()
+            .list(crate::backend::ObjectKind::Snapshot)
+            .await?
+        {
+            stored.insert(o.name, o.modified);
+        }
+    }
     let in_time = |name: &str| match stored_before {
         None => true,
         Some(cutoff) => stored
