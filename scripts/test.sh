@@ -12,7 +12,7 @@ unset COFFER_REPO COFFER_KEY COFFER_WRITER_KEY COFFER_STATE_DIR COFFER_KEY_PASSP
 cargo fmt --all -- --check
 # Every module named in the map (docs/DESIGN.md "Where things are").
 bash scripts/check-map.sh
-cargo clippy --all-targets --locked -- -D warnings
+cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked -- --test-threads=2
 # The Debian package: built, installed into a throwaway root, checked.
 bash tests/package.sh

@@ -1,5 +1,11 @@
 //! Command-line arguments (clap). Converted into library option structs in
 //! `commands.rs`; no clap type leaves `src/`.
+//!
+//! One file of ~800 lines on purpose: it is the whole command-line
+//! interface and nothing else (types and their help text, no logic), and
+//! reading every subcommand's flags side by side is how their names and
+//! wording are kept consistent (`--repo`, `--key`, `--json` mean the same
+//! everywhere).
 
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;

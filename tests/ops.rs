@@ -1,6 +1,6 @@
 //! The operations' logic in process, against the in-memory backend and its
-//! fault injection: check, diff, forget, prune, restore's refusals and the
-//! config pin, each in a second or so (`cargo test --test ops`). The
+//! fault injection: check, diff, forget, prune, restore's refusals, export,
+//! copy and the config pin, each in a second or so (`cargo test --test ops`). The
 //! end-to-end tests drive the same operations through the binary.
 #![allow(clippy::unwrap_used)] // tests/util is shared test code
 
@@ -12,6 +12,7 @@ use coffer_core::crypto::{self, SecretKeys, WriterKey};
 use coffer_core::format::config::{RepoConfig, RepoSettings};
 use coffer_core::format::snapshot::SnapshotInfo;
 use coffer_core::ops::check::{check, CheckOptions};
+use coffer_core::ops::copy::{copy, CopyOptions};
 use coffer_core::ops::diff::{diff, Change};
 use coffer_core::ops::export::{export, Format, Output};
 use coffer_core::ops::forget::retention::Policy;
@@ -104,10 +105,31 @@ impl Fixture {
     }
 
     fn open(&self) -> coffer_core::Result<Repository> {
+        self.open_at(self.backend.clone())
+    }
+
+    /// Opens the repository in `backend` (a copy of this one) with the
+    /// admin's key and this host's pins.
+    fn open_at(&self, backend: Arc<dyn Backend>) -> coffer_core::Result<Repository> {
         let keys = SecretKeys::from_bytes(&self.admin_secret, "admin", None)?;
-        let backend: Arc<dyn Backend> = self.backend.clone();
         self.rt
             .block_on(Repository::open(backend, keys, Some(&self.pins)))
+    }
+
+    /// A few kinds of entry: text, a multi-chunk file, an empty one, a
+    /// nested one, a symlink. Their paths below the source, and bytes.
+    fn mixed_tree(&self) -> Vec<(&'static str, Vec<u8>)> {
+        let files = vec![
+            ("a.txt", b"alpha\n".to_vec()),
+            ("big.bin", random_bytes(7, 3_000_000)),
+            ("empty", Vec::new()),
+            ("dir/sub/c.txt", b"gamma".to_vec()),
+        ];
+        for (rel, bytes) in &files {
+            self.write(rel, bytes);
+        }
+        std::os::unix::fs::symlink("a.txt", self.src().join("link")).expect("symlink");
+        files
     }
 
     fn packs(&self) -> Vec<String> {
@@ -450,6 +472,130 @@ fn opening_pins_the_config_and_refuses_a_replaced_one() {
         err.to_string().contains("not the one this host saw first"),
         "{err}"
     );
+}
+
+/// Export as tar and as zip holds every file with its bytes and the
+/// symlink, and counts them.
+#[test]
+fn export_writes_every_file_with_its_bytes_as_tar_and_as_zip() {
+    let f = Fixture::new();
+    let files = f.mixed_tree();
+    let snap = f.backup();
+    let repo = f.open().expect("open");
+    let src = f.src().display().to_string();
+
+    let tar_path = f.dir.path().join("out.tar");
+    let out = Output::File(std::fs::File::create(&tar_path).expect("tar file"));
+    let report =
+        f.rt.block_on(export(&repo, &snap.snapshot, &src, Format::Tar, out))
+            .expect("export tar");
+    assert_eq!((report.files, report.links), (4, 1), "{report:?}");
+    assert_eq!(
+        report.bytes,
+        files.iter().map(|(_, b)| b.len() as u64).sum::<u64>()
+    );
+    let mut found = std::collections::BTreeMap::new();
+    let mut tar = tar::Archive::new(std::fs::File::open(&tar_path).expect("open tar"));
+    for entry in tar.entries().expect("entries") {
+        let mut entry = entry.expect("entry");
+        let path = entry.path().expect("path").display().to_string();
+        let target = entry
+            .link_name()
+            .expect("link")
+            .map(|t| t.display().to_string());
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut entry, &mut bytes).expect("read");
+        found.insert(path, (bytes, target));
+    }
+    for (rel, bytes) in &files {
+        let (name, (got, _)) = (found.iter())
+            .find(|(name, _)| name.ends_with(rel))
+            .unwrap_or_else(|| panic!("{rel} not in the tar: {:?}", found.keys()));
+        assert!(got == bytes, "{name}: other bytes");
+    }
+    let link = found.iter().find(|(name, _)| name.ends_with("link"));
+    assert_eq!(link.and_then(|(_, (_, t))| t.as_deref()), Some("a.txt"));
+
+    let zip_path = f.dir.path().join("out.zip");
+    let out = Output::File(std::fs::File::create(&zip_path).expect("zip file"));
+    let zipped = Format::Zip { deflate: true };
+    let report =
+        f.rt.block_on(export(&repo, &snap.snapshot, &src, zipped, out))
+            .expect("export zip");
+    assert_eq!(report.files, 4, "{report:?}");
+    let mut zip = zip::ZipArchive::new(std::fs::File::open(&zip_path).expect("open zip"))
+        .expect("a zip archive");
+    let names: Vec<String> = zip.file_names().map(String::from).collect();
+    for (rel, bytes) in &files {
+        let name = (names.iter())
+            .find(|n| n.ends_with(rel))
+            .unwrap_or_else(|| panic!("{rel} not in the zip: {names:?}"));
+        let mut got = Vec::new();
+        let mut file = zip.by_name(name).expect("by name");
+        std::io::Read::read_to_end(&mut file, &mut got).expect("read");
+        assert!(&got == bytes, "{name}: other bytes");
+    }
+}
+
+/// A copy carries every object byte for byte, the copy opens and restores
+/// with the same key, and a second run copies nothing (its journal).
+#[test]
+fn copy_carries_every_object_and_a_second_run_stores_nothing() {
+    let f = Fixture::new();
+    let files = f.mixed_tree();
+    f.backup();
+    f.write("a.txt", b"alpha, changed\n");
+    let snap = f.backup();
+    let to = Arc::new(MemoryBackend::new());
+    let journal = f.dir.path().join("journal");
+    let opts = CopyOptions {
+        snapshots: Vec::new(),
+        concurrency: 4,
+    };
+    let progress = coffer_core::progress::Progress::default();
+    let (from, dest): (Arc<dyn Backend>, Arc<dyn Backend>) = (f.backend.clone(), to.clone());
+    let run_copy = || {
+        let copied = copy(&*from, &*dest, &journal, Some(&f.pins), &opts, &progress);
+        f.rt.block_on(copied).expect("copy")
+    };
+    let report = run_copy();
+    assert_eq!(report.snapshots, 2, "{report:?}");
+    assert!(report.damaged.is_empty() && report.gone == 0, "{report:?}");
+    let (stored, carried) = (f.backend.contents(), to.contents());
+    let paths =
+        |m: &std::collections::BTreeMap<String, Vec<u8>>| m.keys().cloned().collect::<Vec<_>>();
+    assert_eq!(paths(&stored), paths(&carried));
+    assert!(stored == carried, "the copy holds other bytes");
+    let objects = stored.len() as u64;
+    assert_eq!(report.copied.count, objects, "{report:?}");
+
+    let copied = Arc::new(
+        f.open_at(dest.clone())
+            .expect("the copy opens with the same key"),
+    );
+    let target = f.dir.path().join("restored");
+    let opts_restore = RestoreOptions {
+        target: target.clone(),
+        overwrite: false,
+        sparse: true,
+        progress: None,
+    };
+    let src = f.src().display().to_string();
+    f.rt.block_on(restore(&copied, &snap.snapshot, &src, &opts_restore))
+        .expect("restore from the copy");
+    // (a path restores as its contents)
+    for (rel, bytes) in &files[1..] {
+        let got = std::fs::read(target.join(rel)).expect("restored file");
+        assert!(&got == bytes, "{rel}: other bytes");
+    }
+    assert_eq!(
+        std::fs::read(target.join("a.txt")).expect("a.txt"),
+        b"alpha, changed\n"
+    );
+
+    let again = run_copy();
+    assert_eq!(again.copied.count, 0, "{again:?}");
+    assert_eq!(again.known.count, objects, "{again:?}");
 }
 
 fn names(dir: &Path) -> Vec<String> {

@@ -5,7 +5,9 @@
 //! [`WriteBackend::put_new`], and must never need to read, list, overwrite
 //! or delete; [`DeleteBackend`] is for retention (`forget`, `prune`). All
 //! methods are async; the local backend does its file I/O on
-//! tokio's blocking pool; S3 (`s3.rs`) goes through aws-sdk-s3.
+//! tokio's blocking pool; S3 (`s3.rs`) goes through aws-sdk-s3. What a
+//! copy carries besides an object's bytes (S3 retention and storage class)
+//! is `carry.rs`'s own trait, [`Carry`].
 
 use crate::error::{Error, Result};
 use crate::format::tree::MAX_BLOB_LEN;
@@ -13,6 +15,9 @@ use async_trait::async_trait;
 use std::io::Read;
 use std::sync::Arc;
 
+pub use carry::{Carried, Carry, Spooled};
+
+mod carry;
 mod direct;
 pub mod local;
 pub mod memory;
@@ -126,23 +131,6 @@ impl std::fmt::Display for ObjectKey {
     }
 }
 
-/// A number of stored objects and their bytes.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
-pub struct Tally {
-    /// Objects.
-    pub count: u64,
-    /// Their stored bytes.
-    pub bytes: u64,
-}
-
-impl Tally {
-    /// One more object of `bytes`.
-    pub fn add(&mut self, bytes: u64) {
-        self.count += 1;
-        self.bytes += bytes;
-    }
-}
-
 /// One listed object.
 #[derive(Debug, Clone)]
 pub struct ObjectInfo {
@@ -152,17 +140,6 @@ pub struct ObjectInfo {
     pub size: u64,
     /// When it was stored (file mtime, S3 LastModified), if the store says.
     pub modified: Option<std::time::SystemTime>,
-}
-
-/// What `coffer copy` carries from one store to another besides an
-/// object's bytes: on S3, its Object Lock retention and storage class, as
-/// the source's GET reports them (nothing elsewhere).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Carried {
-    /// Locked until then, in that mode.
-    pub retention: Option<(std::time::SystemTime, s3::LockMode)>,
-    /// Its storage class, if not the default one.
-    pub storage_class: Option<String>,
 }
 
 /// Reading objects: what readers (restore, mount, check) need.
@@ -180,36 +157,6 @@ pub trait ReadBackend: Send + Sync {
 
     /// Every object of `kind`, in no particular order.
     async fn list(&self, kind: ObjectKind) -> Result<Vec<ObjectInfo>>;
-
-    /// [`ReadBackend::get`], with what a copy carries to the destination.
-    async fn get_carried(&self, key: &ObjectKey, limit: u64) -> Result<(Vec<u8>, Carried)> {
-        Ok((self.get(key, limit).await?, Carried::default()))
-    }
-
-    /// [`ReadBackend::get_range`], with what a copy carries to the
-    /// destination (a large object is copied a range at a time).
-    async fn get_range_carried(
-        &self,
-        key: &ObjectKey,
-        offset: u64,
-        length: u64,
-    ) -> Result<(Vec<u8>, Carried)> {
-        Ok((
-            self.get_range(key, offset, length).await?,
-            Carried::default(),
-        ))
-    }
-}
-
-/// An object a copy has carried into a local file (a large one: read a
-/// range at a time, so that its size costs no memory): where, and the MD5
-/// of its bytes (S3's `Content-MD5`).
-#[derive(Debug, Clone)]
-pub struct Spooled {
-    /// The file; the store reads it, the copy removes it after.
-    pub path: std::path::PathBuf,
-    /// MD5 of its bytes.
-    pub md5: [u8; 16],
 }
 
 /// Writing objects: all a writer may do.
@@ -226,41 +173,6 @@ pub trait WriteBackend: Send + Sync {
     /// kept it), so the writer fills the next pack in memory it already has.
     async fn put_new_data_pack(&self, key: &ObjectKey, data: Vec<u8>) -> Result<Vec<u8>> {
         self.put_new(key, data).await.map(|()| Vec::new())
-    }
-
-    /// [`WriteBackend::put_new`] for a copied object: with the source's
-    /// retention (the later of it and this backend's own, if both) and
-    /// storage class (for a pack, this backend's own class wins: a copy
-    /// cannot tell data packs from tree packs). Stores without either
-    /// ignore `carried`.
-    async fn put_new_carried(
-        &self,
-        key: &ObjectKey,
-        data: Vec<u8>,
-        carried: &Carried,
-    ) -> Result<()> {
-        let _ = carried;
-        self.put_new(key, data).await
-    }
-
-    /// [`WriteBackend::put_new_carried`] from a file a copy spooled: a
-    /// store that can read it from disk as it sends (S3) or link it into
-    /// place (a local directory) never holds it in memory; this default
-    /// reads it whole.
-    async fn put_new_spooled(
-        &self,
-        key: &ObjectKey,
-        spooled: &Spooled,
-        carried: &Carried,
-    ) -> Result<()> {
-        let data = tokio::fs::read(&spooled.path)
-            .await
-            .map_err(|e| Error::Storage {
-                op: "put",
-                key: key.path(),
-                source: e,
-            })?;
-        self.put_new_carried(key, data, carried).await
     }
 
     /// How many uploads are worth running at once.
@@ -285,8 +197,9 @@ pub trait DeleteBackend: Send + Sync {
     }
 }
 
-/// A backend that reads, writes and deletes.
-pub trait Backend: ReadBackend + WriteBackend + DeleteBackend {
+/// A backend that reads, writes and deletes, and carries what a copy
+/// carries.
+pub trait Backend: ReadBackend + WriteBackend + DeleteBackend + Carry {
     /// Where this backend stores, for messages (never holds credentials).
     fn describe(&self) -> String;
 

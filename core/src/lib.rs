@@ -11,7 +11,8 @@
 //! - [`crypto`]: everything that needs a key: blob sealing and opening,
 //!   keys and certificates, key files, `writer.key`;
 //! - [`backend`]: where objects live (local directory, S3, memory), split
-//!   in read, write and delete halves, write-once by contract;
+//!   in read, write and delete halves, write-once by contract (what a copy
+//!   carries besides the bytes is a trait of its own, `Carry`);
 //! - [`repository`]: a repository opened with the admin's key: `config`
 //!   pinned on this host, snapshots listed and verified, trees and chunks
 //!   read by location;

@@ -15,7 +15,8 @@
 //! - [`copy`]: the objects into another store, byte for byte (no key).
 //!
 //! Operations never use each other; what two of them share lives below, in
-//! `repository`, `format` or `crypto`.
+//! `repository`, `format` or `crypto`, or is a report's figure here
+//! ([`Tally`]).
 
 pub mod check;
 pub mod copy;
@@ -26,3 +27,21 @@ pub mod keys;
 pub mod prune;
 pub mod restore;
 pub mod status;
+
+/// A number of stored objects and their bytes (in `prune`'s and `copy`'s
+/// reports).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Tally {
+    /// Objects.
+    pub count: u64,
+    /// Their stored bytes.
+    pub bytes: u64,
+}
+
+impl Tally {
+    /// One more object of `bytes`.
+    pub fn add(&mut self, bytes: u64) {
+        self.count += 1;
+        self.bytes += bytes;
+    }
+}

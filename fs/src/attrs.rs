@@ -7,7 +7,6 @@
 use crate::inode::{EntryMeta, NodeKind};
 use crate::mounted::Mounted;
 use coffer_core::format::tree::Kind;
-use coffer_core::sync::lock;
 use fuser::{Errno, FileAttr, FileType, INodeNo};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -53,7 +52,8 @@ pub(crate) fn xattr_names(kind: &NodeKind) -> Vec<u8> {
 impl Mounted {
     /// What virtual nodes' attributes show of the snapshot list.
     pub(crate) fn virtual_times(&self) -> VirtualTimes {
-        let snaps = lock(&self.snapshots);
+        let snaps = self.snapshots();
+        let (uid, gid) = self.owner();
         VirtualTimes {
             newest_ns: snaps
                 .list
@@ -62,8 +62,8 @@ impl Mounted {
                 .map_or(0, |t| t.unix_timestamp_nanos() as i64),
             changed_ns: snaps.changed_ns,
             latest_len: snaps.layout.latest().unwrap_or("").len() as u64,
-            uid: self.uid,
-            gid: self.gid,
+            uid,
+            gid,
         }
     }
 }

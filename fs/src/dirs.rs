@@ -7,7 +7,6 @@ use crate::attrs::{attr_of, file_type};
 use crate::inode::{Dir, Found, NodeKind};
 use crate::mounted::{Mounted, WORKING_BYTES};
 use coffer_core::format::tree::{Location, Tree};
-use coffer_core::sync::lock;
 use fuser::{Errno, FileAttr, FileType, Generation, INodeNo, ReplyDirectory, ReplyDirectoryPlus};
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
@@ -27,12 +26,12 @@ impl Mounted {
         // Key changes first: a writer revoked while mounted is left out
         // from this listing on. A chain that no longer holds keeps the
         // listing as it was (and says why).
-        if let Err(e) = self.cache.repo().refresh_key_chain().await {
+        if let Err(e) = self.cache().repo().refresh_key_chain().await {
             self.eio("re-reading the key changes", &e);
             return;
         }
-        match self.cache.repo().snapshots().await {
-            Ok(list) => lock(&self.snapshots).replace(list),
+        match self.cache().repo().snapshots().await {
+            Ok(list) => self.snapshots().replace(list),
             Err(e) => {
                 self.eio("re-reading the snapshot list", &e);
             }
@@ -45,35 +44,29 @@ impl Mounted {
     /// backup run), so the first look into a snapshot waits for no tree.
     /// Needs a tokio runtime context.
     pub(crate) fn prefetch_newest_roots(&self) {
-        let roots: Vec<Location> = lock(&self.snapshots)
+        let roots: Vec<Location> = self
+            .snapshots()
             .list
             .iter()
             .rev()
             .take(NEWEST_ROOTS_PREFETCH)
             .map(|s| s.snapshot.tree)
             .collect();
-        self.cache.prefetch_trees(&roots);
-    }
-
-    /// Whether the snapshot list is older than the refresh interval.
-    pub(crate) fn snapshots_stale(&self) -> bool {
-        lock(&self.snapshots).stale(self.refresh_every)
+        self.cache().prefetch_trees(&roots);
     }
 
     /// What `ino` is, loading the listing it lies in if the table dropped
     /// it.
     pub(crate) async fn kind_of(&self, ino: u64) -> Result<NodeKind, Errno> {
-        let found = lock(&self.table).find(ino);
+        let found = self.table().find(ino);
         let dir = match found {
             Found::Node(kind) => return Ok(kind),
             Found::Unknown => return Err(Errno::ENOENT),
             Found::Unloaded(dir) => dir,
         };
-        let tree = lock(&self.table).dir_tree(dir).ok_or(Errno::ENOENT)?;
+        let tree = self.table().dir_tree(dir).ok_or(Errno::ENOENT)?;
         let listing = self.load_listing(dir, tree).await?.listing;
-        lock(&self.table)
-            .kind_in(ino, &listing)
-            .ok_or(Errno::ENOENT)
+        self.table().kind_in(ino, &listing).ok_or(Errno::ENOENT)
     }
 
     /// Directory `ino` with its children: a snapshot directory's listing
@@ -87,7 +80,7 @@ impl Mounted {
         if kind.is_virtual_dir() {
             return self.virtual_children(ino, &kind).ok_or(Errno::ENOENT);
         }
-        if let Some(dir) = lock(&self.table).dir(ino) {
+        if let Some(dir) = self.table().dir(ino) {
             return Ok(dir);
         }
         let tree = match &kind {
@@ -104,13 +97,13 @@ impl Mounted {
         let loaded = self.tree(&tree).await?;
         self.prefetch_subtrees(&loaded);
         let (dir, table_bytes) = {
-            let mut table = lock(&self.table);
+            let mut table = self.table();
             let dir = table.load_entries(ino, tree, loaded.entries);
             (dir, table.bytes())
         };
         // The listings count against the cache size: the mount stays within
         // --cache-size however much is browsed.
-        self.cache.set_reserved(table_bytes + WORKING_BYTES);
+        self.cache().set_reserved(table_bytes + WORKING_BYTES);
         dir.ok_or(Errno::EIO)
     }
 
@@ -118,14 +111,14 @@ impl Mounted {
     /// (`ls -lR`, `find`, `diff -r`) finds them cached: read-ahead for trees.
     fn prefetch_subtrees(&self, tree: &Tree) {
         let subtrees = tree.entries.iter().filter_map(|e| e.subtree.as_ref());
-        self.cache.prefetch_trees(subtrees.take(SUBTREE_PREFETCH));
+        self.cache().prefetch_trees(subtrees.take(SUBTREE_PREFETCH));
     }
 
     /// Snapshot directory `ino`, if its listing is loaded (answerable
     /// without I/O). Virtual directories go through [`Mounted::load_dir`],
     /// which rebuilds them when the snapshot list changed.
     pub(crate) fn loaded_dir(&self, ino: u64) -> Option<Dir> {
-        lock(&self.table).dir(ino)
+        self.table().dir(ino)
     }
 
     /// `name` in directory `dir`: its attributes.
@@ -173,7 +166,7 @@ impl Mounted {
     async fn tree(&self, loc: &Location) -> Result<Tree, Errno> {
         let what = format!("tree {}", loc.id);
         let json = self
-            .cache
+            .cache()
             .get_tree(loc)
             .await
             .map_err(|e| self.eio(&what, &e))?;
@@ -183,9 +176,8 @@ impl Mounted {
     /// The children of a directory made from the snapshot list, rebuilt
     /// only when the list has changed since they were last built.
     fn virtual_children(&self, ino: u64, kind: &NodeKind) -> Option<Dir> {
-        let snaps = lock(&self.snapshots);
+        let (snaps, mut table) = self.snapshots_and_table();
         let layout = &snaps.layout;
-        let mut table = lock(&self.table);
         if table.virtual_current(ino, snaps.generation) {
             return table.virtual_dir(ino);
         }

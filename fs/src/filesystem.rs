@@ -12,7 +12,6 @@ use crate::MountOptions;
 use coffer_core::format::snapshot::SnapshotInfo;
 use coffer_core::format::tree::Kind;
 use coffer_core::repository::Repository;
-use coffer_core::sync::lock;
 use fuser::{
     Errno, FileHandle, Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags,
     ReplyAttr, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen,
@@ -72,7 +71,7 @@ impl CofferFs {
     ) {
         let is_snapshots = offset == 0
             && matches!(
-                lock(&self.inner.table).find(ino),
+                self.inner.table().find(ino),
                 Found::Node(NodeKind::Snapshots)
             );
         if !is_snapshots {
@@ -94,7 +93,7 @@ impl CofferFs {
         reply: R,
         answer: impl FnOnce(&Arc<Mounted>, NodeKind, R) + Send + 'static,
     ) {
-        let found = lock(&self.inner.table).find(ino);
+        let found = self.inner.table().find(ino);
         match found {
             Found::Node(kind) => return answer(&self.inner, kind, reply),
             Found::Unknown => return reply.fail(Errno::ENOENT),
@@ -187,7 +186,7 @@ impl fuser::Filesystem for CofferFs {
     }
 
     fn destroy(&mut self) {
-        let table = lock(&self.inner.table);
+        let table = self.inner.table();
         tracing::info!(
             inodes = table.len(),
             listings = table.listings(),
@@ -229,7 +228,7 @@ impl fuser::Filesystem for CofferFs {
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
         self.with_node(ino.0, reply, |inner, kind, reply| match kind {
             NodeKind::Latest => {
-                let snaps = lock(&inner.snapshots);
+                let snaps = inner.snapshots();
                 reply.data(snaps.layout.latest().unwrap_or("").as_bytes());
             }
             NodeKind::Entry(e) if e.kind == Kind::Symlink => {
@@ -353,6 +352,6 @@ impl fuser::Filesystem for CofferFs {
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        reply.statfs(0, 0, 0, lock(&self.inner.table).len(), 0, 4096, 255, 4096);
+        reply.statfs(0, 0, 0, self.inner.table().len(), 0, 4096, 255, 4096);
     }
 }

@@ -16,7 +16,8 @@
 //! The modules:
 //! - `filesystem`: the `fuser::Filesystem` adapter (resolve, call, reply);
 //! - `mounted`: the state a mount shares between the FUSE threads and tokio
-//!   (cache, inode table, snapshot list; the lock order);
+//!   (cache, inode table, snapshot list), its fields private: the others
+//!   lock through its methods, which keep the lock order;
 //! - `dirs`, `read`, `attrs`: what the callbacks call, on that state:
 //!   loading and listing directories, reading files (with read-ahead),
 //!   attributes;

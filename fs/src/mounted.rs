@@ -1,8 +1,11 @@
 //! The state of a mounted repository, shared by the FUSE session threads
 //! (which answer what they can at once) and the tokio tasks (which fetch):
-//! the blob cache, the inode table and the snapshot list. Its methods live
-//! by what they serve: [`crate::dirs`] (loading and listing directories),
-//! [`crate::read`] (file contents) and [`crate::attrs`] (attributes).
+//! the blob cache, the inode table and the snapshot list. Its fields are
+//! its own: the other modules reach them through the methods here, which
+//! say which lock guards what and take two only in the lock order. Its
+//! other methods live by what they serve: [`crate::dirs`] (loading and
+//! listing directories), [`crate::read`] (file contents) and
+//! [`crate::attrs`] (attributes).
 
 use crate::cache::BlobCache;
 use crate::inode::InodeTable;
@@ -13,7 +16,7 @@ use coffer_core::repository::Repository;
 use coffer_core::sync::lock;
 use fuser::Errno;
 use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 /// Memory the mount uses besides what it keeps (fetches and decodes in
@@ -32,15 +35,20 @@ const LISTING_SHARE: u64 = 4;
 /// Lock order: `snapshots` before `table`, never the other way round; no
 /// other lock is held while taking either.
 pub(crate) struct Mounted {
-    pub(crate) cache: Arc<BlobCache>,
-    pub(crate) table: Mutex<InodeTable>,
-    pub(crate) snapshots: Mutex<SnapshotList>,
-    pub(crate) refresh_every: Duration,
+    /// Decrypted blobs (locks of its own, never held across a call).
+    cache: Arc<BlobCache>,
+    /// Inodes and the listings kept of them.
+    table: Mutex<InodeTable>,
+    /// The snapshot list and the virtual directories' layout.
+    snapshots: Mutex<SnapshotList>,
+    /// How old the snapshot list may get before it is read again.
+    refresh_every: Duration,
     /// Owner of the virtual directories: whoever mounted.
-    pub(crate) uid: u32,
-    pub(crate) gid: u32,
-    /// Damage already logged, so each object is named once.
-    pub(crate) logged: Mutex<HashSet<String>>,
+    uid: u32,
+    gid: u32,
+    /// Damage already logged, so each object is named once (held only
+    /// inside [`Mounted::eio`]).
+    logged: Mutex<HashSet<String>>,
 }
 
 /// The snapshot list and the virtual directories made of it.
@@ -115,6 +123,41 @@ impl Mounted {
             gid,
             logged: Mutex::new(HashSet::new()),
         }
+    }
+
+    /// The blob cache.
+    pub(crate) fn cache(&self) -> &Arc<BlobCache> {
+        &self.cache
+    }
+
+    /// The inode table, locked. Never take the snapshot list while holding
+    /// it: [`Mounted::snapshots_and_table`] takes both.
+    pub(crate) fn table(&self) -> MutexGuard<'_, InodeTable> {
+        lock(&self.table)
+    }
+
+    /// The snapshot list, locked. The table may be taken while holding it,
+    /// never the other way round.
+    pub(crate) fn snapshots(&self) -> MutexGuard<'_, SnapshotList> {
+        lock(&self.snapshots)
+    }
+
+    /// The snapshot list and the inode table, locked in the lock order.
+    pub(crate) fn snapshots_and_table(
+        &self,
+    ) -> (MutexGuard<'_, SnapshotList>, MutexGuard<'_, InodeTable>) {
+        let snapshots = lock(&self.snapshots);
+        (snapshots, lock(&self.table))
+    }
+
+    /// Whether the snapshot list is older than the refresh interval.
+    pub(crate) fn snapshots_stale(&self) -> bool {
+        self.snapshots().stale(self.refresh_every)
+    }
+
+    /// The owner of the virtual directories (uid, gid): whoever mounted.
+    pub(crate) fn owner(&self) -> (u32, u32) {
+        (self.uid, self.gid)
     }
 
     /// Logs a storage or damage error once per object (the error names it),

@@ -6,7 +6,6 @@
 use crate::inode::{EntryMeta, Found, NodeKind};
 use crate::mounted::Mounted;
 use coffer_core::format::tree::Kind;
-use coffer_core::sync::lock;
 use fuser::Errno;
 use std::sync::Arc;
 
@@ -42,7 +41,7 @@ impl Mounted {
         for piece in pieces {
             match piece {
                 Piece::Chunk(i, range) => {
-                    let data = self.cache.cached(&entry.chunks[i].id)?;
+                    let data = self.cache().cached(&entry.chunks[i].id)?;
                     out.extend_from_slice(data.get(range)?);
                 }
                 Piece::Zeros(n) => out.resize(out.len() + n, 0),
@@ -72,7 +71,7 @@ impl Mounted {
             };
             let what = || format!("reading inode {ino}");
             let data = self
-                .cache
+                .cache()
                 .get(&entry.chunks[i])
                 .await
                 .map_err(|e| self.eio(&what(), &e))?;
@@ -92,7 +91,7 @@ impl Mounted {
     fn read_ahead(&self, ino: u64, entry: &EntryMeta, offset: u64, size: u32) {
         let read_end = offset.saturating_add(u64::from(size));
         let next = entry.chunk_ends.partition_point(|&e| e <= read_end);
-        self.cache
+        self.cache()
             .prefetch(entry.chunks.iter().skip(next).take(READ_AHEAD_CHUNKS));
         if offset == 0 {
             self.prefetch_next_files(ino);
@@ -109,7 +108,7 @@ impl Mounted {
     fn prefetch_next_files(&self, ino: u64) {
         let mut firsts = Vec::new();
         {
-            let table = lock(&self.table);
+            let table = self.table();
             let Some(parent) = table.parent(ino) else {
                 return;
             };
@@ -131,7 +130,7 @@ impl Mounted {
                 firsts.push(*first);
             }
         }
-        self.cache.prefetch(firsts.iter());
+        self.cache().prefetch(firsts.iter());
     }
 }
 

@@ -168,7 +168,7 @@ fn main() -> Result<(), Failure> {
         &|c| blob::encode(&sealer, config.zstd_level, c).unwrap_or_default(),
     );
     let decode = |b: &Vec<u8>, l: &Location| {
-        blob::decode(&opener, &key, l, "bench", b).map_or(0, |p| p.len())
+        blob::decode(&opener, key, l, "bench", b).map_or(0, |p| p.len())
     };
     let blobs: Vec<(&Vec<u8>, &Location)> = encoded.iter().zip(&locations).collect();
     let (one, _) = timed(|| parallel(&blobs, 1, |(b, l)| decode(b, l)));
@@ -230,7 +230,9 @@ fn list_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
 
 /// Reads `paths` on `threads` threads; returns their contents in order.
 fn read_files(paths: &[PathBuf], threads: usize) -> std::io::Result<Vec<Vec<u8>>> {
-    let parts: Vec<std::io::Result<Vec<(usize, Vec<u8>)>>> = std::thread::scope(|s| {
+    /// One thread's files: (index, contents).
+    type Part = std::io::Result<Vec<(usize, Vec<u8>)>>;
+    let parts: Vec<Part> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
             .map(|t| {
                 s.spawn(move || {

@@ -93,7 +93,7 @@ mod tests {
         let mut per_day = [0u32; 31];
         for _ in 0..64 {
             let due = h.first_due(&h.pack_id());
-            assert!(due >= 1_000_000 + 15 * DAY && due < 1_000_000 + 30 * DAY);
+            assert!((1_000_000 + 15 * DAY..1_000_000 + 30 * DAY).contains(&due));
             per_day[((due - 1_000_000) / DAY) as usize] += 1;
         }
         // 64 packs over 15 days: 4.3 a day; a golden-ratio sequence puts

@@ -2,15 +2,16 @@
 //!
 //! [`backup`] walks the sources (or reads a stream), chunks with FastCDC,
 //! names chunks by keyed BLAKE3, skips what this host stored before (its
-//! [`state`] remembers), compresses with zstd, encrypts to the repository's
+//! state remembers), compresses with zstd, encrypts to the repository's
 //! recipients, packs and stores. It only ever calls
 //! [`WriteBackend::put_new`](coffer_core::backend::WriteBackend::put_new): no
 //! read, no list, no overwrite, no delete. The snapshot is stored last, after
 //! every pack and index it needs, so a crash leaves earlier snapshots intact.
 //!
 //! The modules, in the order a file travels:
-//! - `walk`: sources into entries, files into chunks, directories into
-//!   pending trees; `source_file`: how a source file is opened (also by
+//! - `walk`: the sources (each a `walk::Source`: the local tree, a stream,
+//!   buckets) into entries, files into chunks, directories into pending
+//!   trees; `source_file`: how a source file is opened (also by
 //!   `readahead`, which starts the disk on the next files); `bucket`: an S3
 //!   bucket source's keys as a tree, its objects fetched ahead; `owner`: user
 //!   and group names; `xattrs`: an entry's extended attributes; `sparse`:
@@ -18,8 +19,8 @@
 //! - [`chunker`]: FastCDC with the repository's parameters;
 //! - `pipeline`: the threads that compress, encrypt, pack and upload, and
 //!   the trees; `pack`: one pack being filled;
-//! - [`state`]: what this host stored before (SQLite), for dedup; `bloom`:
-//!   which blob ids its table may hold;
+//! - `state`: what this host stored before (SQLite, its lock, its row
+//!   format), for dedup; `bloom`: which blob ids its table may hold;
 //!   `horizon`: until when a stored blob is reused, and new packs' ids;
 //! - [`backup`] here: one run, from options to a stored snapshot.
 //!
@@ -41,7 +42,7 @@ mod pipeline;
 mod readahead;
 mod source_file;
 mod sparse;
-pub mod state;
+mod state;
 mod walk;
 mod xattrs;
 
@@ -54,6 +55,7 @@ use coffer_core::format::id::ObjectId;
 use coffer_core::format::snapshot::{self, Snapshot};
 use coffer_core::progress::Progress;
 use pipeline::{Pipeline, Shared};
+pub use state::StateError;
 use std::io::Read;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -87,7 +89,7 @@ pub enum BackupError {
     Core(#[from] coffer_core::Error),
     /// The local state failed.
     #[error(transparent)]
-    State(#[from] state::StateError),
+    State(#[from] StateError),
     /// A bucket source could not be listed.
     #[error("cannot list the source {url}")]
     SourceBucket {
@@ -213,22 +215,25 @@ pub fn backup(
         )
         .with_progress(opts.progress.clone().unwrap_or_default()),
     );
-    // Totals for the progress display: a scan of the sources beside the run.
-    if let (Some(progress), None) = (&opts.progress, &opts.stdin_name) {
-        for b in &buckets {
-            progress.add_total(b.objects.iter().map(|o| o.size).sum());
-        }
-        let (progress, paths, excludes) = (progress.clone(), paths.clone(), excludes.clone());
-        let one_fs = opts.one_file_system;
-        std::thread::spawn(move || walk::scan(&paths, &excludes, one_fs, &progress));
+    let sources = sources(opts, &paths, buckets, excludes, stdin)?;
+    // Totals for the progress display: a count of the sources beside the run.
+    if let Some(progress) = &opts.progress {
+        walk::start_scan(&sources, progress.clone());
     }
-    let sources = Sources {
-        paths: &paths,
-        buckets: &buckets,
-        urls: &bucket_urls,
+    let snapshot_paths = match &opts.stdin_name {
+        Some(name) => vec![name.clone()],
+        None => (paths.iter().map(|p| p.display().to_string()))
+            .chain(bucket_urls)
+            .collect(),
     };
     let result = run(
-        &shared, key, opts, &sources, excludes, stdin, start_time, started,
+        &shared,
+        key,
+        opts,
+        sources,
+        snapshot_paths,
+        start_time,
+        started,
     );
     shared.progress.stop();
     let mut state = shared.state.lock().unwrap_or_else(|p| p.into_inner());
@@ -244,22 +249,35 @@ pub fn backup(
     }
 }
 
-/// What a run backs up: local paths, and buckets (their URLs as given,
-/// and what their listings hold).
-struct Sources<'a> {
-    paths: &'a [PathBuf],
-    buckets: &'a [bucket::Bucket],
-    urls: &'a [String],
+/// What a run reads: standard input alone, or the local tree and the
+/// buckets (those there are).
+fn sources<'a>(
+    opts: &BackupOptions,
+    paths: &[PathBuf],
+    buckets: Vec<bucket::Bucket>,
+    excludes: walk::Excludes,
+    stdin: impl Read + 'a,
+) -> Result<Vec<Box<dyn walk::Source + 'a>>, BackupError> {
+    if let Some(name) = &opts.stdin_name {
+        return Ok(vec![Box::new(walk::Stream::new(name, stdin))]);
+    }
+    let mut sources: Vec<Box<dyn walk::Source + 'a>> = Vec::new();
+    if !paths.is_empty() {
+        let tree = walk::LocalTree::new(paths, excludes, opts.one_file_system);
+        sources.push(Box::new(tree));
+    }
+    if !buckets.is_empty() {
+        sources.push(Box::new(walk::Buckets::new(buckets)));
+    }
+    Ok(sources)
 }
 
-#[allow(clippy::too_many_arguments)]
 fn run(
     shared: &Arc<Shared>,
     key: &WriterKey,
     opts: &BackupOptions,
-    sources: &Sources<'_>,
-    excludes: walk::Excludes,
-    stdin: impl Read,
+    mut sources: Vec<Box<dyn walk::Source + '_>>,
+    snapshot_paths: Vec<String>,
     start_time: time::OffsetDateTime,
     started: Instant,
 ) -> Result<BackupSummary, BackupError> {
@@ -268,22 +286,12 @@ fn run(
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
     let pipe = Pipeline::start(shared.clone(), workers);
     let chunker = chunker::Chunker::new(key.config.chunker.clone(), key.chunk_key().chunker_seed());
-    let walk_opts = walk::WalkOptions {
-        xattrs: opts.xattrs,
-        one_file_system: opts.one_file_system,
-    };
-    let mut walker = walk::Walker::new(&pipe, chunker, excludes, walk_opts);
-    let walked = match &opts.stdin_name {
-        Some(name) => walker.backup_stream(name, stdin),
-        None => walker.backup_sources(sources.paths, sources.buckets),
-    };
-    // A pipeline thread's error is the cause; the walker's is its echo.
+    let mut walker = walk::Walker::new(&pipe, chunker, opts.xattrs);
+    let walked = walker.walk(&mut sources);
+    drop(sources); // the local tree's read-ahead threads end
+                   // A pipeline thread's error is the cause; the walker's is its echo.
     let root = walked.map_err(|e| shared.take_failure().unwrap_or(e))?;
-    let (mut stats, warnings) = (
-        std::mem::take(&mut walker.stats),
-        std::mem::take(&mut walker.warnings),
-    );
-    drop(walker);
+    let (mut stats, warnings) = walker.into_report();
     let tree = pipe.finish(root)?;
     shared.write_index(shared.take_index_rest())?;
 
@@ -297,12 +305,7 @@ fn run(
         time: coffer_core::format::encoding::format_rfc3339(start_time),
         host: opts.host.clone().unwrap_or_else(owner::host_name),
         user: owner::current_user(),
-        paths: match &opts.stdin_name {
-            Some(name) => vec![name.clone()],
-            None => (sources.paths.iter().map(|p| p.display().to_string()))
-                .chain(sources.urls.iter().cloned())
-                .collect(),
-        },
+        paths: snapshot_paths,
         tags: opts.tags.clone(),
         tree,
         program: format!("coffer {}", env!("CARGO_PKG_VERSION")),
@@ -384,7 +387,37 @@ fn absolute_sources(opts: &BackupOptions) -> Result<(Vec<PathBuf>, Vec<String>),
     }
     urls.sort();
     urls.dedup();
+    check_beside_buckets(&out, &urls)?;
     Ok((out, urls))
+}
+
+/// Buckets are stored under `/s3`: refuses local sources that would take
+/// the root or share `/s3` with them.
+fn check_beside_buckets(paths: &[PathBuf], urls: &[String]) -> Result<(), BackupError> {
+    if urls.is_empty() {
+        return Ok(());
+    }
+    for path in paths {
+        let mut names = path.components().filter_map(|c| match c {
+            std::path::Component::Normal(name) => Some(name),
+            _ => None,
+        });
+        match names.next() {
+            None => {
+                return Err(BackupError::Usage(
+                    "a bucket is stored under /s3: it cannot go with / as a source".into(),
+                ))
+            }
+            Some(first) if first == walk::BUCKETS_DIR => {
+                return Err(BackupError::Usage(format!(
+                    "buckets are stored under /{}: a local source there would be mixed with them",
+                    walk::BUCKETS_DIR
+                )))
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
 }
 
 /// Lists every bucket source, one [`bucket::Bucket`] per bucket (prefixes
@@ -534,6 +567,22 @@ mod tests {
         assert_eq!(again.snapshot.stats.files_read, 0);
         // (only trees of ancestors such as /tmp, whose mtimes move, are new)
         assert!(again.snapshot.stats.new_bytes < 10_000);
+    }
+
+    #[test]
+    fn local_sources_keep_out_of_the_buckets_directory() {
+        let urls = ["s3://b/p".to_string()];
+        let refused = |path: &str| {
+            let err = check_beside_buckets(&[PathBuf::from(path)], &urls).unwrap_err();
+            assert!(matches!(err, BackupError::Usage(_)), "{err}");
+            err.to_string()
+        };
+        assert!(refused("/").contains("cannot go with / as a source"));
+        assert!(refused("/s3").contains("would be mixed with them"));
+        assert!(refused("/s3/x").contains("would be mixed with them"));
+        let fine = [PathBuf::from("/s3x"), PathBuf::from("/srv/s3")];
+        check_beside_buckets(&fine, &urls).unwrap();
+        check_beside_buckets(&[PathBuf::from("/")], &[]).unwrap();
     }
 
     /// A store that keeps nothing and counts what it is given.

@@ -19,16 +19,22 @@
 //! chunks may be in packs still being uploaded, and a record must never
 //! point at a pack that was not fully stored. A crash drops the temporary
 //! table with the connection. One run at a time uses a state directory
-//! ([`StateLock`]).
+//! ([`StateLock`], in `lock`); `rows` holds the row format of a file's
+//! chunks.
+
+mod lock;
+mod rows;
+
+pub(crate) use lock::StateLock;
 
 use crate::bloom::{id_head, BlobFilter};
 use coffer_core::format::id::{BlobId, PackId};
 use coffer_core::format::tree::{Hole, Location, Xattr};
+use rows::{decode_chunks, encode_chunks};
 use rusqlite::{params, Connection, OptionalExtension};
 use std::collections::HashMap;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 const SCHEMA_VERSION: &str = "1";
 
@@ -80,49 +86,6 @@ pub struct StateError {
 
 type Result<T> = std::result::Result<T, StateError>;
 
-/// A state directory held by one run: an exclusive `flock` on its
-/// `state.lock`, released when dropped (or when the process dies). The
-/// state commits as packs are stored, so a transaction no longer keeps a
-/// second run out.
-pub struct StateLock {
-    _file: std::fs::File,
-}
-
-impl StateLock {
-    /// Takes `dir`'s lock, waiting up to `wait` for a run that holds it.
-    pub fn acquire(dir: &Path, wait: Duration) -> std::io::Result<Self> {
-        let path = dir.join("state.lock");
-        let file = coffer_core::private_dir::open_write(&path)?;
-        let start = Instant::now();
-        let mut told = false;
-        loop {
-            // SAFETY: flock on a descriptor this function owns.
-            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
-                return Ok(Self { _file: file });
-            }
-            let e = std::io::Error::last_os_error();
-            if e.kind() != std::io::ErrorKind::WouldBlock {
-                return Err(e);
-            }
-            if start.elapsed() >= wait {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::WouldBlock,
-                    format!(
-                        "another backup has used this state directory for {} s; \
-                         give each concurrent backup its own --state-dir",
-                        wait.as_secs()
-                    ),
-                ));
-            }
-            if !told {
-                tracing::info!("waiting for another backup that uses {}", dir.display());
-                told = true;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
 /// What the state knows about a file from an earlier run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileRecord {
@@ -145,155 +108,6 @@ pub struct FileRecord {
     /// unchanged object is not fetched for (empty for local files, whose
     /// attributes are read every run).
     pub xattrs: Vec<Xattr>,
-}
-
-/// A file's row keeps its chunks in `chunks`: in binary (first byte
-/// [`BINARY_CHUNKS`]), or as JSON as earlier versions wrote them: a list of
-/// locations, or for a sparse file the locations with its holes.
-/// Both are read; only binary is written. Binary, a location is 64 bytes of
-/// ids and three varints (~70 bytes against ~190 of JSON), which is most of
-/// a small file's row: at 1M files the state went from 366 MB to 235 MB.
-#[derive(serde::Serialize, serde::Deserialize)]
-#[serde(untagged)]
-enum JsonChunks {
-    Plain(Vec<Location>),
-    Sparse {
-        chunks: Vec<Location>,
-        holes: Vec<Hole>,
-    },
-}
-
-/// The first byte of a binary chunk list; JSON starts with `[` or `{`.
-const BINARY_CHUNKS: u8 = 1;
-/// The first byte of a binary chunk list followed by extended attributes
-/// (an S3 object's, which are not read again while it is unchanged).
-/// Versions before it read such a row as damaged: the object is read again.
-const BINARY_CHUNKS_XATTRS: u8 = 2;
-
-/// `chunks` and `holes` in the binary row format: [`BINARY_CHUNKS`], the
-/// number of locations, each as blob id, pack id, offset, length, raw
-/// length; then the number of holes, each as offset, length. With
-/// `xattrs`, [`BINARY_CHUNKS_XATTRS`] and the same, then the number of
-/// attributes, each as name length, name, value length, value. Numbers are
-/// LEB128 varints.
-fn encode_chunks(chunks: &[Location], holes: &[Hole], xattrs: &[Xattr]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(2 + chunks.len() * 80 + holes.len() * 10);
-    out.push(if xattrs.is_empty() {
-        BINARY_CHUNKS
-    } else {
-        BINARY_CHUNKS_XATTRS
-    });
-    put_varint(&mut out, chunks.len() as u64);
-    for loc in chunks {
-        out.extend_from_slice(&loc.id.0);
-        out.extend_from_slice(&loc.pack.0);
-        put_varint(&mut out, loc.offset);
-        put_varint(&mut out, loc.length);
-        put_varint(&mut out, loc.raw_length);
-    }
-    put_varint(&mut out, holes.len() as u64);
-    for hole in holes {
-        put_varint(&mut out, hole.offset);
-        put_varint(&mut out, hole.length);
-    }
-    if !xattrs.is_empty() {
-        put_varint(&mut out, xattrs.len() as u64);
-        for x in xattrs {
-            put_varint(&mut out, x.name.len() as u64);
-            out.extend_from_slice(&x.name);
-            put_varint(&mut out, x.value.len() as u64);
-            out.extend_from_slice(&x.value);
-        }
-    }
-    out
-}
-
-/// A row's chunks, holes and attributes (binary) or chunks and holes
-/// (JSON); `None` if it does not parse.
-fn decode_chunks(bytes: &[u8]) -> Option<(Vec<Location>, Vec<Hole>, Vec<Xattr>)> {
-    let with_xattrs = match bytes.first() {
-        Some(&BINARY_CHUNKS) => false,
-        Some(&BINARY_CHUNKS_XATTRS) => true,
-        _ => {
-            return match serde_json::from_slice(bytes).ok()? {
-                JsonChunks::Plain(chunks) => Some((chunks, Vec::new(), Vec::new())),
-                JsonChunks::Sparse { chunks, holes } => Some((chunks, holes, Vec::new())),
-            }
-        }
-    };
-    let mut rest = &bytes[1..];
-    let n = usize::try_from(take_varint(&mut rest)?).ok()?;
-    let mut chunks = Vec::with_capacity(n.min(rest.len() / 67));
-    for _ in 0..n {
-        let id = BlobId(take_id(&mut rest)?);
-        let pack = PackId(take_id(&mut rest)?);
-        chunks.push(Location {
-            id,
-            pack,
-            offset: take_varint(&mut rest)?,
-            length: take_varint(&mut rest)?,
-            raw_length: take_varint(&mut rest)?,
-        });
-    }
-    let n = usize::try_from(take_varint(&mut rest)?).ok()?;
-    let mut holes = Vec::with_capacity(n.min(rest.len() / 2));
-    for _ in 0..n {
-        holes.push(Hole {
-            offset: take_varint(&mut rest)?,
-            length: take_varint(&mut rest)?,
-        });
-    }
-    let mut xattrs = Vec::new();
-    if with_xattrs {
-        let n = usize::try_from(take_varint(&mut rest)?).ok()?;
-        for _ in 0..n.min(rest.len()) {
-            let name = take_bytes(&mut rest)?;
-            let value = take_bytes(&mut rest)?;
-            xattrs.push(Xattr { name, value });
-        }
-        if xattrs.len() != n {
-            return None;
-        }
-    }
-    rest.is_empty().then_some((chunks, holes, xattrs))
-}
-
-/// A varint length and that many bytes.
-fn take_bytes(bytes: &mut &[u8]) -> Option<Vec<u8>> {
-    let n = usize::try_from(take_varint(bytes)?).ok()?;
-    if n > bytes.len() {
-        return None;
-    }
-    let (taken, rest) = bytes.split_at(n);
-    *bytes = rest;
-    Some(taken.to_vec())
-}
-
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push(v as u8 | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
-fn take_varint(bytes: &mut &[u8]) -> Option<u64> {
-    let mut v = 0u64;
-    for shift in (0..64).step_by(7) {
-        let (&b, rest) = bytes.split_first()?;
-        *bytes = rest;
-        v |= u64::from(b & 0x7f).checked_shl(shift)?;
-        if b & 0x80 == 0 {
-            return Some(v);
-        }
-    }
-    None
-}
-
-fn take_id(bytes: &mut &[u8]) -> Option<[u8; 32]> {
-    let (id, rest) = bytes.split_first_chunk::<32>()?;
-    *bytes = rest;
-    Some(*id)
 }
 
 /// The writer's state database.
@@ -700,17 +514,9 @@ impl State {
 
 #[cfg(test)]
 mod tests {
+    use super::rows::tests::{loc, sample};
+    use super::rows::JsonChunks;
     use super::*;
-
-    fn loc(n: u8) -> Location {
-        Location {
-            id: BlobId([n; 32]),
-            pack: PackId([n + 1; 32]),
-            offset: 10,
-            length: 20,
-            raw_length: 30,
-        }
-    }
 
     #[test]
     fn blobs_keep_their_due_time_and_a_failed_run_keeps_stored_blobs_only() {
@@ -755,61 +561,11 @@ mod tests {
         }
     }
 
-    /// Rows are written binary; JSON rows of earlier versions still read,
-    /// and a damaged row reads as absent (the file is read again).
+    /// JSON rows of earlier versions still read, and a damaged row reads as
+    /// absent (the file is read again).
     #[test]
-    fn chunk_lists_read_binary_and_json_rows_and_refuse_damaged_ones() {
-        let holes = vec![
-            Hole {
-                offset: 0,
-                length: 1 << 40,
-            },
-            Hole {
-                offset: u64::MAX - 1,
-                length: 127,
-            },
-        ];
-        let chunks = vec![
-            loc(1),
-            Location {
-                offset: u64::MAX,
-                length: 128,
-                ..loc(9)
-            },
-        ];
-        let bytes = encode_chunks(&chunks, &holes, &[]);
-        assert_eq!(bytes[0], BINARY_CHUNKS);
-        assert_eq!(
-            decode_chunks(&bytes),
-            Some((chunks.clone(), holes.clone(), Vec::new()))
-        );
-        assert_eq!(encode_chunks(&[loc(1)], &[], &[]).len(), 1 + 1 + 64 + 3 + 1);
-        let xattrs = vec![
-            Xattr {
-                name: b"user.s3.content-type".to_vec(),
-                value: b"text/plain".to_vec(),
-            },
-            Xattr {
-                name: b"user.s3.etag".to_vec(),
-                value: Vec::new(),
-            },
-        ];
-        let with = encode_chunks(&chunks, &holes, &xattrs);
-        assert_eq!(with[0], BINARY_CHUNKS_XATTRS);
-        assert_eq!(
-            decode_chunks(&with),
-            Some((chunks.clone(), holes.clone(), xattrs))
-        );
-        for row in [&bytes, &with] {
-            for cut in 1..row.len() {
-                assert_eq!(decode_chunks(&row[..cut]), None, "cut at {cut}");
-            }
-            let mut longer = row.to_vec();
-            longer.push(0);
-            assert_eq!(decode_chunks(&longer), None);
-        }
-        assert_eq!(decode_chunks(&[BINARY_CHUNKS, 0xff, 0xff, 0xff]), None);
-
+    fn chunk_lists_read_json_rows_and_refuse_damaged_ones() {
+        let (chunks, holes) = sample();
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state.sqlite");
         let s = State::open(&path, "repo", 100).unwrap();
@@ -938,18 +694,6 @@ mod tests {
         assert!(s.filter.is_some());
         assert_eq!(s.blob(&random_loc(3001).id).unwrap(), None, "not committed");
         assert!((0..1000).all(|n| s.blob(&random_loc(n).id).unwrap().is_some()));
-    }
-
-    #[test]
-    fn a_second_run_waits_for_the_lock() {
-        let dir = tempfile::tempdir().unwrap();
-        let held = StateLock::acquire(dir.path(), Duration::ZERO).unwrap();
-        let err = StateLock::acquire(dir.path(), Duration::from_millis(120))
-            .err()
-            .unwrap();
-        assert!(err.to_string().contains("--state-dir"), "{err}");
-        drop(held);
-        StateLock::acquire(dir.path(), Duration::ZERO).unwrap();
     }
 
     #[test]

@@ -5,8 +5,8 @@
 //! the directory is fsynced. A crash leaves at most a stray file in `tmp/`.
 
 use super::{
-    check_size, read_capped, Backend, Carried, DeleteBackend, ObjectInfo, ObjectKey, ObjectKind,
-    ReadBackend, Spooled, WriteBackend,
+    check_size, read_capped, Backend, Carried, Carry, DeleteBackend, ObjectInfo, ObjectKey,
+    ObjectKind, ReadBackend, Spooled, WriteBackend,
 };
 use crate::error::{Error, Result};
 use async_trait::async_trait;
@@ -175,6 +175,15 @@ impl WriteBackend for LocalBackend {
         .await
     }
 
+    /// One: a pack is written (`O_DIRECT`) in a few ms, far faster than
+    /// the workers fill the next, and every upload in flight holds a pack.
+    fn upload_concurrency(&self) -> usize {
+        1
+    }
+}
+
+#[async_trait]
+impl Carry for LocalBackend {
     /// The spooled file copied into this directory's `tmp/` by the kernel
     /// (`copy_file_range`), then linked into place as every object is.
     async fn put_new_spooled(
@@ -195,12 +204,6 @@ impl WriteBackend for LocalBackend {
             })
         })
         .await
-    }
-
-    /// One: a pack is written (`O_DIRECT`) in a few ms, far faster than
-    /// the workers fill the next, and every upload in flight holds a pack.
-    fn upload_concurrency(&self) -> usize {
-        1
     }
 }
 

@@ -71,6 +71,13 @@ impl MemoryBackend {
             .collect()
     }
 
+    /// Every object's path and bytes.
+    pub fn contents(&self) -> BTreeMap<String, Vec<u8>> {
+        (self.lock().iter())
+            .map(|(path, o)| (path.clone(), o.data.clone()))
+            .collect()
+    }
+
     /// Lists every object as stored `by` earlier than it was.
     pub fn backdate(&self, by: Duration) {
         for o in self.lock().values_mut() {
@@ -189,6 +196,8 @@ impl DeleteBackend for MemoryBackend {
         Ok(())
     }
 }
+
+impl super::Carry for MemoryBackend {}
 
 impl Backend for MemoryBackend {
     fn describe(&self) -> String {

@@ -19,23 +19,35 @@
 //! - Errors name the object (`s3://bucket/key`) and the S3 error code;
 //!   credentials are never formatted.
 
+//!
+//! The rooms: `client.rs` (credentials, region, endpoint; the client's
+//! settings), `write_options.rs` (Object Lock, storage class, uploads),
+//! `list.rs` (ListObjectsV2 and what a listing names), `retry.rs`
+//! (transient failures, backoff), `source.rs` (a bucket as a backup
+//! source); the backend proper here: PUT, GET, HEAD, DELETE.
+
+mod client;
+mod list;
 mod retry;
 pub mod source;
+mod write_options;
+
+pub use client::{AccessKeys, S3Access, READ_TIMEOUT};
+pub use write_options::{LockMode, ObjectLock, S3WriteOptions, DEFAULT_UPLOADS};
 
 use super::{
-    Backend, Carried, DeleteBackend, ObjectInfo, ObjectKey, ObjectKind, ReadBackend, Spooled,
-    WriteBackend,
+    Backend, Carried, Carry, DeleteBackend, ObjectInfo, ObjectKey, ObjectKind, ReadBackend,
+    Spooled, WriteBackend,
 };
 use crate::error::{Error, Result};
 use async_trait::async_trait;
-use aws_sdk_s3::config::retry::RetryConfig;
-use aws_sdk_s3::config::timeout::TimeoutConfig;
-use aws_sdk_s3::config::{Region, RequestChecksumCalculation, ResponseChecksumValidation};
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::{ByteStream, DateTime};
-use aws_sdk_s3::types::{ObjectCannedAcl, ObjectLockEnabled, ObjectLockMode, StorageClass};
+use aws_sdk_s3::types::{ObjectCannedAcl, ObjectLockEnabled, StorageClass};
 use aws_sdk_s3::Client;
 use base64::Engine;
+use client::{client, seconds_from_env};
+use list::{list_objects, listed};
 use md5::Digest;
 use retry::{classify, storage_error, Failure, Retry};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -44,161 +56,6 @@ use std::time::{Duration, SystemTime};
 /// How long one request is retried before it fails (override with
 /// `COFFER_S3_RETRY_SECONDS`).
 pub const RETRY_FOR: Duration = Duration::from_secs(120);
-/// How long a request may wait for the response before it counts as a
-/// timeout and is retried (override with `COFFER_S3_READ_TIMEOUT_SECONDS`).
-pub const READ_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// `var` as whole seconds, or `default` when unset or not a number.
-fn seconds_from_env(var: &str, default: Duration) -> Duration {
-    std::env::var(var)
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .map_or(default, Duration::from_secs)
-}
-
-/// Object Lock retention sent with every object a writer stores.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ObjectLock {
-    /// Retain for this many days from the upload.
-    pub days: u32,
-    /// Compliance or governance.
-    pub mode: LockMode,
-}
-
-/// An Object Lock retention mode.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LockMode {
-    /// Nobody can shorten or remove the retention, not even the root user.
-    Compliance,
-    /// Users with `s3:BypassGovernanceRetention` can.
-    Governance,
-}
-
-/// How a writer stores objects.
-#[derive(Debug, Clone, Default)]
-pub struct S3WriteOptions {
-    /// Retention headers on every object; `None` relies on the bucket's
-    /// default retention, if any.
-    pub object_lock: Option<ObjectLock>,
-    /// Storage class for data packs (metadata stays in the default class).
-    pub storage_class: Option<String>,
-    /// Uploads at once; `None` is [`DEFAULT_UPLOADS`].
-    pub uploads: Option<usize>,
-    /// The AWS profile to take credentials, region and endpoint from
-    /// (`coffer copy --from-profile/--to-profile`: two accounts in one
-    /// process); `None` follows the standard chain (`AWS_PROFILE` too).
-    pub profile: Option<String>,
-    /// A copy to a store without conditional writes sends plain PUTs
-    /// (`coffer copy --allow-unconditional-puts`); without it such a copy
-    /// stops at its first PUT (see [`S3Backend::put`]).
-    pub unconditional_copy: bool,
-}
-
-/// Where a client takes its credentials, region and endpoint from: the
-/// standard AWS chain, with what is set here taking precedence.
-#[derive(Debug, Clone, Default)]
-pub struct S3Access {
-    /// An AWS profile (credentials, region, endpoint); `None` follows the
-    /// standard chain (`AWS_PROFILE` too).
-    pub profile: Option<String>,
-    /// Keys given outright (`COFFER_SOURCE_ACCESS_KEY_ID`...): they win
-    /// over the profile's and the chain's.
-    pub keys: Option<AccessKeys>,
-    /// An S3-compatible endpoint (path-style addressing).
-    pub endpoint: Option<String>,
-    /// The region; with none anywhere, `us-east-1`.
-    pub region: Option<String>,
-}
-
-/// An access key, its secret and an optional session token.
-#[derive(Clone)]
-pub struct AccessKeys {
-    /// The access key id (not secret: it names the key).
-    pub id: String,
-    /// The secret access key.
-    pub secret: String,
-    /// A session token, for temporary credentials.
-    pub session_token: Option<String>,
-}
-
-impl std::fmt::Debug for AccessKeys {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AccessKeys")
-            .field("id", &self.id)
-            .finish_non_exhaustive()
-    }
-}
-
-/// An S3 client for `access`, with coffer's settings: no SDK retries
-/// (callers retry, see [`Retry`]), a connect and a read timeout, checksums
-/// only where required, path-style addressing for any endpoint set.
-/// Sends no request.
-async fn client(access: &S3Access) -> Client {
-    let http = aws_smithy_http_client::Builder::new()
-        .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
-            aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
-        ))
-        .build_https();
-    let mut loader =
-        aws_config::defaults(aws_config::BehaviorVersion::latest()).http_client(http.clone());
-    if let Some(profile) = &access.profile {
-        // The profile's credentials, not the chain's: environment
-        // credentials would otherwise win, and a copy between two
-        // accounts would use one account for both ends.
-        let provider = aws_config::provider_config::ProviderConfig::without_region()
-            .with_http_client(http.clone());
-        let creds = aws_config::profile::ProfileFileCredentialsProvider::builder()
-            .configure(&provider)
-            .profile_name(profile)
-            .build();
-        loader = loader.profile_name(profile).credentials_provider(creds);
-    }
-    if let Some(keys) = &access.keys {
-        loader = loader.credentials_provider(aws_sdk_s3::config::Credentials::new(
-            &keys.id,
-            &keys.secret,
-            keys.session_token.clone(),
-            None,
-            "coffer",
-        ));
-    }
-    let shared = loader.load().await;
-    let mut conf = aws_sdk_s3::config::Builder::from(&shared)
-        .retry_config(RetryConfig::disabled())
-        .timeout_config(
-            TimeoutConfig::builder()
-                .connect_timeout(Duration::from_secs(10))
-                .read_timeout(seconds_from_env(
-                    "COFFER_S3_READ_TIMEOUT_SECONDS",
-                    READ_TIMEOUT,
-                ))
-                .build(),
-        )
-        .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
-        .response_checksum_validation(ResponseChecksumValidation::WhenRequired);
-    if let Some(region) = &access.region {
-        conf = conf.region(Region::new(region.clone()));
-    } else if shared.region().is_none() {
-        // S3-compatible servers accept any region; AWS redirects.
-        conf = conf.region(Region::from_static("us-east-1"));
-    }
-    // An endpoint from the environment or the profile: an
-    // S3-compatible server, which expects path-style addressing.
-    let endpoint_var = ["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"]
-        .iter()
-        .any(|v| std::env::var_os(v).is_some_and(|s| !s.is_empty()));
-    if let Some(endpoint) = &access.endpoint {
-        conf = conf.endpoint_url(endpoint).force_path_style(true);
-    } else if endpoint_var || shared.endpoint_url().is_some() {
-        conf = conf.force_path_style(true);
-    }
-    Client::from_conf(conf.build())
-}
-
-/// Uploads a writer runs at once unless told otherwise: enough to hide
-/// the latency of one request on a LAN or nearby region. Each holds one
-/// pack (up to 24 MiB) in memory.
-pub const DEFAULT_UPLOADS: usize = 4;
 
 /// An S3 bucket and key prefix.
 pub struct S3Backend {
@@ -293,7 +150,7 @@ impl S3Backend {
         data_pack: bool,
         carried: Option<&Carried>,
     ) -> Result<()> {
-        let retention = self.retention_for(carried);
+        let retention = write_options::retention(self.opts.object_lock, carried);
         let class = match carried {
             Some(c) if key.kind == ObjectKind::Pack => {
                 self.opts.storage_class.clone().or(c.storage_class.clone())
@@ -334,10 +191,7 @@ impl S3Backend {
             }
             if let Some((until, mode)) = retention {
                 req = req
-                    .object_lock_mode(match mode {
-                        LockMode::Compliance => ObjectLockMode::Compliance,
-                        LockMode::Governance => ObjectLockMode::Governance,
-                    })
+                    .object_lock_mode(mode.to_sdk())
                     .object_lock_retain_until_date(DateTime::from(until));
             }
             if let Some(class) = &class {
@@ -379,23 +233,6 @@ impl S3Backend {
             retry
                 .after(failure, || self.error("put", key, &err))
                 .await?;
-        }
-    }
-
-    /// The retention a PUT sends: `--object-lock-days` from now, a copied
-    /// object's own (if not over yet), the later of the two if both.
-    fn retention_for(&self, carried: Option<&Carried>) -> Option<(SystemTime, LockMode)> {
-        let own = self.opts.object_lock.map(|lock| {
-            let days = Duration::from_secs(u64::from(lock.days) * 86_400);
-            (SystemTime::now() + days, lock.mode)
-        });
-        // An expired retention is not sent: S3 refuses a date in the past.
-        let theirs = carried
-            .and_then(|c| c.retention)
-            .filter(|(until, _)| *until > SystemTime::now());
-        match (own, theirs) {
-            (Some(a), Some(b)) => Some(if b.0 > a.0 { b } else { a }),
-            (a, b) => a.or(b),
         }
     }
 
@@ -514,11 +351,7 @@ impl S3Backend {
                 retention: resp
                     .object_lock_retain_until_date()
                     .and_then(|t| SystemTime::try_from(*t).ok())
-                    .zip(resp.object_lock_mode().and_then(|m| match m {
-                        ObjectLockMode::Compliance => Some(LockMode::Compliance),
-                        ObjectLockMode::Governance => Some(LockMode::Governance),
-                        _ => None,
-                    })),
+                    .zip(resp.object_lock_mode().and_then(LockMode::from_sdk)),
                 storage_class: resp
                     .storage_class()
                     .map(|c| c.as_str().to_string())
@@ -607,12 +440,52 @@ impl ReadBackend for S3Backend {
         Ok(self.get_bytes(key, None, limit).await?.0)
     }
 
-    async fn get_carried(&self, key: &ObjectKey, limit: u64) -> Result<(Vec<u8>, Carried)> {
-        self.get_bytes(key, None, limit).await
-    }
-
     async fn get_range(&self, key: &ObjectKey, offset: u64, length: u64) -> Result<Vec<u8>> {
         Ok(self.get_range_carried(key, offset, length).await?.0)
+    }
+
+    async fn list(&self, kind: ObjectKind) -> Result<Vec<ObjectInfo>> {
+        let prefix = format!("{}{}", self.prefix, kind.prefix());
+        let mut out = Vec::new();
+        list_objects(&self.client, &self.bucket, &prefix, self.retry_for, |obj| {
+            out.extend(listed(kind, &prefix, obj));
+        })
+        .await?;
+        Ok(out)
+    }
+}
+
+#[async_trait]
+impl WriteBackend for S3Backend {
+    async fn put_new(&self, key: &ObjectKey, data: Vec<u8>) -> Result<()> {
+        let md5 = md5::Md5::digest(&data);
+        let body = PutBody::Bytes(bytes::Bytes::from(data));
+        self.put(key, &body, &md5, false, None).await
+    }
+
+    async fn put_new_data_pack(&self, key: &ObjectKey, data: Vec<u8>) -> Result<Vec<u8>> {
+        let md5 = md5::Md5::digest(&data);
+        let body = PutBody::Bytes(bytes::Bytes::from(data));
+        self.put(key, &body, &md5, true, None).await?;
+        // The SDK has dropped its clones of the body by now, so this takes
+        // the allocation back without copying (it copies if not).
+        let mut buffer = match body {
+            PutBody::Bytes(bytes) => Vec::from(bytes),
+            PutBody::File(_) => Vec::new(),
+        };
+        buffer.clear();
+        Ok(buffer)
+    }
+
+    fn upload_concurrency(&self) -> usize {
+        self.opts.uploads.unwrap_or(DEFAULT_UPLOADS).max(1)
+    }
+}
+
+#[async_trait]
+impl Carry for S3Backend {
+    async fn get_carried(&self, key: &ObjectKey, limit: u64) -> Result<(Vec<u8>, Carried)> {
+        self.get_bytes(key, None, limit).await
     }
 
     async fn get_range_carried(
@@ -637,77 +510,6 @@ impl ReadBackend for S3Backend {
         Ok((data, carried))
     }
 
-    async fn list(&self, kind: ObjectKind) -> Result<Vec<ObjectInfo>> {
-        let prefix = format!("{}{}", self.prefix, kind.prefix());
-        let mut out = Vec::new();
-        list_objects(&self.client, &self.bucket, &prefix, self.retry_for, |obj| {
-            let Some(full) = obj.key() else { return };
-            let Some(rest) = full.strip_prefix(&prefix) else {
-                return;
-            };
-            let name = match kind {
-                ObjectKind::Config if rest != "config" => return,
-                ObjectKind::Pack => super::pack_name(rest),
-                _ if rest.contains('/') => return,
-                _ => rest,
-            };
-            out.push(ObjectInfo {
-                name: name.to_string(),
-                size: obj.size().and_then(|s| u64::try_from(s).ok()).unwrap_or(0),
-                modified: obj
-                    .last_modified()
-                    .and_then(|t| std::time::SystemTime::try_from(*t).ok()),
-            });
-        })
-        .await?;
-        Ok(out)
-    }
-}
-
-/// Calls `each` on every object under `prefix` of `bucket`, a page of
-/// ListObjectsV2 (up to 1,000 objects) at a time, each page retried.
-async fn list_objects(
-    client: &Client,
-    bucket: &str,
-    prefix: &str,
-    retry_for: Duration,
-    mut each: impl FnMut(&aws_sdk_s3::types::Object),
-) -> Result<()> {
-    let mut token: Option<String> = None;
-    loop {
-        let mut retry = Retry::new(retry_for);
-        let page = loop {
-            let req = client
-                .list_objects_v2()
-                .bucket(bucket)
-                .prefix(prefix)
-                .set_continuation_token(token.clone());
-            match req.send().await {
-                Ok(page) => break page,
-                Err(e) => {
-                    let url = format!("s3://{bucket}/{prefix}");
-                    retry
-                        .after(classify(&e), || storage_error("list", url, &e))
-                        .await?;
-                }
-            }
-        };
-        page.contents().iter().for_each(&mut each);
-        token = page.next_continuation_token().map(String::from);
-        if token.is_none() || page.is_truncated() != Some(true) {
-            return Ok(());
-        }
-    }
-}
-
-#[async_trait]
-impl WriteBackend for S3Backend {
-    async fn put_new(&self, key: &ObjectKey, data: Vec<u8>) -> Result<()> {
-        let md5 = md5::Md5::digest(&data);
-        let body = PutBody::Bytes(bytes::Bytes::from(data));
-        self.put(key, &body, &md5, false, None).await
-    }
-
     async fn put_new_carried(
         &self,
         key: &ObjectKey,
@@ -730,24 +532,6 @@ impl WriteBackend for S3Backend {
         let body = PutBody::File(spooled.path.clone());
         self.put(key, &body, &spooled.md5, false, Some(carried))
             .await
-    }
-
-    async fn put_new_data_pack(&self, key: &ObjectKey, data: Vec<u8>) -> Result<Vec<u8>> {
-        let md5 = md5::Md5::digest(&data);
-        let body = PutBody::Bytes(bytes::Bytes::from(data));
-        self.put(key, &body, &md5, true, None).await?;
-        // The SDK has dropped its clones of the body by now, so this takes
-        // the allocation back without copying (it copies if not).
-        let mut buffer = match body {
-            PutBody::Bytes(bytes) => Vec::from(bytes),
-            PutBody::File(_) => Vec::new(),
-        };
-        buffer.clear();
-        Ok(buffer)
-    }
-
-    fn upload_concurrency(&self) -> usize {
-        self.opts.uploads.unwrap_or(DEFAULT_UPLOADS).max(1)
     }
 }
 

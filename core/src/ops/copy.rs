@@ -23,7 +23,8 @@
 pub mod journal;
 mod spool;
 
-use crate::backend::{Backend, Carried, ObjectInfo, ObjectKey, ObjectKind, Tally};
+use super::Tally;
+use crate::backend::{Backend, Carried, ObjectInfo, ObjectKey, ObjectKind};
 use crate::error::{Error, Result};
 use crate::format::id::ObjectId;
 use crate::format::snapshot::parse_object_name;

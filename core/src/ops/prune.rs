@@ -45,7 +45,7 @@ pub struct PruneOptions {
     pub gone: HashSet<String>,
 }
 
-pub use crate::backend::Tally;
+pub use super::Tally;
 
 /// What prune found and did.
 #[derive(Debug, Clone, Default)]

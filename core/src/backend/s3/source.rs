@@ -10,8 +10,10 @@
 //! breaks is resumed from where it broke with a ranged GET, under the same
 //! condition, up to [`RESUMES`] times.
 
+use super::client::{client, seconds_from_env};
+use super::list::list_objects;
 use super::retry::{cause_chain, classify, storage_error, Retry};
-use super::{client, list_objects, parse_url, seconds_from_env, S3Access, RETRY_FOR};
+use super::{parse_url, S3Access, RETRY_FOR};
 use crate::error::{Error, Result};
 use aws_sdk_s3::Client;
 use bytes::Bytes;

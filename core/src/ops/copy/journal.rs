@@ -159,7 +159,7 @@ mod tests {
             .append(true)
             .open(&path)
             .unwrap()
-            .write_all(format!("{}", &snap.path()[..40]).as_bytes())
+            .write_all(&snap.path().as_bytes()[..40])
             .unwrap();
         let mut j = Journal::open(&path, "h1").unwrap();
         assert!(j.has(&pack) && j.has(&ObjectKey::config()));

@@ -1,0 +1,279 @@
+//! Reading by location: blobs (one ranged read each, or a whole tree
+//! pack through the metadata cache), chunks (through the chunk cache),
+//! trees (remembered while walks meet them again), index objects streamed,
+//! and a path resolved in a snapshot.
+
+use super::metadata_cache::MetadataCache;
+use super::{object_id, pack_key, root_entry, Repository};
+use crate::backend::ranged::RangedReader;
+use crate::backend::{ObjectInfo, ObjectKey, ObjectKind};
+use crate::crypto::blob;
+use crate::error::{Error, Result};
+use crate::format;
+use crate::format::id::PackId;
+use crate::format::index::PackSummary;
+use crate::format::snapshot::Snapshot;
+use crate::format::tree::{Entry, Kind, Location, Tree};
+use crate::sync::{self, blocking};
+use std::sync::Arc;
+
+impl Repository {
+    /// Reads the index object `info` (as listed) as a stream, a range at a
+    /// time, decrypting and parsing on the way, and folds each pack it
+    /// lists into `acc` with `f`: memory stays flat however large the index
+    /// (one may be 256 MiB, and anyone who may write can store one). Its
+    /// hash and integrity are known only at its end: what `f` saw counts
+    /// only if this returns `Ok`.
+    pub async fn fold_index<T: Send + 'static>(
+        &self,
+        info: &ObjectInfo,
+        acc: T,
+        mut f: impl FnMut(&mut T, PackSummary) + Send + 'static,
+    ) -> Result<T> {
+        let key = ObjectKey::new(ObjectKind::Index, info.name.clone());
+        let id = object_id(&key)?;
+        let object = key.path();
+        crate::backend::check_size(&object, info.size, ObjectKind::Index.max_size())?;
+        let (reader, outcome) = RangedReader::new(
+            tokio::runtime::Handle::current(),
+            self.backend.clone(),
+            key,
+            info.size,
+        );
+        let opener = self.opener.clone();
+        let limit = info.size;
+        let opened = blocking("reading an index", move || {
+            let mut acc = acc;
+            let parsed = opener.open_streaming(&object, reader, limit, |plain| {
+                format::index::each_pack(plain, &object, |pack| f(&mut acc, pack))
+            });
+            let mut outcome = sync::lock(&outcome);
+            if let Some(failed) = outcome.failed.take() {
+                return Err(failed); // the store's error, not the parser's
+            }
+            parsed?;
+            if outcome.digest != Some(id) {
+                return Err(Error::damaged(&object, "content does not match its name"));
+            }
+            Ok(acc)
+        });
+        opened.await
+    }
+
+    /// Fetches, decrypts and verifies one blob.
+    pub async fn read_blob(&self, loc: &Location) -> Result<Vec<u8>> {
+        let stored = self.fetch_blob(loc).await?;
+        self.decode_blob(loc, &stored)
+    }
+
+    /// Fetches one blob's stored bytes (one ranged read), still encrypted.
+    pub async fn fetch_blob(&self, loc: &Location) -> Result<Vec<u8>> {
+        self.fetch_pack_range(&loc.pack, loc.offset, loc.length)
+            .await
+    }
+
+    /// `length` stored bytes of `pack` from `offset` (one ranged read): a
+    /// run of blobs that lie back to back.
+    pub async fn fetch_pack_range(
+        &self,
+        pack: &PackId,
+        offset: u64,
+        length: u64,
+    ) -> Result<Vec<u8>> {
+        self.backend
+            .get_range(&pack_key(pack), offset, length)
+            .await
+    }
+
+    /// Decrypts, decompresses and verifies bytes [`Repository::fetch_blob`]
+    /// returned: CPU work, to run off the async threads when it matters.
+    pub fn decode_blob(&self, loc: &Location, stored: &[u8]) -> Result<Vec<u8>> {
+        blob::decode(
+            &self.opener,
+            &self.chunk_key,
+            loc,
+            &pack_key(&loc.pack).path(),
+            stored,
+        )
+    }
+
+    /// A file chunk's plaintext, verified, for readers that come back to
+    /// the same chunks (the mount): from the chunk cache on disk when it
+    /// holds the blob (a copy that fails verification is dropped, with a
+    /// warning, and fetched again), else fetched; a fetched blob is kept
+    /// there only once it proved genuine. Decryption runs on the blocking
+    /// pool. The one place the chunk cache's bytes are read or stored.
+    pub async fn read_chunk(self: &Arc<Self>, loc: &Location) -> Result<Vec<u8>> {
+        let loc = *loc;
+        if self.chunks.is_some() {
+            let repo = self.clone();
+            let cached = blocking("reading the chunk cache", move || {
+                Ok(repo.chunk_from_disk(&loc))
+            })
+            .await?;
+            if let Some(plain) = cached {
+                return Ok(plain);
+            }
+        }
+        let stored = self.fetch_blob(&loc).await?;
+        let repo = self.clone();
+        blocking("decoding a chunk", move || {
+            let plain = repo.decode_blob(&loc, &stored)?;
+            if let Some(chunks) = &repo.chunks {
+                chunks.store(&loc.id, &stored);
+            }
+            Ok(plain)
+        })
+        .await
+    }
+
+    /// Blob `loc` from the chunk cache, verified as a fetched one is.
+    fn chunk_from_disk(&self, loc: &Location) -> Option<Vec<u8>> {
+        let chunks = self.chunks.as_ref()?;
+        let stored = chunks.read(&loc.id, loc.length)?;
+        match self.decode_blob(loc, &stored) {
+            Ok(plain) => Some(plain),
+            Err(e) => {
+                tracing::warn!(
+                    "chunk cache: blob {} failed verification ({e}); fetching it again",
+                    loc.id
+                );
+                chunks.remove(&loc.id);
+                None
+            }
+        }
+    }
+
+    /// Fetches and parses one tree.
+    pub async fn read_tree(&self, loc: &Location) -> Result<Tree> {
+        let json = self.read_tree_json(loc).await?;
+        Tree::from_json(&json, &format!("tree {}", loc.id))
+    }
+
+    /// A tree's plaintext (JSON), verified: through the tree cache when
+    /// there is one (a cached copy that fails verification is dropped and
+    /// its pack fetched again), else with one ranged read.
+    pub async fn read_tree_json(&self, loc: &Location) -> Result<Vec<u8>> {
+        let Some(cache) = &self.cache else {
+            return self.read_blob(loc).await;
+        };
+        if let Some(stored) = cache.read(&loc.pack, loc.offset, loc.length) {
+            match self.decode_blob(loc, &stored) {
+                Ok(json) => return Ok(json),
+                Err(e) => {
+                    tracing::warn!(
+                        "metadata cache: tree pack {} failed verification ({e}); fetching it again",
+                        loc.pack
+                    );
+                    cache.remove(&loc.pack);
+                }
+            }
+        }
+        let stored = self.fetch_tree_pack(cache, loc).await?;
+        self.decode_blob(loc, &stored)
+    }
+
+    /// The stored bytes of tree `loc`, its whole pack fetched (by one
+    /// reader at a time: the others then find it cached) and kept.
+    async fn fetch_tree_pack(&self, cache: &MetadataCache, loc: &Location) -> Result<Vec<u8>> {
+        let flight = cache.flight(&loc.pack);
+        let fetched = async {
+            let _one = flight.lock().await;
+            if let Some(stored) = cache.read(&loc.pack, loc.offset, loc.length) {
+                return Ok(stored); // another reader just fetched it
+            }
+            // A pack too large to keep (or refused as over its cap) is
+            // not fetched whole: the tree alone, with a ranged read.
+            let limit = cache.largest_kept().min(ObjectKind::Pack.max_size());
+            let pack = match self.backend.get(&pack_key(&loc.pack), limit).await {
+                Ok(pack) => pack,
+                Err(Error::Damaged { .. }) => return self.fetch_blob(loc).await,
+                Err(e) => return Err(e),
+            };
+            let blob = usize::try_from(loc.offset)
+                .ok()
+                .zip(usize::try_from(loc.offset.saturating_add(loc.length)).ok())
+                .and_then(|(from, to)| pack.get(from..to))
+                .map(<[u8]>::to_vec)
+                .ok_or_else(|| {
+                    Error::damaged(
+                        pack_key(&loc.pack).path(),
+                        format!(
+                            "truncated: {} bytes, tree {} at {}+{}",
+                            pack.len(),
+                            loc.id,
+                            loc.offset,
+                            loc.length
+                        ),
+                    )
+                })?;
+            cache.store(&loc.pack, &pack);
+            Ok(blob)
+        }
+        .await;
+        drop(flight);
+        cache.landed(&loc.pack);
+        fetched
+    }
+
+    /// A tree for a walk that may meet it again from another path
+    /// (restore, export, diff): from the [`TreeMemo`] when it was read
+    /// lately, else read ([`Repository::read_tree_json`]) and kept there.
+    pub async fn shared_tree(&self, loc: &Location) -> Result<Arc<Tree>> {
+        if let Some(tree) = self.remembered_tree(loc) {
+            return Ok(tree);
+        }
+        let json = self.read_tree_json(loc).await?;
+        self.remember_tree(loc, &json)
+    }
+
+    /// Tree `loc` if the [`TreeMemo`] holds it (no I/O).
+    pub fn remembered_tree(&self, loc: &Location) -> Option<Arc<Tree>> {
+        self.trees.get(loc)
+    }
+
+    /// Decrypts, verifies and parses a tree's stored bytes (read without
+    /// the tree cache), keeping it as [`Repository::shared_tree`] does.
+    pub fn decode_tree(&self, loc: &Location, stored: &[u8]) -> Result<Arc<Tree>> {
+        if let Some(tree) = self.remembered_tree(loc) {
+            return Ok(tree);
+        }
+        let json = self.decode_blob(loc, stored)?;
+        self.remember_tree(loc, &json)
+    }
+
+    /// Parses tree `loc`'s verified plaintext and keeps it in the memo.
+    fn remember_tree(&self, loc: &Location, json: &[u8]) -> Result<Arc<Tree>> {
+        let tree = Arc::new(Tree::from_json(json, &format!("tree {}", loc.id))?);
+        self.trees.keep(*loc, tree.clone(), json.len() as u64);
+        Ok(tree)
+    }
+
+    /// The entry at `path` (slash-separated, relative to the snapshot root;
+    /// empty or "/" is the root itself, returned as a directory entry).
+    pub async fn resolve(&self, snapshot: &Snapshot, path: &str) -> Result<Entry> {
+        let mut current = root_entry(snapshot);
+        let mut walked = String::new();
+        for part in path.split('/').filter(|p| !p.is_empty() && *p != ".") {
+            let subtree = match (current.kind, current.subtree) {
+                (Kind::Dir, Some(loc)) => loc,
+                _ => {
+                    return Err(Error::Path(format!(
+                        "{walked} is not a directory in snapshot {}",
+                        snapshot.time
+                    )))
+                }
+            };
+            let tree = self.shared_tree(&subtree).await?;
+            walked.push('/');
+            walked.push_str(part);
+            current = tree.find(part.as_bytes()).cloned().ok_or_else(|| {
+                Error::Path(format!(
+                    "{walked} does not exist in snapshot {}",
+                    snapshot.time
+                ))
+            })?;
+        }
+        Ok(current)
+    }
+}
