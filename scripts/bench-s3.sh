@@ -65,30 +65,6 @@ bytes=$(du -sb "$W/data-v1" | cut -f1)
 probe=$(probe_file "$W/data-v1")
 "$coffer" key generate --secret-out admin.key --cert-out admin.cert 2>/dev/null
 
-# Starts the latency proxy in front of the S3 server (delay $1 ms each way)
-# and points both tools at it; at 0 ms, straight at the server.
-use_delay() {
-    [ -n "$PROXY_PID" ] && { kill "$PROXY_PID"; wait "$PROXY_PID" 2>/dev/null || true; PROXY_PID=; }
-    if [ "$1" = 0 ]; then
-        export AWS_ENDPOINT_URL="$S3_ENDPOINT"
-        return
-    fi
-    rm -f "$W/proxy.port"
-    python3 "$scripts/latency-proxy.py" --upstream "${S3_ENDPOINT#http://}" --delay-ms "$1" \
-        >"$W/proxy.port" 2>"$W/proxy.log" &
-    PROXY_PID=$!
-    for _ in $(seq 50); do [ -s "$W/proxy.port" ] && break; sleep 0.1; done
-    export AWS_ENDPOINT_URL="http://127.0.0.1:$(cat "$W/proxy.port")"
-}
-
-# make_bucket NAME: a bucket on the server, as the admin. The secret goes to
-# curl on standard input, never on its command line.
-make_bucket() {
-    printf 'user = "%s:%s"\n' "$AWS_ACCESS_KEY_ID" "$AWS_SECRET_ACCESS_KEY" |
-        curl -sSf -K - --aws-sigv4 "aws:amz:us-east-1:s3" -X PUT "$S3_ENDPOINT/$1" \
-            -H "x-amz-content-sha256: $(sha256sum </dev/null | cut -d' ' -f1)" >/dev/null
-}
-
 declare -A B
 # copy_both DELAY: each tool's repository into a fresh bucket, S3 to S3
 # (restic decrypts and re-encrypts; coffer moves the objects as they are),

@@ -66,6 +66,13 @@ pub enum Command {
     Restore(RestoreArgs),
     /// Write one file of a snapshot to standard output.
     Cat(CatArgs),
+    /// List a snapshot's entries: a directory, or with --recursive
+    /// everything below it (needs the admin key).
+    Ls(LsArgs),
+    /// Find entries by name (or, for a pattern with `/`, by path) across
+    /// snapshots: each path's history as runs of snapshots that hold the
+    /// same entry (needs the admin key).
+    Find(FindArgs),
     /// Write a snapshot, or a path in it, as one zip or tar archive.
     Export(ExportArgs),
     /// Show every snapshot as a read-only directory tree (runs until unmounted).
@@ -462,7 +469,75 @@ pub struct SnapshotsArgs {
     pub key: SecretKeyArgs,
     #[command(flatten)]
     pub cache: CacheArgs,
+    #[command(flatten)]
+    pub select: SelectArgs,
     /// Print a JSON array instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Which snapshots a command works on; `latest` is the newest of them.
+#[derive(Debug, Args)]
+pub struct SelectArgs {
+    /// Only snapshots of this host; repeat for several.
+    #[arg(long = "host", value_name = "H")]
+    pub hosts: Vec<String>,
+    /// Only snapshots with this tag; repeat for several (any of them).
+    #[arg(long = "tag", value_name = "T")]
+    pub tags: Vec<String>,
+    /// Only snapshots that back up this source path; repeat for several
+    /// (all of them).
+    #[arg(long = "path", value_name = "P")]
+    pub paths: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct LsArgs {
+    #[command(flatten)]
+    pub repo: RepoArg,
+    #[command(flatten)]
+    pub key: SecretKeyArgs,
+    #[command(flatten)]
+    pub cache: CacheArgs,
+    #[command(flatten)]
+    pub select: SelectArgs,
+    /// `latest` or an id prefix, optionally with `:PATH` inside the snapshot.
+    #[arg(value_name = "SNAPSHOT[:PATH]")]
+    pub snapshot: String,
+    /// Mode, owner, size and time too, as `ls -l`.
+    #[arg(short, long)]
+    pub long: bool,
+    /// Everything below the directory, depth first.
+    #[arg(short = 'R', long)]
+    pub recursive: bool,
+    /// One JSON object a line.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct FindArgs {
+    #[command(flatten)]
+    pub repo: RepoArg,
+    #[command(flatten)]
+    pub key: SecretKeyArgs,
+    #[command(flatten)]
+    pub cache: CacheArgs,
+    #[command(flatten)]
+    pub select: SelectArgs,
+    /// Glob patterns, as --exclude reads them: one without `/` matches an
+    /// entry's name, one with `/` its absolute path (`*` stays within one
+    /// component, `**` crosses them). Any of them matches.
+    #[arg(value_name = "PATTERN", required = true)]
+    pub patterns: Vec<String>,
+    /// Search only this snapshot (`latest` or an id prefix); repeat for
+    /// several. Default: every selected snapshot.
+    #[arg(long = "snapshot", value_name = "S")]
+    pub snapshots: Vec<String>,
+    /// Search only the newest N of the selected snapshots.
+    #[arg(long, value_name = "N")]
+    pub newest: Option<usize>,
+    /// One JSON object a line, a run each.
     #[arg(long)]
     pub json: bool,
 }
@@ -624,12 +699,8 @@ pub struct ForgetArgs {
     /// e.g. 7d or 2w.
     #[arg(long, value_name = "DURATION", value_parser = coffer_core::ops::status::parse_duration)]
     pub keep_within: Option<std::time::Duration>,
-    /// Consider only snapshots of this host; repeat for several.
-    #[arg(long = "host", value_name = "H")]
-    pub hosts: Vec<String>,
-    /// Consider only snapshots with this tag; repeat for several.
-    #[arg(long = "tag", value_name = "T")]
-    pub tags: Vec<String>,
+    #[command(flatten)]
+    pub select: SelectArgs,
     /// Print what would be removed; remove nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -675,6 +746,8 @@ pub struct RestoreArgs {
     pub key: SecretKeyArgs,
     #[command(flatten)]
     pub cache: CacheArgs,
+    #[command(flatten)]
+    pub select: SelectArgs,
     /// `latest` or an id prefix, optionally with `:PATH` inside the snapshot.
     #[arg(value_name = "SNAPSHOT[:PATH]")]
     pub snapshot: String,
@@ -701,6 +774,8 @@ pub struct CatArgs {
     pub key: SecretKeyArgs,
     #[command(flatten)]
     pub cache: CacheArgs,
+    #[command(flatten)]
+    pub select: SelectArgs,
     /// `latest` or an id prefix, then `:PATH` of a file.
     #[arg(value_name = "SNAPSHOT:PATH")]
     pub spec: String,
@@ -715,6 +790,8 @@ pub struct ExportArgs {
     pub key: SecretKeyArgs,
     #[command(flatten)]
     pub cache: CacheArgs,
+    #[command(flatten)]
+    pub select: SelectArgs,
     /// `latest` or an id prefix, optionally with `:PATH` inside the snapshot
     /// (a directory's contents go at the archive's top level).
     #[arg(value_name = "SNAPSHOT[:PATH]")]
@@ -738,6 +815,8 @@ pub struct MountArgs {
     pub key: SecretKeyArgs,
     #[command(flatten)]
     pub cache: CacheArgs,
+    #[command(flatten)]
+    pub select: SelectArgs,
     /// Where to mount (an existing empty directory).
     #[arg(value_name = "MOUNTPOINT")]
     pub mountpoint: PathBuf,
@@ -766,6 +845,8 @@ pub struct DiffArgs {
     pub key: SecretKeyArgs,
     #[command(flatten)]
     pub cache: CacheArgs,
+    #[command(flatten)]
+    pub select: SelectArgs,
     /// The older snapshot (`latest` or an id prefix).
     pub snapshot_a: String,
     /// The newer snapshot.

@@ -6,6 +6,7 @@
 //! (completions, man pages), `profiles` (config show); here, what they share.
 
 mod backup;
+mod browse;
 mod copy;
 mod forget;
 mod inspect;
@@ -17,6 +18,7 @@ mod restore;
 mod setup;
 
 pub use backup::backup;
+pub use browse::{find, ls};
 pub use copy::copy;
 pub use forget::{forget, prune};
 pub use inspect::{cache, check, diff, snapshots, status};
@@ -30,7 +32,7 @@ pub use profiles::config_show;
 pub use restore::{cat, export, restore};
 pub use setup::{init, key_add_signing, key_generate};
 
-use crate::args::{CacheArgs, LockModeArg, ObjectLockArgs, RepoArg, SecretKeyArgs};
+use crate::args::{CacheArgs, LockModeArg, ObjectLockArgs, RepoArg, SecretKeyArgs, SelectArgs};
 use anyhow::{bail, Context, Result};
 use coffer_core::backend;
 use coffer_core::backend::s3::{LockMode, ObjectLock};
@@ -63,6 +65,15 @@ fn object_lock(a: &ObjectLockArgs) -> Option<ObjectLock> {
             LockModeArg::Governance => LockMode::Governance,
         },
     })
+}
+
+/// The snapshots `--host`, `--tag` and `--path` select.
+fn selection(a: &SelectArgs) -> coffer_core::format::snapshot::Selection {
+    coffer_core::format::snapshot::Selection {
+        hosts: a.hosts.clone(),
+        tags: a.tags.clone(),
+        paths: a.paths.clone(),
+    }
 }
 
 fn mib(b: u64) -> f64 {

@@ -102,6 +102,8 @@ fn run(parsed: &config::Parsed, facts: &mut RunFacts) -> anyhow::Result<Outcome>
         Command::Prune(a) => commands::prune(&rt, a, cli.verbose),
         Command::Restore(a) => commands::restore(&rt, a, cli.verbose),
         Command::Cat(a) => commands::cat(&rt, a),
+        Command::Ls(a) => commands::ls(&rt, a),
+        Command::Find(a) => commands::find(&rt, a, cli.verbose),
         Command::Export(a) => commands::export(&rt, a, cli.verbose),
         Command::Mount(a) => commands::mount(rt, a),
         Command::Diff(a) => commands::diff(&rt, a, cli.verbose),

@@ -262,6 +262,54 @@ fn bomb_and_chain(forge: &Forge, levels: usize, depth: usize, bottom: &[u8]) -> 
     forge.snapshot(forge.tree(vec![dir(b"bomb", bomb), dir(b"deep", chain)]))
 }
 
+/// `find` over a subtree 2^40 paths share stops at its limit of matches,
+/// in bounded time and memory, and names the cut; trees nested past any
+/// writer's depth are named by `find` and `ls` (exit 3), not followed.
+#[test]
+fn find_and_ls_stay_bounded_on_shared_and_deep_trees() {
+    let env = Env::new();
+    let forge = Forge::new(&env);
+    let depth = coffer_core::format::tree::MAX_DEPTH + 10;
+    let snap = bomb_and_chain(&forge, 40, depth, b"x\n");
+    let run = env.admin_cmd("find", &["f", "bottom", "--snapshot", &snap]);
+    let m = util::measured(run, &env.path("find"));
+    let limit = coffer_core::ops::find::MAX_HITS;
+    eprintln!(
+        "find over 2^40 paths: {:?}, peak {} MiB",
+        m.took, m.peak_mib
+    );
+    assert_eq!(
+        m.code,
+        3,
+        "{}",
+        &m.text[m.text.len().saturating_sub(2000)..]
+    );
+    let tail = &m.text[m.text.len().saturating_sub(4000)..];
+    assert!(
+        tail.contains(&format!("more than {limit} matches")),
+        "{tail}"
+    );
+    assert!(tail.contains("nested deeper than 4096"), "{tail}");
+    let rows = m.text.lines().filter(|l| l.ends_with("/f")).count();
+    assert_eq!(rows, limit, "{tail}");
+    assert!(m.took.as_secs() < 60, "find took {:?}", m.took);
+    assert!(m.peak_mib < 300, "find peaked at {} MiB", m.peak_mib);
+
+    let out = env.admin("ls", &[&format!("{snap}:/deep"), "--recursive"]);
+    let said = text(&out);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        &said[said.len().saturating_sub(2000)..]
+    );
+    assert!(
+        said.contains("nested deeper than 4096"),
+        "{}",
+        &said[said.len().saturating_sub(2000)..]
+    );
+}
+
 #[test]
 fn shared_and_deep_trees_cost_check_one_walk_and_break_no_reader() {
     let env = Env::new();

@@ -2,9 +2,10 @@
 //! backends, the read path and the operations on a repository.
 //!
 //! The modules, bottom up (docs/DESIGN.md "Where things are"):
-//! - [`error`], [`sync`], [`progress`], [`private_dir`], [`user`]: the error
-//!   type, a lock helper, progress counters, this host's private directories
-//!   (0700/0600) and the user the process runs as, used by every layer;
+//! - [`error`], [`sync`], [`progress`], [`private_dir`], [`user`],
+//!   [`patterns`]: the error type, a lock helper, progress counters, this
+//!   host's private directories (0700/0600), the user the process runs as,
+//!   and glob patterns (`--exclude`, `find`), used by every layer;
 //! - [`format`]: the documents and names of the format (ids, `config`,
 //!   trees, snapshots, indexes, the chunk-id key, their text encodings);
 //!   data only, no keys, no storage;
@@ -16,8 +17,8 @@
 //! - [`repository`]: a repository opened with the admin's key: `config`
 //!   pinned on this host, snapshots listed and verified, trees and chunks
 //!   read by location;
-//! - [`ops`]: what an admin runs: restore, export, diff, check, forget,
-//!   prune, status, copy, key changes.
+//! - [`ops`]: what an admin runs: restore, export, diff, find, ls, check,
+//!   forget, prune, status, copy, key changes.
 //!
 //! The rule: a module uses only the layers listed before it (`backend` uses
 //! only `error`; `format` and `crypto` never touch storage), and modules of
@@ -29,6 +30,7 @@
 #![deny(missing_docs)]
 
 pub mod error;
+pub mod patterns;
 pub mod private_dir;
 pub mod progress;
 pub mod sync;

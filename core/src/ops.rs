@@ -5,6 +5,8 @@
 //! - [`restore`]: a snapshot (or a path in it) into a local directory;
 //! - [`export`]: a snapshot as one zip or tar archive, streamed;
 //! - [`diff`]: what changed between two snapshots;
+//! - [`find`]: entries by name or path across snapshots, as runs;
+//! - [`ls`]: a snapshot's entries, one directory or everything below it;
 //! - [`check`]: every snapshot's trees and chunks present and well-formed;
 //! - [`forget`]: drop the snapshots a retention policy does not keep
 //!   ([`forget::retention`] holds the rules);
@@ -22,8 +24,10 @@ pub mod check;
 pub mod copy;
 pub mod diff;
 pub mod export;
+pub mod find;
 pub mod forget;
 pub mod keys;
+pub mod ls;
 pub mod prune;
 pub mod restore;
 pub mod status;

@@ -157,6 +157,15 @@ pub(crate) fn attr_of(
             m.nlink = 1;
             (m, VIRTUAL_TTL)
         }
+        NodeKind::Link(target) => {
+            let mut m = dir(virtual_times.changed_ns);
+            m.kind = FileType::Symlink;
+            m.perm = 0o777;
+            m.size = target.len() as u64;
+            m.allocated = m.size;
+            m.nlink = 1;
+            (m, VIRTUAL_TTL)
+        }
         NodeKind::SnapshotRoot { mtime_ns, .. } => (dir(*mtime_ns), CONTENT_TTL),
         _ => (dir(virtual_times.changed_ns), VIRTUAL_TTL),
     };

@@ -30,7 +30,12 @@ impl Mounted {
             self.eio("re-reading the key changes", &e);
             return;
         }
-        match self.cache().repo().snapshots().await {
+        match self
+            .cache()
+            .repo()
+            .selected_snapshots(self.selection())
+            .await
+        {
             Ok(list) => self.snapshots().replace(list),
             Err(e) => {
                 self.eio("re-reading the snapshot list", &e);
@@ -132,7 +137,7 @@ impl Mounted {
         each_entry(dir, ino, offset, |child, next, name, kind| {
             let kind = match kind {
                 Some(NodeKind::Entry(e)) => file_type(e.kind),
-                Some(NodeKind::Latest) => FileType::Symlink,
+                Some(NodeKind::Latest | NodeKind::Link(_)) => FileType::Symlink,
                 _ => FileType::Directory,
             };
             reply.add(INodeNo(child), next, kind, OsStr::from_bytes(name))
@@ -224,13 +229,21 @@ impl Mounted {
                 }
             }
             NodeKind::Host(h) => {
-                for (name, i) in layout.by_host.get(h).into_iter().flatten() {
+                let group = layout.by_host.get(h).map_or(&[][..], Vec::as_slice);
+                for (name, i) in group {
                     add(name, snapshot_root(*i));
+                }
+                if let Some((newest, _)) = group.last() {
+                    add("latest", NodeKind::Link(newest.as_bytes().into()));
                 }
             }
             NodeKind::Tag(t) => {
-                for (name, i) in layout.by_tag.get(t).into_iter().flatten() {
+                let group = layout.by_tag.get(t).map_or(&[][..], Vec::as_slice);
+                for (name, i) in group {
                     add(name, snapshot_root(*i));
+                }
+                if let Some((newest, _)) = group.last() {
+                    add("latest", NodeKind::Link(newest.as_bytes().into()));
                 }
             }
             _ => {}

@@ -231,6 +231,7 @@ impl fuser::Filesystem for CofferFs {
                 let snaps = inner.snapshots();
                 reply.data(snaps.layout.latest().unwrap_or("").as_bytes());
             }
+            NodeKind::Link(target) => reply.data(&target),
             NodeKind::Entry(e) if e.kind == Kind::Symlink => {
                 reply.data(e.target.as_deref().unwrap_or_default());
             }

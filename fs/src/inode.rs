@@ -104,6 +104,10 @@ pub(crate) enum NodeKind {
     Tag(String),
     /// `snapshots/latest`, a symlink to the newest snapshot's name.
     Latest,
+    /// `hosts/<host>/latest` and `tags/<tag>/latest`: a symlink to the
+    /// newest sibling, its target fixed when the directory was built (it
+    /// is built again when the snapshot list changes).
+    Link(Arc<[u8]>),
     /// A snapshot's root directory.
     SnapshotRoot { tree: Location, mtime_ns: i64 },
     /// An entry inside a snapshot.
@@ -113,7 +117,7 @@ pub(crate) enum NodeKind {
 impl NodeKind {
     pub fn is_dir(&self) -> bool {
         match self {
-            NodeKind::Latest => false,
+            NodeKind::Latest | NodeKind::Link(_) => false,
             NodeKind::Entry(e) => e.kind == Kind::Dir,
             _ => true,
         }

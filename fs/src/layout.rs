@@ -5,7 +5,8 @@
 //!                          a second one in the same second gets "-2", and so on
 //! snapshots/latest         symlink to the newest
 //! hosts/<host>/<time>      the same snapshots grouped by host
-//! tags/<tag>/<time>        ... and by tag
+//! hosts/<host>/latest      symlink to the host's newest
+//! tags/<tag>/<time>        ... and by tag (tags/<tag>/latest too)
 //! ids/<first 8 hex of id>  ... and by id
 //! ```
 

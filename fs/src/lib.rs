@@ -62,6 +62,8 @@ pub struct MountOptions {
     pub allow_other: bool,
     /// Re-read the snapshot list when `snapshots/` is listed, at most this often.
     pub refresh_every: Duration,
+    /// Show only these snapshots (`--host`, `--tag`, `--path`).
+    pub selection: coffer_core::format::snapshot::Selection,
 }
 
 /// A mounted repository; [`Mount::run`] serves it until it is unmounted.
@@ -87,7 +89,7 @@ impl Mount {
         mountpoint: &Path,
         opts: &MountOptions,
     ) -> Result<Self, MountError> {
-        let snapshots = rt.block_on(repo.snapshots())?;
+        let snapshots = rt.block_on(repo.selected_snapshots(&opts.selection))?;
         let fs = filesystem::CofferFs::new(repo, snapshots, rt, opts);
         let mut config = fuser::Config::default();
         config.n_threads = Some(FUSE_THREADS);

@@ -11,7 +11,7 @@ use crate::cache::BlobCache;
 use crate::inode::InodeTable;
 use crate::layout::Layout;
 use crate::MountOptions;
-use coffer_core::format::snapshot::SnapshotInfo;
+use coffer_core::format::snapshot::{Selection, SnapshotInfo};
 use coffer_core::repository::Repository;
 use coffer_core::sync::lock;
 use fuser::Errno;
@@ -43,6 +43,8 @@ pub(crate) struct Mounted {
     snapshots: Mutex<SnapshotList>,
     /// How old the snapshot list may get before it is read again.
     refresh_every: Duration,
+    /// The snapshots shown (`--host`, `--tag`, `--path`).
+    selection: Selection,
     /// Owner of the virtual directories: whoever mounted.
     uid: u32,
     gid: u32,
@@ -119,6 +121,7 @@ impl Mounted {
             table: Mutex::new(InodeTable::new(opts.cache_bytes / LISTING_SHARE)),
             snapshots: Mutex::new(SnapshotList::new(snapshots)),
             refresh_every: opts.refresh_every,
+            selection: opts.selection.clone(),
             uid,
             gid,
             logged: Mutex::new(HashSet::new()),
@@ -153,6 +156,11 @@ impl Mounted {
     /// Whether the snapshot list is older than the refresh interval.
     pub(crate) fn snapshots_stale(&self) -> bool {
         self.snapshots().stale(self.refresh_every)
+    }
+
+    /// The snapshots the mount shows.
+    pub(crate) fn selection(&self) -> &Selection {
+        &self.selection
     }
 
     /// The owner of the virtual directories (uid, gid): whoever mounted.

@@ -39,8 +39,9 @@ pub fn forget(rt: &Runtime, a: &ForgetArgs, verbose: bool) -> Result<Outcome> {
         ));
     }
     let select = Selection {
-        hosts: a.hosts.clone(),
-        tags: a.tags.clone(),
+        hosts: a.select.hosts.clone(),
+        tags: a.select.tags.clone(),
+        paths: a.select.paths.clone(),
     };
     let repo = opened_snapshots_cached(open_repo(rt, &a.repo, &a.key)?, &a.cache);
     let groups = rt.block_on(forget::plan(&repo, &policy, &select))?;

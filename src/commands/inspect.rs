@@ -1,7 +1,7 @@
 //! What is in a repository, without writing anything: `snapshots`,
 //! `status`, `check`, `diff`, and `cache` (the local metadata cache).
 
-use super::{mib, open_repo, open_repo_cached, Outcome};
+use super::{mib, open_repo, open_repo_cached, selection, Outcome};
 use crate::args::{CacheCommandArgs, CheckArgs, DiffArgs, SnapshotsArgs, StatusArgs};
 use anyhow::{bail, Context, Result};
 use coffer_core::backend;
@@ -14,7 +14,7 @@ use tokio::runtime::Runtime;
 
 pub fn snapshots(rt: &Runtime, a: &SnapshotsArgs) -> Result<Outcome> {
     let repo = open_repo_cached(rt, &a.repo, &a.key, &a.cache)?;
-    let all = rt.block_on(repo.snapshots())?;
+    let all = rt.block_on(repo.selected_snapshots(&selection(&a.select)))?;
     let mut out = std::io::stdout().lock();
     if a.json {
         let state = &repo.key_chain().state;
@@ -194,8 +194,8 @@ pub fn check(rt: &Runtime, a: &CheckArgs) -> Result<Outcome> {
 pub fn diff(rt: &Runtime, a: &DiffArgs, verbose: bool) -> Result<Outcome> {
     let repo = open_repo_cached(rt, &a.repo, &a.key, &a.cache)?;
     let (sa, sb) = (
-        rt.block_on(repo.find_snapshot(&a.snapshot_a))?,
-        rt.block_on(repo.find_snapshot(&a.snapshot_b))?,
+        rt.block_on(repo.find_snapshot_in(&a.snapshot_a, &selection(&a.select)))?,
+        rt.block_on(repo.find_snapshot_in(&a.snapshot_b, &selection(&a.select)))?,
     );
     let ea = rt.block_on(repo.resolve(&sa.snapshot, &a.path))?;
     let eb = rt.block_on(repo.resolve(&sb.snapshot, &a.path))?;

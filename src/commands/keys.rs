@@ -37,7 +37,12 @@ fn open_admin(
     let check = mode_check(key.insecure_key_permissions);
     // Read once: its decryption keys open the repository, its signing key
     // signs the change.
-    let secret = keyfile::read_secret(&key.key, "the secret key", check)?;
+    let secret = keyfile::read_key(
+        &key.key,
+        keyfile::KeyFileKind::SecretKey,
+        keyfile::ADMIN_KEY_NEEDED,
+        check,
+    )?;
     let source = key.key.display().to_string();
     let keys = SecretKeys::from_bytes(&secret, &source, passphrase.as_deref())?;
     let s3 = S3WriteOptions {

@@ -18,6 +18,7 @@ pub fn mount(rt: Runtime, a: &MountArgs) -> Result<Outcome> {
         cache_bytes: a.cache_size,
         allow_other: a.allow_other,
         refresh_every: std::time::Duration::from_secs(a.snapshot_refresh),
+        selection: super::selection(&a.select),
     };
     let mut mount = coffer_fs::Mount::new(repo, rt.handle().clone(), &a.mountpoint, &opts)?;
     let mut unmounter = mount.unmounter();

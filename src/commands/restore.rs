@@ -1,7 +1,7 @@
 //! Getting data out: `restore` into a directory, `cat` to standard output,
 //! `export` as one archive.
 
-use super::{mib, open_repo_cached, split_spec, Outcome};
+use super::{mib, open_repo_cached, selection, split_spec, Outcome};
 use crate::args::{CatArgs, ExportArgs, RestoreArgs};
 use crate::progress::{Display, Reporter};
 use anyhow::{bail, Context, Result};
@@ -14,7 +14,7 @@ use tokio::runtime::Runtime;
 pub fn restore(rt: &Runtime, a: &RestoreArgs, verbose: bool) -> Result<Outcome> {
     let repo = std::sync::Arc::new(open_repo_cached(rt, &a.repo, &a.key, &a.cache)?);
     let (snap, path) = split_spec(&a.snapshot);
-    let info = rt.block_on(repo.find_snapshot(snap))?;
+    let info = rt.block_on(repo.find_snapshot_in(snap, &selection(&a.select)))?;
     let reporter = Reporter::start("restore", Display::choose(a.json));
     let opts = RestoreOptions {
         target: a.target.clone(),
@@ -80,7 +80,7 @@ pub fn cat(rt: &Runtime, a: &CatArgs) -> Result<Outcome> {
     if path.trim_matches('/').is_empty() {
         bail!("give a file: SNAPSHOT:PATH, e.g. latest:/etc/hosts");
     }
-    let info = rt.block_on(repo.find_snapshot(snap))?;
+    let info = rt.block_on(repo.find_snapshot_in(snap, &selection(&a.select)))?;
     let entry = rt.block_on(repo.resolve(&info.snapshot, path))?;
     if entry.kind != Kind::File {
         bail!(
@@ -115,7 +115,7 @@ pub fn export(rt: &Runtime, a: &ExportArgs, verbose: bool) -> Result<Outcome> {
     };
     let repo = open_repo_cached(rt, &a.repo, &a.key, &a.cache)?;
     let (snap, path) = split_spec(&a.snapshot);
-    let info = rt.block_on(repo.find_snapshot(snap))?;
+    let info = rt.block_on(repo.find_snapshot_in(snap, &selection(&a.select)))?;
     let run = |out| {
         rt.block_on(coffer_core::ops::export::export(
             &repo,

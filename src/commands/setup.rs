@@ -27,7 +27,12 @@ pub fn key_generate(a: &KeyGenerateArgs) -> Result<Outcome> {
 pub fn key_add_signing(a: &KeyAddSigningArgs) -> Result<Outcome> {
     let check = super::mode_check(a.key.insecure_key_permissions);
     let passphrase = super::read_passphrase(&a.key)?;
-    let secret = crypto::keyfile::read_secret(&a.key.key, "the secret key", check)?;
+    let secret = crypto::keyfile::read_key(
+        &a.key.key,
+        crypto::keyfile::KeyFileKind::SecretKey,
+        crypto::keyfile::ADMIN_KEY_NEEDED,
+        check,
+    )?;
     let key = crypto::keys::add_signing_subkey(
         &secret,
         &a.key.key.display().to_string(),

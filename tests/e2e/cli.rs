@@ -104,6 +104,55 @@ fn mode(path: &Path) -> u32 {
     std::fs::metadata(path).unwrap().permissions().mode() & 0o7777
 }
 
+/// A key file given to the wrong option is named for what it is and what
+/// the option needs, before its mode is looked at (a certificate holds no
+/// secret); nothing is read from or written to the repository for it.
+#[test]
+fn mixed_up_key_files_say_what_they_are_and_what_was_needed() {
+    let env = Env::new();
+    let src = env.path("src");
+    write(&src.join("f.txt"), b"x");
+    let said = |out: &std::process::Output| {
+        assert_eq!(out.status.code(), Some(2), "{out:?}");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let swap = |option: &str, file: &str| {
+        let mut args = vec!["snapshots", "--repo", "repo"];
+        if option == "--writer-key" {
+            args = vec!["backup", "--repo", "repo", "--state-dir", "st"];
+        }
+        args.extend([option, file]);
+        if option == "--writer-key" {
+            args.push(src.to_str().unwrap());
+        }
+        said(&env.run(&args))
+    };
+    let got = swap("--key", "writer.key");
+    assert!(
+        got.contains("writer.key: --key needs an OpenPGP secret key"),
+        "{got}"
+    );
+    assert!(got.contains("holds a coffer writer key"), "{got}");
+    let got = swap("--writer-key", "admin.key");
+    assert!(
+        got.contains("admin.key: --writer-key needs a coffer writer key"),
+        "{got}"
+    );
+    assert!(got.contains("holds an OpenPGP secret key"), "{got}");
+    // admin.cert is 0644: its kind is named, not its mode.
+    let got = swap("--key", "admin.cert");
+    assert!(got.contains("holds an OpenPGP certificate"), "{got}");
+    assert!(!got.contains("chmod"), "{got}");
+    write(&env.path("notes.txt"), b"my passphrase is not here\n");
+    private(&env.path("notes.txt"));
+    let got = swap("--key", "notes.txt");
+    assert!(
+        got.contains("neither an OpenPGP key nor a coffer writer key"),
+        "{got}"
+    );
+    assert!(env.snapshots().is_empty());
+}
+
 #[test]
 fn secret_files_are_made_private_and_refused_when_others_may_read_them() {
     let env = Env::new();

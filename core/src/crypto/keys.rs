@@ -418,7 +418,8 @@ impl SecretKeys {
         passphrase: Option<&str>,
         check: crate::crypto::keyfile::ModeCheck,
     ) -> Result<Self> {
-        let bytes = crate::crypto::keyfile::read_secret(path, "the secret key", check)?;
+        use crate::crypto::keyfile::{read_key, KeyFileKind, ADMIN_KEY_NEEDED};
+        let bytes = read_key(path, KeyFileKind::SecretKey, ADMIN_KEY_NEEDED, check)?;
         Self::from_bytes(&bytes, &path.display().to_string(), passphrase)
     }
 

@@ -275,7 +275,8 @@ impl WriterKey {
     /// Reads a writer key file; it must be private to its owner unless
     /// `check` says otherwise.
     pub fn read(path: &Path, check: crate::crypto::keyfile::ModeCheck) -> Result<Self> {
-        let bytes = crate::crypto::keyfile::read_secret(path, "the writer key", check)?;
+        use crate::crypto::keyfile::{read_key, KeyFileKind, WRITER_KEY_NEEDED};
+        let bytes = read_key(path, KeyFileKind::WriterKey, WRITER_KEY_NEEDED, check)?;
         let bad = |what: String| {
             Error::Config(format!(
                 "{}: not a usable coffer writer key: {what}",

@@ -31,6 +31,14 @@ pub fn parse_rfc3339(s: &str) -> Option<time::OffsetDateTime> {
     time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()
 }
 
+/// A time given in ns since the epoch (an entry's mtime) as
+/// [`display_time`] shows it; "" if it is out of range.
+pub fn display_time_ns(ns: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ns))
+        .map(display_time)
+        .unwrap_or_default()
+}
+
 /// A time shown to the second, e.g. `2026-11-23T03:00:00Z`.
 pub fn display_time(t: time::OffsetDateTime) -> String {
     let t = t.to_offset(time::UtcOffset::UTC);

@@ -70,6 +70,48 @@ pub struct SnapshotInfo {
     pub signer: Option<String>,
 }
 
+/// Which snapshots a command works on (`--host`, `--tag`, `--path`): all
+/// when empty. Several values of one flag are alternatives (any of the
+/// hosts, any of the tags); a `--path` must be one of the snapshot's
+/// source paths, each given one.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Selection {
+    /// Only these hosts (empty: all).
+    pub hosts: Vec<String>,
+    /// Only snapshots with one of these tags (empty: all).
+    pub tags: Vec<String>,
+    /// Only snapshots that back up every one of these paths (empty: all),
+    /// compared without trailing slashes.
+    pub paths: Vec<String>,
+}
+
+impl Selection {
+    /// Whether `s` is selected.
+    pub fn matches(&self, s: &SnapshotInfo) -> bool {
+        let snap = &s.snapshot;
+        let trimmed = |p: &str| p.trim_end_matches('/').to_string();
+        (self.hosts.is_empty() || self.hosts.contains(&snap.host))
+            && (self.tags.is_empty() || snap.tags.iter().any(|t| self.tags.contains(t)))
+            && self
+                .paths
+                .iter()
+                .all(|want| snap.paths.iter().any(|p| trimmed(p) == trimmed(want)))
+    }
+
+    /// Whether every snapshot is selected.
+    pub fn is_all(&self) -> bool {
+        self.hosts.is_empty() && self.tags.is_empty() && self.paths.is_empty()
+    }
+
+    /// The selection as its flags read, for messages ("" when all).
+    pub fn describe(&self) -> String {
+        let flags = (self.hosts.iter().map(|h| format!("--host {h}")))
+            .chain(self.tags.iter().map(|t| format!("--tag {t}")))
+            .chain(self.paths.iter().map(|p| format!("--path {p}")));
+        flags.collect::<Vec<_>>().join(" ")
+    }
+}
+
 impl Snapshot {
     /// Parses a snapshot's JSON; `object` names it in errors.
     pub fn from_json(bytes: &[u8], object: &str) -> Result<Self> {

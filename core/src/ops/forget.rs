@@ -12,22 +12,7 @@ use crate::format::snapshot::SnapshotInfo;
 use crate::repository::Repository;
 use retention::{Policy, Verdict};
 
-/// Which snapshots to consider.
-#[derive(Debug, Clone, Default)]
-pub struct Selection {
-    /// Only these hosts (empty: all).
-    pub hosts: Vec<String>,
-    /// Only snapshots with one of these tags (empty: all).
-    pub tags: Vec<String>,
-}
-
-impl Selection {
-    fn matches(&self, s: &SnapshotInfo) -> bool {
-        let snap = &s.snapshot;
-        (self.hosts.is_empty() || self.hosts.contains(&snap.host))
-            && (self.tags.is_empty() || snap.tags.iter().any(|t| self.tags.contains(t)))
-    }
-}
+pub use crate::format::snapshot::Selection;
 
 /// One group's snapshots (oldest first) and what the policy says of each.
 #[derive(Debug, Clone)]

@@ -7,7 +7,7 @@ use super::{object_id, Repository};
 use crate::backend::{ObjectKey, ObjectKind};
 use crate::error::{Error, Result};
 use crate::format::key_change;
-use crate::format::snapshot::{host_tag, parse_object_name, Snapshot, SnapshotInfo};
+use crate::format::snapshot::{host_tag, parse_object_name, Selection, Snapshot, SnapshotInfo};
 
 /// Snapshot objects fetched at once when listing them.
 const SNAPSHOT_LOADS: usize = 32;
@@ -208,8 +208,25 @@ impl Repository {
 
     /// The snapshot `spec` names: `latest`, or a unique prefix of an id.
     pub async fn find_snapshot(&self, spec: &str) -> Result<SnapshotInfo> {
+        self.find_snapshot_in(spec, &Selection::default()).await
+    }
+
+    /// The snapshot `spec` names among those `selection` selects:
+    /// `latest` is the newest of them.
+    pub async fn find_snapshot_in(
+        &self,
+        spec: &str,
+        selection: &Selection,
+    ) -> Result<SnapshotInfo> {
         let all = self.snapshots().await?;
-        select_snapshot(all, spec)
+        select_snapshot(all, spec, selection)
+    }
+
+    /// The snapshots `selection` selects, oldest first.
+    pub async fn selected_snapshots(&self, selection: &Selection) -> Result<Vec<SnapshotInfo>> {
+        let mut all = self.snapshots().await?;
+        all.retain(|s| selection.matches(s));
+        Ok(all)
     }
 }
 
@@ -260,29 +277,56 @@ fn byte_batches(
     batches
 }
 
-fn select_snapshot(all: Vec<SnapshotInfo>, spec: &str) -> Result<SnapshotInfo> {
+/// The snapshot `spec` names among `all` (oldest first) that `selection`
+/// selects: `latest` (the newest of them) or a unique prefix of an id.
+fn select_snapshot(
+    all: Vec<SnapshotInfo>,
+    spec: &str,
+    selection: &Selection,
+) -> Result<SnapshotInfo> {
     if all.is_empty() {
         return Err(Error::Snapshot("the repository has no snapshot yet".into()));
     }
+    let flags = selection.describe();
+    let by = if flags.is_empty() {
+        String::new()
+    } else {
+        format!(" selected by {flags}")
+    };
+    let mut selected: Vec<SnapshotInfo> =
+        all.into_iter().filter(|s| selection.matches(s)).collect();
     if spec == "latest" {
-        return all
-            .into_iter()
-            .last()
-            .ok_or_else(|| Error::Snapshot("no snapshot".into()));
+        return selected
+            .pop()
+            .ok_or_else(|| Error::Snapshot(format!("no snapshot is{by}")));
     }
     let spec_lc = spec.to_ascii_lowercase();
-    let mut matches: Vec<SnapshotInfo> = all
-        .into_iter()
-        .filter(|s| s.id.to_hex().starts_with(&spec_lc))
-        .collect();
-    match matches.len() {
-        1 => Ok(matches.remove(0)),
-        0 => Err(Error::Snapshot(format!(
-            "no snapshot matches {spec:?}; `coffer snapshots` lists them"
-        ))),
-        n => Err(Error::Snapshot(format!(
-            "{n} snapshots match {spec:?}; give more digits of the id"
-        ))),
+    selected.retain(|s| s.id.to_hex().starts_with(&spec_lc));
+    match selected.len() {
+        1 => Ok(selected.remove(0)),
+        0 => {
+            let list = format!("coffer snapshots {flags}");
+            Err(Error::Snapshot(format!(
+                "no snapshot{by} matches {spec:?}; `{}` lists them",
+                list.trim_end()
+            )))
+        }
+        n => {
+            let mut hosts: Vec<&str> = selected.iter().map(|s| s.snapshot.host.as_str()).collect();
+            hosts.sort_unstable();
+            hosts.dedup();
+            let hint = if hosts.len() > 1 {
+                format!(
+                    " (of hosts {}): give more digits of the id, or --host",
+                    hosts.join(", ")
+                )
+            } else {
+                ": give more digits of the id".to_string()
+            };
+            Err(Error::Snapshot(format!(
+                "{n} snapshots match {spec:?}{hint}"
+            )))
+        }
     }
 }
 

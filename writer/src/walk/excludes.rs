@@ -1,47 +1,25 @@
-//! `--exclude` patterns: one without `/` matches an entry's name, one with
-//! `/` its absolute path (`*` stays within one path component).
+//! `--exclude` patterns ([`Patterns`]): one without `/` matches an entry's
+//! name, one with `/` its absolute path (`*` stays within one path
+//! component).
 
 use crate::BackupError;
-use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
+use coffer_core::patterns::Patterns;
 use std::path::Path;
 
-/// The run's exclude patterns, split by what they match.
+/// The run's exclude patterns.
 #[derive(Clone)]
-pub(crate) struct Excludes {
-    names: GlobSet,
-    paths: GlobSet,
-}
+pub(crate) struct Excludes(Patterns);
 
 impl Excludes {
     pub fn new(patterns: &[String]) -> Result<Self, BackupError> {
-        let mut names = GlobSetBuilder::new();
-        let mut paths = GlobSetBuilder::new();
-        for p in patterns {
-            let glob = GlobBuilder::new(p)
-                .literal_separator(true)
-                .backslash_escape(true)
-                .build()
-                .map_err(|e| BackupError::Usage(format!("bad --exclude pattern {p:?}: {e}")))?;
-            if p.contains('/') {
-                paths.add(glob);
-            } else {
-                names.add(glob);
-            }
-        }
-        let build = |b: GlobSetBuilder| {
-            b.build()
-                .map_err(|e| BackupError::Usage(format!("bad --exclude patterns: {e}")))
-        };
-        Ok(Self {
-            names: build(names)?,
-            paths: build(paths)?,
-        })
+        Patterns::new(patterns, "--exclude pattern")
+            .map(Self)
+            .map_err(|e| BackupError::Usage(e.to_string()))
     }
 
     /// Whether the entry at absolute `path` is left out.
     pub fn excluded(&self, path: &Path) -> bool {
-        let name = path.file_name().map(Path::new);
-        name.is_some_and(|n| self.names.is_match(n)) || self.paths.is_match(path)
+        self.0.matches_path(path)
     }
 }
 
@@ -56,5 +34,7 @@ mod tests {
         assert!(ex.excluded(Path::new("/srv/app/cache")));
         assert!(!ex.excluded(Path::new("/srv/app/x/cache")));
         assert!(!ex.excluded(Path::new("/a/b.txt")));
+        let err = Excludes::new(&["a[".into()]).err().unwrap().to_string();
+        assert!(err.starts_with("bad --exclude pattern \"a[\""), "{err}");
     }
 }
