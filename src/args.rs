@@ -46,7 +46,7 @@ pub enum Command {
     #[command(subcommand)]
     Recipient(RecipientCommand),
     /// Back up paths, or standard input, into the repository.
-    Backup(BackupArgs),
+    Backup(Box<BackupArgs>),
     /// List snapshots (needs the admin key).
     Snapshots(SnapshotsArgs),
     /// For monitoring: exit 0 if a snapshot newer than --max-age exists, 1
@@ -376,6 +376,35 @@ pub struct BackupArgs {
     /// `/` absolute paths. Repeat for several.
     #[arg(long = "exclude", value_name = "GLOB")]
     pub excludes: Vec<String>,
+    /// Read --exclude patterns from FILE, one a line (blank lines and lines
+    /// starting with # are skipped). Repeat for several.
+    #[arg(long = "exclude-file", value_name = "FILE")]
+    pub exclude_files: Vec<PathBuf>,
+    /// Leave out the contents of cache directories, those holding a
+    /// CACHEDIR.TAG with its signature (the tag itself is kept).
+    #[arg(long)]
+    pub exclude_caches: bool,
+    /// Leave out the contents of directories holding a file NAME (with
+    /// NAME:HEADER, one starting with HEADER); the file itself is kept.
+    /// Repeat for several.
+    #[arg(long = "exclude-if-present", value_name = "NAME[:HEADER]")]
+    pub exclude_if_present: Vec<String>,
+    /// Leave out regular files larger than SIZE, e.g. 2GiB.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub exclude_larger_than: Option<u64>,
+    /// Back up the paths listed in FILE (`-`: standard input), one a line;
+    /// blank lines and lines starting with # are skipped, and each line is
+    /// trimmed. Repeat for several; adds to the PATH arguments.
+    #[arg(long = "files-from", value_name = "FILE")]
+    pub files_from: Vec<PathBuf>,
+    /// As --files-from, but each line is a path as it stands (no comments,
+    /// no trimming).
+    #[arg(long = "files-from-verbatim", value_name = "FILE")]
+    pub files_from_verbatim: Vec<PathBuf>,
+    /// As --files-from, but the paths are separated by NUL bytes (`find
+    /// -print0`).
+    #[arg(long = "files-from-raw", value_name = "FILE")]
+    pub files_from_raw: Vec<PathBuf>,
     /// Leave out extended attributes (by default every entry keeps them:
     /// user., security. with file capabilities, trusted. as root, and
     /// POSIX ACLs).

@@ -285,3 +285,107 @@ fn the_mount_selects_and_links_each_groups_latest() {
         .collect();
     assert_eq!(hosts, ["web-3"]);
 }
+
+/// `ls -R --json` of the newest snapshot: the paths below `root`, relative.
+fn stored_below(env: &Env, root: &Path) -> Vec<String> {
+    let spec = format!("latest:{}", root.display());
+    let out = env.admin_ok("ls", &[&spec, "-R", "--json"]);
+    let prefix = format!("{}/", root.display());
+    let mut paths: Vec<String> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["path"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .filter_map(|p| p.strip_prefix(&prefix).map(String::from))
+        .collect();
+    paths.sort();
+    paths
+}
+
+/// --files-from (lines, verbatim, NUL), --exclude-file, --exclude-caches,
+/// --exclude-if-present and --exclude-larger-than each leave out what they
+/// name; a listed path that does not exist, or a bad size, stops the run
+/// before anything is stored, naming it.
+#[test]
+fn backup_selection_options_leave_out_what_they_name() {
+    let env = Env::new();
+    let src = env.path("src");
+    write(&src.join("keep.txt"), b"k");
+    write(&src.join("big.bin"), &[7u8; 2000]);
+    write(&src.join("a.log"), b"l");
+    write(
+        &src.join("cache/CACHEDIR.TAG"),
+        b"Signature: 8a477f597d28d172789f06886806bc55\n",
+    );
+    write(&src.join("cache/junk"), b"j");
+    write(&src.join("fakecache/CACHEDIR.TAG"), b"not the signature\n");
+    write(&src.join("fakecache/kept"), b"x");
+    write(&src.join("tmp/.nobackup"), b"");
+    write(&src.join("tmp/t"), b"t");
+    write(&src.join("other/o.txt"), b"o");
+    let s = src.display().to_string();
+    write(
+        &env.path("list"),
+        format!("# what to back up\n\n  {s}/keep.txt  \n{s}/cache\n{s}/fakecache\n{s}/tmp\n")
+            .as_bytes(),
+    );
+    write(
+        &env.path("list0"),
+        format!("{s}/big.bin\0{s}/a.log\0").as_bytes(),
+    );
+    write(&env.path("excludes"), b"# logs\n\n*.log\n");
+    let args = [
+        "--files-from",
+        "list",
+        "--files-from-raw",
+        "list0",
+        "--exclude-file",
+        "excludes",
+        "--exclude-caches",
+        "--exclude-if-present",
+        ".nobackup",
+        "--exclude-larger-than",
+        "1KiB",
+    ];
+    env.backup(&[], &args);
+    assert_eq!(
+        stored_below(&env, &src),
+        [
+            "cache",
+            "cache/CACHEDIR.TAG",
+            "fakecache",
+            "fakecache/CACHEDIR.TAG",
+            "fakecache/kept",
+            "keep.txt",
+            "tmp",
+            "tmp/.nobackup",
+        ]
+    );
+
+    // Verbatim keeps a line's spaces: a path that does not exist, named.
+    write(&env.path("verbatim"), format!("{s}/keep.txt \n").as_bytes());
+    let out = env
+        .writer_cmd(&["--files-from-verbatim", "verbatim"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(text(&out).contains("keep.txt "), "{}", text(&out));
+    let missing = env.writer_cmd(&["--files-from", "nope"]).output().unwrap();
+    assert_eq!(missing.status.code(), Some(1), "{}", text(&missing));
+    assert!(
+        text(&missing).contains("nope: cannot read the list of paths"),
+        "{}",
+        text(&missing)
+    );
+    let bad = env
+        .writer_cmd(&["--exclude-larger-than", "12XB", &s])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2), "{}", text(&bad));
+    assert!(text(&bad).contains("12XB"), "{}", text(&bad));
+    assert_eq!(env.snapshots().len(), 1);
+}

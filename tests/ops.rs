@@ -81,6 +81,8 @@ impl Fixture {
             host: Some("h".into()),
             tags: vec![],
             excludes: vec![],
+            exclude_if_present: vec![],
+            exclude_larger_than: None,
             xattrs: true,
             one_file_system: false,
             state_dir: self.dir.path().join("state"),

@@ -11,6 +11,8 @@ use coffer_core::backend::s3::{AccessKeys, S3Access, S3WriteOptions};
 use coffer_core::crypto::WriterKey;
 use coffer_core::format::id::ObjectId;
 use coffer_core::format::snapshot::SnapshotStats;
+use std::os::unix::ffi::OsStringExt;
+use std::path::{Path, PathBuf};
 use tokio::runtime::Runtime;
 
 /// The name a backed-up stream is stored under, if this is a stream backup.
@@ -24,6 +26,80 @@ fn stream_name(a: &BackupArgs) -> Result<Option<String>> {
         .into()),
         _ => Ok(None),
     }
+}
+
+/// How a list file separates and marks up its paths.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum ListForm {
+    /// One a line, trimmed; blank lines and `#` comments skipped.
+    Lines,
+    /// One a line, as it stands.
+    Verbatim,
+    /// Separated by NUL bytes.
+    Raw,
+}
+
+/// The entries of list file `path` (`-`: standard input) in `form`.
+fn read_list(path: &Path, form: ListForm, what: &str) -> Result<Vec<Vec<u8>>> {
+    let bytes = if path == Path::new("-") {
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::stdin().lock(), &mut bytes)
+            .with_context(|| format!("reading {what} from standard input"))?;
+        bytes
+    } else {
+        std::fs::read(path).with_context(|| format!("{}: cannot read {what}", path.display()))?
+    };
+    let sep = if form == ListForm::Raw { b'\0' } else { b'\n' };
+    Ok(bytes
+        .split(|&b| b == sep)
+        .filter_map(|item| match form {
+            ListForm::Lines => {
+                let item = item.trim_ascii();
+                (!item.is_empty() && !item.starts_with(b"#")).then(|| item.to_vec())
+            }
+            ListForm::Verbatim | ListForm::Raw => (!item.is_empty()).then(|| item.to_vec()),
+        })
+        .collect())
+}
+
+/// The PATH arguments and the paths of the --files-from lists.
+fn source_paths(a: &BackupArgs) -> Result<Vec<PathBuf>> {
+    let lists = (a.files_from.iter().map(|p| (p, ListForm::Lines)))
+        .chain(
+            a.files_from_verbatim
+                .iter()
+                .map(|p| (p, ListForm::Verbatim)),
+        )
+        .chain(a.files_from_raw.iter().map(|p| (p, ListForm::Raw)));
+    let mut paths = a.paths.clone();
+    for (list, form) in lists {
+        if list == Path::new("-") && (a.stdin || a.stdin_from_command) {
+            anyhow::bail!(
+                "--files-from - reads standard input, which --stdin backs up: use a file"
+            );
+        }
+        let items = read_list(list, form, "the list of paths")?;
+        paths.extend(
+            items
+                .into_iter()
+                .map(|p| PathBuf::from(std::ffi::OsString::from_vec(p))),
+        );
+    }
+    Ok(paths)
+}
+
+/// The --exclude patterns and those of the --exclude-file files.
+fn exclude_patterns(a: &BackupArgs) -> Result<Vec<String>> {
+    let mut patterns = a.excludes.clone();
+    for file in &a.exclude_files {
+        for line in read_list(file, ListForm::Lines, "the exclude patterns")? {
+            let line = String::from_utf8(line).map_err(|_| {
+                anyhow::anyhow!("{}: an exclude pattern is not UTF-8", file.display())
+            })?;
+            patterns.push(line);
+        }
+    }
+    Ok(patterns)
 }
 
 /// Runs a backup; tells `facts` the snapshot it wrote, for the hooks.
@@ -102,13 +178,20 @@ fn run_backup(
             .join(&key.config.id),
     };
     let reporter = Reporter::start("backup", Display::choose(a.json));
+    let (paths, excludes) = (source_paths(a)?, exclude_patterns(a)?);
+    let mut exclude_if_present = a.exclude_if_present.clone();
+    if a.exclude_caches {
+        exclude_if_present.push(coffer_writer::CACHEDIR_TAG.to_string());
+    }
     let opts = coffer_writer::BackupOptions {
-        paths: a.paths.clone(),
+        paths,
         source_access: source_access(&a.source)?,
         stdin_name: stream_name(a)?,
         host: a.host.clone(),
         tags: a.tags.clone(),
-        excludes: a.excludes.clone(),
+        excludes,
+        exclude_if_present,
+        exclude_larger_than: a.exclude_larger_than,
         xattrs: !a.no_xattrs,
         one_file_system: a.one_file_system,
         state_dir,

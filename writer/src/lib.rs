@@ -61,7 +61,7 @@ use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
-pub use walk::READ_AHEAD_THREADS;
+pub use walk::{CACHEDIR_TAG, READ_AHEAD_THREADS};
 
 /// How long a run waits for another one that uses its state directory.
 const STATE_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(600);
@@ -136,6 +136,13 @@ pub struct BackupOptions {
     pub tags: Vec<String>,
     /// `--exclude` glob patterns.
     pub excludes: Vec<String>,
+    /// Directories holding one of these files (`NAME`, or `NAME:HEADER`
+    /// for a file that must start with HEADER) keep only that file
+    /// (`--exclude-if-present`; `--exclude-caches` is [`CACHEDIR_TAG`]).
+    pub exclude_if_present: Vec<String>,
+    /// Regular files larger than this many bytes are left out
+    /// (`--exclude-larger-than`).
+    pub exclude_larger_than: Option<u64>,
     /// Store each entry's extended attributes (ACLs and capabilities
     /// included); `backup --no-xattrs` turns it off.
     pub xattrs: bool,
@@ -179,7 +186,11 @@ pub fn backup(
         .unwrap_or_else(time::OffsetDateTime::now_utc);
     let (paths, bucket_urls) = absolute_sources(opts)?;
     let buckets = list_buckets(&bucket_urls, &opts.source_access, rt)?;
-    let excludes = walk::Excludes::new(&opts.excludes)?;
+    let excludes = walk::Excludes::new(
+        &opts.excludes,
+        &opts.exclude_if_present,
+        opts.exclude_larger_than,
+    )?;
     let config = &key.config;
     // The recipients the key file was issued for (config's, in a key file
     // from before key changes).
@@ -509,6 +520,8 @@ mod tests {
             host: Some("h".into()),
             tags: vec![],
             excludes: vec![],
+            exclude_if_present: vec![],
+            exclude_larger_than: None,
             xattrs: true,
             one_file_system: false,
             state_dir: dir.join("state"),

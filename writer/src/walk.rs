@@ -20,6 +20,7 @@ mod stream;
 
 pub(crate) use buckets::{Buckets, BUCKETS_DIR};
 pub(crate) use excludes::Excludes;
+pub use excludes::CACHEDIR_TAG;
 pub(crate) use local::LocalTree;
 pub(crate) use stream::Stream;
 

@@ -177,6 +177,9 @@ impl LocalTree {
                 return Ok(None);
             }
         };
+        if self.excludes.too_large(&meta) {
+            return Ok(None);
+        }
         let known = if meta.is_file() {
             let shared = &w.pipe.shared;
             lock(&shared.state)
@@ -272,6 +275,10 @@ impl LocalTree {
                 }
             }
             Err(e) => w.warn(path, "cannot list", &e),
+        }
+        // A marked directory (a cache): only the marker is kept.
+        if let Some(marker) = self.excludes.marker_in(path) {
+            children.retain(|(name, _)| name.as_slice() == marker);
         }
         children.sort();
         // Stat everything first, so the files that must be read can be

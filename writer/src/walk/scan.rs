@@ -28,11 +28,16 @@ pub(super) fn scan(
             continue;
         };
         if meta.is_file() {
-            progress.add_total(meta.len());
+            if !excludes.too_large(&meta) {
+                progress.add_total(meta.len());
+            }
         } else if meta.is_dir() {
             let dev = one_file_system.then(|| source_dev.unwrap_or(meta.dev()));
             if dev.is_some_and(|d| d != meta.dev()) {
                 continue; // another file system: the walk stores it empty
+            }
+            if excludes.marker_in(&path).is_some() {
+                continue; // only its marker is stored
             }
             if let Ok(entries) = std::fs::read_dir(&path) {
                 stack.extend(entries.flatten().map(|e| (e.path(), dev)));
