@@ -69,6 +69,9 @@ pub enum Command {
     /// List a snapshot's entries: a directory, or with --recursive
     /// everything below it (needs the admin key).
     Ls(LsArgs),
+    /// How big snapshots are, what dedup and compression save, and what the
+    /// repository holds (needs the admin key).
+    Stats(StatsArgs),
     /// Find entries by name (or, for a pattern with `/`, by path) across
     /// snapshots: each path's history as runs of snapshots that hold the
     /// same entry (needs the admin key).
@@ -540,6 +543,25 @@ pub struct LsArgs {
     #[arg(short = 'R', long)]
     pub recursive: bool,
     /// One JSON object a line.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StatsArgs {
+    #[command(flatten)]
+    pub repo: RepoArg,
+    #[command(flatten)]
+    pub key: SecretKeyArgs,
+    #[command(flatten)]
+    pub cache: CacheArgs,
+    #[command(flatten)]
+    pub select: SelectArgs,
+    /// Snapshots to count (`latest` or an id prefix); default: every
+    /// selected snapshot.
+    #[arg(value_name = "SNAPSHOT")]
+    pub snapshots: Vec<String>,
+    /// One JSON object.
     #[arg(long)]
     pub json: bool,
 }

@@ -18,7 +18,7 @@ mod restore;
 mod setup;
 
 pub use backup::backup;
-pub use browse::{find, ls};
+pub use browse::{find, ls, stats};
 pub use copy::copy;
 pub use forget::{forget, prune};
 pub use inspect::{cache, check, diff, snapshots, status};

@@ -103,6 +103,7 @@ fn run(parsed: &config::Parsed, facts: &mut RunFacts) -> anyhow::Result<Outcome>
         Command::Restore(a) => commands::restore(&rt, a, cli.verbose),
         Command::Cat(a) => commands::cat(&rt, a),
         Command::Ls(a) => commands::ls(&rt, a),
+        Command::Stats(a) => commands::stats(&rt, a),
         Command::Find(a) => commands::find(&rt, a, cli.verbose),
         Command::Export(a) => commands::export(&rt, a, cli.verbose),
         Command::Mount(a) => commands::mount(rt, a),

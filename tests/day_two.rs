@@ -389,3 +389,57 @@ fn backup_selection_options_leave_out_what_they_name() {
     assert!(text(&bad).contains("12XB"), "{}", text(&bad));
     assert_eq!(env.snapshots().len(), 1);
 }
+
+/// `stats` against a hand count: files and bytes as a restore writes them,
+/// distinct blobs (a duplicate file stored once), what only the newest
+/// snapshot holds, and the packs.
+#[test]
+fn stats_match_a_hand_count() {
+    let env = Env::new();
+    let src = env.path("src");
+    write(&src.join("a.txt"), b"alpha");
+    write(&src.join("c.txt"), b"alpha");
+    write(&src.join("b.bin"), &util::random_bytes(3, 300_000));
+    env.backup(&[&src], &[]);
+    write(&src.join("d.txt"), b"delta!");
+    env.backup(&[&src], &[]);
+    let stats = |args: &[&str]| -> serde_json::Value {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        serde_json::from_slice(&env.admin_ok("stats", &all).stdout).unwrap()
+    };
+    let newest = stats(&["latest"]);
+    let s = &newest["snapshots"];
+    let dirs = src.ancestors().count() as u64 - 1; // each directory down to src
+    assert_eq!(s["restored"]["files"], 4, "{newest}");
+    assert_eq!(s["restored"]["dirs"], dirs, "{newest}");
+    assert_eq!(s["restored"]["bytes"], 5 + 5 + 300_000 + 6, "{newest}");
+    // Chunks: alpha (once), b.bin, delta; trees: the root and each directory.
+    assert_eq!(s["blobs"]["count"], 3 + dirs + 1, "{newest}");
+    assert!(
+        s["blobs"]["raw_bytes"].as_u64().unwrap() > 300_011,
+        "{newest}"
+    );
+    // Only the newest holds delta and the trees on src's path (all changed).
+    assert_eq!(s["unique"]["count"], 1 + dirs + 1, "{newest}");
+    let both = stats(&[]);
+    let s = &both["snapshots"];
+    assert_eq!(
+        (s["snapshots"].as_u64(), s["restored"]["files"].as_u64()),
+        (Some(2), Some(7))
+    );
+    assert_eq!(s["unique"], s["blobs"], "{both}");
+    let packs = env.packs().len() as u64;
+    assert_eq!(
+        both["repository"]["packs_by_class"]["STANDARD"][0], packs,
+        "{both}"
+    );
+    assert_eq!(both["repository"]["snapshots"], 2);
+    // A dedup ratio above 1: alpha twice, stored once (and the text form says it).
+    assert!(both["dedup_ratio"].as_f64().unwrap() > 1.0, "{both}");
+    let text = text(&env.admin_ok("stats", &["latest"]));
+    assert!(
+        text.contains("dedup ratio") && text.contains("packs, STANDARD"),
+        "{text}"
+    );
+}

@@ -263,10 +263,11 @@ fn bomb_and_chain(forge: &Forge, levels: usize, depth: usize, bottom: &[u8]) -> 
 }
 
 /// `find` over a subtree 2^40 paths share stops at its limit of matches,
-/// in bounded time and memory, and names the cut; trees nested past any
-/// writer's depth are named by `find` and `ls` (exit 3), not followed.
+/// in bounded time and memory, and names the cut; `stats` counts its 2^40
+/// files walking each tree once; trees nested past any writer's depth are
+/// named by `find`, `stats` and `ls` (exit 3), not followed.
 #[test]
-fn find_and_ls_stay_bounded_on_shared_and_deep_trees() {
+fn find_stats_and_ls_stay_bounded_on_shared_and_deep_trees() {
     let env = Env::new();
     let forge = Forge::new(&env);
     let depth = coffer_core::format::tree::MAX_DEPTH + 10;
@@ -294,6 +295,13 @@ fn find_and_ls_stay_bounded_on_shared_and_deep_trees() {
     assert_eq!(rows, limit, "{tail}");
     assert!(m.took.as_secs() < 60, "find took {:?}", m.took);
     assert!(m.peak_mib < 300, "find peaked at {} MiB", m.peak_mib);
+
+    // stats walks each tree once: 2^40 files counted, the depth named.
+    let out = env.admin("stats", &[&snap, "--json"]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["snapshots"]["restored"]["files"], 1u64 << 40, "{json}");
+    assert!(text(&out).contains("nested deeper than 4096"));
 
     let out = env.admin("ls", &[&format!("{snap}:/deep"), "--recursive"]);
     let said = text(&out);

@@ -140,6 +140,9 @@ pub struct ObjectInfo {
     pub size: u64,
     /// When it was stored (file mtime, S3 LastModified), if the store says.
     pub modified: Option<std::time::SystemTime>,
+    /// Its storage class, where the store has them and the listing says
+    /// (S3's `StorageClass`).
+    pub storage_class: Option<String>,
 }
 
 /// Reading objects: what readers (restore, mount, check) need.

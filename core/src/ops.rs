@@ -13,6 +13,8 @@
 //! - [`prune`]: delete the packs no snapshot references;
 //! - [`keys`]: key changes: writers added, reissued, revoked; recipients
 //!   added and removed;
+//! - [`stats`]: snapshots' sizes, what dedup and compression save, what
+//!   the repository holds;
 //! - [`status`]: how fresh the newest snapshot is, from the listing alone;
 //! - [`copy`]: the objects into another store, byte for byte (no key).
 //!
@@ -30,6 +32,7 @@ pub mod keys;
 pub mod ls;
 pub mod prune;
 pub mod restore;
+pub mod stats;
 pub mod status;
 
 /// A number of stored objects and their bytes (in `prune`'s and `copy`'s

@@ -1,15 +1,16 @@
 //! Looking into snapshots without restoring: `ls` (a directory, or all
-//! below it) and `find` (entries by name or path across snapshots, each
-//! path's history as runs).
+//! below it), `find` (entries by name or path across snapshots, each
+//! path's history as runs) and `stats` (sizes, dedup, compression).
 
 use super::{open_repo_cached, selection, split_spec, Outcome};
-use crate::args::{FindArgs, LsArgs};
+use crate::args::{FindArgs, LsArgs, StatsArgs};
 use anyhow::Result;
 use coffer_core::format::encoding::{display_time, display_time_ns};
 use coffer_core::format::snapshot::SnapshotInfo;
 use coffer_core::format::tree::{Entry, Kind};
 use coffer_core::ops::find::{self, Pattern, Run};
 use coffer_core::ops::ls;
+use coffer_core::ops::stats;
 use std::io::Write;
 use tokio::runtime::Runtime;
 
@@ -102,6 +103,80 @@ pub fn find(rt: &Runtime, a: &FindArgs, verbose: bool) -> Result<Outcome> {
         Outcome::Success
     } else {
         Outcome::Partial(format!("{trouble} parts were not searched (on stderr)"))
+    })
+}
+
+pub fn stats(rt: &Runtime, a: &StatsArgs) -> Result<Outcome> {
+    let repo = open_repo_cached(rt, &a.repo, &a.key, &a.cache)?;
+    let all = rt.block_on(repo.snapshots())?;
+    let select = selection(&a.select);
+    let mut chosen = Vec::new();
+    if a.snapshots.is_empty() {
+        chosen.extend(all.iter().filter(|s| select.matches(s)).cloned());
+    } else {
+        for spec in &a.snapshots {
+            chosen.push(rt.block_on(repo.find_snapshot_in(spec, &select))?);
+        }
+        chosen.sort_by_key(|s| (s.snapshot.time(), s.id));
+        chosen.dedup_by_key(|s| s.id);
+    }
+    let others: Vec<_> = all
+        .into_iter()
+        .filter(|s| !chosen.iter().any(|c| c.id == s.id))
+        .collect();
+    let report = rt.block_on(stats::snapshots(&repo, &chosen, &others))?;
+    let whole = rt.block_on(stats::repository(&repo))?;
+    let ratio = |a: u64, b: u64| if b == 0 { 0.0 } else { a as f64 / b as f64 };
+    let dedup = ratio(report.restored.bytes, report.blobs.raw_bytes);
+    let compression = ratio(report.blobs.raw_bytes, report.blobs.stored_bytes);
+    if a.json {
+        let json = serde_json::json!({
+            "snapshots": report,
+            "dedup_ratio": dedup,
+            "compression_ratio": compression,
+            "repository": whole,
+        });
+        println!("{}", serde_json::to_string_pretty(&json)?);
+    } else {
+        let r = &report.restored;
+        let mib = |b: u64| super::mib(b);
+        println!("{} snapshots", report.snapshots);
+        println!(
+            "  restored:        {} files, {} dirs, {} others, {:.1} MiB",
+            r.files,
+            r.dirs,
+            r.others,
+            mib(r.bytes)
+        );
+        println!(
+            "  blobs:           {} ({:.1} MiB before compression, {:.1} MiB stored)",
+            report.blobs.count,
+            mib(report.blobs.raw_bytes),
+            mib(report.blobs.stored_bytes)
+        );
+        println!(
+            "  only theirs:     {} blobs, {:.1} MiB stored (what forget + prune of them would free)",
+            report.unique.count,
+            mib(report.unique.stored_bytes)
+        );
+        println!("  dedup ratio:     {dedup:.2} (restored bytes / distinct bytes)");
+        println!("  compression:     {compression:.2} (bytes / stored bytes)");
+        println!(
+            "repository: {} snapshots, {} indexes",
+            whole.snapshots, whole.indexes
+        );
+        for (class, (count, bytes)) in &whole.packs_by_class {
+            println!("  packs, {class}: {count}, {:.1} MiB", mib(*bytes));
+        }
+    }
+    warn_all(&report.problems, "not counted");
+    Ok(if report.problems.is_empty() {
+        Outcome::Success
+    } else {
+        Outcome::Partial(format!(
+            "{} trees could not be read (on stderr)",
+            report.problems.len()
+        ))
     })
 }
 

@@ -145,6 +145,7 @@ fn list_kind(root: &Path, kind: ObjectKind) -> Result<Vec<ObjectInfo>> {
                         name,
                         size: meta.len(),
                         modified: meta.modified().ok(),
+                        storage_class: None,
                     });
                 }
             }

@@ -141,6 +141,7 @@ impl ReadBackend for MemoryBackend {
                 name: o.key.name.clone(),
                 size: o.data.len() as u64,
                 modified: Some(o.at),
+                storage_class: None,
             })
             .collect())
     }

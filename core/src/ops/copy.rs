@@ -420,6 +420,7 @@ mod tests {
                 name: n.to_string(),
                 size: 1,
                 modified: None,
+                storage_class: None,
             })
             .collect()
     }

@@ -343,6 +343,7 @@ mod tests {
                 name: format!("s{i}"),
                 size,
                 modified: None,
+                storage_class: None,
             })
             .collect()
     }

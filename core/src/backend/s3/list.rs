@@ -63,5 +63,6 @@ pub(super) fn listed(
         modified: obj
             .last_modified()
             .and_then(|t| std::time::SystemTime::try_from(*t).ok()),
+        storage_class: obj.storage_class().map(|c| c.as_str().to_string()),
     })
 }
