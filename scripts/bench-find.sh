@@ -72,7 +72,7 @@ timed() {
     local key=$1 t
     shift
     t=$(ms)
-    "$@" >/dev/null 2>&1
+    "$@" >/dev/null 2>"$W/last.err" || { echo "failed ($key): $*" >&2; cat "$W/last.err" >&2; exit 1; }
     T[$key]=$(elapsed "$t")
 }
 cold() { rm -rf "$W/coffer-cache" "$W/restic-cache"; drop_caches; }
