@@ -52,6 +52,9 @@ pub struct Repository {
     chunks: Option<ChunkCache>,
     /// Trees read lately by the walks that meet one tree from many paths.
     trees: TreeMemo,
+    /// The listing of `snapshots/` made while opening, for the first
+    /// [`Repository::snapshots`] (later ones list again).
+    first_listing: std::sync::Mutex<Option<Vec<crate::backend::ObjectInfo>>>,
 }
 
 impl Repository {
@@ -65,8 +68,17 @@ impl Repository {
         keys: SecretKeys,
         pins: Option<&KnownRepositories>,
     ) -> Result<Self> {
-        let (config, config_digest) = read_config_and_digest(backend.as_ref()).await?;
-        let chain = key_chain::read(backend.as_ref(), &config, config_digest).await?;
+        // The three first requests at once (over a WAN each is a round
+        // trip): config, the key changes' listing, and the snapshots'
+        // listing, which the first `snapshots()` takes.
+        let (config, keys_listed, snapshots) = tokio::join!(
+            read_config_and_digest(backend.as_ref()),
+            backend.list(ObjectKind::Keys),
+            backend.list(ObjectKind::Snapshot),
+        );
+        let (config, config_digest) = config?;
+        let chain =
+            key_chain::read_listed(backend.as_ref(), &config, config_digest, keys_listed?).await?;
         if let Some(known) = pins {
             let location = backend.location();
             match known.check(&location, &config_digest, &chain.digests())? {
@@ -102,6 +114,7 @@ impl Repository {
             opened: None,
             chunks: None,
             trees: TreeMemo::default(),
+            first_listing: std::sync::Mutex::new(snapshots.ok()),
         })
     }
 

@@ -55,9 +55,21 @@ pub async fn read(
     config: &RepoConfig,
     config_digest: ObjectId,
 ) -> Result<KeyChain> {
+    let listed = backend.list(ObjectKind::Keys).await?;
+    read_listed(backend, config, config_digest, listed).await
+}
+
+/// [`read`], from a listing of `keys/` made already (beside other
+/// requests: over a WAN each is a round trip).
+pub async fn read_listed(
+    backend: &dyn Backend,
+    config: &RepoConfig,
+    config_digest: ObjectId,
+    listing: Vec<crate::backend::ObjectInfo>,
+) -> Result<KeyChain> {
     let mut state = KeyState::from_config(config, config_digest, &CertParser)?;
     let mut seqs = Vec::new();
-    for listed in backend.list(ObjectKind::Keys).await? {
+    for listed in listing {
         match key_change::parse_object_name(&listed.name) {
             Some(seq) => seqs.push(seq),
             None => tracing::warn!(

@@ -24,7 +24,12 @@ impl Repository {
         use futures_util::stream::{self, StreamExt};
         let mut out = Vec::new();
         let mut missing = Vec::new();
-        for listed in self.backend.list(ObjectKind::Snapshot).await? {
+        let first = crate::sync::lock(&self.first_listing).take();
+        let listing = match first {
+            Some(listing) => listing,
+            None => self.backend.list(ObjectKind::Snapshot).await?,
+        };
+        for listed in listing {
             match self.cached_snapshot(&listed.name) {
                 Some(info) => out.push(info),
                 None => missing.push(listed),
