@@ -24,24 +24,7 @@ SRC="${DATA_SRC:-/usr/share/doc}"
 DELAYS="${DELAY_MS:-0 20}"
 unset COFFER_REPO COFFER_KEY COFFER_WRITER_KEY COFFER_STATE_DIR
 
-rm -rf "$W"
-mkdir -p "$W"
-cd "$W"
-PROXY_PID=
-stop_all() {
-    [ -n "$PROXY_PID" ] && kill "$PROXY_PID" 2>/dev/null
-    bash "$scripts/s3-server.sh" stop "$W/s3"
-}
-bash "$scripts/s3-server.sh" start "$W/s3" --owner-pid $$
-trap stop_all EXIT
-set -a
-# shellcheck disable=SC1091
-source "$W/s3/env"
-set +a
-export AWS_ACCESS_KEY_ID="$ADMIN_ACCESS_KEY" AWS_SECRET_ACCESS_KEY="$ADMIN_SECRET_KEY"
-export AWS_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true AWS_ENDPOINT_URL="$S3_ENDPOINT"
-export RESTIC_PASSWORD=bench RESTIC_CACHE_DIR="$W/restic-cache"
-export XDG_CACHE_HOME="$W/coffer-cache" XDG_CONFIG_HOME="$W/coffer-config"
+start_s3_workdir
 
 mkdir -p data
 cp -a "$SRC" data/doc

@@ -143,19 +143,44 @@ print_mount_rows() {
 # For the S3 benchmarks (bench-s3.sh, bench-find.sh): they set W, scripts, PROXY_PID,
 # S3_ENDPOINT and the admin's AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY.
 # Starts the latency proxy in front of the S3 server (delay $1 ms each way)
-# and points both tools at it; at 0 ms, straight at the server.
+# and points both tools at it; at 0 ms, straight at the server, unless $2
+# names a file for the proxy to count the bytes it sends back in.
 use_delay() {
     [ -n "$PROXY_PID" ] && { kill "$PROXY_PID"; wait "$PROXY_PID" 2>/dev/null || true; PROXY_PID=; }
-    if [ "$1" = 0 ]; then
+    if [ "$1" = 0 ] && [ -z "${2:-}" ]; then
         export AWS_ENDPOINT_URL="$S3_ENDPOINT"
         return
     fi
     rm -f "$W/proxy.port"
     python3 "$scripts/latency-proxy.py" --upstream "${S3_ENDPOINT#http://}" --delay-ms "$1" \
-        >"$W/proxy.port" 2>"$W/proxy.log" &
+        ${2:+--count-file "$2"} >"$W/proxy.port" 2>"$W/proxy.log" &
     PROXY_PID=$!
     for _ in $(seq 50); do [ -s "$W/proxy.port" ] && break; sleep 0.1; done
     export AWS_ENDPOINT_URL="http://127.0.0.1:$(cat "$W/proxy.port")"
+}
+
+# start_s3_workdir: a fresh $W with a radosgw in $W/s3 (stopped, with the proxy, when
+# the script exits), and the admin's credentials, restic's password and coffer's cache
+# and config directories exported; the shell is left in $W.
+start_s3_workdir() {
+    rm -rf "$W"
+    mkdir -p "$W"
+    cd "$W"
+    PROXY_PID=
+    trap stop_s3_workdir EXIT
+    bash "$scripts/s3-server.sh" start "$W/s3" --owner-pid $$
+    set -a
+    # shellcheck disable=SC1091
+    source "$W/s3/env"
+    set +a
+    export AWS_ACCESS_KEY_ID="$ADMIN_ACCESS_KEY" AWS_SECRET_ACCESS_KEY="$ADMIN_SECRET_KEY"
+    export AWS_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true AWS_ENDPOINT_URL="$S3_ENDPOINT"
+    export RESTIC_PASSWORD=bench RESTIC_CACHE_DIR="$W/restic-cache"
+    export XDG_CACHE_HOME="$W/coffer-cache" XDG_CONFIG_HOME="$W/coffer-config"
+}
+stop_s3_workdir() {
+    [ -n "$PROXY_PID" ] && kill "$PROXY_PID" 2>/dev/null
+    bash "$scripts/s3-server.sh" stop "$W/s3"
 }
 
 # make_bucket NAME: a bucket on the server, as the admin. The secret goes to

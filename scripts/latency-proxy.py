@@ -4,7 +4,9 @@ S3 server were a WAN away: every chunk of bytes is forwarded DELAY_MS after
 it arrived, in each direction (so a request-response round trip costs
 2 x DELAY_MS more), through a queue with due times per direction: latency
 never caps throughput, as on a real long fat pipe. An optional --mbit caps
-each direction of each connection.
+each direction of each connection. An optional --count-file keeps the bytes
+sent to clients so far (responses, headers included) in that file, for
+benchmarks that measure what a command reads from the store.
 
     latency-proxy.py --listen 127.0.0.1:PORT --upstream 127.0.0.1:PORT --delay-ms 20
 
@@ -16,7 +18,19 @@ import asyncio
 import time
 
 
-async def pump(reader, writer, delay, mbit):
+SENT = {"bytes": 0, "file": None}
+
+
+def count_sent(n):
+    """Adds `n` bytes sent to a client to the count file, if there is one."""
+    if SENT["file"] is None:
+        return
+    SENT["bytes"] += n
+    with open(SENT["file"], "w") as f:
+        f.write(f"{SENT['bytes']}\n")
+
+
+async def pump(reader, writer, delay, mbit, counted=False):
     """Forwards what `reader` gives to `writer`, each chunk `delay` seconds
     after it arrived; a reader task and a writer task meet in a queue."""
     queue = asyncio.Queue()
@@ -47,6 +61,8 @@ async def pump(reader, writer, delay, mbit):
                 return
             writer.write(data)
             await writer.drain()
+            if counted:
+                count_sent(len(data))
 
     try:
         await asyncio.gather(read_side(), write_side())
@@ -60,7 +76,9 @@ async def main():
     p.add_argument("--upstream", required=True)
     p.add_argument("--delay-ms", type=float, default=20.0, help="added each way")
     p.add_argument("--mbit", type=float, default=0.0, help="cap per direction (0: none)")
+    p.add_argument("--count-file", help="keep the bytes sent to clients in this file")
     a = p.parse_args()
+    SENT["file"] = a.count_file
     up_host, up_port = a.upstream.rsplit(":", 1)
     delay = a.delay_ms / 1000.0
 
@@ -73,7 +91,8 @@ async def main():
             client_w.close()
             return
         await asyncio.gather(
-            pump(client_r, up_w, delay, a.mbit), pump(up_r, client_w, delay, a.mbit)
+            pump(client_r, up_w, delay, a.mbit),
+            pump(up_r, client_w, delay, a.mbit, counted=True),
         )
         for w in (client_w, up_w):
             w.close()

@@ -484,6 +484,46 @@ pub struct SourceArgs {
     pub source_region: Option<String>,
 }
 
+/// `restore --overwrite MODE` as `--overwrite=MODE`: the mode is optional
+/// (alone it is `if-changed`), so clap takes it only after `=`, while
+/// restic users write it with a space. A snapshot is `latest` or hex, never
+/// a mode's name, so the two cannot be confused.
+pub fn join_overwrite_mode(argv: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    let modes = ["always", "if-changed", "if-newer", "never"];
+    let mut out: Vec<std::ffi::OsString> = Vec::with_capacity(argv.len());
+    let mut args = argv.into_iter();
+    while let Some(arg) = args.next() {
+        if arg == "--" {
+            out.push(arg);
+            out.extend(args);
+            break;
+        }
+        if arg == "--overwrite" {
+            let next = args.as_slice().first().and_then(|n| n.to_str());
+            if let Some(mode) = next.filter(|n| modes.contains(n)) {
+                out.push(format!("--overwrite={mode}").into());
+                args.next();
+                continue;
+            }
+        }
+        out.push(arg);
+    }
+    out
+}
+
+/// What `restore --overwrite` does with files already at the target.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum OverwriteArg {
+    /// Compare every file by content; rewrite what differs.
+    Always,
+    /// Keep files whose size and mtime match; compare the others.
+    IfChanged,
+    /// Replace only what the snapshot has newer (by mtime).
+    IfNewer,
+    /// Keep every file already there.
+    Never,
+}
+
 /// Object Lock retention modes.
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum LockModeArg {
@@ -805,9 +845,34 @@ pub struct RestoreArgs {
     /// The directory to restore into.
     #[arg(long, value_name = "DIR")]
     pub target: PathBuf,
-    /// Restore into a non-empty target, replacing what is in the way.
+    /// Restore over what is in the target. Alone, `if-changed`: files whose
+    /// size and mtime match are kept, others compared by content and only
+    /// what differs read from the repository. `always` compares every file
+    /// by content; `if-newer` replaces only files the snapshot has newer;
+    /// `never` keeps every file already there.
+    #[arg(long, value_enum, value_name = "MODE", num_args = 0..=1,
+          require_equals = true, default_missing_value = "if-changed")]
+    pub overwrite: Option<OverwriteArg>,
+    /// Remove what the snapshot lacks below the restored path (implies
+    /// --overwrite). Try it with --dry-run first.
     #[arg(long)]
-    pub overwrite: bool,
+    pub delete: bool,
+    /// Print what would be restored, updated and deleted; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Compare files by content even where size and mtime match, and read
+    /// every restored file back and check it against the snapshot.
+    #[arg(long)]
+    pub verify: bool,
+    /// Restore only what matches PATTERN (repeat for several): a name, or
+    /// with `/` a path in the snapshot; a matching directory brings all
+    /// below it (`*` stays in one component, `**` crosses them).
+    #[arg(long, value_name = "PATTERN")]
+    pub include: Vec<String>,
+    /// Leave out what matches PATTERN and all below it (repeat for
+    /// several); with --delete it is not removed either.
+    #[arg(long, value_name = "PATTERN")]
+    pub exclude: Vec<String>,
     /// Write zeros where the snapshot has holes or blocks of zeros, rather
     /// than leaving the files sparse (the default).
     #[arg(long)]
@@ -935,6 +1000,29 @@ mod tests {
     #[test]
     fn cli_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn an_overwrite_mode_after_a_space_joins_its_flag_and_nothing_else_does() {
+        let joined = |args: &[&str]| -> Vec<String> {
+            let argv = args.iter().map(std::ffi::OsString::from).collect();
+            join_overwrite_mode(argv)
+                .into_iter()
+                .map(|a| a.into_string().unwrap())
+                .collect()
+        };
+        assert_eq!(
+            joined(&["coffer", "restore", "--overwrite", "never", "latest"]),
+            ["coffer", "restore", "--overwrite=never", "latest"]
+        );
+        assert_eq!(
+            joined(&["coffer", "restore", "--overwrite", "latest"]),
+            ["coffer", "restore", "--overwrite", "latest"]
+        );
+        assert_eq!(
+            joined(&["coffer", "x", "--", "--overwrite", "always"]),
+            ["coffer", "x", "--", "--overwrite", "always"]
+        );
     }
 
     #[test]

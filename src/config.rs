@@ -455,6 +455,7 @@ pub struct Parsed {
 /// is returned.
 pub fn parse_command_line(argv: Vec<std::ffi::OsString>) -> Result<Parsed, ConfigError> {
     use clap::{CommandFactory, FromArgMatches};
+    let argv = crate::args::join_overwrite_mode(argv);
     let early = crate::args::Cli::command()
         .ignore_errors(true)
         .try_get_matches_from(&argv)

@@ -5,7 +5,7 @@
 //! named 2^40 times, directories nested past any path; a message that made
 //! the OpenPGP parser panic. Restore must never write outside its target, no
 //! reader may panic or show such a directory, and check must not blow up;
-//! what is well-formed still restores.
+//! what is well-formed still restores, over a live tree too.
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 mod util;
@@ -245,6 +245,67 @@ fn hostile_trees_never_escape_the_target_or_crash_a_reader() {
     let (code, log) = m.unmount();
     assert_eq!(code, Some(0), "{log}");
     assert!(!log.contains("panicked"), "{log}");
+}
+
+/// Restoring a forged snapshot over a live tree with `--delete`: symlinks
+/// the target holds where the snapshot has directories are replaced, never
+/// followed; what lies below a directory whose tree is damaged is neither
+/// restored nor deleted; nothing outside the target changes.
+#[test]
+fn a_hostile_snapshot_restored_over_a_live_tree_with_delete_stays_inside_it() {
+    let env = Env::new();
+    let forge = Forge::new(&env);
+    let good = forge.tree(vec![file(&forge, b"good.txt", b"well formed\n")]);
+    let dotdot = forge.tree(vec![file(&forge, b"..", b"escape\n")]);
+    let id = forge.snapshot(forge.tree(vec![
+        dir(b"damaged", dotdot),
+        dir(b"good", good),
+        dir(b"more", good),
+    ]));
+    let outside = env.path("outside");
+    write(&outside.join("good.txt"), b"not the target's\n");
+    write(&outside.join("other"), b"not the target's either\n");
+    let target = env.path("target");
+    std::fs::create_dir_all(&target).unwrap();
+    std::os::unix::fs::symlink(&outside, target.join("good")).unwrap();
+    std::os::unix::fs::symlink(&outside, target.join("extra-link")).unwrap();
+    write(
+        &target.join("damaged/mine"),
+        b"kept: its tree could not be read\n",
+    );
+    write(&target.join("more/stale"), b"the snapshot lacks it\n");
+
+    let t = target.display().to_string();
+    let out = env.admin("restore", &[&id, "--target", &t, "--overwrite", "--delete"]);
+    let said = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(!said.contains("panicked"), "{said}");
+    assert!(said.contains("damaged"), "{said}");
+    assert_eq!(
+        listing(&outside),
+        ["good.txt", "other"],
+        "something outside the target changed"
+    );
+    assert_eq!(
+        std::fs::read(outside.join("good.txt")).unwrap(),
+        b"not the target's\n"
+    );
+    assert_eq!(
+        listing(&target),
+        [
+            "damaged",
+            "damaged/mine",
+            "good",
+            "good/good.txt",
+            "more",
+            "more/good.txt"
+        ]
+    );
+    assert!(!target.join("good").is_symlink());
+    assert_eq!(
+        std::fs::read(target.join("good/good.txt")).unwrap(),
+        b"well formed\n"
+    );
 }
 
 /// A snapshot whose trees are shared or deep past reason: `levels` trees

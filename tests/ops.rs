@@ -1,5 +1,5 @@
 //! The operations' logic in process, against the in-memory backend and its
-//! fault injection: check, diff, forget, prune, restore's refusals, export,
+//! fault injection: check, diff, forget, prune, restore (refusals, over a live tree), export,
 //! copy and the config pin, each in a second or so (`cargo test --test ops`). The
 //! end-to-end tests drive the same operations through the binary.
 #![allow(clippy::unwrap_used)] // tests/util is shared test code
@@ -18,7 +18,9 @@ use coffer_core::ops::export::{export, Format, Output};
 use coffer_core::ops::forget::retention::Policy;
 use coffer_core::ops::forget::{self, Selection};
 use coffer_core::ops::prune::{prune, PruneOptions};
-use coffer_core::ops::restore::{restore, RestoreOptions};
+use coffer_core::ops::restore::{
+    restore, Action, Overwrite, ReportTo, RestoreOptions, RestoreStats,
+};
 use coffer_core::repository::known::KnownRepositories;
 use coffer_core::repository::{self, Repository};
 use coffer_core::Error;
@@ -343,12 +345,7 @@ fn restore_refuses_a_non_empty_target_as_bad_usage_and_writes_nothing() {
     let target = f.dir.path().join("target");
     std::fs::create_dir(&target).expect("mkdir");
     std::fs::write(target.join("mine"), b"keep").expect("write");
-    let opts = RestoreOptions {
-        target: target.clone(),
-        overwrite: false,
-        sparse: true,
-        progress: None,
-    };
+    let opts = over(&target, Overwrite::Refuse);
     let err =
         f.rt.block_on(restore(&repo, &snap.snapshot, "", &opts))
             .expect_err("non-empty target");
@@ -404,12 +401,7 @@ fn a_subtree_many_directories_share_is_read_once_by_restore_and_export() {
     let src = f.src().display().to_string();
 
     let before = f.backend.reads();
-    let opts = RestoreOptions {
-        target: f.dir.path().join("target"),
-        overwrite: false,
-        sparse: true,
-        progress: None,
-    };
+    let opts = over(&f.dir.path().join("target"), Overwrite::Refuse);
     let stats =
         f.rt.block_on(restore(&repo, &snap.snapshot, &src, &opts))
             .expect("restore");
@@ -576,12 +568,7 @@ fn copy_carries_every_object_and_a_second_run_stores_nothing() {
             .expect("the copy opens with the same key"),
     );
     let target = f.dir.path().join("restored");
-    let opts_restore = RestoreOptions {
-        target: target.clone(),
-        overwrite: false,
-        sparse: true,
-        progress: None,
-    };
+    let opts_restore = over(&target, Overwrite::Refuse);
     let src = f.src().display().to_string();
     f.rt.block_on(restore(&copied, &snap.snapshot, &src, &opts_restore))
         .expect("restore from the copy");
@@ -607,4 +594,393 @@ fn names(dir: &Path) -> Vec<String> {
         .collect();
     names.sort();
     names
+}
+
+/// Each path below `root` with what restore must get right: kind, mode,
+/// mtime, and the bytes of a file or the target of a link.
+fn tree_state(root: &Path) -> std::collections::BTreeMap<String, String> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = std::collections::BTreeMap::new();
+    let mut todo = vec![root.to_path_buf()];
+    while let Some(dir) = todo.pop() {
+        for item in std::fs::read_dir(&dir).expect("read_dir") {
+            let path = item.expect("entry").path();
+            let meta = std::fs::symlink_metadata(&path).expect("stat");
+            let what = if meta.is_dir() {
+                todo.push(path.clone());
+                "dir".to_string()
+            } else if meta.is_symlink() {
+                format!("-> {}", std::fs::read_link(&path).expect("link").display())
+            } else {
+                use std::hash::{Hash, Hasher};
+                let bytes = std::fs::read(&path).expect("read");
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                bytes.hash(&mut h);
+                format!("{} bytes {:x}", bytes.len(), h.finish())
+            };
+            let rel = path
+                .strip_prefix(root)
+                .expect("below")
+                .display()
+                .to_string();
+            let state = format!(
+                "{what} {:o} {}.{}",
+                meta.mode() & 0o7777,
+                meta.mtime(),
+                meta.mtime_nsec()
+            );
+            out.insert(rel, state);
+        }
+    }
+    out
+}
+
+/// Options for restoring into `target` over what is there.
+fn over(target: &Path, overwrite: Overwrite) -> RestoreOptions {
+    RestoreOptions {
+        target: target.to_path_buf(),
+        overwrite,
+        delete: false,
+        dry_run: false,
+        verify: false,
+        report: None,
+        include: None,
+        exclude: None,
+        sparse: true,
+        progress: None,
+    }
+}
+
+/// What a restore reported, path by path (relative to `target`).
+type Seen = Arc<std::sync::Mutex<Vec<(Action, String)>>>;
+
+fn reporting(opts: RestoreOptions) -> (RestoreOptions, Seen) {
+    let seen: Seen = Arc::default();
+    let (into, root) = (seen.clone(), opts.target.clone());
+    let report = ReportTo(Arc::new(move |action, path: &Path| {
+        let rel = path.strip_prefix(&root).unwrap_or(path);
+        into.lock()
+            .unwrap()
+            .push((action, rel.display().to_string()));
+    }));
+    let opts = RestoreOptions {
+        report: Some(report),
+        ..opts
+    };
+    (opts, seen)
+}
+
+/// A snapshot restored into `target`, then that tree changed as a live
+/// one is: two files edited (one of them large, one byte), one's mode
+/// changed, one removed, a symlink replaced by a file, things added, and
+/// one file changed behind its size and mtime. The snapshot's tree state.
+fn live_tree(
+    f: &Fixture,
+    target: &Path,
+) -> (SnapshotInfo, std::collections::BTreeMap<String, String>) {
+    for n in 0..100 {
+        f.write(&format!("small/f{n:02}"), &random_bytes(100 + n, 2000));
+    }
+    f.write("big.bin", &random_bytes(9, 3_000_000));
+    f.write("gone.txt", b"restored again\n");
+    std::os::unix::fs::symlink("big.bin", f.src().join("link")).expect("symlink");
+    let snap = f.backup();
+    let want = tree_state(&f.src());
+    let repo = Arc::new(f.open().expect("open"));
+    let src = f.src().display().to_string();
+    f.rt.block_on(restore(
+        &repo,
+        &snap.snapshot,
+        &src,
+        &over(target, Overwrite::Refuse),
+    ))
+    .expect("first restore");
+    assert_eq!(tree_state(target), want);
+
+    std::fs::write(target.join("small/f01"), random_bytes(999, 2000)).expect("edit");
+    let mut big = std::fs::read(target.join("big.bin")).expect("read");
+    big[1_500_000] ^= 1;
+    std::fs::write(target.join("big.bin"), &big).expect("edit");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(
+        target.join("small/f02"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .expect("chmod");
+    std::fs::remove_file(target.join("gone.txt")).expect("rm");
+    std::fs::remove_file(target.join("link")).expect("rm");
+    std::fs::write(target.join("link"), b"a file now").expect("write");
+    std::fs::write(target.join("extra.txt"), b"not in the snapshot").expect("write");
+    std::fs::create_dir_all(target.join("extra_dir/deeper")).expect("mkdir");
+    std::fs::write(target.join("extra_dir/deeper/x"), b"x").expect("write");
+    // Changed behind the size and mtime restore compares by default.
+    let silent = target.join("small/f03");
+    let mtime = std::fs::metadata(&silent)
+        .expect("stat")
+        .modified()
+        .expect("mtime");
+    std::fs::write(&silent, random_bytes(333, 2000)).expect("edit");
+    std::fs::File::options()
+        .write(true)
+        .open(&silent)
+        .and_then(|f| f.set_modified(mtime))
+        .expect("set mtime");
+    (snap, want)
+}
+
+fn no_temp_files(root: &Path) {
+    let left: Vec<_> = tree_state(root)
+        .into_keys()
+        .filter(|k| k.contains(".coffer-restore"))
+        .collect();
+    assert!(left.is_empty(), "temporary files left: {left:?}");
+}
+
+#[test]
+fn restore_over_a_live_tree_reads_only_what_changed_and_ends_as_the_snapshot() {
+    let f = Fixture::new();
+    let target = f.dir.path().join("target");
+    let (snap, want) = live_tree(&f, &target);
+    let repo = Arc::new(f.open().expect("open"));
+    let src = f.src().display().to_string();
+    // big.bin had one byte changed: all its chunks but the one holding it
+    // are taken from the file (its chunk boundaries depend on the key).
+    let big =
+        f.rt.block_on(repo.resolve(&snap.snapshot, &format!("{src}/big.bin")))
+            .expect("resolve");
+    let edited_chunk = big
+        .chunks
+        .iter()
+        .zip(big.chunk_starts())
+        .find(|(c, start)| (*start..start + c.raw_length).contains(&1_500_000))
+        .map(|(c, _)| c.raw_length)
+        .expect("a chunk holds the edited byte");
+    let big_reused = big.size - edited_chunk;
+    let run = |opts: &RestoreOptions| -> (RestoreStats, u64) {
+        let before = f.backend.read_bytes();
+        let stats =
+            f.rt.block_on(restore(&repo, &snap.snapshot, &src, opts))
+                .expect("restore");
+        assert!(
+            stats.damaged.is_empty() && stats.warnings.is_empty(),
+            "{stats:?}"
+        );
+        (stats, f.backend.read_bytes() - before)
+    };
+
+    // A dry run says what it would do and changes nothing.
+    let live = tree_state(&target);
+    let dry = RestoreOptions {
+        delete: true,
+        dry_run: true,
+        ..over(&target, Overwrite::IfChanged)
+    };
+    let (dry, seen) = reporting(dry);
+    let (planned, _) = run(&dry);
+    assert_eq!(tree_state(&target), live, "a dry run changed the target");
+    let mut said: Vec<(String, String)> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(a, _)| *a != Action::Unchanged)
+        .map(|(a, p)| {
+            let word = match a {
+                Action::Updated { reused, .. } if *reused > 0 => "updated, reusing",
+                Action::Updated { .. } => "updated",
+                other => return (format!("{other:?}"), p.clone()),
+            };
+            (word.to_string(), p.clone())
+        })
+        .collect();
+    said.sort_by(|a, b| a.1.cmp(&b.1));
+    let expected: Vec<(String, String)> = [
+        (
+            if big_reused > 0 {
+                "updated, reusing"
+            } else {
+                "updated"
+            },
+            "big.bin",
+        ),
+        ("Deleted", "extra.txt"),
+        ("Deleted", "extra_dir"),
+        ("New", "gone.txt"),
+        ("Replaced", "link"),
+        ("updated", "small/f01"),
+        ("Metadata", "small/f02"),
+    ]
+    .into_iter()
+    .map(|(a, p)| (a.to_string(), p.to_string()))
+    .collect();
+    assert_eq!(said, expected);
+    assert_eq!(
+        (planned.updated, planned.metadata, planned.deleted),
+        (2, 1, 2)
+    );
+
+    // The restore itself reads the changed chunks and little else.
+    let opts = RestoreOptions {
+        delete: true,
+        ..over(&target, Overwrite::IfChanged)
+    };
+    let (stats, read) = run(&opts);
+    assert_eq!(
+        (stats.updated, stats.metadata, stats.deleted),
+        (2, 1, 2),
+        "{stats:?}"
+    );
+    assert_eq!(
+        stats.fetch_bytes, planned.fetch_bytes,
+        "the plan and the run differ"
+    );
+    assert_eq!(stats.reused_bytes, big_reused, "{stats:?}");
+    let changed_files = 3_000_000 + 2000 + "restored again\n".len() as u64;
+    assert!(
+        read < changed_files,
+        "{read} bytes read for {changed_files} bytes of changed files"
+    );
+    no_temp_files(&target);
+    let mut got = tree_state(&target);
+    assert_ne!(
+        got.get("small/f03"),
+        want.get("small/f03"),
+        "size and mtime matched"
+    );
+    got.insert("small/f03".into(), want["small/f03"].clone());
+    assert_eq!(got, want);
+
+    // --verify compares content whatever size and mtime say.
+    let verify = RestoreOptions {
+        verify: true,
+        ..over(&target, Overwrite::IfChanged)
+    };
+    let (stats, _) = run(&verify);
+    assert_eq!((stats.updated, stats.files), (1, 1), "{stats:?}");
+    assert_eq!(tree_state(&target), want);
+
+    // Once all is as the snapshot holds it, nothing but trees is read.
+    let (stats, read) = run(&over(&target, Overwrite::IfChanged));
+    assert_eq!(
+        (stats.files, stats.updated, stats.metadata),
+        (0, 0, 0),
+        "{stats:?}"
+    );
+    assert!(read < 20_000, "{read} bytes read with nothing to restore");
+}
+
+#[test]
+fn never_and_if_newer_keep_what_is_there_and_restore_what_is_missing() {
+    let f = Fixture::new();
+    let target = f.dir.path().join("target");
+    let (snap, want) = live_tree(&f, &target);
+    let repo = Arc::new(f.open().expect("open"));
+    let src = f.src().display().to_string();
+    let live = tree_state(&target);
+    for mode in [Overwrite::Never, Overwrite::IfNewer] {
+        let stats =
+            f.rt.block_on(restore(&repo, &snap.snapshot, &src, &over(&target, mode)))
+                .expect("restore");
+        let got = tree_state(&target);
+        // Only the removed file came back; the rest stayed as it was.
+        assert_eq!(got.get("gone.txt"), want.get("gone.txt"), "{mode:?}");
+        for (path, state) in &live {
+            assert_eq!(got.get(path), Some(state), "{mode:?}: {path} changed");
+        }
+        assert_eq!(
+            stats.files,
+            u64::from(mode == Overwrite::Never),
+            "{mode:?}: {stats:?}"
+        );
+    }
+}
+
+#[test]
+fn a_restore_over_a_tree_that_stops_leaves_each_old_file_whole() {
+    let f = Fixture::new();
+    let target = f.dir.path().join("target");
+    let (snap, _) = live_tree(&f, &target);
+    let repo = Arc::new(f.open().expect("open"));
+    let src = f.src().display().to_string();
+    let edited = std::fs::read(target.join("big.bin")).expect("read");
+    let big =
+        f.rt.block_on(repo.resolve(&snap.snapshot, &format!("{src}/big.bin")))
+            .expect("resolve");
+    for loc in &big.chunks {
+        let hex = loc.pack.to_string();
+        f.backend.fail_reads(&format!("data/{}/{hex}", &hex[..2]));
+    }
+    let err =
+        f.rt.block_on(restore(
+            &repo,
+            &snap.snapshot,
+            &src,
+            &over(&target, Overwrite::IfChanged),
+        ))
+        .expect_err("the store became unreachable");
+    assert!(
+        err.to_string().contains("big.bin") || err.to_string().contains("data/"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(target.join("big.bin")).expect("read"), edited);
+    no_temp_files(&target);
+}
+
+#[test]
+fn include_and_exclude_pick_what_restore_takes_and_what_delete_spares() {
+    let f = Fixture::new();
+    for rel in [
+        "a.conf",
+        "b.txt",
+        "sub/c.conf",
+        "sub/d.txt",
+        "cache/e.conf",
+        "other/x.txt",
+    ] {
+        f.write(rel, rel.as_bytes());
+    }
+    let snap = f.backup();
+    let repo = Arc::new(f.open().expect("open"));
+    let src = f.src().display().to_string();
+    let patterns = |p: &[&str]| {
+        let p: Vec<String> = p.iter().map(|s| s.replace("SRC", &src)).collect();
+        Some(coffer_core::patterns::Patterns::new(&p, "pattern").expect("patterns"))
+    };
+    let run = |opts: &RestoreOptions| {
+        f.rt.block_on(restore(&repo, &snap.snapshot, &src, opts))
+            .expect("restore")
+    };
+    let listing = |root: &Path| -> Vec<String> { tree_state(root).into_keys().collect() };
+
+    // Names: only *.conf, none from the excluded directory, and no
+    // directory left that only led to nothing.
+    let names = f.dir.path().join("names");
+    run(&RestoreOptions {
+        include: patterns(&["*.conf"]),
+        exclude: patterns(&["SRC/cache"]),
+        ..over(&names, Overwrite::Refuse)
+    });
+    assert_eq!(listing(&names), ["a.conf", "sub", "sub/c.conf"]);
+
+    // A directory by its path brings everything below it.
+    let sub = f.dir.path().join("sub");
+    run(&RestoreOptions {
+        include: patterns(&["SRC/sub"]),
+        ..over(&sub, Overwrite::Refuse)
+    });
+    assert_eq!(listing(&sub), ["sub", "sub/c.conf", "sub/d.txt"]);
+
+    // --delete spares what is excluded, and removes the rest it lacks.
+    let live = f.dir.path().join("live");
+    run(&over(&live, Overwrite::Refuse));
+    std::fs::write(live.join("mine.local"), b"local only").expect("write");
+    std::fs::write(live.join("stray"), b"stray").expect("write");
+    std::fs::write(live.join("cache/stray"), b"in an excluded directory").expect("write");
+    let stats = run(&RestoreOptions {
+        delete: true,
+        exclude: patterns(&["*.local", "SRC/cache"]),
+        ..over(&live, Overwrite::IfChanged)
+    });
+    assert_eq!(stats.deleted, 1, "{stats:?}");
+    assert!(live.join("mine.local").exists() && live.join("cache/stray").exists());
+    assert!(!live.join("stray").exists());
 }

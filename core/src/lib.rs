@@ -8,7 +8,9 @@
 //!   and glob patterns (`--exclude`, `find`), used by every layer;
 //! - [`format`]: the documents and names of the format (ids, `config`,
 //!   trees, snapshots, indexes, the chunk-id key, their text encodings);
-//!   data only, no keys, no storage;
+//!   data only, no keys, no storage; and [`chunker`], FastCDC with the
+//!   repository's parameters (the writer cuts files with it, restore finds
+//!   the chunks a file already on the target holds);
 //! - [`crypto`]: everything that needs a key: blob sealing and opening,
 //!   keys and certificates, key files, `writer.key`;
 //! - [`backend`]: where objects live (local directory, S3, memory), split
@@ -36,6 +38,7 @@ pub mod progress;
 pub mod sync;
 pub mod user;
 
+pub mod chunker;
 pub mod format;
 
 pub mod crypto;

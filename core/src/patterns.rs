@@ -9,7 +9,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 /// Patterns, split by what they match.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct Patterns {
     names: GlobSet,
     paths: GlobSet,

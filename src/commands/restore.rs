@@ -2,11 +2,12 @@
 //! `export` as one archive.
 
 use super::{mib, open_repo_cached, selection, split_spec, Outcome};
-use crate::args::{CatArgs, ExportArgs, RestoreArgs};
+use crate::args::{CatArgs, ExportArgs, OverwriteArg, RestoreArgs};
 use crate::progress::{Display, Reporter};
 use anyhow::{bail, Context, Result};
 use coffer_core::format::tree::{Extent, Kind};
-use coffer_core::ops::restore::{self, RestoreOptions};
+use coffer_core::ops::restore::{self, Action, Overwrite, ReportTo, RestoreOptions};
+use coffer_core::patterns::Patterns;
 use std::io::{Read, Write};
 use std::path::PathBuf;
 use tokio::runtime::Runtime;
@@ -15,10 +16,16 @@ pub fn restore(rt: &Runtime, a: &RestoreArgs, verbose: bool) -> Result<Outcome> 
     let repo = std::sync::Arc::new(open_repo_cached(rt, &a.repo, &a.key, &a.cache)?);
     let (snap, path) = split_spec(&a.snapshot);
     let info = rt.block_on(repo.find_snapshot_in(snap, &selection(&a.select)))?;
-    let reporter = Reporter::start("restore", Display::choose(a.json));
+    let reporter = Reporter::start("restore", Display::choose(a.json && !a.dry_run));
     let opts = RestoreOptions {
         target: a.target.clone(),
-        overwrite: a.overwrite,
+        overwrite: overwrite_mode(a),
+        delete: a.delete,
+        dry_run: a.dry_run,
+        verify: a.verify,
+        report: (a.dry_run || verbose).then(|| report_actions(a.json)),
+        include: patterns(&a.include, "--include pattern")?,
+        exclude: patterns(&a.exclude, "--exclude pattern")?,
         sparse: !a.no_sparse,
         progress: reporter.progress(),
     };
@@ -29,14 +36,37 @@ pub fn restore(rt: &Runtime, a: &RestoreArgs, verbose: bool) -> Result<Outcome> 
             "type": "summary",
             "snapshot": info.id.to_hex(),
             "target": a.target,
+            "dry_run": a.dry_run,
             "files": stats.files,
             "dirs": stats.dirs,
             "others": stats.others,
             "bytes": stats.bytes,
+            "updated": stats.updated,
+            "unchanged": stats.unchanged,
+            "metadata": stats.metadata,
+            "kept": stats.kept,
+            "deleted": stats.deleted,
+            "reused_bytes": stats.reused_bytes,
+            "fetch_bytes": stats.fetch_bytes,
             "warnings": stats.warnings,
             "damaged": stats.damaged,
         });
         println!("{line}");
+    } else if a.dry_run {
+        println!(
+            "dry run: would write {} files ({} over files that differ: {:.1} MiB kept from \
+             them, {:.1} MiB read from the repository), {} others; leave {} unchanged \
+             ({} with their metadata set again), keep {}, delete {}",
+            stats.files,
+            stats.updated,
+            mib(stats.reused_bytes),
+            mib(stats.fetch_bytes),
+            stats.others,
+            stats.unchanged,
+            stats.metadata,
+            stats.kept,
+            stats.deleted
+        );
     }
     for w in &stats.warnings {
         eprintln!("coffer: warning: {w}");
@@ -44,15 +74,22 @@ pub fn restore(rt: &Runtime, a: &RestoreArgs, verbose: bool) -> Result<Outcome> 
     for d in &stats.damaged {
         eprintln!("coffer: not restored: {d}");
     }
-    if verbose {
+    if verbose && !a.dry_run {
         eprintln!(
-            "restored snapshot {} to {}: {} files, {} dirs, {} others, {:.1} MiB",
+            "restored snapshot {} to {}: {} files ({} updated, {:.1} MiB of them kept), {} dirs, \
+             {} others, {:.1} MiB written; {} unchanged ({} metadata set), {} kept, {} deleted",
             &info.id.to_hex()[..8],
             a.target.display(),
             stats.files,
+            stats.updated,
+            mib(stats.reused_bytes),
             stats.dirs,
             stats.others,
-            mib(stats.bytes)
+            mib(stats.bytes),
+            stats.unchanged,
+            stats.metadata,
+            stats.kept,
+            stats.deleted
         );
     }
     if !stats.damaged.is_empty() {
@@ -72,6 +109,58 @@ pub fn restore(rt: &Runtime, a: &RestoreArgs, verbose: bool) -> Result<Outcome> 
             stats.warnings.len()
         ))
     })
+}
+
+/// The patterns given, if any.
+fn patterns(given: &[String], what: &str) -> Result<Option<Patterns>> {
+    if given.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(Patterns::new(given, what)?))
+}
+
+/// The overwrite mode asked for: `--delete` alone means `if-changed`
+/// (deleting what a snapshot lacks only makes sense over a live tree).
+fn overwrite_mode(a: &RestoreArgs) -> Overwrite {
+    match a.overwrite {
+        None if a.delete => Overwrite::IfChanged,
+        None => Overwrite::Refuse,
+        Some(OverwriteArg::Always) => Overwrite::Always,
+        Some(OverwriteArg::IfChanged) => Overwrite::IfChanged,
+        Some(OverwriteArg::IfNewer) => Overwrite::IfNewer,
+        Some(OverwriteArg::Never) => Overwrite::Never,
+    }
+}
+
+/// Prints each path's action on stdout, one a line: a word and the path,
+/// as `rsync --itemize-changes` and `restic restore -vv` do, or JSON.
+/// Unchanged paths are left out of the text.
+fn report_actions(json: bool) -> ReportTo {
+    ReportTo(std::sync::Arc::new(
+        move |action: Action, path: &std::path::Path| {
+            let (word, fetched, reused) = match action {
+                Action::New => ("new", None, None),
+                Action::Replaced => ("replace", None, None),
+                Action::Updated { fetched, reused } => ("update", Some(fetched), Some(reused)),
+                Action::Metadata => ("metadata", None, None),
+                Action::Unchanged => ("unchanged", None, None),
+                Action::Kept => ("keep", None, None),
+                Action::Deleted => ("delete", None, None),
+            };
+            if json {
+                let line = serde_json::json!({
+                    "type": "action",
+                    "action": word,
+                    "path": path.display().to_string(),
+                    "fetch_bytes": fetched,
+                    "reused_bytes": reused,
+                });
+                println!("{line}");
+            } else if action != Action::Unchanged {
+                println!("{word:<9} {}", path.display());
+            }
+        },
+    ))
 }
 
 pub fn cat(rt: &Runtime, a: &CatArgs) -> Result<Outcome> {

@@ -9,12 +9,12 @@
 //! memory, each on one thread and on THREADS threads (default: the cores).
 //! Prints one line per stage, and the slowest stage's rate on all threads.
 
+use coffer_core::chunker::Chunker;
 use coffer_core::crypto::blob;
 use coffer_core::crypto::{self, Opener, PackSealer, Recipients, SecretKeys};
 use coffer_core::format::config::RepoConfig;
 use coffer_core::format::id::PackId;
 use coffer_core::format::tree::Location;
-use coffer_writer::chunker::Chunker;
 use coffer_writer::READ_AHEAD_THREADS;
 use sequoia_openpgp::crypto::SessionKey;
 use sequoia_openpgp::serialize::stream::{Encryptor, LiteralWriter, Message};

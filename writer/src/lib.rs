@@ -16,7 +16,6 @@
 //!   bucket source's keys as a tree, its objects fetched ahead; `owner`: user
 //!   and group names; `xattrs`: an entry's extended attributes; `sparse`:
 //!   where a sparse file's data lies;
-//! - [`chunker`]: FastCDC with the repository's parameters;
 //! - `pipeline`: the threads that compress, encrypt, pack and upload, and
 //!   the trees; `pack`: one pack being filled;
 //! - `state`: what this host stored before (SQLite, its lock, its row
@@ -24,17 +23,17 @@
 //!   `horizon`: until when a stored blob is reused, and new packs' ids;
 //! - [`backup`] here: one run, from options to a stored snapshot.
 //!
-//! `walk` uses `pipeline`, `chunker`, `readahead`, `source_file`, `bucket`, `owner`,
+//! `walk` uses `pipeline`, `readahead`, `source_file`, `bucket`, `owner`,
 //! `xattrs`, `sparse` and `state`; `pipeline` uses `pack`, `horizon` and `state`;
 //! `state` uses `bloom`; the leaves use none of the others. From coffer-core it
-//! uses `format`, `crypto`, the write half of `backend` and the bucket source
+//! uses `format`, `chunker`, `crypto`, the write half of `backend` and the bucket source
 //! reader (`backend::s3::source`: a source, not the repository), never the
 //! repository's read path.
 #![deny(missing_docs)]
 
 mod bloom;
 mod bucket;
-pub mod chunker;
+use coffer_core::chunker;
 mod horizon;
 mod owner;
 mod pack;

@@ -24,10 +24,10 @@ pub use excludes::CACHEDIR_TAG;
 pub(crate) use local::LocalTree;
 pub(crate) use stream::Stream;
 
-use crate::chunker::Chunker;
 use crate::owner::Owners;
 use crate::pipeline::{PendingEntry, Pipeline, Ref};
 use crate::BackupError;
+use coffer_core::chunker::Chunker;
 use coffer_core::format::snapshot::SnapshotStats;
 use coffer_core::format::tree::{Entry, Kind, Xattr};
 use coffer_core::progress::Progress;

@@ -8,7 +8,7 @@ use super::{Backend, DeleteBackend, ObjectInfo, ObjectKey, ObjectKind, ReadBacke
 use crate::error::{Error, Result};
 use async_trait::async_trait;
 use std::collections::{BTreeMap, HashSet};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
@@ -30,6 +30,8 @@ pub struct MemoryBackend {
     unreadable: Mutex<HashSet<String>>,
     /// Reads (whole or ranged) so far.
     reads: AtomicUsize,
+    /// Bytes those reads returned.
+    read_bytes: AtomicU64,
 }
 
 impl Default for MemoryBackend {
@@ -40,6 +42,7 @@ impl Default for MemoryBackend {
             fail_after: AtomicUsize::new(usize::MAX),
             unreadable: Mutex::default(),
             reads: AtomicUsize::new(0),
+            read_bytes: AtomicU64::new(0),
         }
     }
 }
@@ -108,6 +111,11 @@ impl MemoryBackend {
         self.reads.load(Ordering::SeqCst)
     }
 
+    /// Bytes the reads so far returned (a ranged read counts its range).
+    pub fn read_bytes(&self) -> u64 {
+        self.read_bytes.load(Ordering::SeqCst)
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Stored>> {
         crate::sync::lock(&self.objects)
     }
@@ -118,6 +126,8 @@ impl ReadBackend for MemoryBackend {
     async fn get(&self, key: &ObjectKey, limit: u64) -> Result<Vec<u8>> {
         let data = self.get_any(key)?;
         super::check_size(&key.path(), data.len() as u64, limit)?;
+        self.read_bytes
+            .fetch_add(data.len() as u64, Ordering::SeqCst);
         Ok(data)
     }
 
@@ -127,7 +137,10 @@ impl ReadBackend for MemoryBackend {
             .checked_add(length)
             .filter(|&e| e <= all.len() as u64);
         match end {
-            Some(end) => Ok(all[offset as usize..end as usize].to_vec()),
+            Some(end) => {
+                self.read_bytes.fetch_add(end - offset, Ordering::SeqCst);
+                Ok(all[offset as usize..end as usize].to_vec())
+            }
             None => Err(Error::damaged(key.path(), "truncated")),
         }
     }

@@ -12,23 +12,38 @@
 //! each listed in [`RestoreStats::damaged`]; everything else is restored.
 //! Failing to reach the repository or to write the target stops it.
 //!
+//! Over a live tree (`--overwrite`, see [`Overwrite`]) a file already at
+//! the target is compared with its entry first: one whose size and mtime
+//! match is kept (its metadata set again where it differs); a changed one
+//! is rebuilt beside it from the chunks it still holds plus those read
+//! from the repository, then renamed over it, so a restore that stops
+//! leaves the old file whole. `--delete` removes what the snapshot lacks,
+//! below the restored path only; `--dry-run` says all this and does none.
+//!
 //! The parts: [`walk`] (trees, directories, links; files become queued
-//! reads), [`links`] (hard links, made once their file is complete), [`plan`] (which blobs one ranged read takes), [`write`] (reads run
-//! and files written concurrently, unfinished files tracked) and [`target`]
+//! reads), [`existing`] (what is already at the target: compared, kept,
+//! deleted), [`links`] (hard links, made once their file is complete),
+//! [`plan`] (which blobs one ranged read takes), [`write`] (reads run and
+//! files written concurrently, unfinished files tracked) and [`target`]
 //! (everything that touches the target directory).
 
+mod existing;
 mod links;
 mod plan;
+mod select;
 mod target;
 mod walk;
 mod write;
 
+use crate::chunker::Chunker;
 use crate::error::{Error, Result};
 use crate::format::snapshot::Snapshot;
-use crate::format::tree::Kind;
+use crate::format::tree::{Entry, Kind};
+use crate::patterns::Patterns;
 use crate::progress::Progress;
 use crate::repository::Repository;
 use links::HardLinks;
+use select::Select;
 use std::collections::HashSet;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
@@ -42,13 +57,91 @@ use write::{FileWriter, Unfinished};
 /// Reads queued between the walk and the writer.
 const QUEUED_FETCHES: usize = 256;
 
+/// What restore does with what is already at the target (restic's
+/// `--overwrite` modes; `coffer restore --overwrite` alone is
+/// [`Overwrite::IfChanged`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Overwrite {
+    /// The target must be empty (or missing): nothing is overwritten.
+    #[default]
+    Refuse,
+    /// Every file already there is compared by content, whatever its size
+    /// and mtime, and rebuilt where it differs.
+    Always,
+    /// A file whose size and mtime match its entry is taken as unchanged
+    /// (with `verify`, compared by content too); others are compared by
+    /// content and rebuilt where they differ.
+    IfChanged,
+    /// A file is replaced only if the snapshot's is newer (by mtime).
+    IfNewer,
+    /// Files already there are kept as they are; only missing ones are
+    /// restored.
+    Never,
+}
+
+/// What restore did (or, with `dry_run`, would do) to one path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Made where nothing was.
+    New,
+    /// Something of another kind (or a hard-linked file) was in the way:
+    /// removed, and the entry made.
+    Replaced,
+    /// A file whose content differed, rebuilt: `fetched` bytes (stored)
+    /// read from the repository, `reused` bytes taken from the old file.
+    Updated {
+        /// Stored bytes read from the repository for it.
+        fetched: u64,
+        /// Bytes of its chunks found in the file already there.
+        reused: u64,
+    },
+    /// The same content, its metadata (mode, owner, mtime, extended
+    /// attributes) set again.
+    Metadata,
+    /// Already as the snapshot holds it.
+    Unchanged,
+    /// Kept as it is, by the overwrite mode (`never`, `if-newer`).
+    Kept,
+    /// Removed: the snapshot lacks it (`delete`).
+    Deleted,
+}
+
+/// A function told each path's [`Action`].
+pub type ActionFn = dyn Fn(Action, &Path) + Send + Sync;
+
+/// Told each path's [`Action`] as restore decides it (for `--dry-run` and
+/// `--verbose`).
+#[derive(Clone)]
+pub struct ReportTo(pub Arc<ActionFn>);
+
+impl std::fmt::Debug for ReportTo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ReportTo(..)")
+    }
+}
+
 /// How to restore.
 #[derive(Debug, Clone)]
 pub struct RestoreOptions {
     /// The directory to restore into (created if missing).
     pub target: PathBuf,
-    /// Restore into a non-empty target, replacing what is in the way.
-    pub overwrite: bool,
+    /// What to do with what is already at the target.
+    pub overwrite: Overwrite,
+    /// Remove what the snapshot lacks below the restored path.
+    pub delete: bool,
+    /// Decide and report every action; change nothing.
+    pub dry_run: bool,
+    /// Compare files whose size and mtime match by content too, and read
+    /// every file written back and check it against the snapshot.
+    pub verify: bool,
+    /// Told each path's action.
+    pub report: Option<ReportTo>,
+    /// Restore only entries that match (or lie below a directory that
+    /// does): names, or paths in the snapshot (`--include`).
+    pub include: Option<Patterns>,
+    /// Leave out entries that match, and what is below them; with
+    /// `delete`, they are not removed either (`--exclude`).
+    pub exclude: Option<Patterns>,
     /// Leave holes for the snapshot's holes and for blocks of zeros (the
     /// default, as `restic restore --sparse`); `false` writes the zeros.
     pub sparse: bool,
@@ -67,6 +160,22 @@ pub struct RestoreStats {
     pub others: u64,
     /// Bytes of file content written.
     pub bytes: u64,
+    /// Of `files`, those that replaced a file with other content.
+    pub updated: u64,
+    /// Files, links and nodes already as the snapshot holds them.
+    pub unchanged: u64,
+    /// Of those, the ones whose metadata was set again.
+    pub metadata: u64,
+    /// Entries kept as they were by the overwrite mode.
+    pub kept: u64,
+    /// Entries removed because the snapshot lacks them (`delete`).
+    pub deleted: u64,
+    /// Bytes of updated files taken from the files already there.
+    pub reused_bytes: u64,
+    /// Stored bytes of the chunks the restore reads from the repository
+    /// (with `dry_run`: would read); a read may take a few more, between
+    /// chunks it merges.
+    pub fetch_bytes: u64,
     /// Entries restored incompletely (e.g. a device node without root), each
     /// with the path and the reason.
     pub warnings: Vec<String>,
@@ -89,6 +198,13 @@ impl RestoreStats {
         self.dirs += other.dirs;
         self.others += other.others;
         self.bytes += other.bytes;
+        self.updated += other.updated;
+        self.unchanged += other.unchanged;
+        self.metadata += other.metadata;
+        self.kept += other.kept;
+        self.deleted += other.deleted;
+        self.reused_bytes += other.reused_bytes;
+        self.fetch_bytes += other.fetch_bytes;
         self.warnings.append(&mut other.warnings);
         self.damaged.append(&mut other.damaged);
         self.xattrs_unsupported += other.xattrs_unsupported;
@@ -125,14 +241,38 @@ pub async fn restore(
     opts: &RestoreOptions,
 ) -> Result<RestoreStats> {
     let entry = repo.resolve(snapshot, path).await?;
-    prepare_target(&opts.target, opts.overwrite)?;
+    let over = opts.overwrite != Overwrite::Refuse;
+    prepare_target(&opts.target, over, opts.dry_run)?;
     let is_root = crate::user::is_root();
+    let key = Arc::new(repo.chunk_key().clone());
+    let chunker = Arc::new(Chunker::new(
+        repo.config().chunker.clone(),
+        key.chunker_seed(),
+    ));
     let (tx, rx) = mpsc::channel(QUEUED_FETCHES);
     let unfinished = Arc::new(Unfinished::default());
     let mut walk = Walk {
         repo,
         progress: opts.progress.clone(),
         overwrite: opts.overwrite,
+        delete: opts.delete,
+        dry_run: opts.dry_run,
+        verify: opts.verify,
+        report: opts.report.clone(),
+        key,
+        chunker,
+        select: Arc::new(Select::new(
+            opts.include.clone(),
+            opts.exclude.clone(),
+            &opts.target,
+            &snapshot_root(path, &entry),
+        )),
+        maybe_empty: HashSet::new(),
+        max_gap: if over {
+            plan::MAX_GAP_OVER
+        } else {
+            plan::MAX_GAP
+        },
         sparse: opts.sparse,
         is_root,
         stats: RestoreStats::default(),
@@ -171,20 +311,26 @@ pub async fn restore(
             dirs,
             lost_dirs,
             links,
+            maybe_empty,
             ..
         } = walk;
-        Ok::<_, Error>((stats, dirs, lost_dirs, links))
+        Ok::<_, Error>((stats, dirs, lost_dirs, links, maybe_empty))
     };
-    let ((mut stats, dirs, lost_dirs, links), ()) = match tokio::try_join!(walked, writer.run(rx)) {
-        Ok(done) => done,
-        Err(e) => {
-            let removed = unfinished.remove_all();
-            if removed > 0 {
-                tracing::warn!("removed {removed} partly written files");
+    let ((mut stats, dirs, lost_dirs, links, maybe_empty), ()) =
+        match tokio::try_join!(walked, writer.run(rx)) {
+            Ok(done) => done,
+            Err(e) => {
+                let removed = unfinished.remove_all();
+                if removed > 0 {
+                    tracing::warn!("removed {removed} partly written files");
+                }
+                return Err(e);
             }
-            return Err(e);
-        }
-    };
+        };
+    stats.absorb(writer.stats);
+    if opts.dry_run {
+        return Ok(stats);
+    }
     // Every file is complete: its other names, before directory mtimes.
     links.make(is_root, &mut stats)?;
     for (entry, dest) in dirs.iter().rev() {
@@ -193,9 +339,20 @@ pub async fn restore(
             let _ = std::fs::remove_dir(dest);
             continue;
         }
+        if maybe_empty.contains(dest) && std::fs::remove_dir(dest).is_ok() {
+            continue; // made on the way to included entries, none came
+        }
+        if over {
+            // Over a live tree most directories are as they were: one stat
+            // rather than the three calls that set the same metadata again.
+            let same = std::fs::symlink_metadata(dest)
+                .is_ok_and(|meta| !existing::metadata_differs(entry, &meta, dest, is_root));
+            if same {
+                continue;
+            }
+        }
         apply_metadata(entry, dest, is_root, &mut stats)?;
     }
-    stats.absorb(writer.stats);
     if stats.setid_dropped > 0 {
         tracing::info!(
             "{}: {} entries restored without their set-uid/set-gid bits: their owner was \
@@ -213,6 +370,16 @@ pub async fn restore(
         ));
     }
     Ok(stats)
+}
+
+/// The path in the snapshot that the target stands for: the restored
+/// directory, or the parent of a restored file.
+fn snapshot_root(path: &str, entry: &Entry) -> PathBuf {
+    let path = Path::new("/").join(path.trim_start_matches('/'));
+    match entry.kind {
+        Kind::Dir => path,
+        _ => path.parent().map(Path::to_path_buf).unwrap_or(path),
+    }
 }
 
 /// `e`, said of `dest`.

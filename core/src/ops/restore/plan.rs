@@ -15,6 +15,10 @@ pub(super) const MAX_FETCH: u64 = 8 << 20;
 /// ...skipping at most this many bytes between two of them (reading a few
 /// unneeded kilobytes is cheaper than another round trip).
 pub(super) const MAX_GAP: u64 = 64 << 10;
+/// Over a live tree the chunks read are the few that changed, scattered:
+/// a gap there is mostly bytes nobody needs (with 64 KiB, 4.6 MiB read for
+/// 1.7 MB of chunks, 1% of /usr/share's files changed), so gaps stay small.
+pub(super) const MAX_GAP_OVER: u64 = 4 << 10;
 /// Trees read with one request at most (trees are small).
 const MAX_TREE_FETCH: u64 = 1 << 20;
 /// How far down the queue of trees to look for ones to read together.
@@ -41,13 +45,13 @@ impl Span {
 
     /// Whether `loc` can join: same pack, and either inside the span
     /// already (a chunk several files share, read once) or after its end,
-    /// a gap of at most [`MAX_GAP`], the span staying within `max` bytes.
-    pub(super) fn can_take(&self, loc: &Location, max: u64) -> bool {
+    /// a gap of at most `max_gap`, the span staying within `max` bytes.
+    pub(super) fn can_take(&self, loc: &Location, max: u64, max_gap: u64) -> bool {
         let end = loc.offset.saturating_add(loc.length);
         self.pack == loc.pack
             && ((loc.offset >= self.start && end <= self.end)
                 || (loc.offset >= self.end
-                    && loc.offset - self.end <= MAX_GAP
+                    && loc.offset - self.end <= max_gap
                     && end - self.start <= max))
     }
 
@@ -90,9 +94,11 @@ impl<P> Fetch<P> {
         }
     }
 
-    /// Whether `loc` can join this read (see [`Span::can_take`]).
-    pub(super) fn can_take(&self, loc: &Location) -> bool {
-        self.span.is_none_or(|s| s.can_take(loc, MAX_FETCH))
+    /// Whether `loc` can join this read, skipping at most `max_gap` bytes
+    /// (see [`Span::can_take`]).
+    pub(super) fn can_take(&self, loc: &Location, max_gap: u64) -> bool {
+        self.span
+            .is_none_or(|s| s.can_take(loc, MAX_FETCH, max_gap))
     }
 
     /// Adds `part`, whose blob is at `loc` (which [`Fetch::can_take`]).
@@ -116,7 +122,7 @@ pub(super) fn next_tree_batch<T>(
     let mut batch = vec![first];
     let mut i = 0;
     while i < waiting.len().min(TREE_BATCH_SCAN) {
-        if !span.can_take(&waiting[i].0, MAX_TREE_FETCH) {
+        if !span.can_take(&waiting[i].0, MAX_TREE_FETCH, MAX_GAP) {
             i += 1;
         } else if let Some(item) = waiting.remove(i) {
             span.take(&item.0);
@@ -148,8 +154,11 @@ pub(super) mod tests {
         let mut fetch = Fetch::new();
         fetch.take(&loc(1, 100, 10), 0);
         fetch.take(&loc(1, 110, 20), 1);
-        assert!(fetch.can_take(&loc(1, 100, 10)), "the same blob again");
-        assert!(!fetch.can_take(&loc(1, 125, 10)), "past the end");
+        assert!(
+            fetch.can_take(&loc(1, 100, 10), MAX_GAP),
+            "the same blob again"
+        );
+        assert!(!fetch.can_take(&loc(1, 125, 10), MAX_GAP), "past the end");
         fetch.take(&loc(1, 100, 10), 2);
         let span = fetch.span.expect("a span");
         assert_eq!((span.start, span.end), (100, 130));
@@ -159,14 +168,30 @@ pub(super) mod tests {
     #[test]
     fn a_read_takes_blobs_behind_it_in_the_same_pack_only() {
         let mut fetch = Fetch::new();
-        assert!(fetch.can_take(&loc(1, 100, 10)));
+        assert!(fetch.can_take(&loc(1, 100, 10), MAX_GAP));
         fetch.take(&loc(1, 100, 10), 0);
-        assert!(fetch.can_take(&loc(1, 110, 10)), "adjacent");
-        assert!(fetch.can_take(&loc(1, 110 + MAX_GAP, 10)), "small gap");
-        assert!(!fetch.can_take(&loc(1, 111 + MAX_GAP, 10)), "gap too big");
-        assert!(!fetch.can_take(&loc(1, 50, 10)), "behind the start");
-        assert!(!fetch.can_take(&loc(2, 110, 10)), "other pack");
-        assert!(!fetch.can_take(&loc(1, 110, MAX_FETCH)), "too long");
+        assert!(fetch.can_take(&loc(1, 110, 10), MAX_GAP), "adjacent");
+        assert!(
+            fetch.can_take(&loc(1, 110 + MAX_GAP, 10), MAX_GAP),
+            "small gap"
+        );
+        assert!(
+            !fetch.can_take(&loc(1, 111 + MAX_GAP, 10), MAX_GAP),
+            "gap too big"
+        );
+        assert!(
+            !fetch.can_take(&loc(1, 111 + MAX_GAP_OVER, 10), MAX_GAP_OVER),
+            "over a tree"
+        );
+        assert!(
+            !fetch.can_take(&loc(1, 50, 10), MAX_GAP),
+            "behind the start"
+        );
+        assert!(!fetch.can_take(&loc(2, 110, 10), MAX_GAP), "other pack");
+        assert!(
+            !fetch.can_take(&loc(1, 110, MAX_FETCH), MAX_GAP),
+            "too long"
+        );
         fetch.take(&loc(1, 120, 30), 1);
         let expected = Span {
             pack: PackId([1; 32]),

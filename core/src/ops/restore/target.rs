@@ -13,19 +13,21 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
-/// Makes the target if it is missing; refuses a non-empty one without
-/// `overwrite`.
-pub(super) fn prepare_target(target: &Path, overwrite: bool) -> Result<()> {
+/// Makes the target if it is missing (unless this is a dry run); refuses
+/// a non-empty one without `overwrite`.
+pub(super) fn prepare_target(target: &Path, overwrite: bool, dry_run: bool) -> Result<()> {
     match std::fs::read_dir(target) {
         Ok(mut entries) => {
             if entries.next().is_some() && !overwrite {
                 return Err(Error::Usage(format!(
-                    "target {} is not empty; choose an empty directory or pass --overwrite",
+                    "target {} is not empty; choose an empty directory, or pass --overwrite \
+                     to restore over what is there (only files that differ are written)",
                     target.display()
                 )));
             }
             Ok(())
         }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && dry_run => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::create_dir_all(target)
             .map_err(|e| Error::io(target, "creating the restore target", e)),
         Err(e) => Err(Error::io(target, "opening the restore target", e)),
@@ -154,7 +156,7 @@ pub(super) fn apply_metadata(
 /// only where its owner was restored (as GNU tar does): otherwise the
 /// file would run as whoever restored it, with bits the snapshot chose.
 /// A directory keeps set-gid (it only makes new entries take its group).
-fn mode_to_set(entry: &Entry, owner_restored: bool) -> u32 {
+pub(super) fn mode_to_set(entry: &Entry, owner_restored: bool) -> u32 {
     let mode = entry.mode & 0o7777;
     match (owner_restored, entry.kind) {
         (true, _) => mode,

@@ -3,12 +3,16 @@
 //! and special files made in the writer's order, and each file's chunks
 //! queued as reads for the writing half ([`super::write`]).
 
+use super::existing;
 use super::links::{HardLinks, Linked};
 use super::plan::{next_tree_batch, Span};
+use super::select::Select;
 use super::target::{apply_metadata, clear_way, make_dir, make_node, make_symlink};
-use super::write::{FileFetch, FileJob, Part, Unfinished};
-use super::{at, is_damage, RestoreStats};
+use super::write::{finish, write_at, FileFetch, FileJob, Part, Unfinished};
+use super::{at, is_damage, Action, Overwrite, ReportTo, RestoreStats};
+use crate::chunker::Chunker;
 use crate::error::{Error, Result};
+use crate::format::chunk_key::ChunkIdKey;
 use crate::format::tree::{nested_too_deep, Entry, Kind, Location, Tree, MAX_DEPTH};
 use crate::progress::Progress;
 use crate::repository::Repository;
@@ -39,7 +43,26 @@ pub(super) const FILES_AHEAD: usize = 65_536;
 pub(super) struct Walk<'a> {
     pub(super) repo: &'a Repository,
     pub(super) progress: Option<Arc<Progress>>,
-    pub(super) overwrite: bool,
+    pub(super) overwrite: Overwrite,
+    /// Remove what the snapshot lacks (`--delete`).
+    pub(super) delete: bool,
+    /// Decide and report, change nothing.
+    pub(super) dry_run: bool,
+    /// Compare by content whatever the size and mtime, and check every
+    /// file written (`--verify`).
+    pub(super) verify: bool,
+    pub(super) report: Option<ReportTo>,
+    /// The chunk-id key and the repository's chunker, to compare files
+    /// already at the target.
+    pub(super) key: Arc<ChunkIdKey>,
+    pub(super) chunker: Arc<Chunker>,
+    /// Which entries to take (`--include`, `--exclude`).
+    pub(super) select: Arc<Select>,
+    /// The most bytes one read skips between two chunks it takes.
+    pub(super) max_gap: u64,
+    /// Directories made only to lead to included entries: removed at the
+    /// end if nothing was restored in them.
+    pub(super) maybe_empty: HashSet<PathBuf>,
     pub(super) sparse: bool,
     pub(super) is_root: bool,
     pub(super) stats: RestoreStats,
@@ -76,13 +99,15 @@ impl Walk<'_> {
         let Some(root) = dir.subtree else {
             return Ok(());
         };
-        let mut trees = TreesAhead::new(self.repo, root, path);
-        // Directories being restored, innermost last: each one's tree and
-        // the index of its next entry.
-        let mut within: Vec<(Arc<Tree>, usize, PathBuf)> = Vec::new();
-        let mut next_dir = Some(path.to_path_buf());
+        let over = self.over_live_tree();
+        let mut trees = TreesAhead::new(self.repo, root, path, self.select.clone(), over);
+        // Directories being restored, innermost last: each one's tree, the
+        // index of its next entry, and whether it is included whole.
+        let mut within: Vec<(Arc<Tree>, usize, PathBuf, bool)> = Vec::new();
+        let whole = self.select.takes_all() || self.select.included(path);
+        let mut next_dir = Some((path.to_path_buf(), whole));
         loop {
-            if let Some(dir) = next_dir.take() {
+            if let Some((dir, whole)) = next_dir.take() {
                 let tree = if within.len() >= MAX_DEPTH {
                     Ok(Err(Error::damaged(
                         dir.display().to_string(),
@@ -92,7 +117,12 @@ impl Walk<'_> {
                     trees.get(&dir).await
                 };
                 match tree? {
-                    Ok(tree) => within.push((tree, 0, dir)),
+                    Ok(tree) => {
+                        if self.delete && whole {
+                            self.delete_extras(&tree, &dir)?;
+                        }
+                        within.push((tree, 0, dir, whole))
+                    }
                     Err(e) if is_damage(&e) => {
                         self.stats.damaged.push(at(&dir, e).to_string());
                         self.lost_dirs.insert(dir);
@@ -100,7 +130,7 @@ impl Walk<'_> {
                     Err(e) => return Err(at(&dir, e)),
                 }
             }
-            let Some((tree, next, path)) = within.last_mut() else {
+            let Some((tree, next, path, whole)) = within.last_mut() else {
                 return Ok(());
             };
             let Some(child) = tree.entries.get(*next).cloned() else {
@@ -109,27 +139,108 @@ impl Walk<'_> {
             };
             *next += 1;
             let dest = path.join(OsStr::from_bytes(&child.name));
+            let parent_whole = *whole;
             if let Some(why) = past_path_limits(&dest, &child.name) {
                 self.stats.warnings.push(why);
                 continue;
             }
+            if self.select.excluded(&dest) {
+                continue;
+            }
+            let inside = parent_whole || self.select.included(&dest);
             if child.kind == Kind::Dir {
-                clear_way(self.overwrite, &child, &dest)?;
-                make_dir(&dest)?;
-                self.stats.dirs += 1;
+                if !self.add_dir(&child, &dest, inside)? {
+                    continue;
+                }
                 if child.subtree.is_some() {
-                    next_dir = Some(dest.clone());
+                    next_dir = Some((dest.clone(), inside));
                 }
                 self.dirs.push((child, dest));
-            } else {
+            } else if inside {
                 self.add_leaf(child, dest).await?;
             }
         }
     }
 
+    /// Tells the report what happens to `path`.
+    fn tell(&self, action: Action, path: &Path) {
+        if let Some(report) = &self.report {
+            (report.0)(action, path);
+        }
+    }
+
+    /// Whether anything at the target may be replaced.
+    fn over_live_tree(&self) -> bool {
+        self.overwrite != Overwrite::Refuse
+    }
+
+    /// Makes directory `dest` (a real one already there is kept, anything
+    /// else in the way removed); false when the mode keeps what is in the
+    /// way, and the directory's contents are left out. One made only on
+    /// the way to included entries (`inside` false) is not reported, and
+    /// removed at the end if it stays empty.
+    fn add_dir(&mut self, entry: &Entry, dest: &Path, inside: bool) -> Result<bool> {
+        let there = std::fs::symlink_metadata(dest).ok();
+        let action = match &there {
+            None => Action::New,
+            Some(meta) if meta.is_dir() => Action::Unchanged,
+            Some(_) if matches!(self.overwrite, Overwrite::Never | Overwrite::IfNewer) => {
+                self.stats.kept += 1;
+                self.tell(Action::Kept, dest);
+                return Ok(false);
+            }
+            Some(_) => Action::Replaced,
+        };
+        if !self.dry_run && action != Action::Unchanged {
+            clear_way(self.over_live_tree(), entry, dest)?;
+            make_dir(dest)?;
+        }
+        if !inside {
+            if action != Action::Unchanged {
+                self.maybe_empty.insert(dest.to_path_buf());
+            }
+            return Ok(true);
+        }
+        self.stats.dirs += 1;
+        if action != Action::Unchanged {
+            self.tell(action, dest);
+        }
+        Ok(true)
+    }
+
+    /// With `--delete`: removes what directory `dir` holds that `tree`
+    /// does not name.
+    fn delete_extras(&mut self, tree: &Tree, dir: &Path) -> Result<()> {
+        for path in existing::extras(dir, tree)? {
+            if self.select.excluded(&path) {
+                continue;
+            }
+            if !self.dry_run {
+                existing::remove(&path)?;
+            }
+            self.stats.deleted += 1;
+            self.tell(Action::Deleted, &path);
+        }
+        Ok(())
+    }
+
     /// Restores a file, symlink or special file.
     pub(super) async fn add_leaf(&mut self, entry: Entry, dest: PathBuf) -> Result<()> {
-        clear_way(self.overwrite, &entry, &dest)?;
+        let mut action = Action::New;
+        if self.over_live_tree() {
+            if let Ok(meta) = std::fs::symlink_metadata(&dest) {
+                if self.over_existing(&entry, &dest, &meta).await? {
+                    return Ok(());
+                }
+                action = Action::Replaced;
+            }
+        }
+        if self.dry_run {
+            self.plan_new(&entry, action, &dest);
+            return Ok(());
+        }
+        clear_way(self.over_live_tree(), &entry, &dest)?;
+        self.tell(action, &dest);
         if let Some(link) = entry.link {
             match self.links.is_known(&link, &entry, &dest) {
                 Linked::First => {}
@@ -146,20 +257,208 @@ impl Walk<'_> {
         }
     }
 
+    /// What a dry run says of an entry made where nothing was, or in place
+    /// of what is in the way.
+    fn plan_new(&mut self, entry: &Entry, action: Action, dest: &Path) {
+        if entry.kind == Kind::File {
+            self.stats.files += 1;
+            self.stats.fetch_bytes += entry.chunks.iter().map(|c| c.length).sum::<u64>();
+        } else {
+            self.stats.others += 1;
+        }
+        self.tell(action, dest);
+    }
+
+    /// What to do with `meta`, already at `dest` where `entry` goes: true
+    /// when that is done (kept, its metadata set again, or a file rebuilt
+    /// from what it holds), false when it is to be replaced.
+    async fn over_existing(
+        &mut self,
+        entry: &Entry,
+        dest: &Path,
+        meta: &std::fs::Metadata,
+    ) -> Result<bool> {
+        let keep = match self.overwrite {
+            Overwrite::Never => true,
+            Overwrite::IfNewer => entry.mtime_ns <= existing::mtime_ns(meta),
+            _ => false,
+        };
+        if keep {
+            self.stats.kept += 1;
+            self.tell(Action::Kept, dest);
+            return Ok(true);
+        }
+        if entry.link.is_some() {
+            // Hard-linked names are made anew, as one group.
+            return Ok(false);
+        }
+        match entry.kind {
+            Kind::File if meta.is_file() => self.file_over(entry, dest, meta).await,
+            _ if existing::same_other(entry, meta, dest) => {
+                self.keep(entry, dest, meta)?;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    /// An entry already as the snapshot holds it: its metadata set again
+    /// where it differs.
+    fn keep(&mut self, entry: &Entry, dest: &Path, meta: &std::fs::Metadata) -> Result<()> {
+        self.stats.unchanged += 1;
+        if !existing::metadata_differs(entry, meta, dest, self.is_root) {
+            self.tell(Action::Unchanged, dest);
+            return Ok(());
+        }
+        if !self.dry_run {
+            apply_metadata(entry, dest, self.is_root, &mut self.stats)?;
+        }
+        self.stats.metadata += 1;
+        self.tell(Action::Metadata, dest);
+        Ok(())
+    }
+
+    /// A regular file already at `dest`: kept if its size and mtime match
+    /// (`if-changed` without `verify`) or its content does, else rebuilt
+    /// from the chunks it holds and those it lacks. A file that cannot be
+    /// read is replaced.
+    async fn file_over(
+        &mut self,
+        entry: &Entry,
+        dest: &Path,
+        meta: &std::fs::Metadata,
+    ) -> Result<bool> {
+        let quick = self.overwrite == Overwrite::IfChanged && !self.verify;
+        if quick && meta.len() == entry.size && existing::mtime_ns(meta) == entry.mtime_ns {
+            self.keep(entry, dest, meta)?;
+            return Ok(true);
+        }
+        let (path, e, key, chunker) = (
+            dest.to_path_buf(),
+            entry.clone(),
+            self.key.clone(),
+            self.chunker.clone(),
+        );
+        let compared =
+            tokio::task::spawn_blocking(move || existing::compare(&path, &e, &key, &chunker))
+                .await
+                .map_err(|e| Error::Internal(format!("restore: comparing a file failed: {e}")))?;
+        match compared {
+            Ok(c) if c.same => {
+                self.keep(entry, dest, meta)?;
+                Ok(true)
+            }
+            Ok(c) => {
+                self.update_file(entry.clone(), dest.to_path_buf(), c.reuse)
+                    .await?;
+                Ok(true)
+            }
+            Err(e) => {
+                tracing::debug!("{}: cannot be compared ({e}); replaced", dest.display());
+                Ok(false)
+            }
+        }
+    }
+
+    /// Rebuilds the file at `dest` beside it: the chunks `reuse` found in
+    /// it copied, the others queued as reads; renamed over it once
+    /// complete ([`finish`]).
+    async fn update_file(
+        &mut self,
+        entry: Entry,
+        dest: PathBuf,
+        reuse: Vec<Option<u64>>,
+    ) -> Result<()> {
+        let planned_fetch: u64 = entry
+            .chunks
+            .iter()
+            .zip(&reuse)
+            .filter(|(_, r)| r.is_none())
+            .map(|(c, _)| c.length)
+            .sum();
+        let planned_reuse: u64 = entry
+            .chunks
+            .iter()
+            .zip(&reuse)
+            .filter(|(_, r)| r.is_some())
+            .map(|(c, _)| c.raw_length)
+            .sum();
+        self.stats.updated += 1;
+        if self.dry_run {
+            self.stats.files += 1;
+            self.stats.fetch_bytes += planned_fetch;
+            self.stats.reused_bytes += planned_reuse;
+            let action = Action::Updated {
+                fetched: planned_fetch,
+                reused: planned_reuse,
+            };
+            self.tell(action, &dest);
+            return Ok(());
+        }
+        if let Some(p) = &self.progress {
+            p.add_total(entry.size);
+        }
+        let ahead = self.place_ahead().await?;
+        let temp = existing::temp_path(&dest);
+        let (unfinished, key, sparse) = (self.unfinished.clone(), self.key.clone(), self.sparse);
+        let (e, from, to) = (entry.clone(), dest.clone(), temp.clone());
+        let prepared = tokio::task::spawn_blocking(move || {
+            let new = unfinished.create(&to)?;
+            let old = existing::open_existing(&from)
+                .map_err(|e| Error::io(&from, "reading the file restore replaces", e))?;
+            let copied = existing::copy_reused(&old, &new, &e, &reuse, &key, |f, d, at| {
+                write_at(f, d, at, sparse)
+            })
+            .map_err(|e| Error::io(&to, "writing a file", e))?;
+            Ok::<_, Error>((new, copied))
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("restore: rebuilding a file failed: {e}")))??;
+        let (new, copied) = prepared;
+        let fetched: u64 = copied.missing.iter().map(|&i| entry.chunks[i].length).sum();
+        self.stats.reused_bytes += copied.bytes;
+        self.stats.fetch_bytes += fetched;
+        if let Some(p) = &self.progress {
+            p.add_bytes(copied.bytes);
+        }
+        self.tell(
+            Action::Updated {
+                fetched,
+                reused: copied.bytes,
+            },
+            &dest,
+        );
+        let missing = copied.missing;
+        let job = FileJob::new(entry, dest, sparse, self.unfinished.clone(), ahead)
+            .replacing(temp, new, missing.len())
+            .verified_with(self.verify.then(|| self.key.clone()));
+        let job = Arc::new(job);
+        if missing.is_empty() {
+            let progress = self.progress.clone();
+            return finish(&job, self.is_root, progress.as_deref(), &mut self.stats);
+        }
+        for index in missing {
+            let loc = job.entry.chunks[index];
+            let part = Part {
+                file: job.clone(),
+                chunk: Some(index),
+            };
+            self.queue_part(&loc, part).await?;
+        }
+        Ok(())
+    }
+
     /// Queues a file's chunks as reads, each joining an open read it fits
     /// ([`Walk::queue_part`]); an empty file rides along with any read.
     async fn add_file(&mut self, entry: Entry, dest: PathBuf) -> Result<()> {
         if let Some(p) = &self.progress {
             p.add_total(entry.size);
         }
+        self.stats.fetch_bytes += entry.chunks.iter().map(|c| c.length).sum::<u64>();
         let ahead = self.place_ahead().await?;
-        let file = Arc::new(FileJob::new(
-            entry,
-            dest,
-            self.sparse,
-            self.unfinished.clone(),
-            ahead,
-        ));
+        let file = FileJob::new(entry, dest, self.sparse, self.unfinished.clone(), ahead)
+            .verified_with(self.verify.then(|| self.key.clone()));
+        let file = Arc::new(file);
         match file.entry.chunks.as_slice() {
             [] => {
                 if self.open.is_empty() {
@@ -202,7 +501,8 @@ impl Walk<'_> {
     /// extended open read when there are [`OPEN_FETCHES`] (a pack's long
     /// run stays open while stray chunks come and go).
     async fn queue_part(&mut self, loc: &Location, part: Part) -> Result<()> {
-        let mut fetch = match self.open.iter().position(|f| f.can_take(loc)) {
+        let max_gap = self.max_gap;
+        let mut fetch = match self.open.iter().position(|f| f.can_take(loc, max_gap)) {
             Some(i) => self.open.remove(i),
             None => {
                 if self.open.len() >= OPEN_FETCHES {
@@ -271,21 +571,65 @@ struct TreesAhead<'r> {
     fetched: HashMap<PathBuf, Result<Arc<Tree>>>,
     /// Components of the restore's top directory, to count depths from.
     top: usize,
+    /// Excluded directories' trees are not read.
+    select: Arc<Select>,
+    /// Over a live tree: directories whose entries are being looked up
+    /// ahead of the walk ([`STATS_AHEAD`]); `None` into an empty target.
+    stat_ahead: Option<Arc<Semaphore>>,
 }
+
+/// Directories whose entries restore over a live tree looks up ahead of
+/// the walk, on the blocking pool, so the walk's own `lstat`s find the
+/// inodes cached: the walk is one task, and with a cold cache each lookup
+/// waits for the disk (over /usr/share, 48k entries: 0.88 s cold against
+/// 0.42 s warm).
+const STATS_AHEAD: usize = 8;
 
 type TreeBatch<'r> = std::pin::Pin<
     Box<dyn std::future::Future<Output = Result<Vec<(PathBuf, Result<Arc<Tree>>)>>> + Send + 'r>,
 >;
 
 impl<'r> TreesAhead<'r> {
-    fn new(repo: &'r Repository, root: Location, path: &Path) -> Self {
+    fn new(
+        repo: &'r Repository,
+        root: Location,
+        path: &Path,
+        select: Arc<Select>,
+        over_live_tree: bool,
+    ) -> Self {
         Self {
             repo,
             waiting: VecDeque::from([(root, path.to_path_buf())]),
             fetching: FuturesOrdered::new(),
             fetched: HashMap::new(),
             top: path.components().count(),
+            select,
+            stat_ahead: over_live_tree.then(|| Arc::new(Semaphore::new(STATS_AHEAD))),
         }
+    }
+
+    /// Looks up the entries of `tree` below `path` on the blocking pool
+    /// (their results dropped: what counts is the inode cache they fill).
+    fn stat_entries(&self, tree: &Tree, path: &Path) {
+        let Some(permits) = self.stat_ahead.clone() else {
+            return;
+        };
+        let paths: Vec<PathBuf> = tree
+            .entries
+            .iter()
+            .map(|e| path.join(OsStr::from_bytes(&e.name)))
+            .collect();
+        tokio::spawn(async move {
+            let Ok(_permit) = permits.acquire_owned().await else {
+                return;
+            };
+            let _ = tokio::task::spawn_blocking(move || {
+                for p in paths {
+                    let _ = std::fs::symlink_metadata(p);
+                }
+            })
+            .await;
+        });
     }
 
     /// The tree of directory `dir` (queued when its parent's arrived),
@@ -317,6 +661,7 @@ impl<'r> TreesAhead<'r> {
             for (path, tree) in trees? {
                 if let Ok(tree) = &tree {
                     self.queue_subtrees(tree, &path);
+                    self.stat_entries(tree, &path);
                 }
                 self.fetched.insert(path, tree);
             }
@@ -334,8 +679,8 @@ impl<'r> TreesAhead<'r> {
 
     /// Queues the subdirectories of `tree` (directory `path`) first, in
     /// name order, but none the walk leaves out without asking for its
-    /// tree: nested past [`MAX_DEPTH`], or past Linux's name and path
-    /// limits ([`past_path_limits`]).
+    /// tree: nested past [`MAX_DEPTH`], past Linux's name and path limits
+    /// ([`past_path_limits`]), or excluded.
     fn queue_subtrees(&mut self, tree: &Tree, path: &Path) {
         let depth = path.components().count().saturating_sub(self.top);
         if depth + 1 >= MAX_DEPTH {
@@ -345,10 +690,10 @@ impl<'r> TreesAhead<'r> {
         let subtrees: Vec<_> = subdirs
             .filter_map(|e| {
                 let dest = path.join(OsStr::from_bytes(&e.name));
-                match past_path_limits(&dest, &e.name) {
-                    None => Some((e.subtree?, dest)),
-                    Some(_) => None,
+                if past_path_limits(&dest, &e.name).is_some() || self.select.excluded(&dest) {
+                    return None;
                 }
+                Some((e.subtree?, dest))
             })
             .collect();
         for item in subtrees.into_iter().rev() {

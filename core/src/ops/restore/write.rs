@@ -5,10 +5,12 @@
 //! being written, so a restore that stops removes them: a partly written
 //! file is never left looking restored.
 
+use super::existing::reads_back;
 use super::plan::Fetch;
 use super::target::{apply_metadata, create_file};
 use super::{at, is_damage, RestoreStats};
 use crate::error::{Error, Result};
+use crate::format::chunk_key::ChunkIdKey;
 use crate::format::tree::Entry;
 use crate::progress::Progress;
 use crate::repository::Repository;
@@ -34,6 +36,12 @@ const REMOTE_FETCHES_IN_FLIGHT: usize = 32;
 pub(super) struct FileJob {
     pub(super) entry: Entry,
     pub(super) dest: PathBuf,
+    /// Where a file that replaces one at `dest` is built, renamed over it
+    /// once complete (the old one stays whole until then).
+    temp: Option<PathBuf>,
+    /// With `--verify`: the key to check the written file's chunks with
+    /// before it counts as restored.
+    check: Option<Arc<ChunkIdKey>>,
     /// Where each chunk goes in the file.
     offsets: Vec<u64>,
     /// Leave holes where the data is zeros (and where the snapshot has
@@ -66,6 +74,8 @@ impl FileJob {
         Self {
             entry,
             dest,
+            temp: None,
+            check: None,
             offsets,
             sparse,
             out: Mutex::new(None),
@@ -74,6 +84,27 @@ impl FileJob {
             unfinished,
             _ahead: ahead,
         }
+    }
+
+    /// The job of a file that replaces the one at `dest`: built in `file`
+    /// at `temp` (made by [`Unfinished::create`], holding what was reused),
+    /// with `parts` chunks still to write.
+    pub(super) fn replacing(mut self, temp: PathBuf, file: std::fs::File, parts: usize) -> Self {
+        self.temp = Some(temp);
+        self.out = Mutex::new(Some(Arc::new(file)));
+        self.parts_left = AtomicUsize::new(parts);
+        self
+    }
+
+    /// Checks the file against the snapshot once it is written.
+    pub(super) fn verified_with(mut self, key: Option<Arc<ChunkIdKey>>) -> Self {
+        self.check = key;
+        self
+    }
+
+    /// Where the file is being written.
+    fn writing_to(&self) -> &Path {
+        self.temp.as_deref().unwrap_or(&self.dest)
     }
 
     /// The file, created (new) on first use.
@@ -107,7 +138,7 @@ struct UnfinishedFiles {
 
 impl Unfinished {
     /// Creates `dest` (new) and lists it.
-    fn create(&self, dest: &Path) -> Result<std::fs::File> {
+    pub(super) fn create(&self, dest: &Path) -> Result<std::fs::File> {
         let mut files = lock(&self.inner);
         if files.stopped {
             return Err(Error::Internal(format!(
@@ -297,30 +328,61 @@ fn write_part(
     if job.parts_left.fetch_sub(1, Ordering::AcqRel) != 1 {
         return Ok(());
     }
-    // Every other part is through: the holes, then this closes the file.
+    finish(job, is_root, progress, stats)
+}
+
+/// Once every part of `job` is through: the holes, then closing the file,
+/// checking it (`--verify`), its metadata, and renaming it over the file
+/// it replaces. A file with a lost part is removed (one it was to replace
+/// stays as it was).
+pub(super) fn finish(
+    job: &FileJob,
+    is_root: bool,
+    progress: Option<&Progress>,
+    stats: &mut RestoreStats,
+) -> Result<()> {
+    let path = job.writing_to();
     if !job.failed.load(Ordering::Acquire) {
         let file = job.file()?;
         finish_holes(&file, &job.entry, job.sparse)
             .map_err(|e| Error::io(&job.dest, "writing a file", e))?;
     }
     drop(lock(&job.out).take());
-    job.unfinished.finished(&job.dest);
     if job.failed.load(Ordering::Acquire) {
+        job.unfinished.finished(path);
         // Never leave a file with holes where its data should be.
-        return match std::fs::remove_file(&job.dest) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io(
-                &job.dest,
-                "removing a file whose data is damaged",
-                e,
-            )),
+        return match std::fs::remove_file(path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(Error::io(path, "removing a file whose data is damaged", e))
+            }
             _ => Ok(()),
         };
     }
+    if let Some(key) = &job.check {
+        let good = reads_back(path, &job.entry, key)
+            .map_err(|e| Error::io(path, "reading a restored file back (--verify)", e))?;
+        if !good {
+            return Err(Error::io(
+                &job.dest,
+                "checking a restored file (--verify)",
+                std::io::Error::other(
+                    "it does not read back as written: the target's disk or file system \
+                     lost or changed data",
+                ),
+            ));
+        }
+    }
+    apply_metadata(&job.entry, path, is_root, stats)?;
+    if let Some(temp) = &job.temp {
+        std::fs::rename(temp, &job.dest)
+            .map_err(|e| Error::io(&job.dest, "replacing it with its restored version", e))?;
+    }
+    job.unfinished.finished(path);
     stats.files += 1;
     if let Some(p) = progress {
         p.file_done();
     }
-    apply_metadata(&job.entry, &job.dest, is_root, stats)
+    Ok(())
 }
 
 /// Blocks of this size that hold only zeros are left as holes.
@@ -329,7 +391,12 @@ const SPARSE_BLOCK: u64 = 4096;
 /// Writes `data` at `offset`; with `sparse`, the blocks of it (aligned to
 /// the file's [`SPARSE_BLOCK`]s) that are all zeros are skipped, so the
 /// file system leaves them unallocated, as `cp --sparse=always` does.
-fn write_at(file: &std::fs::File, data: &[u8], offset: u64, sparse: bool) -> std::io::Result<()> {
+pub(super) fn write_at(
+    file: &std::fs::File,
+    data: &[u8],
+    offset: u64,
+    sparse: bool,
+) -> std::io::Result<()> {
     use std::os::unix::fs::FileExt;
     if !sparse {
         return file.write_all_at(data, offset);

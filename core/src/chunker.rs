@@ -8,7 +8,7 @@
 //! rest of its 8 MiB window after every chunk (about 7 bytes copied per byte
 //! of a large file): 1,162 -> 1,398 MiB/s per core on the benchmark's data.
 
-use coffer_core::format::config::ChunkerParams;
+use crate::format::config::ChunkerParams;
 use fastcdc::v2020::{cut_gear, get_gear_with_seed, select_masks, Normalization};
 use std::borrow::Cow;
 use std::io::Read;
