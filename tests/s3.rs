@@ -812,3 +812,140 @@ fn two_mounts_and_a_restore_share_the_cache_and_a_killed_one_leaves_no_part() {
         assert!(whole >= 1, "round {round}: nothing cached");
     }
 }
+
+/// Bytes stored in `bucket` (listed as the server's admin).
+fn bucket_bytes(s3: &util::s3::S3Server, bucket: &str) -> u64 {
+    let c = s3.admin_client();
+    let rt = rt();
+    let mut total = 0;
+    let mut token = None;
+    loop {
+        let out = rt
+            .block_on(
+                c.list_objects_v2()
+                    .bucket(bucket)
+                    .set_continuation_token(token)
+                    .send(),
+            )
+            .unwrap();
+        total += out
+            .contents()
+            .iter()
+            .map(|o| o.size().unwrap_or(0) as u64)
+            .sum::<u64>();
+        token = out.next_continuation_token().map(str::to_string);
+        if token.is_none() {
+            return total;
+        }
+    }
+}
+
+/// The README's tenant recipe: a bucket of the tenant's own with a quota,
+/// a put-only writer and a read-only reader (`tenant_policy`). A backup
+/// that meets the quota stops with an error that names it and stores no
+/// snapshot; the earlier snapshot restores and `status` (the health check)
+/// still answers with the reader's credentials; once the quota is raised
+/// the next backup completes and sends only what the stopped one had not.
+#[test]
+fn a_tenant_over_its_quota_stops_cleanly_and_sends_only_the_rest_once_raised() {
+    let s3 = server();
+    let bucket = "tenant-a";
+    s3.create_bucket(bucket, false);
+    let writer = s3.add_user("tenant-a-writer");
+    let reader = s3.add_user("tenant-a-reader");
+    s3.set_policy(
+        bucket,
+        &util::s3::tenant_policy(bucket, "tenant-a-writer", "tenant-a-reader"),
+    );
+    // The operator (the bucket's owner) makes the repository; then the
+    // tenant's hosts back up as the writer and its admin reads as the reader.
+    let mut env = Env::on_s3(s3, bucket, "");
+    env.writer_vars = aws_vars(&s3.endpoint, &writer);
+    env.vars = aws_vars(&s3.endpoint, &reader);
+
+    let src = env.path("src");
+    write(&src.join("first.bin"), &random_bytes(1, 2_000_000));
+    let first = env.backup(&[&src], &[]);
+    let first_id = first["id"].as_str().unwrap().to_string();
+    let used = bucket_bytes(s3, bucket);
+    // Room for two more 16 MiB packs, not for 60 MB. One upload at a
+    // time: with several, the refusal of one cancels the others in flight,
+    // and what is stored before it would be left to chance.
+    s3.set_bucket_quota(bucket, used + (40 << 20));
+    for n in 0..15 {
+        write(
+            &src.join(format!("more-{n:02}.bin")),
+            &random_bytes(100 + n, 4_000_000),
+        );
+    }
+    let refused = env
+        .writer_cmd(&["--uploads", "1", src.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&refused.stderr).into_owned();
+    assert!(
+        !refused.status.success(),
+        "a backup past the quota succeeded"
+    );
+    assert!(said.contains("QuotaExceeded"), "{said}");
+    assert!(said.contains("quota"), "{said}");
+    let snapshots = env.snapshots();
+    assert_eq!(snapshots.len(), 1, "a snapshot was stored past the quota");
+    let out = env.path("restored");
+    env.restore(&first_id, &out);
+    let restored = std::fs::read(under(&out, &src).join("first.bin")).unwrap();
+    assert!(
+        restored == random_bytes(1, 2_000_000),
+        "the earlier snapshot changed"
+    );
+    let health = env.ok(&["status", "--repo", &env.repo, "--max-age", "1h", "--json"]);
+    let health: serde_json::Value = serde_json::from_slice(&health.stdout).unwrap();
+    assert_eq!(health["ok"], true, "{health}");
+
+    let stored_when_stopped = bucket_bytes(s3, bucket) - used;
+    assert!(
+        stored_when_stopped > 24 << 20, // two packs of up to 16 MiB
+        "{stored_when_stopped} bytes stored before the quota stopped it"
+    );
+    // Each credential stays in its lane: the reader deletes nothing, the
+    // writer reads nothing, and neither reaches another tenant's bucket.
+    s3.create_bucket("tenant-b", false);
+    let rt = rt();
+    let (w, r) = (
+        util::s3::client(&s3.endpoint, &writer),
+        util::s3::client(&s3.endpoint, &reader),
+    );
+    let snap_key = format!("snapshots/{}", snapshots[0]["id"].as_str().unwrap());
+    access_denied(
+        "delete as the reader",
+        rt.block_on(r.delete_object().bucket(bucket).key(&snap_key).send()),
+    );
+    access_denied(
+        "read as the writer",
+        rt.block_on(w.get_object().bucket(bucket).key("config").send()),
+    );
+    access_denied(
+        "list another tenant's bucket",
+        rt.block_on(r.list_objects_v2().bucket("tenant-b").send()),
+    );
+    access_denied(
+        "write into another tenant's bucket",
+        rt.block_on(
+            w.put_object()
+                .bucket("tenant-b")
+                .key("data/00/planted")
+                .body(b"x".to_vec().into())
+                .send(),
+        ),
+    );
+
+    s3.set_bucket_quota(bucket, 1 << 30);
+    env.backup(&[&src], &[]);
+    let sent_after = bucket_bytes(s3, bucket) - used - stored_when_stopped;
+    assert!(
+        stored_when_stopped + sent_after < 66_000_000,
+        "{stored_when_stopped} + {sent_after} bytes stored for 60 MB: the stopped run's packs \
+         were sent again"
+    );
+    assert_eq!(env.snapshots().len(), 2);
+}

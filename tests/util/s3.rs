@@ -206,6 +206,65 @@ impl S3Server {
         });
     }
 
+    /// A new radosgw user `uid` (as `radosgw-admin user create` makes
+    /// one: it owns nothing, may do nothing a policy does not grant).
+    pub fn add_user(&self, uid: &str) -> Creds {
+        let creds = Creds {
+            access_key: format!("{}{}", uid.replace('-', "").to_uppercase(), "KEY0123456789")
+                .chars()
+                .take(20)
+                .collect(),
+            secret_key: format!("{uid}-secret-0123456789abcdefghijklmnopqrstuvwxyz")
+                .chars()
+                .take(40)
+                .collect(),
+        };
+        self.rgw_admin(&[
+            "user",
+            "create",
+            "--uid",
+            uid,
+            "--display-name",
+            uid,
+            "--access-key",
+            &creds.access_key,
+            "--secret-key",
+            &creds.secret_key,
+        ]);
+        creds
+    }
+
+    /// Sets and enables `bucket`'s quota: at most `max_bytes` stored.
+    pub fn set_bucket_quota(&self, bucket: &str, max_bytes: u64) {
+        let max = max_bytes.to_string();
+        let b = format!("--bucket={bucket}");
+        self.rgw_admin(&[
+            "quota",
+            "set",
+            "--quota-scope=bucket",
+            &b,
+            "--max-size",
+            &max,
+        ]);
+        self.rgw_admin(&["quota", "enable", "--quota-scope=bucket", &b]);
+    }
+
+    /// Runs `radosgw-admin ARGS` against this server's cluster.
+    fn rgw_admin(&self, args: &[&str]) {
+        let out = Command::new("radosgw-admin")
+            .arg("-c")
+            .arg(self.dir.join("ceph.conf"))
+            .args(["-n", "client.rgw", "--admin-socket="])
+            .args(args)
+            .output()
+            .expect("run radosgw-admin");
+        assert!(
+            out.status.success(),
+            "radosgw-admin {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// Creates `bucket` as the admin, with Object Lock enabled if `lock`.
     pub fn create_bucket(&self, bucket: &str, lock: bool) {
         let c = self.admin_client();
@@ -270,6 +329,33 @@ impl Env {
 /// index/ and snapshots/, nothing else.
 pub fn write_only_policy(bucket: &str, writer: &str) -> String {
     put_only_policy(bucket, writer, &["data/*", "index/*", "snapshots/*"])
+}
+
+/// The README's tenant policy: on the tenant's own bucket, user `writer`
+/// may only PutObject (as [`write_only_policy`]) and user `reader` may
+/// only read and list (restore, mount, check, status); neither deletes.
+pub fn tenant_policy(bucket: &str, writer: &str, reader: &str) -> String {
+    let writer_only = write_only_policy(bucket, writer);
+    let statements = writer_only
+        .split_once("\"Statement\": [")
+        .and_then(|(_, rest)| rest.rsplit_once(']'))
+        .map(|(inner, _)| inner.trim().to_string())
+        .expect("the writer's statements");
+    format!(
+        r#"{{
+  "Version": "2012-10-17",
+  "Statement": [
+    {statements},
+    {{
+      "Sid": "TenantReaderMayReadAndList",
+      "Effect": "Allow",
+      "Principal": {{"AWS": ["arn:aws:iam:::user/{reader}"]}},
+      "Action": ["s3:GetObject", "s3:ListBucket"],
+      "Resource": ["arn:aws:s3:::{bucket}", "arn:aws:s3:::{bucket}/*"]
+    }}
+  ]
+}}"#
+    )
 }
 
 /// A policy letting user `writer` PutObject on `bucket`'s keys matching

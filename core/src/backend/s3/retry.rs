@@ -52,15 +52,35 @@ where
         .raw_response()
         .map(|r| format!("HTTP {}: ", r.status().as_u16()))
         .unwrap_or_default();
-    let what = match (e.code(), e.message()) {
+    let message = e.message().filter(|m| !m.trim().is_empty());
+    let mut what = match (e.code(), message) {
         (Some(code), Some(msg)) => format!("{status}{code}: {msg}"),
         (Some(code), None) => format!("{status}{code}"),
         _ => format!("{status}{}", cause_chain(e)),
     };
+    if let Some(hint) = e.code().and_then(hint_for) {
+        what.push_str(" (");
+        what.push_str(hint);
+        what.push(')');
+    }
     Error::Storage {
         op,
         key: url,
         source: std::io::Error::other(what),
+    }
+}
+
+/// What to do about an S3 error code that says more than its words.
+fn hint_for(code: &str) -> Option<&'static str> {
+    match code {
+        // radosgw's (and MinIO's "XMinioAdminBucketQuotaExceeded") answer to a
+        // PUT past a user or bucket quota.
+        "QuotaExceeded" | "XMinioAdminBucketQuotaExceeded" => Some(
+            "the store's quota for this bucket or user is full: nothing more can be \
+             stored until it is raised or space is freed; what was stored stays, a backup \
+             stopped here wrote no snapshot, and the next one sends only what is missing",
+        ),
+        _ => None,
     }
 }
 
@@ -140,6 +160,13 @@ fn backoff(attempt: u32) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_quota_refusal_says_what_it_means_and_other_codes_say_nothing_more() {
+        let hint = hint_for("QuotaExceeded").expect("a hint");
+        assert!(hint.contains("quota") && hint.contains("only what is missing"));
+        assert!(hint_for("AccessDenied").is_none());
+    }
 
     #[test]
     fn backoff_grows_and_is_capped() {
