@@ -66,11 +66,13 @@ measure() { # measure LABEL WHERE
     cold
     timed coffer_cold "$coffer" find "${c[@]}" "$name"
     timed coffer_warm "$coffer" find "${c[@]}" "$name"
+    # Each tool's ls right after its own finds, while its caches are warm (until
+    # 2026-12-07 coffer's ls ran after the `cold` below, so its "warm" row was cold).
+    timed coffer_ls "$coffer" ls "${c[@]}" latest -l --recursive
     # restic's cache warms on its first command: the cold figure is its first find
     cold
     timed restic_cold restic -r "${RREPO[$where]}" find "$name"
     timed restic_warm restic -r "${RREPO[$where]}" find "$name"
-    timed coffer_ls "$coffer" ls "${c[@]}" latest -l --recursive
     timed restic_ls restic -r "${RREPO[$where]}" ls -l latest
     rows+=("$(printf '| find, cold, %s | %s | %s | %s |' "$label" "${T[coffer_cold]}" "${T[restic_cold]}" "$(ratio "${T[coffer_cold]}" "${T[restic_cold]}")")")
     rows+=("$(printf '| find, warm, %s | %s | %s | %s |' "$label" "${T[coffer_warm]}" "${T[restic_warm]}" "$(ratio "${T[coffer_warm]}" "${T[restic_warm]}")")")
