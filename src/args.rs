@@ -312,6 +312,10 @@ pub struct CacheArgs {
     /// keeps on disk (least recently used files go first).
     #[arg(long, default_value = "2GiB", value_parser = parse_size, value_name = "SIZE")]
     pub metadata_cache_size: u64,
+    /// Read at most RATE a second from the repository, all reads together
+    /// (a number and a unit: 10MiB, 500KiB, 2MB).
+    #[arg(long, value_name = "RATE", value_parser = coffer_core::backend::limit::parse_rate)]
+    pub limit_download: Option<u64>,
 }
 
 #[derive(Debug, Args)]
@@ -443,6 +447,10 @@ pub struct BackupArgs {
     /// each one holds a pack of up to 24 MiB in memory.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
     pub uploads: Option<u16>,
+    /// Send at most RATE a second to the repository, all uploads together
+    /// (a number and a unit: 10MiB, 500KiB, 2MB).
+    #[arg(long, value_name = "RATE", value_parser = coffer_core::backend::limit::parse_rate)]
+    pub limit_upload: Option<u64>,
     /// Write the run's outcome (success, times, sizes) to FILE in Prometheus'
     /// text format, for node_exporter's textfile collector; written whether
     /// the run succeeds or fails.

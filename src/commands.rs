@@ -35,6 +35,7 @@ pub use setup::{init, key_add_signing, key_generate};
 use crate::args::{CacheArgs, LockModeArg, ObjectLockArgs, RepoArg, SecretKeyArgs, SelectArgs};
 use anyhow::{bail, Context, Result};
 use coffer_core::backend;
+use coffer_core::backend::limit::{Limited, RateLimit};
 use coffer_core::backend::s3::{LockMode, ObjectLock};
 use coffer_core::crypto::keyfile::{self, ModeCheck};
 use coffer_core::crypto::SecretKeys;
@@ -42,6 +43,7 @@ use coffer_core::repository::known::KnownRepositories;
 use coffer_core::repository::metadata_cache::MetadataCache;
 use coffer_core::repository::Repository;
 use std::path::PathBuf;
+use std::sync::Arc;
 use tokio::runtime::Runtime;
 
 /// What a command wants the process to exit with, when it did not fail.
@@ -90,10 +92,23 @@ fn mode_check(insecure: bool) -> ModeCheck {
 }
 
 pub fn open_repo(rt: &Runtime, repo: &RepoArg, key: &SecretKeyArgs) -> Result<Repository> {
+    open_repo_paced(rt, repo, key, None)
+}
+
+/// [`open_repo`], its reads paced to at most `download` bytes a second
+/// (`--limit-download`).
+fn open_repo_paced(
+    rt: &Runtime,
+    repo: &RepoArg,
+    key: &SecretKeyArgs,
+    download: Option<u64>,
+) -> Result<Repository> {
     let passphrase = read_passphrase(key)?;
     let check = mode_check(key.insecure_key_permissions);
     let keys = SecretKeys::from_file(&key.key, passphrase.as_deref(), check)?;
     let backend = rt.block_on(backend::open(&repo.repo, Default::default()))?;
+    let download = download.map(|rate| Arc::new(RateLimit::new(rate)));
+    let backend = Limited::wrap(backend, None, download);
     let pins = KnownRepositories::of_this_host();
     Ok(rt.block_on(Repository::open(backend, keys, pins.as_ref()))?)
 }
@@ -109,7 +124,8 @@ pub fn open_repo_cached(
     key: &SecretKeyArgs,
     cache: &CacheArgs,
 ) -> Result<Repository> {
-    let opened = opened_snapshots_cached(open_repo(rt, repo, key)?, cache);
+    let opened =
+        opened_snapshots_cached(open_repo_paced(rt, repo, key, cache.limit_download)?, cache);
     // Tree packs of a local repository are already on local disk.
     if cache.no_cache || opened.backend().is_local() {
         return Ok(opened);

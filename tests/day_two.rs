@@ -520,3 +520,43 @@ fn restore_over_a_live_tree_plans_then_syncs_it() {
         .unwrap();
     assert!(out.status.success(), "{}", text(&out));
 }
+
+/// `--limit-upload` and `--limit-download`: 6 MiB at 2 MiB/s take about
+/// three seconds each way (the bytes after the first object wait their
+/// turn), the result is whole, and a rate without a unit is refused.
+#[test]
+fn limits_pace_backup_and_restore_and_a_rate_needs_a_unit() {
+    let env = Env::new();
+    let src = env.path("src");
+    let data = util::random_bytes(11, 6 << 20);
+    write(&src.join("six.bin"), &data);
+    let started = std::time::Instant::now();
+    env.backup(&[&src], &["--limit-upload", "2MiB"]);
+    let took = started.elapsed();
+    assert!(
+        took >= std::time::Duration::from_millis(2500),
+        "backup took {took:?}"
+    );
+
+    let target = env.path("restored");
+    let t = target.display().to_string();
+    let spec = format!("latest:{}", src.display());
+    let started = std::time::Instant::now();
+    env.admin_ok(
+        "restore",
+        &[&spec, "--target", &t, "--limit-download", "2MiB"],
+    );
+    let took = started.elapsed();
+    assert!(
+        took >= std::time::Duration::from_millis(2500),
+        "restore took {took:?}"
+    );
+    assert!(std::fs::read(target.join("six.bin")).unwrap() == data);
+
+    let out = env.admin(
+        "restore",
+        &[&spec, "--target", &t, "--limit-download", "10"],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).contains("give a unit"), "{}", text(&out));
+}

@@ -19,6 +19,7 @@ pub use carry::{Carried, Carry, Spooled};
 
 mod carry;
 mod direct;
+pub mod limit;
 pub mod local;
 pub mod memory;
 pub mod ranged;
