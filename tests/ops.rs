@@ -984,3 +984,47 @@ fn include_and_exclude_pick_what_restore_takes_and_what_delete_spares() {
     assert!(live.join("mine.local").exists() && live.join("cache/stray").exists());
     assert!(!live.join("stray").exists());
 }
+
+/// A file that only grew (a log appended to) still holds every chunk in
+/// place: it is rebuilt from itself, with nothing read from the store.
+#[test]
+fn a_file_that_only_grew_is_rebuilt_from_itself() {
+    let f = Fixture::new();
+    let data = random_bytes(21, 1_500_000);
+    f.write("log", &data);
+    let snap = f.backup();
+    let repo = Arc::new(f.open().expect("open"));
+    let src = f.src().display().to_string();
+    let target = f.dir.path().join("target");
+    f.rt.block_on(restore(
+        &repo,
+        &snap.snapshot,
+        &src,
+        &over(&target, Overwrite::Refuse),
+    ))
+    .expect("restore");
+    let mut grown = data.clone();
+    grown.extend(b"appended since the backup\n");
+    std::fs::write(target.join("log"), &grown).expect("append");
+    let before = f.backend.read_bytes();
+    let opts = RestoreOptions {
+        verify: true,
+        ..over(&target, Overwrite::IfChanged)
+    };
+    let stats =
+        f.rt.block_on(restore(&repo, &snap.snapshot, &src, &opts))
+            .expect("restore over");
+    let read = f.backend.read_bytes() - before;
+    assert_eq!(
+        (stats.updated, stats.files, stats.fetch_bytes),
+        (1, 1, 0),
+        "{stats:?}"
+    );
+    assert_eq!(stats.reused_bytes, data.len() as u64, "{stats:?}");
+    assert!(
+        read < 20_000,
+        "{read} bytes read for a file rebuilt from itself"
+    );
+    assert!(std::fs::read(target.join("log")).expect("read") == data);
+    no_temp_files(&target);
+}

@@ -223,7 +223,9 @@ impl Carry for Limited {
         spooled: &Spooled,
         carried: &Carried,
     ) -> Result<()> {
-        let size = std::fs::metadata(&spooled.path).map_or(0, |m| m.len());
+        let size = tokio::fs::metadata(&spooled.path)
+            .await
+            .map_or(0, |m| m.len());
         self.sent(size as usize).await;
         self.inner.put_new_spooled(key, spooled, carried).await
     }

@@ -51,9 +51,28 @@ pub(super) fn compare(
 ) -> std::io::Result<Compared> {
     let file = open_existing(path)?;
     let len = file.metadata()?.len();
-    let mut reuse = vec![None; entry.chunks.len()];
+    let mut reuse = chunks_in_place(&file, len, entry, key)?;
+    let in_place = reuse.iter().all(Option::is_some);
+    if len == entry.size && in_place && holes_are_zeros(&file, entry)? {
+        return Ok(Compared { same: true, reuse });
+    }
+    if !in_place && len > 0 {
+        find_moved_chunks(&file, len, entry, key, chunker, &mut reuse)?;
+    }
+    Ok(Compared { same: false, reuse })
+}
+
+/// For each of the entry's chunks, its offset if `file` (`len` bytes)
+/// holds it there, hashed with the chunk-id key.
+fn chunks_in_place(
+    file: &File,
+    len: u64,
+    entry: &Entry,
+    key: &ChunkIdKey,
+) -> std::io::Result<Vec<Option<u64>>> {
+    let mut found = vec![None; entry.chunks.len()];
     let mut buf = Vec::new();
-    for ((slot, loc), start) in reuse
+    for ((slot, loc), start) in found
         .iter_mut()
         .zip(&entry.chunks)
         .zip(entry.chunk_starts())
@@ -67,14 +86,7 @@ pub(super) fn compare(
             *slot = Some(start);
         }
     }
-    let in_place = reuse.iter().all(Option::is_some);
-    if len == entry.size && in_place && holes_are_zeros(&file, entry)? {
-        return Ok(Compared { same: true, reuse });
-    }
-    if !in_place && len > 0 {
-        find_moved_chunks(&file, len, entry, key, chunker, &mut reuse)?;
-    }
-    Ok(Compared { same: false, reuse })
+    Ok(found)
 }
 
 /// Cuts `file` with the chunker and notes where it holds the entry's
@@ -191,18 +203,12 @@ pub(super) fn copy_reused(
 /// holes.
 pub(super) fn reads_back(path: &Path, entry: &Entry, key: &ChunkIdKey) -> std::io::Result<bool> {
     let file = open_existing(path)?;
-    if file.metadata()?.len() != entry.size {
+    let len = file.metadata()?.len();
+    if len != entry.size {
         return Ok(false);
     }
-    let mut buf = Vec::new();
-    for (loc, start) in entry.chunks.iter().zip(entry.chunk_starts()) {
-        buf.resize(loc.raw_length as usize, 0);
-        file.read_exact_at(&mut buf, start)?;
-        if key.blob_id(&buf) != loc.id {
-            return Ok(false);
-        }
-    }
-    holes_are_zeros(&file, entry)
+    let in_place = chunks_in_place(&file, len, entry, key)?;
+    Ok(in_place.iter().all(Option::is_some) && holes_are_zeros(&file, entry)?)
 }
 
 /// An entry's mtime in nanoseconds, as `meta` has it.

@@ -369,30 +369,19 @@ impl Walk<'_> {
         dest: PathBuf,
         reuse: Vec<Option<u64>>,
     ) -> Result<()> {
-        let planned_fetch: u64 = entry
-            .chunks
-            .iter()
-            .zip(&reuse)
-            .filter(|(_, r)| r.is_none())
-            .map(|(c, _)| c.length)
-            .sum();
-        let planned_reuse: u64 = entry
-            .chunks
-            .iter()
-            .zip(&reuse)
-            .filter(|(_, r)| r.is_some())
-            .map(|(c, _)| c.raw_length)
-            .sum();
         self.stats.updated += 1;
         if self.dry_run {
+            let (mut fetched, mut reused) = (0, 0);
+            for (chunk, found) in entry.chunks.iter().zip(&reuse) {
+                match found {
+                    Some(_) => reused += chunk.raw_length,
+                    None => fetched += chunk.length,
+                }
+            }
             self.stats.files += 1;
-            self.stats.fetch_bytes += planned_fetch;
-            self.stats.reused_bytes += planned_reuse;
-            let action = Action::Updated {
-                fetched: planned_fetch,
-                reused: planned_reuse,
-            };
-            self.tell(action, &dest);
+            self.stats.fetch_bytes += fetched;
+            self.stats.reused_bytes += reused;
+            self.tell(Action::Updated { fetched, reused }, &dest);
             return Ok(());
         }
         if let Some(p) = &self.progress {
@@ -434,8 +423,17 @@ impl Walk<'_> {
             .verified_with(self.verify.then(|| self.key.clone()));
         let job = Arc::new(job);
         if missing.is_empty() {
-            let progress = self.progress.clone();
-            return finish(&job, self.is_root, progress.as_deref(), &mut self.stats);
+            // Complete already: closed, checked and renamed on the blocking
+            // pool, as the writer does with the files it completes.
+            let (progress, is_root) = (self.progress.clone(), self.is_root);
+            let done = tokio::task::spawn_blocking(move || {
+                let mut stats = RestoreStats::default();
+                finish(&job, is_root, progress.as_deref(), &mut stats).map(|()| stats)
+            })
+            .await
+            .map_err(|e| Error::Internal(format!("restore: finishing a file failed: {e}")))??;
+            self.stats.absorb(done);
+            return Ok(());
         }
         for index in missing {
             let loc = job.entry.chunks[index];
