@@ -144,16 +144,17 @@ print_mount_rows() {
 # S3_ENDPOINT and the admin's AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY.
 # Starts the latency proxy in front of the S3 server (delay $1 ms each way)
 # and points both tools at it; at 0 ms, straight at the server, unless $2
-# names a file for the proxy to count the bytes it sends back in.
+# names a file for the proxy to count the bytes it sends back in, or $3 one
+# for it to log what clients send (latency-proxy.py --upload-log).
 use_delay() {
     [ -n "$PROXY_PID" ] && { kill "$PROXY_PID"; wait "$PROXY_PID" 2>/dev/null || true; PROXY_PID=; }
-    if [ "$1" = 0 ] && [ -z "${2:-}" ]; then
+    if [ "$1" = 0 ] && [ -z "${2:-}${3:-}" ]; then
         export AWS_ENDPOINT_URL="$S3_ENDPOINT"
         return
     fi
     rm -f "$W/proxy.port"
     python3 "$scripts/latency-proxy.py" --upstream "${S3_ENDPOINT#http://}" --delay-ms "$1" \
-        ${2:+--count-file "$2"} >"$W/proxy.port" 2>"$W/proxy.log" &
+        ${2:+--count-file "$2"} ${3:+--upload-log "$3"} >"$W/proxy.port" 2>"$W/proxy.log" &
     PROXY_PID=$!
     for _ in $(seq 50); do [ -s "$W/proxy.port" ] && break; sleep 0.1; done
     export AWS_ENDPOINT_URL="http://127.0.0.1:$(cat "$W/proxy.port")"

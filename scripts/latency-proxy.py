@@ -6,7 +6,9 @@ it arrived, in each direction (so a request-response round trip costs
 never caps throughput, as on a real long fat pipe. An optional --mbit caps
 each direction of each connection. An optional --count-file keeps the bytes
 sent to clients so far (responses, headers included) in that file, for
-benchmarks that measure what a command reads from the store.
+benchmarks that measure what a command reads from the store; an optional
+--upload-log appends a line `SECONDS BYTES` (monotonic clock) for every piece
+a client sends as it arrives, for benchmarks of an upload's pace.
 
     latency-proxy.py --listen 127.0.0.1:PORT --upstream 127.0.0.1:PORT --delay-ms 20
 
@@ -19,6 +21,13 @@ import time
 
 
 SENT = {"bytes": 0, "file": None}
+UPLOADS = {"file": None}
+
+
+def log_upload(n):
+    """Notes `n` bytes that arrived from a client, with the time."""
+    if UPLOADS["file"] is not None:
+        UPLOADS["file"].write(f"{time.monotonic():.4f} {n}\n")
 
 
 def count_sent(n):
@@ -30,7 +39,7 @@ def count_sent(n):
         f.write(f"{SENT['bytes']}\n")
 
 
-async def pump(reader, writer, delay, mbit, counted=False):
+async def pump(reader, writer, delay, mbit, counted=False, uploads=False):
     """Forwards what `reader` gives to `writer`, each chunk `delay` seconds
     after it arrived; a reader task and a writer task meet in a queue."""
     queue = asyncio.Queue()
@@ -38,6 +47,8 @@ async def pump(reader, writer, delay, mbit, counted=False):
     async def read_side():
         while True:
             data = await reader.read(1 << 16)
+            if uploads and data:
+                log_upload(len(data))
             await queue.put((time.monotonic() + delay, data))
             if not data:
                 return
@@ -77,8 +88,11 @@ async def main():
     p.add_argument("--delay-ms", type=float, default=20.0, help="added each way")
     p.add_argument("--mbit", type=float, default=0.0, help="cap per direction (0: none)")
     p.add_argument("--count-file", help="keep the bytes sent to clients in this file")
+    p.add_argument("--upload-log", help="append `SECONDS BYTES` for what clients send")
     a = p.parse_args()
     SENT["file"] = a.count_file
+    if a.upload_log:
+        UPLOADS["file"] = open(a.upload_log, "a", buffering=1)
     up_host, up_port = a.upstream.rsplit(":", 1)
     delay = a.delay_ms / 1000.0
 
@@ -91,7 +105,7 @@ async def main():
             client_w.close()
             return
         await asyncio.gather(
-            pump(client_r, up_w, delay, a.mbit),
+            pump(client_r, up_w, delay, a.mbit, uploads=True),
             pump(up_r, client_w, delay, a.mbit, counted=True),
         )
         for w in (client_w, up_w):

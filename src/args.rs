@@ -698,6 +698,13 @@ pub struct CopyArgs {
     /// a copy stops, since a plain PUT replaces an object already there.
     #[arg(long)]
     pub allow_unconditional_puts: bool,
+    /// Send at most RATE a second to the destination, all uploads together
+    /// (a number and a unit: 10MiB, 500KiB, 2MB).
+    #[arg(long, value_name = "RATE", value_parser = coffer_core::backend::limit::parse_rate)]
+    pub limit_upload: Option<u64>,
+    /// Read at most RATE a second from the source, all reads together.
+    #[arg(long, value_name = "RATE", value_parser = coffer_core::backend::limit::parse_rate)]
+    pub limit_download: Option<u64>,
     /// Print progress and the summary as JSON lines on standard output.
     #[arg(long)]
     pub json: bool,

@@ -35,7 +35,7 @@ pub use setup::{init, key_add_signing, key_generate};
 use crate::args::{CacheArgs, LockModeArg, ObjectLockArgs, RepoArg, SecretKeyArgs, SelectArgs};
 use anyhow::{bail, Context, Result};
 use coffer_core::backend;
-use coffer_core::backend::limit::{Limited, RateLimit};
+use coffer_core::backend::limit::Pacing;
 use coffer_core::backend::s3::{LockMode, ObjectLock};
 use coffer_core::crypto::keyfile::{self, ModeCheck};
 use coffer_core::crypto::SecretKeys;
@@ -43,7 +43,6 @@ use coffer_core::repository::known::KnownRepositories;
 use coffer_core::repository::metadata_cache::MetadataCache;
 use coffer_core::repository::Repository;
 use std::path::PathBuf;
-use std::sync::Arc;
 use tokio::runtime::Runtime;
 
 /// What a command wants the process to exit with, when it did not fail.
@@ -106,9 +105,8 @@ fn open_repo_paced(
     let passphrase = read_passphrase(key)?;
     let check = mode_check(key.insecure_key_permissions);
     let keys = SecretKeys::from_file(&key.key, passphrase.as_deref(), check)?;
-    let backend = rt.block_on(backend::open(&repo.repo, Default::default()))?;
-    let download = download.map(|rate| Arc::new(RateLimit::new(rate)));
-    let backend = Limited::wrap(backend, None, download);
+    let pacing = Pacing::new(None, download);
+    let backend = rt.block_on(backend::open_paced(&repo.repo, Default::default(), pacing))?;
     let pins = KnownRepositories::of_this_host();
     Ok(rt.block_on(Repository::open(backend, keys, pins.as_ref()))?)
 }

@@ -949,3 +949,69 @@ fn a_tenant_over_its_quota_stops_cleanly_and_sends_only_the_rest_once_raised() {
     );
     assert_eq!(env.snapshots().len(), 2);
 }
+
+/// `--limit-upload` paces inside each PUT: 12 MiB of fresh data at 2 MiB/s
+/// reach the store over six seconds and no second carries much more than
+/// the rate (a pack sent whole at its turn would put 12 MiB into one
+/// second); `copy --limit-upload` the same to its destination; and
+/// `--limit-download` paces a restore's GETs.
+#[test]
+fn upload_limits_hold_in_every_second_and_downloads_are_paced_over_s3() {
+    let s3 = server();
+    s3.create_bucket("paced", false);
+    s3.create_bucket("paced-copy", false);
+    let proxy = Proxy::start(&s3.endpoint, 0);
+    let env = Env::on_s3_as_admin(s3, &proxy.endpoint, "s3://paced/r", &[]);
+    let src = env.path("src");
+    let data = random_bytes(35, 12 << 20);
+    write(&src.join("twelve.bin"), &data);
+    let rate = 2 << 20;
+    let arrivals = || std::mem::take(&mut *proxy.arrivals.lock().unwrap());
+    let held = |what: &str, arrived: Vec<(std::time::Instant, usize)>| {
+        let total: usize = arrived.iter().map(|a| a.1).sum();
+        let span = arrived[arrived.len() - 1].0 - arrived[0].0;
+        let busiest = util::proxy::busiest(&arrived, Duration::from_secs(1));
+        eprintln!("{what}: {total} bytes over {span:?}, busiest second {busiest}");
+        assert!(total >= 12 << 20, "{what}: {total} bytes sent");
+        assert!(
+            span >= Duration::from_millis(5000),
+            "{what}: {total} bytes in {span:?}"
+        );
+        assert!(
+            busiest <= rate * 5 / 4,
+            "{what}: {busiest} bytes in one second at 2 MiB/s"
+        );
+    };
+
+    arrivals();
+    env.backup(&[&src], &["--limit-upload", "2MiB"]);
+    held("backup", arrivals());
+
+    env.ok(&[
+        "copy",
+        "--from",
+        &env.repo,
+        "--to",
+        "s3://paced-copy/r",
+        "--limit-upload",
+        "2MiB",
+    ]);
+    held("copy", arrivals());
+
+    let target = env.path("restored");
+    let spec = format!("latest:{}", src.display());
+    let started = std::time::Instant::now();
+    env.admin_ok(
+        "restore",
+        &[
+            &spec,
+            "--target",
+            target.to_str().unwrap(),
+            "--limit-download",
+            "4MiB",
+        ],
+    );
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(2500), "restore took {took:?}");
+    assert!(std::fs::read(target.join("twelve.bin")).unwrap() == data);
+}

@@ -286,13 +286,24 @@ pub(crate) fn read_capped(
 /// Opens the backend a `--repo` argument names: `s3://BUCKET/PREFIX` or a
 /// local directory. `s3` only matters to writers of an S3 repository.
 pub async fn open(repo: &str, s3: s3::S3WriteOptions) -> Result<Arc<dyn Backend>> {
+    open_paced(repo, s3, limit::Pacing::default()).await
+}
+
+/// [`open`], its transfers paced by `pacing` (`--limit-upload`,
+/// `--limit-download`): inside each request on S3, object by object on a
+/// local directory.
+pub async fn open_paced(
+    repo: &str,
+    s3: s3::S3WriteOptions,
+    pacing: limit::Pacing,
+) -> Result<Arc<dyn Backend>> {
     if repo.is_empty() {
         return Err(Error::Config(
             "no repository given: pass --repo DIR or set COFFER_REPO".into(),
         ));
     }
     if repo.starts_with("s3://") {
-        return Ok(Arc::new(s3::S3Backend::open(repo, s3).await?));
+        return Ok(Arc::new(s3::S3Backend::open(repo, s3).await?.paced(pacing)));
     }
     if s3.object_lock.is_some() || s3.storage_class.is_some() || s3.uploads.is_some() {
         return Err(Error::Config(format!(
@@ -304,7 +315,8 @@ pub async fn open(repo: &str, s3: s3::S3WriteOptions) -> Result<Arc<dyn Backend>
             "{repo}: an AWS profile applies to S3 repositories only"
         )));
     }
-    Ok(Arc::new(local::LocalBackend::new(repo)))
+    let local: Arc<dyn Backend> = Arc::new(local::LocalBackend::new(repo));
+    Ok(limit::Limited::wrap(local, pacing))
 }
 
 #[cfg(test)]

@@ -7,14 +7,13 @@ use crate::hooks::RunFacts;
 use crate::progress::{Display, Reporter};
 use anyhow::{Context, Result};
 use coffer_core::backend;
-use coffer_core::backend::limit::{Limited, RateLimit};
+use coffer_core::backend::limit::Pacing;
 use coffer_core::backend::s3::{AccessKeys, S3Access, S3WriteOptions};
 use coffer_core::crypto::WriterKey;
 use coffer_core::format::id::ObjectId;
 use coffer_core::format::snapshot::SnapshotStats;
 use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use tokio::runtime::Runtime;
 
 /// The name a backed-up stream is stored under, if this is a stream backup.
@@ -172,9 +171,8 @@ fn run_backup(
         profile: None,
         unconditional_copy: false,
     };
-    let backend = rt.block_on(backend::open(&a.repo.repo, s3))?;
-    let upload = a.limit_upload.map(|rate| Arc::new(RateLimit::new(rate)));
-    let backend = Limited::wrap(backend, upload, None);
+    let pacing = Pacing::new(a.limit_upload, None);
+    let backend = rt.block_on(backend::open_paced(&a.repo.repo, s3, pacing))?;
     let state_dir = match &a.state_dir {
         Some(d) => d.clone(),
         None => super::cache_home()

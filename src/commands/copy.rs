@@ -5,21 +5,22 @@ use crate::args::CopyArgs;
 use crate::hooks::RunFacts;
 use crate::progress::{Display, Reporter};
 use anyhow::{Context, Result};
-use coffer_core::backend::{self, s3::S3WriteOptions};
+use coffer_core::backend::{self, limit::Pacing, s3::S3WriteOptions};
 use coffer_core::ops::copy::{self, CopyOptions};
 use coffer_core::repository::known::KnownRepositories;
 use tokio::runtime::Runtime;
 
 /// Runs a copy; tells `facts` what it stored, for the hooks.
 pub fn copy(rt: &Runtime, a: &CopyArgs, verbose: bool, facts: &mut RunFacts) -> Result<Outcome> {
-    let from = rt.block_on(backend::open(
+    let from = rt.block_on(backend::open_paced(
         &a.from,
         S3WriteOptions {
             profile: a.from_profile.clone(),
             ..Default::default()
         },
+        Pacing::new(None, a.limit_download),
     ))?;
-    let to = rt.block_on(backend::open(
+    let to = rt.block_on(backend::open_paced(
         &a.to,
         S3WriteOptions {
             profile: a.to_profile.clone(),
@@ -28,6 +29,7 @@ pub fn copy(rt: &Runtime, a: &CopyArgs, verbose: bool, facts: &mut RunFacts) -> 
             storage_class: a.storage_class.clone(),
             unconditional_copy: a.allow_unconditional_puts,
         },
+        Pacing::new(a.limit_upload, None),
     ))?;
     if from.location() == to.location() {
         return Err(coffer_core::Error::Usage(format!(

@@ -9,13 +9,15 @@
 //! response the client that much later again (a round trip of twice the
 //! delay; connections are served in parallel, so it is latency, not a
 //! throughput cap).
-//! It keeps every request head it saw, and can play a store without
+//! It keeps every request head it saw and when each piece of a request
+//! body arrived (to measure a client's pace), and can play a store without
 //! conditional writes (`501 NotImplemented` to `If-None-Match`).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 /// Faults injected so far, by kind.
 #[derive(Default)]
@@ -71,6 +73,8 @@ pub struct Proxy {
     /// whose path contains the first string, as a store that allows what
     /// the test server refuses would send it.
     pub added_header: Arc<Mutex<Option<(String, String)>>>,
+    /// Request body bytes as they arrived from clients: when, how many.
+    pub arrivals: Arc<Mutex<Vec<(Instant, usize)>>>,
     stop: Arc<AtomicBool>,
 }
 
@@ -84,6 +88,7 @@ struct Shared {
     stall_ms: Arc<AtomicU64>,
     delay_ms: Arc<AtomicU64>,
     added_header: Arc<Mutex<Option<(String, String)>>>,
+    arrivals: Arc<Mutex<Vec<(Instant, usize)>>>,
 }
 
 impl Drop for Proxy {
@@ -111,6 +116,7 @@ impl Proxy {
             stall_ms: Arc::new(AtomicU64::new(0)),
             delay_ms: Arc::new(AtomicU64::new(0)),
             added_header: Arc::new(Mutex::new(None)),
+            arrivals: Arc::new(Mutex::new(Vec::new())),
         });
         let stop = Arc::new(AtomicBool::new(false));
         let proxy = Self {
@@ -122,6 +128,7 @@ impl Proxy {
             stall_ms: shared.stall_ms.clone(),
             delay_ms: shared.delay_ms.clone(),
             added_header: shared.added_header.clone(),
+            arrivals: shared.arrivals.clone(),
             stop: stop.clone(),
         };
         std::thread::spawn(move || {
@@ -200,6 +207,42 @@ fn content_length(head: &[u8]) -> usize {
         .unwrap_or(0)
 }
 
+/// Fills `body` from `reader`, noting each piece's arrival; false if the
+/// connection ends first.
+fn read_body(
+    reader: &mut impl Read,
+    body: &mut [u8],
+    arrivals: &Mutex<Vec<(Instant, usize)>>,
+) -> bool {
+    let mut filled = 0;
+    while filled < body.len() {
+        match reader.read(&mut body[filled..]) {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => {
+                filled += n;
+                let mut arrivals = arrivals.lock().unwrap_or_else(|e| e.into_inner());
+                arrivals.push((Instant::now(), n));
+            }
+        }
+    }
+    true
+}
+
+/// The most bytes that arrived within any `window` (from `arrivals`, in
+/// order of arrival).
+pub fn busiest(arrivals: &[(Instant, usize)], window: std::time::Duration) -> usize {
+    let (mut most, mut sum, mut first) = (0, 0, 0);
+    for &(at, n) in arrivals {
+        sum += n;
+        while at.duration_since(arrivals[first].0) >= window {
+            sum -= arrivals[first].1;
+            first += 1;
+        }
+        most = most.max(sum);
+    }
+    most
+}
+
 /// The head with `Connection: close`, so the upstream ends its response
 /// with EOF and the whole response can be read without parsing it.
 fn close_after(head: &[u8]) -> Vec<u8> {
@@ -244,7 +287,7 @@ fn serve(client: TcpStream, shared: &Shared) {
             return;
         }
         let mut body = vec![0; content_length(&head)];
-        if reader.read_exact(&mut body).is_err() {
+        if !read_body(&mut reader, &mut body, &shared.arrivals) {
             return;
         }
         // Kept as it arrives: a test sees a request the proxy still holds.

@@ -1,20 +1,25 @@
 //! Bandwidth limits (`--limit-upload`, `--limit-download`): one pacer per
-//! direction for the whole process, shared by every connection, and a
-//! backend that passes each object's bytes through it.
+//! direction for the whole process, shared by every connection.
 //!
-//! The pacer keeps a clock of when the link is free: each object's bytes
-//! are booked after those booked before, an upload waits until its turn
-//! starts (`take`), a download until, at the rate, it would have arrived
-//! (`took`), so over any stretch longer than one object the rate is the
-//! limit (no burst is saved up while idle). An object is paced whole,
-//! before its PUT or after its GET: a window shorter than a few objects
-//! (16 MiB packs at 10 MiB/s: about 16 s) can be off by one object.
+//! The pacer keeps a clock of when the link is free: bytes are booked
+//! after those booked before, an upload waits until its turn starts
+//! (`take`), a download until, at the rate, it would have arrived
+//! (`took`), so over any stretch the rate is the limit (no burst is saved
+//! up while idle). The S3 backend paces inside each request, in pieces of
+//! [`PACED_PIECE`] bytes (a PUT's body is sent piece by piece as turns
+//! come, a GET's body read piece by piece, the socket's back-pressure
+//! slowing the sender), so even a one-second window holds the rate.
+//! Other backends (a local directory) go through [`Limited`], which paces
+//! each object whole, before its write or after its read.
 
 use super::carry::{Carried, Carry, Spooled};
 use super::{Backend, DeleteBackend, ObjectInfo, ObjectKey, ObjectKind, ReadBackend, WriteBackend};
 use crate::error::Result;
 use crate::sync::lock;
 use async_trait::async_trait;
+use bytes::Bytes;
+use futures_util::Stream;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -66,6 +71,76 @@ impl RateLimit {
     }
 }
 
+/// The pacers a backend's transfers go through; a direction without one
+/// is not limited.
+#[derive(Clone, Debug, Default)]
+pub struct Pacing {
+    /// What is sent to the store (`--limit-upload`).
+    pub upload: Option<Arc<RateLimit>>,
+    /// What is read from it (`--limit-download`).
+    pub download: Option<Arc<RateLimit>>,
+}
+
+impl Pacing {
+    /// Pacers at the rates given (bytes per second), each new.
+    pub fn new(upload: Option<u64>, download: Option<u64>) -> Self {
+        Self {
+            upload: upload.map(|rate| Arc::new(RateLimit::new(rate))),
+            download: download.map(|rate| Arc::new(RateLimit::new(rate))),
+        }
+    }
+
+    /// Whether neither direction is limited.
+    pub fn is_none(&self) -> bool {
+        self.upload.is_none() && self.download.is_none()
+    }
+}
+
+/// Bytes a paced transfer moves between two turns at its pacer: at
+/// 10 MiB/s a turn each 6 ms.
+pub const PACED_PIECE: usize = 64 << 10;
+
+/// `data` as a stream of pieces, each given out when `limit` gives it its
+/// turn.
+pub fn paced_bytes(
+    data: Bytes,
+    limit: Arc<RateLimit>,
+) -> impl Stream<Item = std::io::Result<Bytes>> + Send + Sync + 'static {
+    futures_util::stream::unfold((data, limit), |(mut rest, limit)| async move {
+        if rest.is_empty() {
+            return None;
+        }
+        let piece = rest.split_to(PACED_PIECE.min(rest.len()));
+        limit.take(piece.len() as u64).await;
+        Some((Ok(piece), (rest, limit)))
+    })
+}
+
+/// The file at `path`, read in pieces as [`paced_bytes`] gives them.
+pub async fn paced_file(
+    path: PathBuf,
+    limit: Arc<RateLimit>,
+) -> std::io::Result<impl Stream<Item = std::io::Result<Bytes>> + Send + Sync + 'static> {
+    use tokio::io::AsyncReadExt;
+    let file = tokio::fs::File::open(&path).await?;
+    Ok(futures_util::stream::unfold(
+        Some((file, limit)),
+        |state| async move {
+            let (mut file, limit) = state?;
+            let mut piece = vec![0; PACED_PIECE];
+            match file.read(&mut piece).await {
+                Ok(0) => None,
+                Ok(n) => {
+                    piece.truncate(n);
+                    limit.take(n as u64).await;
+                    Some((Ok(Bytes::from(piece)), Some((file, limit))))
+                }
+                Err(e) => Some((Err(e), None)),
+            }
+        },
+    ))
+}
+
 /// Parses a rate as the flags take it: a number and a unit, per second
 /// (`10MiB`, `500KiB`, `2.5MB`, `1GiB`; `B`, `k`/`K`, `M`, `G` alone are
 /// binary, as restic's KiB/s). A bare number is refused: `10` could mean
@@ -103,7 +178,8 @@ pub fn parse_rate(text: &str) -> std::result::Result<u64, String> {
     Ok(rate as u64)
 }
 
-/// A backend whose uploads and downloads go through pacers.
+/// A backend whose uploads and downloads go through pacers, each object
+/// paced whole (for backends that cannot pace inside a transfer).
 pub struct Limited {
     inner: Arc<dyn Backend>,
     upload: Option<Arc<RateLimit>>,
@@ -111,20 +187,15 @@ pub struct Limited {
 }
 
 impl Limited {
-    /// `inner`, paced by `upload` and `download` (a direction without one
-    /// is not limited); `inner` itself if neither is given.
-    pub fn wrap(
-        inner: Arc<dyn Backend>,
-        upload: Option<Arc<RateLimit>>,
-        download: Option<Arc<RateLimit>>,
-    ) -> Arc<dyn Backend> {
-        if upload.is_none() && download.is_none() {
+    /// `inner`, paced by `pacing`; `inner` itself if nothing is limited.
+    pub fn wrap(inner: Arc<dyn Backend>, pacing: Pacing) -> Arc<dyn Backend> {
+        if pacing.is_none() {
             return inner;
         }
         Arc::new(Self {
             inner,
-            upload,
-            download,
+            upload: pacing.upload,
+            download: pacing.download,
         })
     }
 

@@ -35,6 +35,7 @@ mod write_options;
 pub use client::{AccessKeys, S3Access, READ_TIMEOUT};
 pub use write_options::{LockMode, ObjectLock, S3WriteOptions, DEFAULT_UPLOADS};
 
+use super::limit::{self, Pacing, RateLimit};
 use super::{
     Backend, Carried, Carry, DeleteBackend, ObjectInfo, ObjectKey, ObjectKind, ReadBackend,
     Spooled, WriteBackend,
@@ -46,11 +47,13 @@ use aws_sdk_s3::primitives::{ByteStream, DateTime};
 use aws_sdk_s3::types::{ObjectCannedAcl, ObjectLockEnabled, StorageClass};
 use aws_sdk_s3::Client;
 use base64::Engine;
+use bytes::Bytes;
 use client::{client, seconds_from_env};
 use list::{list_objects, listed};
 use md5::Digest;
 use retry::{classify, storage_error, Failure, Retry};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 /// How long one request is retried before it fails (override with
@@ -73,6 +76,8 @@ pub struct S3Backend {
     conditional_put: AtomicBool,
     /// Whether the bucket has Object Lock (asked once, by `prune`).
     lock_enabled: tokio::sync::OnceCell<bool>,
+    /// `--limit-upload` and `--limit-download`, applied inside requests.
+    pacing: Pacing,
 }
 
 /// Splits `s3://BUCKET/PREFIX` into bucket and prefix (empty, or ending
@@ -117,7 +122,15 @@ impl S3Backend {
             retry_for,
             conditional_put: AtomicBool::new(true),
             lock_enabled: tokio::sync::OnceCell::new(),
+            pacing: Pacing::default(),
         })
+    }
+
+    /// This backend with its transfers paced by `pacing`, piece by piece
+    /// inside each request.
+    pub fn paced(mut self, pacing: Pacing) -> Self {
+        self.pacing = pacing;
+        self
     }
 
     fn key_of(&self, key: &ObjectKey) -> String {
@@ -178,12 +191,14 @@ impl S3Backend {
                     Err(Error::AlreadyExists(self.url_of(key)))
                 };
             }
+            let (stream, paced_length) = body.stream(key, self.pacing.upload.as_ref()).await?;
             let mut req = self
                 .client
                 .put_object()
                 .bucket(&self.bucket)
                 .key(&s3_key)
-                .body(body.stream(key).await?)
+                .body(stream)
+                .set_content_length(paced_length)
                 .content_md5(&md5)
                 .acl(ObjectCannedAcl::BucketOwnerFullControl);
             if conditional {
@@ -361,7 +376,8 @@ impl S3Backend {
             if let Some(size) = expected {
                 super::check_size(&self.url_of(key), size, limit)?;
             }
-            match collect_capped(resp.body, expected.unwrap_or(0), limit).await {
+            let pace = self.pacing.download.as_deref();
+            match collect_capped(resp.body, expected.unwrap_or(0), limit, pace).await {
                 Ok(Some(data)) => {
                     tracing::debug!(
                         key = %s3_key,
@@ -393,6 +409,10 @@ impl S3Backend {
     }
 }
 
+/// The pieces of a paced PUT body (the SDK wants a body it can share).
+type PacedPieces =
+    std::pin::Pin<Box<dyn futures_util::Stream<Item = std::io::Result<Bytes>> + Send + Sync>>;
+
 /// What a PUT sends: bytes in memory, or a file read as it is sent (a
 /// large object a copy spooled).
 enum PutBody {
@@ -401,28 +421,62 @@ enum PutBody {
 }
 
 impl PutBody {
-    /// A fresh body for one attempt.
-    async fn stream(&self, key: &ObjectKey) -> Result<ByteStream> {
+    /// A fresh body for one attempt; with `pace`, sent piece by piece as
+    /// the pacer gives turns, its length (which the SDK cannot know from a
+    /// stream) given beside it.
+    async fn stream(
+        &self,
+        key: &ObjectKey,
+        pace: Option<&Arc<RateLimit>>,
+    ) -> Result<(ByteStream, Option<i64>)> {
+        let file_error = |path: &std::path::Path, e: &dyn std::fmt::Display| Error::Storage {
+            op: "put",
+            key: key.path(),
+            source: std::io::Error::other(format!("{}: {e}", path.display())),
+        };
+        let Some(pace) = pace else {
+            return match self {
+                PutBody::Bytes(bytes) => Ok((ByteStream::from(bytes.clone()), None)),
+                PutBody::File(path) => match ByteStream::from_path(path).await {
+                    Ok(stream) => Ok((stream, None)),
+                    Err(e) => Err(file_error(path, &e)),
+                },
+            };
+        };
+        use futures_util::TryStreamExt;
+        let frames = |pieces: PacedPieces| {
+            let body = http_body_util::StreamBody::new(pieces.map_ok(http_body::Frame::data));
+            ByteStream::from_body_1_x(body)
+        };
         match self {
-            PutBody::Bytes(bytes) => Ok(ByteStream::from(bytes.clone())),
-            PutBody::File(path) => ByteStream::from_path(path)
-                .await
-                .map_err(|e| Error::Storage {
-                    op: "put",
-                    key: key.path(),
-                    source: std::io::Error::other(format!("{}: {e}", path.display())),
-                }),
+            PutBody::Bytes(bytes) => {
+                let pieces = limit::paced_bytes(bytes.clone(), pace.clone());
+                Ok((frames(Box::pin(pieces)), Some(bytes.len() as i64)))
+            }
+            PutBody::File(path) => {
+                let length = tokio::fs::metadata(path)
+                    .await
+                    .map_err(|e| file_error(path, &e))?
+                    .len();
+                let pieces = limit::paced_file(path.clone(), pace.clone())
+                    .await
+                    .map_err(|e| file_error(path, &e))?;
+                Ok((frames(Box::pin(pieces)), Some(length as i64)))
+            }
         }
     }
 }
 
 /// A response body, read to its end unless it passes `limit` bytes
 /// (`None` then: the rest is left unread). `expected`, the length the
-/// response announced, sizes the first allocation.
+/// response announced, sizes the first allocation. With `pace`, each part
+/// waits until, at the rate, it would have arrived before the next is
+/// read, so the socket's back-pressure slows the sender.
 async fn collect_capped(
     mut body: aws_sdk_s3::primitives::ByteStream,
     expected: u64,
     limit: u64,
+    pace: Option<&RateLimit>,
 ) -> std::result::Result<Option<Vec<u8>>, aws_sdk_s3::primitives::ByteStreamError> {
     let mut data = Vec::with_capacity(usize::try_from(expected.min(limit)).unwrap_or(0));
     while let Some(part) = body.try_next().await? {
@@ -430,6 +484,9 @@ async fn collect_capped(
             return Ok(None);
         }
         data.extend_from_slice(&part);
+        if let Some(pace) = pace {
+            pace.took(part.len() as u64).await;
+        }
     }
     Ok(Some(data))
 }
