@@ -894,6 +894,47 @@ fn never_and_if_newer_keep_what_is_there_and_restore_what_is_missing() {
     }
 }
 
+/// Over a live tree where a directory of the snapshot is a symlink to
+/// another directory holding the same file (same size and mtime): the
+/// symlink is replaced by a real directory and the file restored into it;
+/// what the walk looked at ahead through the symlink is not taken for it,
+/// and what the symlink pointed to is left alone.
+#[test]
+fn a_symlink_in_the_way_of_a_directory_is_replaced_not_looked_through() {
+    let f = Fixture::new();
+    f.write("x/a/f", b"the snapshot's f\n");
+    let snap = f.backup();
+    let want = tree_state(&f.src());
+    let target = f.dir.path().join("target");
+    std::fs::create_dir_all(target.join("y/a")).expect("mkdir");
+    let copy = target.join("y/a/f");
+    std::fs::copy(f.src().join("x/a/f"), &copy).expect("copy");
+    let mtime = std::fs::metadata(f.src().join("x/a/f"))
+        .and_then(|m| m.modified())
+        .expect("mtime");
+    std::fs::File::options()
+        .write(true)
+        .open(&copy)
+        .and_then(|c| c.set_modified(mtime))
+        .expect("set mtime");
+    std::os::unix::fs::symlink("y", target.join("x")).expect("symlink");
+    let repo = Arc::new(f.open().expect("open"));
+    let src = f.src().display().to_string();
+    f.rt.block_on(restore(
+        &repo,
+        &snap.snapshot,
+        &src,
+        &over(&target, Overwrite::IfChanged),
+    ))
+    .expect("restore");
+    let x = std::fs::symlink_metadata(target.join("x")).expect("x");
+    assert!(x.is_dir(), "x is still a symlink");
+    let mut got = tree_state(&target);
+    assert!(got.remove("y/a/f").is_some(), "what x pointed to is gone");
+    got.retain(|k, _| !k.starts_with('y'));
+    assert_eq!(got, want);
+}
+
 #[test]
 fn a_restore_over_a_tree_that_stops_leaves_each_old_file_whole() {
     let f = Fixture::new();

@@ -29,6 +29,7 @@
 
 mod existing;
 mod links;
+mod look;
 mod plan;
 mod select;
 mod target;
@@ -283,6 +284,7 @@ pub async fn restore(
         unfinished: unfinished.clone(),
         ahead: Arc::new(tokio::sync::Semaphore::new(walk::FILES_AHEAD)),
         links: HardLinks::default(),
+        comparing: Default::default(),
     };
     let mut writer = FileWriter {
         repo: repo.clone(),
@@ -299,7 +301,8 @@ pub async fn restore(
             walk.walk(&entry, &opts.target).await?;
         } else {
             let dest = opts.target.join(OsStr::from_bytes(&entry.name));
-            walk.add_leaf(entry, dest).await?;
+            let there = std::fs::symlink_metadata(&dest).ok();
+            walk.add_leaf(entry, dest, there).await?;
         }
         walk.flush().await?;
         if let Some(p) = &walk.progress {

@@ -279,21 +279,34 @@ pub(super) fn same_other(entry: &Entry, meta: &Metadata, dest: &Path) -> bool {
 /// The entries of directory `dir` that `tree` does not name (none if
 /// `dir` is not there).
 pub(super) fn extras(dir: &Path, tree: &Tree) -> Result<Vec<PathBuf>> {
-    let names: HashSet<&[u8]> = tree.entries.iter().map(|e| e.name.as_slice()).collect();
     let listing = match std::fs::read_dir(dir) {
         Ok(listing) => listing,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(Error::io(dir, "listing a directory (--delete)", e)),
     };
-    let mut out = Vec::new();
+    let mut names = Vec::new();
     for item in listing {
         let item = item.map_err(|e| Error::io(dir, "listing a directory (--delete)", e))?;
-        if !names.contains(item.file_name().as_bytes()) {
-            out.push(item.path());
-        }
+        names.push(item.file_name());
     }
+    Ok(extras_of(
+        dir,
+        tree,
+        names.iter().map(|n| n.as_bytes()).collect(),
+    ))
+}
+
+/// Of `names` (what directory `dir` holds), the paths of those `tree`
+/// does not name, in order.
+pub(super) fn extras_of(dir: &Path, tree: &Tree, names: Vec<&[u8]>) -> Vec<PathBuf> {
+    let named: HashSet<&[u8]> = tree.entries.iter().map(|e| e.name.as_slice()).collect();
+    let mut out: Vec<PathBuf> = names
+        .into_iter()
+        .filter(|n| !named.contains(n))
+        .map(|n| dir.join(std::ffi::OsStr::from_bytes(n)))
+        .collect();
     out.sort();
-    Ok(out)
+    out
 }
 
 /// Removes `path`: a directory with everything in it (symlinks inside are
