@@ -6,7 +6,7 @@
 //! file is never left looking restored.
 
 use super::existing::reads_back;
-use super::plan::Fetch;
+use super::plan::{Fetch, MAX_FETCH};
 use super::target::{apply_metadata, create_file};
 use super::{at, is_damage, RestoreStats};
 use crate::error::{Error, Result};
@@ -20,15 +20,21 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use tokio::sync::{mpsc, OwnedSemaphorePermit};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
 /// Ranged reads in flight while writing files from a local repository
 /// (the disk and the cores are the limit)...
 const FETCHES_IN_FLIGHT: usize = 8;
 /// ...and from a remote one, where each read waits a round trip first:
 /// more in flight fill it (at 40 ms, 8 left a restore at 1.8x restic's
-/// time).
-const REMOTE_FETCHES_IN_FLIGHT: usize = 32;
+/// time). Over a live tree the reads are small and scattered (the changed
+/// chunks): 439 of them 32 at a time took 14 round trips; so many may be
+/// in flight, as long as their bytes stay within
+/// [`REMOTE_BYTES_IN_FLIGHT`].
+const REMOTE_FETCHES_IN_FLIGHT: usize = 128;
+/// The bytes the remote reads in flight may span, in KiB: as many as 32
+/// reads of the largest size ([`MAX_FETCH`]).
+const REMOTE_BYTES_IN_FLIGHT: u32 = (32 * MAX_FETCH / 1024) as u32;
 
 /// A regular file to write. Its chunks may be written by several decode
 /// tasks at once, each at its own offset; the one that writes the last
@@ -198,15 +204,31 @@ impl FileWriter {
     /// Runs every read the walk queues until it closes the queue.
     pub(super) async fn run(&mut self, rx: mpsc::Receiver<FileFetch>) -> Result<()> {
         let (repo, progress, is_root) = (self.repo.clone(), self.progress.clone(), self.is_root);
-        let in_flight = if repo.backend().is_local() {
-            FETCHES_IN_FLIGHT
+        let (in_flight, budget) = if repo.backend().is_local() {
+            (FETCHES_IN_FLIGHT, None)
         } else {
-            REMOTE_FETCHES_IN_FLIGHT
+            let budget = Arc::new(Semaphore::new(REMOTE_BYTES_IN_FLIGHT as usize));
+            (REMOTE_FETCHES_IN_FLIGHT, Some(budget))
         };
         let written = futures_util::stream::unfold(rx, |mut rx| async move {
             rx.recv().await.map(|fetch| (fetch, rx))
         })
-        .map(move |fetch| read_and_write(repo.clone(), fetch, progress.clone(), is_root))
+        .map(move |fetch| {
+            let (repo, progress, budget) = (repo.clone(), progress.clone(), budget.clone());
+            async move {
+                let _bytes = match budget {
+                    Some(budget) => {
+                        let kib = fetch.span.as_ref().map_or(0, |s| (s.end - s.start) / 1024);
+                        let kib = kib.clamp(1, u64::from(REMOTE_BYTES_IN_FLIGHT)) as u32;
+                        Some(budget.acquire_many_owned(kib).await.map_err(|_| {
+                            Error::Internal("restore: the read budget closed".into())
+                        })?)
+                    }
+                    None => None,
+                };
+                read_and_write(repo, fetch, progress, is_root).await
+            }
+        })
         .buffer_unordered(in_flight);
         let mut written = std::pin::pin!(written);
         while let Some(result) = written.next().await {
