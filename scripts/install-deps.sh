@@ -20,6 +20,7 @@ packages=(
 if [[ ${COFFER_DEPS:-} == tests ]]; then
   packages+=(ceph-mon ceph-osd radosgw ceph-common)
   packages+=(man-db systemd)           # tests/package.sh: man -l each page, systemd-analyze verify
+  packages+=(python3-venv)             # scripts/cold-server.sh: moto, from PyPI, in a venv
 fi
 
 missing=()
@@ -34,6 +35,17 @@ if ((${#missing[@]})); then
   export DEBIAN_FRONTEND=noninteractive
   $sudo apt-get update -qq
   $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# moto's S3 server (scripts/cold-server.sh: cold storage classes as AWS keeps them),
+# from PyPI into its own venv, pinned to the series NOTES-crates.md measured.
+if [[ ${COFFER_DEPS:-} == tests ]]; then
+  moto_venv=${COFFER_MOTO_VENV:-/opt/coffer-moto}
+  if ! [ -x "$moto_venv/bin/moto_server" ]; then
+    echo "installing moto[server] into $moto_venv" >&2
+    python3 -m venv "$moto_venv"
+    "$moto_venv/bin/pip" install -q 'moto[server]>=5.1,<6' >/dev/null
+  fi
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then

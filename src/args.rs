@@ -78,6 +78,10 @@ pub enum Command {
     Find(FindArgs),
     /// Write a snapshot, or a path in it, as one zip or tar archive.
     Export(ExportArgs),
+    /// Ask S3 to restore the archived (GLACIER, DEEP_ARCHIVE) data packs
+    /// that the files of some snapshots (or paths in them) need, with the
+    /// cost and wait; --wait until every one is readable (needs the admin key).
+    WarmUp(WarmUpArgs),
     /// Show every snapshot as a read-only directory tree (runs until unmounted).
     Mount(MountArgs),
     /// List what changed between two snapshots: + added, - removed, M content, U metadata.
@@ -569,6 +573,48 @@ pub struct SelectArgs {
     /// (all of them).
     #[arg(long = "path", value_name = "P")]
     pub paths: Vec<String>,
+}
+
+/// How fast S3 restores archived objects (and at what price).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TierArg {
+    /// Minutes; GLACIER only, the dearest.
+    Expedited,
+    /// Hours (3-5 GLACIER, up to 12 DEEP_ARCHIVE).
+    Standard,
+    /// The cheapest: up to 12 hours GLACIER, 48 DEEP_ARCHIVE.
+    Bulk,
+}
+
+#[derive(Debug, Args)]
+pub struct WarmUpArgs {
+    #[command(flatten)]
+    pub repo: RepoArg,
+    #[command(flatten)]
+    pub key: SecretKeyArgs,
+    #[command(flatten)]
+    pub cache: CacheArgs,
+    #[command(flatten)]
+    pub select: SelectArgs,
+    /// `latest` or an id prefix, optionally with `:PATH` inside the
+    /// snapshot; several share the packs they need.
+    #[arg(value_name = "SNAPSHOT[:PATH]", required = true)]
+    pub snapshots: Vec<String>,
+    /// The retrieval tier S3 restores with.
+    #[arg(long, value_enum, default_value = "standard")]
+    pub tier: TierArg,
+    /// How many days the restored copies stay readable.
+    #[arg(long, default_value_t = 7, value_parser = clap::value_parser!(u32).range(1..=3650))]
+    pub days: u32,
+    /// Then wait, with a progress line, until every pack is readable.
+    #[arg(long)]
+    pub wait: bool,
+    /// Print the plan (packs, bytes, cost, wait) and ask for nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// The plan and what was asked as one JSON object.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -16,6 +16,7 @@ mod packaging;
 mod profiles;
 mod restore;
 mod setup;
+mod warm_up;
 
 pub use backup::backup;
 pub use browse::{find, ls, stats};
@@ -31,6 +32,7 @@ pub use packaging::{completions, generate_man};
 pub use profiles::config_show;
 pub use restore::{cat, export, restore};
 pub use setup::{init, key_add_signing, key_generate};
+pub use warm_up::warm_up;
 
 use crate::args::{CacheArgs, LockModeArg, ObjectLockArgs, RepoArg, SecretKeyArgs, SelectArgs};
 use anyhow::{bail, Context, Result};
@@ -74,6 +76,13 @@ fn selection(a: &SelectArgs) -> coffer_core::format::snapshot::Selection {
         hosts: a.hosts.clone(),
         tags: a.tags.clone(),
         paths: a.paths.clone(),
+    }
+}
+
+/// Each of `list` on stderr, as "coffer: WHAT: item".
+fn warn_all(list: &[String], what: &str) {
+    for p in list {
+        eprintln!("coffer: {what}: {p}");
     }
 }
 

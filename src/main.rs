@@ -106,6 +106,7 @@ fn run(parsed: &config::Parsed, facts: &mut RunFacts) -> anyhow::Result<Outcome>
         Command::Stats(a) => commands::stats(&rt, a),
         Command::Find(a) => commands::find(&rt, a, cli.verbose),
         Command::Export(a) => commands::export(&rt, a, cli.verbose),
+        Command::WarmUp(a) => commands::warm_up(&rt, a),
         Command::Mount(a) => commands::mount(rt, a),
         Command::Diff(a) => commands::diff(&rt, a, cli.verbose),
         Command::Copy(a) => commands::copy(&rt, a, cli.verbose, facts),

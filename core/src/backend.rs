@@ -16,8 +16,10 @@ use std::io::Read;
 use std::sync::Arc;
 
 pub use carry::{Carried, Carry, Spooled};
+pub use cold::{Thaw, Tier};
 
 mod carry;
+pub mod cold;
 mod direct;
 pub mod limit;
 pub mod local;
@@ -161,6 +163,37 @@ pub trait ReadBackend: Send + Sync {
 
     /// Every object of `kind`, in no particular order.
     async fn list(&self, kind: ObjectKind) -> Result<Vec<ObjectInfo>>;
+
+    /// Whether `key` can be read now or is archived (see `cold.rs`). A
+    /// store without archive classes: always readable.
+    async fn thaw_state(&self, _key: &ObjectKey) -> Result<Thaw> {
+        Ok(Thaw::Readable {
+            class: None,
+            restored_until: None,
+        })
+    }
+
+    /// Asks the store to restore archived object `key` (of storage class
+    /// `class`, as [`ReadBackend::thaw_state`] said) for `days` at `tier`
+    /// (one already under way, or a readable object, is no error).
+    async fn request_thaw(
+        &self,
+        key: &ObjectKey,
+        _class: &str,
+        _days: u32,
+        _tier: Tier,
+    ) -> Result<()> {
+        Err(Error::Config(format!(
+            "{}: {} keeps no archived objects to restore",
+            key.path(),
+            self.describe_store()
+        )))
+    }
+
+    /// The store, for messages of the default methods.
+    fn describe_store(&self) -> String {
+        "this store".into()
+    }
 }
 
 /// Writing objects: all a writer may do.

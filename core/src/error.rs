@@ -27,6 +27,16 @@ pub enum Error {
     /// The object asked for does not exist.
     #[error("object {0} does not exist")]
     NotFound(String),
+    /// The object is archived (S3 `InvalidObjectState`: GLACIER or
+    /// DEEP_ARCHIVE not restored, or an archive tier of
+    /// Intelligent-Tiering): its bytes cannot be read until the store has
+    /// restored it.
+    #[error(
+        "{0}: archived in cold storage and not restored (S3 answered InvalidObjectState): \
+         run `coffer warm-up SNAPSHOT[:PATH] --wait` for what you read (it asks S3 to \
+         restore the packs that needs, says what that costs, and waits), then read again"
+    )]
+    Cold(String),
     /// A write-once object already exists.
     #[error("object {0} already exists and is never overwritten")]
     AlreadyExists(String),
@@ -117,6 +127,7 @@ impl Error {
             Error::At { source, .. } => source.exit_code(),
             Error::Storage { .. }
             | Error::NotFound(_)
+            | Error::Cold(_)
             | Error::AlreadyExists(_)
             | Error::Io { .. }
             | Error::Damaged { .. }

@@ -34,6 +34,7 @@ pub mod prune;
 pub mod restore;
 pub mod stats;
 pub mod status;
+pub mod warm_up;
 
 /// A number of stored objects and their bytes (in `prune`'s and `copy`'s
 /// reports).

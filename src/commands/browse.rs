@@ -2,7 +2,7 @@
 //! below it), `find` (entries by name or path across snapshots, each
 //! path's history as runs) and `stats` (sizes, dedup, compression).
 
-use super::{open_repo_cached, selection, split_spec, Outcome};
+use super::{open_repo_cached, selection, split_spec, warn_all, Outcome};
 use crate::args::{FindArgs, LsArgs, StatsArgs};
 use anyhow::Result;
 use coffer_core::format::encoding::{display_time, display_time_ns};
@@ -178,12 +178,6 @@ pub fn stats(rt: &Runtime, a: &StatsArgs) -> Result<Outcome> {
             report.problems.len()
         ))
     })
-}
-
-fn warn_all(list: &[String], what: &str) {
-    for p in list {
-        eprintln!("coffer: {what}: {p}");
-    }
 }
 
 /// `<time> (<short id>)`.

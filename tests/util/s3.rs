@@ -55,6 +55,49 @@ fn start() -> S3Server {
     );
 }
 
+/// The cold-storage S3 server of this test binary (moto, see
+/// scripts/cold-server.sh), started on first use and stopped by PID when
+/// this process ends. moto takes any credentials: admin and writer are one.
+#[allow(dead_code)] // only the cold-storage tests use it
+pub fn cold_server() -> &'static S3Server {
+    static SERVER: OnceLock<S3Server> = OnceLock::new();
+    SERVER.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("coffer-cold-{}", std::process::id()));
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/cold-server.sh");
+        let out = Command::new("bash")
+            .arg(script)
+            .arg("start")
+            .arg(&dir)
+            .arg("--owner-pid")
+            .arg(std::process::id().to_string())
+            .output()
+            .expect("run scripts/cold-server.sh");
+        assert!(
+            out.status.success(),
+            "scripts/cold-server.sh start failed (needs moto: COFFER_DEPS=tests \
+             scripts/install-deps.sh): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = std::fs::read_to_string(dir.join("env")).expect("the cold server's env");
+        let endpoint = text
+            .lines()
+            .find_map(|l| l.strip_prefix("S3_ENDPOINT="))
+            .expect("S3_ENDPOINT in the cold server's env")
+            .to_string();
+        let creds = Creds {
+            access_key: "coffer-test".into(),
+            secret_key: "coffer-test-secret".into(),
+        };
+        S3Server {
+            endpoint,
+            admin: creds.clone(),
+            writer: creds,
+            writer_user: "writer".into(),
+            dir,
+        }
+    })
+}
+
 fn start_in(dir: &std::path::Path) -> Result<(), String> {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/s3-server.sh");
     let out = Command::new("bash")

@@ -13,7 +13,10 @@
 //! each object whole, before its write or after its read.
 
 use super::carry::{Carried, Carry, Spooled};
-use super::{Backend, DeleteBackend, ObjectInfo, ObjectKey, ObjectKind, ReadBackend, WriteBackend};
+use super::{
+    Backend, DeleteBackend, ObjectInfo, ObjectKey, ObjectKind, ReadBackend, Thaw, Tier,
+    WriteBackend,
+};
 use crate::error::Result;
 use crate::sync::lock;
 use async_trait::async_trait;
@@ -228,6 +231,20 @@ impl ReadBackend for Limited {
 
     async fn list(&self, kind: ObjectKind) -> Result<Vec<ObjectInfo>> {
         self.inner.list(kind).await
+    }
+
+    async fn thaw_state(&self, key: &ObjectKey) -> Result<Thaw> {
+        self.inner.thaw_state(key).await
+    }
+
+    async fn request_thaw(
+        &self,
+        key: &ObjectKey,
+        class: &str,
+        days: u32,
+        tier: Tier,
+    ) -> Result<()> {
+        self.inner.request_thaw(key, class, days, tier).await
     }
 }
 

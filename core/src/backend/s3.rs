@@ -26,6 +26,7 @@
 //! (transient failures, backoff), `source.rs` (a bucket as a backup
 //! source); the backend proper here: PUT, GET, HEAD, DELETE.
 
+mod archive;
 mod client;
 mod list;
 mod retry;
@@ -38,7 +39,7 @@ pub use write_options::{LockMode, ObjectLock, S3WriteOptions, DEFAULT_UPLOADS};
 use super::limit::{self, Pacing, RateLimit};
 use super::{
     Backend, Carried, Carry, DeleteBackend, ObjectInfo, ObjectKey, ObjectKind, ReadBackend,
-    Spooled, WriteBackend,
+    Spooled, Thaw, Tier, WriteBackend,
 };
 use crate::error::{Error, Result};
 use async_trait::async_trait;
@@ -348,6 +349,9 @@ impl S3Backend {
                 Ok(r) => r,
                 Err(e) => {
                     let failure = classify(&e);
+                    if e.code() == Some("InvalidObjectState") {
+                        return Err(Error::Cold(self.url_of(key)));
+                    }
                     match failure.status {
                         Some(404) => return Err(Error::NotFound(self.url_of(key))),
                         Some(416) => {
@@ -509,6 +513,21 @@ impl ReadBackend for S3Backend {
         })
         .await?;
         Ok(out)
+    }
+
+    async fn thaw_state(&self, key: &ObjectKey) -> Result<Thaw> {
+        self.head_thaw(key).await
+    }
+
+    async fn request_thaw(
+        &self,
+        key: &ObjectKey,
+        class: &str,
+        days: u32,
+        tier: Tier,
+    ) -> Result<()> {
+        self.restore_object(key, days, tier, class == "INTELLIGENT_TIERING")
+            .await
     }
 }
 

@@ -60,6 +60,10 @@ impl Repository {
                     Err(e @ (Error::Damaged { .. } | Error::Forged { .. })) => {
                         tracing::warn!("{e}; left out (run `coffer check`)");
                     }
+                    // Archived (a put-only credential can store an object
+                    // in any class): listed without it; prune, which must
+                    // know every snapshot, stops on it instead.
+                    Err(e @ Error::Cold(_)) => tracing::warn!("{e}; left out"),
                     Err(e) => return Err(e),
                 }
             }

@@ -1,0 +1,116 @@
+//! Cold storage, against moto's S3 server (scripts/cold-server.sh), which
+//! keeps GLACIER and DEEP_ARCHIVE as AWS does: a GET of such an object
+//! answers `403 InvalidObjectState` until the object is restored. Data
+//! packs go into the cold class (`backup --storage-class`), trees, indexes
+//! and snapshots stay in the default class.
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+mod util;
+
+use util::mount::diff_r;
+use util::s3::cold_server;
+use util::*;
+
+fn json(out: &std::process::Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{e}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+/// A repository whose data packs are in DEEP_ARCHIVE (two runs, each its
+/// own pack: `a/` in the first, `b/` in the second): snapshots, ls, find,
+/// diff and check answer from the hot metadata; a restore stops on the
+/// first archived pack with an error that names `coffer warm-up` and
+/// leaves no file behind. `warm-up --dry-run` of `b/` plans exactly its
+/// pack, of the whole snapshot both; `warm-up b --wait` restores only
+/// that one (so `a/` still cannot be read), a second warm-up asks for
+/// nothing, and the whole snapshot, once warmed up, restores
+/// byte-identical.
+#[test]
+fn warm_up_restores_exactly_the_packs_a_path_needs_and_then_it_reads() {
+    let s3 = cold_server();
+    s3.create_bucket("cold", false);
+    let mut env = Env::on_s3(s3, "cold", "r");
+    env.vars
+        .push(("COFFER_WARM_UP_POLL_SECONDS".into(), "0.1".into()));
+    let src = env.path("src");
+    write(&src.join("a/one.bin"), &random_bytes(1, 300_000));
+    let deep = ["--storage-class", "DEEP_ARCHIVE"];
+    let first = env.backup(&[&src], &deep);
+    let first = first["id"].as_str().unwrap().to_string();
+    write(&src.join("b/two.bin"), &random_bytes(2, 300_000));
+    let second = env.backup(&[&src], &deep);
+    let second = second["id"].as_str().unwrap().to_string();
+
+    assert_eq!(env.snapshots().len(), 2);
+    let root = format!("{second}:{}", src.display());
+    let (path_a, path_b) = (format!("{root}/a"), format!("{root}/b"));
+    let listed = env.admin_ok("ls", &[&root, "--recursive"]);
+    assert!(String::from_utf8_lossy(&listed.stdout).contains("two.bin"));
+    env.admin_ok("find", &["one.bin"]);
+    env.admin_ok("diff", &[&first, &second]);
+    env.admin_ok("check", &[]);
+
+    let target = env.path("restored");
+    let t = target.display().to_string();
+    let out = env.admin("restore", &[&root, "--target", &t]);
+    let said = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(said.contains("archived in cold storage"), "{said}");
+    assert!(said.contains("coffer warm-up"), "{said}");
+    assert!(said.contains("/data/"), "the error names no object: {said}");
+    let files = walk_files(&target);
+    assert!(files.is_empty(), "left behind: {files:?}");
+
+    let plan_b = json(&env.admin_ok("warm-up", &[&path_b, "--dry-run", "--json"]));
+    assert_eq!(plan_b["totals"]["archived"], 1, "{plan_b}");
+    assert_eq!(plan_b["requested"], 0, "{plan_b}");
+    let plan_all = json(&env.admin_ok("warm-up", &[&root, "--dry-run", "--json"]));
+    assert_eq!(plan_all["totals"]["archived"], 2, "{plan_all}");
+    assert!(
+        plan_all["estimated_cost_usd"].as_f64().is_some(),
+        "{plan_all}"
+    );
+
+    let warmed = json(&env.admin_ok("warm-up", &[&path_b, "--wait", "--json"]));
+    assert_eq!(warmed["requested"], 1, "{warmed}");
+    let out_b = env.path("b");
+    env.admin_ok("restore", &[&path_b, "--target", out_b.to_str().unwrap()]);
+    assert_eq!(diff_r(&src.join("b"), &out_b), Vec::<String>::new());
+    let out_a = env.path("a");
+    let refused = env.admin("restore", &[&path_a, "--target", out_a.to_str().unwrap()]);
+    assert_eq!(refused.status.code(), Some(1), "a/ was readable unwarmed");
+
+    let again = json(&env.admin_ok("warm-up", &[&path_b, "--json"]));
+    assert_eq!(again["requested"], 0, "{again}");
+    assert_eq!(again["totals"]["restored"], 1, "{again}");
+    let rest = json(&env.admin_ok("warm-up", &[&root, "--wait", "--json"]));
+    assert_eq!(rest["requested"], 1, "{rest}");
+    std::fs::remove_dir_all(&target).unwrap();
+    env.admin_ok("restore", &[&root, "--target", &t]);
+    assert_eq!(diff_r(&src, &target), Vec::<String>::new());
+}
+
+/// The regular files below `root` (none if it is not there).
+fn walk_files(root: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut todo = vec![root.to_path_buf()];
+    while let Some(dir) = todo.pop() {
+        let Ok(listing) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for item in listing.flatten() {
+            let path = item.path();
+            match item.file_type() {
+                Ok(t) if t.is_dir() => todo.push(path),
+                Ok(t) if t.is_file() => out.push(path),
+                _ => {}
+            }
+        }
+    }
+    out
+}
