@@ -184,15 +184,9 @@ pub trait ReadBackend: Send + Sync {
         _tier: Tier,
     ) -> Result<()> {
         Err(Error::Config(format!(
-            "{}: {} keeps no archived objects to restore",
-            key.path(),
-            self.describe_store()
+            "{}: this store keeps no archived objects to restore",
+            key.path()
         )))
-    }
-
-    /// The store, for messages of the default methods.
-    fn describe_store(&self) -> String {
-        "this store".into()
     }
 }
 

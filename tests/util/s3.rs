@@ -39,7 +39,7 @@ fn start() -> S3Server {
     let mut errors = String::new();
     for attempt in 1..=3 {
         let dir = std::env::temp_dir().join(format!("coffer-s3-{}-{attempt}", std::process::id()));
-        match start_in(&dir) {
+        match start_in("s3-server.sh", &dir) {
             Ok(()) => {
                 if !errors.is_empty() {
                     eprintln!("S3 test server up on attempt {attempt}; earlier:\n{errors}");
@@ -63,27 +63,13 @@ pub fn cold_server() -> &'static S3Server {
     static SERVER: OnceLock<S3Server> = OnceLock::new();
     SERVER.get_or_init(|| {
         let dir = std::env::temp_dir().join(format!("coffer-cold-{}", std::process::id()));
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/cold-server.sh");
-        let out = Command::new("bash")
-            .arg(script)
-            .arg("start")
-            .arg(&dir)
-            .arg("--owner-pid")
-            .arg(std::process::id().to_string())
-            .output()
-            .expect("run scripts/cold-server.sh");
-        assert!(
-            out.status.success(),
-            "scripts/cold-server.sh start failed (needs moto: COFFER_DEPS=tests \
-             scripts/install-deps.sh): {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let text = std::fs::read_to_string(dir.join("env")).expect("the cold server's env");
-        let endpoint = text
-            .lines()
-            .find_map(|l| l.strip_prefix("S3_ENDPOINT="))
-            .expect("S3_ENDPOINT in the cold server's env")
-            .to_string();
+        start_in("cold-server.sh", &dir).unwrap_or_else(|e| {
+            panic!(
+                "scripts/cold-server.sh start failed (needs moto: COFFER_DEPS=tests \
+                 scripts/install-deps.sh): {e}"
+            )
+        });
+        let endpoint = env_file(&dir)("S3_ENDPOINT");
         let creds = Creds {
             access_key: "coffer-test".into(),
             secret_key: "coffer-test-secret".into(),
@@ -98,10 +84,12 @@ pub fn cold_server() -> &'static S3Server {
     })
 }
 
-fn start_in(dir: &std::path::Path) -> Result<(), String> {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/s3-server.sh");
+/// Runs `scripts/SCRIPT start DIR --owner-pid <this process>`; its
+/// stderr if it fails (DIR removed then).
+fn start_in(script: &str, dir: &std::path::Path) -> Result<(), String> {
+    let script = format!("{}/scripts/{script}", env!("CARGO_MANIFEST_DIR"));
     let out = Command::new("bash")
-        .arg(script)
+        .arg(&script)
         .arg("start")
         .arg(dir)
         .arg("--owner-pid")
@@ -116,14 +104,20 @@ fn start_in(dir: &std::path::Path) -> Result<(), String> {
     }
 }
 
-fn read_env(dir: PathBuf) -> S3Server {
+/// The env file a server script wrote into `dir`, as a lookup of its
+/// variables.
+fn env_file(dir: &std::path::Path) -> impl Fn(&str) -> String {
     let text = std::fs::read_to_string(dir.join("env")).expect("read the server's env file");
-    let var = |name: &str| -> String {
+    move |name| {
         text.lines()
             .find_map(|l| l.strip_prefix(&format!("{name}=")))
             .unwrap_or_else(|| panic!("{name} missing from the server's env file"))
             .to_string()
-    };
+    }
+}
+
+fn read_env(dir: PathBuf) -> S3Server {
+    let var = env_file(&dir);
     S3Server {
         endpoint: var("S3_ENDPOINT"),
         admin: Creds {

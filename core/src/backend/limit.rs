@@ -44,11 +44,6 @@ impl RateLimit {
         }
     }
 
-    /// The rate, bytes per second.
-    pub fn rate(&self) -> u64 {
-        self.bytes_per_second
-    }
-
     /// Books `n` bytes after those booked before; their slot's start and
     /// end.
     fn book(&self, n: u64) -> (Instant, Instant) {
@@ -185,8 +180,7 @@ pub fn parse_rate(text: &str) -> std::result::Result<u64, String> {
 /// paced whole (for backends that cannot pace inside a transfer).
 pub struct Limited {
     inner: Arc<dyn Backend>,
-    upload: Option<Arc<RateLimit>>,
-    download: Option<Arc<RateLimit>>,
+    pacing: Pacing,
 }
 
 impl Limited {
@@ -195,21 +189,17 @@ impl Limited {
         if pacing.is_none() {
             return inner;
         }
-        Arc::new(Self {
-            inner,
-            upload: pacing.upload,
-            download: pacing.download,
-        })
+        Arc::new(Self { inner, pacing })
     }
 
     async fn sent(&self, n: usize) {
-        if let Some(up) = &self.upload {
+        if let Some(up) = &self.pacing.upload {
             up.take(n as u64).await;
         }
     }
 
     async fn received(&self, n: usize) {
-        if let Some(down) = &self.download {
+        if let Some(down) = &self.pacing.download {
             down.took(n as u64).await;
         }
     }

@@ -260,13 +260,14 @@ impl S3Backend {
     }
 
     /// Sends the request `send` makes until it succeeds, `settle` decides
-    /// a failure (`Some(result)`), or [`Retry`] gives up on it.
+    /// a failure from its kind and S3 error code (`Some(result)`), or
+    /// [`Retry`] gives up on it.
     async fn request<T, E, Fut>(
         &self,
         op: &'static str,
         key: &ObjectKey,
         mut send: impl FnMut() -> Fut,
-        settle: impl Fn(Failure) -> Option<Result<T>>,
+        settle: impl Fn(Failure, Option<&str>) -> Option<Result<T>>,
     ) -> Result<T>
     where
         Fut: std::future::Future<Output = std::result::Result<T, SdkError<E>>>,
@@ -279,7 +280,7 @@ impl S3Backend {
                 Err(e) => e,
             };
             let failure = classify(&err);
-            if let Some(result) = settle(failure) {
+            if let Some(result) = settle(failure, err.code()) {
                 return result;
             }
             retry.after(failure, || self.error(op, key, &err)).await?;
@@ -293,7 +294,7 @@ impl S3Backend {
             let req = self.client.head_object().bucket(&self.bucket).key(&s3_key);
             req.send().await.map(|_| true)
         };
-        self.request("head", key, head, |f| {
+        self.request("head", key, head, |f, _| {
             (f.status == Some(404)).then_some(Ok(false))
         })
         .await
@@ -623,7 +624,7 @@ impl DeleteBackend for S3Backend {
                 .key(&s3_key);
             req.send().await.map(|_| ())
         };
-        self.request("delete", key, delete, |f| {
+        self.request("delete", key, delete, |f, _| {
             (f.status == Some(404)).then_some(Ok(()))
         })
         .await
@@ -641,7 +642,7 @@ impl DeleteBackend for S3Backend {
                     .and_then(|t| SystemTime::try_from(*t).ok())
             })
         };
-        self.request("head", key, head, |f| {
+        self.request("head", key, head, |f, _| {
             (f.status == Some(404)).then_some(Ok(None))
         })
         .await

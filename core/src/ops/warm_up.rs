@@ -101,13 +101,21 @@ impl PackState {
         }
     }
 
-    /// A word for it, as `--json` and the summary say it.
-    pub fn word(&self) -> &'static str {
-        match self {
+    /// Readable as a restored copy of an archived pack (until it expires).
+    pub fn is_restored(&self) -> bool {
+        matches!(
+            self,
             PackState::Readable(Thaw::Readable {
                 restored_until: Some(_),
                 ..
-            }) => "restored",
+            })
+        )
+    }
+
+    /// A word for it, as `--json` and the summary say it.
+    pub fn word(&self) -> &'static str {
+        match self {
+            PackState::Readable(_) if self.is_restored() => "restored",
             PackState::Readable(_) => "readable",
             PackState::Restoring(_) => "restoring",
             PackState::Archived(_) => "archived",
@@ -253,7 +261,7 @@ pub fn totals(plan: &[PackPlan]) -> Totals {
         match &p.state {
             PackState::Readable(_) => {
                 t.readable += 1;
-                t.restored += usize::from(p.state.word() == "restored");
+                t.restored += usize::from(p.state.is_restored());
             }
             PackState::Restoring(_) => {
                 t.restoring += 1;

@@ -2,32 +2,29 @@
 //! one (its class, `x-amz-restore`, Intelligent-Tiering's archive status),
 //! and RestoreObject.
 
-use super::retry::{classify, Retry};
 use super::S3Backend;
 use crate::backend::cold::{parse_restore_header, Thaw, Tier};
 use crate::backend::ObjectKey;
 use crate::error::{Error, Result};
-use aws_sdk_s3::error::ProvideErrorMetadata;
 use aws_sdk_s3::types::{GlacierJobParameters, RestoreRequest, Tier as SdkTier};
+use futures_util::TryFutureExt;
 
 impl S3Backend {
     /// Whether `key` is readable now, restoring, or archived (HeadObject).
     pub(super) async fn head_thaw(&self, key: &ObjectKey) -> Result<Thaw> {
         let s3_key = self.key_of(key);
-        let mut retry = Retry::new(self.retry_for);
-        let head = loop {
-            let req = self.client.head_object().bucket(&self.bucket).key(&s3_key);
-            match req.send().await {
-                Ok(head) => break head,
-                Err(e) => {
-                    let failure = classify(&e);
-                    if failure.status == Some(404) {
-                        return Err(Error::NotFound(self.url_of(key)));
-                    }
-                    retry.after(failure, || self.error("head", key, &e)).await?;
-                }
-            }
+        let send = || {
+            self.client
+                .head_object()
+                .bucket(&self.bucket)
+                .key(&s3_key)
+                .send()
         };
+        let head = self
+            .request("head", key, send, |f, _| {
+                (f.status == Some(404)).then(|| Err(Error::NotFound(self.url_of(key))))
+            })
+            .await?;
         let class = head.storage_class().map(|c| c.as_str().to_string());
         let archived_tier = head.archive_status().is_some();
         let archived =
@@ -76,29 +73,19 @@ impl S3Backend {
             request = request.days(i32::try_from(days).unwrap_or(i32::MAX));
         }
         let request = request.build();
-        let mut retry = Retry::new(self.retry_for);
-        loop {
-            let req = self
-                .client
+        let send = || {
+            self.client
                 .restore_object()
                 .bucket(&self.bucket)
                 .key(&s3_key)
-                .restore_request(request.clone());
-            let err = match req.send().await {
-                Ok(_) => return Ok(()),
-                Err(e) => e,
-            };
-            if let Some("RestoreAlreadyInProgress" | "ObjectAlreadyInActiveTierError") = err.code()
-            {
-                return Ok(());
-            }
-            let failure = classify(&err);
-            if failure.status == Some(404) {
-                return Err(Error::NotFound(self.url_of(key)));
-            }
-            retry
-                .after(failure, || self.error("restore", key, &err))
-                .await?;
-        }
+                .restore_request(request.clone())
+                .send()
+                .map_ok(|_| ())
+        };
+        self.request("restore", key, send, |f, code| match code {
+            Some("RestoreAlreadyInProgress" | "ObjectAlreadyInActiveTierError") => Some(Ok(())),
+            _ => (f.status == Some(404)).then(|| Err(Error::NotFound(self.url_of(key)))),
+        })
+        .await
     }
 }
