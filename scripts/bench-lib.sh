@@ -191,3 +191,15 @@ make_bucket() {
         curl -sSf -K - --aws-sigv4 "aws:amz:us-east-1:s3" -X PUT "$S3_ENDPOINT/$1" \
             -H "x-amz-content-sha256: $(sha256sum </dev/null | cut -d' ' -f1)" >/dev/null
 }
+
+# bench_prepare TOOL...: installs each peer tool that is missing (the Debian package of
+# the same name: restic, rsync), builds the release binary, and sets coffer and scripts.
+bench_prepare() {
+    local tool
+    for tool in "$@"; do
+        command -v "$tool" >/dev/null || { export DEBIAN_FRONTEND=noninteractive; apt-get install -y -qq "$tool" >/dev/null; }
+    done
+    cargo build --release --locked --quiet
+    coffer="$PWD/target/release/coffer"
+    scripts="$PWD/scripts"
+}

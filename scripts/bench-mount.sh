@@ -10,9 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/install-deps.sh
 source scripts/bench-lib.sh
-command -v restic >/dev/null || { export DEBIAN_FRONTEND=noninteractive; apt-get install -y -qq restic >/dev/null; }
-cargo build --release --locked --quiet
-coffer="$PWD/target/release/coffer"
+bench_prepare restic
 W="${1:-/tmp/coffer-bench-mount}"
 export RESTIC_PASSWORD=bench RESTIC_REPOSITORY="$W/restic-repo" RESTIC_CACHE_DIR="$W/restic-cache"
 unset COFFER_REPO COFFER_KEY COFFER_WRITER_KEY COFFER_STATE_DIR

@@ -18,11 +18,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 COFFER_DEPS=tests source scripts/install-deps.sh
 source scripts/bench-lib.sh
-command -v restic >/dev/null || { export DEBIAN_FRONTEND=noninteractive; apt-get install -y -qq restic >/dev/null; }
-command -v rsync >/dev/null || { export DEBIAN_FRONTEND=noninteractive; apt-get install -y -qq rsync >/dev/null; }
-cargo build --release --locked --quiet
-coffer="$PWD/target/release/coffer"
-scripts="$PWD/scripts"
+bench_prepare restic rsync
 W="${1:-/tmp/coffer-bench-restore}"
 SRC="${DATA_SRC:-/usr/share}"
 DELAYS="${DELAY_MS:-20}"

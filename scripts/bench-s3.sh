@@ -22,10 +22,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 COFFER_DEPS=tests source scripts/install-deps.sh
 source scripts/bench-lib.sh
-command -v restic >/dev/null || { export DEBIAN_FRONTEND=noninteractive; apt-get install -y -qq restic >/dev/null; }
-cargo build --release --locked --quiet
-coffer="$PWD/target/release/coffer"
-scripts="$PWD/scripts"
+bench_prepare restic
 W="${1:-/tmp/coffer-bench-s3}"
 DELAYS="${DELAY_MS:-0 20}"
 PARTS="${PARTS:-tools bucket}"

@@ -20,9 +20,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/install-deps.sh
 source scripts/bench-lib.sh
-command -v restic >/dev/null || { export DEBIAN_FRONTEND=noninteractive; apt-get install -y -qq restic >/dev/null; }
-cargo build --release --locked --quiet
-coffer="${COFFER_BIN:-$PWD/target/release/coffer}"
+bench_prepare restic
+coffer="${COFFER_BIN:-$coffer}"
 W="${WORKDIR:-/tmp/coffer-bench-scale}"
 SIZES=("$@")
 [ ${#SIZES[@]} -gt 0 ] || SIZES=(100000 1000000)
