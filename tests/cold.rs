@@ -2,7 +2,8 @@
 //! keeps GLACIER and DEEP_ARCHIVE as AWS does: a GET of such an object
 //! answers `403 InvalidObjectState` until the object is restored. Data
 //! packs go into the cold class (`backup --storage-class`), trees, indexes
-//! and snapshots stay in the default class.
+//! and snapshots stay in the default class. And a compromised writer's
+//! archived object where a snapshot goes (the hostile case).
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 mod util;
@@ -113,4 +114,52 @@ fn walk_files(root: &std::path::Path) -> Vec<std::path::PathBuf> {
         }
     }
     out
+}
+
+/// A put-only credential can store an object in any storage class: a
+/// "snapshot" planted in DEEP_ARCHIVE (on moto, which keeps cold classes
+/// as AWS does) is left out of the listing with a warning rather than
+/// failing it; prune, which must know every snapshot before it deletes
+/// anything, stops on it and names it, and works again once it is gone.
+#[test]
+fn an_archived_object_planted_as_a_snapshot_is_left_out_and_prune_names_it() {
+    let s3 = cold_server();
+    s3.create_bucket("planted-cold", false);
+    let env = Env::on_s3(s3, "planted-cold", "r");
+    let src = env.path("src");
+    make_tree(&src);
+    env.backup(&[&src], &[]);
+    let key = format!("r/snapshots/{}", "ab".repeat(32));
+    let client = s3.admin_client();
+    let rt = util::s3::rt();
+    rt.block_on(
+        client
+            .put_object()
+            .bucket("planted-cold")
+            .key(&key)
+            .storage_class(aws_sdk_s3::types::StorageClass::DeepArchive)
+            .body(b"not a snapshot".to_vec().into())
+            .send(),
+    )
+    .unwrap();
+
+    let out = env.admin_ok("snapshots", &["--json"]);
+    let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(listed.as_array().map(Vec::len), Some(1), "{listed}");
+    let warned = String::from_utf8_lossy(&out.stderr);
+    assert!(warned.contains("archived in cold storage"), "{warned}");
+
+    let out = env.admin("prune", &[]);
+    let said = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(said.contains(&"ab".repeat(32)), "{said}");
+    rt.block_on(
+        client
+            .delete_object()
+            .bucket("planted-cold")
+            .key(&key)
+            .send(),
+    )
+    .unwrap();
+    env.admin_ok("prune", &[]);
 }
