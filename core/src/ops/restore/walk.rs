@@ -798,16 +798,13 @@ impl TreesAhead {
                 let Some((span, batch)) = next_tree_batch(&mut self.waiting) else {
                     break;
                 };
-                // Read and decoded on a worker thread: decoding (decrypt,
-                // decompress, parse) is a third of the walk's time when
-                // little else is to be done (over a live tree), and the
-                // walk's own thread goes on meanwhile.
-                let read = tokio::spawn(read_trees(self.repo.clone(), span, batch));
-                self.fetching.push_back(Box::pin(async move {
-                    read.await.map_err(|e| {
-                        Error::Internal(format!("restore: reading trees failed: {e}"))
-                    })?
-                }));
+                // Read and decoded here, as the walk polls it: decoding on
+                // the workers (a third of the walk's thread over a live
+                // tree) gave their malloc arenas to tree memory, and a
+                // restore of 200,000 files peaked past its bound (240 MiB
+                // against 230, tests/memory.rs).
+                self.fetching
+                    .push_back(Box::pin(read_trees(self.repo.clone(), span, batch)));
             }
             let Some(trees) = self.fetching.next().await else {
                 return Err(Error::Internal(format!(
