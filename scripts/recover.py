@@ -279,7 +279,15 @@ class Repo:
             sys.exit("%s: config is over %d bytes: not a coffer config" % (root, CONFIG_MAX))
         with open(config, "rb") as f:
             data = f.read(CONFIG_MAX)
-        self.keys = KeyState(root, json.loads(data), hashlib.sha256(data).hexdigest(), scratch)
+        parsed = json.loads(data)
+        version = parsed.get("version")
+        if version not in (1, 2, 3):
+            sys.exit("%s: repository format version %r; this recover.py reads 1 to 3"
+                     % (config, version))
+        # From version 3 on, file contents are in packs under files/, trees
+        # under data/ (before it, both under data/).
+        self.chunk_folder = "files" if version >= 3 else "data"
+        self.keys = KeyState(root, parsed, hashlib.sha256(data).hexdigest(), scratch)
 
     def snapshots(self):
         """(id, snapshot JSON) of every genuine snapshot, oldest first. A damaged or
@@ -306,17 +314,18 @@ class Repo:
         out.sort(key=lambda s: (s[1]["time"], s[0]))
         return out
 
-    def blob(self, loc):
-        """The plaintext of the blob at a location (a chunk or a tree's JSON)."""
+    def blob(self, loc, folder):
+        """The plaintext of the blob at a location in a pack under folder (a tree's
+        JSON under data/, a file's chunk under self.chunk_folder)."""
         pack = loc["pack"]
         if not plausible(loc):
             raise Damaged("blob %s: a reference out of range" % loc.get("id"))
-        path = os.path.join(self.root, "data", pack[:2], pack)
+        path = os.path.join(self.root, folder, pack[:2], pack)
         with open(path, "rb") as f:
             f.seek(loc["offset"])
             stored = f.read(loc["length"])
         if len(stored) != loc["length"]:
-            raise Damaged("data/%s/%s: truncated (blob at %d)" % (pack[:2], pack, loc["offset"]))
+            raise Damaged("%s/%s/%s: truncated (blob at %d)" % (folder, pack[:2], pack, loc["offset"]))
         plain = unzstd(gpg_decrypt(stored), loc["raw_length"])
         if len(plain) != loc["raw_length"]:
             raise Damaged("blob %s: %d bytes, expected %d" % (loc["id"], len(plain), loc["raw_length"]))
@@ -327,7 +336,7 @@ class Repo:
         key = tuple(loc.get(k) for k in ("id", "pack", "offset", "length", "raw_length"))
         entries = self.trees.pop(key, None)
         if entries is None:
-            entries = json.loads(self.blob(loc))["entries"]
+            entries = json.loads(self.blob(loc, "data"))["entries"]
             if len(self.trees) >= TREES_KEPT:
                 self.trees.popitem(last=False)
         self.trees[key] = entries
@@ -420,7 +429,7 @@ class Restorer:
                 for loc in e.get("chunks", []):
                     while holes and holes[0][0] == f.tell():
                         f.seek(holes.pop(0)[1], os.SEEK_CUR)
-                    f.write(self.repo.blob(loc))
+                    f.write(self.repo.blob(loc, self.repo.chunk_folder))
                 while holes and holes[0][0] == f.tell():
                     f.seek(holes.pop(0)[1], os.SEEK_CUR)
                 f.truncate()

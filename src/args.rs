@@ -734,9 +734,10 @@ pub struct CopyArgs {
     /// from now (the later of the two).
     #[command(flatten)]
     pub object_lock: ObjectLockArgs,
-    /// S3: storage class for every pack (a copy cannot tell data packs from
-    /// tree packs: use an instant-retrieval class). Without it, packs from
-    /// an S3 source keep their class.
+    /// S3: storage class for data packs (files/); of a repository from
+    /// before format version 3, for every pack (data and tree packs are
+    /// both under data/ there: use an instant-retrieval class). Without it,
+    /// packs from an S3 source keep their class.
     #[arg(long, value_name = "CLASS")]
     pub storage_class: Option<String>,
     /// To a store that does not support conditional writes (it answers

@@ -63,7 +63,10 @@ fn warm_up_restores_exactly_the_packs_a_path_needs_and_then_it_reads() {
     assert_eq!(out.status.code(), Some(1), "{said}");
     assert!(said.contains("archived in cold storage"), "{said}");
     assert!(said.contains("coffer warm-up"), "{said}");
-    assert!(said.contains("/data/"), "the error names no object: {said}");
+    assert!(
+        said.contains("/files/"),
+        "the error names no object: {said}"
+    );
     let files = walk_files(&target);
     assert!(files.is_empty(), "left behind: {files:?}");
 
@@ -162,4 +165,97 @@ fn an_archived_object_planted_as_a_snapshot_is_left_out_and_prune_names_it() {
     )
     .unwrap();
     env.admin_ok("prune", &[]);
+}
+
+/// What a bucket lifecycle rule filtered on `files/` does to a version 3
+/// repository, done at once (moto runs no lifecycle rules): every object
+/// under `r/files/` copied onto itself into DEEP_ARCHIVE, as a transition
+/// does. Only file contents are there: every other object stays in the
+/// default class, so snapshots, ls, diff, check and the mount's listing
+/// answer, a restore refuses naming warm-up, and after `warm-up --wait`
+/// it restores byte-identical.
+#[test]
+fn a_lifecycle_rule_on_files_makes_file_contents_alone_cold() {
+    let s3 = cold_server();
+    s3.create_bucket("rule", false);
+    let mut env = Env::on_s3(s3, "rule", "r");
+    env.vars
+        .push(("COFFER_WARM_UP_POLL_SECONDS".into(), "0.1".into()));
+    let src = env.path("src");
+    write(&src.join("a/one.bin"), &random_bytes(3, 300_000));
+    write(&src.join("b/two.txt"), b"two\n");
+    let first = env.backup(&[&src], &[]);
+    write(&src.join("b/two.txt"), b"two, changed\n");
+    let second = env.backup(&[&src], &[]);
+    let id = |s: &serde_json::Value| s["id"].as_str().unwrap().to_string();
+
+    let client = s3.admin_client();
+    let rt = util::s3::rt();
+    let listed = || {
+        let page = rt
+            .block_on(client.list_objects_v2().bucket("rule").prefix("r/").send())
+            .unwrap();
+        assert_ne!(page.is_truncated(), Some(true));
+        page.contents()
+            .iter()
+            .map(|o| {
+                let class = o.storage_class().map_or("STANDARD", |c| c.as_str());
+                (o.key().unwrap().to_string(), class.to_string())
+            })
+            .collect::<Vec<_>>()
+    };
+    let moved: Vec<String> = listed()
+        .into_iter()
+        .map(|(key, _)| key)
+        .filter(|key| key.starts_with("r/files/"))
+        .collect();
+    assert!(moved.len() >= 2, "{moved:?}");
+    for key in &moved {
+        rt.block_on(
+            client
+                .copy_object()
+                .bucket("rule")
+                .key(key)
+                .copy_source(format!("rule/{key}"))
+                .storage_class(aws_sdk_s3::types::StorageClass::DeepArchive)
+                .send(),
+        )
+        .unwrap_or_else(|e| panic!("{key}: {e:?}"));
+    }
+    for (key, class) in listed() {
+        let cold = key.starts_with("r/files/");
+        assert_eq!(class == "DEEP_ARCHIVE", cold, "{key} in {class}");
+    }
+
+    let root = format!("{}:{}", id(&second), src.display());
+    assert_eq!(env.snapshots().len(), 2);
+    let ls = env.admin_ok("ls", &[&root, "--recursive"]);
+    assert!(String::from_utf8_lossy(&ls.stdout).contains("one.bin"));
+    let diff = env.admin_ok("diff", &[&id(&first), &id(&second)]);
+    assert!(String::from_utf8_lossy(&diff.stdout).contains("two.txt"));
+    env.admin_ok("check", &[]);
+    {
+        let m = util::mount::Mounted::new(&env, &[]);
+        let names = m.snapshot_names();
+        assert_eq!(names.len(), 2, "{names:?}");
+        let (code, log) = m.unmount();
+        assert_eq!(code, Some(0), "{log}");
+    }
+
+    let target = env.path("restored");
+    let t = target.display().to_string();
+    let refused = env.admin("restore", &[&root, "--target", &t]);
+    let said = String::from_utf8_lossy(&refused.stderr).into_owned();
+    assert_eq!(refused.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains("coffer warm-up") && said.contains("/files/"),
+        "{said}"
+    );
+    let warmed = json(&env.admin_ok("warm-up", &[&root, "--wait", "--json"]));
+    assert!(warmed["requested"].as_u64() >= Some(1), "{warmed}");
+    if target.exists() {
+        std::fs::remove_dir_all(&target).unwrap();
+    }
+    env.admin_ok("restore", &[&root, "--target", &t]);
+    assert_eq!(diff_r(&src, &target), Vec::<String>::new());
 }

@@ -359,11 +359,18 @@ fn a_copy_keeps_each_objects_retention_and_puts_the_storage_class_on_packs() {
     copy(&env, &args);
     assert_eq!(retentions(s3, "lock-dst"), source);
     let class = |h: &String| util::proxy::header(h, "x-amz-storage-class").map(String::from);
-    let packs = proxy.puts("/lock-dst/r/data/");
+    // The class is for data packs (files/); tree packs (data/, with the
+    // made-up pack there) keep the source's, the default.
+    let packs = proxy.puts("/lock-dst/r/files/");
     assert!(!packs.is_empty());
     assert!(packs
         .iter()
         .all(|h| class(h).as_deref() == Some("STANDARD")));
+    let trees = proxy.puts("/lock-dst/r/data/");
+    assert!(
+        trees.len() >= 2 && trees.iter().all(|h| class(h).is_none()),
+        "{trees:?}"
+    );
     let meta: Vec<String> = [
         "/lock-dst/r/snapshots/",
         "/lock-dst/r/index/",

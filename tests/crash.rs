@@ -228,7 +228,12 @@ fn count_files(dir: &Path) -> usize {
 fn backup_killed_at_random_moments_on_a_local_repository_loses_nothing() {
     let env = Env::new();
     let repo = env.path("repo");
-    let objects = || count_files(&repo.join("data")) + count_files(&repo.join("index"));
+    let objects = || {
+        ["files", "data", "index"]
+            .iter()
+            .map(|top| count_files(&repo.join(top)))
+            .sum()
+    };
     let kills = kill_backups(&env, "local", &objects);
     // Kills spread over 0 .. 1.2 runs: most land before the snapshot.
     assert!(kills.early + kills.midway >= self::kills() / 3, "{kills:?}");
@@ -243,7 +248,12 @@ fn backup_killed_at_random_moments_on_s3_loses_nothing() {
     s3.create_bucket("crash", false);
     s3.allow_writer_put_only("crash");
     let env = Env::on_s3(s3, "crash", "");
-    let objects = || count_objects(s3, "crash", "data/") + count_objects(s3, "crash", "index/");
+    let objects = || {
+        ["files/", "data/", "index/"]
+            .iter()
+            .map(|prefix| count_objects(s3, "crash", prefix))
+            .sum()
+    };
     let kills = kill_backups(&env, "s3", &objects);
     assert!(kills.early + kills.midway >= self::kills() / 3, "{kills:?}");
 }
@@ -339,7 +349,8 @@ fn resume_after_kills(
 #[test]
 fn a_first_backup_killed_again_and_again_resumes_on_a_local_repository() {
     let env = Env::new();
-    let data = env.path("repo/data");
+    // Data packs, under files/ (the trees come at the end).
+    let data = env.path("repo/files");
     let stored = || {
         let mut found = (0, 0);
         for dir in std::fs::read_dir(&data).into_iter().flatten() {
@@ -360,7 +371,8 @@ fn a_first_backup_killed_again_and_again_resumes_on_s3() {
     s3.allow_writer_put_only("resume");
     let env = Env::on_s3(s3, "resume", "");
     // Four uploads at once on S3 (the writer's default).
-    resume_after_kills(&env, "s3", 4, 30..130, &|| listed(s3, "resume", "data/"));
+    // (Data packs, under files/: the trees come at the end.)
+    resume_after_kills(&env, "s3", 4, 30..130, &|| listed(s3, "resume", "files/"));
 }
 
 /// prune over S3 killed at random moments: every kept snapshot stays whole
@@ -394,18 +406,18 @@ fn prune_killed_at_random_moments_on_s3_leaves_every_kept_snapshot_whole() {
         }
         env.admin_ok("forget", &["--keep-last", "1"]);
         std::thread::sleep(Duration::from_secs(2));
-        packs_at_start += count_objects(s3, "crash-prune", "r/data/");
+        packs_at_start += pack_objects(s3, "crash-prune");
         // Kills at growing moments (50 ms x 1.25^k, jittered) until a prune
         // outruns its kill: they land in the walk, then among the deletes.
         let round_start = killed;
         for k in 0.. {
-            let before = count_objects(s3, "crash-prune", "r/data/");
+            let before = pack_objects(s3, "crash-prune");
             let at = Duration::from_millis(50).mul_f64(1.25f64.powi(k) * (0.8 + 0.4 * rng.unit()));
             if !kill_after(&mut env.admin_cmd("prune", &prune), at) {
                 break;
             }
             killed += 1;
-            if count_objects(s3, "crash-prune", "r/data/") != before {
+            if pack_objects(s3, "crash-prune") != before {
                 midway += 1;
             }
             let check = env.admin("check", &["--read-data"]);
@@ -431,7 +443,7 @@ fn prune_killed_at_random_moments_on_s3_leaves_every_kept_snapshot_whole() {
     let again = String::from_utf8_lossy(&again.stdout);
     assert!(again.contains("deleted 0 ("), "{again}");
     env.admin_ok("check", &["--read-data"]);
-    let packs_at_end = count_objects(s3, "crash-prune", "r/data/");
+    let packs_at_end = pack_objects(s3, "crash-prune");
     assert!(packs_at_end < packs_at_start);
     eprintln!(
         "s3 prune: killed {killed} times in {rounds} rounds, {midway} mid-way through the \
@@ -441,6 +453,12 @@ fn prune_killed_at_random_moments_on_s3_leaves_every_kept_snapshot_whole() {
 }
 
 /// Objects under `prefix` in `bucket`, listed with the admin's credentials.
+/// How many packs lie under `r/` in `bucket` (trees under data/, file
+/// contents under files/).
+fn pack_objects(s3: &S3Server, bucket: &str) -> usize {
+    count_objects(s3, bucket, "r/data/") + count_objects(s3, bucket, "r/files/")
+}
+
 fn count_objects(s3: &S3Server, bucket: &str, prefix: &str) -> usize {
     listed(s3, bucket, prefix).0
 }

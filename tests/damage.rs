@@ -81,11 +81,14 @@ fn copy(env: &Env, case: &str) -> PathBuf {
     dir
 }
 
+/// Every pack: tree packs under `data/`, data packs under `files/`.
 fn packs(repo: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
-    for sub in std::fs::read_dir(repo.join("data")).unwrap() {
-        for pack in std::fs::read_dir(sub.unwrap().path()).unwrap() {
-            out.push(pack.unwrap().path());
+    for top in ["data", "files"] {
+        for sub in std::fs::read_dir(repo.join(top)).unwrap() {
+            for pack in std::fs::read_dir(sub.unwrap().path()).unwrap() {
+                out.push(pack.unwrap().path());
+            }
         }
     }
     out.sort();
@@ -150,6 +153,9 @@ fn damaged_packs_cost_only_the_files_that_need_them() {
         .partition(|p| std::fs::metadata(p).unwrap().len() > 1 << 20);
     assert!(data.len() >= 2, "{all:?}");
     assert_eq!(trees.len(), 1, "{all:?}");
+    let apart = |p: &&PathBuf, top: &str| p.starts_with(env.path("repo").join(top));
+    assert!(data.iter().all(|p| apart(p, "files")), "{data:?}");
+    assert!(apart(&trees[0], "data"), "{trees:?}");
 
     let mut restored_without_a_pack = 0;
     for (i, pack) in data.iter().enumerate() {
@@ -190,7 +196,7 @@ fn damaged_packs_cost_only_the_files_that_need_them() {
     let repo = copy(&env, "swap");
     let rel = |p: &Path| repo.join(p.strip_prefix(env.path("repo")).unwrap());
     swap(&rel(data[0]), &rel(data[1]));
-    let (restored, missing) = restore_what_is_whole(&env, "swap", &src, &files, "data/");
+    let (restored, missing) = restore_what_is_whole(&env, "swap", &src, &files, "files/");
     assert!(missing >= 2, "swap: {restored} / {missing}");
 
     // The tree pack flipped in the middle: the directories whose trees are

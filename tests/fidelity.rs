@@ -10,7 +10,7 @@ mod util;
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use util::*;
 
@@ -492,6 +492,153 @@ fn a_repository_from_before_xattrs_checks_restores_and_mounts_byte_identical() {
 
     let m = util::mount::Mounted::new(&env, &[]);
     assert_pre_xattrs_source(&m.path(&format!("snapshots/latest{src}")));
+    let (code, log) = m.unmount();
+    assert_eq!(code, Some(0), "{log}");
+}
+
+/// The source of the version 2 fixture (tests/fixtures/v2), made again in
+/// `root`: as at its first snapshot (`first`), else as at its second.
+fn v2_fixture_source(root: &Path, first: bool) {
+    let t = 1_796_119_200_000_000_000; // 2026-12-01T10:00:00Z
+    let chmod = |rel: &str, mode: u32| {
+        std::fs::set_permissions(root.join(rel), std::fs::Permissions::from_mode(mode)).unwrap()
+    };
+    write(
+        &root.join("hello.txt"),
+        b"hello from a version 2 repository\n",
+    );
+    write(&root.join("bin/random.bin"), &random_bytes(2, 1_572_864));
+    if first {
+        write(&root.join("bin/run.sh"), b"#!/bin/sh\necho hi\n");
+        chmod("bin/run.sh", 0o755);
+    }
+    write(&root.join("empty"), b"");
+    chmod("empty", 0o640);
+    let note: &[u8] = match first {
+        true => b"deep note\n",
+        false => b"deep note\na line added\n",
+    };
+    write(&root.join("sub/deeper/note.txt"), note);
+    std::os::unix::fs::symlink("hello.txt", root.join("link")).unwrap();
+    std::fs::hard_link(root.join("hello.txt"), root.join("sub/hard.txt")).unwrap();
+    let sparse = std::fs::File::create(root.join("sparse.img")).unwrap();
+    sparse.set_len(3 << 20).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&sparse, b"middle", 1 << 20).unwrap();
+    drop(sparse);
+    set_xattr(&root.join("hello.txt"), "user.origin", b"fixture");
+    chmod("sub", 0o750);
+    for rel in [
+        "hello.txt",
+        "bin/random.bin",
+        "bin/run.sh",
+        "empty",
+        "sub/deeper/note.txt",
+        "link",
+        "sparse.img",
+        "sub/deeper",
+        "sub",
+        "bin",
+        "",
+    ] {
+        let path = root.join(rel);
+        if std::fs::symlink_metadata(&path).is_ok() {
+            set_mtime(&path, t);
+        }
+    }
+    if !first {
+        set_mtime(&root.join("sub/deeper/note.txt"), t + 86_400_000_000_000);
+    }
+}
+
+/// A version 2 repository (data and tree packs together under `data/`,
+/// from before version 3 kept file contents under `files/`) restores,
+/// checks, mounts and diffs byte-identical.
+#[test]
+fn a_version_2_repository_checks_restores_and_mounts_byte_identical() {
+    if !is_root() {
+        eprintln!("needs root (the fixture's files are root's): skipped");
+        return;
+    }
+    let env = Env::from_fixture("v2");
+    let config = std::fs::read_to_string(env.path("repo/config")).unwrap();
+    assert!(config.contains("\"version\": 2"), "{config}");
+    assert!(!env.path("repo/files").exists());
+    env.admin_ok("check", &["--read-data"]);
+    let src = "/tmp/coffer-v2-fixture/src";
+    let mut expected = Vec::new();
+    for (id, first) in [("22af9c5a", true), ("73c17913", false)] {
+        let want = env.path(&format!("expected-{id}"));
+        v2_fixture_source(&want, first);
+        let out = env.path(&format!("out-{id}"));
+        env.restore(&format!("{id}:{src}"), &out);
+        assert_same_below_top(&want, &out);
+        assert_eq!(
+            std::fs::read(out.join("bin/random.bin")).unwrap(),
+            random_bytes(2, 1_572_864)
+        );
+        assert!(disk_usage(&out.join("sparse.img")) < 1 << 20, "holes lost");
+        expected.push((id, want));
+    }
+    // recover.py reads it too: file contents under data/, as before.
+    let gnupg = env.gnupg_with_admin_key();
+    let by_hand = env.path("by-hand");
+    let out = recover_py(
+        &env,
+        &gnupg,
+        &[
+            "--snapshot",
+            "73c17913",
+            "--path",
+            src,
+            "--target",
+            by_hand.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (_, second) = &expected[1];
+    assert_eq!(
+        std::fs::read(by_hand.join("sub/deeper/note.txt")).unwrap(),
+        std::fs::read(second.join("sub/deeper/note.txt")).unwrap()
+    );
+    assert_eq!(
+        std::fs::read(by_hand.join("bin/random.bin")).unwrap(),
+        random_bytes(2, 1_572_864)
+    );
+    let diff = env.admin_ok("diff", &["22af9c5a", "73c17913"]);
+    let said = String::from_utf8_lossy(&diff.stdout);
+    assert!(
+        said.contains("bin/run.sh") && said.contains("note.txt"),
+        "{said}"
+    );
+
+    let m = util::mount::Mounted::new(&env, &[]);
+    for (id, want) in &expected {
+        let named: Vec<PathBuf> = std::fs::read_dir(m.path("ids"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        let snapshot = named
+            .iter()
+            .find(|p| p.file_name().unwrap().to_string_lossy().starts_with(id))
+            .unwrap_or_else(|| panic!("{id} not in ids/: {named:?}"));
+        let mounted = under(snapshot, Path::new(src));
+        for rel in [
+            "hello.txt",
+            "bin/random.bin",
+            "sub/deeper/note.txt",
+            "sparse.img",
+        ] {
+            assert_eq!(
+                std::fs::read(mounted.join(rel)).unwrap(),
+                std::fs::read(want.join(rel)).unwrap(),
+                "{id}: {rel}"
+            );
+        }
+    }
     let (code, log) = m.unmount();
     assert_eq!(code, Some(0), "{log}");
 }

@@ -18,6 +18,7 @@ use coffer_core::crypto::keyfile::ModeCheck;
 use coffer_core::crypto::WriterKey;
 use coffer_core::crypto::{self, PackSealer, Recipients};
 use coffer_core::format::id::{ObjectId, PackId};
+use coffer_core::format::index::PackKind;
 use coffer_core::format::snapshot::{self, Snapshot, SnapshotStats};
 use coffer_core::format::tree::{Entry, Kind, Location, Tree};
 use std::path::Path;
@@ -46,16 +47,19 @@ impl<'a> Forge<'a> {
         }
     }
 
-    /// Stores `plain` as the only blob of a new pack; its location.
-    fn blob(&self, plain: &[u8]) -> Location {
-        self.blob_in(PackId::random(), plain)
+    /// Stores `plain` as the only blob of a new pack of `kind`; its
+    /// location.
+    fn blob(&self, plain: &[u8], kind: PackKind) -> Location {
+        self.blob_in(PackId::random(), plain, kind)
     }
 
-    /// Stores `plain` as the only blob of pack `pack`; its location.
-    fn blob_in(&self, pack: PackId, plain: &[u8]) -> Location {
+    /// Stores `plain` as the only blob of pack `pack`, of `kind`; its
+    /// location.
+    fn blob_in(&self, pack: PackId, plain: &[u8], kind: PackKind) -> Location {
         let stored = blob::encode(&self.sealer, 3, plain).unwrap();
-        let hex = pack.to_hex();
-        let path = self.env.path(&format!("repo/data/{}/{hex}", &hex[..2]));
+        let path = self
+            .env
+            .path(&format!("repo/{}", pack_rel(&pack.to_hex(), kind)));
         write(&path, &stored);
         Location {
             id: self.key.chunk_key().blob_id(plain),
@@ -68,7 +72,7 @@ impl<'a> Forge<'a> {
 
     /// Stores a tree's JSON as given (not sorted, not checked).
     fn tree_json(&self, json: &serde_json::Value) -> Location {
-        self.blob(&serde_json::to_vec(json).unwrap())
+        self.blob(&serde_json::to_vec(json).unwrap(), PackKind::Tree)
     }
 
     fn tree(&self, entries: Vec<Entry>) -> Location {
@@ -106,7 +110,7 @@ fn entry(name: &[u8], kind: Kind) -> Entry {
 fn file(forge: &Forge, name: &[u8], content: &[u8]) -> Entry {
     let mut e = entry(name, Kind::File);
     e.size = content.len() as u64;
-    e.chunks = vec![forge.blob(content)];
+    e.chunks = vec![forge.blob(content, PackKind::Data)];
     e
 }
 
@@ -152,7 +156,10 @@ fn hostile_trees_never_escape_the_target_or_crash_a_reader() {
     hostile.push(("dir-with-chunks", forge.tree(vec![chunky_dir])));
     hostile.push((
         "not-json",
-        forge.blob(b"{\"entries\": [{\"name\": \"x\", \"kind\": \"file\""),
+        forge.blob(
+            b"{\"entries\": [{\"name\": \"x\", \"kind\": \"file\"",
+            PackKind::Tree,
+        ),
     ));
     // A symlink out of the target is stored as a symlink, never followed.
     let mut link = entry(b"link", Kind::Symlink);
@@ -614,7 +621,7 @@ fn pointing_back(forge: &Forge, claimed: Location, good: Location) -> Location {
             let plain = serde_json::to_vec(&Tree { entries }).unwrap();
             let stored = blob::encode(&forge.sealer, 3, &plain).unwrap();
             if (stored.len() as u64, plain.len() as u64) == (back.length, back.raw_length) {
-                return forge.blob_in(pack, &plain);
+                return forge.blob_in(pack, &plain, PackKind::Tree);
             }
             back.length = stored.len() as u64;
             back.raw_length = plain.len() as u64;
@@ -809,11 +816,8 @@ fn plant_named(env: &Env, dir: &str, bytes: &[u8]) -> String {
 /// symlink), `b-file` (a regular file, the same dev and inode).
 fn forged_with_bomb_and_links(forge: &Forge, bomb: &[u8], secret: &Path) -> String {
     let pack = PackId::random();
-    let hex = pack.to_hex();
-    write(
-        &forge.env.path(&format!("repo/data/{}/{hex}", &hex[..2])),
-        bomb,
-    );
+    let rel = pack_rel(&pack.to_hex(), PackKind::Data);
+    write(&forge.env.path(&format!("repo/{rel}")), bomb);
     let mut bomb_file = entry(b"bomb.bin", Kind::File);
     bomb_file.size = 1 << 20;
     bomb_file.chunks = vec![Location {
@@ -865,6 +869,7 @@ fn planted_objects_cost_admin_commands_nothing_and_block_nothing() {
         "snapshots/not-a-snapshot",
         "index/junk",
         "data/zz/not-a-pack",
+        "files/zz/not-a-pack",
     ] {
         write(&env.path(&format!("repo/{junk}")), b"junk");
         planted.push(junk.to_string());
@@ -872,7 +877,7 @@ fn planted_objects_cost_admin_commands_nothing_and_block_nothing() {
     // A well-formed index of 120 MiB (indexes are not signed, and may be
     // up to 256 MiB): read whole, it cost check and prune 2.7 times its
     // size (a 232 MiB one: 633 MiB); read as a stream, 43 MiB.
-    let pack = std::fs::read_dir(env.path("repo/data"))
+    let pack = std::fs::read_dir(env.path("repo/files"))
         .unwrap()
         .flat_map(|d| std::fs::read_dir(d.unwrap().path()).unwrap())
         .map(|f| f.unwrap().path())
@@ -1033,6 +1038,70 @@ fn planted_objects_cost_admin_commands_nothing_and_block_nothing() {
     for name in planted.iter().chain([&big_index]) {
         assert!(env.path(&format!("repo/{name}")).exists(), "{name} deleted");
     }
+}
+
+/// Packs are known by where they are stored and their id together. A
+/// put-only credential stores junk under `files/` named as a tree pack and
+/// under `data/` named as a data pack: no reader reads them for what their
+/// twin holds (check, restore and the mount read the genuine ones), they
+/// do not count as referenced, and prune deletes them once old, keeping
+/// their twins.
+#[test]
+fn a_pack_planted_under_the_other_prefix_with_a_real_packs_id_is_pruned_not_read() {
+    let env = Env::new();
+    let src = env.path("src");
+    write(&src.join("a.txt"), b"alpha\n");
+    write(&src.join("big.bin"), &random_bytes(4, 2_000_000));
+    env.backup(&[&src], &[]);
+    let in_dir = |top: &str| -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(env.path(&format!("repo/{top}")))
+            .unwrap()
+            .flat_map(|d| std::fs::read_dir(d.unwrap().path()).unwrap())
+            .map(|f| f.unwrap().path())
+            .collect()
+    };
+    let (trees, data) = (in_dir("data"), in_dir("files"));
+    assert!(!trees.is_empty() && !data.is_empty());
+    let name = |p: &std::path::PathBuf| p.file_name().unwrap().to_str().unwrap().to_string();
+    let mut planted = Vec::new();
+    for (pack, kind) in [(&trees[0], PackKind::Data), (&data[0], PackKind::Tree)] {
+        let rel = pack_rel(&name(pack), kind);
+        write(
+            &env.path(&format!("repo/{rel}")),
+            b"junk with a real pack's name",
+        );
+        planted.push(env.path(&format!("repo/{rel}")));
+    }
+
+    // Exit 0: no damage (a junk twin read for its pack would be).
+    env.admin_ok("check", &["--read-data"]);
+    let out = env.path("out");
+    env.restore("latest", &out);
+    assert_same_tree(&src, &under(&out, &src));
+
+    // Everything 40 days old: past the 30-day horizon and the margin.
+    let then = std::time::SystemTime::now() - std::time::Duration::from_secs(40 * 86_400);
+    for p in in_dir("data").into_iter().chain(in_dir("files")) {
+        std::fs::File::options()
+            .write(true)
+            .open(&p)
+            .unwrap()
+            .set_modified(then)
+            .unwrap();
+    }
+    let pruned = env.admin_ok("prune", &["-v"]);
+    assert!(text(&pruned).contains("deleted 2 ("), "{}", text(&pruned));
+    for p in &planted {
+        assert!(!p.exists(), "{} kept", p.display());
+    }
+    assert!(
+        trees.iter().chain(&data).all(|p| p.exists()),
+        "a genuine pack was deleted"
+    );
+    env.admin_ok("check", &["--read-data"]);
+    let again = env.path("again");
+    env.restore("latest", &again);
+    assert_same_tree(&src, &under(&again, &src));
 }
 
 /// A `config` whose repository id is a path is refused before the id

@@ -6,6 +6,7 @@
 
 mod util;
 
+use coffer_core::format::index::PackKind;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
@@ -197,7 +198,11 @@ fn gpg_decrypts_stored_blobs_and_snapshots() {
         let index: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         for pack in index["packs"].as_array().unwrap() {
             let id = pack["id"].as_str().unwrap();
-            let bytes = std::fs::read(env.path(&format!("repo/data/{}/{id}", &id[..2]))).unwrap();
+            let kind = match pack["kind"].as_str().unwrap() {
+                "data" => PackKind::Data,
+                _ => PackKind::Tree,
+            };
+            let bytes = std::fs::read(env.path(&format!("repo/{}", pack_rel(id, kind)))).unwrap();
             for blob in pack["blobs"].as_array().unwrap() {
                 let (off, len) = (
                     blob["offset"].as_u64().unwrap() as usize,

@@ -32,7 +32,7 @@ fn files(dir: &Path) -> Vec<PathBuf> {
 /// stand-in for an old S3 LastModified.
 fn age_packs(env: &Env, days: u64) {
     let then = SystemTime::now() - Duration::from_secs(days * 86_400);
-    for p in files(&env.path("repo/data")) {
+    for p in packs(&env.path("repo")) {
         std::fs::File::options()
             .write(true)
             .open(&p)
@@ -52,8 +52,18 @@ fn deleted(t: &str) -> usize {
     rest.split(' ').next().unwrap().parse().unwrap()
 }
 
-fn dir_bytes(dir: &Path) -> u64 {
-    files(dir)
+/// Every pack of the repository at `repo`: trees under `data/`, file
+/// contents under `files/`, sorted.
+fn packs(repo: &Path) -> Vec<PathBuf> {
+    let mut out = files(&repo.join("data"));
+    out.extend(files(&repo.join("files")));
+    out.sort();
+    out
+}
+
+/// The bytes of [`packs`].
+fn pack_bytes(repo: &Path) -> u64 {
+    packs(repo)
         .iter()
         .map(|p| std::fs::metadata(p).unwrap().len())
         .sum()
@@ -107,7 +117,7 @@ fn forget_keeps_what_the_policy_says_and_prune_frees_the_rest_after_the_horizon(
     assert!(left.contains(&ids[2]) && !left.contains(&ids[0]) && !left.contains(&ids[1]));
 
     // Nothing is old enough yet: prune keeps every pack.
-    let packs_before = files(&env.path("repo/data"));
+    let packs_before = packs(&env.path("repo"));
     let out = env.admin_ok("prune", &["-v"]);
     let t = text(&out);
     assert!(t.contains("deleted 0 (0.0 MiB) unreferenced packs"), "{t}");
@@ -115,20 +125,20 @@ fn forget_keeps_what_the_policy_says_and_prune_frees_the_rest_after_the_horizon(
         t.contains("younger than the dedup horizon plus margin"),
         "{t}"
     );
-    assert_eq!(files(&env.path("repo/data")), packs_before);
+    assert_eq!(packs(&env.path("repo")), packs_before);
 
     // 31 days later: older than the 30-day horizon, not than horizon + 2d.
     age_packs(&env, 31);
     let t = text(&env.admin_ok("prune", &["-v"]));
     assert!(t.contains("deleted 0 (0.0 MiB)"), "{t}");
-    let data = env.path("repo/data");
-    let (count, bytes) = (files(&data).len(), dir_bytes(&data));
+    let data = env.path("repo");
+    let (count, bytes) = (packs(&data).len(), pack_bytes(&data));
     let t = text(&env.admin_ok("prune", &["-v", "--margin", "12h"]));
     // Two runs' packs: at least one data and one tree pack each.
     let n = deleted(&t);
-    assert!(n >= 4 && files(&data).len() == count - n, "{t}");
+    assert!(n >= 4 && packs(&data).len() == count - n, "{t}");
     assert!(t.contains("deleted 2 index objects"), "{t}");
-    let freed = bytes - dir_bytes(&data);
+    let freed = bytes - pack_bytes(&data);
     assert!(
         (6_000_000..6_400_000).contains(&freed),
         "freed {freed}: {t}"
@@ -137,19 +147,19 @@ fn forget_keeps_what_the_policy_says_and_prune_frees_the_rest_after_the_horizon(
     // A tree that cannot be read stops prune before it deletes anything:
     // what it references is unknown. (The new run's smallest pack is its
     // tree pack; its data pack holds the 3 MB file.)
-    let packs_then = files(&data);
+    let packs_then = packs(&data);
     write(&src.join("f"), &random_bytes(4, 3_000_000));
     env.backup(&[&src], &["--host", "h1"]);
     env.admin_ok("forget", &["--keep-last", "1", "--host", "h1"]);
     age_packs(&env, 40);
-    let tree_pack = files(&data)
+    let tree_pack = packs(&data)
         .into_iter()
         .filter(|p| !packs_then.contains(p))
         .min_by_key(|p| std::fs::metadata(p).unwrap().len())
         .unwrap();
     let good = std::fs::read(&tree_pack).unwrap();
     std::fs::write(&tree_pack, &good[..good.len() / 2]).unwrap();
-    let packs_before = files(&data);
+    let packs_before = packs(&data);
     let out = env.admin("prune", &[]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(
@@ -157,7 +167,7 @@ fn forget_keeps_what_the_policy_says_and_prune_frees_the_rest_after_the_horizon(
         "{}",
         text(&out)
     );
-    assert_eq!(files(&data), packs_before);
+    assert_eq!(packs(&data), packs_before);
     std::fs::write(&tree_pack, &good).unwrap();
 
     // A snapshot object no reader takes (junk that a put-only credential
@@ -174,18 +184,18 @@ fn forget_keeps_what_the_policy_says_and_prune_frees_the_rest_after_the_horizon(
     let t = text(&env.admin_ok("prune", &["--dry-run"]));
     let would = deleted(&t);
     assert!(would >= 2, "{t}");
-    assert_eq!(files(&data), packs_before);
-    let bytes = dir_bytes(&data);
+    assert_eq!(packs(&data), packs_before);
+    let bytes = pack_bytes(&data);
     let t = text(&env.admin_ok("prune", &["-v"]));
     assert!(t.contains("2 snapshots reference"), "{t}");
     assert_eq!(deleted(&t), would, "{t}");
     assert!(t.contains("deleted 1 index objects"), "{t}");
-    let freed = bytes - dir_bytes(&data);
+    let freed = bytes - pack_bytes(&data);
     assert!(
         (3_000_000..3_200_000).contains(&freed),
         "freed {freed}: {t}"
     );
-    assert_eq!(files(&data).len(), packs_before.len() - would);
+    assert_eq!(packs(&data).len(), packs_before.len() - would);
     assert_eq!(files(&env.path("repo/index")).len(), 2);
 
     // Everything kept restores and checks, and backups go on.
@@ -239,14 +249,14 @@ fn forget_dry_run_with_prune_counts_what_both_would_free() {
     assert!(would >= 2, "{t}");
     assert_eq!(files(&env.path("repo")), before);
 
-    let data = env.path("repo/data");
-    let count = files(&data).len();
+    let data = env.path("repo");
+    let count = packs(&data).len();
     env.admin_ok(
         "forget",
         &["--keep-last", "1", "--tag", "nightly", "--prune"],
     );
     assert_eq!(env.snapshots().len(), 2);
-    assert_eq!(files(&data).len(), count - would);
+    assert_eq!(packs(&data).len(), count - would);
 }
 
 /// Runs prune with its deletes logged and SIGKILLs it once it has logged
@@ -291,7 +301,7 @@ fn prune_killed_at_random_moments_leaves_every_kept_snapshot_whole() {
     let env = Env::new();
     let src = env.path("src");
     write(&src.join("keep"), &random_bytes(7, 300_000));
-    let data = env.path("repo/data");
+    let data = env.path("repo");
     let (mut killed, mut midway, mut round) = (0, 0, 0u64);
     while killed < kills {
         round += 1;
@@ -305,7 +315,7 @@ fn prune_killed_at_random_moments_leaves_every_kept_snapshot_whole() {
         }
         env.admin_ok("forget", &["--keep-last", "1"]);
         age_packs(&env, 40);
-        let total = files(&data).len();
+        let total = packs(&data).len();
         // How long a whole prune takes, measured on a copy.
         let copy = env.path("copy");
         let _ = std::fs::remove_dir_all(&copy);
@@ -313,11 +323,11 @@ fn prune_killed_at_random_moments_leaves_every_kept_snapshot_whole() {
         let started = std::time::Instant::now();
         env.ok(&["prune", "--repo", "copy", "--key", "admin.key"]);
         let whole = started.elapsed();
-        let left_by_full_prune = files(&env.path("copy/data")).len();
+        let left_by_full_prune = packs(&env.path("copy")).len();
         assert!(left_by_full_prune < total);
 
         for attempt in 0..8u64 {
-            let before = files(&data).len();
+            let before = packs(&data).len();
             if before == left_by_full_prune || killed >= kills {
                 break;
             }
@@ -335,7 +345,7 @@ fn prune_killed_at_random_moments_leaves_every_kept_snapshot_whole() {
             if at.is_some() {
                 killed += 1;
             }
-            let after = files(&data).len();
+            let after = packs(&data).len();
             if after != before && after != left_by_full_prune {
                 midway += 1;
             }
@@ -347,7 +357,7 @@ fn prune_killed_at_random_moments_leaves_every_kept_snapshot_whole() {
             assert_same_tree(&src, &under(&out, &src));
         }
         env.admin_ok("prune", &[]);
-        assert_eq!(files(&data).len(), left_by_full_prune);
+        assert_eq!(packs(&data).len(), left_by_full_prune);
         env.admin_ok("check", &["--read-data"]);
     }
     eprintln!(

@@ -86,6 +86,7 @@ fn backup_snapshots_restore_mount_and_diff_over_s3() {
     assert!(keys.contains(&"team/repo/config"), "{keys:?}");
     assert!(keys.iter().all(|k| k.starts_with("team/repo/")), "{keys:?}");
     assert!(keys.iter().any(|k| k.starts_with("team/repo/data/")));
+    assert!(keys.iter().any(|k| k.starts_with("team/repo/files/")));
     assert!(keys.iter().any(|k| k.starts_with("team/repo/snapshots/")));
 
     // A second init of the same place refuses, and leaves config alone.
@@ -326,20 +327,20 @@ fn storage_class_goes_on_data_packs_and_stores_without_conditional_puts_work() {
     assert!((2..=3).contains(&rejected), "{rejected} rejected");
     assert!(proxy.puts("/r/").len() > 5);
     let class = |h: &String| util::proxy::header(h, "x-amz-storage-class").map(String::from);
-    // Packs: data packs (the 30 MB file and the rest) carry the class; tree
-    // packs, a few kilobytes here, stay in the default class.
+    // Packs: data packs (the 30 MB file and the rest), under files/, carry
+    // the class; tree packs, under data/ and a few kilobytes here, stay in
+    // the default class.
     let len = |h: &String| -> u64 {
         util::proxy::header(h, "content-length")
             .and_then(|v| v.parse().ok())
             .unwrap_or(0)
     };
-    let (classed, plain): (Vec<String>, Vec<String>) = proxy
-        .puts("/r/data/")
-        .into_iter()
-        .partition(|h| class(h).is_some());
+    let classed = proxy.puts("/r/files/");
+    let plain = proxy.puts("/r/data/");
     assert!(classed
         .iter()
         .all(|h| class(h).as_deref() == Some("STANDARD")));
+    assert!(plain.iter().all(|h| class(h).is_none()), "{plain:?}");
     assert!(
         classed.iter().map(len).sum::<u64>() > 30_000_000,
         "{classed:?}"
@@ -527,7 +528,10 @@ fn mount_gives_eio_while_the_store_fails_and_recovers_when_it_heals() {
 
 /// The GETs of data and tree packs the proxy has seen.
 fn pack_gets(proxy: &Proxy, prefix: &str) -> usize {
-    proxy.requests("GET", &format!("{prefix}/data/")).len()
+    ["files", "data"]
+        .iter()
+        .map(|top| proxy.requests("GET", &format!("{prefix}/{top}/")).len())
+        .sum()
 }
 
 /// The tree packs in the metadata cache under `env`'s cache directory.

@@ -17,6 +17,7 @@ use std::sync::Arc;
 
 pub use carry::{Carried, Carry, Spooled};
 pub use cold::{Thaw, Tier};
+pub use places::PackPlaces;
 
 mod carry;
 pub mod cold;
@@ -24,6 +25,7 @@ mod direct;
 pub mod limit;
 pub mod local;
 pub mod memory;
+mod places;
 pub mod ranged;
 pub mod s3;
 
@@ -36,8 +38,13 @@ pub enum ObjectKind {
     Snapshot,
     /// `index/<id>`
     Index,
-    /// `data/<2 hex>/<pack id>`
+    /// `data/<2 hex>/<pack id>`: every pack of a version 1 or 2
+    /// repository; a version 3 repository's tree packs.
     Pack,
+    /// `files/<2 hex>/<pack id>`: a version 3 repository's data packs
+    /// (file contents), apart so a lifecycle rule can move them alone to
+    /// an archive class ([`PackPlaces`]).
+    FilePack,
     /// `keys/<8 digits>`: an admin's signed key change.
     Keys,
 }
@@ -72,9 +79,15 @@ impl ObjectKind {
             ObjectKind::Config => CONFIG_MAX,
             ObjectKind::Snapshot => SNAPSHOT_MAX,
             ObjectKind::Index => INDEX_MAX,
-            ObjectKind::Pack => PACK_MAX,
+            ObjectKind::Pack | ObjectKind::FilePack => PACK_MAX,
             ObjectKind::Keys => KEYS_MAX,
         }
+    }
+
+    /// Whether objects of this kind sit one directory below their prefix,
+    /// in a directory named by their first 2 hex digits (packs).
+    pub fn is_fanned(self) -> bool {
+        matches!(self, ObjectKind::Pack | ObjectKind::FilePack)
     }
 
     /// The prefix objects of this kind are listed under.
@@ -84,6 +97,7 @@ impl ObjectKind {
             ObjectKind::Snapshot => "snapshots/",
             ObjectKind::Index => "index/",
             ObjectKind::Pack => "data/",
+            ObjectKind::FilePack => "files/",
             ObjectKind::Keys => "keys/",
         }
     }
@@ -119,9 +133,9 @@ impl ObjectKey {
     pub fn path(&self) -> String {
         match self.kind {
             ObjectKind::Config => "config".into(),
-            ObjectKind::Pack => {
+            ObjectKind::Pack | ObjectKind::FilePack => {
                 let fan = self.name.get(..2).unwrap_or("00");
-                format!("data/{fan}/{}", self.name)
+                format!("{}{fan}/{}", self.kind.prefix(), self.name)
             }
             kind => format!("{}{}", kind.prefix(), self.name),
         }

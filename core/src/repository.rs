@@ -14,12 +14,13 @@ mod reads;
 mod snapshots;
 pub mod tree_memo;
 
-use crate::backend::{Backend, ObjectKey, ObjectKind};
+use crate::backend::{Backend, ObjectKey, ObjectKind, PackPlaces};
 use crate::crypto::{Opener, SecretKeys};
 use crate::error::{Error, Result};
 use crate::format::chunk_key::ChunkIdKey;
 use crate::format::config::RepoConfig;
 use crate::format::id::{ObjectId, PackId};
+use crate::format::index::PackKind;
 use crate::format::key_change::{self, KeyState};
 use crate::format::snapshot::{parse_object_name, Snapshot};
 use crate::format::tree::{Entry, Kind};
@@ -27,7 +28,6 @@ use key_chain::KeyChain;
 use known::{KnownRepositories, Pin};
 use metadata_cache::{ChunkCache, MetadataCache};
 use opened_cache::OpenedCache;
-use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use tree_memo::TreeMemo;
 
@@ -211,16 +211,25 @@ impl Repository {
         &self.config_digest
     }
 
-    /// The size of every stored pack, by id (names that are not pack ids
-    /// are left out).
-    pub async fn pack_sizes(&self) -> Result<HashMap<PackId, u64>> {
-        Ok(self
-            .backend
-            .list(ObjectKind::Pack)
-            .await?
-            .into_iter()
-            .filter_map(|o| Some((PackId::from_hex(&o.name)?, o.size)))
-            .collect())
+    /// Where this repository keeps its packs.
+    pub fn places(&self) -> PackPlaces {
+        PackPlaces::of(&self.config)
+    }
+
+    /// The key of `pack`, a pack of `kind`, in this repository.
+    pub fn pack_key(&self, pack: &PackId, kind: PackKind) -> ObjectKey {
+        self.places().key(pack, kind)
+    }
+
+    /// Every stored pack object as listed, with the kind it is stored as
+    /// (`data/`, and `files/` in a repository that keeps data apart).
+    pub async fn list_packs(&self) -> Result<Vec<(ObjectKind, crate::backend::ObjectInfo)>> {
+        let mut all = Vec::new();
+        for &kind in self.places().object_kinds() {
+            let listed = self.backend.list(kind).await?;
+            all.extend(listed.into_iter().map(|o| (kind, o)));
+        }
+        Ok(all)
     }
 
     /// The bytes of the object `name` (named by the SHA-256 of its bytes),
@@ -242,11 +251,6 @@ impl Repository {
     pub fn backend(&self) -> &dyn Backend {
         self.backend.as_ref()
     }
-}
-
-/// The key of a pack object.
-pub fn pack_key(pack: &PackId) -> ObjectKey {
-    ObjectKey::new(ObjectKind::Pack, pack.to_hex())
 }
 
 /// The root of a snapshot as a directory entry.

@@ -189,10 +189,8 @@ impl BlobCache {
     /// result.
     async fn fetch(&self, what: Blob, loc: Location) -> Result<Arc<Vec<u8>>> {
         let plain = match what {
-            Blob::Tree if self.repo.metadata_cache().is_some() => {
-                self.repo.read_tree_json(&loc).await?
-            }
-            _ => self.repo.read_chunk(&loc).await?,
+            Blob::Tree => self.repo.read_tree_json(&loc).await?,
+            Blob::Chunk => self.repo.read_chunk(&loc).await?,
         };
         Ok(Arc::new(plain))
     }

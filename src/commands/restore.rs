@@ -5,6 +5,7 @@ use super::{mib, open_repo_cached, selection, split_spec, Outcome};
 use crate::args::{CatArgs, ExportArgs, OverwriteArg, RestoreArgs};
 use crate::progress::{Display, Reporter};
 use anyhow::{bail, Context, Result};
+use coffer_core::format::index::PackKind;
 use coffer_core::format::tree::{Extent, Kind};
 use coffer_core::ops::restore::{self, Action, Overwrite, ReportTo, RestoreOptions};
 use coffer_core::patterns::Patterns;
@@ -182,7 +183,7 @@ pub fn cat(rt: &Runtime, a: &CatArgs) -> Result<Outcome> {
         match extent {
             Extent::Data(chunk) => {
                 let data = rt
-                    .block_on(repo.read_blob(&chunk))
+                    .block_on(repo.read_blob(&chunk, PackKind::Data))
                     .with_context(|| format!("reading {path}"))?;
                 out.write_all(&data)?;
             }

@@ -274,13 +274,17 @@ impl Env {
             .expect("the repository has packs")
     }
 
-    /// Paths of data packs.
+    /// Paths of every pack (trees under `data/`, file contents under
+    /// `files/`).
     pub fn packs(&self) -> Vec<PathBuf> {
         let mut out: Vec<PathBuf> = self
             .repo_files()
             .into_iter()
             .map(|(p, _)| p)
-            .filter(|p| p.to_string_lossy().contains("/data/"))
+            .filter(|p| {
+                let p = p.to_string_lossy();
+                p.contains("/data/") || p.contains("/files/")
+            })
             .collect();
         out.sort();
         out
@@ -352,6 +356,17 @@ pub fn last_json_line(stdout: &[u8]) -> serde_json::Value {
 }
 
 /// Deterministic pseudo-random bytes (xorshift64*), fast enough for GiBs.
+/// Where pack `hex`, of `kind`, is in a repository this build's `init`
+/// made (format version 3): file contents under `files/`, trees under
+/// `data/`.
+pub fn pack_rel(hex: &str, kind: coffer_core::format::index::PackKind) -> String {
+    let top = match kind {
+        coffer_core::format::index::PackKind::Data => "files",
+        coffer_core::format::index::PackKind::Tree => "data",
+    };
+    format!("{top}/{}/{hex}", &hex[..2])
+}
+
 pub fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
     let mut out = Vec::with_capacity(len + 8);
     let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;

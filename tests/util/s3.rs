@@ -221,7 +221,7 @@ impl S3Server {
     }
 
     /// Puts the README's bucket policy on `bucket`: the writer user may
-    /// only PutObject under data/, index/ and snapshots/.
+    /// only PutObject under files/, data/, index/ and snapshots/.
     pub fn allow_writer_put_only(&self, bucket: &str) {
         self.set_policy(bucket, &write_only_policy(bucket, &self.writer_user));
     }
@@ -362,10 +362,14 @@ impl Env {
     }
 }
 
-/// The bucket policy of the README: the writer may PutObject under data/,
-/// index/ and snapshots/, nothing else.
+/// The bucket policy of the README: the writer may PutObject under files/,
+/// data/, index/ and snapshots/, nothing else.
 pub fn write_only_policy(bucket: &str, writer: &str) -> String {
-    put_only_policy(bucket, writer, &["data/*", "index/*", "snapshots/*"])
+    put_only_policy(
+        bucket,
+        writer,
+        &["files/*", "data/*", "index/*", "snapshots/*"],
+    )
 }
 
 /// The README's tenant policy: on the tenant's own bucket, user `writer`

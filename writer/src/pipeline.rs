@@ -21,7 +21,7 @@ use crate::horizon::Horizon;
 use crate::pack::{PackBuffers, SealedPack};
 use crate::state::{FileRecord, State};
 use crate::BackupError;
-use coffer_core::backend::{ObjectKey, ObjectKind, WriteBackend};
+use coffer_core::backend::{ObjectKey, ObjectKind, PackPlaces, WriteBackend};
 use coffer_core::crypto::{self, Recipients};
 use coffer_core::format::chunk_key::ChunkIdKey;
 use coffer_core::format::id::{BlobId, ObjectId};
@@ -183,6 +183,8 @@ pub(crate) struct Shared {
     pub recipients: Recipients,
     pub level: i32,
     pub pack_size: u64,
+    /// Where packs of each kind are stored (the repository's version).
+    pub places: PackPlaces,
     pub backend: Arc<dyn WriteBackend>,
     pub rt: tokio::runtime::Handle,
     pub state: Mutex<State>,
@@ -215,6 +217,7 @@ impl Shared {
             progress: Arc::default(),
             level: config.zstd_level,
             pack_size: config.pack_size,
+            places: PackPlaces::of(config),
             backend,
             rt,
             state: Mutex::new(state),
@@ -272,7 +275,7 @@ impl Shared {
     /// Sealed packs are written here; in one place so every writer of packs
     /// counts and records them the same way.
     fn store_pack(&self, pack: SealedPack) -> Result<(), BackupError> {
-        let key = ObjectKey::new(ObjectKind::Pack, pack.id.to_hex());
+        let key = self.places.key(&pack.id, pack.kind);
         let size = pack.bytes.len() as u64;
         let stored = match pack.kind {
             PackKind::Data => self

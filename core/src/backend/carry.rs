@@ -17,6 +17,12 @@ pub struct Carried {
     pub retention: Option<(std::time::SystemTime, LockMode)>,
     /// Its storage class, if not the default one.
     pub storage_class: Option<String>,
+    /// Whether the destination's own storage class (a copy's
+    /// `--storage-class`) replaces that one: set by the copy for a pack
+    /// that may hold file contents (every pack of a repository before
+    /// version 3, which keeps tree and data packs together; a version 3
+    /// repository's `files/` alone), never for trees and metadata.
+    pub takes_class: bool,
 }
 
 /// An object a copy has carried into a local file (a large one: read a
@@ -56,8 +62,8 @@ pub trait Carry: ReadBackend + WriteBackend {
 
     /// [`WriteBackend::put_new`] for a copied object: with the source's
     /// retention (the later of it and this backend's own, if both) and
-    /// storage class (for a pack, this backend's own class wins: a copy
-    /// cannot tell data packs from tree packs). Stores without either
+    /// storage class (this backend's own class wins where
+    /// [`Carried::takes_class`]). Stores without either
     /// ignore `carried`.
     async fn put_new_carried(
         &self,

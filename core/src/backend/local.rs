@@ -121,14 +121,14 @@ fn list_kind(root: &Path, kind: ObjectKind) -> Result<Vec<ObjectInfo>> {
                 .metadata()
                 .map_err(|e| Error::io(entry.path(), "listing the repository", e))?;
             if meta.is_dir() {
-                if kind == ObjectKind::Pack {
+                if kind.is_fanned() {
                     dirs.push(entry.path());
                 }
                 continue;
             }
             if let Some(name) = entry.file_name().to_str() {
                 let name = match kind {
-                    ObjectKind::Pack => {
+                    _ if kind.is_fanned() => {
                         let relative = entry.path();
                         let relative = relative
                             .strip_prefix(&base)

@@ -32,6 +32,8 @@ pub struct MemoryBackend {
     reads: AtomicUsize,
     /// Bytes those reads returned.
     read_bytes: AtomicU64,
+    /// Paths read that did not exist, in order.
+    misses: Mutex<Vec<String>>,
 }
 
 impl Default for MemoryBackend {
@@ -43,6 +45,7 @@ impl Default for MemoryBackend {
             unreadable: Mutex::default(),
             reads: AtomicUsize::new(0),
             read_bytes: AtomicU64::new(0),
+            misses: Mutex::default(),
         }
     }
 }
@@ -116,6 +119,12 @@ impl MemoryBackend {
         self.read_bytes.load(Ordering::SeqCst)
     }
 
+    /// The paths read so far that did not exist (a reader looking in the
+    /// wrong place, or a missing object), in order.
+    pub fn misses(&self) -> Vec<String> {
+        crate::sync::lock(&self.misses).clone()
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Stored>> {
         crate::sync::lock(&self.objects)
     }
@@ -171,10 +180,11 @@ impl MemoryBackend {
                 source: std::io::Error::other("injected fault"),
             });
         }
-        self.lock()
-            .get(&key.path())
-            .map(|o| o.data.clone())
-            .ok_or_else(|| Error::NotFound(key.path()))
+        let found = self.lock().get(&key.path()).map(|o| o.data.clone());
+        found.ok_or_else(|| {
+            crate::sync::lock(&self.misses).push(key.path());
+            Error::NotFound(key.path())
+        })
     }
 }
 

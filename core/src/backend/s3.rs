@@ -166,9 +166,7 @@ impl S3Backend {
     ) -> Result<()> {
         let retention = write_options::retention(self.opts.object_lock, carried);
         let class = match carried {
-            Some(c) if key.kind == ObjectKind::Pack => {
-                self.opts.storage_class.clone().or(c.storage_class.clone())
-            }
+            Some(c) if c.takes_class => self.opts.storage_class.clone().or(c.storage_class.clone()),
             Some(c) => c.storage_class.clone(),
             None if data_pack => self.opts.storage_class.clone(),
             None => None,
@@ -376,6 +374,7 @@ impl S3Backend {
                     .storage_class()
                     .map(|c| c.as_str().to_string())
                     .filter(|c| c != "STANDARD"),
+                takes_class: false,
             };
             let expected = resp.content_length().and_then(|n| u64::try_from(n).ok());
             if let Some(size) = expected {

@@ -9,14 +9,21 @@
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
 
-/// The format version of the repositories this build makes: 2, whose
-/// readers apply the key changes under `keys/` (a build that reads only 1
-/// refuses it with "upgrade coffer" rather than miss a revocation).
-pub const FORMAT_VERSION: u32 = 2;
+/// The format version of the repositories this build makes: 3, whose
+/// data packs (file contents) are stored apart from tree packs
+/// ([`FILES_APART_VERSION`]). A build that reads only up to 2 refuses it
+/// with "upgrade coffer" rather than look for file contents where they
+/// are not.
+pub const FORMAT_VERSION: u32 = 3;
 
 /// The format versions this build reads: 1 (made before key changes; it
-/// may have gained some since) and 2.
+/// may have gained some since), 2 (whose readers apply the key changes
+/// under `keys/`) and 3.
 pub const READ_VERSIONS: std::ops::RangeInclusive<u32> = 1..=FORMAT_VERSION;
+
+/// From this version on, data packs are stored under `files/` and tree
+/// packs alone under `data/` (before it, both under `data/`).
+pub const FILES_APART_VERSION: u32 = 3;
 
 /// Content-defined chunking parameters (FastCDC 2020).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -202,12 +209,14 @@ mod tests {
         );
         let ok = String::from_utf8_lossy(json).replace("\"zstd_level\":0", "\"zstd_level\":1");
         assert!(RepoConfig::from_json(ok.as_bytes(), "config").is_ok());
-        // Version 2 reads; a later one asks for a newer coffer, as this
-        // build's version 2 does of a coffer that reads only 1.
-        let v2 = ok.replace("\"version\":1", "\"version\":2");
-        assert!(RepoConfig::from_json(v2.as_bytes(), "config").is_ok());
-        let v3 = ok.replace("\"version\":1", "\"version\":3");
-        let err = RepoConfig::from_json(v3.as_bytes(), "config").unwrap_err();
+        // Versions 2 and 3 read; a later one asks for a newer coffer, as
+        // this build's version 3 does of a coffer that reads only 1 to 2.
+        for version in [2, 3] {
+            let json = ok.replace("\"version\":1", &format!("\"version\":{version}"));
+            assert!(RepoConfig::from_json(json.as_bytes(), "config").is_ok());
+        }
+        let v4 = ok.replace("\"version\":1", "\"version\":4");
+        let err = RepoConfig::from_json(v4.as_bytes(), "config").unwrap_err();
         assert!(err.to_string().contains("upgrade coffer"), "{err}");
         // An id that is not what init makes (a path, upper case, short) is
         // refused before anything joins it into a path.

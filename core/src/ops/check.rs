@@ -4,9 +4,10 @@
 //! decrypts and verifies (a share of) the file chunks. Damage is reported
 //! per snapshot and path; the check goes on past it.
 
-use crate::backend::ObjectKind;
+use crate::backend::{ObjectKind, PackPlaces};
 use crate::error::Result;
 use crate::format::id::{BlobId, PackId};
+use crate::format::index::PackKind;
 use crate::format::tree::{nested_too_deep, Kind, Location, Tree, MAX_DEPTH};
 use crate::repository::{root_entry, Repository};
 use futures_util::stream::{FuturesUnordered, StreamExt};
@@ -78,6 +79,7 @@ pub async fn check(repo: &Repository, opts: CheckOptions) -> Result<CheckReport>
     let stored = packs.len();
     let mut checker = Checker {
         packs: Arc::new(packs),
+        places: repo.places(),
         read_share: opts
             .read_data
             .map(|s| (s.clamp(0.0, 1.0) * f64::from(u32::MAX)) as u32),
@@ -126,27 +128,30 @@ pub async fn check(repo: &Repository, opts: CheckOptions) -> Result<CheckReport>
     Ok(checker.report)
 }
 
-/// The size of every stored pack, by id, and a problem for each object
-/// under `data/` no reader takes: a name that is not a pack id (every
-/// reader leaves it alone), a size over [`ObjectKind::max_size`].
-async fn listed_packs(repo: &Repository) -> Result<(HashMap<PackId, u64>, Vec<Damage>)> {
+/// Every stored pack's size, by where it is stored and its id.
+type ListedPacks = HashMap<(ObjectKind, PackId), u64>;
+
+/// The size of every stored pack, and a problem for each object under
+/// `data/` (or `files/`) no reader takes: a name that is not a pack id
+/// (every reader leaves it alone), a size over [`ObjectKind::max_size`].
+async fn listed_packs(repo: &Repository) -> Result<(ListedPacks, Vec<Damage>)> {
     let mut packs = HashMap::new();
     let mut junk = Vec::new();
     let limit = ObjectKind::Pack.max_size();
-    for info in repo.backend().list(ObjectKind::Pack).await? {
+    for (kind, info) in repo.list_packs().await? {
         let problem = match PackId::from_hex(&info.name) {
             None => "its name is not a pack id (no reader uses it; delete it by hand)".to_string(),
             Some(_) if info.size > limit => {
                 format!("{} bytes, more than a pack may have ({limit})", info.size)
             }
             Some(id) => {
-                packs.insert(id, info.size);
+                packs.insert((kind, id), info.size);
                 continue;
             }
         };
         junk.push(Damage {
             snapshot: String::new(),
-            path: format!("data/{}", info.name),
+            path: format!("{}{}", kind.prefix(), info.name),
             problem,
         });
     }
@@ -208,7 +213,9 @@ enum Enter {
 }
 
 struct Checker {
-    packs: Arc<HashMap<PackId, u64>>,
+    packs: Arc<ListedPacks>,
+    /// Where packs of each kind are.
+    places: PackPlaces,
     /// With read-data: chunks whose id's first 4 bytes are at most this
     /// are read.
     read_share: Option<u32>,
@@ -250,11 +257,11 @@ impl Checker {
             let path = format!("index/{}", info.name);
             // Read as a stream: what it says of each pack is compared as it
             // is parsed, and only the disagreements are kept.
-            let packs = self.packs.clone();
+            let (packs, places) = (self.packs.clone(), self.places);
             // Once per pack, however often it is listed.
             let mismatches = repo
                 .fold_index(&info, BTreeMap::new(), move |wrong, pack| {
-                    match packs.get(&pack.id) {
+                    match packs.get(&(places.object_kind(pack.kind), pack.id)) {
                         Some(&size) if size != pack.size => {
                             wrong.insert(pack.id, (size, pack.size));
                         }
@@ -283,9 +290,11 @@ impl Checker {
         Ok(())
     }
 
-    /// Whether `loc` lies inside a stored pack; the problem if not.
-    fn stored(&self, loc: &Location) -> std::result::Result<(), String> {
-        let Some(&size) = self.packs.get(&loc.pack) else {
+    /// Whether `loc` lies inside a stored pack of `kind`; the problem if
+    /// not.
+    fn stored(&self, loc: &Location, kind: PackKind) -> std::result::Result<(), String> {
+        let key = (self.places.object_kind(kind), loc.pack);
+        let Some(&size) = self.packs.get(&key) else {
             return Err(format!("pack {} is missing", loc.pack));
         };
         match loc.offset.checked_add(loc.length) {
@@ -307,7 +316,7 @@ impl Checker {
                 let Some(loc) = pending.pop() else { break };
                 if self.clean.contains(&loc.id)
                     || self.trees.contains_key(&loc.id)
-                    || self.stored(&loc).is_err()
+                    || self.stored(&loc, PackKind::Tree).is_err()
                 {
                     continue;
                 }
@@ -335,7 +344,7 @@ impl Checker {
         let mut queued = false;
         for (i, chunk) in chunks.iter().enumerate() {
             self.report.chunks += 1;
-            self.stored(chunk)?;
+            self.stored(chunk, PackKind::Data)?;
             let picked = self.read_share.is_some_and(|share| {
                 u32::from_be_bytes([chunk.id.0[0], chunk.id.0[1], chunk.id.0[2], chunk.id.0[3]])
                     <= share
@@ -426,7 +435,7 @@ impl Checker {
         }
         let problem = if depth >= MAX_DEPTH {
             Some(nested_too_deep())
-        } else if let Err(problem) = self.stored(&loc) {
+        } else if let Err(problem) = self.stored(&loc, PackKind::Tree) {
             Some(format!("directory listing lost: {problem}"))
         } else {
             match self.trees.remove(&loc.id) {
@@ -476,7 +485,7 @@ impl Checker {
         let results: HashMap<BlobId, std::result::Result<(), String>> =
             futures_util::stream::iter(distinct.into_values())
                 .map(|loc| async move {
-                    let read = repo.read_blob(&loc).await;
+                    let read = repo.read_blob(&loc, PackKind::Data).await;
                     (loc.id, read.map(|_| ()).map_err(|e| e.to_string()))
                 })
                 .buffer_unordered(CHUNK_READS)

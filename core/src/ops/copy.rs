@@ -24,7 +24,7 @@ pub mod journal;
 mod spool;
 
 use super::Tally;
-use crate::backend::{Backend, Carried, ObjectInfo, ObjectKey, ObjectKind};
+use crate::backend::{Backend, Carried, ObjectInfo, ObjectKey, ObjectKind, PackPlaces};
 use crate::error::{Error, Result};
 use crate::format::id::ObjectId;
 use crate::format::snapshot::parse_object_name;
@@ -110,13 +110,19 @@ pub async fn copy(
     let snapshots = select(from.list(ObjectKind::Snapshot).await?, &opts.snapshots)?;
     let indexes = from.list(ObjectKind::Index).await?;
     let packs = from.list(ObjectKind::Pack).await?;
+    // A version 3 repository's data packs are apart (`files/`); in an
+    // earlier one nothing there is part of the repository.
+    let file_packs = match PackPlaces::of(&parsed).files_apart() {
+        true => from.list(ObjectKind::FilePack).await?,
+        false => Vec::new(),
+    };
     let keys: Vec<ObjectInfo> = from
         .list(ObjectKind::Keys)
         .await?
         .into_iter()
         .filter(|o| crate::format::key_change::parse_object_name(&o.name).is_some())
         .collect();
-    let (objects, bytes) = [&keys, &snapshots, &indexes, &packs]
+    let (objects, bytes) = [&keys, &snapshots, &indexes, &packs, &file_packs]
         .iter()
         .flat_map(|l| l.iter())
         .fold((1, config.len() as u64), |(n, b), o| (n + 1, b + o.size));
@@ -130,6 +136,7 @@ pub async fn copy(
         journal,
         report: CopyReport::default(),
         progress,
+        files_apart: PackPlaces::of(&parsed).files_apart(),
     };
     run.put_config(config, &carried).await?;
     // Key changes before any snapshot: a reader of the copy must never see
@@ -137,6 +144,7 @@ pub async fn copy(
     for (kind, listed) in [
         (ObjectKind::Keys, keys),
         (ObjectKind::Pack, packs),
+        (ObjectKind::FilePack, file_packs),
         (ObjectKind::Index, indexes),
         (ObjectKind::Snapshot, snapshots),
     ] {
@@ -192,6 +200,9 @@ struct Copier<'a> {
     journal: Journal,
     report: CopyReport,
     progress: &'a Progress,
+    /// The source keeps data packs apart (version 3): only they take the
+    /// destination's storage class ([`Carried::takes_class`]).
+    files_apart: bool,
 }
 
 /// What became of one object.
@@ -248,6 +259,8 @@ impl Copier<'_> {
             }
         }
         let (from, to, spool_dir) = (self.from, self.to, self.spool_dir);
+        let takes_class =
+            kind == ObjectKind::FilePack || (kind == ObjectKind::Pack && !self.files_apart);
         let budget = Arc::new(Semaphore::new(BUDGET_UNITS as usize));
         let mut moves = stream::iter(todo)
             .map(|(key, size)| {
@@ -255,9 +268,9 @@ impl Copier<'_> {
                 async move {
                     let moved = match budget.acquire_many_owned(budget_units(size)).await {
                         Ok(_held) if size > spool::SPOOL_OVER => {
-                            spool::move_spooled(from, to, &key, size, spool_dir).await
+                            spool::move_spooled(from, to, &key, size, spool_dir, takes_class).await
                         }
-                        Ok(_held) => move_one(from, to, &key).await,
+                        Ok(_held) => move_one(from, to, &key, takes_class).await,
                         Err(_) => Err(Error::Internal("copy: the byte budget closed".into())),
                     };
                     (key, moved)
@@ -342,15 +355,22 @@ fn refused(kind: ObjectKind, listed: &ObjectInfo) -> Option<String> {
     })
 }
 
-/// Reads `key` from `from` and stores it at `to`.
-async fn move_one(from: &dyn Backend, to: &dyn Backend, key: &ObjectKey) -> Result<Moved> {
-    let (bytes, carried) = match from.get_carried(key, key.kind.max_size()).await {
+/// Reads `key` from `from` and stores it at `to` (in the destination's
+/// storage class if `takes_class`, see [`Carried::takes_class`]).
+async fn move_one(
+    from: &dyn Backend,
+    to: &dyn Backend,
+    key: &ObjectKey,
+    takes_class: bool,
+) -> Result<Moved> {
+    let (bytes, mut carried) = match from.get_carried(key, key.kind.max_size()).await {
         Ok(got) => got,
         Err(e) => return unread(e),
     };
     if let Some(damaged) = misnamed(from, key, || ObjectId::of_bytes(&bytes)) {
         return Ok(damaged);
     }
+    carried.takes_class = takes_class;
     store(to, key, bytes, &carried).await
 }
 
@@ -376,7 +396,7 @@ fn misnamed(
     key: &ObjectKey,
     digest: impl FnOnce() -> ObjectId,
 ) -> Option<Moved> {
-    if matches!(key.kind, ObjectKind::Pack | ObjectKind::Keys) {
+    if key.kind.is_fanned() || key.kind == ObjectKind::Keys {
         return None;
     }
     let actual = digest();

@@ -11,6 +11,7 @@
 //! and counted.
 
 use crate::error::{Error, Result};
+use crate::format::index::PackKind;
 use crate::format::snapshot::Snapshot;
 use crate::format::tree::{is_safe_name, nested_too_deep, Entry, Extent, Kind, MAX_DEPTH};
 use crate::repository::Repository;
@@ -181,7 +182,9 @@ async fn walk(
                 let mut reads = stream::iter(extents)
                     .map(|extent| async move {
                         match extent {
-                            Extent::Data(loc) => repo.read_blob(&loc).await.map(Item::Data),
+                            Extent::Data(loc) => {
+                                repo.read_blob(&loc, PackKind::Data).await.map(Item::Data)
+                            }
                             Extent::Hole(length) => Ok(Item::Hole(length)),
                         }
                     })

@@ -20,8 +20,9 @@
 use crate::backend::{ObjectInfo, ObjectKey, ObjectKind};
 use crate::error::{Error, Result};
 use crate::format::id::{BlobId, PackId};
+use crate::format::index::PackKind;
 use crate::format::tree::Location;
-use crate::repository::{pack_key, Repository};
+use crate::repository::Repository;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -83,18 +84,18 @@ pub async fn prune(repo: &Repository, opts: PruneOptions) -> Result<PruneReport>
     let keep_for =
         Duration::from_secs(u64::from(repo.config().dedup_horizon_days) * 86_400) + opts.margin;
     let cutoff = now.checked_sub(keep_for).unwrap_or(SystemTime::UNIX_EPOCH);
-    let listed = repo.backend().list(ObjectKind::Pack).await?;
+    let listed = repo.list_packs().await?;
     let mut reach = Reach::new(repo, &opts.gone);
     reach.walk_new_snapshots().await?;
 
     let mut report = PruneReport::default();
-    let mut candidates: Vec<(PackId, ObjectInfo)> = Vec::new();
-    for info in listed {
+    let mut candidates: Vec<(Stored, ObjectInfo)> = Vec::new();
+    for (kind, info) in listed {
         let Some(id) = PackId::from_hex(&info.name) else {
             continue;
         };
         report.packs.add(info.size);
-        if reach.packs.contains(&id) {
+        if reach.packs.contains(&(kind, id)) {
             report.referenced.add(info.size);
             continue;
         }
@@ -105,7 +106,7 @@ pub async fn prune(repo: &Repository, opts: PruneOptions) -> Result<PruneReport>
                 let free_at = stored + keep_for;
                 report.young_until = Some(report.young_until.map_or(free_at, |t| t.min(free_at)));
             }
-            Some(_) => candidates.push((id, info)),
+            Some(_) => candidates.push(((kind, id), info)),
         }
     }
     // Snapshots stored meanwhile reference only young packs (the horizon
@@ -127,22 +128,25 @@ pub async fn prune(repo: &Repository, opts: PruneOptions) -> Result<PruneReport>
     Ok(report)
 }
 
-/// Deletes the candidate packs that no Object Lock retains; returns the
-/// ids deleted (or, dry, that would be).
+/// A stored pack: where (`data/` or `files/`) and its id.
+type Stored = (ObjectKind, PackId);
+
+/// Deletes the candidate packs that no Object Lock retains; returns those
+/// deleted (or, dry, that would be).
 async fn delete_packs(
     repo: &Repository,
-    candidates: Vec<(PackId, ObjectInfo)>,
+    candidates: Vec<(Stored, ObjectInfo)>,
     now: SystemTime,
     dry_run: bool,
     report: &mut PruneReport,
-) -> Result<HashSet<PackId>> {
+) -> Result<HashSet<Stored>> {
     let backend = repo.backend();
     if !dry_run && !candidates.is_empty() {
         tracing::info!("deleting up to {} unreferenced packs", candidates.len());
     }
     let mut work = futures_util::stream::iter(candidates)
         .map(|(id, info)| async move {
-            let key = pack_key(&id);
+            let key = ObjectKey::new(id.0, id.1.to_hex());
             let until = backend.retained_until(&key).await?;
             if let Some(until) = until.filter(|&t| t > now) {
                 return Ok((id, info.size, Some(until)));
@@ -174,7 +178,7 @@ async fn delete_packs(
 /// earlier). An index that cannot be read is kept and reported.
 async fn prune_indexes(
     repo: &Repository,
-    deleted: &HashSet<PackId>,
+    deleted: &HashSet<Stored>,
     dry_run: bool,
     report: &mut PruneReport,
 ) -> Result<()> {
@@ -183,18 +187,20 @@ async fn prune_indexes(
     // listing. The other order could miss the packs of an index a running
     // backup stores in between, and delete that index.
     let indexes = repo.backend().list(ObjectKind::Index).await?;
-    let stored: Arc<HashSet<PackId>> = Arc::new(
-        repo.pack_sizes()
+    let stored: Arc<HashSet<Stored>> = Arc::new(
+        repo.list_packs()
             .await?
-            .into_keys()
-            .filter(|id| !deleted.contains(id))
+            .into_iter()
+            .filter_map(|(kind, o)| Some((kind, PackId::from_hex(&o.name)?)))
+            .filter(|stored| !deleted.contains(stored))
             .collect(),
     );
+    let places = repo.places();
     for info in indexes {
         // Read as a stream: whether it lists a pack still stored.
         let stored = stored.clone();
         let listed = repo.fold_index(&info, false, move |any, pack| {
-            *any |= stored.contains(&pack.id);
+            *any |= stored.contains(&(places.object_kind(pack.kind), pack.id));
         });
         match listed.await {
             Ok(true) => continue,
@@ -227,8 +233,8 @@ struct Reach<'a> {
     left_out: HashSet<String>,
     /// Trees read (by id).
     trees: HashSet<BlobId>,
-    /// Every pack referenced, by a tree or a file chunk.
-    packs: HashSet<PackId>,
+    /// Every pack referenced, by a tree or a file chunk, as stored.
+    packs: HashSet<Stored>,
 }
 
 impl<'a> Reach<'a> {
@@ -287,8 +293,10 @@ impl<'a> Reach<'a> {
             let Some(tree) = reads.next().await else {
                 return Ok(());
             };
+            let data = repo.places().object_kind(PackKind::Data);
             for entry in tree?.entries {
-                self.packs.extend(entry.chunks.iter().map(|c| c.pack));
+                self.packs
+                    .extend(entry.chunks.iter().map(|c| (data, c.pack)));
                 if let Some(sub) = entry.subtree {
                     self.visit(sub, &mut pending);
                 }
@@ -301,7 +309,8 @@ impl<'a> Reach<'a> {
     /// first copy is past the horizon): every copy's pack counts, but the
     /// children are the same, so each id is read once.
     fn visit(&mut self, loc: Location, pending: &mut Vec<Location>) {
-        self.packs.insert(loc.pack);
+        let tree = self.repo.places().object_kind(PackKind::Tree);
+        self.packs.insert((tree, loc.pack));
         if self.trees.insert(loc.id) {
             pending.push(loc);
         }

@@ -244,7 +244,7 @@ pub async fn repository(repo: &Repository) -> Result<RepositoryReport> {
         indexes: backend.list(ObjectKind::Index).await?.len() as u64,
         ..RepositoryReport::default()
     };
-    for pack in backend.list(ObjectKind::Pack).await? {
+    for (_, pack) in repo.list_packs().await? {
         let class = pack.storage_class.unwrap_or_else(|| "STANDARD".into());
         let slot = report.packs_by_class.entry(class).or_default();
         slot.0 += 1;

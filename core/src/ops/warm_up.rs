@@ -7,12 +7,13 @@
 //! and tier, is [`retrieval`]'s table.
 
 use crate::backend::cold::may_be_archived;
-use crate::backend::{ObjectKind, Thaw, Tier};
+use crate::backend::{Thaw, Tier};
 use crate::error::{Error, Result};
 use crate::format::id::PackId;
+use crate::format::index::PackKind;
 use crate::format::snapshot::Snapshot;
 use crate::format::tree::{nested_too_deep, Kind, Location, MAX_DEPTH};
-use crate::repository::{pack_key, Repository};
+use crate::repository::Repository;
 use futures_util::stream::{self, StreamExt};
 use std::collections::{BTreeMap, HashSet};
 
@@ -142,7 +143,7 @@ pub struct PackPlan {
 pub async fn plan(repo: &Repository, needed: &Needed) -> Result<Vec<PackPlan>> {
     let listed: BTreeMap<PackId, (u64, Option<String>)> = repo
         .backend()
-        .list(ObjectKind::Pack)
+        .list(repo.places().object_kind(PackKind::Data))
         .await?
         .into_iter()
         .filter_map(|o| Some((PackId::from_hex(&o.name)?, (o.size, o.storage_class))))
@@ -158,7 +159,11 @@ pub async fn plan(repo: &Repository, needed: &Needed) -> Result<Vec<PackPlan>> {
                         restored_until: None,
                     })
                 }
-                Some(_) => match repo.backend().thaw_state(&pack_key(&id)).await {
+                Some(_) => match repo
+                    .backend()
+                    .thaw_state(&repo.pack_key(&id, PackKind::Data))
+                    .await
+                {
                     Ok(thaw) => PackState::of(thaw),
                     Err(Error::NotFound(_)) => PackState::Missing,
                     Err(e) => return Err(e),
@@ -198,7 +203,7 @@ pub async fn request(
     let asked = stream::iter(asks)
         .map(|(p, class)| async move {
             repo.backend()
-                .request_thaw(&pack_key(&p.id), &class, days, tier)
+                .request_thaw(&repo.pack_key(&p.id, PackKind::Data), &class, days, tier)
                 .await?;
             p.state = PackState::Restoring(class);
             Ok::<_, Error>(())
@@ -218,7 +223,11 @@ pub async fn refresh(repo: &Repository, plan: &mut [PackPlan]) -> Result<()> {
         .filter(|p| matches!(p.state, PackState::Restoring(_)));
     let asked = stream::iter(asks)
         .map(|p| async move {
-            p.state = PackState::of(repo.backend().thaw_state(&pack_key(&p.id)).await?);
+            p.state = PackState::of(
+                repo.backend()
+                    .thaw_state(&repo.pack_key(&p.id, PackKind::Data))
+                    .await?,
+            );
             Ok::<_, Error>(())
         })
         .buffer_unordered(REQUESTS_AT_ONCE)

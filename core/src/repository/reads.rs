@@ -4,14 +4,14 @@
 //! and a path resolved in a snapshot.
 
 use super::metadata_cache::MetadataCache;
-use super::{object_id, pack_key, root_entry, Repository};
+use super::{object_id, root_entry, Repository};
 use crate::backend::ranged::RangedReader;
 use crate::backend::{ObjectInfo, ObjectKey, ObjectKind};
 use crate::crypto::blob;
 use crate::error::{Error, Result};
 use crate::format;
 use crate::format::id::PackId;
-use crate::format::index::PackSummary;
+use crate::format::index::{PackKind, PackSummary};
 use crate::format::snapshot::Snapshot;
 use crate::format::tree::{Entry, Kind, Location, Tree};
 use crate::sync::{self, blocking};
@@ -60,39 +60,41 @@ impl Repository {
         opened.await
     }
 
-    /// Fetches, decrypts and verifies one blob.
-    pub async fn read_blob(&self, loc: &Location) -> Result<Vec<u8>> {
-        let stored = self.fetch_blob(loc).await?;
-        self.decode_blob(loc, &stored)
+    /// Fetches, decrypts and verifies one blob, of a pack of `kind` (a
+    /// file chunk: [`PackKind::Data`]; a tree: [`PackKind::Tree`]).
+    pub async fn read_blob(&self, loc: &Location, kind: PackKind) -> Result<Vec<u8>> {
+        let stored = self.fetch_blob(loc, kind).await?;
+        self.decode_blob(loc, kind, &stored)
     }
 
     /// Fetches one blob's stored bytes (one ranged read), still encrypted.
-    pub async fn fetch_blob(&self, loc: &Location) -> Result<Vec<u8>> {
-        self.fetch_pack_range(&loc.pack, loc.offset, loc.length)
+    pub async fn fetch_blob(&self, loc: &Location, kind: PackKind) -> Result<Vec<u8>> {
+        self.fetch_pack_range(&loc.pack, kind, loc.offset, loc.length)
             .await
     }
 
-    /// `length` stored bytes of `pack` from `offset` (one ranged read): a
-    /// run of blobs that lie back to back.
+    /// `length` stored bytes of `pack`, a pack of `kind`, from `offset`
+    /// (one ranged read): a run of blobs that lie back to back.
     pub async fn fetch_pack_range(
         &self,
         pack: &PackId,
+        kind: PackKind,
         offset: u64,
         length: u64,
     ) -> Result<Vec<u8>> {
         self.backend
-            .get_range(&pack_key(pack), offset, length)
+            .get_range(&self.pack_key(pack, kind), offset, length)
             .await
     }
 
     /// Decrypts, decompresses and verifies bytes [`Repository::fetch_blob`]
     /// returned: CPU work, to run off the async threads when it matters.
-    pub fn decode_blob(&self, loc: &Location, stored: &[u8]) -> Result<Vec<u8>> {
+    pub fn decode_blob(&self, loc: &Location, kind: PackKind, stored: &[u8]) -> Result<Vec<u8>> {
         blob::decode(
             &self.opener,
             &self.chunk_key,
             loc,
-            &pack_key(&loc.pack).path(),
+            &self.pack_key(&loc.pack, kind).path(),
             stored,
         )
     }
@@ -115,10 +117,10 @@ impl Repository {
                 return Ok(plain);
             }
         }
-        let stored = self.fetch_blob(&loc).await?;
+        let stored = self.fetch_blob(&loc, PackKind::Data).await?;
         let repo = self.clone();
         blocking("decoding a chunk", move || {
-            let plain = repo.decode_blob(&loc, &stored)?;
+            let plain = repo.decode_blob(&loc, PackKind::Data, &stored)?;
             if let Some(chunks) = &repo.chunks {
                 chunks.store(&loc.id, &stored);
             }
@@ -131,7 +133,7 @@ impl Repository {
     fn chunk_from_disk(&self, loc: &Location) -> Option<Vec<u8>> {
         let chunks = self.chunks.as_ref()?;
         let stored = chunks.read(&loc.id, loc.length)?;
-        match self.decode_blob(loc, &stored) {
+        match self.decode_blob(loc, PackKind::Data, &stored) {
             Ok(plain) => Some(plain),
             Err(e) => {
                 tracing::warn!(
@@ -155,10 +157,10 @@ impl Repository {
     /// its pack fetched again), else with one ranged read.
     pub async fn read_tree_json(&self, loc: &Location) -> Result<Vec<u8>> {
         let Some(cache) = &self.cache else {
-            return self.read_blob(loc).await;
+            return self.read_blob(loc, PackKind::Tree).await;
         };
         if let Some(stored) = cache.read(&loc.pack, loc.offset, loc.length) {
-            match self.decode_blob(loc, &stored) {
+            match self.decode_blob(loc, PackKind::Tree, &stored) {
                 Ok(json) => return Ok(json),
                 Err(e) => {
                     tracing::warn!(
@@ -170,7 +172,7 @@ impl Repository {
             }
         }
         let stored = self.fetch_tree_pack(cache, loc).await?;
-        self.decode_blob(loc, &stored)
+        self.decode_blob(loc, PackKind::Tree, &stored)
     }
 
     /// The stored bytes of tree `loc`, its whole pack fetched (by one
@@ -185,9 +187,10 @@ impl Repository {
             // A pack too large to keep (or refused as over its cap) is
             // not fetched whole: the tree alone, with a ranged read.
             let limit = cache.largest_kept().min(ObjectKind::Pack.max_size());
-            let pack = match self.backend.get(&pack_key(&loc.pack), limit).await {
+            let key = self.pack_key(&loc.pack, PackKind::Tree);
+            let pack = match self.backend.get(&key, limit).await {
                 Ok(pack) => pack,
-                Err(Error::Damaged { .. }) => return self.fetch_blob(loc).await,
+                Err(Error::Damaged { .. }) => return self.fetch_blob(loc, PackKind::Tree).await,
                 Err(e) => return Err(e),
             };
             let blob = usize::try_from(loc.offset)
@@ -197,7 +200,7 @@ impl Repository {
                 .map(<[u8]>::to_vec)
                 .ok_or_else(|| {
                     Error::damaged(
-                        pack_key(&loc.pack).path(),
+                        key.path(),
                         format!(
                             "truncated: {} bytes, tree {} at {}+{}",
                             pack.len(),
@@ -238,7 +241,7 @@ impl Repository {
         if let Some(tree) = self.remembered_tree(loc) {
             return Ok(tree);
         }
-        let json = self.decode_blob(loc, stored)?;
+        let json = self.decode_blob(loc, PackKind::Tree, stored)?;
         self.remember_tree(loc, &json)
     }
 

@@ -53,7 +53,7 @@ pub(super) fn listed(
     let rest = obj.key()?.strip_prefix(prefix)?;
     let name = match kind {
         ObjectKind::Config if rest != "config" => return None,
-        ObjectKind::Pack => crate::backend::pack_name(rest),
+        _ if kind.is_fanned() => crate::backend::pack_name(rest),
         _ if rest.contains('/') => return None,
         _ => rest,
     };

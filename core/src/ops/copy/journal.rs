@@ -119,7 +119,7 @@ fn is_object_path(line: &str) -> bool {
         return true;
     }
     let name = |kind: ObjectKind| line.strip_prefix(kind.prefix());
-    if let Some(rest) = name(ObjectKind::Pack) {
+    if let Some(rest) = name(ObjectKind::Pack).or_else(|| name(ObjectKind::FilePack)) {
         return rest
             .split_once('/')
             .is_some_and(|(_, id)| PackId::from_hex(id).is_some());
@@ -146,9 +146,11 @@ mod tests {
             ObjectKind::Snapshot,
             format!("0011223344556677.{}", "cd".repeat(32)),
         );
+        let files = ObjectKey::new(ObjectKind::FilePack, "cd".repeat(32));
         let mut j = Journal::open(&path, "h1").unwrap();
-        assert!(!j.has(&pack));
+        assert!(!j.has(&pack) && !j.has(&files));
         j.record(&pack).unwrap();
+        j.record(&files).unwrap();
         j.record(&ObjectKey::config()).unwrap();
         assert!(
             Journal::open(&path, "h1").is_err(),
@@ -162,14 +164,14 @@ mod tests {
             .write_all(&snap.path().as_bytes()[..40])
             .unwrap();
         let mut j = Journal::open(&path, "h1").unwrap();
-        assert!(j.has(&pack) && j.has(&ObjectKey::config()));
-        assert_eq!(j.len(), 2);
+        assert!(j.has(&pack) && j.has(&files) && j.has(&ObjectKey::config()));
+        assert_eq!(j.len(), 3);
         j.record(&snap).unwrap();
         drop(j);
         // The cut line was ended on opening: the record after it counts.
         let j = Journal::open(&path, "h1").unwrap();
         assert!(j.has(&snap));
-        assert_eq!(j.len(), 3);
+        assert_eq!(j.len(), 4);
         drop(j);
         let j = Journal::open(&path, "h2").unwrap();
         assert!(j.is_empty());

@@ -28,13 +28,14 @@ pub(super) async fn move_spooled(
     key: &ObjectKey,
     size: u64,
     dir: &Path,
+    takes_class: bool,
 ) -> Result<Moved> {
     let path = dir.join(format!(
         "spool-{}.{}",
         hex::encode(rand::random::<[u8; 8]>()),
         std::process::id()
     ));
-    let moved = carry(from, to, key, size, &path).await;
+    let moved = carry(from, to, key, size, &path, takes_class).await;
     let _ = std::fs::remove_file(&path);
     moved
 }
@@ -70,6 +71,7 @@ async fn carry(
     key: &ObjectKey,
     size: u64,
     path: &Path,
+    takes_class: bool,
 ) -> Result<Moved> {
     let io = |what: &'static str| {
         let path = path.to_path_buf();
@@ -120,6 +122,7 @@ async fn carry(
     if let Some(damaged) = super::misnamed(from, key, || ObjectId(sha256.finalize().into())) {
         return Ok(damaged);
     }
+    carried.takes_class = takes_class;
     let spooled = Spooled {
         path: PathBuf::from(path),
         md5: md5::Digest::finalize(md5).into(),

@@ -5,6 +5,7 @@
 
 use crate::error::{Error, Result};
 use crate::format::id::PackId;
+use crate::format::index::PackKind;
 use crate::format::tree::Location;
 use crate::repository::Repository;
 use std::collections::VecDeque;
@@ -60,9 +61,10 @@ impl Span {
         self.end = self.end.max(loc.offset.saturating_add(loc.length));
     }
 
-    /// The span's stored bytes, with one ranged read.
-    pub(super) async fn read(&self, repo: &Repository) -> Result<Vec<u8>> {
-        repo.fetch_pack_range(&self.pack, self.start, self.end - self.start)
+    /// The span's stored bytes, with one ranged read of its pack, a pack
+    /// of `kind`.
+    pub(super) async fn read(&self, repo: &Repository, kind: PackKind) -> Result<Vec<u8>> {
+        repo.fetch_pack_range(&self.pack, kind, self.start, self.end - self.start)
             .await
     }
 

@@ -14,6 +14,7 @@ use super::{at, is_damage, Action, Overwrite, ReportTo, RestoreStats};
 use crate::chunker::Chunker;
 use crate::error::{Error, Result};
 use crate::format::chunk_key::ChunkIdKey;
+use crate::format::index::PackKind;
 use crate::format::tree::{nested_too_deep, Entry, Kind, Location, Tree, MAX_DEPTH};
 use crate::progress::Progress;
 use crate::repository::Repository;
@@ -875,7 +876,7 @@ async fn read_trees(
         }
         return Ok(each);
     }
-    let data = match span.read(&repo).await {
+    let data = match span.read(&repo, PackKind::Tree).await {
         Ok(data) => data,
         Err(e) if is_damage(&e) => {
             // Each tree alone: a cut pack still holds those before the cut.

@@ -11,6 +11,7 @@ use super::target::{apply_metadata, create_file};
 use super::{at, is_damage, RestoreStats};
 use crate::error::{Error, Result};
 use crate::format::chunk_key::ChunkIdKey;
+use crate::format::index::PackKind;
 use crate::format::tree::Entry;
 use crate::progress::Progress;
 use crate::repository::Repository;
@@ -247,7 +248,7 @@ async fn read_and_write(
     is_root: bool,
 ) -> Result<RestoreStats> {
     let fetched = match &fetch.span {
-        Some(span) => match span.read(&repo).await {
+        Some(span) => match span.read(&repo, PackKind::Data).await {
             Ok(data) => Fetched::Span(data),
             Err(e) if is_damage(&e) => Fetched::Each(read_each(&repo, &fetch.parts).await),
             Err(e) => {
@@ -269,7 +270,7 @@ async fn read_and_write(
                         (Some(index), Some(span)) => {
                             let loc = &part.file.entry.chunks[index];
                             span.blob(&data, loc)
-                                .and_then(|stored| repo.decode_blob(loc, stored))
+                                .and_then(|stored| repo.decode_blob(loc, PackKind::Data, stored))
                                 .map_err(|e| e.to_string())
                         }
                         _ => Ok(Vec::new()),
@@ -305,7 +306,7 @@ async fn read_each(repo: &Repository, parts: &[Part]) -> Vec<std::result::Result
     for part in parts {
         out.push(match part.chunk {
             Some(index) => repo
-                .read_blob(&part.file.entry.chunks[index])
+                .read_blob(&part.file.entry.chunks[index], PackKind::Data)
                 .await
                 .map_err(|e| e.to_string()),
             None => Ok(Vec::new()),
