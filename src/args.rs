@@ -942,6 +942,21 @@ pub struct RestoreArgs {
     /// Print progress (every second) and a summary as JSON lines on stdout.
     #[arg(long)]
     pub json: bool,
+    /// S3: first ask for the archived data packs this restore reads to be
+    /// restored, as `coffer warm-up` does (its plan on stderr); without
+    /// --wait, stop once asked.
+    #[arg(long)]
+    pub warm_up: bool,
+    /// With --warm-up: wait, with a progress line, until every pack is
+    /// readable, then restore.
+    #[arg(long, requires = "warm_up")]
+    pub wait: bool,
+    /// With --warm-up: the retrieval tier S3 restores with.
+    #[arg(long, value_enum, default_value = "standard")]
+    pub tier: TierArg,
+    /// With --warm-up: how many days the restored copies stay readable.
+    #[arg(long, default_value_t = 7, value_parser = clap::value_parser!(u32).range(1..=3650))]
+    pub days: u32,
 }
 
 #[derive(Debug, Args)]

@@ -178,6 +178,12 @@ pub trait ReadBackend: Send + Sync {
     /// Every object of `kind`, in no particular order.
     async fn list(&self, kind: ObjectKind) -> Result<Vec<ObjectInfo>>;
 
+    /// Whether this store may keep objects archived (S3's archive
+    /// classes), so that readers ask before reading many ([`Thaw`]).
+    fn keeps_archives(&self) -> bool {
+        false
+    }
+
     /// Whether `key` can be read now or is archived (see `cold.rs`). A
     /// store without archive classes: always readable.
     async fn thaw_state(&self, _key: &ObjectKey) -> Result<Thaw> {

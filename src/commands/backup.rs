@@ -164,6 +164,14 @@ fn run_backup(
     verbose: bool,
 ) -> Result<(Outcome, SnapshotStats, ObjectId)> {
     let key = WriterKey::read(&a.writer_key, mode_check(a.insecure_key_permissions))?;
+    let horizon = key.config.dedup_horizon_days;
+    if let Some(why) = a
+        .storage_class
+        .as_deref()
+        .and_then(|class| coffer_core::backend::cold::horizon_warning(class, horizon))
+    {
+        eprintln!("coffer: warning: {why}");
+    }
     let s3 = S3WriteOptions {
         object_lock: super::object_lock(&a.object_lock),
         storage_class: a.storage_class.clone(),

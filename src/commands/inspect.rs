@@ -180,6 +180,13 @@ pub fn check(rt: &Runtime, a: &CheckArgs) -> Result<Outcome> {
         ),
         None => String::new(),
     };
+    if report.cold_packs > 0 {
+        println!(
+            "{} chunks in {} packs archived in cold storage were not read (not damage; \
+             `coffer warm-up` them to read them too)",
+            report.chunks_cold, report.cold_packs
+        );
+    }
     println!(
         "checked {} snapshots: {} trees, {} chunk references in {} packs, {} index objects{read}: {verdict}",
         report.snapshots, report.trees, report.chunks, report.packs, report.indexes

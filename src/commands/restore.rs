@@ -6,9 +6,13 @@ use crate::args::{CatArgs, ExportArgs, OverwriteArg, RestoreArgs};
 use crate::progress::{Display, Reporter};
 use anyhow::{bail, Context, Result};
 use coffer_core::format::index::PackKind;
+use coffer_core::format::snapshot::Snapshot;
 use coffer_core::format::tree::{Extent, Kind};
 use coffer_core::ops::restore::{self, Action, Overwrite, ReportTo, RestoreOptions};
+use coffer_core::ops::warm_up::{self, PackState};
 use coffer_core::patterns::Patterns;
+use coffer_core::repository::Repository;
+use std::collections::HashSet;
 use std::io::{Read, Write};
 use std::path::PathBuf;
 use tokio::runtime::Runtime;
@@ -17,6 +21,9 @@ pub fn restore(rt: &Runtime, a: &RestoreArgs, verbose: bool) -> Result<Outcome> 
     let repo = std::sync::Arc::new(open_repo_cached(rt, &a.repo, &a.key, &a.cache)?);
     let (snap, path) = split_spec(&a.snapshot);
     let info = rt.block_on(repo.find_snapshot_in(snap, &selection(&a.select)))?;
+    if let Some(stop) = before_cold_reads(rt, &repo, &info.snapshot, path, a)? {
+        return Ok(stop);
+    }
     let reporter = Reporter::start("restore", Display::choose(a.json && !a.dry_run));
     let opts = RestoreOptions {
         target: a.target.clone(),
@@ -110,6 +117,97 @@ pub fn restore(rt: &Runtime, a: &RestoreArgs, verbose: bool) -> Result<Outcome> 
             stats.warnings.len()
         ))
     })
+}
+
+/// Before a restore into an empty target reads anything from a store that
+/// may keep packs archived: the data packs the path needs and where they
+/// stand (warm-up's plan). With any archived or restoring, it stops before
+/// writing anything, naming the command that fixes it; with `--warm-up`
+/// it asks for them (and with `--wait` waits, then the restore goes on).
+/// A restore over a live tree is not planned: it reads only what differs,
+/// which is known only as it compares, and a cold read stops it with each
+/// file it replaced whole. `None`: go on.
+fn before_cold_reads(
+    rt: &Runtime,
+    repo: &Repository,
+    snapshot: &Snapshot,
+    path: &str,
+    a: &RestoreArgs,
+) -> Result<Option<Outcome>> {
+    let live = a.overwrite.is_some() || a.delete;
+    if !repo.backend().keeps_archives() || (live && !a.warm_up) {
+        return Ok(None);
+    }
+    // One listing says whether any data pack may be archived at all; only
+    // then are the trees walked for the packs this restore reads.
+    let listed = rt.block_on(warm_up::Listed::of(repo))?;
+    if !listed.any_may_be_archived() {
+        return Ok(None);
+    }
+    let mut needed = warm_up::Needed::default();
+    rt.block_on(warm_up::add_needed(
+        repo,
+        snapshot,
+        path,
+        &mut HashSet::new(),
+        &mut needed,
+    ))?;
+    let mut plan = rt.block_on(warm_up::plan_listed(repo, &needed, &listed))?;
+    let before = warm_up::totals(&plan);
+    if before.archived + before.restoring == 0 {
+        return Ok(None);
+    }
+    let warm_up_command = format!("coffer warm-up {} --wait", a.snapshot);
+    if !a.warm_up {
+        let first = plan
+            .iter()
+            .find(|p| !matches!(p.state, PackState::Readable(_) | PackState::Missing))
+            .map(|p| repo.pack_key(&p.id, PackKind::Data).path())
+            .unwrap_or_default();
+        let what = format!(
+            "{} of the {} data packs this restore reads are archived in cold storage and not \
+             restored ({} restoring; the first: {first})",
+            before.archived + before.restoring,
+            before.packs,
+            before.restoring
+        );
+        if a.dry_run {
+            eprintln!(
+                "coffer: warning: {what}: a restore would stop; run `{warm_up_command}` first"
+            );
+            return Ok(None);
+        }
+        bail!(
+            "{what}; nothing was written. Run `{warm_up_command}` first (it says what that \
+             costs), or `coffer restore --warm-up --wait ...`"
+        );
+    }
+    let tier = super::warm_up::tier_of(a.tier);
+    let estimate = super::warm_up::offered(&plan, &before, tier)?;
+    let asked = if a.dry_run {
+        0
+    } else {
+        rt.block_on(warm_up::request(repo, &mut plan, a.days, tier))?
+    };
+    let lines =
+        super::warm_up::plan_lines(&before, asked, a.dry_run, a.days, tier, estimate.as_ref());
+    for line in lines {
+        eprintln!("warm-up: {line}");
+    }
+    if a.dry_run {
+        return Ok(None);
+    }
+    if !a.wait {
+        let why = format!(
+            "nothing restored yet: the store is restoring {} packs; run this command again \
+             once they are readable, or with --wait",
+            before.archived + before.restoring
+        );
+        eprintln!("coffer: {why}");
+        return Ok(Some(Outcome::Reported(why)));
+    }
+    super::warm_up::wait_until_readable(rt, repo, &mut plan)?;
+    Ok(None)
 }
 
 /// The patterns given, if any.

@@ -16,11 +16,7 @@ const POLL: Duration = Duration::from_secs(60);
 pub fn warm_up(rt: &Runtime, a: &WarmUpArgs) -> Result<Outcome> {
     let repo = open_repo_cached(rt, &a.repo, &a.key, &a.cache)?;
     let select = selection(&a.select);
-    let tier = match a.tier {
-        TierArg::Expedited => Tier::Expedited,
-        TierArg::Standard => Tier::Standard,
-        TierArg::Bulk => Tier::Bulk,
-    };
+    let tier = tier_of(a.tier);
     let mut needed = Needed::default();
     let mut seen = HashSet::new();
     for spec in &a.snapshots {
@@ -36,15 +32,7 @@ pub fn warm_up(rt: &Runtime, a: &WarmUpArgs) -> Result<Outcome> {
     }
     let mut plan = rt.block_on(warm_up::plan(&repo, &needed))?;
     let before = warm_up::totals(&plan);
-    let estimate = warm_up::estimate(&plan, tier);
-    if before.archived > 0 && estimate.is_none() {
-        return Err(coffer_core::Error::Usage(format!(
-            "tier {} is not offered for these packs' storage class (DEEP_ARCHIVE has no \
-             Expedited): pass --tier standard or --tier bulk",
-            tier.as_str()
-        ))
-        .into());
-    }
+    let estimate = offered(&plan, &before, tier)?;
     let asked = if a.dry_run {
         0
     } else {
@@ -56,7 +44,7 @@ pub fn warm_up(rt: &Runtime, a: &WarmUpArgs) -> Result<Outcome> {
             plan_json(&plan, &before, asked, a, tier, estimate.as_ref())
         );
     } else {
-        print_plan(&before, asked, a, tier, estimate.as_ref());
+        print_plan(&before, asked, a.dry_run, a.days, tier, estimate.as_ref());
     }
     warn_all(&needed.problems, "not planned");
     if before.missing > 0 {
@@ -78,9 +66,37 @@ pub fn warm_up(rt: &Runtime, a: &WarmUpArgs) -> Result<Outcome> {
     })
 }
 
+/// The tier asked for.
+pub(super) fn tier_of(arg: TierArg) -> Tier {
+    match arg {
+        TierArg::Expedited => Tier::Expedited,
+        TierArg::Standard => Tier::Standard,
+        TierArg::Bulk => Tier::Bulk,
+    }
+}
+
+/// The estimate of restoring `plan`'s archived packs at `tier`; a usage
+/// error if their class does not offer it.
+pub(super) fn offered(
+    plan: &[PackPlan],
+    totals: &Totals,
+    tier: Tier,
+) -> Result<Option<(f64, Vec<&'static str>)>> {
+    let estimate = warm_up::estimate(plan, tier);
+    if totals.archived > 0 && estimate.is_none() {
+        return Err(coffer_core::Error::Usage(format!(
+            "tier {} is not offered for these packs' storage class (DEEP_ARCHIVE has no \
+             Expedited): pass --tier standard or --tier bulk",
+            tier.as_str()
+        ))
+        .into());
+    }
+    Ok(estimate)
+}
+
 /// Asks again every [`POLL`] (`COFFER_WARM_UP_POLL_SECONDS`) until no pack
 /// is restoring, with a line on stderr each time.
-fn wait_until_readable(
+pub(super) fn wait_until_readable(
     rt: &Runtime,
     repo: &coffer_core::repository::Repository,
     plan: &mut [PackPlan],
@@ -107,14 +123,30 @@ fn wait_until_readable(
     }
 }
 
+/// The plan in words, on stdout.
 fn print_plan(
     t: &Totals,
     asked: usize,
-    a: &WarmUpArgs,
+    dry_run: bool,
+    days: u32,
     tier: Tier,
     estimate: Option<&(f64, Vec<&'static str>)>,
 ) {
-    println!(
+    for line in plan_lines(t, asked, dry_run, days, tier, estimate) {
+        println!("{line}");
+    }
+}
+
+/// The plan in words, a line each.
+pub(super) fn plan_lines(
+    t: &Totals,
+    asked: usize,
+    dry_run: bool,
+    days: u32,
+    tier: Tier,
+    estimate: Option<&(f64, Vec<&'static str>)>,
+) -> Vec<String> {
+    let mut lines = vec![format!(
         "{} data packs ({:.1} MiB) hold what the selection reads: {} readable ({} of them \
          restored copies), {} restoring, {} archived, {} missing",
         t.packs,
@@ -124,25 +156,25 @@ fn print_plan(
         t.restoring,
         t.archived,
         t.missing
-    );
+    )];
     if t.archived == 0 {
-        println!("nothing to ask for");
-        return;
+        lines.push("nothing to ask for".into());
+        return lines;
     }
-    let verb = if a.dry_run { "would ask" } else { "asked" };
-    let count = if a.dry_run { t.archived } else { asked };
-    println!(
-        "{verb} S3 to restore {count} packs ({:.1} MiB) for {} days, tier {}",
+    let verb = if dry_run { "would ask" } else { "asked" };
+    let count = if dry_run { t.archived } else { asked };
+    lines.push(format!(
+        "{verb} S3 to restore {count} packs ({:.1} MiB) for {days} days, tier {}",
         mib(t.cold_bytes),
-        a.days,
         tier.as_str()
-    );
+    ));
     if let Some((dollars, waits)) = estimate {
-        println!(
+        lines.push(format!(
             "estimated retrieval cost: ${dollars:.4} (us-east-1 prices); expected wait: {}",
             waits.join(", ")
-        );
+        ));
     }
+    lines
 }
 
 fn plan_json(

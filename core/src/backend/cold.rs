@@ -59,6 +59,36 @@ pub fn may_be_archived(class: Option<&str>) -> bool {
     )
 }
 
+/// The days S3 bills an object of `class` for at least, however soon it
+/// is deleted (AWS's S3 pricing page, 2026); `None` for classes without
+/// a minimum (STANDARD, INTELLIGENT_TIERING) or that coffer does not know.
+pub fn minimum_storage_days(class: &str) -> Option<u32> {
+    match class {
+        "STANDARD_IA" | "ONEZONE_IA" => Some(30),
+        "GLACIER_IR" | "GLACIER" => Some(90),
+        "DEEP_ARCHIVE" => Some(180),
+        _ => None,
+    }
+}
+
+/// Why a dedup horizon of `horizon_days` costs more than it saves with
+/// data packs in `class`, if it does: a chunk still in use is uploaded
+/// again once its pack is past the horizon, and prune may delete the old
+/// pack once no snapshot needs it, each copy billed for the class's
+/// minimum days.
+pub fn horizon_warning(class: &str, horizon_days: u32) -> Option<String> {
+    let minimum = minimum_storage_days(class)?;
+    (horizon_days < minimum).then(|| {
+        format!(
+            "data packs in {class} are billed for at least {minimum} days, but this \
+             repository's dedup horizon is {horizon_days} days: a chunk still in use is \
+             uploaded again every {horizon_days} days, and each copy is billed {minimum}. \
+             For {class}, make the repository with `coffer init --dedup-horizon-days \
+             {minimum}` (or more)"
+        )
+    })
+}
+
 /// What S3's `x-amz-restore` header says: `ongoing-request="true"`, or
 /// `ongoing-request="false", expiry-date="Fri, 21 Dec 2012 00:00:00 GMT"`.
 /// `None` for anything else.
@@ -91,6 +121,21 @@ fn httpdate(text: &str) -> Option<SystemTime> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_horizon_shorter_than_the_class_minimum_is_warned_of() {
+        let deep = horizon_warning("DEEP_ARCHIVE", 30).unwrap();
+        assert!(
+            deep.contains("180 days") && deep.contains("--dedup-horizon-days 180"),
+            "{deep}"
+        );
+        assert!(horizon_warning("DEEP_ARCHIVE", 180).is_none());
+        assert!(horizon_warning("GLACIER", 89).is_some());
+        assert!(horizon_warning("GLACIER", 90).is_none());
+        assert!(horizon_warning("STANDARD_IA", 30).is_none());
+        assert!(horizon_warning("STANDARD", 1).is_none());
+        assert!(horizon_warning("INTELLIGENT_TIERING", 1).is_none());
+    }
 
     #[test]
     fn the_restore_header_reads_as_the_aws_documentation_writes_it() {

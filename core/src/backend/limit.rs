@@ -223,6 +223,10 @@ impl ReadBackend for Limited {
         self.inner.list(kind).await
     }
 
+    fn keeps_archives(&self) -> bool {
+        self.inner.keeps_archives()
+    }
+
     async fn thaw_state(&self, key: &ObjectKey) -> Result<Thaw> {
         self.inner.thaw_state(key).await
     }

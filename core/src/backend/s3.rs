@@ -515,6 +515,10 @@ impl ReadBackend for S3Backend {
         Ok(out)
     }
 
+    fn keeps_archives(&self) -> bool {
+        true
+    }
+
     async fn thaw_state(&self, key: &ObjectKey) -> Result<Thaw> {
         self.head_thaw(key).await
     }

@@ -5,7 +5,7 @@
 //! per snapshot and path; the check goes on past it.
 
 use crate::backend::{ObjectKind, PackPlaces};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::format::id::{BlobId, PackId};
 use crate::format::index::PackKind;
 use crate::format::tree::{nested_too_deep, Kind, Location, Tree, MAX_DEPTH};
@@ -52,6 +52,11 @@ pub struct CheckReport {
     pub chunks_read: u64,
     /// Their stored bytes.
     pub bytes_read: u64,
+    /// With `read_data`: packs found archived in cold storage (S3 answered
+    /// InvalidObjectState), whose chunks were not read: not damage.
+    pub cold_packs: usize,
+    /// Distinct chunks left unread in them.
+    pub chunks_cold: u64,
     /// Everything wrong, in the order found. A snapshot a revoked writer
     /// signed after its revocation is here, as forged.
     pub damage: Vec<Damage>,
@@ -84,6 +89,8 @@ pub async fn check(repo: &Repository, opts: CheckOptions) -> Result<CheckReport>
             .read_data
             .map(|s| (s.clamp(0.0, 1.0) * f64::from(u32::MAX)) as u32),
         verified: HashSet::new(),
+        cold: HashSet::new(),
+        unread: HashSet::new(),
         clean: HashSet::new(),
         trees: HashMap::new(),
         walked: HashMap::new(),
@@ -158,6 +165,16 @@ async fn listed_packs(repo: &Repository) -> Result<(ListedPacks, Vec<Damage>)> {
     Ok((packs, junk))
 }
 
+/// What reading one chunk found.
+enum Read {
+    /// Read and verified.
+    Whole,
+    /// Its pack is archived in cold storage: not read.
+    Cold,
+    /// Damaged or missing: why.
+    Bad(String),
+}
+
 /// A file chunk to read and verify, and where it was found.
 struct ChunkRead {
     path: String,
@@ -221,6 +238,10 @@ struct Checker {
     read_share: Option<u32>,
     /// Chunks read and found whole.
     verified: HashSet<BlobId>,
+    /// Packs found archived (with read-data): not read again.
+    cold: HashSet<PackId>,
+    /// Chunks left unread in them.
+    unread: HashSet<BlobId>,
     /// Trees whose whole subtree was found whole: not read again.
     clean: HashSet<BlobId>,
     /// The current snapshot's trees, fetched (or the read's error); each
@@ -482,27 +503,47 @@ impl Checker {
         for r in &reads {
             distinct.entry(r.loc.id).or_insert(r.loc);
         }
-        let results: HashMap<BlobId, std::result::Result<(), String>> =
-            futures_util::stream::iter(distinct.into_values())
-                .map(|loc| async move {
-                    let read = repo.read_blob(&loc, PackKind::Data).await;
-                    (loc.id, read.map(|_| ()).map_err(|e| e.to_string()))
-                })
-                .buffer_unordered(CHUNK_READS)
-                .collect()
-                .await;
+        // A pack found archived is not asked again (one failed GET each,
+        // a few at most when reads of it run at once).
+        let cold = Arc::new(std::sync::Mutex::new(std::mem::take(&mut self.cold)));
+        let results: HashMap<BlobId, Read> = futures_util::stream::iter(distinct.into_values())
+            .map(|loc| {
+                let cold = cold.clone();
+                async move {
+                    if crate::sync::lock(&cold).contains(&loc.pack) {
+                        return (loc.id, Read::Cold);
+                    }
+                    let read = match repo.read_blob(&loc, PackKind::Data).await {
+                        Ok(_) => Read::Whole,
+                        Err(Error::Cold(_)) => {
+                            crate::sync::lock(&cold).insert(loc.pack);
+                            Read::Cold
+                        }
+                        Err(e) => Read::Bad(e.to_string()),
+                    };
+                    (loc.id, read)
+                }
+            })
+            .buffer_unordered(CHUNK_READS)
+            .collect()
+            .await;
+        self.cold = std::mem::take(&mut *crate::sync::lock(&cold));
+        self.report.cold_packs = self.cold.len();
         let whole_if_read = std::mem::take(&mut self.whole_if_read);
-        if results.values().all(|r| r.is_ok()) {
+        if results.values().all(|r| matches!(r, Read::Whole)) {
             self.clean.extend(whole_if_read);
         }
         let mut reported: HashSet<String> = HashSet::new();
         for r in reads {
             match results.get(&r.loc.id) {
-                Some(Ok(())) if self.verified.insert(r.loc.id) => {
+                Some(Read::Whole) if self.verified.insert(r.loc.id) => {
                     self.report.chunks_read += 1;
                     self.report.bytes_read += r.loc.length;
                 }
-                Some(Err(e)) if reported.insert(r.path.clone()) => {
+                Some(Read::Cold) if self.unread.insert(r.loc.id) => {
+                    self.report.chunks_cold += 1;
+                }
+                Some(Read::Bad(e)) if reported.insert(r.path.clone()) => {
                     let problem = format!("chunk {} of {}: {e}", r.index, r.of);
                     self.damaged(r.path, problem);
                 }

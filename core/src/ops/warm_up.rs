@@ -138,16 +138,46 @@ pub struct PackPlan {
     pub state: PackState,
 }
 
+/// The data packs as one listing gives them: size and storage class.
+#[derive(Debug, Default)]
+pub struct Listed(BTreeMap<PackId, (u64, Option<String>)>);
+
+impl Listed {
+    /// Lists the repository's data packs.
+    pub async fn of(repo: &Repository) -> Result<Self> {
+        let kind = repo.places().object_kind(PackKind::Data);
+        Ok(Self(
+            repo.backend()
+                .list(kind)
+                .await?
+                .into_iter()
+                .filter_map(|o| Some((PackId::from_hex(&o.name)?, (o.size, o.storage_class))))
+                .collect(),
+        ))
+    }
+
+    /// Whether any listed pack is in a class that may be archived (if
+    /// none is, nothing needs a plan: every pack reads).
+    pub fn any_may_be_archived(&self) -> bool {
+        self.0
+            .values()
+            .any(|(_, class)| may_be_archived(class.as_deref()))
+    }
+}
+
 /// Where each needed pack stands: listed once, and a HEAD for those a
 /// listing says may be archived.
 pub async fn plan(repo: &Repository, needed: &Needed) -> Result<Vec<PackPlan>> {
-    let listed: BTreeMap<PackId, (u64, Option<String>)> = repo
-        .backend()
-        .list(repo.places().object_kind(PackKind::Data))
-        .await?
-        .into_iter()
-        .filter_map(|o| Some((PackId::from_hex(&o.name)?, (o.size, o.storage_class))))
-        .collect();
+    plan_listed(repo, needed, &Listed::of(repo).await?).await
+}
+
+/// [`plan`], from a listing already made.
+pub async fn plan_listed(
+    repo: &Repository,
+    needed: &Needed,
+    listed: &Listed,
+) -> Result<Vec<PackPlan>> {
+    let listed = &listed.0;
     let plans = needed.packs.iter().map(|(&id, &bytes)| {
         let listing = listed.get(&id).cloned();
         async move {
