@@ -615,6 +615,13 @@ pub struct WarmUpArgs {
     /// The plan and what was asked as one JSON object.
     #[arg(long)]
     pub json: bool,
+    /// Estimate with this price per GB retrieved (dollars) instead of the
+    /// built-in us-east-1 table (another region, a negotiated rate).
+    #[arg(long, value_name = "USD")]
+    pub price_per_gb: Option<f64>,
+    /// Estimate with this price per 1,000 restore requests (dollars).
+    #[arg(long, value_name = "USD")]
+    pub price_per_1000: Option<f64>,
 }
 
 #[derive(Debug, Args)]

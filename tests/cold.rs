@@ -9,6 +9,7 @@
 mod util;
 
 use util::mount::diff_r;
+use util::proxy::Proxy;
 use util::s3::cold_server;
 use util::*;
 
@@ -92,6 +93,15 @@ fn warm_up_restores_exactly_the_packs_a_path_needs_and_then_it_reads() {
         plan_all["estimated_cost_usd"].as_f64().is_some(),
         "{plan_all}"
     );
+    // Prices given replace the table's: $1 a request, $1 a GB.
+    let given = [&root, "--dry-run", "--json", "--price-per-gb", "1"];
+    let mut given = given.to_vec();
+    given.extend(["--price-per-1000", "1000"]);
+    let priced = json(&env.admin_ok("warm-up", &given));
+    let bytes = priced["totals"]["archived_bytes"].as_f64().unwrap();
+    let dollars = priced["estimated_cost_usd"].as_f64().unwrap();
+    assert!((dollars - (2.0 + bytes / 1e9)).abs() < 1e-9, "{priced}");
+    assert_eq!(priced["prices"], "given", "{priced}");
 
     let warmed = json(&env.admin_ok("warm-up", &[&path_b, "--wait", "--json"]));
     assert_eq!(warmed["requested"], 1, "{warmed}");
@@ -302,4 +312,69 @@ fn a_lifecycle_rule_on_files_makes_file_contents_alone_cold() {
     let checked = env.admin_ok("check", &["--read-data"]);
     let said = String::from_utf8_lossy(&checked.stdout).into_owned();
     assert!(!said.contains("archived"), "{said}");
+}
+
+/// Restores that take time, as on S3 (the test proxy in front of moto holds
+/// each for 3 s after its `POST ?restore`, its HEAD saying
+/// `ongoing-request="true"` and its GET `InvalidObjectState` meanwhile): a
+/// second warm-up finds the packs restoring and asks for nothing; a
+/// restore refuses, saying they are restoring; `warm-up --wait` prints its
+/// progress until every pack is readable; then the restore is right.
+#[test]
+fn a_restore_that_takes_time_is_waited_for_with_progress_and_asked_once() {
+    let s3 = cold_server();
+    s3.create_bucket("slow", false);
+    let proxy = Proxy::start(&s3.endpoint, 0);
+    proxy
+        .thaw_ms
+        .store(3000, std::sync::atomic::Ordering::Relaxed);
+    let mut env = Env::on_s3_as_admin(s3, &proxy.endpoint, "s3://slow/r", &[]);
+    env.vars
+        .push(("COFFER_WARM_UP_POLL_SECONDS".into(), "0.5".into()));
+    let src = env.path("src");
+    write(&src.join("one.bin"), &random_bytes(5, 300_000));
+    write(&src.join("two.txt"), b"two\n");
+    env.backup(&[&src], &["--storage-class", "DEEP_ARCHIVE"]);
+    let root = format!("latest:{}", src.display());
+
+    let asked = json(&env.admin_ok("warm-up", &[&root, "--json"]));
+    let packs = asked["totals"]["packs"].as_u64().unwrap();
+    assert!(packs >= 1, "{asked}");
+    assert_eq!(asked["requested"].as_u64(), Some(packs), "{asked}");
+    let again = json(&env.admin_ok("warm-up", &[&root, "--json"]));
+    assert_eq!(again["requested"], 0, "{again}");
+    assert_eq!(
+        again["totals"]["restoring"].as_u64(),
+        Some(packs),
+        "{again}"
+    );
+
+    let target = env.path("out");
+    let t = target.display().to_string();
+    let refused = env.admin("restore", &[&root, "--target", &t]);
+    let said = String::from_utf8_lossy(&refused.stderr).into_owned();
+    assert_eq!(refused.status.code(), Some(1), "{said}");
+    assert!(said.contains(&format!("({packs} restoring")), "{said}");
+
+    let waited = env.admin_ok("warm-up", &[&root, "--wait"]);
+    let said = String::from_utf8_lossy(&waited.stderr).into_owned();
+    assert!(
+        said.contains(&format!("0 of {packs} packs readable, {packs} restoring")),
+        "{said}"
+    );
+    assert!(
+        said.contains(&format!("{packs} of {packs} packs readable, 0 restoring")),
+        "{said}"
+    );
+    env.admin_ok("restore", &[&root, "--target", &t]);
+    assert_eq!(diff_r(&src, &target), Vec::<String>::new());
+    // One restore request per pack, however often asked about.
+    let posts = proxy
+        .heads
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|h| h.starts_with("POST ") && h.contains("?restore"))
+        .count();
+    assert_eq!(posts as u64, packs);
 }

@@ -183,15 +183,20 @@ fn before_cold_reads(
         );
     }
     let tier = super::warm_up::tier_of(a.tier);
-    let estimate = super::warm_up::offered(&plan, &before, tier)?;
+    let estimate = super::warm_up::offered(&plan, &before, tier, None)?;
     let asked = if a.dry_run {
         0
     } else {
         rt.block_on(warm_up::request(repo, &mut plan, a.days, tier))?
     };
-    let lines =
-        super::warm_up::plan_lines(&before, asked, a.dry_run, a.days, tier, estimate.as_ref());
-    for line in lines {
+    let said = super::warm_up::Asked {
+        count: asked,
+        dry_run: a.dry_run,
+        days: a.days,
+        tier,
+        prices_given: false,
+    };
+    for line in super::warm_up::plan_lines(&before, &said, estimate.as_ref()) {
         eprintln!("warm-up: {line}");
     }
     if a.dry_run {

@@ -32,7 +32,8 @@ pub fn warm_up(rt: &Runtime, a: &WarmUpArgs) -> Result<Outcome> {
     }
     let mut plan = rt.block_on(warm_up::plan(&repo, &needed))?;
     let before = warm_up::totals(&plan);
-    let estimate = offered(&plan, &before, tier)?;
+    let prices = prices_of(a.price_per_gb, a.price_per_1000);
+    let estimate = offered(&plan, &before, tier, prices)?;
     let asked = if a.dry_run {
         0
     } else {
@@ -44,7 +45,16 @@ pub fn warm_up(rt: &Runtime, a: &WarmUpArgs) -> Result<Outcome> {
             plan_json(&plan, &before, asked, a, tier, estimate.as_ref())
         );
     } else {
-        print_plan(&before, asked, a.dry_run, a.days, tier, estimate.as_ref());
+        let said = Asked {
+            count: asked,
+            dry_run: a.dry_run,
+            days: a.days,
+            tier,
+            prices_given: prices.is_some(),
+        };
+        for line in plan_lines(&before, &said, estimate.as_ref()) {
+            println!("{line}");
+        }
     }
     warn_all(&needed.problems, "not planned");
     if before.missing > 0 {
@@ -66,6 +76,15 @@ pub fn warm_up(rt: &Runtime, a: &WarmUpArgs) -> Result<Outcome> {
     })
 }
 
+/// The retrieval prices given (`--price-per-gb`, `--price-per-1000`), if
+/// any: one alone keeps the other at 0.
+pub(super) fn prices_of(per_gb: Option<f64>, per_1000: Option<f64>) -> Option<warm_up::Prices> {
+    (per_gb.is_some() || per_1000.is_some()).then(|| warm_up::Prices {
+        per_gb: per_gb.unwrap_or(0.0),
+        per_1000: per_1000.unwrap_or(0.0),
+    })
+}
+
 /// The tier asked for.
 pub(super) fn tier_of(arg: TierArg) -> Tier {
     match arg {
@@ -81,8 +100,9 @@ pub(super) fn offered(
     plan: &[PackPlan],
     totals: &Totals,
     tier: Tier,
+    prices: Option<warm_up::Prices>,
 ) -> Result<Option<(f64, Vec<&'static str>)>> {
-    let estimate = warm_up::estimate(plan, tier);
+    let estimate = warm_up::estimate(plan, tier, prices);
     if totals.archived > 0 && estimate.is_none() {
         return Err(coffer_core::Error::Usage(format!(
             "tier {} is not offered for these packs' storage class (DEEP_ARCHIVE has no \
@@ -123,27 +143,21 @@ pub(super) fn wait_until_readable(
     }
 }
 
-/// The plan in words, on stdout.
-fn print_plan(
-    t: &Totals,
-    asked: usize,
-    dry_run: bool,
-    days: u32,
-    tier: Tier,
-    estimate: Option<&(f64, Vec<&'static str>)>,
-) {
-    for line in plan_lines(t, asked, dry_run, days, tier, estimate) {
-        println!("{line}");
-    }
+/// What a warm-up asked for, as its report says it.
+pub(super) struct Asked {
+    /// Restore requests sent.
+    pub count: usize,
+    pub dry_run: bool,
+    pub days: u32,
+    pub tier: Tier,
+    /// The estimate is at prices given, not the built-in table's.
+    pub prices_given: bool,
 }
 
 /// The plan in words, a line each.
 pub(super) fn plan_lines(
     t: &Totals,
-    asked: usize,
-    dry_run: bool,
-    days: u32,
-    tier: Tier,
+    asked: &Asked,
     estimate: Option<&(f64, Vec<&'static str>)>,
 ) -> Vec<String> {
     let mut lines = vec![format!(
@@ -161,16 +175,25 @@ pub(super) fn plan_lines(
         lines.push("nothing to ask for".into());
         return lines;
     }
-    let verb = if dry_run { "would ask" } else { "asked" };
-    let count = if dry_run { t.archived } else { asked };
+    let verb = if asked.dry_run { "would ask" } else { "asked" };
+    let count = if asked.dry_run {
+        t.archived
+    } else {
+        asked.count
+    };
     lines.push(format!(
-        "{verb} S3 to restore {count} packs ({:.1} MiB) for {days} days, tier {}",
+        "{verb} S3 to restore {count} packs ({:.1} MiB) for {} days, tier {}",
         mib(t.cold_bytes),
-        tier.as_str()
+        asked.days,
+        asked.tier.as_str()
     ));
+    let source = match asked.prices_given {
+        true => "the prices given",
+        false => "us-east-1 prices",
+    };
     if let Some((dollars, waits)) = estimate {
         lines.push(format!(
-            "estimated retrieval cost: ${dollars:.4} (us-east-1 prices); expected wait: {}",
+            "estimated retrieval cost: ${dollars:.4} ({source}); expected wait: {}",
             waits.join(", ")
         ));
     }
@@ -213,6 +236,11 @@ fn plan_json(
         "tier": tier.as_str(),
         "days": a.days,
         "estimated_cost_usd": estimate.map(|e| e.0),
+        "prices": if prices_of(a.price_per_gb, a.price_per_1000).is_some() {
+            "given"
+        } else {
+            "us-east-1"
+        },
         "expected_wait": estimate.map(|e| e.1.clone()),
     })
 }

@@ -75,7 +75,21 @@ pub struct Proxy {
     pub added_header: Arc<Mutex<Option<(String, String)>>>,
     /// Request body bytes as they arrived from clients: when, how many.
     pub arrivals: Arc<Mutex<Vec<(Instant, usize)>>>,
+    /// How long an S3 restore takes, milliseconds (0: as the server does
+    /// it). See [`Thawing`].
+    pub thaw_ms: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
+}
+
+/// Restores that take time, over a server that completes them at once
+/// (moto): after a `POST ?restore` of an object, for `thaw_ms`, a HEAD of
+/// it says `x-amz-restore: ongoing-request="true"` (the S3 API reference's
+/// form) and a GET answers `403 InvalidObjectState`, as S3 does while a
+/// restore is under way.
+#[derive(Default)]
+struct Thawing {
+    /// Object path (`/bucket/key`) -> when its restore completes.
+    until: std::collections::HashMap<String, Instant>,
 }
 
 /// What the proxy shares with its connection threads.
@@ -89,6 +103,8 @@ struct Shared {
     delay_ms: Arc<AtomicU64>,
     added_header: Arc<Mutex<Option<(String, String)>>>,
     arrivals: Arc<Mutex<Vec<(Instant, usize)>>>,
+    thaw_ms: Arc<AtomicU64>,
+    thawing: Mutex<Thawing>,
 }
 
 impl Drop for Proxy {
@@ -117,6 +133,8 @@ impl Proxy {
             delay_ms: Arc::new(AtomicU64::new(0)),
             added_header: Arc::new(Mutex::new(None)),
             arrivals: Arc::new(Mutex::new(Vec::new())),
+            thaw_ms: Arc::new(AtomicU64::new(0)),
+            thawing: Mutex::new(Thawing::default()),
         });
         let stop = Arc::new(AtomicBool::new(false));
         let proxy = Self {
@@ -129,6 +147,7 @@ impl Proxy {
             delay_ms: shared.delay_ms.clone(),
             added_header: shared.added_header.clone(),
             arrivals: shared.arrivals.clone(),
+            thaw_ms: shared.thaw_ms.clone(),
             stop: stop.clone(),
         };
         std::thread::spawn(move || {
@@ -342,11 +361,16 @@ fn serve(client: TcpStream, shared: &Shared) {
                 _ => {}
             }
         }
+        if let Some(cold) = still_thawing(shared, &text) {
+            let _ = writer.write_all(&cold);
+            continue;
+        }
         let Some(mut response) = forward(upstream, &head, &body) else {
             let _ = writer.shutdown(Shutdown::Both);
             return;
         };
         add_header(shared, &text, &mut response);
+        thaw(shared, &text, &mut response);
         if faulty && kind == 3 {
             counts.dropped_after.fetch_add(1, Ordering::Relaxed);
             let _ = writer.shutdown(Shutdown::Both);
@@ -384,6 +408,58 @@ fn add_header(shared: &Shared, request: &str, response: &mut Vec<u8>) {
         let insert = format!("\r\n{line}");
         response.splice(at..at, insert.into_bytes());
     }
+}
+
+/// The object path of `request` (its head) and its query, if any.
+fn target(request: &str) -> (&str, &str) {
+    let path = request.split(' ').nth(1).unwrap_or("");
+    path.split_once('?').unwrap_or((path, ""))
+}
+
+/// A GET of an object whose restore is still under way: the answer S3
+/// gives (see [`Thawing`]).
+fn still_thawing(shared: &Shared, request: &str) -> Option<Vec<u8>> {
+    if !request.starts_with("GET ") {
+        return None;
+    }
+    let (path, _) = target(request);
+    let thawing = shared.thawing.lock().unwrap_or_else(|e| e.into_inner());
+    let until = thawing.until.get(path)?;
+    (Instant::now() < *until).then(|| error_response("403 Forbidden", "InvalidObjectState"))
+}
+
+/// Starts the clock on a restore the server accepted (`POST ?restore`),
+/// and makes a HEAD of an object still thawing say its restore is ongoing.
+fn thaw(shared: &Shared, request: &str, response: &mut Vec<u8>) {
+    let thaw_ms = shared.thaw_ms.load(Ordering::Relaxed);
+    if thaw_ms == 0 {
+        return;
+    }
+    let (path, query) = target(request);
+    let mut thawing = shared.thawing.lock().unwrap_or_else(|e| e.into_inner());
+    let accepted = response.starts_with(b"HTTP/1.1 2");
+    if request.starts_with("POST ") && query.split('&').any(|q| q == "restore" || q == "restore=") {
+        if accepted && !thawing.until.contains_key(path) {
+            let until = Instant::now() + std::time::Duration::from_millis(thaw_ms);
+            thawing.until.insert(path.to_string(), until);
+        }
+        return;
+    }
+    let ongoing = thawing.until.get(path).is_some_and(|&t| Instant::now() < t);
+    if !request.starts_with("HEAD ") || !ongoing {
+        return;
+    }
+    let end = header_end(response);
+    let head = String::from_utf8_lossy(&response[..end]).into_owned();
+    let mut lines: Vec<&str> = head
+        .split("\r\n")
+        .filter(|l| !l.to_ascii_lowercase().starts_with("x-amz-restore:") && !l.is_empty())
+        .collect();
+    lines.push("x-amz-restore: ongoing-request=\"true\"");
+    let mut rewritten = lines.join("\r\n").into_bytes();
+    rewritten.extend_from_slice(b"\r\n\r\n");
+    rewritten.extend_from_slice(&response[end..]);
+    *response = rewritten;
 }
 
 fn header_end(response: &[u8]) -> usize {

@@ -337,16 +337,34 @@ pub fn retrieval(class: &str, tier: Tier) -> Option<(f64, f64, &'static str)> {
     })
 }
 
+/// Retrieval prices that replace [`retrieval`]'s for every class (another
+/// region's, a negotiated rate): dollars per GB, per 1,000 requests.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Prices {
+    /// Dollars per GB retrieved.
+    pub per_gb: f64,
+    /// Dollars per 1,000 restore requests.
+    pub per_1000: f64,
+}
+
 /// The estimated cost of restoring the archived packs of `plan` at `tier`
-/// (dollars), and the longest wait; `None` if a class has no such tier.
-pub fn estimate(plan: &[PackPlan], tier: Tier) -> Option<(f64, Vec<&'static str>)> {
+/// (dollars; at `prices` if given, else [`retrieval`]'s), and the longest
+/// wait; `None` if a class has no such tier.
+pub fn estimate(
+    plan: &[PackPlan],
+    tier: Tier,
+    prices: Option<Prices>,
+) -> Option<(f64, Vec<&'static str>)> {
     let mut dollars = 0.0;
     let mut waits = Vec::new();
     for p in plan {
         let PackState::Archived(class) = &p.state else {
             continue;
         };
-        let (per_gb, per_1000, wait) = retrieval(class, tier)?;
+        let (mut per_gb, mut per_1000, wait) = retrieval(class, tier)?;
+        if let Some(given) = prices {
+            (per_gb, per_1000) = (given.per_gb, given.per_1000);
+        }
         dollars += per_gb * p.size as f64 / 1e9 + per_1000 / 1000.0;
         if !waits.contains(&wait) {
             waits.push(wait);
@@ -403,9 +421,16 @@ mod tests {
         );
         assert_eq!(t.cold_bytes, 16_000_001_000);
         // 16 GB from DEEP_ARCHIVE, Standard: 16 x $0.02 + one request.
-        let (dollars, waits) = estimate(&plan, Tier::Standard).unwrap();
+        let (dollars, waits) = estimate(&plan, Tier::Standard, None).unwrap();
         assert!((dollars - (0.32 + 0.0001)).abs() < 1e-9, "{dollars}");
         assert_eq!(waits, vec!["within 12 hours"]);
-        assert!(estimate(&plan, Tier::Expedited).is_none());
+        assert!(estimate(&plan, Tier::Expedited, None).is_none());
+        // Given prices replace the table's: 16 x $0.05 + $1 / 1,000.
+        let prices = Prices {
+            per_gb: 0.05,
+            per_1000: 1.0,
+        };
+        let (dollars, _) = estimate(&plan, Tier::Bulk, Some(prices)).unwrap();
+        assert!((dollars - (0.8 + 0.001)).abs() < 1e-9, "{dollars}");
     }
 }
