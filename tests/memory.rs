@@ -1,6 +1,6 @@
 //! The writer's memory stays bounded: 100,000 small files, and one 2 GiB
 //! file, each backed up by the real binary while its peak RSS is measured
-//! (`wait4`'s `ru_maxrss`). The bound is the one docs/DESIGN.md states for
+//! (the child's own `VmHWM`, tests/util `wait_rss`). The bound is the one docs/DESIGN.md states for
 //! data in flight (136 MiB worst case with two workers and a local
 //! repository) plus 64 MiB for the process's own code, runtime and SQLite
 //! cache. Measured: 78 MiB (small files) and 119 MiB (the 2 GiB file).
