@@ -50,6 +50,22 @@ make_data() {
     head -c "$BIG_BYTES" /dev/urandom >"$1/big.bin"
 }
 
+# make_small_files DIR N MAX [SEED]: N files of 0-MAX random bytes in
+# directories of 1,000 (d00000/f0000 ...), the same every run for a SEED.
+make_small_files() {
+    python3 - "$1" "$2" "$3" "${4:-20}" <<'EOF'
+import os, random, sys
+root, n, most, seed = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+rng = random.Random(seed)
+for i in range(n):
+    d = os.path.join(root, f"d{i // 1000:05}")
+    if i % 1000 == 0:
+        os.makedirs(d)
+    with open(os.path.join(d, f"f{i % 1000:04}"), "wb") as f:
+        f.write(rng.randbytes(rng.randint(0, most)))
+EOF
+}
+
 # change_data DIR: version 2: 300 files changed (a line appended), 50
 # removed, 50 added.
 change_data() {
@@ -160,28 +176,31 @@ use_delay() {
     export AWS_ENDPOINT_URL="http://127.0.0.1:$(cat "$W/proxy.port")"
 }
 
-# start_s3_workdir: a fresh $W with a radosgw in $W/s3 (stopped, with the proxy, when
-# the script exits), and the admin's credentials, restic's password and coffer's cache
-# and config directories exported; the shell is left in $W.
+# start_s3_workdir [SERVER]: a fresh $W with an S3 server in $W/SERVER (stopped, with
+# the proxy, when the script exits): `s3`, radosgw (scripts/s3-server.sh, the default),
+# or `cold`, moto (scripts/cold-server.sh: archive classes as AWS keeps them; any
+# credentials); the admin's credentials, restic's password and coffer's cache and
+# config directories exported; the shell is left in $W.
 start_s3_workdir() {
+    S3_SERVER=${1:-s3}
     rm -rf "$W"
     mkdir -p "$W"
     cd "$W"
     PROXY_PID=
     trap stop_s3_workdir EXIT
-    bash "$scripts/s3-server.sh" start "$W/s3" --owner-pid $$
+    bash "$scripts/$S3_SERVER-server.sh" start "$W/$S3_SERVER" --owner-pid $$
     set -a
     # shellcheck disable=SC1091
-    source "$W/s3/env"
+    source "$W/$S3_SERVER/env"
     set +a
-    export AWS_ACCESS_KEY_ID="$ADMIN_ACCESS_KEY" AWS_SECRET_ACCESS_KEY="$ADMIN_SECRET_KEY"
+    export AWS_ACCESS_KEY_ID="${ADMIN_ACCESS_KEY:-bench}" AWS_SECRET_ACCESS_KEY="${ADMIN_SECRET_KEY:-bench}"
     export AWS_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true AWS_ENDPOINT_URL="$S3_ENDPOINT"
     export RESTIC_PASSWORD=bench RESTIC_CACHE_DIR="$W/restic-cache"
     export XDG_CACHE_HOME="$W/coffer-cache" XDG_CONFIG_HOME="$W/coffer-config"
 }
 stop_s3_workdir() {
     [ -n "$PROXY_PID" ] && kill "$PROXY_PID" 2>/dev/null
-    bash "$scripts/s3-server.sh" stop "$W/s3"
+    bash "$scripts/$S3_SERVER-server.sh" stop "$W/$S3_SERVER"
 }
 
 # make_bucket NAME: a bucket on the server, as the admin. The secret goes to

@@ -43,20 +43,8 @@ cd "$W"
 # make_files DIR N: N files of 0-200 random bytes in directories of 1,000,
 # and three 20 MB random files.
 make_files() {
-    python3 - "$1" "$2" <<'EOF'
-import os, random, sys
-root, n = sys.argv[1], int(sys.argv[2])
-rng = random.Random(20)
-for i in range(n):
-    d = os.path.join(root, f"d{i // 1000:05}")
-    if i % 1000 == 0:
-        os.makedirs(d)
-    with open(os.path.join(d, f"f{i % 1000:04}"), "wb") as f:
-        f.write(rng.randbytes(rng.randint(0, 200)))
-for i in range(3):
-    with open(os.path.join(root, f"large{i}.bin"), "wb") as f:
-        f.write(os.urandom(20_000_000))
-EOF
+    make_small_files "$1" "$2" 200 20
+    for i in 0 1 2; do head -c 20000000 /dev/urandom >"$1/large$i.bin"; done
 }
 
 # mount_and_time TOOL MOUNTPOINT SNAPSHOT_DIR CMD...: mounts TOOL (its repo

@@ -25,39 +25,11 @@ FILES="${FILES:-1000000}"
 SNAPSHOTS="${SNAPSHOTS:-100}"
 DELAY_MS="${DELAY_MS:-0}"
 unset COFFER_REPO COFFER_KEY COFFER_WRITER_KEY COFFER_STATE_DIR
-
-rm -rf "$W"
-mkdir -p "$W"
-cd "$W"
-PROXY_PID=
-stop_all() {
-    [ -n "$PROXY_PID" ] && kill "$PROXY_PID" 2>/dev/null
-    bash "$scripts/cold-server.sh" stop "$W/moto"
-}
-trap stop_all EXIT
-bash "$scripts/cold-server.sh" start "$W/moto" --owner-pid $$
-set -a
-# shellcheck disable=SC1091
-source "$W/moto/env"
-set +a
-# moto takes any credentials; they go to the environment, never a command line.
-export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench AWS_REGION=us-east-1
-export AWS_EC2_METADATA_DISABLED=true AWS_ENDPOINT_URL="$S3_ENDPOINT"
-export XDG_CACHE_HOME="$W/coffer-cache" XDG_CONFIG_HOME="$W/coffer-config"
+start_s3_workdir cold
 make_bucket cold
 use_delay "$DELAY_MS"
 
-python3 - "$W/src" "$FILES" <<'EOF'
-import os, random, sys
-root, n = sys.argv[1], int(sys.argv[2])
-rng = random.Random(36)
-for i in range(n):
-    d = os.path.join(root, f"d{i // 1000:05}")
-    if i % 1000 == 0:
-        os.makedirs(d)
-    with open(os.path.join(d, f"f{i % 1000:04}"), "wb") as f:
-        f.write(rng.randbytes(rng.randint(0, 2000)))
-EOF
+make_small_files "$W/src" "$FILES" 2000 36
 "$coffer" key generate --secret-out admin.key --cert-out admin.cert 2>/dev/null
 "$coffer" init --repo s3://cold/r --recipient admin.cert --writer-key-out writer.key \
     --dedup-horizon-days 180 >/dev/null
@@ -77,13 +49,13 @@ echo "built: $FILES files, $SNAPSHOTS snapshots in $(($(elapsed "$start") / 1000
 # (by method), packs and bytes planned.
 plan() {
     local before after t0 ms_taken out
-    before=$(wc -l <"$W/moto/log")
+    before=$(wc -l <"$W/cold/log")
     t0=$(ms)
     out=$("$coffer" warm-up --repo s3://cold/r --key admin.key "$2" --dry-run --json)
     ms_taken=$(elapsed "$t0")
-    after=$(wc -l <"$W/moto/log")
+    after=$(wc -l <"$W/cold/log")
     local counts
-    counts=$(sed -n "$((before + 1)),${after}p" "$W/moto/log" |
+    counts=$(sed -n "$((before + 1)),${after}p" "$W/cold/log" |
         grep -oE '"(GET|HEAD|POST|PUT) /[^ ?]*(\?list-type)?' |
         awk '{ m = $1; sub(/"/, "", m); if ($2 ~ /list-type/) m = "LIST"; c[m]++ }
              END { for (k in c) printf "%s %d  ", k, c[k] }')

@@ -1080,15 +1080,7 @@ fn a_pack_planted_under_the_other_prefix_with_a_real_packs_id_is_pruned_not_read
     assert_same_tree(&src, &under(&out, &src));
 
     // Everything 40 days old: past the 30-day horizon and the margin.
-    let then = std::time::SystemTime::now() - std::time::Duration::from_secs(40 * 86_400);
-    for p in in_dir("data").into_iter().chain(in_dir("files")) {
-        std::fs::File::options()
-            .write(true)
-            .open(&p)
-            .unwrap()
-            .set_modified(then)
-            .unwrap();
-    }
+    backdate(in_dir("data").into_iter().chain(in_dir("files")), 40);
     let pruned = env.admin_ok("prune", &["-v"]);
     assert!(text(&pruned).contains("deleted 2 ("), "{}", text(&pruned));
     for p in &planted {

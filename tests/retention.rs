@@ -7,7 +7,6 @@
 mod util;
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
 use util::*;
 
 /// Every file below `dir`, sorted.
@@ -31,15 +30,7 @@ fn files(dir: &Path) -> Vec<PathBuf> {
 /// Moves the mtime of every pack back by `days`: the local backend's
 /// stand-in for an old S3 LastModified.
 fn age_packs(env: &Env, days: u64) {
-    let then = SystemTime::now() - Duration::from_secs(days * 86_400);
-    for p in packs(&env.path("repo")) {
-        std::fs::File::options()
-            .write(true)
-            .open(&p)
-            .unwrap()
-            .set_modified(then)
-            .unwrap();
-    }
+    backdate(packs(&env.path("repo")), days);
 }
 
 /// N in prune's "deleted N (" or "would delete N (".

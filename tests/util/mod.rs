@@ -387,6 +387,19 @@ pub fn write(path: &Path, bytes: &[u8]) {
     std::fs::write(path, bytes).expect("write file");
 }
 
+/// Moves the mtime of each file at `paths` back by `days`: the local
+/// backend's stand-in for an old S3 LastModified (prune's horizon).
+pub fn backdate(paths: impl IntoIterator<Item = PathBuf>, days: u64) {
+    let then = std::time::SystemTime::now() - std::time::Duration::from_secs(days * 86_400);
+    for p in paths {
+        std::fs::File::options()
+            .write(true)
+            .open(&p)
+            .and_then(|f| f.set_modified(then))
+            .unwrap_or_else(|e| panic!("backdate {}: {e}", p.display()));
+    }
+}
+
 /// Sets a file's mtime (ns), not following symlinks.
 pub fn set_mtime(path: &Path, ns: i64) {
     let c = std::ffi::CString::new(path.as_os_str().as_bytes()).expect("path");
