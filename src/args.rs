@@ -586,6 +586,30 @@ pub enum TierArg {
     Bulk,
 }
 
+/// How archived packs are asked for (`warm-up`; `restore --warm-up`).
+#[derive(Debug, Args)]
+pub struct ThawArgs {
+    /// The retrieval tier S3 restores with (restore: with --warm-up).
+    #[arg(long, value_enum, default_value = "standard")]
+    pub tier: TierArg,
+    /// How many days the restored copies stay readable (restore: with
+    /// --warm-up).
+    #[arg(long, default_value_t = 7, value_parser = clap::value_parser!(u32).range(1..=3650))]
+    pub days: u32,
+}
+
+impl ThawArgs {
+    /// The tier asked for.
+    pub fn tier(&self) -> coffer_core::backend::Tier {
+        use coffer_core::backend::Tier;
+        match self.tier {
+            TierArg::Expedited => Tier::Expedited,
+            TierArg::Standard => Tier::Standard,
+            TierArg::Bulk => Tier::Bulk,
+        }
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct WarmUpArgs {
     #[command(flatten)]
@@ -600,12 +624,8 @@ pub struct WarmUpArgs {
     /// snapshot; several share the packs they need.
     #[arg(value_name = "SNAPSHOT[:PATH]", required = true)]
     pub snapshots: Vec<String>,
-    /// The retrieval tier S3 restores with.
-    #[arg(long, value_enum, default_value = "standard")]
-    pub tier: TierArg,
-    /// How many days the restored copies stay readable.
-    #[arg(long, default_value_t = 7, value_parser = clap::value_parser!(u32).range(1..=3650))]
-    pub days: u32,
+    #[command(flatten)]
+    pub thaw: ThawArgs,
     /// Then wait, with a progress line, until every pack is readable.
     #[arg(long)]
     pub wait: bool,
@@ -958,12 +978,8 @@ pub struct RestoreArgs {
     /// readable, then restore.
     #[arg(long, requires = "warm_up")]
     pub wait: bool,
-    /// With --warm-up: the retrieval tier S3 restores with.
-    #[arg(long, value_enum, default_value = "standard")]
-    pub tier: TierArg,
-    /// With --warm-up: how many days the restored copies stay readable.
-    #[arg(long, default_value_t = 7, value_parser = clap::value_parser!(u32).range(1..=3650))]
-    pub days: u32,
+    #[command(flatten)]
+    pub thaw: ThawArgs,
 }
 
 #[derive(Debug, Args)]

@@ -182,21 +182,8 @@ fn before_cold_reads(
              costs), or `coffer restore --warm-up --wait ...`"
         );
     }
-    let tier = super::warm_up::tier_of(a.tier);
-    let estimate = super::warm_up::offered(&plan, &before, tier, None)?;
-    let asked = if a.dry_run {
-        0
-    } else {
-        rt.block_on(warm_up::request(repo, &mut plan, a.days, tier))?
-    };
-    let said = super::warm_up::Asked {
-        count: asked,
-        dry_run: a.dry_run,
-        days: a.days,
-        tier,
-        prices_given: false,
-    };
-    for line in super::warm_up::plan_lines(&before, &said, estimate.as_ref()) {
+    let asked = super::warm_up::ask(rt, repo, &mut plan, &before, &a.thaw, None, a.dry_run)?;
+    for line in asked.lines(&before) {
         eprintln!("warm-up: {line}");
     }
     if a.dry_run {

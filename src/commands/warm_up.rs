@@ -2,10 +2,11 @@
 //! needs, the plan printed (or as JSON), and `--wait` until all are readable.
 
 use super::{mib, open_repo_cached, selection, split_spec, warn_all, Outcome};
-use crate::args::{TierArg, WarmUpArgs};
+use crate::args::{ThawArgs, WarmUpArgs};
 use anyhow::Result;
 use coffer_core::backend::Tier;
 use coffer_core::ops::warm_up::{self, Needed, PackPlan, Totals};
+use coffer_core::repository::Repository;
 use std::collections::HashSet;
 use std::time::Duration;
 use tokio::runtime::Runtime;
@@ -16,7 +17,6 @@ const POLL: Duration = Duration::from_secs(60);
 pub fn warm_up(rt: &Runtime, a: &WarmUpArgs) -> Result<Outcome> {
     let repo = open_repo_cached(rt, &a.repo, &a.key, &a.cache)?;
     let select = selection(&a.select);
-    let tier = tier_of(a.tier);
     let mut needed = Needed::default();
     let mut seen = HashSet::new();
     for spec in &a.snapshots {
@@ -33,26 +33,11 @@ pub fn warm_up(rt: &Runtime, a: &WarmUpArgs) -> Result<Outcome> {
     let mut plan = rt.block_on(warm_up::plan(&repo, &needed))?;
     let before = warm_up::totals(&plan);
     let prices = prices_of(a.price_per_gb, a.price_per_1000);
-    let estimate = offered(&plan, &before, tier, prices)?;
-    let asked = if a.dry_run {
-        0
-    } else {
-        rt.block_on(warm_up::request(&repo, &mut plan, a.days, tier))?
-    };
+    let asked = ask(rt, &repo, &mut plan, &before, &a.thaw, prices, a.dry_run)?;
     if a.json {
-        println!(
-            "{}",
-            plan_json(&plan, &before, asked, a, tier, estimate.as_ref())
-        );
+        println!("{}", plan_json(&plan, &before, &asked));
     } else {
-        let said = Asked {
-            count: asked,
-            dry_run: a.dry_run,
-            days: a.days,
-            tier,
-            prices_given: prices.is_some(),
-        };
-        for line in plan_lines(&before, &said, estimate.as_ref()) {
+        for line in asked.lines(&before) {
             println!("{line}");
         }
     }
@@ -78,32 +63,29 @@ pub fn warm_up(rt: &Runtime, a: &WarmUpArgs) -> Result<Outcome> {
 
 /// The retrieval prices given (`--price-per-gb`, `--price-per-1000`), if
 /// any: one alone keeps the other at 0.
-pub(super) fn prices_of(per_gb: Option<f64>, per_1000: Option<f64>) -> Option<warm_up::Prices> {
+fn prices_of(per_gb: Option<f64>, per_1000: Option<f64>) -> Option<warm_up::Prices> {
     (per_gb.is_some() || per_1000.is_some()).then(|| warm_up::Prices {
         per_gb: per_gb.unwrap_or(0.0),
         per_1000: per_1000.unwrap_or(0.0),
     })
 }
 
-/// The tier asked for.
-pub(super) fn tier_of(arg: TierArg) -> Tier {
-    match arg {
-        TierArg::Expedited => Tier::Expedited,
-        TierArg::Standard => Tier::Standard,
-        TierArg::Bulk => Tier::Bulk,
-    }
-}
-
-/// The estimate of restoring `plan`'s archived packs at `tier`; a usage
-/// error if their class does not offer it.
-pub(super) fn offered(
-    plan: &[PackPlan],
-    totals: &Totals,
-    tier: Tier,
+/// Asks S3 to restore the archived packs of `plan` (`before` its totals)
+/// for `thaw.days` at `thaw.tier`, or with `dry_run` asks for nothing;
+/// first a usage error if their class does not offer the tier. What was
+/// asked, with the estimate (at `prices` if given, else the table's).
+pub(super) fn ask(
+    rt: &Runtime,
+    repo: &Repository,
+    plan: &mut [PackPlan],
+    before: &Totals,
+    thaw: &ThawArgs,
     prices: Option<warm_up::Prices>,
-) -> Result<Option<(f64, Vec<&'static str>)>> {
+    dry_run: bool,
+) -> Result<Asked> {
+    let tier = thaw.tier();
     let estimate = warm_up::estimate(plan, tier, prices);
-    if totals.archived > 0 && estimate.is_none() {
+    if before.archived > 0 && estimate.is_none() {
         return Err(coffer_core::Error::Usage(format!(
             "tier {} is not offered for these packs' storage class (DEEP_ARCHIVE has no \
              Expedited): pass --tier standard or --tier bulk",
@@ -111,14 +93,25 @@ pub(super) fn offered(
         ))
         .into());
     }
-    Ok(estimate)
+    let count = match dry_run {
+        true => 0,
+        false => rt.block_on(warm_up::request(repo, plan, thaw.days, tier))?,
+    };
+    Ok(Asked {
+        count,
+        dry_run,
+        days: thaw.days,
+        tier,
+        estimate,
+        prices_given: prices.is_some(),
+    })
 }
 
 /// Asks again every [`POLL`] (`COFFER_WARM_UP_POLL_SECONDS`) until no pack
 /// is restoring, with a line on stderr each time.
 pub(super) fn wait_until_readable(
     rt: &Runtime,
-    repo: &coffer_core::repository::Repository,
+    repo: &Repository,
     plan: &mut [PackPlan],
 ) -> Result<()> {
     let poll = std::env::var("COFFER_WARM_UP_POLL_SECONDS")
@@ -143,71 +136,60 @@ pub(super) fn wait_until_readable(
     }
 }
 
-/// What a warm-up asked for, as its report says it.
+/// What a warm-up asked for (or, dry, would have), as its report says it.
 pub(super) struct Asked {
     /// Restore requests sent.
-    pub count: usize,
-    pub dry_run: bool,
-    pub days: u32,
-    pub tier: Tier,
-    /// The estimate is at prices given, not the built-in table's.
-    pub prices_given: bool,
-}
-
-/// The plan in words, a line each.
-pub(super) fn plan_lines(
-    t: &Totals,
-    asked: &Asked,
-    estimate: Option<&(f64, Vec<&'static str>)>,
-) -> Vec<String> {
-    let mut lines = vec![format!(
-        "{} data packs ({:.1} MiB) hold what the selection reads: {} readable ({} of them \
-         restored copies), {} restoring, {} archived, {} missing",
-        t.packs,
-        mib(t.bytes),
-        t.readable,
-        t.restored,
-        t.restoring,
-        t.archived,
-        t.missing
-    )];
-    if t.archived == 0 {
-        lines.push("nothing to ask for".into());
-        return lines;
-    }
-    let verb = if asked.dry_run { "would ask" } else { "asked" };
-    let count = if asked.dry_run {
-        t.archived
-    } else {
-        asked.count
-    };
-    lines.push(format!(
-        "{verb} S3 to restore {count} packs ({:.1} MiB) for {} days, tier {}",
-        mib(t.cold_bytes),
-        asked.days,
-        asked.tier.as_str()
-    ));
-    let source = match asked.prices_given {
-        true => "the prices given",
-        false => "us-east-1 prices",
-    };
-    if let Some((dollars, waits)) = estimate {
-        lines.push(format!(
-            "estimated retrieval cost: ${dollars:.4} ({source}); expected wait: {}",
-            waits.join(", ")
-        ));
-    }
-    lines
-}
-
-fn plan_json(
-    plan: &[PackPlan],
-    t: &Totals,
-    asked: usize,
-    a: &WarmUpArgs,
+    count: usize,
+    dry_run: bool,
+    days: u32,
     tier: Tier,
-    estimate: Option<&(f64, Vec<&'static str>)>,
-) -> serde_json::Value {
+    /// Dollars and the waits; `None` if a class has no such tier.
+    estimate: Option<(f64, Vec<&'static str>)>,
+    /// The estimate is at prices given, not the built-in table's.
+    prices_given: bool,
+}
+
+impl Asked {
+    /// The plan (totals `t`) and what was asked, in words, a line each.
+    pub(super) fn lines(&self, t: &Totals) -> Vec<String> {
+        let mut lines = vec![format!(
+            "{} data packs ({:.1} MiB) hold what the selection reads: {} readable ({} of \
+             them restored copies), {} restoring, {} archived, {} missing",
+            t.packs,
+            mib(t.bytes),
+            t.readable,
+            t.restored,
+            t.restoring,
+            t.archived,
+            t.missing
+        )];
+        if t.archived == 0 {
+            lines.push("nothing to ask for".into());
+            return lines;
+        }
+        let verb = if self.dry_run { "would ask" } else { "asked" };
+        let count = if self.dry_run { t.archived } else { self.count };
+        lines.push(format!(
+            "{verb} S3 to restore {count} packs ({:.1} MiB) for {} days, tier {}",
+            mib(t.cold_bytes),
+            self.days,
+            self.tier.as_str()
+        ));
+        let source = match self.prices_given {
+            true => "the prices given",
+            false => "us-east-1 prices",
+        };
+        if let Some((dollars, waits)) = &self.estimate {
+            lines.push(format!(
+                "estimated retrieval cost: ${dollars:.4} ({source}); expected wait: {}",
+                waits.join(", ")
+            ));
+        }
+        lines
+    }
+}
+
+fn plan_json(plan: &[PackPlan], t: &Totals, asked: &Asked) -> serde_json::Value {
     let packs: Vec<serde_json::Value> = plan
         .iter()
         .map(|p| {
@@ -231,16 +213,12 @@ fn plan_json(
             "archived_bytes": t.cold_bytes,
             "missing": t.missing,
         },
-        "dry_run": a.dry_run,
-        "requested": asked,
-        "tier": tier.as_str(),
-        "days": a.days,
-        "estimated_cost_usd": estimate.map(|e| e.0),
-        "prices": if prices_of(a.price_per_gb, a.price_per_1000).is_some() {
-            "given"
-        } else {
-            "us-east-1"
-        },
-        "expected_wait": estimate.map(|e| e.1.clone()),
+        "dry_run": asked.dry_run,
+        "requested": asked.count,
+        "tier": asked.tier.as_str(),
+        "days": asked.days,
+        "estimated_cost_usd": asked.estimate.as_ref().map(|e| e.0),
+        "prices": if asked.prices_given { "given" } else { "us-east-1" },
+        "expected_wait": asked.estimate.as_ref().map(|e| e.1.clone()),
     })
 }

@@ -112,7 +112,8 @@ pub async fn copy(
     let packs = from.list(ObjectKind::Pack).await?;
     // A version 3 repository's data packs are apart (`files/`); in an
     // earlier one nothing there is part of the repository.
-    let file_packs = match PackPlaces::of(&parsed).files_apart() {
+    let files_apart = PackPlaces::of(&parsed).files_apart();
+    let file_packs = match files_apart {
         true => from.list(ObjectKind::FilePack).await?,
         false => Vec::new(),
     };
@@ -136,7 +137,7 @@ pub async fn copy(
         journal,
         report: CopyReport::default(),
         progress,
-        files_apart: PackPlaces::of(&parsed).files_apart(),
+        files_apart,
     };
     run.put_config(config, &carried).await?;
     // Key changes before any snapshot: a reader of the copy must never see

@@ -282,6 +282,7 @@ impl<'a> Reach<'a> {
     /// Marks everything below `root` as referenced.
     async fn walk(&mut self, root: Location) -> Result<()> {
         let repo = self.repo;
+        let data = repo.places().object_kind(PackKind::Data);
         let mut pending = Vec::new();
         self.visit(root, &mut pending);
         let mut reads = FuturesUnordered::new();
@@ -293,7 +294,6 @@ impl<'a> Reach<'a> {
             let Some(tree) = reads.next().await else {
                 return Ok(());
             };
-            let data = repo.places().object_kind(PackKind::Data);
             for entry in tree?.entries {
                 self.packs
                     .extend(entry.chunks.iter().map(|c| (data, c.pack)));
