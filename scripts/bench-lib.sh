@@ -162,15 +162,18 @@ print_mount_rows() {
 # and points both tools at it; at 0 ms, straight at the server, unless $2
 # names a file for the proxy to count the bytes it sends back in, or $3 one
 # for it to log what clients send (latency-proxy.py --upload-log).
+# LINK_MBIT caps the link (all connections sharing it), JITTER_MS adds up to that much
+# delay at random; with either set, the proxy runs at 0 ms too.
 use_delay() {
     [ -n "$PROXY_PID" ] && { kill "$PROXY_PID"; wait "$PROXY_PID" 2>/dev/null || true; PROXY_PID=; }
-    if [ "$1" = 0 ] && [ -z "${2:-}${3:-}" ]; then
+    if [ "$1" = 0 ] && [ -z "${2:-}${3:-}${LINK_MBIT:-}${JITTER_MS:-}" ]; then
         export AWS_ENDPOINT_URL="$S3_ENDPOINT"
         return
     fi
     rm -f "$W/proxy.port"
     python3 "$scripts/latency-proxy.py" --upstream "${S3_ENDPOINT#http://}" --delay-ms "$1" \
-        ${2:+--count-file "$2"} ${3:+--upload-log "$3"} >"$W/proxy.port" 2>"$W/proxy.log" &
+        ${2:+--count-file "$2"} ${3:+--upload-log "$3"} ${LINK_MBIT:+--link-mbit "$LINK_MBIT"} \
+        ${JITTER_MS:+--jitter-ms "$JITTER_MS"} >"$W/proxy.port" 2>"$W/proxy.log" &
     PROXY_PID=$!
     for _ in $(seq 50); do [ -s "$W/proxy.port" ] && break; sleep 0.1; done
     export AWS_ENDPOINT_URL="http://127.0.0.1:$(cat "$W/proxy.port")"

@@ -4,7 +4,10 @@ S3 server were a WAN away: every chunk of bytes is forwarded DELAY_MS after
 it arrived, in each direction (so a request-response round trip costs
 2 x DELAY_MS more), through a queue with due times per direction: latency
 never caps throughput, as on a real long fat pipe. An optional --mbit caps
-each direction of each connection. An optional --count-file keeps the bytes
+each direction of each connection; --link-mbit caps each direction of the
+link, all connections sharing it (as a WAN link does); --jitter-ms adds a
+random 0..JITTER ms to each chunk's delay (never reordering a connection's
+bytes). An optional --count-file keeps the bytes
 sent to clients so far (responses, headers included) in that file, for
 benchmarks that measure what a command reads from the store; an optional
 --upload-log appends a line `SECONDS BYTES` (monotonic clock) for every piece
@@ -17,11 +20,15 @@ once listening, and runs until killed.
 """
 import argparse
 import asyncio
+import random
 import time
 
 
 SENT = {"bytes": 0, "file": None}
 UPLOADS = {"file": None}
+# With --link-mbit: when each direction of the shared link is free again.
+LINK = {"mbit": 0.0, "free": {"up": 0.0, "down": 0.0}}
+JITTER = {"s": 0.0}
 
 
 def log_upload(n):
@@ -39,17 +46,32 @@ def count_sent(n):
         f.write(f"{SENT['bytes']}\n")
 
 
+def link_due(direction, due, n):
+    """With --link-mbit: when `n` bytes that may leave at `due` have gone
+    through the shared link (one direction), booking it until then."""
+    if not LINK["mbit"]:
+        return due
+    start = max(due, LINK["free"][direction])
+    LINK["free"][direction] = start + n * 8 / (LINK["mbit"] * 1e6)
+    return LINK["free"][direction]
+
+
 async def pump(reader, writer, delay, mbit, counted=False, uploads=False):
     """Forwards what `reader` gives to `writer`, each chunk `delay` seconds
-    after it arrived; a reader task and a writer task meet in a queue."""
+    (plus jitter) after it arrived, in order; a reader task and a writer
+    task meet in a queue."""
     queue = asyncio.Queue()
+    direction = "up" if uploads else "down"
 
     async def read_side():
+        last_due = 0.0
         while True:
             data = await reader.read(1 << 16)
             if uploads and data:
                 log_upload(len(data))
-            await queue.put((time.monotonic() + delay, data))
+            due = time.monotonic() + delay + random.uniform(0, JITTER["s"])
+            last_due = max(last_due, due)
+            await queue.put((last_due, data))
             if not data:
                 return
 
@@ -61,6 +83,8 @@ async def pump(reader, writer, delay, mbit, counted=False, uploads=False):
                 start = max(due, next_free)
                 next_free = start + len(data) * 8 / (mbit * 1e6)
                 due = next_free
+            if data:
+                due = link_due(direction, due, len(data))
             wait = due - time.monotonic()
             if wait > 0:
                 await asyncio.sleep(wait)
@@ -87,10 +111,15 @@ async def main():
     p.add_argument("--upstream", required=True)
     p.add_argument("--delay-ms", type=float, default=20.0, help="added each way")
     p.add_argument("--mbit", type=float, default=0.0, help="cap per direction (0: none)")
+    p.add_argument("--link-mbit", type=float, default=0.0,
+                   help="cap per direction shared by all connections (0: none)")
+    p.add_argument("--jitter-ms", type=float, default=0.0, help="random extra delay, 0..this")
     p.add_argument("--count-file", help="keep the bytes sent to clients in this file")
     p.add_argument("--upload-log", help="append `SECONDS BYTES` for what clients send")
     a = p.parse_args()
     SENT["file"] = a.count_file
+    LINK["mbit"] = a.link_mbit
+    JITTER["s"] = a.jitter_ms / 1000.0
     if a.upload_log:
         UPLOADS["file"] = open(a.upload_log, "a", buffering=1)
     up_host, up_port = a.upstream.rsplit(":", 1)

@@ -237,6 +237,12 @@ fn xattrs_acls_and_capabilities_come_back_from_a_restore() {
     let used = disk_usage(&dense.join("sparse.img"));
     assert!(used >= SPARSE_SIZE, "--no-sparse: {used} bytes on disk");
     std::fs::remove_dir_all(&dense).unwrap();
+    // `cat` streams it, holes as zeros, in order.
+    let out = env.admin_ok("cat", &[&spec]);
+    assert!(
+        out.stdout == std::fs::read(src.join("sparse.img")).unwrap(),
+        "cat of the sparse file differs"
+    );
 
     // A name whose other names lie outside the restored path is a file;
     // the names inside it stay linked.

@@ -12,6 +12,7 @@ pub mod metadata_cache;
 pub mod opened_cache;
 mod reads;
 mod snapshots;
+pub mod span;
 pub mod tree_memo;
 
 use crate::backend::{Backend, ObjectKey, ObjectKind, PackPlaces};

@@ -134,6 +134,7 @@ impl Mounted {
 
     /// Fills `reply` with directory `ino`'s entries from `offset`.
     pub(crate) fn readdir_in(&self, dir: &Dir, ino: u64, offset: u64, mut reply: ReplyDirectory) {
+        self.listed(ino, offset);
         each_entry(dir, ino, offset, |child, next, name, kind| {
             let kind = match kind {
                 Some(NodeKind::Entry(e)) => file_type(e.kind),
@@ -155,6 +156,7 @@ impl Mounted {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
+        self.listed(ino, offset);
         let virtual_times = self.virtual_times();
         each_entry(dir, ino, offset, |child, next, name, kind| {
             // `.` and `..`: the kernel ignores their attributes.
@@ -168,7 +170,16 @@ impl Mounted {
         reply.ok();
     }
 
-    async fn tree(&self, loc: &Location) -> Result<Tree, Errno> {
+    /// Directory `ino` is being listed from `offset`: from the start, a
+    /// walk may be beginning there ([`crate::walk`]).
+    fn listed(&self, ino: u64, offset: u64) {
+        if offset == 0 {
+            self.walks().listed(ino);
+        }
+    }
+
+    /// Tree `loc`, through the cache, parsed.
+    pub(crate) async fn tree(&self, loc: &Location) -> Result<Tree, Errno> {
         let what = format!("tree {}", loc.id);
         let json = self
             .cache()

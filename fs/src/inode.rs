@@ -300,6 +300,12 @@ impl InodeTable {
         listing.kinds.get(index).cloned()
     }
 
+    /// The snapshot directory whose entry `ino` is, and its position there
+    /// (name order); `None` for a snapshot root or a virtual node.
+    pub fn position(&self, ino: u64) -> Option<(u64, usize)> {
+        self.place(ino)
+    }
+
     /// The parent of `ino`, if the table knows it without loading: a
     /// virtual node's, or the directory whose block holds an entry.
     pub fn parent(&self, ino: u64) -> Option<u64> {

@@ -19,8 +19,10 @@
 //!   (cache, inode table, snapshot list), its fields private: the others
 //!   lock through its methods, which keep the lock order;
 //! - `dirs`, `read`, `attrs`: what the callbacks call, on that state:
-//!   loading and listing directories, reading files (with read-ahead),
-//!   attributes;
+//!   loading and listing directories, reading files (with read-ahead,
+//!   its window sized from the `link` as measured), attributes;
+//! - `walk`: readers going through a tree's files in order, found and
+//!   read ahead of, neighbours in a pack with one ranged read;
 //! - `inode`: the inode table; `layout`: the virtual directories' names;
 //!   `cache`: the byte-bounded LRU of decrypted blobs;
 //! - [`Mount`] here: mounting, serving, unmounting.
@@ -36,8 +38,10 @@ mod dirs;
 mod filesystem;
 mod inode;
 mod layout;
+mod link;
 mod mounted;
 mod read;
+mod walk;
 
 use coffer_core::repository::Repository;
 use std::path::Path;

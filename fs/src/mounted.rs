@@ -10,6 +10,8 @@
 use crate::cache::BlobCache;
 use crate::inode::InodeTable;
 use crate::layout::Layout;
+use crate::read::Streams;
+use crate::walk::Walks;
 use crate::MountOptions;
 use coffer_core::format::snapshot::{Selection, SnapshotInfo};
 use coffer_core::repository::Repository;
@@ -51,6 +53,10 @@ pub(crate) struct Mounted {
     /// Damage already logged, so each object is named once (held only
     /// inside [`Mounted::eio`]).
     logged: Mutex<HashSet<String>>,
+    /// The walks going on (a leaf lock: nothing else is taken under it).
+    walks: Mutex<Walks>,
+    /// Each file's reader: its read-ahead window (a leaf lock too).
+    streams: Mutex<Streams>,
 }
 
 /// The snapshot list and the virtual directories made of it.
@@ -125,7 +131,19 @@ impl Mounted {
             uid,
             gid,
             logged: Mutex::new(HashSet::new()),
+            walks: Mutex::new(Walks::default()),
+            streams: Mutex::new(Streams::new()),
         }
+    }
+
+    /// The walks going on, locked (take no other lock while holding it).
+    pub(crate) fn walks(&self) -> MutexGuard<'_, Walks> {
+        lock(&self.walks)
+    }
+
+    /// The files' readers, locked (take no other lock while holding it).
+    pub(crate) fn streams(&self) -> MutexGuard<'_, Streams> {
+        lock(&self.streams)
     }
 
     /// The blob cache.

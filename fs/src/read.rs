@@ -1,21 +1,71 @@
 //! File contents: a read answered from the cache on the FUSE thread when
-//! every chunk it needs is there, else fetched on tokio; and read-ahead,
-//! within a file (its next chunks) and across files (the next files' first
-//! chunks, for `cp -r`, `diff -r` and the like).
+//! every chunk it needs is there, else fetched on tokio; and read-ahead:
+//! within a file, a window that grows while the reader goes on in order
+//! (up to what the link needs: [`crate::link::Link::window`]) and closes
+//! when it jumps; across files, the walk read-ahead ([`crate::walk`]).
 
-use crate::inode::{EntryMeta, Found, NodeKind};
+use crate::inode::{EntryMeta, NodeKind};
 use crate::mounted::Mounted;
 use coffer_core::format::tree::Kind;
 use fuser::Errno;
+use lru::LruCache;
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 
-/// Chunks fetched ahead of a sequential reader.
-const READ_AHEAD_CHUNKS: usize = 4;
-/// When a file's first bytes are read, the first chunks of up to this many
-/// files after it in its directory are fetched ahead...
-const NEXT_FILES_PREFETCH: u64 = 16;
-/// ...up to this many bytes of them.
-const NEXT_FILES_PREFETCH_BYTES: u64 = 8 << 20;
+/// The smallest read-ahead window of a reader going on in order, and
+/// where it starts: about four chunks.
+const MIN_WINDOW: u64 = 4 << 20;
+/// A walk's read-ahead covers at least this many bytes of the files next.
+const MIN_WALK_WINDOW: u64 = 8 << 20;
+/// A window is at most this share of the cache (a `diff -r` runs two
+/// walks and a stream or two at once).
+const WINDOW_SHARE: u64 = 8;
+/// A read within this many bytes of where the last one ended still goes on
+/// in order: the kernel sends its own read-ahead (up to 1 MiB) in pieces
+/// that may arrive out of order.
+const IN_ORDER_SLACK: u64 = 2 << 20;
+/// Files whose readers are remembered.
+const STREAMS_KEPT: usize = 256;
+
+/// Each recently read file's reader ([`Stream`]), by inode.
+pub(crate) struct Streams(LruCache<u64, Stream>);
+
+impl Streams {
+    pub(crate) fn new() -> Self {
+        Self(LruCache::new(
+            NonZeroUsize::new(STREAMS_KEPT).unwrap_or(NonZeroUsize::MIN),
+        ))
+    }
+}
+
+/// A reader of one file: where its next read starts if it goes on in
+/// order, and how far ahead of it to read.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Stream {
+    next: u64,
+    window: u64,
+}
+
+impl Stream {
+    /// A read of `size` bytes at `offset`: the bytes to read ahead of it.
+    /// In order (from the start, or near where the last read ended) the
+    /// window doubles, from [`MIN_WINDOW`] up to `target`; after a jump it
+    /// is closed (nothing read ahead) until the reader goes on in order.
+    fn advance(&mut self, offset: u64, size: u32, target: u64) -> u64 {
+        let end = offset.saturating_add(u64::from(size));
+        if offset == 0 || offset.abs_diff(self.next) <= IN_ORDER_SLACK {
+            self.window = self
+                .window
+                .saturating_mul(2)
+                .clamp(MIN_WINDOW, target.max(MIN_WINDOW));
+            self.next = self.next.max(end);
+        } else {
+            self.window = 0;
+            self.next = end;
+        }
+        self.window
+    }
+}
 
 /// The regular file a node that is `kind` is.
 pub(crate) fn regular_file(kind: &NodeKind) -> Result<Arc<EntryMeta>, Errno> {
@@ -30,7 +80,7 @@ impl Mounted {
     /// FUSE thread, without handing the request to tokio and back (two
     /// thread wake-ups per read). `None` if a chunk must be fetched.
     pub(crate) fn read_cached(
-        &self,
+        self: &Arc<Self>,
         ino: u64,
         entry: &EntryMeta,
         offset: u64,
@@ -53,7 +103,7 @@ impl Mounted {
 
     /// `size` bytes of file `ino` (`entry`) from `offset`, fetched as needed.
     pub(crate) async fn read(
-        &self,
+        self: &Arc<Self>,
         ino: u64,
         entry: &EntryMeta,
         offset: u64,
@@ -86,51 +136,39 @@ impl Mounted {
         Ok(out)
     }
 
-    /// After a read: fetch the file's next chunks and, at its start, the
-    /// next files' first chunks. Needs to run inside the tokio runtime.
-    fn read_ahead(&self, ino: u64, entry: &EntryMeta, offset: u64, size: u32) {
+    /// After a read: fetch the file's next chunks within its reader's
+    /// window and, when it was read from its start, tell the walks.
+    /// Needs to run inside the tokio runtime.
+    fn read_ahead(self: &Arc<Self>, ino: u64, entry: &EntryMeta, offset: u64, size: u32) {
+        let target = self.cache().link().window(MIN_WINDOW, self.window_cap());
+        let window = self
+            .streams()
+            .0
+            .get_or_insert_mut(ino, Stream::default)
+            .advance(offset, size, target);
         let read_end = offset.saturating_add(u64::from(size));
+        let ahead_end = read_end.saturating_add(window);
         let next = entry.chunk_ends.partition_point(|&e| e <= read_end);
-        self.cache()
-            .prefetch(entry.chunks.iter().skip(next).take(READ_AHEAD_CHUNKS));
+        let within = entry.chunk_starts[next..].partition_point(|&s| s < ahead_end);
+        if window > 0 {
+            self.cache()
+                .prefetch(entry.chunks[next..next + within].iter());
+        }
         if offset == 0 {
-            self.prefetch_next_files(ino);
+            self.walk_step(ino, entry.size);
         }
     }
 
-    /// Read-ahead across files: `cp -r`, `diff -r`, `tar` and `rsync` read a
-    /// directory's files one after the other in name order, and a small
-    /// file is one fetch each, so without this every file waits for the
-    /// disk or the network in turn. A directory's entries get consecutive
-    /// inode numbers in name order (see `InodeTable::load_entries`), so the
-    /// files after `ino` are `ino + 1`, `ino + 2`... while the parent is
-    /// the same.
-    fn prefetch_next_files(&self, ino: u64) {
-        let mut firsts = Vec::new();
-        {
-            let table = self.table();
-            let Some(parent) = table.parent(ino) else {
-                return;
-            };
-            let mut bytes = 0;
-            for next in ino + 1..=ino + NEXT_FILES_PREFETCH {
-                if table.parent(next) != Some(parent) {
-                    break;
-                }
-                let Found::Node(NodeKind::Entry(e)) = table.find(next) else {
-                    continue;
-                };
-                let Some(first) = e.chunks.first().filter(|_| e.kind == Kind::File) else {
-                    continue;
-                };
-                bytes += first.raw_length;
-                if bytes > NEXT_FILES_PREFETCH_BYTES {
-                    break;
-                }
-                firsts.push(*first);
-            }
-        }
-        self.cache().prefetch(firsts.iter());
+    /// The largest read-ahead window: a share of the cache.
+    fn window_cap(&self) -> u64 {
+        self.cache().room() / WINDOW_SHARE
+    }
+
+    /// A walk's read-ahead window: what the link needs, within the cap.
+    pub(crate) fn walk_window(&self) -> u64 {
+        self.cache()
+            .link()
+            .window(MIN_WALK_WINDOW, self.window_cap())
     }
 }
 
@@ -197,7 +235,43 @@ fn spans(starts: &[u64], ends: &[u64], file_size: u64, offset: u64, size: u32) -
 
 #[cfg(test)]
 mod tests {
-    use super::{spans, Piece};
+    use super::{spans, Piece, Stream, MIN_WINDOW};
+
+    #[test]
+    fn the_window_grows_while_the_reader_goes_on_and_closes_when_it_jumps() {
+        let target = 8 * MIN_WINDOW;
+        let mut s = Stream::default();
+        let mut windows = Vec::new();
+        for i in 0..6 {
+            windows.push(s.advance(i * 131_072, 131_072, target));
+        }
+        let m = MIN_WINDOW;
+        assert_eq!(
+            windows,
+            [m, 2 * m, 4 * m, 8 * m, 8 * m, 8 * m],
+            "grows to the target"
+        );
+        assert_eq!(s.advance(500 << 20, 4096, target), 0, "a jump closes it");
+        assert_eq!(s.advance(100 << 20, 4096, target), 0, "and another");
+        assert_eq!(
+            s.advance((100 << 20) + 4096, 4096, target),
+            m,
+            "in order again"
+        );
+        assert_eq!(s.advance(0, 4096, target), 2 * m, "the start is in order");
+        let mut far = Stream::default();
+        far.advance(0, 4096, target);
+        assert_eq!(
+            far.advance(4096 + (1 << 20), 4096, target),
+            2 * m,
+            "the kernel's read-ahead arrives a little out of order"
+        );
+        assert_eq!(
+            Stream::default().advance(0, 1, 0),
+            m,
+            "at least the minimum"
+        );
+    }
 
     #[test]
     fn pieces_cover_exactly_the_bytes_asked_for() {

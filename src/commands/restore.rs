@@ -7,21 +7,28 @@ use crate::progress::{Display, Reporter};
 use anyhow::{bail, Context, Result};
 use coffer_core::format::index::PackKind;
 use coffer_core::format::snapshot::Snapshot;
-use coffer_core::format::tree::{Extent, Kind};
+use coffer_core::format::tree::Kind;
 use coffer_core::ops::restore::{self, Action, Overwrite, ReportTo, RestoreOptions};
 use coffer_core::ops::warm_up::{self, PackState};
 use coffer_core::patterns::Patterns;
 use coffer_core::repository::Repository;
 use std::collections::HashSet;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::PathBuf;
 use tokio::runtime::Runtime;
 
 pub fn restore(rt: &Runtime, a: &RestoreArgs, verbose: bool) -> Result<Outcome> {
     let repo = std::sync::Arc::new(open_repo_cached(rt, &a.repo, &a.key, &a.cache)?);
     let (snap, path) = split_spec(&a.snapshot);
+    // The data packs' listing (on a store that may archive them) is asked
+    // for while the snapshot is found: a round trip fewer across a WAN.
+    let live = a.overwrite.is_some() || a.delete;
+    let listing = (repo.backend().keeps_archives() && (!live || a.warm_up)).then(|| {
+        let repo = repo.clone();
+        rt.spawn(async move { warm_up::Listed::of(&repo).await })
+    });
     let info = rt.block_on(repo.find_snapshot_in(snap, &selection(&a.select)))?;
-    if let Some(stop) = before_cold_reads(rt, &repo, &info.snapshot, path, a)? {
+    if let Some(stop) = before_cold_reads(rt, &repo, &info.snapshot, path, a, listing)? {
         return Ok(stop);
     }
     let reporter = Reporter::start("restore", Display::choose(a.json && !a.dry_run));
@@ -126,21 +133,24 @@ pub fn restore(rt: &Runtime, a: &RestoreArgs, verbose: bool) -> Result<Outcome> 
 /// it asks for them (and with `--wait` waits, then the restore goes on).
 /// A restore over a live tree is not planned: it reads only what differs,
 /// which is known only as it compares, and a cold read stops it with each
-/// file it replaced whole. `None`: go on.
+/// file it replaced whole. `listing`: the data packs' listing, started by
+/// the caller when a check is due. `None`: go on.
 fn before_cold_reads(
     rt: &Runtime,
     repo: &Repository,
     snapshot: &Snapshot,
     path: &str,
     a: &RestoreArgs,
+    listing: Option<tokio::task::JoinHandle<coffer_core::Result<warm_up::Listed>>>,
 ) -> Result<Option<Outcome>> {
-    let live = a.overwrite.is_some() || a.delete;
-    if !repo.backend().keeps_archives() || (live && !a.warm_up) {
+    // Started only on a store that may archive packs, and for a restore
+    // into an empty target or with --warm-up.
+    let Some(listing) = listing else {
         return Ok(None);
-    }
+    };
     // One listing says whether any data pack may be archived at all; only
     // then are the trees walked for the packs this restore reads.
-    let listed = rt.block_on(warm_up::Listed::of(repo))?;
+    let listed = rt.block_on(listing).context("listing the data packs")??;
     if !listed.any_may_be_archived() {
         return Ok(None);
     }
@@ -268,19 +278,27 @@ pub fn cat(rt: &Runtime, a: &CatArgs) -> Result<Outcome> {
             &info.id.to_hex()[..8]
         );
     }
+    // Chunks read ahead in parallel (16 at once from a remote store, where
+    // each waits a round trip; 4 from a local one, where the cores are the
+    // limit), written out in order.
+    let in_flight = if repo.backend().is_local() { 4 } else { 16 };
+    let repo = std::sync::Arc::new(repo);
     let mut out = std::io::stdout().lock();
-    for extent in entry.extents() {
-        match extent {
-            Extent::Data(chunk) => {
-                let data = rt
-                    .block_on(repo.read_blob(&chunk, PackKind::Data))
-                    .with_context(|| format!("reading {path}"))?;
-                out.write_all(&data)?;
+    let mut failed = None;
+    rt.block_on(repo.read_in_order(
+        entry.extents(),
+        in_flight,
+        |bytes| match out.write_all(bytes) {
+            Ok(()) => true,
+            Err(e) => {
+                failed = Some(e);
+                false
             }
-            Extent::Hole(length) => {
-                std::io::copy(&mut std::io::repeat(0).take(length), &mut out).map(|_| ())?
-            }
-        }
+        },
+    ))
+    .with_context(|| format!("reading {path}"))?;
+    if let Some(e) = failed {
+        return Err(e).context("writing to standard output");
     }
     out.flush()?;
     Ok(Outcome::Success)

@@ -1,10 +1,13 @@
 //! `coffer export`: a snapshot, or a path in it, as one zip or tar archive,
 //! streamed.
 //!
-//! An async reader walks the trees depth first and fetches each file's
-//! chunks a few at a time; a blocking thread writes the archive. They meet
-//! in a bounded channel, so memory holds at most [`QUEUE`] chunks (each
-//! at most 8 MiB) whatever the snapshot's size. Modes and mtimes are kept
+//! An async walker goes through the trees depth first and lists what to
+//! write (entries, and each file's chunks by location); a reader fetches
+//! the chunks in that order, [`READS`] at once across files (a walk over
+//! many small files pays a round trip per [`READS`] files, not per file);
+//! a blocking thread writes the archive. They meet in bounded channels, so
+//! memory holds at most [`READS`] + [`QUEUE`] chunks (each at most 8 MiB)
+//! whatever the snapshot's size. Modes and mtimes are kept
 //! (zip: permission bits, and the mtime both as DOS time, in UTC, and as
 //! an Info-ZIP extended timestamp; tar: everything, owners and devices
 //! too). Zip has no place for fifos, devices or sockets: they are left out
@@ -13,7 +16,9 @@
 use crate::error::{Error, Result};
 use crate::format::index::PackKind;
 use crate::format::snapshot::Snapshot;
-use crate::format::tree::{is_safe_name, nested_too_deep, Entry, Extent, Kind, MAX_DEPTH};
+use crate::format::tree::{
+    is_safe_name, nested_too_deep, Entry, Extent, Kind, Location, MAX_DEPTH,
+};
 use crate::repository::Repository;
 use futures_util::stream::{self, StreamExt};
 use std::collections::{HashMap, HashSet};
@@ -25,8 +30,11 @@ mod tar_pax;
 
 /// Items between reader and writer; each `Data` holds one chunk.
 const QUEUE: usize = 8;
-/// Chunk reads in flight per file.
-const READS: usize = 4;
+/// Chunk reads in flight, across files.
+const READS: usize = 16;
+/// Steps the walker lists ahead of the reader (small: entries and
+/// locations, no data).
+const STEPS: usize = 4096;
 
 /// Which archive to write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,6 +89,14 @@ enum Item {
     HardLink(ArchivePath, Entry, ArchivePath),
 }
 
+/// One step of the walk, from walker to reader: an item as it is, or a
+/// chunk to read (with the file's path, for errors) or a hole.
+enum Step {
+    Item(Box<Item>),
+    Data(Location, std::sync::Arc<str>),
+    Hole(u64),
+}
+
 /// A path as text, for messages and for zip (whose names are UTF-8).
 fn text(path: &[u8]) -> String {
     String::from_utf8_lossy(path).into_owned()
@@ -106,7 +122,11 @@ pub async fn export(
     let top = repo.resolve(snapshot, path).await?;
     let (tx, rx) = mpsc::channel(QUEUE);
     let writer = tokio::task::spawn_blocking(move || write_archive(format, out, rx));
-    let walked = walk(repo, top, format == Format::Tar, &tx).await;
+    let (steps_tx, steps_rx) = mpsc::channel(STEPS);
+    let walking = async move { walk(repo, top, format == Format::Tar, &steps_tx).await };
+    let (walked, read) = futures_util::future::join(walking, read(repo, steps_rx, &tx)).await;
+    // A read that failed is the cause; else the walk's own stop.
+    let walked = read.and(walked);
     drop(tx);
     let written = writer.await.unwrap_or_else(|e| {
         Err(Error::Internal(format!(
@@ -136,24 +156,60 @@ impl From<Error> for Stop {
     }
 }
 
+/// Reads the chunks the walker lists, [`READS`] at once, and sends the
+/// items to the writer in the walker's order.
+async fn read(
+    repo: &Repository,
+    steps: mpsc::Receiver<Step>,
+    tx: &mpsc::Sender<Item>,
+) -> Result<(), Stop> {
+    let steps = stream::unfold(
+        steps,
+        |mut rx| async move { rx.recv().await.map(|s| (s, rx)) },
+    );
+    let items = steps
+        .map(|step| async move {
+            match step {
+                Step::Item(item) => Ok(*item),
+                Step::Hole(length) => Ok(Item::Hole(length)),
+                Step::Data(loc, path) => repo
+                    .read_blob(&loc, PackKind::Data)
+                    .await
+                    .map(Item::Data)
+                    .map_err(|e| Error::At {
+                        path: path.to_string(),
+                        source: Box::new(e),
+                    }),
+            }
+        })
+        .buffered(READS);
+    let mut items = std::pin::pin!(items);
+    while let Some(item) = items.next().await {
+        tx.send(item?).await?;
+    }
+    Ok(())
+}
+
 impl<T> From<mpsc::error::SendError<T>> for Stop {
     fn from(_: mpsc::error::SendError<T>) -> Self {
         Stop::WriterGone
     }
 }
 
-/// Sends every entry below (and including, unless it is the walk's root
-/// directory) `top`. With `hard_links`, a later name of a hard-linked file
-/// goes as a link to its first, without its data.
+/// Lists every entry below (and including, unless it is the walk's root
+/// directory) `top`, with each file's chunks. With `hard_links`, a later
+/// name of a hard-linked file goes as a link to its first, without its
+/// data.
 async fn walk(
     repo: &Repository,
     top: Entry,
     hard_links: bool,
-    tx: &mpsc::Sender<Item>,
+    tx: &mpsc::Sender<Step>,
 ) -> Result<(), Stop> {
     // Each entry with the depth of the directory it is in.
     let mut stack: Vec<(ArchivePath, Entry, usize)> = Vec::new();
     let mut first_names: HashMap<(u64, u64), ArchivePath> = HashMap::new();
+    let item = |item| Step::Item(Box::new(item));
     match top.kind {
         // A directory's contents go at the archive's top level.
         Kind::Dir => push_children(repo, &top, b"", 0, &mut stack).await?,
@@ -163,7 +219,8 @@ async fn walk(
         if let Some(link) = entry.link.filter(|_| hard_links) {
             match first_names.get(&(link.dev, link.ino)) {
                 Some(first) => {
-                    tx.send(Item::HardLink(name, entry, first.clone())).await?;
+                    tx.send(item(Item::HardLink(name, entry, first.clone())))
+                        .await?;
                     continue;
                 }
                 None => {
@@ -174,31 +231,22 @@ async fn walk(
         match entry.kind {
             Kind::Dir => {
                 push_children(repo, &entry, &name, depth + 1, &mut stack).await?;
-                tx.send(Item::Dir(name, entry)).await?;
+                tx.send(item(Item::Dir(name, entry))).await?;
             }
             Kind::File => {
                 let extents = entry.extents();
-                tx.send(Item::File(name.clone(), entry)).await?;
-                let mut reads = stream::iter(extents)
-                    .map(|extent| async move {
-                        match extent {
-                            Extent::Data(loc) => {
-                                repo.read_blob(&loc, PackKind::Data).await.map(Item::Data)
-                            }
-                            Extent::Hole(length) => Ok(Item::Hole(length)),
-                        }
+                let path: std::sync::Arc<str> = text(&name).into();
+                tx.send(item(Item::File(name, entry))).await?;
+                for extent in extents {
+                    tx.send(match extent {
+                        Extent::Data(loc) => Step::Data(loc, path.clone()),
+                        Extent::Hole(length) => Step::Hole(length),
                     })
-                    .buffered(READS);
-                while let Some(item) = reads.next().await {
-                    let item = item.map_err(|e| Error::At {
-                        path: text(&name),
-                        source: Box::new(e),
-                    })?;
-                    tx.send(item).await?;
+                    .await?;
                 }
-                tx.send(Item::End).await?;
+                tx.send(item(Item::End)).await?;
             }
-            _ => tx.send(Item::Other(name, entry)).await?,
+            _ => tx.send(item(Item::Other(name, entry))).await?,
         }
     }
     Ok(())

@@ -129,6 +129,116 @@ impl Repository {
         .await
     }
 
+    /// File chunks that lie near one another in one data pack (a span
+    /// [`super::span::joined`] made), for readers that come back to them
+    /// (the mount): each one's plaintext, verified, in the order given.
+    /// Those the chunk cache on disk holds come from there; the rest with
+    /// one ranged read, each kept there once it proved genuine. Decryption
+    /// runs on the blocking pool. A failed read fails the whole call (the
+    /// caller may then read each on its own); a blob that fails
+    /// verification fails alone.
+    pub async fn read_chunks(
+        self: &Arc<Self>,
+        locs: Vec<Location>,
+    ) -> Result<Vec<Result<Vec<u8>>>> {
+        let repo = self.clone();
+        let (locs, mut plain) = blocking("reading the chunk cache", move || {
+            let plain: Vec<Option<Vec<u8>>> =
+                locs.iter().map(|l| repo.chunk_from_disk(l)).collect();
+            Ok((locs, plain))
+        })
+        .await?;
+        let missing: Vec<Location> = locs
+            .iter()
+            .zip(&plain)
+            .filter(|(_, p)| p.is_none())
+            .map(|(l, _)| *l)
+            .collect();
+        let mut fetched = Vec::new();
+        for (span, _) in super::span::joined(&missing, u64::MAX, u64::MAX) {
+            fetched.push((span, span.read(self, PackKind::Data).await?));
+        }
+        let repo = self.clone();
+        blocking("decoding chunks", move || {
+            let mut out = Vec::with_capacity(locs.len());
+            for (loc, cached) in locs.iter().zip(plain.iter_mut()) {
+                if let Some(p) = cached.take() {
+                    out.push(Ok(p));
+                    continue;
+                }
+                let Some((span, stored)) = fetched.iter().find(|(s, _)| s.pack() == &loc.pack)
+                else {
+                    out.push(Err(Error::Internal(format!(
+                        "chunk {} was not read",
+                        loc.id
+                    ))));
+                    continue;
+                };
+                let decoded = span.blob(stored, loc).and_then(|stored| {
+                    let plain = repo.decode_blob(loc, PackKind::Data, stored)?;
+                    if let Some(chunks) = &repo.chunks {
+                        chunks.store(&loc.id, stored);
+                    }
+                    Ok(plain)
+                });
+                out.push(decoded);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// A file's contents in order, for a reader that streams them out
+    /// (`cat`): its chunks read ahead, `in_flight` at once, each its own
+    /// task (decryption on every core), and `emit` called with each
+    /// extent's bytes in order (a hole as its length of zeros). Stops when
+    /// `emit` returns false, or at the first chunk that cannot be read.
+    pub async fn read_in_order(
+        self: &Arc<Self>,
+        extents: Vec<crate::format::tree::Extent>,
+        in_flight: usize,
+        mut emit: impl FnMut(&[u8]) -> bool,
+    ) -> Result<()> {
+        use crate::format::tree::Extent;
+        use futures_util::stream::{self, StreamExt};
+        let mut reads = stream::iter(extents)
+            .map(|extent| {
+                let repo = self.clone();
+                async move {
+                    match extent {
+                        Extent::Data(loc) => {
+                            tokio::spawn(async move { repo.read_blob(&loc, PackKind::Data).await })
+                                .await
+                                .map_err(|e| Error::Internal(format!("a chunk read failed: {e}")))?
+                        }
+                        Extent::Hole(length) => Ok(vec![0u8; length.min(1 << 20) as usize]),
+                    }
+                    .map(|data| (data, extent))
+                }
+            })
+            .buffered(in_flight.max(1));
+        while let Some(read) = reads.next().await {
+            let (data, extent) = read?;
+            let keep_on = match extent {
+                Extent::Data(_) => emit(&data),
+                Extent::Hole(mut length) => {
+                    // Zeros a MiB at a time, however long the hole.
+                    let mut going = true;
+                    while length > 0 && going {
+                        let n = length.min(data.len() as u64);
+                        going = emit(&data[..n as usize]);
+                        length -= n;
+                    }
+                    going
+                }
+            };
+            if !keep_on {
+                break;
+            }
+        }
+        Ok(())
+    }
+
     /// Blob `loc` from the chunk cache, verified as a fetched one is.
     fn chunk_from_disk(&self, loc: &Location) -> Option<Vec<u8>> {
         let chunks = self.chunks.as_ref()?;

@@ -1,21 +1,12 @@
 //! The fetch plan: which blobs to read with one ranged request. Blobs that
 //! lie (nearly) back to back in one pack are read together, for file chunks
-//! ([`Fetch`]) and for trees ([`next_tree_batch`]) alike. Pure logic, no
-//! I/O but [`Span::read`].
+//! ([`Fetch`]) and for trees ([`next_tree_batch`]) alike, as
+//! [`crate::repository::span`] joins them. Pure logic, no I/O.
 
-use crate::error::{Error, Result};
-use crate::format::id::PackId;
-use crate::format::index::PackKind;
 use crate::format::tree::Location;
-use crate::repository::Repository;
 use std::collections::VecDeque;
 
-/// Blobs that lie (nearly) back to back in one pack are read with one
-/// request, up to this many bytes...
-pub(super) const MAX_FETCH: u64 = 8 << 20;
-/// ...skipping at most this many bytes between two of them (reading a few
-/// unneeded kilobytes is cheaper than another round trip).
-pub(super) const MAX_GAP: u64 = 64 << 10;
+pub(super) use crate::repository::span::{Span, MAX_FETCH, MAX_GAP};
 /// Over a live tree the chunks read are the few that changed, scattered:
 /// a gap there is mostly bytes nobody needs (with 64 KiB, 4.6 MiB read for
 /// 1.7 MB of chunks, 1% of /usr/share's files changed), so gaps stay small.
@@ -24,62 +15,6 @@ pub(super) const MAX_GAP_OVER: u64 = 4 << 10;
 const MAX_TREE_FETCH: u64 = 1 << 20;
 /// How far down the queue of trees to look for ones to read together.
 const TREE_BATCH_SCAN: usize = 256;
-
-/// Bytes `start..end` of one pack: blobs lying back to back, read with one
-/// ranged read. Used for file chunks and for trees alike.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct Span {
-    pack: PackId,
-    pub(super) start: u64,
-    pub(super) end: u64,
-}
-
-impl Span {
-    /// The bytes of one blob.
-    pub(super) fn of(loc: &Location) -> Self {
-        Self {
-            pack: loc.pack,
-            start: loc.offset,
-            end: loc.offset.saturating_add(loc.length),
-        }
-    }
-
-    /// Whether `loc` can join: same pack, and either inside the span
-    /// already (a chunk several files share, read once) or after its end,
-    /// a gap of at most `max_gap`, the span staying within `max` bytes.
-    pub(super) fn can_take(&self, loc: &Location, max: u64, max_gap: u64) -> bool {
-        let end = loc.offset.saturating_add(loc.length);
-        self.pack == loc.pack
-            && ((loc.offset >= self.start && end <= self.end)
-                || (loc.offset >= self.end
-                    && loc.offset - self.end <= max_gap
-                    && end - self.start <= max))
-    }
-
-    /// Extends the span to the end of `loc` (which [`Span::can_take`]).
-    pub(super) fn take(&mut self, loc: &Location) {
-        self.end = self.end.max(loc.offset.saturating_add(loc.length));
-    }
-
-    /// The span's stored bytes, with one ranged read of its pack, a pack
-    /// of `kind`.
-    pub(super) async fn read(&self, repo: &Repository, kind: PackKind) -> Result<Vec<u8>> {
-        repo.fetch_pack_range(&self.pack, kind, self.start, self.end - self.start)
-            .await
-    }
-
-    /// The stored bytes of `loc` in `data`, which [`Span::read`] returned.
-    pub(super) fn blob<'d>(&self, data: &'d [u8], loc: &Location) -> Result<&'d [u8]> {
-        let from = (loc.offset - self.start) as usize;
-        data.get(from..from.saturating_add(loc.length as usize))
-            .ok_or_else(|| {
-                Error::Internal(format!(
-                    "restore: a read of pack {} came back shorter than asked",
-                    self.pack
-                ))
-            })
-    }
-}
 
 /// One ranged read of a pack and the parts (of files) it holds.
 pub(super) struct Fetch<P> {
@@ -137,19 +72,8 @@ pub(super) fn next_tree_batch<T>(
 #[cfg(test)]
 pub(super) mod tests {
     use super::*;
-    use crate::format::id::BlobId;
+    pub(in crate::ops::restore) use crate::repository::span::tests::loc;
     use std::path::PathBuf;
-
-    /// A blob of `length` bytes at `offset` of pack `[pack; 32]`.
-    pub(in crate::ops::restore) fn loc(pack: u8, offset: u64, length: u64) -> Location {
-        Location {
-            id: BlobId([0; 32]),
-            pack: PackId([pack; 32]),
-            offset,
-            length,
-            raw_length: length,
-        }
-    }
 
     #[test]
     fn a_blob_inside_a_read_joins_it_without_changing_it() {
@@ -163,7 +87,7 @@ pub(super) mod tests {
         assert!(!fetch.can_take(&loc(1, 125, 10), MAX_GAP), "past the end");
         fetch.take(&loc(1, 100, 10), 2);
         let span = fetch.span.expect("a span");
-        assert_eq!((span.start, span.end), (100, 130));
+        assert_eq!((span.start(), span.len()), (100, 30));
         assert_eq!(fetch.parts, vec![0, 1, 2]);
     }
 
@@ -195,12 +119,11 @@ pub(super) mod tests {
             "too long"
         );
         fetch.take(&loc(1, 120, 30), 1);
-        let expected = Span {
-            pack: PackId([1; 32]),
-            start: 100,
-            end: 150,
-        };
-        assert_eq!(fetch.span, Some(expected));
+        let span = fetch.span.expect("a span");
+        assert_eq!(
+            (span.pack().0, span.start(), span.len()),
+            ([1; 32], 100, 50)
+        );
         assert_eq!(fetch.parts, [0, 1]);
     }
 
@@ -219,7 +142,7 @@ pub(super) mod tests {
         .map(|(i, l)| (l, PathBuf::from(i.to_string())))
         .collect();
         let (span, batch) = next_tree_batch(&mut waiting).unwrap();
-        assert_eq!((span.start, span.end), (100, 450));
+        assert_eq!((span.start(), span.len()), (100, 350));
         let names: Vec<_> = batch.iter().map(|(_, p)| p.display().to_string()).collect();
         assert_eq!(names, ["0", "2", "3", "5"]);
         let left: Vec<_> = waiting
@@ -227,14 +150,5 @@ pub(super) mod tests {
             .map(|(_, p)| p.display().to_string())
             .collect();
         assert_eq!(left, ["1", "4"]);
-    }
-
-    #[test]
-    fn a_short_read_is_an_internal_error_never_other_bytes() {
-        let span = Span::of(&loc(1, 100, 10));
-        let data = vec![7u8; 5];
-        let err = span.blob(&data, &loc(1, 100, 10)).unwrap_err();
-        assert!(matches!(err, Error::Internal(_)), "{err}");
-        assert_eq!(span.blob(&[7u8; 10], &loc(1, 100, 10)).unwrap(), [7u8; 10]);
     }
 }

@@ -219,7 +219,7 @@ impl FileWriter {
             async move {
                 let _bytes = match budget {
                     Some(budget) => {
-                        let kib = fetch.span.as_ref().map_or(0, |s| (s.end - s.start) / 1024);
+                        let kib = fetch.span.as_ref().map_or(0, |s| s.len() / 1024);
                         let kib = kib.clamp(1, u64::from(REMOTE_BYTES_IN_FLIGHT)) as u32;
                         Some(budget.acquire_many_owned(kib).await.map_err(|_| {
                             Error::Internal("restore: the read budget closed".into())
