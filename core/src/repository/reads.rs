@@ -155,7 +155,10 @@ impl Repository {
             .map(|(l, _)| *l)
             .collect();
         let mut fetched = Vec::new();
-        for (span, _) in super::span::joined(&missing, u64::MAX, u64::MAX) {
+        // Joined within restore's bounds: blobs a caller passes that lie
+        // far apart (or in other packs) are never one huge ranged read.
+        let spans = super::span::joined(&missing, super::span::MAX_FETCH, super::span::MAX_GAP);
+        for (span, _) in spans {
             fetched.push((span, span.read(self, PackKind::Data).await?));
         }
         let repo = self.clone();
@@ -166,8 +169,7 @@ impl Repository {
                     out.push(Ok(p));
                     continue;
                 }
-                let Some((span, stored)) = fetched.iter().find(|(s, _)| s.pack() == &loc.pack)
-                else {
+                let Some((span, stored)) = fetched.iter().find(|(s, _)| s.holds(loc)) else {
                     out.push(Err(Error::Internal(format!(
                         "chunk {} was not read",
                         loc.id

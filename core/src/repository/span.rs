@@ -68,6 +68,13 @@ impl Span {
                     && end - self.start <= max))
     }
 
+    /// Whether `loc` lies wholly inside the span.
+    pub fn holds(&self, loc: &Location) -> bool {
+        self.pack == loc.pack
+            && loc.offset >= self.start
+            && loc.offset.saturating_add(loc.length) <= self.end
+    }
+
     /// Extends the span to the end of `loc` (which [`Span::can_take`]).
     pub fn take(&mut self, loc: &Location) {
         self.end = self.end.max(loc.offset.saturating_add(loc.length));
@@ -190,5 +197,9 @@ pub(crate) mod tests {
         );
         let capped = joined(&wanted[1..4], 200, MAX_GAP);
         assert_eq!(capped.len(), 2, "at most 200 bytes a span");
+        for (span, blobs) in &spans {
+            assert!(blobs.iter().all(|b| span.holds(b)));
+        }
+        assert!(!spans[0].0.holds(&wanted[1]), "another pack");
     }
 }
