@@ -360,7 +360,7 @@ impl Repository {
     /// Parses tree `loc`'s verified plaintext and keeps it in the memo.
     fn remember_tree(&self, loc: &Location, json: &[u8]) -> Result<Arc<Tree>> {
         let tree = Arc::new(Tree::from_json(json, &format!("tree {}", loc.id))?);
-        self.trees.keep(*loc, tree.clone(), json.len() as u64);
+        self.trees.keep(*loc, tree.clone(), tree.memory());
         Ok(tree)
     }
 

@@ -5,20 +5,20 @@
 //! by restore, export and diff alike. Keyed by the whole location, not the
 //! id alone: a reference that names a good tree's id but points elsewhere
 //! is read from where it points, and is damage there, as `check` says,
-//! whatever was read before. Bounded in bytes of plaintext, least recently
-//! used first out.
+//! whatever was read before. Bounded in the bytes the parsed trees take in
+//! memory ([`Tree::memory`]), least recently used first out.
 
 use crate::format::tree::{Location, Tree};
 use crate::sync::lock;
 use lru::LruCache;
 use std::sync::{Arc, Mutex};
 
-/// Plaintext bytes of the trees kept, at most.
+/// Bytes the trees kept take in memory, at most.
 pub const TREE_MEMO_BYTES: u64 = 32 << 20;
 /// A tree larger than this is not kept (it would push out many others).
 const LARGEST_KEPT: u64 = TREE_MEMO_BYTES / 4;
 
-/// Parsed trees by location, within [`TREE_MEMO_BYTES`] of their plaintext.
+/// Parsed trees by location, within [`TREE_MEMO_BYTES`] of memory.
 pub struct TreeMemo {
     lru: Mutex<Kept>,
 }
@@ -46,8 +46,8 @@ impl TreeMemo {
         lock(&self.lru).trees.get(loc).map(|(tree, _)| tree.clone())
     }
 
-    /// Keeps `tree`, read from `loc` and verified, whose plaintext was
-    /// `bytes` long; the least recently used go while the total is over the
+    /// Keeps `tree`, read from `loc` and verified, which takes `bytes` of
+    /// memory; the least recently used go while the total is over the
     /// bound.
     pub fn keep(&self, loc: Location, tree: Arc<Tree>, bytes: u64) {
         if bytes > LARGEST_KEPT {

@@ -28,6 +28,14 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
 /// Trees fetched at once while walking.
 const TREES_IN_FLIGHT: usize = 16;
+/// The memory the trees fetched ahead of the walk may take, those in
+/// flight counted at what trees read so far took per stored byte. Trees
+/// compress ~14x: 16 batches of 1 MiB stored once held the trees of all
+/// 200,000 files of tests/memory.rs at once (85 MiB parsed). 16 MiB is
+/// ~10,000 directories of a few files ahead, or 40 of 1,000.
+const TREES_AHEAD_BYTES: u64 = 16 << 20;
+/// Memory per stored byte of tree assumed until trees have been read.
+const TREE_GROWTH: u64 = 16;
 /// Reads assembled at once. A writer fills one pack per core, so the
 /// blobs of consecutive small files alternate between packs, and files
 /// unchanged since an earlier backup lie in older packs: one open read per
@@ -710,6 +718,8 @@ struct TreesAhead {
     waiting: VecDeque<(Location, PathBuf)>,
     fetching: FuturesOrdered<TreeBatch>,
     fetched: HashMap<PathBuf, Result<Arc<Tree>>>,
+    /// The memory the trees ahead take, within [`TREES_AHEAD_BYTES`].
+    ahead: TreesMemory,
     /// Components of the restore's top directory, to count depths from.
     top: usize,
     /// Excluded directories' trees are not read.
@@ -719,6 +729,53 @@ struct TreesAhead {
     stat_ahead: Option<Arc<Semaphore>>,
     /// The looks taken or under way, by directory.
     looks: HashMap<PathBuf, tokio::task::JoinHandle<Option<Looked>>>,
+}
+
+/// What the trees ahead of a restore's walk take: those fetched, by
+/// [`Tree::memory`], and those in flight, estimated from their stored
+/// length at the growth seen so far.
+#[derive(Default)]
+struct TreesMemory {
+    /// Memory of the trees fetched and not yet walked into.
+    fetched: u64,
+    /// Stored lengths of the reads in flight, in the order they land.
+    in_flight: VecDeque<u64>,
+    /// Stored and in-memory bytes of every tree read so far.
+    stored_seen: u64,
+    memory_seen: u64,
+}
+
+impl TreesMemory {
+    /// Whether another read of trees fits in [`TREES_AHEAD_BYTES`].
+    fn room(&self) -> bool {
+        let growth = match self.stored_seen {
+            0 => TREE_GROWTH,
+            stored => self.memory_seen.div_ceil(stored).max(1),
+        };
+        let flying: u64 = self.in_flight.iter().sum();
+        self.fetched + flying.saturating_mul(growth) < TREES_AHEAD_BYTES
+    }
+
+    /// A read of `stored` bytes of trees went out.
+    fn reading(&mut self, stored: u64) {
+        self.in_flight.push_back(stored);
+    }
+
+    /// The oldest read landed with `trees`.
+    fn landed<'t>(&mut self, trees: impl Iterator<Item = &'t Arc<Tree>>) {
+        let stored = self.in_flight.pop_front().unwrap_or(0);
+        let memory: u64 = trees.map(|t| t.memory()).sum();
+        self.fetched += memory;
+        if stored > 0 {
+            self.stored_seen += stored;
+            self.memory_seen += memory;
+        }
+    }
+
+    /// The walk took `tree` from those fetched.
+    fn taken(&mut self, tree: &Tree) {
+        self.fetched = self.fetched.saturating_sub(tree.memory());
+    }
 }
 
 /// A directory being restored: its tree, the index of its next entry,
@@ -754,6 +811,7 @@ impl TreesAhead {
             waiting: VecDeque::from([(root, path.to_path_buf())]),
             fetching: FuturesOrdered::new(),
             fetched: HashMap::new(),
+            ahead: TreesMemory::default(),
             top: path.components().count(),
             select,
             stat_ahead: over_live_tree.then(|| Arc::new(Semaphore::new(STATS_AHEAD))),
@@ -788,10 +846,18 @@ impl TreesAhead {
     async fn get(&mut self, dir: &Path) -> Result<Result<Arc<Tree>>> {
         loop {
             if let Some(tree) = self.fetched.remove(dir) {
+                if let Ok(tree) = &tree {
+                    self.ahead.taken(tree);
+                }
                 return Ok(tree);
             }
-            while self.fetching.len() < TREES_IN_FLIGHT {
+            // One read always goes out while none is: the tree the walk
+            // needs next is the first waiting, in flight, or fetched.
+            while self.fetching.len() < TREES_IN_FLIGHT
+                && (self.fetching.is_empty() || self.ahead.room())
+            {
                 if let Some(known) = self.remembered() {
+                    self.ahead.reading(0);
                     self.fetching
                         .push_back(Box::pin(std::future::ready(Ok(vec![known]))));
                     continue;
@@ -799,6 +865,7 @@ impl TreesAhead {
                 let Some((span, batch)) = next_tree_batch(&mut self.waiting) else {
                     break;
                 };
+                self.ahead.reading(span.len());
                 // Read and decoded here, as the walk polls it: decoding on
                 // the workers (a third of the walk's thread over a live
                 // tree) gave their malloc arenas to tree memory, and a
@@ -813,7 +880,10 @@ impl TreesAhead {
                     dir.display()
                 )));
             };
-            for (path, tree) in trees? {
+            let trees = trees?;
+            self.ahead
+                .landed(trees.iter().filter_map(|(_, t)| t.as_ref().ok()));
+            for (path, tree) in trees {
                 if let Ok(tree) = &tree {
                     self.queue_subtrees(tree, &path);
                     self.look_ahead(&path);
@@ -932,6 +1002,38 @@ fn past_path_limits(dest: &Path, name: &[u8]) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn tree_of(files: usize) -> Arc<Tree> {
+        let entries = (0..files)
+            .map(|i| Entry::new(format!("f{i:06}").into_bytes(), Kind::File, 0o644))
+            .collect();
+        Arc::new(Tree { entries })
+    }
+
+    #[test]
+    fn trees_ahead_stop_at_their_memory_counting_those_in_flight_at_the_growth_seen() {
+        let mut ahead = TreesMemory::default();
+        assert!(ahead.room());
+        // Before any tree landed, a stored byte counts TREE_GROWTH.
+        ahead.reading(TREES_AHEAD_BYTES / TREE_GROWTH);
+        assert!(!ahead.room(), "a read that may fill the bound");
+        let big = tree_of(20_000);
+        let memory = big.memory();
+        assert!(memory > 20_000 * std::mem::size_of::<Entry>() as u64);
+        ahead.landed([&big].into_iter());
+        // The tree grew memory / stored per stored byte: reads in flight
+        // now count at that.
+        let growth = memory.div_ceil(TREES_AHEAD_BYTES / TREE_GROWTH).max(1);
+        assert_eq!(ahead.fetched, memory);
+        let fits = (TREES_AHEAD_BYTES - memory) / growth;
+        ahead.reading(fits.saturating_sub(1));
+        assert!(ahead.room() == (memory < TREES_AHEAD_BYTES));
+        ahead.taken(&big);
+        ahead.landed(std::iter::empty());
+        assert_eq!(ahead.fetched, 0);
+        assert!(ahead.in_flight.is_empty());
+        assert!(ahead.room());
+    }
 
     #[test]
     fn entries_past_linux_name_and_path_limits_are_named_not_attempted() {
