@@ -102,6 +102,8 @@ impl Mounted {
     }
 
     /// `size` bytes of file `ino` (`entry`) from `offset`, fetched as needed.
+    /// What comes after is asked for first, so its fetches start with this
+    /// read's own rather than a round trip later.
     pub(crate) async fn read(
         self: &Arc<Self>,
         ino: u64,
@@ -109,6 +111,7 @@ impl Mounted {
         offset: u64,
         size: u32,
     ) -> Result<Vec<u8>, Errno> {
+        self.read_ahead(ino, entry, offset, size);
         let pieces = pieces(entry, offset, size);
         let mut out = Vec::with_capacity(pieces.iter().map(Piece::len).sum());
         for piece in pieces {
@@ -132,13 +135,12 @@ impl Mounted {
             })?;
             out.extend_from_slice(bytes);
         }
-        self.read_ahead(ino, entry, offset, size);
         Ok(out)
     }
 
-    /// After a read: fetch the file's next chunks within its reader's
-    /// window and, when it was read from its start, tell the walks.
-    /// Needs to run inside the tokio runtime.
+    /// With a read: fetch the file's chunks after it (those the read does
+    /// not touch) within its reader's window and, when it was read from its
+    /// start, tell the walks. Needs to run inside the tokio runtime.
     fn read_ahead(self: &Arc<Self>, ino: u64, entry: &EntryMeta, offset: u64, size: u32) {
         let target = self.cache().link().window(MIN_WINDOW, self.window_cap());
         let window = self
@@ -148,7 +150,7 @@ impl Mounted {
             .advance(offset, size, target);
         let read_end = offset.saturating_add(u64::from(size));
         let ahead_end = read_end.saturating_add(window);
-        let next = entry.chunk_ends.partition_point(|&e| e <= read_end);
+        let next = entry.chunk_starts.partition_point(|&s| s < read_end);
         let within = entry.chunk_starts[next..].partition_point(|&s| s < ahead_end);
         if window > 0 {
             self.cache()
