@@ -717,7 +717,8 @@ struct TreesAhead {
     repo: Arc<Repository>,
     waiting: VecDeque<(Location, PathBuf)>,
     fetching: FuturesOrdered<TreeBatch>,
-    fetched: HashMap<PathBuf, Result<Arc<Tree>>>,
+    /// Each with the memory it takes ([`Tree::memory`], 0 for an error).
+    fetched: HashMap<PathBuf, (Result<Arc<Tree>>, u64)>,
     /// The memory the trees ahead take, within [`TREES_AHEAD_BYTES`].
     ahead: TreesMemory,
     /// Components of the restore's top directory, to count depths from.
@@ -761,10 +762,9 @@ impl TreesMemory {
         self.in_flight.push_back(stored);
     }
 
-    /// The oldest read landed with `trees`.
-    fn landed<'t>(&mut self, trees: impl Iterator<Item = &'t Arc<Tree>>) {
+    /// The oldest read landed with trees taking `memory`.
+    fn landed(&mut self, memory: u64) {
         let stored = self.in_flight.pop_front().unwrap_or(0);
-        let memory: u64 = trees.map(|t| t.memory()).sum();
         self.fetched += memory;
         if stored > 0 {
             self.stored_seen += stored;
@@ -772,9 +772,9 @@ impl TreesMemory {
         }
     }
 
-    /// The walk took `tree` from those fetched.
-    fn taken(&mut self, tree: &Tree) {
-        self.fetched = self.fetched.saturating_sub(tree.memory());
+    /// The walk took a tree taking `memory` from those fetched.
+    fn taken(&mut self, memory: u64) {
+        self.fetched = self.fetched.saturating_sub(memory);
     }
 }
 
@@ -845,10 +845,8 @@ impl TreesAhead {
     /// inner one is that tree's (damaged or missing).
     async fn get(&mut self, dir: &Path) -> Result<Result<Arc<Tree>>> {
         loop {
-            if let Some(tree) = self.fetched.remove(dir) {
-                if let Ok(tree) = &tree {
-                    self.ahead.taken(tree);
-                }
+            if let Some((tree, memory)) = self.fetched.remove(dir) {
+                self.ahead.taken(memory);
                 return Ok(tree);
             }
             // One read always goes out while none is: the tree the walk
@@ -880,16 +878,17 @@ impl TreesAhead {
                     dir.display()
                 )));
             };
-            let trees = trees?;
-            self.ahead
-                .landed(trees.iter().filter_map(|(_, t)| t.as_ref().ok()));
-            for (path, tree) in trees {
+            let mut landed = 0;
+            for (path, tree) in trees? {
+                let memory = tree.as_ref().map_or(0, |t| t.memory());
                 if let Ok(tree) = &tree {
                     self.queue_subtrees(tree, &path);
                     self.look_ahead(&path);
                 }
-                self.fetched.insert(path, tree);
+                landed += memory;
+                self.fetched.insert(path, (tree, memory));
             }
+            self.ahead.landed(landed);
         }
     }
 
@@ -1020,7 +1019,7 @@ mod tests {
         let big = tree_of(20_000);
         let memory = big.memory();
         assert!(memory > 20_000 * std::mem::size_of::<Entry>() as u64);
-        ahead.landed([&big].into_iter());
+        ahead.landed(memory);
         // The tree grew memory / stored per stored byte: reads in flight
         // now count at that.
         let growth = memory.div_ceil(TREES_AHEAD_BYTES / TREE_GROWTH).max(1);
@@ -1028,8 +1027,8 @@ mod tests {
         let fits = (TREES_AHEAD_BYTES - memory) / growth;
         ahead.reading(fits.saturating_sub(1));
         assert!(ahead.room() == (memory < TREES_AHEAD_BYTES));
-        ahead.taken(&big);
-        ahead.landed(std::iter::empty());
+        ahead.taken(memory);
+        ahead.landed(0);
         assert_eq!(ahead.fetched, 0);
         assert!(ahead.in_flight.is_empty());
         assert!(ahead.room());
